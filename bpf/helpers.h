@@ -1,0 +1,345 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* helpers.h: address matching, rule lookup, fragment state, accounting and events.
+ * policy/model.go has a Go twin for each decision helper; keep them in step. */
+#ifndef ZT_HELPERS_H
+#define ZT_HELPERS_H
+
+#include "maps.h"
+#include "parsing.h"
+
+/* Runtime knobs, set by the loader before load (volatile const: the verifier sees the value). */
+volatile const __u64 zt_frag_timeout_ns = 30ULL * 1000000000ULL; /* first-fragment record lifetime */
+volatile const __u64 zt_event_window_ns = 1000000000ULL;         /* event budget window */
+volatile const __u64 zt_event_burst = 10;                        /* events per (device, reason, window) */
+volatile const __u8 zt_events_enabled = 1;                       /* 0: count only, no events */
+
+/* Per-frame state shared by the decision steps. */
+struct zt_pkt {
+	const struct zt_config *cfg;
+	const struct zt_dev_rec *dev;
+	struct zt_in6 saddr;
+	struct zt_in6 daddr;
+	__u32 slot;
+	__u32 l3off;     /* start of the IP/ARP header */
+	__u32 end;       /* end of the IP datagram (from its length field) */
+	__u32 l4off;     /* start of the upper-layer header */
+	__u32 fp_start;  /* start of the fragmentable part (fragment offsets count from here) */
+	__u32 foff;      /* fragment offset in bytes */
+	__u32 frag_id;
+	__u16 vid;
+	__u16 sport;
+	__u16 dport;
+	__u8 smac[6];
+	__u8 family;     /* 4 or 6 */
+	__u8 l4proto;
+	__u8 mf;         /* more-fragments flag */
+	__u8 first_frag; /* offset 0 with more fragments to come */
+	__u8 unspec;     /* source is 0.0.0.0 or :: */
+	__u8 counted;    /* passed identity and source checks: charge the device */
+	__u8 icmp_type;
+};
+
+static __always_inline int zt_in6_eq(const struct zt_in6 *a, const struct zt_in6 *b)
+{
+	const __u64 *x = (const __u64 *)a->b;
+	const __u64 *y = (const __u64 *)b->b;
+
+	return x[0] == y[0] && x[1] == y[1];
+}
+
+static __always_inline void zt_in6_from_v4(struct zt_in6 *a, __be32 v4)
+{
+	__u64 *w = (__u64 *)a->b;
+
+	w[0] = 0;
+	w[1] = ((__u64)v4 << 32) | bpf_htonl(0x0000ffff);
+}
+
+static __always_inline __be32 zt_in6_v4(const struct zt_in6 *a)
+{
+	return *(const __be32 *)&a->b[12];
+}
+
+static __always_inline int zt_bound_v4(const struct zt_dev_rec *dev, __be32 a)
+{
+	__u32 i;
+
+#pragma unroll
+	for (i = 0; i < ZT_MAX_V4; i++)
+		if (i < dev->n_v4 && dev->v4[i] == a)
+			return 1;
+	return 0;
+}
+
+static __always_inline int zt_bound_v6(const struct zt_dev_rec *dev, const struct zt_in6 *a)
+{
+	__u32 i;
+
+#pragma unroll
+	for (i = 0; i < ZT_MAX_V6; i++)
+		if (i < dev->n_v6 && zt_in6_eq(&dev->v6[i], a))
+			return 1;
+	return 0;
+}
+
+/* Is the destination one of the gateway's own addresses? */
+static __always_inline int zt_is_gateway(const struct zt_pkt *pkt)
+{
+	const struct zt_config *cfg = pkt->cfg;
+	__u32 i;
+
+	if (pkt->family == 4) {
+		__be32 d = zt_in6_v4(&pkt->daddr);
+#pragma unroll
+		for (i = 0; i < ZT_MAX_GW; i++)
+			if (i < cfg->n_gw4 && cfg->gw4[i] == d)
+				return 1;
+		return 0;
+	}
+#pragma unroll
+	for (i = 0; i < ZT_MAX_GW; i++)
+		if (i < cfg->n_gw6 && zt_in6_eq(&cfg->gw6[i], &pkt->daddr))
+			return 1;
+	return 0;
+}
+
+/* Does a rule value allow this frame? proto_key is the protocol the rule was stored under. */
+static __noinline int zt_ports_ok(const struct zt_rule_val *v, __u32 proto_key, __u32 l4proto,
+				  __u32 dport, __u32 tunnel)
+{
+	__u32 i, n;
+
+	if (!v)
+		return 0;
+	if (proto_key == ZT_PROTO_ANY)
+		return !tunnel; /* a wildcard never opens a tunnel */
+	if (l4proto != IPPROTO_TCP_ && l4proto != IPPROTO_UDP_)
+		return 1; /* protocol without ports: the explicit protocol rule decides */
+	if (v->flags & ZT_RULE_ALL_PORTS)
+		return !tunnel; /* "all UDP ports" does not name VXLAN or Geneve */
+	n = v->n;
+	for (i = 0; i < ZT_MAX_PORT_RANGES; i++) {
+		if (i >= n)
+			break;
+		if (v->ranges[i].lo <= dport && dport <= v->ranges[i].hi &&
+		    (!tunnel || v->ranges[i].lo == v->ranges[i].hi))
+			return 1;
+	}
+	return 0;
+}
+
+/* What the allow-list needs of a frame: no pointers, so that it can be a global function's
+ * argument and the verifier checks the rule lookups once, not once per path. */
+struct zt_match {
+	struct zt_in6 daddr;
+	__u32 slot;
+	__u32 ruleset;
+	__u32 flags;    /* ZT_DEV_PEER_RULES | ZT_DEV_PREFIX_RULES | ZT_DEV_QUARANTINED */
+	__u16 dport;
+	__u8 l4proto;
+	__u8 to_gateway;
+};
+
+/* Try (rule set, selector) under the frame's protocol, then under the wildcard. */
+static __always_inline int zt_try(void *rules, const struct zt_match *m, __u8 kind, __u32 id,
+				  __u32 tunnel)
+{
+	struct zt_rule_key k = {.ruleset = m->ruleset, .sel_id = id, .sel_kind = kind,
+				.proto = m->l4proto};
+
+	if (zt_ports_ok(bpf_map_lookup_elem(rules, &k), m->l4proto, m->l4proto, m->dport, tunnel))
+		return 1;
+	k.proto = ZT_PROTO_ANY;
+	return zt_ports_ok(bpf_map_lookup_elem(rules, &k), ZT_PROTO_ANY, m->l4proto, m->dport,
+			   tunnel);
+}
+
+/* Step 13 (with step 11): the allow-list of the device (device + segment rules) or the
+ * quarantine set. Returns the reason. */
+__noinline int zt_match_rules(struct zt_match *m)
+{
+	__u32 p, tunnel, slot;
+	void *rules, *inner;
+
+	if (!m)
+		return ZT_R_NO_POLICY;
+	p = m->l4proto;
+	slot = m->slot;
+	tunnel = p == IPPROTO_IPIP_ || p == IPPROTO_IPV6_ || p == IPPROTO_GRE_ ||
+		 (p == IPPROTO_UDP_ && (m->dport == ZT_PORT_VXLAN || m->dport == ZT_PORT_GENEVE));
+	rules = bpf_map_lookup_elem(&zt_rules, &slot);
+	if (!rules)
+		return ZT_R_NO_POLICY;
+	if (m->to_gateway && zt_try(rules, m, ZT_SEL_GATEWAY, 0, tunnel))
+		return ZT_R_ALLOW;
+	if ((m->flags & ZT_DEV_PEER_RULES) && (inner = bpf_map_lookup_elem(&zt_addrs, &slot))) {
+		struct zt_addr_key ak = {.addr = m->daddr};
+		struct zt_addr_val *a = bpf_map_lookup_elem(inner, &ak);
+
+		if (a && a->kind == ZT_ADDR_DEVICE) {
+			if (zt_try(rules, m, ZT_SEL_DEVICE, a->dev_id, tunnel))
+				return ZT_R_ALLOW;
+			if (a->segment && zt_try(rules, m, ZT_SEL_SEGMENT, a->segment, tunnel))
+				return ZT_R_ALLOW;
+		}
+	}
+	if ((m->flags & ZT_DEV_PREFIX_RULES) && (inner = bpf_map_lookup_elem(&zt_prefixes, &slot))) {
+		struct zt_prefix_key k = {.prefixlen = 32 + 128, .ruleset = m->ruleset, .addr = m->daddr};
+		struct zt_prefix_val *g = bpf_map_lookup_elem(inner, &k);
+
+		if (g && zt_try(rules, m, ZT_SEL_PREFIX, g->group, tunnel))
+			return ZT_R_ALLOW;
+	}
+	if (m->flags & ZT_DEV_QUARANTINED)
+		return ZT_R_QUARANTINED;
+	return tunnel ? ZT_R_ENCAP_DENIED : ZT_R_NO_RULE;
+}
+
+static __always_inline int zt_allow_list(const struct zt_pkt *pkt)
+{
+	const struct zt_dev_rec *dev = pkt->dev;
+	struct zt_match m = {
+		.daddr = pkt->daddr,
+		.slot = pkt->slot,
+		.ruleset = dev->ruleset,
+		.flags = dev->flags & (ZT_DEV_PEER_RULES | ZT_DEV_PREFIX_RULES),
+		.dport = pkt->dport,
+		.l4proto = pkt->l4proto,
+		.to_gateway = zt_is_gateway(pkt),
+	};
+
+	if (dev->flags & ZT_DEV_QUARANTINED) {
+		m.ruleset = pkt->cfg->quarantine_ruleset;
+		m.flags = ZT_DEV_QUARANTINED;
+		if (pkt->cfg->flags & ZT_CFG_Q_PEER_RULES)
+			m.flags |= ZT_DEV_PEER_RULES;
+		if (pkt->cfg->flags & ZT_CFG_Q_PREFIX_RULES)
+			m.flags |= ZT_DEV_PREFIX_RULES;
+	}
+	return zt_match_rules(&m);
+}
+
+static __always_inline void zt_frag_key(const struct zt_pkt *pkt, struct zt_frag_key *k)
+{
+	k->saddr = pkt->saddr;
+	k->daddr = pkt->daddr;
+	k->id = pkt->frag_id;
+	k->proto = pkt->family == 4 ? pkt->l4proto : 0;
+	k->family = pkt->family;
+	k->pad = 0;
+}
+
+/* Step 9, later fragment: follow the verdict recorded for the first fragment. */
+static __always_inline int zt_frag_later(const struct zt_pkt *pkt)
+{
+	struct zt_frag_key k;
+	struct zt_frag_val *v;
+
+	zt_frag_key(pkt, &k);
+	v = bpf_map_lookup_elem(&zt_frags, &k);
+	if (!v)
+		return ZT_R_FRAG_NO_STATE;
+	if (bpf_ktime_get_ns() - v->ts > zt_frag_timeout_ns) {
+		bpf_map_delete_elem(&zt_frags, &k);
+		return ZT_R_FRAG_NO_STATE;
+	}
+	if (v->dev_id != pkt->dev->dev_id)
+		return ZT_R_FRAG_NO_STATE;
+	if (pkt->foff < v->covered)
+		return ZT_R_FRAG_OVERLAP;
+	if (!pkt->mf)
+		bpf_map_delete_elem(&zt_frags, &k);
+	return ZT_R_ALLOW;
+}
+
+/* Step 9, first fragment that passed: remember it; no room means drop. */
+static __always_inline int zt_frag_record(const struct zt_pkt *pkt)
+{
+	struct zt_frag_key k;
+	struct zt_frag_val v = {
+		.ts = bpf_ktime_get_ns(),
+		.dev_id = pkt->dev->dev_id,
+		.covered = pkt->end - pkt->fp_start,
+	};
+
+	zt_frag_key(pkt, &k);
+	if (bpf_map_update_elem(&zt_frags, &k, &v, BPF_ANY))
+		return ZT_R_FRAG_TABLE_FULL;
+	return ZT_R_ALLOW;
+}
+
+static __always_inline void zt_account(const struct zt_pkt *pkt, __u32 verdict, __u32 reason,
+				       __u32 len)
+{
+	__u32 idx = verdict * ZT_R_MAX + reason;
+	struct zt_counter *c = bpf_map_lookup_elem(&zt_counters, &idx);
+
+	if (c) {
+		c->packets++;
+		c->bytes += len;
+	}
+	if (pkt->counted && pkt->dev && verdict < ZT_V_MAX) {
+		__u32 id = pkt->dev->dev_id;
+		struct zt_dev_stats *s = bpf_map_lookup_elem(&zt_devstats, &id);
+
+		if (s) {
+			s->packets[verdict]++;
+			s->bytes[verdict] += len;
+			s->last_seen = bpf_ktime_get_ns();
+		}
+	}
+}
+
+static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pkt, __u32 verdict,
+				     __u32 reason, __u32 len)
+{
+	__u32 zero = 0;
+	struct zt_event_stats *st = bpf_map_lookup_elem(&zt_evstats, &zero);
+	struct zt_limit_key lk = {.dev_id = pkt->dev ? pkt->dev->dev_id : ZT_NO_DEVICE,
+				  .reason = reason};
+	struct zt_limit_val *lv, nv = {};
+	struct zt_event *e;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 cap;
+
+	if (!st || !zt_events_enabled)
+		return;
+	lv = bpf_map_lookup_elem(&zt_event_limit, &lk);
+	if (lv && now - lv->window_start < zt_event_window_ns) {
+		if (lv->count >= zt_event_burst) {
+			st->suppressed++;
+			return;
+		}
+		__sync_fetch_and_add(&lv->count, 1);
+	} else {
+		nv.window_start = now;
+		nv.count = 1;
+		bpf_map_update_elem(&zt_event_limit, &lk, &nv, BPF_ANY);
+	}
+	e = bpf_ringbuf_reserve(&zt_events, sizeof(*e), 0);
+	if (!e) {
+		st->lost++;
+		return;
+	}
+	e->ts = now;
+	e->dev_id = lk.dev_id;
+	e->ifindex = ctx->ingress_ifindex;
+	e->revision = pkt->cfg ? pkt->cfg->revision : 0;
+	e->verdict = verdict;
+	e->reason = reason;
+	e->frame_len = len;
+	e->pad = 0;
+	cap = len < ZT_EVENT_CAPTURE ? len : ZT_EVENT_CAPTURE;
+	/* cap = ((cap - 1) & 127) + 1 with an AND the compiler cannot drop, so that the verifier
+	 * sees 1 <= cap <= 128 on the very register passed to the helper. */
+	cap -= 1;
+	asm volatile("%0 &= 127" : "+r"(cap));
+	cap += 1;
+	e->cap_len = cap;
+	if (bpf_xdp_load_bytes(ctx, 0, e->data, cap))
+		e->cap_len = 0;
+	bpf_ringbuf_submit(e, 0);
+	st->emitted++;
+}
+
+#endif

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* maps.h: every map of the datapath. Capacities written here are placeholders: the loader sets
+ * max_entries from the configuration before load. Policy maps come in ZT_SLOTS slots; a frame
+ * reads the active slot number once and uses that slot for every policy lookup. */
+#ifndef ZT_MAPS_H
+#define ZT_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "structs.h"
+
+/* Active slot (0 or 1). Userspace fills the other slot, flips this, then waits an RCU grace period. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} zt_active SEC(".maps");
+
+/* Per-slot policy-wide configuration. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ZT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct zt_config);
+} zt_cfg SEC(".maps");
+
+struct zt_devices_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct zt_dev_key);
+	__type(value, struct zt_dev_rec);
+};
+
+struct zt_addrs_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct zt_addr_key);
+	__type(value, struct zt_addr_val);
+};
+
+struct zt_prefixes_inner {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct zt_prefix_key);
+	__type(value, struct zt_prefix_val);
+};
+
+struct zt_rules_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct zt_rule_key);
+	__type(value, struct zt_rule_val);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, ZT_SLOTS);
+	__type(key, __u32);
+	__array(values, struct zt_devices_inner);
+} zt_devices SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, ZT_SLOTS);
+	__type(key, __u32);
+	__array(values, struct zt_addrs_inner);
+} zt_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, ZT_SLOTS);
+	__type(key, __u32);
+	__array(values, struct zt_prefixes_inner);
+} zt_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, ZT_SLOTS);
+	__type(key, __u32);
+	__array(values, struct zt_rules_inner);
+} zt_rules SEC(".maps");
+
+/* Userspace-only: a map-in-map update makes the kernel wait for an RCU grace period
+ * (every XDP run in flight has finished) before the syscall returns. */
+struct zt_barrier_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct zt_barrier_inner);
+} zt_barrier SEC(".maps");
+
+/* First-fragment verdicts; full table = fail closed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct zt_frag_key);
+	__type(value, struct zt_frag_val);
+} zt_frags SEC(".maps");
+
+/* Frames and bytes by (verdict, reason). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ZT_V_MAX * ZT_R_MAX);
+	__type(key, __u32);
+	__type(value, struct zt_counter);
+} zt_counters SEC(".maps");
+
+/* Per-device counters, index dev_id (0 unused). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct zt_dev_stats);
+} zt_devstats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct zt_event_stats);
+} zt_evstats SEC(".maps");
+
+/* Event budget per (device, reason); LRU so a flood of keys cannot exhaust it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct zt_limit_key);
+	__type(value, struct zt_limit_val);
+} zt_event_limit SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} zt_events SEC(".maps");
+
+/* Inner map key/value types are reached only through pointers in the map definitions above, so
+ * clang would emit them as forward declarations. These unused pointers (the bpf2go idiom) make it
+ * emit the full types, which both the loader and bpf2go -type need. */
+const struct zt_dev_key *zt_btf_dev_key __attribute__((unused));
+const struct zt_dev_rec *zt_btf_dev_rec __attribute__((unused));
+const struct zt_addr_key *zt_btf_addr_key __attribute__((unused));
+const struct zt_addr_val *zt_btf_addr_val __attribute__((unused));
+const struct zt_prefix_key *zt_btf_prefix_key __attribute__((unused));
+const struct zt_prefix_val *zt_btf_prefix_val __attribute__((unused));
+const struct zt_rule_key *zt_btf_rule_key __attribute__((unused));
+const struct zt_rule_val *zt_btf_rule_val __attribute__((unused));
+const struct zt_event *zt_btf_event __attribute__((unused));
+const enum zt_verdict *zt_btf_verdict __attribute__((unused));
+const enum zt_reason *zt_btf_reason __attribute__((unused));
+
+#endif

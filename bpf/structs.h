@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* structs.h: map keys/values and the event record. Go gets these through bpf2go -type;
+ * never copy them by hand. Addresses are 16 bytes, IPv4 as ::ffff:a.b.c.d, network order. */
+#ifndef ZT_STRUCTS_H
+#define ZT_STRUCTS_H
+
+#include <linux/types.h>
+#include "consts.h"
+
+struct zt_in6 {
+	__u8 b[16];
+};
+
+/* devices[slot]: source MAC -> everything a frame of that device needs (one cold lookup). */
+struct zt_dev_key {
+	__u8 mac[6];
+	__u16 pad;
+};
+
+struct zt_dev_rec {
+	__u32 dev_id;   /* stable across revisions: index of dev_stats, events */
+	__u32 ruleset;  /* rule set id (device rules + segment rules), shared by identical lists */
+	__u32 ifindex;  /* gateway port the device must arrive on; 0 = any */
+	__u16 segment;  /* segment id; 0 = none */
+	__u16 vlan;     /* VID the device's frames carry; 0 = untagged (or priority-tagged) */
+	__u16 flags;    /* enum zt_dev_flags */
+	__u8 n_v4;      /* used entries of v4 */
+	__u8 n_v6;      /* used entries of v6 */
+	__be32 v4[ZT_MAX_V4];
+	struct zt_in6 v6[ZT_MAX_V6];
+};
+
+/* addrs[slot]: destination address bound to a device -> its identity, for device/segment rules. */
+struct zt_addr_key {
+	struct zt_in6 addr;
+};
+
+struct zt_addr_val {
+	__u32 dev_id;
+	__u16 segment;
+	__u8 kind;      /* enum zt_addr_kind */
+	__u8 pad;
+};
+
+/* prefixes[slot]: LPM trie (rule set, destination prefix) -> prefix group. The compiler closes
+ * each group over every enclosing prefix, so the longest match carries all rules that apply. */
+struct zt_prefix_key {
+	__u32 prefixlen; /* 32 (rule set) + 96 + v4 length, or 32 + v6 length */
+	__u32 ruleset;   /* always matched on all 32 bits */
+	struct zt_in6 addr;
+};
+
+struct zt_prefix_val {
+	__u32 group;
+};
+
+/* rules[slot]: (rule set, selector, protocol) -> allowed destination port ranges. */
+struct zt_rule_key {
+	__u32 ruleset;
+	__u32 sel_id;
+	__u8 sel_kind;  /* enum zt_sel_kind */
+	__u8 proto;     /* IP protocol number or ZT_PROTO_ANY */
+	__u16 pad;
+};
+
+struct zt_port_range {
+	__u16 lo;
+	__u16 hi;
+};
+
+struct zt_rule_val {
+	__u16 flags;    /* enum zt_rule_flags */
+	__u16 n;        /* used entries of ranges, sorted, merged */
+	struct zt_port_range ranges[ZT_MAX_PORT_RANGES];
+};
+
+/* config[slot]: policy-wide settings of one revision. */
+struct zt_config {
+	__u64 revision;
+	__u32 quarantine_ruleset; /* rule set of quarantined devices */
+	__u16 flags;              /* enum zt_config_flags */
+	__u8 n_gw4;
+	__u8 n_gw6;
+	__be32 gw4[ZT_MAX_GW];
+	struct zt_in6 gw6[ZT_MAX_GW];
+};
+
+/* frags: first-fragment verdicts, keyed by datagram. */
+struct zt_frag_key {
+	struct zt_in6 saddr;
+	struct zt_in6 daddr;
+	__u32 id;       /* IPv4 ID (16 bits) or IPv6 fragment identification */
+	__u8 proto;     /* IPv4 protocol; 0 for IPv6 */
+	__u8 family;    /* 4 or 6 */
+	__u16 pad;
+};
+
+struct zt_frag_val {
+	__u64 ts;       /* when the first fragment passed (bpf_ktime_get_ns) */
+	__u32 dev_id;
+	__u32 covered;  /* payload bytes (after the IP headers) the first fragment carried */
+};
+
+/* counters: per-CPU, index verdict * ZT_R_MAX + reason. */
+struct zt_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* dev_stats: per-CPU, index dev_id. Counted only after identity and source checks passed. */
+struct zt_dev_stats {
+	__u64 packets[ZT_V_MAX];
+	__u64 bytes[ZT_V_MAX];
+	__u64 last_seen; /* bpf_ktime_get_ns of the last counted frame */
+};
+
+/* event_stats: per-CPU, single entry. */
+struct zt_event_stats {
+	__u64 emitted;    /* events written into the ring buffer */
+	__u64 lost;       /* ring buffer full: reservation failed */
+	__u64 suppressed; /* over the per-(device, reason) event budget */
+};
+
+/* event_limit: (device, reason) -> current window. */
+struct zt_limit_key {
+	__u32 dev_id;
+	__u32 reason;
+};
+
+struct zt_limit_val {
+	__u64 window_start;
+	__u64 count;
+};
+
+/* events: one record per sampled drop or audit. */
+struct zt_event {
+	__u64 ts;         /* bpf_ktime_get_ns */
+	__u32 dev_id;     /* ZT_NO_DEVICE when the source is not identified */
+	__u32 ifindex;    /* ingress port */
+	__u64 revision;   /* policy revision that decided */
+	__u8 verdict;     /* enum zt_verdict */
+	__u8 reason;      /* enum zt_reason */
+	__u16 frame_len;  /* bytes of the frame */
+	__u16 cap_len;    /* bytes copied into data */
+	__u16 pad;
+	__u8 data[ZT_EVENT_CAPTURE];
+};
+
+#endif
