@@ -156,5 +156,10 @@ const struct zt_rule_val *zt_btf_rule_val __attribute__((unused));
 const struct zt_event *zt_btf_event __attribute__((unused));
 const enum zt_verdict *zt_btf_verdict __attribute__((unused));
 const enum zt_reason *zt_btf_reason __attribute__((unused));
+const enum zt_dev_flags *zt_btf_dev_flags __attribute__((unused));
+const enum zt_config_flags *zt_btf_config_flags __attribute__((unused));
+const enum zt_sel_kind *zt_btf_sel_kind __attribute__((unused));
+const enum zt_rule_flags *zt_btf_rule_flags __attribute__((unused));
+const enum zt_addr_kind *zt_btf_addr_kind __attribute__((unused));
 
 #endif

@@ -21,3 +21,54 @@ type (
 	Reason     = ZtgateZtReason
 	Verdict    = ZtgateZtVerdict
 )
+
+// Short names for the flag and kind enums of consts.h.
+const (
+	DevAudit       = uint16(ZtgateZtDevFlagsZT_DEV_AUDIT)
+	DevQuarantined = uint16(ZtgateZtDevFlagsZT_DEV_QUARANTINED)
+	DevPeerRules   = uint16(ZtgateZtDevFlagsZT_DEV_PEER_RULES)
+	DevPrefixRules = uint16(ZtgateZtDevFlagsZT_DEV_PREFIX_RULES)
+
+	CfgAudit        = uint16(ZtgateZtConfigFlagsZT_CFG_AUDIT)
+	CfgSvcDHCP      = uint16(ZtgateZtConfigFlagsZT_CFG_SVC_DHCP)
+	CfgSvcDHCPv6    = uint16(ZtgateZtConfigFlagsZT_CFG_SVC_DHCPV6)
+	CfgQPeerRules   = uint16(ZtgateZtConfigFlagsZT_CFG_Q_PEER_RULES)
+	CfgQPrefixRules = uint16(ZtgateZtConfigFlagsZT_CFG_Q_PREFIX_RULES)
+	SelGateway      = uint8(ZtgateZtSelKindZT_SEL_GATEWAY)
+	SelDevice       = uint8(ZtgateZtSelKindZT_SEL_DEVICE)
+	SelSegment      = uint8(ZtgateZtSelKindZT_SEL_SEGMENT)
+	SelPrefix       = uint8(ZtgateZtSelKindZT_SEL_PREFIX)
+	RuleAllPorts    = uint16(ZtgateZtRuleFlagsZT_RULE_ALL_PORTS)
+	AddrDevice      = uint8(ZtgateZtAddrKindZT_ADDR_DEVICE)
+	VerdictPass     = ZtgateZtVerdictZT_V_PASS
+	VerdictDrop     = ZtgateZtVerdictZT_V_DROP
+	VerdictAudit    = ZtgateZtVerdictZT_V_AUDIT
+)
+
+// Reasons of enum zt_reason, short names.
+const (
+	ReasonAllow           = ZtgateZtReasonZT_R_ALLOW
+	ReasonBadL2Src        = ZtgateZtReasonZT_R_BAD_L2SRC
+	ReasonVLANDenied      = ZtgateZtReasonZT_R_VLAN_DENIED
+	ReasonUnknownDevice   = ZtgateZtReasonZT_R_UNKNOWN_DEVICE
+	ReasonSpoofMACPort    = ZtgateZtReasonZT_R_SPOOF_MAC_PORT
+	ReasonQuarantined     = ZtgateZtReasonZT_R_QUARANTINED
+	ReasonEthertypeDenied = ZtgateZtReasonZT_R_ETHERTYPE_DENIED
+	ReasonARPSpoof        = ZtgateZtReasonZT_R_ARP_SPOOF
+	ReasonTruncated       = ZtgateZtReasonZT_R_TRUNCATED
+	ReasonMalformed       = ZtgateZtReasonZT_R_MALFORMED
+	ReasonSpoofIP         = ZtgateZtReasonZT_R_SPOOF_IP
+	ReasonIPOptions       = ZtgateZtReasonZT_R_IP_OPTIONS
+	ReasonExtDenied       = ZtgateZtReasonZT_R_EXT_DENIED
+	ReasonFragTiny        = ZtgateZtReasonZT_R_FRAG_TINY
+	ReasonFragOverlap     = ZtgateZtReasonZT_R_FRAG_OVERLAP
+	ReasonFragNoState     = ZtgateZtReasonZT_R_FRAG_NO_STATE
+	ReasonFragTableFull   = ZtgateZtReasonZT_R_FRAG_TABLE_FULL
+	ReasonRouterGuard     = ZtgateZtReasonZT_R_ROUTER_GUARD
+	ReasonDHCPServer      = ZtgateZtReasonZT_R_DHCP_SERVER
+	ReasonDHCPChaddr      = ZtgateZtReasonZT_R_DHCP_CHADDR
+	ReasonNDSpoof         = ZtgateZtReasonZT_R_ND_SPOOF
+	ReasonEncapDenied     = ZtgateZtReasonZT_R_ENCAP_DENIED
+	ReasonNoRule          = ZtgateZtReasonZT_R_NO_RULE
+	ReasonNoPolicy        = ZtgateZtReasonZT_R_NO_POLICY
+)

@@ -18,6 +18,12 @@ type ZtgateZtAddrKey struct {
 	Addr ZtgateZtIn6
 }
 
+type ZtgateZtAddrKind uint32
+
+const (
+	ZtgateZtAddrKindZT_ADDR_DEVICE ZtgateZtAddrKind = 1
+)
+
 type ZtgateZtAddrVal struct {
 	_       structs.HostLayout
 	DevId   uint32
@@ -37,11 +43,30 @@ type ZtgateZtConfig struct {
 	Gw6               [4]ZtgateZtIn6
 }
 
+type ZtgateZtConfigFlags uint32
+
+const (
+	ZtgateZtConfigFlagsZT_CFG_AUDIT          ZtgateZtConfigFlags = 1
+	ZtgateZtConfigFlagsZT_CFG_SVC_DHCP       ZtgateZtConfigFlags = 2
+	ZtgateZtConfigFlagsZT_CFG_SVC_DHCPV6     ZtgateZtConfigFlags = 4
+	ZtgateZtConfigFlagsZT_CFG_Q_PEER_RULES   ZtgateZtConfigFlags = 8
+	ZtgateZtConfigFlagsZT_CFG_Q_PREFIX_RULES ZtgateZtConfigFlags = 16
+)
+
 type ZtgateZtCounter struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
 }
+
+type ZtgateZtDevFlags uint32
+
+const (
+	ZtgateZtDevFlagsZT_DEV_AUDIT        ZtgateZtDevFlags = 1
+	ZtgateZtDevFlagsZT_DEV_QUARANTINED  ZtgateZtDevFlags = 2
+	ZtgateZtDevFlagsZT_DEV_PEER_RULES   ZtgateZtDevFlags = 4
+	ZtgateZtDevFlagsZT_DEV_PREFIX_RULES ZtgateZtDevFlags = 8
+)
 
 type ZtgateZtDevKey struct {
 	_   structs.HostLayout
@@ -167,6 +192,12 @@ const (
 	ZtgateZtReasonZT_R_MAX              ZtgateZtReason = 24
 )
 
+type ZtgateZtRuleFlags uint32
+
+const (
+	ZtgateZtRuleFlagsZT_RULE_ALL_PORTS ZtgateZtRuleFlags = 1
+)
+
 type ZtgateZtRuleKey struct {
 	_       structs.HostLayout
 	Ruleset uint32
@@ -187,6 +218,15 @@ type ZtgateZtRuleVal struct {
 	}
 }
 
+type ZtgateZtSelKind uint32
+
+const (
+	ZtgateZtSelKindZT_SEL_GATEWAY ZtgateZtSelKind = 1
+	ZtgateZtSelKindZT_SEL_DEVICE  ZtgateZtSelKind = 2
+	ZtgateZtSelKindZT_SEL_SEGMENT ZtgateZtSelKind = 3
+	ZtgateZtSelKindZT_SEL_PREFIX  ZtgateZtSelKind = 4
+)
+
 type ZtgateZtVerdict uint32
 
 const (
@@ -200,35 +240,40 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ZtgateMapZtActive        = "zt_active"
-	ZtgateMapZtAddrs         = "zt_addrs"
-	ZtgateMapZtBarrier       = "zt_barrier"
-	ZtgateMapZtCfg           = "zt_cfg"
-	ZtgateMapZtCounters      = "zt_counters"
-	ZtgateMapZtDevices       = "zt_devices"
-	ZtgateMapZtDevstats      = "zt_devstats"
-	ZtgateMapZtEventLimit    = "zt_event_limit"
-	ZtgateMapZtEvents        = "zt_events"
-	ZtgateMapZtEvstats       = "zt_evstats"
-	ZtgateMapZtFrags         = "zt_frags"
-	ZtgateMapZtPrefixes      = "zt_prefixes"
-	ZtgateMapZtRules         = "zt_rules"
-	ZtgateProgZtXdp          = "zt_xdp"
-	ZtgateVarZtBtfAddrKey    = "zt_btf_addr_key"
-	ZtgateVarZtBtfAddrVal    = "zt_btf_addr_val"
-	ZtgateVarZtBtfDevKey     = "zt_btf_dev_key"
-	ZtgateVarZtBtfDevRec     = "zt_btf_dev_rec"
-	ZtgateVarZtBtfEvent      = "zt_btf_event"
-	ZtgateVarZtBtfPrefixKey  = "zt_btf_prefix_key"
-	ZtgateVarZtBtfPrefixVal  = "zt_btf_prefix_val"
-	ZtgateVarZtBtfReason     = "zt_btf_reason"
-	ZtgateVarZtBtfRuleKey    = "zt_btf_rule_key"
-	ZtgateVarZtBtfRuleVal    = "zt_btf_rule_val"
-	ZtgateVarZtBtfVerdict    = "zt_btf_verdict"
-	ZtgateVarZtEventBurst    = "zt_event_burst"
-	ZtgateVarZtEventWindowNs = "zt_event_window_ns"
-	ZtgateVarZtEventsEnabled = "zt_events_enabled"
-	ZtgateVarZtFragTimeoutNs = "zt_frag_timeout_ns"
+	ZtgateMapZtActive         = "zt_active"
+	ZtgateMapZtAddrs          = "zt_addrs"
+	ZtgateMapZtBarrier        = "zt_barrier"
+	ZtgateMapZtCfg            = "zt_cfg"
+	ZtgateMapZtCounters       = "zt_counters"
+	ZtgateMapZtDevices        = "zt_devices"
+	ZtgateMapZtDevstats       = "zt_devstats"
+	ZtgateMapZtEventLimit     = "zt_event_limit"
+	ZtgateMapZtEvents         = "zt_events"
+	ZtgateMapZtEvstats        = "zt_evstats"
+	ZtgateMapZtFrags          = "zt_frags"
+	ZtgateMapZtPrefixes       = "zt_prefixes"
+	ZtgateMapZtRules          = "zt_rules"
+	ZtgateProgZtXdp           = "zt_xdp"
+	ZtgateVarZtBtfAddrKey     = "zt_btf_addr_key"
+	ZtgateVarZtBtfAddrKind    = "zt_btf_addr_kind"
+	ZtgateVarZtBtfAddrVal     = "zt_btf_addr_val"
+	ZtgateVarZtBtfConfigFlags = "zt_btf_config_flags"
+	ZtgateVarZtBtfDevFlags    = "zt_btf_dev_flags"
+	ZtgateVarZtBtfDevKey      = "zt_btf_dev_key"
+	ZtgateVarZtBtfDevRec      = "zt_btf_dev_rec"
+	ZtgateVarZtBtfEvent       = "zt_btf_event"
+	ZtgateVarZtBtfPrefixKey   = "zt_btf_prefix_key"
+	ZtgateVarZtBtfPrefixVal   = "zt_btf_prefix_val"
+	ZtgateVarZtBtfReason      = "zt_btf_reason"
+	ZtgateVarZtBtfRuleFlags   = "zt_btf_rule_flags"
+	ZtgateVarZtBtfRuleKey     = "zt_btf_rule_key"
+	ZtgateVarZtBtfRuleVal     = "zt_btf_rule_val"
+	ZtgateVarZtBtfSelKind     = "zt_btf_sel_kind"
+	ZtgateVarZtBtfVerdict     = "zt_btf_verdict"
+	ZtgateVarZtEventBurst     = "zt_event_burst"
+	ZtgateVarZtEventWindowNs  = "zt_event_window_ns"
+	ZtgateVarZtEventsEnabled  = "zt_events_enabled"
+	ZtgateVarZtFragTimeoutNs  = "zt_frag_timeout_ns"
 )
 
 // LoadZtgate returns the embedded CollectionSpec for Ztgate.
@@ -299,21 +344,26 @@ type ZtgateMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ZtgateVariableSpecs struct {
-	ZtBtfAddrKey    *ebpf.VariableSpec `ebpf:"zt_btf_addr_key"`
-	ZtBtfAddrVal    *ebpf.VariableSpec `ebpf:"zt_btf_addr_val"`
-	ZtBtfDevKey     *ebpf.VariableSpec `ebpf:"zt_btf_dev_key"`
-	ZtBtfDevRec     *ebpf.VariableSpec `ebpf:"zt_btf_dev_rec"`
-	ZtBtfEvent      *ebpf.VariableSpec `ebpf:"zt_btf_event"`
-	ZtBtfPrefixKey  *ebpf.VariableSpec `ebpf:"zt_btf_prefix_key"`
-	ZtBtfPrefixVal  *ebpf.VariableSpec `ebpf:"zt_btf_prefix_val"`
-	ZtBtfReason     *ebpf.VariableSpec `ebpf:"zt_btf_reason"`
-	ZtBtfRuleKey    *ebpf.VariableSpec `ebpf:"zt_btf_rule_key"`
-	ZtBtfRuleVal    *ebpf.VariableSpec `ebpf:"zt_btf_rule_val"`
-	ZtBtfVerdict    *ebpf.VariableSpec `ebpf:"zt_btf_verdict"`
-	ZtEventBurst    *ebpf.VariableSpec `ebpf:"zt_event_burst"`
-	ZtEventWindowNs *ebpf.VariableSpec `ebpf:"zt_event_window_ns"`
-	ZtEventsEnabled *ebpf.VariableSpec `ebpf:"zt_events_enabled"`
-	ZtFragTimeoutNs *ebpf.VariableSpec `ebpf:"zt_frag_timeout_ns"`
+	ZtBtfAddrKey     *ebpf.VariableSpec `ebpf:"zt_btf_addr_key"`
+	ZtBtfAddrKind    *ebpf.VariableSpec `ebpf:"zt_btf_addr_kind"`
+	ZtBtfAddrVal     *ebpf.VariableSpec `ebpf:"zt_btf_addr_val"`
+	ZtBtfConfigFlags *ebpf.VariableSpec `ebpf:"zt_btf_config_flags"`
+	ZtBtfDevFlags    *ebpf.VariableSpec `ebpf:"zt_btf_dev_flags"`
+	ZtBtfDevKey      *ebpf.VariableSpec `ebpf:"zt_btf_dev_key"`
+	ZtBtfDevRec      *ebpf.VariableSpec `ebpf:"zt_btf_dev_rec"`
+	ZtBtfEvent       *ebpf.VariableSpec `ebpf:"zt_btf_event"`
+	ZtBtfPrefixKey   *ebpf.VariableSpec `ebpf:"zt_btf_prefix_key"`
+	ZtBtfPrefixVal   *ebpf.VariableSpec `ebpf:"zt_btf_prefix_val"`
+	ZtBtfReason      *ebpf.VariableSpec `ebpf:"zt_btf_reason"`
+	ZtBtfRuleFlags   *ebpf.VariableSpec `ebpf:"zt_btf_rule_flags"`
+	ZtBtfRuleKey     *ebpf.VariableSpec `ebpf:"zt_btf_rule_key"`
+	ZtBtfRuleVal     *ebpf.VariableSpec `ebpf:"zt_btf_rule_val"`
+	ZtBtfSelKind     *ebpf.VariableSpec `ebpf:"zt_btf_sel_kind"`
+	ZtBtfVerdict     *ebpf.VariableSpec `ebpf:"zt_btf_verdict"`
+	ZtEventBurst     *ebpf.VariableSpec `ebpf:"zt_event_burst"`
+	ZtEventWindowNs  *ebpf.VariableSpec `ebpf:"zt_event_window_ns"`
+	ZtEventsEnabled  *ebpf.VariableSpec `ebpf:"zt_events_enabled"`
+	ZtFragTimeoutNs  *ebpf.VariableSpec `ebpf:"zt_frag_timeout_ns"`
 }
 
 // ZtgateObjects contains all objects after they have been loaded into the kernel.
@@ -373,21 +423,26 @@ func (m *ZtgateMaps) Close() error {
 //
 // It can be passed to LoadZtgateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ZtgateVariables struct {
-	ZtBtfAddrKey    *ebpf.Variable `ebpf:"zt_btf_addr_key"`
-	ZtBtfAddrVal    *ebpf.Variable `ebpf:"zt_btf_addr_val"`
-	ZtBtfDevKey     *ebpf.Variable `ebpf:"zt_btf_dev_key"`
-	ZtBtfDevRec     *ebpf.Variable `ebpf:"zt_btf_dev_rec"`
-	ZtBtfEvent      *ebpf.Variable `ebpf:"zt_btf_event"`
-	ZtBtfPrefixKey  *ebpf.Variable `ebpf:"zt_btf_prefix_key"`
-	ZtBtfPrefixVal  *ebpf.Variable `ebpf:"zt_btf_prefix_val"`
-	ZtBtfReason     *ebpf.Variable `ebpf:"zt_btf_reason"`
-	ZtBtfRuleKey    *ebpf.Variable `ebpf:"zt_btf_rule_key"`
-	ZtBtfRuleVal    *ebpf.Variable `ebpf:"zt_btf_rule_val"`
-	ZtBtfVerdict    *ebpf.Variable `ebpf:"zt_btf_verdict"`
-	ZtEventBurst    *ebpf.Variable `ebpf:"zt_event_burst"`
-	ZtEventWindowNs *ebpf.Variable `ebpf:"zt_event_window_ns"`
-	ZtEventsEnabled *ebpf.Variable `ebpf:"zt_events_enabled"`
-	ZtFragTimeoutNs *ebpf.Variable `ebpf:"zt_frag_timeout_ns"`
+	ZtBtfAddrKey     *ebpf.Variable `ebpf:"zt_btf_addr_key"`
+	ZtBtfAddrKind    *ebpf.Variable `ebpf:"zt_btf_addr_kind"`
+	ZtBtfAddrVal     *ebpf.Variable `ebpf:"zt_btf_addr_val"`
+	ZtBtfConfigFlags *ebpf.Variable `ebpf:"zt_btf_config_flags"`
+	ZtBtfDevFlags    *ebpf.Variable `ebpf:"zt_btf_dev_flags"`
+	ZtBtfDevKey      *ebpf.Variable `ebpf:"zt_btf_dev_key"`
+	ZtBtfDevRec      *ebpf.Variable `ebpf:"zt_btf_dev_rec"`
+	ZtBtfEvent       *ebpf.Variable `ebpf:"zt_btf_event"`
+	ZtBtfPrefixKey   *ebpf.Variable `ebpf:"zt_btf_prefix_key"`
+	ZtBtfPrefixVal   *ebpf.Variable `ebpf:"zt_btf_prefix_val"`
+	ZtBtfReason      *ebpf.Variable `ebpf:"zt_btf_reason"`
+	ZtBtfRuleFlags   *ebpf.Variable `ebpf:"zt_btf_rule_flags"`
+	ZtBtfRuleKey     *ebpf.Variable `ebpf:"zt_btf_rule_key"`
+	ZtBtfRuleVal     *ebpf.Variable `ebpf:"zt_btf_rule_val"`
+	ZtBtfSelKind     *ebpf.Variable `ebpf:"zt_btf_sel_kind"`
+	ZtBtfVerdict     *ebpf.Variable `ebpf:"zt_btf_verdict"`
+	ZtEventBurst     *ebpf.Variable `ebpf:"zt_event_burst"`
+	ZtEventWindowNs  *ebpf.Variable `ebpf:"zt_event_window_ns"`
+	ZtEventsEnabled  *ebpf.Variable `ebpf:"zt_events_enabled"`
+	ZtFragTimeoutNs  *ebpf.Variable `ebpf:"zt_frag_timeout_ns"`
 }
 
 // ZtgatePrograms contains all programs after they have been loaded into the kernel.

@@ -1,0 +1,131 @@
+# ztgate — developer entry points. `make help` lists the targets.
+# Privileged targets (test, demo, deps) are meant to be run as root: `sudo make test`.
+
+SHELL       := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# sudo resets PATH (secure_path): fall back to the official install location of Go.
+ifeq ($(shell command -v go 2>/dev/null),)
+export PATH := /usr/local/go/bin:$(PATH)
+endif
+
+GO          ?= go
+GOFMT       ?= gofmt
+BIN_DIR     ?= bin
+BINARY      ?= $(BIN_DIR)/ztgate
+
+# Tests: extra flags (e.g. GOTESTFLAGS='-v -run TestFoo' or '-p 1'), overall timeout, log file.
+# ZTGATE_REQUIRE_PRIV is passed through untouched when the caller sets it (CI sets it to 1 so
+# that privileged tests fail instead of skipping).
+GOTESTFLAGS ?=
+TEST_TIMEOUT ?= 30m
+TEST_PKGS   ?= ./...
+TEST_LOG    ?= $(BIN_DIR)/test.log
+
+# Fuzzing: each entry is PACKAGE:FuzzTarget; each runs for FUZZTIME. Add targets here.
+FUZZTIME    ?= 30s
+FUZZ_TARGETS ?= \
+	./policy:FuzzParse
+
+# BPF code generation. bpf2go reads extra clang flags from BPF2GO_CFLAGS; we pass the multiarch
+# include directory (asm/types.h lives in /usr/include/<triplet> on Debian/Ubuntu) so that the
+# build is not tied to x86_64.
+MULTIARCH   := $(shell gcc -print-multiarch 2>/dev/null)
+ifneq ($(MULTIARCH),)
+BPF2GO_CFLAGS ?= -I/usr/include/$(MULTIARCH)
+endif
+export BPF2GO_CFLAGS
+BPF_DIR     := bpf
+GENERATED   := $(BPF_DIR)/ztgate_bpfel.go $(BPF_DIR)/ztgate_bpfel.o
+
+# Debian/Ubuntu packages needed to build the BPF program and run the tests.
+DEPS        := make gcc libc6-dev linux-libc-dev git clang llvm libbpf-dev bpftool iproute2
+EXTRA_DEPS  ?=
+
+.PHONY: help deps generate check-generated build test fuzz demo fmt vet shellcheck lint clean
+
+help: ## list the targets
+	@echo "ztgate make targets (privileged ones need root: sudo make TARGET):"
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "} {printf "  %-16s %s\n", $$1, $$2}'
+	@echo "variables: GOTESTFLAGS='$(GOTESTFLAGS)' TEST_TIMEOUT=$(TEST_TIMEOUT) FUZZTIME=$(FUZZTIME)"
+	@echo "           FUZZ_TARGETS='$(strip $(FUZZ_TARGETS))'"
+	@echo "           BPF2GO_CFLAGS='$(BPF2GO_CFLAGS)' EXTRA_DEPS='$(EXTRA_DEPS)'"
+
+deps: ## (root) install build/test deps with apt-get (+ Go from go.dev if missing/too old)
+	bash scripts/install-deps.sh $(DEPS) $(EXTRA_DEPS)
+	bash scripts/install-go.sh
+
+generate: ## regenerate the BPF object and Go bindings (bpf2go + clang)
+	@echo "generate: go generate ./$(BPF_DIR)/ (BPF2GO_CFLAGS='$(BPF2GO_CFLAGS)')"
+	$(GO) generate ./$(BPF_DIR)/
+
+check-generated: generate ## regenerate and fail if the committed generated files differ
+	@changes=$$(git status --porcelain --untracked-files=all -- $(BPF_DIR) | \
+		grep -E '_bpfe[lb]\.(go|o)$$' || true); \
+	if [[ -n "$$changes" ]]; then \
+		echo "check-generated: FAIL: the generated BPF files differ from the committed ones:"; \
+		echo "$$changes"; \
+		git --no-pager diff --stat -- $(BPF_DIR); \
+		echo "check-generated: run 'make generate' and commit $(GENERATED)"; \
+		echo "check-generated: (they must be built with Debian 12's clang 14, as CI does)"; \
+		exit 1; \
+	fi; \
+	echo "check-generated: ok: $(GENERATED) match their sources"
+
+build: ## build bin/ztgate
+	$(GO) build -o $(BINARY) ./cmd/ztgate
+
+test: ## (root) go vet, then the full test suite (privileged tests need root)
+	@if [[ $$(id -u) -ne 0 ]]; then \
+		echo "test: WARNING: not root: privileged tests will skip (or fail with ZTGATE_REQUIRE_PRIV=1); use 'sudo make test'"; \
+	else \
+		bash scripts/ensure-bpffs.sh; \
+	fi
+	@echo "test: ZTGATE_REQUIRE_PRIV=$${ZTGATE_REQUIRE_PRIV:-<unset>}"
+	$(GO) vet $(TEST_PKGS)
+	@mkdir -p $(dir $(TEST_LOG))
+	@echo "$(GO) test $(GOTESTFLAGS) -count=1 -timeout $(TEST_TIMEOUT) $(TEST_PKGS)"
+	@status=0; \
+	$(GO) test $(GOTESTFLAGS) -count=1 -timeout $(TEST_TIMEOUT) $(TEST_PKGS) 2>&1 | tee $(TEST_LOG) || status=$$?; \
+	bash scripts/go-test-summary.sh $(TEST_LOG); \
+	exit $$status
+
+fuzz: ## run each fuzz target in FUZZ_TARGETS for FUZZTIME
+	@for entry in $(FUZZ_TARGETS); do \
+		pkg=$${entry%%:*}; target=$${entry##*:}; \
+		listed=$$($(GO) test -list "^$$target\$$" "$$pkg"); \
+		if ! grep -qx "$$target" <<<"$$listed"; then \
+			echo "fuzz: FAIL: no fuzz target $$target in $$pkg"; exit 1; \
+		fi; \
+		echo "fuzz: $$pkg $$target for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) "$$pkg"; \
+	done
+
+demo: ## (root) run the demo (network namespaces + XDP)
+	@if [[ $$(id -u) -ne 0 ]]; then echo "demo: needs root: sudo make demo"; exit 1; fi
+	@bash scripts/ensure-bpffs.sh
+	$(GO) run ./cmd/ztgate-demo
+
+fmt: ## check formatting (gofmt -l lists nothing)
+	@files=$$($(GOFMT) -l .); \
+	if [[ -n "$$files" ]]; then \
+		echo "fmt: FAIL: these files need gofmt -w:"; echo "$$files"; exit 1; \
+	fi; \
+	echo "fmt: ok"
+
+vet: ## go vet
+	$(GO) vet ./...
+
+shellcheck: ## shellcheck the scripts (skipped when shellcheck is not installed)
+	@if command -v shellcheck >/dev/null 2>&1; then \
+		shellcheck .ci/run scripts/*.sh && echo "shellcheck: ok"; \
+	else \
+		echo "shellcheck: not installed, skipped"; \
+	fi
+
+lint: fmt vet shellcheck ## fmt + vet + shellcheck
+
+clean: ## remove build outputs and test logs (not the committed generated files)
+	rm -rf $(BIN_DIR) coverage.out coverage.html *.coverprofile

@@ -1,0 +1,224 @@
+package dptest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/loader"
+	"github.com/ztgate/ztgate/maps"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// RequirePriv skips t unless it runs as root; with ZTGATE_REQUIRE_PRIV=1 it fails instead.
+func RequirePriv(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	const why = "needs root (CAP_BPF, CAP_NET_ADMIN) to load the XDP program"
+	if os.Getenv("ZTGATE_REQUIRE_PRIV") == "1" {
+		t.Fatalf("ZTGATE_REQUIRE_PRIV=1 but the test %s", why)
+	}
+	t.Skip("skipped: " + why)
+}
+
+// Harness is the real datapath loaded into the kernel (in a pin directory of its own) next to
+// the reference model, both deciding from the same snapshot.
+type Harness struct {
+	t      testing.TB
+	DP     *loader.Datapath
+	Maps   *maps.Maps
+	Events *maps.EventReader
+	Model  *policy.Model
+	Limits maps.Limits
+	start  time.Time
+}
+
+// Result is what the kernel did with one frame.
+type Result struct {
+	Action  uint32 // XDP_DROP (1) or XDP_PASS (2)
+	Verdict bpf.Verdict
+	Reason  bpf.Reason
+}
+
+// XDP actions.
+const (
+	XDPDrop = 1
+	XDPPass = 2
+)
+
+// New loads the datapath with cfg (zero fields: defaults; events on with a large budget) and
+// removes every pin on cleanup. Frame ingress is the loopback device.
+func New(t testing.TB, cfg loader.Config) *Harness {
+	t.Helper()
+	RequirePriv(t)
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	cfg.PinDir = filepath.Join("/sys/fs/bpf", "zt-test-"+hex.EncodeToString(id[:]))
+	def := loader.DefaultConfig()
+	if cfg.EventBurst == 0 {
+		cfg.EventBurst = 1 << 40
+		cfg.EventsEnabled = true
+	}
+	if cfg.FragTimeout == 0 {
+		cfg.FragTimeout = time.Hour
+	}
+	if cfg.FragEntries == 0 {
+		cfg.FragEntries = def.FragEntries
+	}
+	dp, err := loader.Open(cfg)
+	if err != nil {
+		t.Fatalf("open datapath: %+v", err)
+	}
+	t.Cleanup(func() {
+		_ = dp.Close()
+		if err := loader.Uninstall(cfg.PinDir); err != nil {
+			t.Errorf("uninstall %s: %v", cfg.PinDir, err)
+		}
+	})
+	m, err := maps.New(dp.Objects(), dp.MapSpecs())
+	if err != nil {
+		t.Fatalf("maps: %v", err)
+	}
+	ev, err := maps.OpenEvents(dp.Objects())
+	if err != nil {
+		t.Fatalf("events: %v", err)
+	}
+	t.Cleanup(func() { _ = ev.Close() })
+	c := dp.Config()
+	return &Harness{
+		t: t, DP: dp, Maps: m, Events: ev, start: time.Now(),
+		Model:  policy.NewModel(nil, c.FragEntries, c.FragTimeout),
+		Limits: maps.Limits{Devices: c.MaxDevices, Addrs: c.MaxAddrs, Rules: c.MaxRules, Prefixes: c.MaxPrefixes},
+	}
+}
+
+// Apply installs s in the kernel and in the model.
+func (h *Harness) Apply(s *policy.Snapshot) error {
+	if err := h.Maps.Apply(s, h.Limits); err != nil {
+		return err
+	}
+	h.Model.SetSnapshot(s)
+	return nil
+}
+
+// Now is the model's clock.
+func (h *Harness) Now() time.Duration { return time.Since(h.start) }
+
+// Run runs frame through the XDP program as received on ifindex 1 and reports the action and
+// the (verdict, reason) counter that moved.
+func (h *Harness) Run(frame []byte) (Result, error) {
+	before, err := h.Maps.Counters()
+	if err != nil {
+		return Result{}, err
+	}
+	ret, err := h.DP.Program().Run(&ebpf.RunOptions{Data: frame})
+	if err != nil {
+		return Result{}, fmt.Errorf("test run: %w", err)
+	}
+	after, err := h.Maps.Counters()
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Action: ret}
+	moved := 0
+	for v := range bpf.NumVerdicts {
+		for r := range bpf.NumReasons {
+			if d := after[v][r].Packets - before[v][r].Packets; d != 0 {
+				moved++
+				res.Verdict, res.Reason = bpf.Verdict(v), bpf.Reason(r)
+			}
+		}
+	}
+	if moved != 1 {
+		return res, fmt.Errorf("%d counters moved for one frame, want exactly 1", moved)
+	}
+	return res, nil
+}
+
+// NextEvent returns the next event from the ring buffer, waiting up to wait.
+func (h *Harness) NextEvent(wait time.Duration) (bpf.Event, error) {
+	h.Events.SetDeadline(time.Now().Add(wait))
+	ev, err := h.Events.Read()
+	if err != nil {
+		return ev, fmt.Errorf("read event: %w", err)
+	}
+	return ev, nil
+}
+
+// DrainEvents discards buffered events.
+func (h *Harness) DrainEvents() {
+	for {
+		if _, err := h.NextEvent(time.Millisecond); err != nil {
+			return
+		}
+	}
+}
+
+// ErrNoEvent is returned by ExpectEvent when no matching event arrived.
+var ErrNoEvent = errors.New("no matching event")
+
+// ExpectEvent waits for an event with the given verdict and reason, skipping others.
+func (h *Harness) ExpectEvent(v bpf.Verdict, r bpf.Reason) (bpf.Event, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		ev, err := h.NextEvent(time.Until(deadline))
+		if err != nil {
+			break
+		}
+		if bpf.Verdict(ev.Verdict) == v && bpf.Reason(ev.Reason) == r {
+			return ev, nil
+		}
+	}
+	return bpf.Event{}, fmt.Errorf("%w: %s/%s", ErrNoEvent, v, r)
+}
+
+// Counter reads one (verdict, reason) counter summed over CPUs.
+func (h *Harness) Counter(v bpf.Verdict, r bpf.Reason) (uint64, error) {
+	var per []bpf.Counter
+	if err := h.DP.Objects().ZtCounters.Lookup(bpf.CounterIndex(v, r), &per); err != nil {
+		return 0, fmt.Errorf("read counter %s/%s: %w", v, r, err)
+	}
+	var n uint64
+	for _, c := range per {
+		n += c.Packets
+	}
+	return n, nil
+}
+
+// RunExpect runs frame and reports whether the kernel chose exactly want's verdict and reason:
+// the one counter want names moved (each frame moves exactly one) and the action matches. It
+// reads one counter instead of all of them, for long differential runs. On a mismatch the
+// Result comes from running the frame once more with a full counter comparison (a diagnosis:
+// fragment state may have moved on).
+func (h *Harness) RunExpect(frame []byte, want policy.Decision) (bool, Result, error) {
+	before, err := h.Counter(want.Verdict, want.Reason)
+	if err != nil {
+		return false, Result{}, err
+	}
+	ret, err := h.DP.Program().Run(&ebpf.RunOptions{Data: frame})
+	if err != nil {
+		return false, Result{}, fmt.Errorf("test run: %w", err)
+	}
+	after, err := h.Counter(want.Verdict, want.Reason)
+	if err != nil {
+		return false, Result{}, err
+	}
+	wantAction := uint32(XDPPass)
+	if want.Verdict == bpf.VerdictDrop {
+		wantAction = XDPDrop
+	}
+	if after == before+1 && ret == wantAction {
+		return true, Result{Action: ret, Verdict: want.Verdict, Reason: want.Reason}, nil
+	}
+	res, err := h.Run(frame)
+	return false, res, err
+}

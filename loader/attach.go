@@ -1,0 +1,384 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// Mode is an XDP attach mode.
+type Mode int
+
+const (
+	// ModeAuto asks for native mode and falls back to generic mode (a request, never reported).
+	ModeAuto Mode = iota
+	// ModeNative is driver mode (XDP_FLAGS_DRV_MODE): the program runs in the driver's receive path.
+	ModeNative
+	// ModeGeneric is skb mode (XDP_FLAGS_SKB_MODE): the program runs after the skb is built.
+	ModeGeneric
+	// ModeNone: no XDP program is attached (a pinned link whose interface is gone, for instance).
+	ModeNone
+	// ModeUnknown: attached in a mode ztgate does not use (offload, several programs).
+	ModeUnknown
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeAuto:
+		return "auto"
+	case ModeNative:
+		return "native"
+	case ModeGeneric:
+		return "generic"
+	case ModeNone:
+		return "none"
+	case ModeUnknown:
+		return "unknown"
+	}
+	return fmt.Sprintf("mode(%d)", int(m))
+}
+
+// ParseMode parses auto, native (or driver) and generic (or skb).
+func ParseMode(s string) (Mode, error) {
+	switch strings.ToLower(s) {
+	case "", "auto":
+		return ModeAuto, nil
+	case "native", "driver", "drv":
+		return ModeNative, nil
+	case "generic", "skb":
+		return ModeGeneric, nil
+	}
+	return ModeAuto, fmt.Errorf("xdp mode %q: must be auto, native or generic", s)
+}
+
+// linkPinPrefix names the pin of the XDP link of an interface: <dir>/link-<ifname>.
+const linkPinPrefix = "link-"
+
+func (d *Datapath) linkPath(ifname string) string {
+	return filepath.Join(d.dir, linkPinPrefix+ifname)
+}
+
+func checkIfname(ifname string) error {
+	if ifname == "" || len(ifname) >= unix.IFNAMSIZ || strings.ContainsAny(ifname, "/ \x00") ||
+		ifname == "." || ifname == ".." {
+		return fmt.Errorf("invalid interface name %q", ifname)
+	}
+	return nil
+}
+
+// Attach runs the program on ifname in the mode of Config.Mode. See AttachMode.
+func (d *Datapath) Attach(ifname string) (Mode, error) {
+	return d.AttachMode(ifname, d.cfg.Mode)
+}
+
+// AttachMode runs the program on ifname (looked up in the network namespace of the calling
+// thread) and returns the mode in force, read back from the kernel.
+//
+// If a link is pinned for ifname (a previous process, or an earlier Attach), it is adopted and
+// switched to this Datapath's program with link.Update: there is no instant without a program.
+// An adopted link keeps its mode whatever want says; Detach first to change the mode. Otherwise
+// a new link is created in mode want (ModeAuto: native, else generic) and pinned.
+func (d *Datapath) AttachMode(ifname string, want Mode) (Mode, error) {
+	mode, err := d.attach(ifname, want)
+	if err != nil {
+		return ModeNone, fmt.Errorf("attach %s: %w", ifname, err)
+	}
+	return mode, nil
+}
+
+func (d *Datapath) attach(ifname string, want Mode) (Mode, error) {
+	if err := checkIfname(ifname); err != nil {
+		return ModeNone, err
+	}
+	if want != ModeAuto && want != ModeNative && want != ModeGeneric {
+		return ModeNone, fmt.Errorf("cannot attach in mode %v", want)
+	}
+	nlink, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return ModeNone, fmt.Errorf("look up interface: %w", err)
+	}
+	ifindex := nlink.Attrs().Index
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ModeNone, errors.New("datapath closed")
+	}
+	unlock, err := lockDir(d.cfg.PinDir)
+	if err != nil {
+		return ModeNone, err
+	}
+	defer unlock()
+
+	path := d.linkPath(ifname)
+	l, adopted, err := d.adopt(ifname, ifindex, path)
+	if err != nil {
+		return ModeNone, err
+	}
+	requested := ModeNone
+	if !adopted {
+		if l, requested, err = d.attachNew(ifindex, want); err != nil {
+			return ModeNone, err
+		}
+		if err := l.Pin(path); err != nil {
+			l.Close() // the only reference: this detaches the program again
+			return ModeNone, fmt.Errorf("pin link: %w", err)
+		}
+	}
+	if old, ok := d.links[ifname]; ok && old != l {
+		old.Close()
+	}
+	d.links[ifname] = l
+
+	mode, _, err := xdpMode(ifindex)
+	if err != nil || mode == ModeNone {
+		// The link is in place; only the read-back failed. A new link is in the mode asked for.
+		if requested != ModeNone {
+			return requested, nil
+		}
+		if err == nil {
+			err = errors.New("no xdp program reported on the interface")
+		}
+		return ModeNone, fmt.Errorf("read back xdp mode: %w", err)
+	}
+	return mode, nil
+}
+
+// adopt takes over the link pinned for ifname, if any, and switches it to our program.
+// A pinned link whose interface is gone (the kernel detached it) is unpinned and not adopted.
+func (d *Datapath) adopt(ifname string, ifindex int, path string) (link.Link, bool, error) {
+	l, ok := d.links[ifname]
+	if !ok {
+		var err error
+		l, err = link.LoadPinnedLink(path, nil)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("load pinned link %s: %w", path, err)
+		}
+	}
+	release := func() {
+		if !ok {
+			l.Close()
+		}
+	}
+	linkIfindex, err := xdpLinkIfindex(l)
+	if err != nil {
+		release()
+		return nil, false, err
+	}
+	switch {
+	case linkIfindex == 0:
+		// Defunct: the interface was removed (and maybe re-created) since the link was made.
+		l.Close()
+		delete(d.links, ifname)
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, false, fmt.Errorf("remove stale link pin: %w", err)
+		}
+		return nil, false, nil
+	case linkIfindex != ifindex:
+		release()
+		return nil, false, fmt.Errorf("pinned link %s is attached to ifindex %d, not to %s (ifindex %d): "+
+			"detach it first", path, linkIfindex, ifname, ifindex)
+	}
+	if err := l.Update(d.objs.ZtXdp); err != nil {
+		release()
+		return nil, false, fmt.Errorf("update pinned link %s to the new program: %w", path, err)
+	}
+	return l, true, nil
+}
+
+// attachNew creates an XDP link in mode want (ModeAuto: native, else generic).
+func (d *Datapath) attachNew(ifindex int, want Mode) (link.Link, Mode, error) {
+	try := func(m Mode) (link.Link, error) {
+		flags := link.XDPDriverMode
+		if m == ModeGeneric {
+			flags = link.XDPGenericMode
+		}
+		return link.AttachXDP(link.XDPOptions{Program: d.objs.ZtXdp, Interface: ifindex, Flags: flags})
+	}
+	if want != ModeAuto {
+		l, err := try(want)
+		if err != nil {
+			return nil, ModeNone, fmt.Errorf("%v mode: %w", want, err)
+		}
+		return l, want, nil
+	}
+	l, nerr := try(ModeNative)
+	if nerr == nil {
+		return l, ModeNative, nil
+	}
+	l, gerr := try(ModeGeneric)
+	if gerr != nil {
+		return nil, ModeNone, fmt.Errorf("native mode: %v; generic mode: %w", nerr, gerr)
+	}
+	return l, ModeGeneric, nil
+}
+
+func xdpLinkIfindex(l link.Link) (int, error) {
+	info, err := l.Info()
+	if err != nil {
+		return 0, fmt.Errorf("link info: %w", err)
+	}
+	xi := info.XDP()
+	if xi == nil {
+		return 0, fmt.Errorf("link %d is a %v link, not xdp", info.ID, info.Type)
+	}
+	return int(xi.Ifindex), nil
+}
+
+// xdpMode reads the XDP attach mode and program id of ifindex from rtnetlink.
+func xdpMode(ifindex int) (Mode, ebpf.ProgramID, error) {
+	nlink, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return ModeNone, 0, err
+	}
+	x := nlink.Attrs().Xdp
+	if x == nil || !x.Attached {
+		return ModeNone, 0, nil
+	}
+	id := ebpf.ProgramID(x.ProgId)
+	switch x.AttachMode {
+	case nl.XDP_ATTACHED_DRV:
+		return ModeNative, id, nil
+	case nl.XDP_ATTACHED_SKB:
+		return ModeGeneric, id, nil
+	}
+	return ModeUnknown, id, nil
+}
+
+// Detach detaches the program from ifname and removes the link's pin: enforcement on ifname
+// stops. It acts on the pin, so it also detaches a link attached by another process. It returns
+// an error wrapping fs.ErrNotExist when nothing is attached to ifname through this pin dir.
+func (d *Datapath) Detach(ifname string) error {
+	if err := d.detach(ifname); err != nil {
+		return fmt.Errorf("detach %s: %w", ifname, err)
+	}
+	return nil
+}
+
+func (d *Datapath) detach(ifname string) error {
+	if err := checkIfname(ifname); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("datapath closed")
+	}
+	unlock, err := lockDir(d.cfg.PinDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	path := d.linkPath(ifname)
+	l, ok := d.links[ifname]
+	if !ok {
+		l, err = link.LoadPinnedLink(path, nil)
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("not attached: %w", fs.ErrNotExist)
+		}
+		if err != nil {
+			return fmt.Errorf("load pinned link %s: %w", path, err)
+		}
+	}
+	delete(d.links, ifname)
+	defer l.Close()
+	if err := l.Detach(); err != nil {
+		return err
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("unpin link: %w", err)
+	}
+	return nil
+}
+
+// Interface is the state of one interface the datapath is attached to (one pinned link).
+type Interface struct {
+	Name      string         // from the pin name link-<Name>
+	Ifindex   int            // 0 when the interface is gone (the kernel detached the link)
+	Mode      Mode           // read back from rtnetlink: native, generic, none or unknown
+	LinkID    link.ID        // the pinned XDP link
+	ProgramID ebpf.ProgramID // program the link runs
+	Current   bool           // the link runs this Datapath's program (false: not adopted yet)
+	Err       string         // why the state could not be read, if it could not
+}
+
+// Status lists the interfaces with a pinned link in this Datapath's pin directory, sorted by
+// name, including links pinned by a previous process and not adopted yet. Modes are read in
+// the network namespace of the calling thread.
+func (d *Datapath) Status() ([]Interface, error) {
+	entries, err := os.ReadDir(d.dir)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	var ourID ebpf.ProgramID
+	if info, err := d.objs.ZtXdp.Info(); err == nil {
+		ourID, _ = info.ID()
+	}
+	var out []Interface
+	for _, e := range entries {
+		name, ok := strings.CutPrefix(e.Name(), linkPinPrefix)
+		if !ok || e.IsDir() {
+			continue
+		}
+		out = append(out, d.linkStatus(name, ourID))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (d *Datapath) linkStatus(name string, ourID ebpf.ProgramID) Interface {
+	st := Interface{Name: name, Mode: ModeNone}
+	l, err := link.LoadPinnedLink(d.linkPath(name), nil)
+	if err != nil {
+		st.Err = err.Error()
+		return st
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		st.Err = err.Error()
+		return st
+	}
+	st.LinkID, st.ProgramID = info.ID, info.Program
+	st.Current = ourID != 0 && info.Program == ourID
+	if xi := info.XDP(); xi != nil {
+		st.Ifindex = int(xi.Ifindex)
+	}
+	if st.Ifindex == 0 {
+		return st
+	}
+	mode, _, err := xdpMode(st.Ifindex)
+	if err != nil {
+		st.Err = err.Error()
+		return st
+	}
+	st.Mode = mode
+	return st
+}
+
+// Interfaces returns the names of the interfaces with a pinned link, sorted.
+func (d *Datapath) Interfaces() ([]string, error) {
+	st, err := d.Status()
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(st))
+	for _, s := range st {
+		names = append(names, s.Name)
+	}
+	return names, nil
+}

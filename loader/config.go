@@ -1,0 +1,127 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// DefaultPinDir is the bpffs directory that holds every pin of the datapath.
+const DefaultPinDir = "/sys/fs/bpf/ztgate"
+
+// Config sizes the datapath. Capacities are load-time constants: a map's max_entries sizes its
+// memory, and changing one later means a new map (see Open about pinned maps).
+type Config struct {
+	// PinDir is the bpffs directory of this datapath; pins live in PinDir/v<LayoutVersion>.
+	PinDir string
+
+	// Policy capacities: the largest snapshot Apply accepts. MaxDevices also sizes zt_devstats
+	// (dev_id 1..MaxDevices). The policy maps themselves are sized to each snapshot.
+	MaxDevices, MaxAddrs, MaxRules, MaxPrefixes int
+
+	// FragEntries is the capacity of zt_frags (first fragments in flight; full = fail closed).
+	FragEntries int
+	// EventLimitEntries is the capacity of zt_event_limit (LRU of (device, reason) budgets).
+	EventLimitEntries int
+	// RingBytes is the size of the zt_events ring buffer: a power of two, a multiple of the page size.
+	RingBytes int
+
+	// FragTimeout is how long a first-fragment verdict is followed by later fragments.
+	FragTimeout time.Duration
+	// EventWindow and EventBurst: at most EventBurst events per (device, reason) per window.
+	EventWindow time.Duration
+	EventBurst  uint64
+	// EventsEnabled turns the event ring buffer on. Zero value false: start from DefaultConfig.
+	EventsEnabled bool
+
+	// Mode is the XDP attach mode Attach asks for: ModeAuto (native, else generic), ModeNative
+	// or ModeGeneric.
+	Mode Mode
+}
+
+// DefaultConfig returns the configuration used for every zero field by Open.
+func DefaultConfig() Config {
+	return Config{
+		PinDir:            DefaultPinDir,
+		MaxDevices:        4096,
+		MaxAddrs:          16384,
+		MaxRules:          16384,
+		MaxPrefixes:       4096,
+		FragEntries:       4096,
+		EventLimitEntries: 4096,
+		RingBytes:         1 << 20,
+		FragTimeout:       30 * time.Second,
+		EventWindow:       time.Second,
+		EventBurst:        10,
+		EventsEnabled:     true,
+		Mode:              ModeAuto,
+	}
+}
+
+// withDefaults fills every zero numeric field from DefaultConfig. EventsEnabled is taken as is.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.PinDir == "" {
+		c.PinDir = d.PinDir
+	}
+	setInt := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setInt(&c.MaxDevices, d.MaxDevices)
+	setInt(&c.MaxAddrs, d.MaxAddrs)
+	setInt(&c.MaxRules, d.MaxRules)
+	setInt(&c.MaxPrefixes, d.MaxPrefixes)
+	setInt(&c.FragEntries, d.FragEntries)
+	setInt(&c.EventLimitEntries, d.EventLimitEntries)
+	setInt(&c.RingBytes, d.RingBytes)
+	if c.FragTimeout == 0 {
+		c.FragTimeout = d.FragTimeout
+	}
+	if c.EventWindow == 0 {
+		c.EventWindow = d.EventWindow
+	}
+	if c.EventBurst == 0 {
+		c.EventBurst = d.EventBurst
+	}
+	c.PinDir = filepath.Clean(c.PinDir)
+	return c
+}
+
+// maxEntries bounds every capacity: max_entries is a u32 and dev_stats needs MaxDevices+1.
+const maxEntries = 1 << 30
+
+func (c Config) validate() error {
+	var errs []error
+	if !filepath.IsAbs(c.PinDir) {
+		errs = append(errs, fmt.Errorf("pin dir %q: must be an absolute path", c.PinDir))
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"max devices", c.MaxDevices}, {"max addrs", c.MaxAddrs}, {"max rules", c.MaxRules},
+		{"max prefixes", c.MaxPrefixes}, {"frag entries", c.FragEntries},
+		{"event limit entries", c.EventLimitEntries},
+	} {
+		if f.v < 1 || f.v > maxEntries {
+			errs = append(errs, fmt.Errorf("%s %d: must be between 1 and %d", f.name, f.v, maxEntries))
+		}
+	}
+	page := os.Getpagesize()
+	if c.RingBytes < page || c.RingBytes > maxEntries || bits.OnesCount(uint(c.RingBytes)) != 1 {
+		errs = append(errs, fmt.Errorf("ring bytes %d: must be a power of two between the page size (%d) and %d",
+			c.RingBytes, page, maxEntries))
+	}
+	if c.FragTimeout < 0 || c.EventWindow < 0 {
+		errs = append(errs, errors.New("frag timeout and event window must not be negative"))
+	}
+	if c.Mode != ModeAuto && c.Mode != ModeNative && c.Mode != ModeGeneric {
+		errs = append(errs, fmt.Errorf("attach mode %v: must be auto, native or generic", c.Mode))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,192 @@
+// Package loader loads the ztgate XDP datapath, pins its maps and links in bpffs, attaches it to
+// interfaces (native XDP, else generic), adopts what a previous process left pinned, and
+// uninstalls it.
+//
+// Lifecycle. Every map and every XDP link is pinned under <PinDir>/v<LayoutVersion>. Close (or
+// the process dying) leaves the pins, so enforcement stays in place and fails closed; the next
+// Open reuses the pinned maps (policy, counters and fragment state survive) and Attach adopts
+// the pinned link with link.Update, never detach-then-attach. Only Uninstall removes it all.
+// A change of the map layout gets a new LayoutVersion directory and a migration.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/ztgate/ztgate/bpf"
+)
+
+// LayoutVersion is the version of the map layout, and the name of the pin subdirectory (v1).
+const LayoutVersion = 1
+
+// LayoutDir is the directory that holds the pins of the current layout under pinDir.
+func LayoutDir(pinDir string) string {
+	return filepath.Join(pinDir, "v"+strconv.Itoa(LayoutVersion))
+}
+
+// Datapath is the loaded XDP program and its (pinned) maps.
+type Datapath struct {
+	cfg   Config
+	dir   string // LayoutDir(cfg.PinDir)
+	objs  bpf.ZtgateObjects
+	specs bpf.ZtgateMapSpecs // the specs the maps were created from (inner map templates)
+
+	mu     sync.Mutex
+	links  map[string]link.Link // ifname -> link this process holds (pinned)
+	closed bool
+}
+
+// Open loads the datapath: it mounts bpffs at /sys/fs/bpf when needed, creates the pin
+// directory, sizes the maps and sets the runtime constants from cfg (zero fields take
+// DefaultConfig values), and loads the program. Maps are pinned by name: a map already pinned by
+// a previous process is reused, so Open adopts a running datapath. A pinned map whose type,
+// sizes or capacity differ from cfg is not replaced (that would drop state under a running
+// program): Open fails and says which map; Uninstall first to resize.
+func Open(cfg Config) (*Datapath, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("load datapath: invalid config: %w", err)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	if err := ensureBPFFS(cfg.PinDir); err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	dir := LayoutDir(cfg.PinDir)
+	if err := mkdirPins(dir); err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	unlock, err := lockDir(cfg.PinDir)
+	if err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	defer unlock()
+
+	spec, err := newSpec(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	d := &Datapath{cfg: cfg, dir: dir, links: map[string]link.Link{}}
+	// Keep a copy of the map specs: the maps package creates inner maps from the templates.
+	if err := spec.Copy().Assign(&d.specs); err != nil {
+		return nil, fmt.Errorf("load datapath: %w", err)
+	}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}
+	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
+		return nil, fmt.Errorf("load datapath: %w", describeLoadError(err, dir))
+	}
+	return d, nil
+}
+
+// newSpec returns the collection spec sized and parameterised from cfg, with every map of the
+// datapath pinned by name. The internal .rodata/.bss maps are not pinned: they belong to one
+// program load (the runtime constants may differ between loads).
+func newSpec(cfg Config) (*ebpf.CollectionSpec, error) {
+	spec, err := bpf.LoadZtgate()
+	if err != nil {
+		return nil, err
+	}
+	sizes := map[string]int{
+		bpf.ZtgateMapZtFrags:      cfg.FragEntries,
+		bpf.ZtgateMapZtEventLimit: cfg.EventLimitEntries,
+		bpf.ZtgateMapZtEvents:     cfg.RingBytes,
+		bpf.ZtgateMapZtDevstats:   cfg.MaxDevices + 1, // index dev_id, 0 = no device
+	}
+	for name, n := range sizes {
+		ms, ok := spec.Maps[name]
+		if !ok {
+			return nil, fmt.Errorf("map %s missing from the object", name)
+		}
+		ms.MaxEntries = uint32(n)
+	}
+	for name, ms := range spec.Maps {
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		ms.Pinning = ebpf.PinByName
+	}
+	enabled := uint8(0)
+	if cfg.EventsEnabled {
+		enabled = 1
+	}
+	vars := map[string]any{
+		bpf.ZtgateVarZtFragTimeoutNs: uint64(cfg.FragTimeout.Nanoseconds()),
+		bpf.ZtgateVarZtEventWindowNs: uint64(cfg.EventWindow.Nanoseconds()),
+		bpf.ZtgateVarZtEventBurst:    cfg.EventBurst,
+		bpf.ZtgateVarZtEventsEnabled: enabled,
+	}
+	for name, v := range vars {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return nil, fmt.Errorf("variable %s missing from the object", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return spec, nil
+}
+
+// describeLoadError turns the two load failures an operator must act on into clear errors:
+// a pinned map that does not match the configuration, and a verifier rejection (with its log).
+func describeLoadError(err error, dir string) error {
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return fmt.Errorf("a map pinned in %s does not match the configuration (capacities are fixed "+
+			"while pinned: keep the old values, or uninstall first, which drops enforcement): %w", dir, err)
+	}
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("verifier rejected the program: %w\nverifier log:\n%+v", err, ve)
+	}
+	return err
+}
+
+// Config returns the configuration in force (defaults filled in).
+func (d *Datapath) Config() Config { return d.cfg }
+
+// Dir returns the pin directory of the current layout (<PinDir>/v1).
+func (d *Datapath) Dir() string { return d.dir }
+
+// Objects returns the loaded program and maps. They stay owned by the Datapath: do not close them.
+func (d *Datapath) Objects() *bpf.ZtgateObjects { return &d.objs }
+
+// MapSpecs returns the specs the maps were created from; the maps package takes the inner map
+// templates of the map-in-map policy maps from them.
+func (d *Datapath) MapSpecs() *bpf.ZtgateMapSpecs { return &d.specs }
+
+// Program returns the XDP program.
+func (d *Datapath) Program() *ebpf.Program { return d.objs.ZtXdp }
+
+// Close releases this process's file descriptors. The pins stay: attached interfaces keep
+// enforcing the last applied policy. Close is idempotent.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	var errs []error
+	for name, l := range d.links {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close link of %s: %w", name, err))
+		}
+	}
+	d.links = nil
+	if err := d.objs.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close datapath: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,296 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// slotState is what a frame starting now would use: the active slot and its inner map ids.
+type slotState struct {
+	slot uint32
+	ids  [numKinds]ebpf.MapID
+}
+
+// readSlot reads zt_active and the inner map ids of that slot. ErrNoPolicy if the slot holds no
+// maps (nothing applied yet).
+func (m *Maps) readSlot() (slotState, error) {
+	var st slotState
+	slot, err := m.activeSlot()
+	if err != nil {
+		return st, err
+	}
+	st.slot = slot
+	for k := range numKinds {
+		var id uint32
+		err := m.outer[k].Lookup(slot, &id)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return st, ErrNoPolicy
+		}
+		if err != nil {
+			return st, fmt.Errorf("read %s[%d]: %w", kindNames[k], slot, err)
+		}
+		st.ids[k] = ebpf.MapID(id)
+	}
+	return st, nil
+}
+
+// ActiveRevision returns the revision the datapath enforces, or ErrNoPolicy.
+func (m *Maps) ActiveRevision() (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, err := m.readSlot()
+	if err != nil {
+		return 0, fmt.Errorf("active revision: %w", err)
+	}
+	var cfg bpf.Config
+	if err := m.objs.ZtCfg.Lookup(st.slot, &cfg); err != nil {
+		return 0, fmt.Errorf("active revision: read zt_cfg[%d]: %w", st.slot, err)
+	}
+	return cfg.Revision, nil
+}
+
+// ReadActive reads the active policy back from the kernel: exactly what frames are decided by.
+// Revision and Config come from zt_cfg; the report-only name maps are nil. It is how a restarted
+// agent learns what is enforced, and how tests prove that Apply wrote exactly the snapshot.
+// Returns ErrNoPolicy before the first Apply.
+func (m *Maps) ReadActive() (*policy.Snapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// Another process may swap while we read: read until the slot is the same before and after.
+	var err error
+	for range 5 {
+		var st slotState
+		if st, err = m.readSlot(); err != nil {
+			break
+		}
+		var s *policy.Snapshot
+		s, err = m.readSlotContents(st)
+		if errors.Is(err, ebpf.ErrKeyNotExist) || errors.Is(err, errSlotChanged) {
+			continue // an inner map was released under us: a swap happened
+		}
+		if err != nil {
+			break
+		}
+		after, err2 := m.readSlot()
+		if err2 == nil && after == st {
+			return s, nil
+		}
+		err = errSlotChanged
+	}
+	return nil, fmt.Errorf("read active policy: %w", err)
+}
+
+var errSlotChanged = errors.New("the active slot changed while reading it (concurrent apply)")
+
+func (m *Maps) readSlotContents(st slotState) (*policy.Snapshot, error) {
+	s := &policy.Snapshot{}
+	if err := m.objs.ZtCfg.Lookup(st.slot, &s.Config); err != nil {
+		return nil, fmt.Errorf("read zt_cfg[%d]: %w", st.slot, err)
+	}
+	s.Revision = s.Config.Revision
+	var inner [numKinds]*ebpf.Map
+	defer closeAll(inner[:])
+	for k := range numKinds {
+		mp, err := ebpf.NewMapFromID(st.ids[k])
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, errSlotChanged
+			}
+			return nil, fmt.Errorf("open %s[%d] (map id %d): %w", kindNames[k], st.slot, st.ids[k], err)
+		}
+		inner[k] = mp
+	}
+	var err error
+	if s.Devices, err = readAll[bpf.DevKey, bpf.DevRec](inner[kDevices]); err != nil {
+		return nil, fmt.Errorf("read %s: %w", innerNames[kDevices], err)
+	}
+	if s.Addrs, err = readAll[bpf.AddrKey, bpf.AddrVal](inner[kAddrs]); err != nil {
+		return nil, fmt.Errorf("read %s: %w", innerNames[kAddrs], err)
+	}
+	if s.Prefixes, err = readAll[bpf.PrefixKey, bpf.PrefixVal](inner[kPrefixes]); err != nil {
+		return nil, fmt.Errorf("read %s: %w", innerNames[kPrefixes], err)
+	}
+	if s.Rules, err = readAll[bpf.RuleKey, bpf.RuleVal](inner[kRules]); err != nil {
+		return nil, fmt.Errorf("read %s: %w", innerNames[kRules], err)
+	}
+	return s, nil
+}
+
+func readAll[K comparable, V any](mp *ebpf.Map) (map[K]V, error) {
+	out := make(map[K]V, mp.MaxEntries())
+	var (
+		k K
+		v V
+	)
+	it := mp.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = v
+	}
+	return out, it.Err()
+}
+
+// Counters returns the frame and byte counters by verdict and reason, summed over CPUs.
+func (m *Maps) Counters() ([bpf.NumVerdicts][bpf.NumReasons]bpf.Counter, error) {
+	var out [bpf.NumVerdicts][bpf.NumReasons]bpf.Counter
+	var per []bpf.Counter
+	for v := range bpf.NumVerdicts {
+		for r := range bpf.NumReasons {
+			idx := bpf.CounterIndex(bpf.Verdict(v), bpf.Reason(r))
+			if err := m.objs.ZtCounters.Lookup(idx, &per); err != nil {
+				return out, fmt.Errorf("read zt_counters[%d]: %w", idx, err)
+			}
+			for _, c := range per {
+				out[v][r].Packets += c.Packets
+				out[v][r].Bytes += c.Bytes
+			}
+		}
+	}
+	return out, nil
+}
+
+// sumDevStats folds per-CPU device counters: packets and bytes add up, last_seen is the latest.
+func sumDevStats(per []bpf.DevStats) bpf.DevStats {
+	var s bpf.DevStats
+	for _, p := range per {
+		for v := range p.Packets {
+			s.Packets[v] += p.Packets[v]
+			s.Bytes[v] += p.Bytes[v]
+		}
+		s.LastSeen = max(s.LastSeen, p.LastSeen)
+	}
+	return s
+}
+
+// DeviceStats returns the counters of one device (dev_id), summed over CPUs. LastSeen is in
+// bpf_ktime_get_ns time (CLOCK_MONOTONIC).
+func (m *Maps) DeviceStats(devID uint32) (bpf.DevStats, error) {
+	var per []bpf.DevStats
+	if err := m.objs.ZtDevstats.Lookup(devID, &per); err != nil {
+		return bpf.DevStats{}, fmt.Errorf("read zt_devstats[%d]: %w", devID, err)
+	}
+	return sumDevStats(per), nil
+}
+
+// AllDeviceStats returns the counters of every device that has any, by dev_id, summed over CPUs.
+func (m *Maps) AllDeviceStats() (map[uint32]bpf.DevStats, error) {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("read zt_devstats: %w", err)
+	}
+	const chunk = 1024
+	keys := make([]uint32, chunk)
+	vals := make([]bpf.DevStats, chunk*ncpu)
+	out := map[uint32]bpf.DevStats{}
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.objs.ZtDevstats.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			s := sumDevStats(vals[i*ncpu : (i+1)*ncpu])
+			if s != (bpf.DevStats{}) {
+				out[keys[i]] = s
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read zt_devstats: %w", err)
+		}
+	}
+}
+
+// EventStats returns the event counters (emitted, lost, suppressed), summed over CPUs.
+func (m *Maps) EventStats() (bpf.EventStats, error) {
+	var per []bpf.EventStats
+	if err := m.objs.ZtEvstats.Lookup(uint32(0), &per); err != nil {
+		return bpf.EventStats{}, fmt.Errorf("read zt_evstats: %w", err)
+	}
+	var s bpf.EventStats
+	for _, p := range per {
+		s.Emitted += p.Emitted
+		s.Lost += p.Lost
+		s.Suppressed += p.Suppressed
+	}
+	return s, nil
+}
+
+// MapUsage is the fill level of one map.
+type MapUsage struct {
+	Map      string
+	Entries  int
+	Capacity int
+}
+
+// Usage returns the fill level of the maps that can fill up: the four policy maps of the active
+// revision (against lim, as Apply checks them) and the fragment and event-budget tables.
+func (m *Maps) Usage(lim Limits) ([]MapUsage, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st, err := m.readSlot()
+	if err != nil && !errors.Is(err, ErrNoPolicy) {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	active := err == nil
+	caps := [numKinds]int{lim.Devices, lim.Addrs, lim.Prefixes, lim.Rules}
+	var out []MapUsage
+	for k := range numKinds {
+		n := 0
+		if active {
+			if n, err = innerEntries(st.ids[k]); err != nil {
+				return nil, fmt.Errorf("usage: %s: %w", kindNames[k], err)
+			}
+		}
+		out = append(out, MapUsage{Map: kindNames[k], Entries: n, Capacity: caps[k]})
+	}
+	for _, mp := range []struct {
+		name string
+		m    *ebpf.Map
+	}{{bpf.ZtgateMapZtFrags, m.objs.ZtFrags}, {bpf.ZtgateMapZtEventLimit, m.objs.ZtEventLimit}} {
+		n, err := countKeys(mp.m)
+		if err != nil {
+			return nil, fmt.Errorf("usage: count %s: %w", mp.name, err)
+		}
+		out = append(out, MapUsage{Map: mp.name, Entries: n, Capacity: int(mp.m.MaxEntries())})
+	}
+	return out, nil
+}
+
+// innerEntries counts the entries of an active inner map in O(1): Apply sizes every inner map
+// to its contents (max_entries = len, or 1 when empty) and never writes it afterwards, so the
+// count is max_entries, except for a 1-entry map, which may be empty.
+func innerEntries(id ebpf.MapID) (int, error) {
+	mp, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		return 0, fmt.Errorf("open map id %d: %w", id, err)
+	}
+	defer mp.Close()
+	n := int(mp.MaxEntries())
+	if n == 1 {
+		key, err := mp.NextKeyBytes(nil)
+		if err != nil {
+			return 0, err
+		}
+		if key == nil {
+			n = 0
+		}
+	}
+	return n, nil
+}
+
+// countKeys walks the keys of a hash map (bounded by its capacity: the program deletes entries
+// concurrently, and a deleted cursor key restarts the walk).
+func countKeys(mp *ebpf.Map) (int, error) {
+	n := 0
+	key, err := mp.NextKeyBytes(nil)
+	for err == nil && key != nil && n < int(mp.MaxEntries()) {
+		n++
+		key, err = mp.NextKeyBytes(key)
+	}
+	return n, err
+}

@@ -1,0 +1,470 @@
+package policy
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/ztgate/ztgate/bpf"
+)
+
+// IP protocol numbers the compiler and the model name.
+const (
+	ProtoICMP   = 1
+	ProtoIPIP   = 4
+	ProtoTCP    = 6
+	ProtoUDP    = 17
+	ProtoIPv6   = 41
+	ProtoGRE    = 47
+	ProtoICMPv6 = 58
+	ProtoAny    = 255
+)
+
+// CompileOptions are the inputs of Compile besides the policy itself.
+type CompileOptions struct {
+	// Revision is the revision the datapath will carry.
+	Revision uint64
+	// Ifindex resolves a device's gateway port name. Required when a device names a port.
+	Ifindex func(name string) (uint32, error)
+	// Prev is the snapshot in force, if any: devices keep their dev_id (and so their counters)
+	// across revisions, and ids it used are not handed to other devices in this revision.
+	Prev *Snapshot
+}
+
+// Compile turns a valid policy into the content of one datapath policy slot. It is pure: no
+// kernel is needed. The policy must have passed Validate.
+func Compile(p *Policy, opt CompileOptions) (*Snapshot, error) {
+	c := &compiler{
+		p:        p,
+		opt:      opt,
+		segIDs:   map[string]uint16{},
+		devIDs:   map[string]uint32{},
+		rulesets: map[string]uint32{},
+		snap: &Snapshot{
+			Revision:     opt.Revision,
+			Devices:      map[bpf.DevKey]bpf.DevRec{},
+			Addrs:        map[bpf.AddrKey]bpf.AddrVal{},
+			Prefixes:     map[bpf.PrefixKey]bpf.PrefixVal{},
+			Rules:        map[bpf.RuleKey]bpf.RuleVal{},
+			DeviceNames:  map[uint32]string{},
+			SegmentNames: map[uint16]string{},
+		},
+	}
+	if err := c.run(); err != nil {
+		return nil, err
+	}
+	return c.snap, nil
+}
+
+type compiler struct {
+	p        *Policy
+	opt      CompileOptions
+	snap     *Snapshot
+	segIDs   map[string]uint16
+	devIDs   map[string]uint32 // device name -> dev_id
+	rulesets map[string]uint32 // canonical rule list -> rule set id
+	rsFlags  []uint16          // rule set id -> ZT_DEV_PEER_RULES | ZT_DEV_PREFIX_RULES
+	groups   uint32            // prefix groups handed out
+}
+
+func (c *compiler) run() error {
+	spec := &c.p.Spec
+	for i, s := range spec.Segments {
+		id := uint16(i + 1)
+		c.segIDs[s.Name] = id
+		c.snap.SegmentNames[id] = s.Name
+	}
+	c.assignDevIDs()
+	c.rsFlags = []uint16{0} // rule set 0 is never used
+
+	cfg := &c.snap.Config
+	cfg.Revision = c.opt.Revision
+	if spec.Mode == ModeAudit {
+		cfg.Flags |= bpf.CfgAudit
+	}
+	for _, s := range spec.Gateway.Services {
+		switch s {
+		case ServiceDHCP:
+			cfg.Flags |= bpf.CfgSvcDHCP
+		case ServiceDHCPv6:
+			cfg.Flags |= bpf.CfgSvcDHCPv6
+		}
+	}
+	for _, s := range spec.Gateway.IPv4 {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() || int(cfg.N_gw4) >= len(cfg.Gw4) {
+			return fmt.Errorf("spec.gateway.ipv4: %q: not a usable IPv4 address", s)
+		}
+		cfg.Gw4[cfg.N_gw4] = be32(a)
+		cfg.N_gw4++
+	}
+	for _, s := range spec.Gateway.IPv6 {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is6() || a.Is4In6() || int(cfg.N_gw6) >= len(cfg.Gw6) {
+			return fmt.Errorf("spec.gateway.ipv6: %q: not a usable IPv6 address", s)
+		}
+		cfg.Gw6[cfg.N_gw6] = in6(a)
+		cfg.N_gw6++
+	}
+
+	qrs, err := c.ruleset("spec.quarantine.allow", spec.Quarantine.Allow)
+	if err != nil {
+		return err
+	}
+	cfg.QuarantineRuleset = qrs
+	if c.rsFlags[qrs]&bpf.DevPeerRules != 0 {
+		cfg.Flags |= bpf.CfgQPeerRules
+	}
+	if c.rsFlags[qrs]&bpf.DevPrefixRules != 0 {
+		cfg.Flags |= bpf.CfgQPrefixRules
+	}
+
+	segs := map[string]*Segment{}
+	for i := range spec.Segments {
+		segs[spec.Segments[i].Name] = &spec.Segments[i]
+	}
+	for i := range spec.Devices {
+		if err := c.device(i, &spec.Devices[i], segs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// assignDevIDs keeps the dev_id of every device whose MAC the previous snapshot knew, and gives
+// new devices the lowest ids the previous snapshot did not use.
+func (c *compiler) assignDevIDs() {
+	used := map[uint32]bool{ZeroDevID: true}
+	if c.opt.Prev != nil {
+		for _, d := range c.opt.Prev.Devices {
+			used[d.DevId] = true
+		}
+	}
+	next := uint32(1)
+	for _, d := range c.p.Spec.Devices {
+		if c.opt.Prev != nil {
+			if rec, ok := c.opt.Prev.Devices[devKey(mustMAC(d.MAC))]; ok {
+				c.devIDs[d.Name] = rec.DevId
+				continue
+			}
+		}
+		for used[next] {
+			next++
+		}
+		used[next] = true
+		c.devIDs[d.Name] = next
+	}
+}
+
+// ZeroDevID is the dev_id of frames whose device is not identified.
+const ZeroDevID = 0
+
+func (c *compiler) device(i int, d *Device, segs map[string]*Segment) error {
+	path := fmt.Sprintf("spec.devices[%d]", i)
+	rec := bpf.DevRec{DevId: c.devIDs[d.Name], Vlan: d.VLAN}
+	mode := c.p.Spec.Mode
+	var rules []Rule
+	if d.Segment != "" {
+		s := segs[d.Segment]
+		rec.Segment = c.segIDs[d.Segment]
+		if s.Mode != "" {
+			mode = s.Mode
+		}
+		rules = append(rules, s.Allow...)
+	}
+	if d.Mode != "" {
+		mode = d.Mode
+	}
+	rules = append(rules, d.Allow...)
+	rs, err := c.ruleset(path+".allow", rules)
+	if err != nil {
+		return err
+	}
+	rec.Ruleset = rs
+	rec.Flags = c.rsFlags[rs]
+	if mode == ModeAudit {
+		rec.Flags |= bpf.DevAudit
+	}
+	if d.Quarantined {
+		rec.Flags |= bpf.DevQuarantined
+	}
+	if d.Port != "" {
+		if c.opt.Ifindex == nil {
+			return fmt.Errorf("%s.port: %q: no interface resolver given", path, d.Port)
+		}
+		idx, err := c.opt.Ifindex(d.Port)
+		if err != nil {
+			return fmt.Errorf("%s.port: %q: %w", path, d.Port, err)
+		}
+		rec.Ifindex = idx
+	}
+	val := bpf.AddrVal{DevId: rec.DevId, Segment: rec.Segment, Kind: bpf.AddrDevice}
+	for _, s := range d.IPv4 {
+		a := netip.MustParseAddr(s)
+		if int(rec.N_v4) >= len(rec.V4) {
+			return fmt.Errorf("%s.ipv4: more than %d addresses", path, len(rec.V4))
+		}
+		rec.V4[rec.N_v4] = be32(a)
+		rec.N_v4++
+		c.snap.Addrs[bpf.AddrKey{Addr: in6(a)}] = val
+	}
+	for _, s := range d.IPv6 {
+		a := netip.MustParseAddr(s)
+		if int(rec.N_v6) >= len(rec.V6) {
+			return fmt.Errorf("%s.ipv6: more than %d addresses", path, len(rec.V6))
+		}
+		rec.V6[rec.N_v6] = in6(a)
+		rec.N_v6++
+		c.snap.Addrs[bpf.AddrKey{Addr: in6(a)}] = val
+	}
+	c.snap.Devices[devKey(mustMAC(d.MAC))] = rec
+	c.snap.DeviceNames[rec.DevId] = d.Name
+	return nil
+}
+
+// selector is one rule destination other than a CIDR.
+type selector struct {
+	kind uint8
+	id   uint32
+}
+
+// portSet is what one (selector, protocol) allows: every port, or merged ranges.
+type portSet struct {
+	all    bool
+	ranges []PortRange
+}
+
+func (ps *portSet) add(r Rule, proto uint8) {
+	if len(r.Ports) == 0 || (proto != ProtoTCP && proto != ProtoUDP) {
+		ps.all = true
+		return
+	}
+	ps.ranges = append(ps.ranges, r.Ports...)
+}
+
+func (ps *portSet) merged() []PortRange {
+	rs := slices.Clone(ps.ranges)
+	sort.Slice(rs, func(i, j int) bool { return rs[i].Lo < rs[j].Lo })
+	var out []PortRange
+	for _, r := range rs {
+		if n := len(out); n > 0 && uint32(r.Lo) <= uint32(out[n-1].Hi)+1 {
+			out[n-1].Hi = max(out[n-1].Hi, r.Hi)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (ps *portSet) union(o *portSet) {
+	ps.all = ps.all || o.all
+	ps.ranges = append(ps.ranges, o.ranges...)
+}
+
+type protoPorts map[uint8]*portSet
+
+func (pp protoPorts) add(r Rule, proto uint8) {
+	ps := pp[proto]
+	if ps == nil {
+		ps = &portSet{}
+		pp[proto] = ps
+	}
+	ps.add(r, proto)
+}
+
+// ruleset compiles a rule list (plus the gateway services every device may use) into rule
+// map entries, shared by every device whose list is the same.
+func (c *compiler) ruleset(path string, rules []Rule) (uint32, error) {
+	sels := map[selector]protoPorts{}
+	prefixes := map[netip.Prefix]protoPorts{}
+	addSel := func(s selector, r Rule, proto uint8) {
+		if sels[s] == nil {
+			sels[s] = protoPorts{}
+		}
+		sels[s].add(r, proto)
+	}
+	gw := selector{kind: bpf.SelGateway}
+	for _, s := range c.p.Spec.Gateway.Services {
+		switch s {
+		case ServiceDNS:
+			addSel(gw, Rule{Ports: []PortRange{{53, 53}}}, ProtoUDP)
+			addSel(gw, Rule{Ports: []PortRange{{53, 53}}}, ProtoTCP)
+		case ServiceNTP:
+			addSel(gw, Rule{Ports: []PortRange{{123, 123}}}, ProtoUDP)
+		}
+	}
+	for i, r := range rules {
+		proto, err := ParseProto(r.Proto)
+		if err != nil {
+			return 0, fmt.Errorf("%s[%d].proto: %w", path, i, err)
+		}
+		switch {
+		case r.To.Gateway:
+			addSel(gw, r, proto)
+		case r.To.Device != "":
+			id, ok := c.devIDs[r.To.Device]
+			if !ok {
+				return 0, fmt.Errorf("%s[%d].to.device: %q is not a device", path, i, r.To.Device)
+			}
+			addSel(selector{bpf.SelDevice, id}, r, proto)
+		case r.To.Segment != "":
+			id, ok := c.segIDs[r.To.Segment]
+			if !ok {
+				return 0, fmt.Errorf("%s[%d].to.segment: %q is not a segment", path, i, r.To.Segment)
+			}
+			addSel(selector{bpf.SelSegment, uint32(id)}, r, proto)
+		case r.To.CIDR != "":
+			pfx, err := netip.ParsePrefix(r.To.CIDR)
+			if err != nil {
+				return 0, fmt.Errorf("%s[%d].to.cidr: %w", path, i, err)
+			}
+			pfx = pfx.Masked()
+			if prefixes[pfx] == nil {
+				prefixes[pfx] = protoPorts{}
+			}
+			prefixes[pfx].add(r, proto)
+		default:
+			return 0, fmt.Errorf("%s[%d].to: no destination", path, i)
+		}
+	}
+	// A v6 prefix that covers ::ffff:0:0/96 would match IPv4 destinations in the trie: an
+	// explicit (possibly empty) IPv4 0.0.0.0/0 entry keeps the families apart.
+	for p := range prefixes {
+		if p.Addr().Is6() && p.Bits() <= 96 && p.Contains(netip.MustParseAddr("::ffff:0.0.0.0")) {
+			v4all := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+			if prefixes[v4all] == nil {
+				prefixes[v4all] = protoPorts{}
+			}
+			break
+		}
+	}
+
+	key, err := canonical(sels, prefixes, path)
+	if err != nil {
+		return 0, err
+	}
+	if id, ok := c.rulesets[key]; ok {
+		return id, nil
+	}
+	id := uint32(len(c.rsFlags))
+	c.rulesets[key] = id
+	var flags uint16
+	for s, pp := range sels {
+		if s.kind == bpf.SelDevice || s.kind == bpf.SelSegment {
+			flags |= bpf.DevPeerRules
+		}
+		if err := c.emit(id, s, pp, path); err != nil {
+			return 0, err
+		}
+	}
+	if len(prefixes) > 0 {
+		flags |= bpf.DevPrefixRules
+	}
+	// Close every prefix over the prefixes that contain it: the trie returns only the longest
+	// match, which must then carry every rule that applies to the destination.
+	for p := range prefixes {
+		closed := protoPorts{}
+		for q, pp := range prefixes {
+			if q.Addr().Is4() == p.Addr().Is4() && q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+				for proto, ps := range pp {
+					if closed[proto] == nil {
+						closed[proto] = &portSet{}
+					}
+					closed[proto].union(ps)
+				}
+			}
+		}
+		c.groups++
+		g := c.groups
+		c.snap.Prefixes[prefixKey(id, p)] = bpf.PrefixVal{Group: g}
+		if err := c.emit(id, selector{bpf.SelPrefix, g}, closed, path); err != nil {
+			return 0, err
+		}
+	}
+	c.rsFlags = append(c.rsFlags, flags)
+	return id, nil
+}
+
+func (c *compiler) emit(rs uint32, s selector, pp protoPorts, path string) error {
+	for proto, ps := range pp {
+		v := bpf.RuleVal{}
+		if ps.all {
+			v.Flags = bpf.RuleAllPorts
+		} else {
+			m := ps.merged()
+			if len(m) > len(v.Ranges) {
+				return fmt.Errorf("%s: %d distinct port ranges for one destination and protocol %d, at most %d",
+					path, len(m), proto, len(v.Ranges))
+			}
+			for i, r := range m {
+				v.Ranges[i].Lo, v.Ranges[i].Hi = r.Lo, r.Hi
+			}
+			v.N = uint16(len(m))
+		}
+		c.snap.Rules[bpf.RuleKey{Ruleset: rs, SelId: s.id, SelKind: s.kind, Proto: proto}] = v
+	}
+	return nil
+}
+
+// canonical is a stable text form of a compiled rule list, to share rule sets.
+func canonical(sels map[selector]protoPorts, prefixes map[netip.Prefix]protoPorts, path string) (string, error) {
+	var lines []string
+	ports := func(pp protoPorts) string {
+		var out []string
+		for proto, ps := range pp {
+			if ps.all {
+				out = append(out, fmt.Sprintf("%d:*", proto))
+				continue
+			}
+			out = append(out, fmt.Sprintf("%d:%v", proto, ps.merged()))
+		}
+		sort.Strings(out)
+		return strings.Join(out, ",")
+	}
+	for s, pp := range sels {
+		lines = append(lines, fmt.Sprintf("s%d/%d=%s", s.kind, s.id, ports(pp)))
+	}
+	for p, pp := range prefixes {
+		lines = append(lines, fmt.Sprintf("p%s=%s", p, ports(pp)))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, ";"), nil
+}
+
+func prefixKey(rs uint32, p netip.Prefix) bpf.PrefixKey {
+	bits := p.Bits()
+	if p.Addr().Is4() {
+		bits += 96
+	}
+	return bpf.PrefixKey{Prefixlen: uint32(32 + bits), Ruleset: rs, Addr: in6(p.Addr())}
+}
+
+// in6 is the datapath's 16-byte form of an address (IPv4 as ::ffff:a.b.c.d).
+func in6(a netip.Addr) bpf.In6 { return bpf.In6{B: a.As16()} }
+
+// be32 is an IPv4 address as the datapath's __be32: network-order bytes read natively.
+func be32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+func devKey(mac net.HardwareAddr) bpf.DevKey {
+	var k bpf.DevKey
+	copy(k.Mac[:], mac)
+	return k
+}
+
+// DevKey is the devices map key of a MAC address.
+func DevKey(mac net.HardwareAddr) bpf.DevKey { return devKey(mac) }
+
+func mustMAC(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(fmt.Sprintf("policy: unvalidated MAC %q: %v", s, err))
+	}
+	return m
+}

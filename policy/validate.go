@@ -1,0 +1,469 @@
+package policy
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// Limits of the document format.
+const (
+	maxNameLen     = 63   // metadata, segment and device names
+	maxFamilyAddrs = 4    // addresses per family, of the gateway and of each device
+	maxVLAN        = 4094 // largest VLAN id; 0 is untagged
+	maxIfnameLen   = 15   // IFNAMSIZ - 1
+)
+
+var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+
+// Validate checks a policy built in Go with the rules Parse applies to a document. The error,
+// when not nil, is an Errors whose entries have no position (Line and Col are 0).
+func (p *Policy) Validate() error {
+	errs := &errorList{}
+	if p == nil {
+		errs.add(&FieldError{Msg: "policy is nil"})
+	} else {
+		(&validator{errs: errs}).policy(p)
+	}
+	return errs.err()
+}
+
+// validator checks a decoded policy. Parse sets locate, to give errors their position in the
+// document, and skip, to stay silent about fields that already failed to decode.
+type validator struct {
+	file   string
+	errs   *errorList
+	locate func(path string) (line, col int)
+	skip   func(path string) bool
+
+	spec     *Spec
+	segments map[string]int      // name -> index of its first definition
+	devices  map[string]int      // name -> index of its first definition
+	gateway  map[netip.Addr]bool // the gateway's valid addresses
+	macs     map[string]int      // normalised MAC -> device index
+	owners   map[netip.Addr]int  // device address -> device index
+}
+
+func (v *validator) errorf(path, format string, args ...any) {
+	if v.skip != nil && v.skip(path) {
+		return
+	}
+	e := &FieldError{File: v.file, Path: path, Msg: fmt.Sprintf(format, args...)}
+	if v.locate != nil && v.errs.len() < maxCollected {
+		e.Line, e.Col = v.locate(path)
+	}
+	v.errs.add(e)
+}
+
+func (v *validator) policy(p *Policy) {
+	v.fixed("apiVersion", p.APIVersion, APIVersion)
+	v.fixed("kind", p.Kind, Kind)
+	v.name("metadata.name", p.Metadata.Name)
+
+	s := &p.Spec
+	v.spec = s
+	v.segments = firstIndex(len(s.Segments), func(i int) string { return s.Segments[i].Name })
+	v.devices = firstIndex(len(s.Devices), func(i int) string { return s.Devices[i].Name })
+	v.gateway = map[netip.Addr]bool{}
+	v.macs = map[string]int{}
+	v.owners = map[netip.Addr]int{}
+
+	v.mode("spec.mode", s.Mode)
+	v.gatewaySpec(&s.Gateway)
+	v.rules("spec.quarantine.allow", s.Quarantine.Allow)
+	for i := range s.Segments {
+		v.segment(i, &s.Segments[i])
+	}
+	for i := range s.Devices {
+		v.device(i, &s.Devices[i])
+	}
+}
+
+// firstIndex maps each name to the index of its first occurrence.
+func firstIndex(n int, name func(int) string) map[string]int {
+	m := make(map[string]int, n)
+	for i := range n {
+		if _, ok := m[name(i)]; !ok {
+			m[name(i)] = i
+		}
+	}
+	return m
+}
+
+// fixed checks a header field that has exactly one allowed value.
+func (v *validator) fixed(path, got, want string) {
+	switch got {
+	case want:
+	case "":
+		v.errorf(path, "is required, must be %s", quote(want))
+	default:
+		v.errorf(path, "must be %s, got %s", quote(want), quote(got))
+	}
+}
+
+// name checks a policy, segment or device name and reports whether it is valid.
+func (v *validator) name(path, s string) bool {
+	switch {
+	case s == "":
+		v.errorf(path, "is required")
+	case len(s) > maxNameLen:
+		v.errorf(path, "%s is longer than %d characters", quote(s), maxNameLen)
+	case !nameRE.MatchString(s):
+		v.errorf(path, "%s is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit", quote(s))
+	default:
+		return true
+	}
+	return false
+}
+
+func (v *validator) mode(path string, m Mode) {
+	if m != "" && m != ModeEnforce && m != ModeAudit {
+		v.errorf(path, "%s is not a mode, use enforce or audit", quote(string(m)))
+	}
+}
+
+func (v *validator) gatewaySpec(g *Gateway) {
+	for _, la := range v.addrList("spec.gateway.ipv4", g.IPv4, false) {
+		v.gateway[la.addr] = true
+	}
+	for _, la := range v.addrList("spec.gateway.ipv6", g.IPv6, true) {
+		v.gateway[la.addr] = true
+	}
+	seen := map[Service]bool{}
+	for i, s := range g.Services {
+		path := fmt.Sprintf("spec.gateway.services[%d]", i)
+		switch {
+		case s != ServiceDHCP && s != ServiceDHCPv6 && s != ServiceDNS && s != ServiceNTP:
+			v.errorf(path, "%s is not a gateway service, use dhcp, dhcpv6, dns or ntp", quote(string(s)))
+		case seen[s]:
+			v.errorf(path, "duplicate service %s", s)
+		}
+		seen[s] = true
+	}
+}
+
+func (v *validator) segment(i int, s *Segment) {
+	path := fmt.Sprintf("spec.segments[%d]", i)
+	if v.name(path+".name", s.Name) && v.segments[s.Name] != i {
+		v.errorf(path+".name", "duplicate segment name %s, also used by spec.segments[%d]", quote(s.Name), v.segments[s.Name])
+	}
+	v.mode(path+".mode", s.Mode)
+	v.rules(path+".allow", s.Allow)
+}
+
+func (v *validator) device(i int, d *Device) {
+	path := fmt.Sprintf("spec.devices[%d]", i)
+	if v.name(path+".name", d.Name) && v.devices[d.Name] != i {
+		v.errorf(path+".name", "duplicate device name %s, also used by spec.devices[%d]", quote(d.Name), v.devices[d.Name])
+	}
+	v.mac(i, path+".mac", d.MAC)
+	v.deviceAddrs(i, path+".ipv4", d.IPv4, false)
+	v.deviceAddrs(i, path+".ipv6", d.IPv6, true)
+	if d.Port != "" {
+		if why := checkIfname(d.Port); why != "" {
+			v.errorf(path+".port", "%s is not a valid interface name: %s", quote(d.Port), why)
+		}
+	}
+	if d.VLAN > maxVLAN {
+		v.errorf(path+".vlan", "%d is out of range 0-%d", d.VLAN, maxVLAN)
+	}
+	if _, ok := v.segments[d.Segment]; d.Segment != "" && !ok {
+		v.errorf(path+".segment", "segment %s is not defined in spec.segments", quote(d.Segment))
+	}
+	v.mode(path+".mode", d.Mode)
+	v.rules(path+".allow", d.Allow)
+}
+
+// deviceLabel names device i in messages.
+func (v *validator) deviceLabel(i int) string {
+	if name := v.spec.Devices[i].Name; name != "" {
+		return quote(name)
+	}
+	return fmt.Sprintf("spec.devices[%d]", i)
+}
+
+var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+func (v *validator) mac(dev int, path, s string) {
+	if s == "" {
+		v.errorf(path, "is required")
+		return
+	}
+	hw, err := net.ParseMAC(s)
+	switch {
+	case err != nil:
+		v.errorf(path, "%s is not a MAC address", quote(s))
+	case len(hw) != 6:
+		v.errorf(path, "%s is not a 6-byte MAC address", quote(s))
+	case bytes.Equal(hw, broadcastMAC):
+		v.errorf(path, "%s is the broadcast MAC address", quote(s))
+	case hw[0]&1 != 0:
+		v.errorf(path, "%s is a multicast MAC address", quote(s))
+	case bytes.Equal(hw, make(net.HardwareAddr, 6)):
+		v.errorf(path, "%s is the all-zero MAC address", quote(s))
+	default:
+		key := hw.String()
+		if other, dup := v.macs[key]; dup {
+			v.errorf(path, "MAC address %s is already used by device %s", key, v.deviceLabel(other))
+			return
+		}
+		v.macs[key] = dev
+	}
+}
+
+func (v *validator) deviceAddrs(dev int, path string, list []string, v6 bool) {
+	for _, la := range v.addrList(path, list, v6) {
+		if v.gateway[la.addr] {
+			v.errorf(la.path, "%s is a gateway address", la.addr)
+			continue
+		}
+		if other, taken := v.owners[la.addr]; taken {
+			v.errorf(la.path, "address %s of device %s is already bound to device %s", la.addr, v.deviceLabel(dev), v.deviceLabel(other))
+			continue
+		}
+		v.owners[la.addr] = dev
+	}
+}
+
+// listedAddr is a valid address of an address list and its path.
+type listedAddr struct {
+	path string
+	addr netip.Addr
+}
+
+// addrList checks an ipv4 or ipv6 list and returns its valid, distinct addresses.
+func (v *validator) addrList(path string, list []string, v6 bool) []listedAddr {
+	if len(list) > maxFamilyAddrs {
+		v.errorf(path, "has %d addresses, at most %d are allowed", len(list), maxFamilyAddrs)
+	}
+	var out []listedAddr
+	seen := map[netip.Addr]bool{}
+	for i, s := range list {
+		ipath := fmt.Sprintf("%s[%d]", path, i)
+		a, why := checkAddr(s, v6)
+		switch {
+		case why != "":
+			v.errorf(ipath, "%s", why)
+		case seen[a]:
+			v.errorf(ipath, "duplicate address %s", a)
+		default:
+			seen[a] = true
+			out = append(out, listedAddr{ipath, a})
+		}
+	}
+	return out
+}
+
+// checkAddr parses an address of one family and says why it cannot be used, if it cannot.
+func checkAddr(s string, v6 bool) (netip.Addr, string) {
+	family := "IPv4"
+	if v6 {
+		family = "IPv6"
+	}
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return a, fmt.Sprintf("%s is not an %s address", quote(s), family)
+	case a.Zone() != "":
+		return a, fmt.Sprintf("%s has a zone, zones are not allowed", quote(s))
+	case !v6 && !a.Is4():
+		return a, fmt.Sprintf("%s is an IPv6 address, list it under ipv6", quote(s))
+	case v6 && a.Is4():
+		return a, fmt.Sprintf("%s is an IPv4 address, list it under ipv4", quote(s))
+	case a.Is4In6():
+		return a, fmt.Sprintf("%s is an IPv4-mapped IPv6 address, list the IPv4 address under ipv4", quote(s))
+	}
+	if why := specialAddr(a); why != "" {
+		return a, fmt.Sprintf("%s is %s", quote(s), why)
+	}
+	return a, ""
+}
+
+// specialAddr says why a cannot be the address of a host, if it cannot.
+func specialAddr(a netip.Addr) string {
+	switch {
+	case a.IsUnspecified():
+		return "the unspecified address"
+	case a.IsLoopback():
+		return "a loopback address"
+	case a.IsMulticast():
+		return "a multicast address"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "the broadcast address"
+	case a.Is4() && a.As4()[0] >= 240:
+		return "in the reserved range 240.0.0.0/4"
+	}
+	return ""
+}
+
+// checkIfname says why s is not a valid Linux interface name (see dev_valid_name), if it is
+// not. s is not empty.
+func checkIfname(s string) string {
+	switch {
+	case len(s) > maxIfnameLen:
+		return fmt.Sprintf("longer than %d bytes", maxIfnameLen)
+	case s == "." || s == "..":
+		return "reserved name"
+	case strings.ContainsRune(s, '/'):
+		return "contains '/'"
+	case strings.ContainsRune(s, ':'):
+		return "contains ':'"
+	case strings.IndexByte(s, 0) >= 0:
+		return "contains a NUL byte"
+	case strings.IndexFunc(s, unicode.IsSpace) >= 0, strings.IndexByte(s, 0xa0) >= 0:
+		// The kernel's isspace() also counts the byte 0xa0.
+		return "contains whitespace"
+	}
+	return ""
+}
+
+func (v *validator) rules(path string, rules []Rule) {
+	for i := range rules {
+		v.rule(fmt.Sprintf("%s[%d]", path, i), &rules[i])
+	}
+}
+
+func (v *validator) rule(path string, r *Rule) {
+	v.target(path+".to", &r.To)
+	proto, err := ParseProto(r.Proto)
+	if err != nil {
+		v.errorf(path+".proto", "%s", err)
+	} else if len(r.Ports) > 0 && proto != 6 && proto != 17 {
+		v.errorf(path+".ports", "ports are only allowed with proto tcp or udp")
+	}
+	for i, pr := range r.Ports {
+		if err := pr.check(); err != nil {
+			v.errorf(fmt.Sprintf("%s.ports[%d]", path, i), "%s", err)
+		}
+	}
+}
+
+func (v *validator) target(path string, t *Target) {
+	var set []string
+	if t.CIDR != "" {
+		set = append(set, "cidr")
+		v.cidr(path+".cidr", t.CIDR)
+	}
+	if t.Device != "" {
+		set = append(set, "device")
+		if _, ok := v.devices[t.Device]; !ok {
+			v.errorf(path+".device", "device %s is not defined in spec.devices", quote(t.Device))
+		}
+	}
+	if t.Segment != "" {
+		set = append(set, "segment")
+		if _, ok := v.segments[t.Segment]; !ok {
+			v.errorf(path+".segment", "segment %s is not defined in spec.segments", quote(t.Segment))
+		}
+	}
+	if t.Gateway {
+		set = append(set, "gateway")
+	}
+	switch len(set) {
+	case 0:
+		v.errorf(path, "must set one of cidr, device, segment or gateway: true")
+	case 1:
+	default:
+		v.errorf(path, "sets %s, must set exactly one", strings.Join(set, " and "))
+	}
+}
+
+func (v *validator) cidr(path, s string) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+			v.errorf(path, "%s is not a CIDR prefix, write %s for the single address", quote(s), netip.PrefixFrom(a, a.BitLen()))
+			return
+		}
+		v.errorf(path, "%s is not a CIDR prefix", quote(s))
+		return
+	}
+	if p.Addr().Is4In6() {
+		v.errorf(path, "%s is an IPv4-mapped prefix, write it as an IPv4 prefix", quote(s))
+		return
+	}
+	if m := p.Masked(); m != p {
+		v.errorf(path, "%s has host bits set, use %s", quote(s), m)
+	}
+}
+
+// ParseProto returns the IP protocol number a rule's proto stands for: tcp 6, udp 17, icmp 1,
+// icmpv6 58 and a decimal number 0-254 itself. "" and "any" return 255, which means every
+// protocol.
+func ParseProto(s string) (uint8, error) {
+	switch s {
+	case "", "any":
+		return 255, nil
+	case "tcp":
+		return 6, nil
+	case "udp":
+		return 17, nil
+	case "icmp":
+		return 1, nil
+	case "icmpv6":
+		return 58, nil
+	}
+	if !isDigits(s) {
+		return 0, fmt.Errorf("%s is not a protocol, use tcp, udp, icmp, icmpv6, any or a number 0-254", quote(s))
+	}
+	n, err := strconv.ParseUint(s, 10, 8)
+	switch {
+	case err == nil && n == 255:
+		return 0, fmt.Errorf("protocol 255 is reserved, use any for every protocol")
+	case err != nil:
+		return 0, fmt.Errorf("protocol %s is out of range 0-254", clip(s))
+	}
+	return uint8(n), nil
+}
+
+// ParsePortRange parses the string forms of a port range: "443" or "8000-8080" (inclusive,
+// 1-65535, low end first).
+func ParsePortRange(s string) (PortRange, error) {
+	los, his, isRange := strings.Cut(s, "-")
+	if !isRange {
+		his = los
+	}
+	if !isDigits(los) || !isDigits(his) {
+		return PortRange{}, fmt.Errorf(`%s is not a port (443) or a port range ("8000-8080")`, quote(s))
+	}
+	var r PortRange
+	for _, end := range []struct {
+		s    string
+		port *uint16
+	}{{los, &r.Lo}, {his, &r.Hi}} {
+		n, err := strconv.ParseUint(end.s, 10, 16)
+		if err != nil || n == 0 {
+			return PortRange{}, fmt.Errorf("port %s is out of range 1-65535", clip(end.s))
+		}
+		*end.port = uint16(n)
+	}
+	return r, r.check()
+}
+
+// check reports why r is not a valid port range, if it is not.
+func (r PortRange) check() error {
+	switch {
+	case r.Lo == 0 || r.Hi == 0:
+		return fmt.Errorf("port 0 is out of range 1-65535")
+	case r.Lo > r.Hi:
+		return fmt.Errorf("port range %d-%d is reversed, write %d-%d", r.Lo, r.Hi, r.Hi, r.Lo)
+	}
+	return nil
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
