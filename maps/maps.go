@@ -62,7 +62,8 @@ var kindNames = [numKinds]string{
 var innerNames = [numKinds]string{"zt_devices_in", "zt_addrs_in", "zt_prefixes_in", "zt_rules_in"}
 
 // Maps is typed access to the loaded datapath maps. Its methods are safe for concurrent use;
-// Apply calls are serialised.
+// Apply calls are serialised. There must be one writer per datapath (the agent): two processes
+// applying at the same time could each write the slot the other just made active.
 type Maps struct {
 	objs *bpf.ZtgateObjects
 

@@ -311,6 +311,10 @@ func (d *decoder) unsigned(n *yaml.Node, path string, v reflect.Value) {
 	if m, ok := uintMax[lastPathElem(path)]; ok {
 		limit = m
 	}
+	if hasLeadingZero(n.Value) {
+		d.errorf(n, path, "%s", leadingZeroMsg(n.Value))
+		return
+	}
 	var u uint64
 	if err := n.Decode(&u); err != nil || u > limit {
 		d.errorf(n, path, "%s is out of range 0-%d", clip(n.Value), limit)
@@ -324,6 +328,9 @@ func decodePortRange(n *yaml.Node) (PortRange, error) {
 	if n.Kind == yaml.ScalarNode {
 		switch n.ShortTag() {
 		case "!!int":
+			if hasLeadingZero(n.Value) {
+				return PortRange{}, errors.New(leadingZeroMsg(n.Value))
+			}
 			var u uint64
 			if err := n.Decode(&u); err != nil || u < 1 || u > math.MaxUint16 {
 				return PortRange{}, fmt.Errorf("port %s is out of range 1-65535", clip(n.Value))
@@ -334,6 +341,17 @@ func decodePortRange(n *yaml.Node) (PortRange, error) {
 		}
 	}
 	return PortRange{}, fmt.Errorf(`expected a port (443) or a port range ("8000-8080"), got %s`, describeNode(n))
+}
+
+// hasLeadingZero reports whether an integer literal such as 0443 has a leading zero, which
+// yaml.v3 reads as an octal number: a port written 0443 would silently be port 291.
+func hasLeadingZero(lit string) bool {
+	lit = strings.TrimLeft(lit, "+-")
+	return len(lit) > 1 && lit[0] == '0' && lit[1] >= '0' && lit[1] <= '9'
+}
+
+func leadingZeroMsg(lit string) string {
+	return fmt.Sprintf("%s has a leading zero, which YAML reads as octal: remove it (or write 0o for octal)", clip(lit))
 }
 
 // structField is a field of a document struct: its yaml name and its index in the struct.

@@ -411,6 +411,9 @@ func ParseProto(s string) (uint8, error) {
 	if !isDigits(s) {
 		return 0, fmt.Errorf("%s is not a protocol, use tcp, udp, icmp, icmpv6, any or a number 0-254", quote(s))
 	}
+	if len(s) > 1 && s[0] == '0' {
+		return 0, fmt.Errorf("protocol %s has a leading zero, remove it", quote(s))
+	}
 	n, err := strconv.ParseUint(s, 10, 8)
 	switch {
 	case err == nil && n == 255:

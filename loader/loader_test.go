@@ -1,0 +1,390 @@
+package loader
+
+import (
+	"encoding/binary"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/ztgate/ztgate/bpf"
+)
+
+func progID(t *testing.T, p *ebpf.Program) ebpf.ProgramID {
+	t.Helper()
+	info, err := p.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		t.Fatal("no program id")
+	}
+	return id
+}
+
+func mapID(t *testing.T, m *ebpf.Map) ebpf.MapID {
+	t.Helper()
+	info, err := m.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		t.Fatal("no map id")
+	}
+	return id
+}
+
+func statusOf(t *testing.T, dp *Datapath, ns netns.NsHandle) map[string]Interface {
+	t.Helper()
+	var st []Interface
+	if err := inNetns(t, ns, func() (err error) { st, err = dp.Status(); return err }); err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	out := map[string]Interface{}
+	for _, s := range st {
+		if s.Err != "" {
+			t.Errorf("status of %s: %s", s.Name, s.Err)
+		}
+		out[s.Name] = s
+	}
+	return out
+}
+
+// sendFrame writes a raw Ethernet frame out of ifname in ns (it arrives on the veth peer).
+func sendFrame(t *testing.T, ns netns.NsHandle, ifname string, frame []byte) {
+	t.Helper()
+	err := inNetns(t, ns, func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: l.Attrs().Index, Halen: 6})
+	})
+	if err != nil {
+		t.Fatalf("send frame on %s: %v", ifname, err)
+	}
+}
+
+func counter(t *testing.T, dp *Datapath, v bpf.Verdict, r bpf.Reason) uint64 {
+	t.Helper()
+	var per []bpf.Counter
+	if err := dp.Objects().ZtCounters.Lookup(bpf.CounterIndex(v, r), &per); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, c := range per {
+		n += c.Packets
+	}
+	return n
+}
+
+// TestLifecycle: open, attach native and generic, close (enforcement stays), re-open from a second
+// Datapath (a restart) that reuses the pinned maps and adopts the links with link.Update, detach,
+// uninstall.
+func TestLifecycle(t *testing.T) {
+	requirePriv(t)
+	cfg := testConfig(t)
+	ns := newNetns(t)
+	addVeth(t, ns, "ztn0", "ztn1") // native: ztn0
+	addVeth(t, ns, "ztg0", "ztg1") // forced generic: ztg0
+
+	dp1 := openDatapath(t, cfg)
+	dir := LayoutDir(cfg.PinDir)
+	if dp1.Dir() != dir || !strings.HasSuffix(dir, "/v1") {
+		t.Fatalf("Dir() = %q, want %q ending in /v1", dp1.Dir(), dir)
+	}
+	for _, name := range []string{bpf.ZtgateMapZtActive, bpf.ZtgateMapZtCfg, bpf.ZtgateMapZtDevices,
+		bpf.ZtgateMapZtAddrs, bpf.ZtgateMapZtPrefixes, bpf.ZtgateMapZtRules, bpf.ZtgateMapZtBarrier,
+		bpf.ZtgateMapZtFrags, bpf.ZtgateMapZtCounters, bpf.ZtgateMapZtDevstats, bpf.ZtgateMapZtEvstats,
+		bpf.ZtgateMapZtEventLimit, bpf.ZtgateMapZtEvents} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("map %s not pinned: %v", name, err)
+		}
+	}
+	if got := dp1.Objects().ZtDevstats.MaxEntries(); got != uint32(cfg.MaxDevices+1) {
+		t.Errorf("zt_devstats max_entries = %d, want %d", got, cfg.MaxDevices+1)
+	}
+	if got := dp1.Objects().ZtEvents.MaxEntries(); got != uint32(cfg.RingBytes) {
+		t.Errorf("zt_events max_entries = %d, want %d", got, cfg.RingBytes)
+	}
+
+	var mode Mode
+	attach := func(dp *Datapath, ifname string, want Mode) Mode {
+		t.Helper()
+		var m Mode
+		err := inNetns(t, ns, func() (err error) { m, err = dp.AttachMode(ifname, want); return err })
+		if err != nil {
+			t.Fatalf("attach %s (%v): %v", ifname, want, err)
+		}
+		return m
+	}
+	if mode = attach(dp1, "ztn0", ModeAuto); mode != ModeNative {
+		t.Errorf("ztn0: mode %v, want native", mode)
+	}
+	if mode = attach(dp1, "ztg0", ModeGeneric); mode != ModeGeneric {
+		t.Errorf("ztg0: mode %v, want generic", mode)
+	}
+	id1 := progID(t, dp1.Program())
+	st := statusOf(t, dp1, ns)
+	if len(st) != 2 || st["ztn0"].Mode != ModeNative || st["ztg0"].Mode != ModeGeneric ||
+		!st["ztn0"].Current || !st["ztg0"].Current || st["ztn0"].ProgramID != id1 {
+		t.Fatalf("status after attach: %+v", st)
+	}
+	var names []string
+	if err := inNetns(t, ns, func() (err error) { names, err = dp1.Interfaces(); return err }); err != nil ||
+		strings.Join(names, ",") != "ztg0,ztn0" {
+		t.Errorf("Interfaces() = %v, %v", names, err)
+	}
+	if x := xdpState(t, ns, "ztn0"); !x.Attached || x.ProgId != uint32(id1) {
+		t.Fatalf("ztn0 xdp: %+v, want program %d", x, id1)
+	}
+	linkN, linkG := st["ztn0"].LinkID, st["ztg0"].LinkID
+
+	// The program really runs on the interface: with no policy installed, a frame is dropped
+	// with reason no_policy (fail closed).
+	frame := make([]byte, 60)
+	copy(frame, []byte{0x02, 0, 0, 0, 0, 0xaa, 0x02, 0, 0, 0, 0, 0x01})
+	binary.BigEndian.PutUint16(frame[12:], 0x0800)
+	before := counter(t, dp1, bpf.VerdictDrop, bpf.ReasonNoPolicy)
+	sendFrame(t, ns, "ztn1", frame)
+	// Native XDP on veth runs in the peer's NAPI poll: wait for it.
+	deadline := time.Now().Add(5 * time.Second)
+	after := counter(t, dp1, bpf.VerdictDrop, bpf.ReasonNoPolicy)
+	for after == before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		after = counter(t, dp1, bpf.VerdictDrop, bpf.ReasonNoPolicy)
+	}
+	if after <= before { // the peer's own IPv6 chatter counts too
+		t.Errorf("drop/no_policy counter: %d -> %d, want it to grow", before, after)
+	}
+
+	maps1 := map[string]ebpf.MapID{
+		"zt_devices": mapID(t, dp1.Objects().ZtDevices), "zt_counters": mapID(t, dp1.Objects().ZtCounters),
+	}
+	// Close: the process goes away, the pins keep enforcement in place.
+	if err := dp1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dp1.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	if x := xdpState(t, ns, "ztn0"); !x.Attached || x.ProgId != uint32(id1) {
+		t.Fatalf("after close ztn0 xdp: %+v, want still program %d", x, id1)
+	}
+
+	// Restart: a second Datapath reuses the pinned maps and adopts the links.
+	dp2 := openDatapath(t, cfg)
+	if got := mapID(t, dp2.Objects().ZtDevices); got != maps1["zt_devices"] {
+		t.Errorf("zt_devices: map id %d after re-open, want the pinned %d", got, maps1["zt_devices"])
+	}
+	if got := mapID(t, dp2.Objects().ZtCounters); got != maps1["zt_counters"] {
+		t.Errorf("zt_counters: map id %d after re-open, want the pinned %d", got, maps1["zt_counters"])
+	}
+	id2 := progID(t, dp2.Program())
+	if id2 == id1 {
+		t.Fatal("re-open loaded the same program id")
+	}
+	if st := statusOf(t, dp2, ns); st["ztn0"].Current || st["ztn0"].ProgramID != id1 {
+		t.Errorf("before adoption: %+v, want program %d, not current", st["ztn0"], id1)
+	}
+	// Config.Mode is auto: the adopted generic link stays generic (no detach-then-attach).
+	if mode = attach(dp2, "ztn0", ModeAuto); mode != ModeNative {
+		t.Errorf("adopted ztn0: mode %v, want native", mode)
+	}
+	if mode = attach(dp2, "ztg0", ModeAuto); mode != ModeGeneric {
+		t.Errorf("adopted ztg0: mode %v, want generic", mode)
+	}
+	st = statusOf(t, dp2, ns)
+	if st["ztn0"].LinkID != linkN || st["ztg0"].LinkID != linkG {
+		t.Errorf("links re-created instead of adopted: %+v (want link ids %d, %d)", st, linkN, linkG)
+	}
+	if !st["ztn0"].Current || st["ztn0"].ProgramID != id2 {
+		t.Errorf("adopted ztn0 runs program %d, want %d", st["ztn0"].ProgramID, id2)
+	}
+	if x := xdpState(t, ns, "ztn0"); x.ProgId != uint32(id2) || x.AttachMode != 1 {
+		t.Errorf("ztn0 xdp after update: %+v, want native program %d", x, id2)
+	}
+	// Counters survived the restart (same pinned map).
+	if n := counter(t, dp2, bpf.VerdictDrop, bpf.ReasonNoPolicy); n < after {
+		t.Errorf("counter after restart = %d, want at least %d", n, after)
+	}
+	// Attach again in the same process: an update of the link it holds.
+	if mode = attach(dp2, "ztn0", ModeAuto); mode != ModeNative {
+		t.Errorf("re-attach ztn0: mode %v", mode)
+	}
+
+	// Detach ztg0: program gone, pin gone; a second detach says not attached.
+	if err := dp2.Detach("ztg0"); err != nil {
+		t.Fatal(err)
+	}
+	if x := xdpState(t, ns, "ztg0"); x.Attached {
+		t.Errorf("ztg0 still has xdp after detach: %+v", x)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "link-ztg0")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("link pin of ztg0 after detach: %v", err)
+	}
+	if err := dp2.Detach("ztg0"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("second detach: %v, want ErrNotExist", err)
+	}
+
+	// Uninstall: enforcement stops even though dp2 still holds the link fd; everything is gone.
+	if err := Uninstall(cfg.PinDir); err != nil {
+		t.Fatal(err)
+	}
+	if x := xdpState(t, ns, "ztn0"); x.Attached {
+		t.Errorf("ztn0 still has xdp after uninstall: %+v", x)
+	}
+	if _, err := os.Stat(cfg.PinDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("pin dir after uninstall: %v", err)
+	}
+	if err := Uninstall(cfg.PinDir); err != nil {
+		t.Errorf("second uninstall: %v", err)
+	}
+	if err := dp2.Close(); err != nil {
+		t.Errorf("close after uninstall: %v", err)
+	}
+}
+
+// TestAttachStaleLink: the interface of a pinned link is deleted and re-created; Attach replaces
+// the defunct link instead of failing.
+func TestAttachStaleLink(t *testing.T) {
+	requirePriv(t)
+	cfg := testConfig(t)
+	cfg.Mode = ModeGeneric
+	ns := newNetns(t)
+	addVeth(t, ns, "zts0", "zts1")
+	dp := openDatapath(t, cfg)
+	if err := inNetns(t, ns, func() error { _, err := dp.Attach("zts0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	delLink(t, ns, "zts0")
+	addVeth(t, ns, "zts0", "zts1")
+	var mode Mode
+	if err := inNetns(t, ns, func() (err error) { mode, err = dp.Attach("zts0"); return err }); err != nil {
+		t.Fatalf("attach after re-creating the interface: %v", err)
+	}
+	if mode != ModeGeneric {
+		t.Errorf("mode %v, want generic", mode)
+	}
+	if x := xdpState(t, ns, "zts0"); !x.Attached || x.ProgId != uint32(progID(t, dp.Program())) {
+		t.Errorf("zts0 xdp: %+v", x)
+	}
+}
+
+// TestIncompatiblePinnedMap: a pinned map with another capacity is not silently replaced.
+func TestIncompatiblePinnedMap(t *testing.T) {
+	requirePriv(t)
+	cfg := testConfig(t)
+	dp := openDatapath(t, cfg)
+	dp.Close()
+	cfg.FragEntries *= 2
+	_, err := Open(cfg)
+	if err == nil {
+		t.Fatal("open with a different frag capacity succeeded")
+	}
+	msg := err.Error()
+	for _, want := range []string{"load datapath", "does not match the configuration", "zt_frags", "MaxEntries"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not mention %q", msg, want)
+		}
+	}
+	if !errors.Is(err, ebpf.ErrMapIncompatible) {
+		t.Errorf("error does not wrap ErrMapIncompatible: %v", err)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"ring not power of two", func(c *Config) { c.RingBytes = 3 << 12 }, "ring bytes"},
+		{"ring below page", func(c *Config) { c.RingBytes = 1024 }, "ring bytes"},
+		{"relative pin dir", func(c *Config) { c.PinDir = "ztgate" }, "absolute"},
+		{"negative devices", func(c *Config) { c.MaxDevices = -1 }, "max devices"},
+		{"bad mode", func(c *Config) { c.Mode = ModeNone }, "attach mode"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			c.mod(&cfg)
+			_, err := Open(cfg)
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "load datapath: ") {
+				t.Errorf("Open: %v, want an error about %q", err, c.want)
+			}
+		})
+	}
+	if d := (Config{}).withDefaults(); d.PinDir != DefaultPinDir || d.MaxDevices != 4096 || d.RingBytes != 1<<20 ||
+		d.EventsEnabled {
+		t.Errorf("defaults: %+v", d)
+	}
+}
+
+func TestUninstallRefuses(t *testing.T) {
+	if err := Uninstall("relative/dir"); err == nil {
+		t.Error("uninstall of a relative path succeeded")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "keep"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Uninstall(dir); err == nil || !strings.Contains(err.Error(), "not on a bpf filesystem") {
+		t.Errorf("uninstall of a non-bpffs dir: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "keep")); err != nil {
+		t.Errorf("uninstall touched a non-bpffs dir: %v", err)
+	}
+	if err := Uninstall(filepath.Join(dir, "missing")); err != nil {
+		t.Errorf("uninstall of a missing dir: %v", err)
+	}
+}
+
+func TestModeString(t *testing.T) {
+	for m, s := range map[Mode]string{ModeAuto: "auto", ModeNative: "native", ModeGeneric: "generic", ModeNone: "none"} {
+		if m.String() != s {
+			t.Errorf("%d.String() = %q, want %q", int(m), m.String(), s)
+		}
+		if s != "none" {
+			if p, err := ParseMode(s); err != nil || p != m {
+				t.Errorf("ParseMode(%q) = %v, %v", s, p, err)
+			}
+		}
+	}
+}
+
+// TestVerifierErrorIncludesLog: a program the verifier rejects is reported with its log.
+func TestVerifierErrorIncludesLog(t *testing.T) {
+	requirePriv(t)
+	_, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.XDP,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Reg(asm.R0, asm.R3), // R3 is not initialised
+			asm.Return(),
+		},
+	})
+	if err == nil {
+		t.Fatal("verifier accepted a read of an uninitialised register")
+	}
+	msg := describeLoadError(err, "/x").Error()
+	if !strings.Contains(msg, "verifier rejected the program") || !strings.Contains(msg, "verifier log:") ||
+		!strings.Contains(msg, "R3 !read_ok") {
+		t.Errorf("error without the verifier log: %s", msg)
+	}
+}

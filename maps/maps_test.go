@@ -1,0 +1,480 @@
+package maps
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/loader"
+	"github.com/ztgate/ztgate/policy"
+)
+
+func mustApply(t *testing.T, e *env, s *policy.Snapshot) {
+	t.Helper()
+	if err := e.m.Apply(s, e.lim); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+}
+
+func checkActive(t *testing.T, e *env, want *policy.Snapshot) {
+	t.Helper()
+	got, err := e.m.ReadActive()
+	if err != nil {
+		t.Fatalf("read active: %v", err)
+	}
+	w := *want
+	w.DeviceNames, w.SegmentNames = nil, nil
+	if !reflect.DeepEqual(got, &w) {
+		t.Fatalf("active policy differs from the applied snapshot:\n got %+v\nwant %+v", got, &w)
+	}
+	rev, err := e.m.ActiveRevision()
+	if err != nil || rev != want.Revision {
+		t.Fatalf("ActiveRevision() = %d, %v, want %d", rev, err, want.Revision)
+	}
+}
+
+func TestNoPolicyFailsClosed(t *testing.T) {
+	e := setup(t, nil)
+	if _, err := e.m.ActiveRevision(); !errors.Is(err, ErrNoPolicy) {
+		t.Errorf("ActiveRevision before apply: %v, want ErrNoPolicy", err)
+	}
+	if _, err := e.m.ReadActive(); !errors.Is(err, ErrNoPolicy) {
+		t.Errorf("ReadActive before apply: %v, want ErrNoPolicy", err)
+	}
+	if ret := run(t, e, ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 17, 40000, 53)); ret != xdpDrop {
+		t.Errorf("frame without policy: action %d, want XDP_DROP", ret)
+	}
+	if n := counterOf(t, e, bpf.VerdictDrop, bpf.ReasonNoPolicy); n != 1 {
+		t.Errorf("drop/no_policy = %d, want 1", n)
+	}
+}
+
+func TestApplyAndDecide(t *testing.T) {
+	e := setup(t, nil)
+	s := smallSnapshot(1)
+	mustApply(t, e, s)
+	checkActive(t, e, s)
+
+	// UDP from the device to the gateway: allowed by (rule set 1, gateway, udp, all ports).
+	frame := ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 17, 40000, 53)
+	if ret := run(t, e, frame); ret != xdpPass {
+		t.Errorf("udp to gateway: action %d, want XDP_PASS", ret)
+	}
+	if n := counterOf(t, e, bpf.VerdictPass, bpf.ReasonAllow); n != 1 {
+		t.Errorf("pass/allow = %d, want 1", n)
+	}
+	ds, err := e.m.DeviceStats(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds.Packets[bpf.VerdictPass] != 1 || ds.Bytes[bpf.VerdictPass] != uint64(len(frame)) || ds.LastSeen == 0 {
+		t.Errorf("device 1 stats: %+v", ds)
+	}
+	all, err := e.m.AllDeviceStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1 || all[1] != ds {
+		t.Errorf("AllDeviceStats() = %+v, want only device 1 = %+v", all, ds)
+	}
+
+	// The prefix trie was written: TCP 80 to 10.1.2.3 passes, port 81 has no rule.
+	if ret := run(t, e, ipv4Frame(devMAC, "10.0.0.2", "10.1.2.3", 6, 40000, 80)); ret != xdpPass {
+		t.Errorf("tcp 80 to the prefix group: action %d, want XDP_PASS", ret)
+	}
+	if ret := run(t, e, ipv4Frame(devMAC, "10.0.0.2", "10.1.2.3", 6, 40000, 81)); ret != xdpDrop {
+		t.Errorf("tcp 81 to the prefix group: action %d, want XDP_DROP", ret)
+	}
+	if n := counterOf(t, e, bpf.VerdictDrop, bpf.ReasonNoRule); n != 1 {
+		t.Errorf("drop/no_rule = %d, want 1", n)
+	}
+
+	// Unknown source MAC: dropped, reason unknown_device, with an event.
+	ev, err := OpenEvents(e.dp.Objects())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev.Close()
+	unknown := ipv4Frame(unknownMAC, "10.0.0.9", "10.0.0.1", 17, 40000, 53)
+	if ret := run(t, e, unknown); ret != xdpDrop {
+		t.Errorf("unknown device: action %d, want XDP_DROP", ret)
+	}
+	if n := counterOf(t, e, bpf.VerdictDrop, bpf.ReasonUnknownDevice); n != 1 {
+		t.Errorf("drop/unknown_device = %d, want 1", n)
+	}
+	// Events: the no_rule drop above, then the unknown device.
+	ev.SetDeadline(time.Now().Add(2 * time.Second))
+	var got []bpf.Event
+	for range 2 {
+		x, err := ev.Read()
+		if err != nil {
+			t.Fatalf("read event: %v", err)
+		}
+		got = append(got, x)
+	}
+	u := got[1]
+	if bpf.Reason(u.Reason) != bpf.ReasonUnknownDevice || bpf.Verdict(u.Verdict) != bpf.VerdictDrop ||
+		u.DevId != 0 || u.Revision != 1 || int(u.FrameLen) != len(unknown) || int(u.CapLen) != len(unknown) ||
+		!bytes.Equal(u.Data[:u.CapLen], unknown) {
+		t.Errorf("unknown-device event: %+v", u)
+	}
+	if r := got[0]; bpf.Reason(r.Reason) != bpf.ReasonNoRule || r.DevId != 1 {
+		t.Errorf("no-rule event: %+v", r)
+	}
+	es, err := e.m.EventStats()
+	if err != nil || es.Emitted != 2 || es.Lost != 0 {
+		t.Errorf("EventStats() = %+v, %v, want 2 emitted", es, err)
+	}
+	ev.SetDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := ev.Read(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read with nothing pending: %v, want deadline exceeded", err)
+	}
+	ev.Close()
+	if _, err := ev.Read(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("read after close: %v, want ErrClosed", err)
+	}
+
+	use, err := e.m.Usage(e.lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]int{"zt_devices": {1, 64}, "zt_addrs": {1, 256}, "zt_prefixes": {1, 64},
+		"zt_rules": {2, 256}, "zt_frags": {0, 128}, "zt_event_limit": {2, 128}}
+	for _, u := range use {
+		if w, ok := want[u.Map]; !ok || u.Entries != w[0] || u.Capacity != w[1] {
+			t.Errorf("usage %+v, want %v", u, w)
+		}
+	}
+	if len(use) != len(want) {
+		t.Errorf("usage: %d maps, want %d", len(use), len(want))
+	}
+}
+
+func TestApplyRejectsOverCapacity(t *testing.T) {
+	e := setup(t, nil)
+	s1 := smallSnapshot(1)
+	mustApply(t, e, s1)
+	before := outerIDs(t, e)
+
+	big := bigSnapshot(2, e.lim.Devices+1)
+	err := e.m.Apply(big, e.lim)
+	var ce *CapacityError
+	if !errors.As(err, &ce) || ce.Map != "zt_devices" || ce.Count != 65 || ce.Capacity != 64 {
+		t.Fatalf("over-capacity apply: %v, want a zt_devices capacity error 65 > 64", err)
+	}
+	t.Logf("rejected: %v", err)
+
+	// Device id beyond zt_devstats.
+	s := smallSnapshot(3)
+	for k, d := range s.Devices {
+		d.DevId = 65
+		s.Devices[k] = d
+	}
+	err = e.m.Apply(s, e.lim)
+	if !errors.As(err, &ce) || ce.Map != "zt_devstats" || ce.Count != 65 || ce.Capacity != 64 {
+		t.Fatalf("dev_id beyond zt_devstats: %v", err)
+	}
+	t.Logf("rejected: %v", err)
+
+	for _, lim := range []Limits{
+		{Devices: 1, Addrs: 0, Rules: 10, Prefixes: 10},
+		{Devices: 1, Addrs: 1, Rules: 1, Prefixes: 10},
+		{Devices: 1, Addrs: 1, Rules: 2, Prefixes: 0},
+	} {
+		if err := e.m.Apply(smallSnapshot(4), lim); !errors.As(err, &ce) {
+			t.Errorf("apply with %+v: %v, want a capacity error", lim, err)
+		}
+	}
+
+	// Nothing was written: same maps in both slots, revision 1 still decides.
+	if after := outerIDs(t, e); after != before {
+		t.Errorf("rejected apply wrote the outer maps: %v -> %v", before, after)
+	}
+	checkActive(t, e, s1)
+	if ret := run(t, e, ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 17, 40000, 53)); ret != xdpPass {
+		t.Errorf("after rejected apply: action %d, want XDP_PASS", ret)
+	}
+}
+
+func TestApplyValidates(t *testing.T) {
+	e := setup(t, nil)
+	for name, mod := range map[string]func(*policy.Snapshot){
+		"dev id 0": func(s *policy.Snapshot) {
+			for k, d := range s.Devices {
+				d.DevId = 0
+				s.Devices[k] = d
+			}
+		},
+		"revision mismatch": func(s *policy.Snapshot) { s.Config.Revision = 99 },
+		"prefixlen":         func(s *policy.Snapshot) { s.Prefixes[bpf.PrefixKey{Prefixlen: 200}] = bpf.PrefixVal{} },
+	} {
+		s := smallSnapshot(1)
+		mod(s)
+		if err := e.m.Apply(s, e.lim); err == nil {
+			t.Errorf("%s: apply succeeded", name)
+		}
+	}
+	if _, err := e.m.ActiveRevision(); !errors.Is(err, ErrNoPolicy) {
+		t.Errorf("after rejected applies: %v, want ErrNoPolicy", err)
+	}
+	// Config.Revision 0 takes the snapshot's revision.
+	s := smallSnapshot(5)
+	s.Config.Revision = 0
+	mustApply(t, e, s)
+	s.Config.Revision = 5
+	checkActive(t, e, s)
+}
+
+// TestApplyFlipsAndReleases: each Apply writes the inactive slot, flips, and parks the old slot
+// on the placeholders; the old inner maps are freed by the kernel.
+func TestApplyFlipsAndReleases(t *testing.T) {
+	e := setup(t, nil)
+	var empty [numKinds]ebpf.MapID
+	for k, mp := range e.m.empty {
+		info, err := mp.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		empty[k], _ = info.ID()
+	}
+	s1 := smallSnapshot(1)
+	mustApply(t, e, s1)
+	ids1 := outerIDs(t, e)
+	slot1, err := e.m.activeSlot()
+	if err != nil || slot1 != 1 {
+		t.Fatalf("active slot after the first apply: %d, %v, want 1", slot1, err)
+	}
+	for k := range numKinds {
+		if ids1[k][0] != empty[k] || ids1[k][1] == 0 || ids1[k][1] == empty[k] {
+			t.Fatalf("%s after apply 1: slots %v, placeholder %d", kindNames[k], ids1[k], empty[k])
+		}
+	}
+
+	// Apply 2 with other contents: slot 0 becomes active, slot 1 is parked.
+	s2 := smallSnapshot(2)
+	s2.Config.Revision = 2
+	for k, d := range s2.Devices {
+		d.Ruleset = 9
+		s2.Devices[k] = d
+	}
+	s2.Rules = map[bpf.RuleKey]bpf.RuleVal{{Ruleset: 9, SelKind: bpf.SelGateway, Proto: 6}: {Flags: bpf.RuleAllPorts}}
+	start := time.Now()
+	mustApply(t, e, s2)
+	t.Logf("apply (1 device, warm): %v", time.Since(start))
+	checkActive(t, e, s2)
+	t.Logf("batch update unsupported (Put fallback) for: devices %v, addrs %v, prefixes %v, rules %v",
+		e.m.noBatch[kDevices], e.m.noBatch[kAddrs], e.m.noBatch[kPrefixes], e.m.noBatch[kRules])
+	ids2 := outerIDs(t, e)
+	if slot, _ := e.m.activeSlot(); slot != 0 {
+		t.Fatalf("active slot after the second apply: %d, want 0", slot)
+	}
+	for k := range numKinds {
+		if ids2[k][1] != empty[k] {
+			t.Errorf("%s: old slot holds map %d, want the placeholder %d", kindNames[k], ids2[k][1], empty[k])
+		}
+		if ids2[k][0] == ids1[k][1] || ids2[k][0] == empty[k] {
+			t.Errorf("%s: new slot holds map %d (old %d, placeholder %d)", kindNames[k], ids2[k][0], ids1[k][1], empty[k])
+		}
+	}
+	var cfg bpf.Config
+	if err := e.dp.Objects().ZtCfg.Lookup(uint32(1), &cfg); err != nil || cfg != (bpf.Config{}) {
+		t.Errorf("old zt_cfg slot not cleared: %+v, %v", cfg, err)
+	}
+	// Revision 2 decides: UDP to the gateway has no rule any more, TCP has.
+	if ret := run(t, e, ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 17, 40000, 53)); ret != xdpDrop {
+		t.Errorf("udp under revision 2: action %d, want XDP_DROP", ret)
+	}
+	if ret := run(t, e, ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 6, 40000, 22)); ret != xdpPass {
+		t.Errorf("tcp under revision 2: action %d, want XDP_PASS", ret)
+	}
+	// The inner maps of revision 1 are gone (the kernel frees them after a grace period).
+	for k := range numKinds {
+		old := ids1[k][1]
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			mp, err := ebpf.NewMapFromID(old)
+			if err != nil {
+				break
+			}
+			mp.Close()
+			if time.Now().After(deadline) {
+				t.Errorf("%s: old inner map %d still exists", kindNames[k], old)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	// A third apply flips back to slot 1.
+	mustApply(t, e, smallSnapshot(3))
+	if slot, _ := e.m.activeSlot(); slot != 1 {
+		t.Errorf("active slot after the third apply: %d, want 1", slot)
+	}
+}
+
+// TestAdoptAfterRestart: a second process (Open + New on the same pins) reads back the policy the
+// first one applied, and its next Apply flips the slot.
+func TestAdoptAfterRestart(t *testing.T) {
+	e := setup(t, nil)
+	s1 := smallSnapshot(7)
+	mustApply(t, e, s1)
+	cfg := e.dp.Config()
+	e.m.Close()
+	e.dp.Close()
+
+	dp, err := loader.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	m, err := New(dp.Objects(), nil) // nil specs: the embedded object's
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	e2 := &env{dp: dp, m: m, lim: e.lim}
+	checkActive(t, e2, s1)
+	s2 := bigSnapshot(8, 10)
+	mustApply(t, e2, s2)
+	checkActive(t, e2, s2)
+}
+
+// TestApplyTiming measures one Apply for 1 and 10,000 devices (and checks the read-back).
+func TestApplyTiming(t *testing.T) {
+	e := setup(t, func(c *loader.Config) { c.MaxDevices, c.MaxAddrs = 16384, 16384 })
+	for _, n := range []int{1, 10000, 1, 10000} {
+		s := bigSnapshot(uint64(n), n)
+		start := time.Now()
+		mustApply(t, e, s)
+		d := time.Since(start)
+		t.Logf("apply of %5d devices (%d devices + %d addrs + %d rules + %d prefixes): %v",
+			n, len(s.Devices), len(s.Addrs), len(s.Rules), len(s.Prefixes), d)
+		checkActive(t, e, s)
+	}
+	start := time.Now()
+	for range 10 {
+		if err := e.m.barrier(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("one rcu barrier (zt_barrier update): %v", time.Since(start)/10)
+}
+
+// TestSwapNeverMixesRevisions runs frames continuously while two revisions alternate. In revision
+// A the device uses rule set 1 and only rule set 1 has rules; in B, rule set 2. A frame that mixed
+// the device record of one revision with the rules (or placeholders) of the other would be
+// dropped (no_rule, unknown_device, no_policy): every frame must pass.
+func TestSwapNeverMixesRevisions(t *testing.T) {
+	e := setup(t, nil)
+	mk := func(rev uint64, rs uint32) *policy.Snapshot {
+		s := smallSnapshot(rev)
+		for k, d := range s.Devices {
+			d.Ruleset, d.Flags = rs, 0
+			s.Devices[k] = d
+		}
+		s.Prefixes = nil
+		s.Rules = map[bpf.RuleKey]bpf.RuleVal{{Ruleset: rs, SelKind: bpf.SelGateway, Proto: 17}: {Flags: bpf.RuleAllPorts}}
+		return s
+	}
+	mustApply(t, e, mk(1, 1))
+	frame := ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 17, 40000, 53)
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var runs atomic.Uint64
+	errc := make(chan error, 4)
+	for range 2 {
+		wg.Go(func() {
+			for !stop.Load() {
+				if _, err := e.dp.Program().Run(&ebpf.RunOptions{Data: frame, Repeat: 200}); err != nil {
+					errc <- err
+					return
+				}
+				runs.Add(200)
+			}
+		})
+	}
+	applies := 0
+	deadline := time.Now().Add(2 * time.Second)
+	for rev := uint64(2); time.Now().Before(deadline); rev++ {
+		if err := e.m.Apply(mk(rev, uint32(rev%2+1)), e.lim); err != nil {
+			stop.Store(true)
+			wg.Wait()
+			t.Fatal(err)
+		}
+		applies++
+	}
+	stop.Store(true)
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	c, err := e.m.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := range bpf.NumVerdicts {
+		for r := range bpf.NumReasons {
+			if n := c[v][r].Packets; n != 0 && (v != int(bpf.VerdictPass) || r != int(bpf.ReasonAllow)) {
+				t.Errorf("%d frames %v/%v during swaps", n, bpf.Verdict(v), bpf.Reason(r))
+			}
+		}
+	}
+	// The program counts at least runs frames: a test run interrupted by a signal is retried.
+	t.Logf("%d applies during %d+ frames, all of them pass/allow (%d counted)", applies, runs.Load(),
+		c[bpf.VerdictPass][bpf.ReasonAllow].Packets)
+	if applies < 2 || c[bpf.VerdictPass][bpf.ReasonAllow].Packets == 0 {
+		t.Errorf("too little happened: %d applies", applies)
+	}
+}
+
+// TestFillWithoutBatch: the one-by-one fallback (kernels or map types without batch update)
+// writes the same policy.
+func TestFillWithoutBatch(t *testing.T) {
+	e := setup(t, nil)
+	for k := range numKinds {
+		e.m.noBatch[k] = true
+	}
+	s := bigSnapshot(1, 50)
+	mustApply(t, e, s)
+	checkActive(t, e, s)
+}
+
+// TestApplyFailureKeepsRunningPolicy: a failure after some outer maps of the inactive slot were
+// written (here: the kernel refuses a rules map whose flags differ from the template) leaves the
+// running revision in force and the inactive slot parked again.
+func TestApplyFailureKeepsRunningPolicy(t *testing.T) {
+	e := setup(t, nil)
+	s1 := smallSnapshot(1)
+	mustApply(t, e, s1)
+	before := outerIDs(t, e)
+
+	good := e.m.inner[kRules]
+	bad := good.Copy()
+	bad.Flags |= 1 // BPF_F_NO_PREALLOC: not the flags of zt_rules' inner map template
+	e.m.inner[kRules] = bad
+	err := e.m.Apply(smallSnapshot(2), e.lim)
+	e.m.inner[kRules] = good
+	if err == nil || errors.Is(err, ErrCommitted) {
+		t.Fatalf("apply with an incompatible rules map: %v, want an error before the commit", err)
+	}
+	t.Logf("failed as expected: %v", err)
+	if after := outerIDs(t, e); after != before {
+		t.Errorf("outer maps after the failed apply: %v, want %v (inactive slot parked again)", after, before)
+	}
+	checkActive(t, e, s1)
+	if ret := run(t, e, ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 17, 40000, 53)); ret != xdpPass {
+		t.Errorf("after failed apply: action %d, want XDP_PASS", ret)
+	}
+	s3 := smallSnapshot(3)
+	mustApply(t, e, s3)
+	checkActive(t, e, s3)
+}
