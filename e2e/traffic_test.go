@@ -201,4 +201,3 @@ func TestTraffic(t *testing.T) {
 		})
 	})
 }
-

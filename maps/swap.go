@@ -3,6 +3,7 @@ package maps
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -95,11 +96,9 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 	}
 
 	// Step 4.
-	for k := range numKinds {
-		if err := m.outer[k].Update(nxt, fresh[k], ebpf.UpdateAny); err != nil {
-			m.park(nxt) // release what was inserted; nxt is not read by any frame
-			return fmt.Errorf("write %s[%d]: %w", kindNames[k], nxt, err)
-		}
+	if err := m.setSlot(nxt, fresh); err != nil {
+		m.park(nxt) // release what was inserted; nxt is not read by any frame
+		return err
 	}
 	if err := m.objs.ZtCfg.Update(nxt, &cfg, ebpf.UpdateAny); err != nil {
 		m.park(nxt)
@@ -242,12 +241,23 @@ func fill[K comparable, V any](m *Maps, kind int, mp *ebpf.Map, src map[K]V) err
 // park points outer[slot] of every policy map at the empty placeholders (dropping the kernel's
 // references to whatever was there). Only for a slot no frame can read.
 func (m *Maps) park(slot uint32) error {
-	var errs []error
+	return m.setSlot(slot, m.empty)
+}
+
+// setSlot points outer[slot] of every policy map at inner. Every map-in-map update waits for
+// an RCU grace period before returning; the four updates run concurrently so that they share
+// one grace period instead of waiting for four in a row.
+func (m *Maps) setSlot(slot uint32, inner [numKinds]*ebpf.Map) error {
+	var wg sync.WaitGroup
+	errs := make([]error, numKinds)
 	for k := range numKinds {
-		if err := m.outer[k].Update(slot, m.empty[k], ebpf.UpdateAny); err != nil {
-			errs = append(errs, fmt.Errorf("park %s[%d]: %w", kindNames[k], slot, err))
-		}
+		wg.Go(func() {
+			if err := m.outer[k].Update(slot, inner[k], ebpf.UpdateAny); err != nil {
+				errs[k] = fmt.Errorf("write %s[%d]: %w", kindNames[k], slot, err)
+			}
+		})
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

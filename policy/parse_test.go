@@ -354,6 +354,7 @@ func TestParseErrors(t *testing.T) {
 				t.Fatalf("error is %T, not Errors", err)
 			}
 			text := err.Error()
+			t.Logf("errors:\n%s", text)
 			for _, w := range tt.want {
 				if !strings.Contains(text, w) {
 					t.Errorf("error does not contain\n\t%s\ngot:\n%s", w, text)
@@ -613,4 +614,35 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip changed the policy:\n%+v\n%+v", p, p2)
 		}
 	})
+}
+
+func TestRoundTripAwkwardStrings(t *testing.T) {
+	// Interface names are the one free-form string a valid policy keeps as written.
+	ports := []string{"~", "null", "true", "no", "0x1F", "1e3", "0443", "-", "---", "...", "#x", "a#b",
+		"*a", "&a", "!x", "%x", "@x", "`x", "'", "\"", "{x}", "[x]", "x,y", "?", "|", ">", "\x7f",
+		"\ufeffx", "é", "\u200b", "\x01", "\xff\xfe"}
+	p := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "t"}}
+	for i, port := range ports {
+		p.Spec.Devices = append(p.Spec.Devices, Device{
+			Name: fmt.Sprintf("d%d", i),
+			MAC:  fmt.Sprintf("02:00:00:00:00:%02x", i+1),
+			Port: port,
+		})
+	}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := Parse("t.yaml", out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for i := range ports {
+		if got := p2.Spec.Devices[i].Port; got != ports[i] {
+			t.Errorf("port %q came back as %q", ports[i], got)
+		}
+	}
 }

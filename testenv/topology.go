@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -750,6 +751,7 @@ func waitReady(ns *Namespace, ifname string, want []netip.Addr, deadline time.Ti
 				break
 			}
 			ready := map[netip.Addr]bool{}
+			var v6 []netip.Addr
 			linkLocal := false
 			for _, a := range addrs {
 				ip, ok := netip.AddrFromSlice(a.IP)
@@ -758,7 +760,10 @@ func waitReady(ns *Namespace, ifname string, want []netip.Addr, deadline time.Ti
 				}
 				ip = ip.Unmap()
 				ready[ip] = true
-				linkLocal = linkLocal || ip.Is6() && ip.IsLinkLocalUnicast()
+				if ip.Is6() {
+					v6 = append(v6, ip)
+					linkLocal = linkLocal || ip.IsLinkLocalUnicast()
+				}
 			}
 			for _, a := range want {
 				if !ready[a] {
@@ -767,6 +772,9 @@ func waitReady(ns *Namespace, ifname string, want []netip.Addr, deadline time.Ti
 			}
 			if why == "" && !linkLocal {
 				why = "no usable IPv6 link-local address yet"
+			}
+			if why == "" {
+				why = missingSolicitedNode(ns, l.Attrs().Index, v6)
 			}
 		}
 		if why == "" {
@@ -777,4 +785,35 @@ func waitReady(ns *Namespace, ifname string, want []netip.Addr, deadline time.Ti
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// missingSolicitedNode returns why neighbour discovery cannot work yet for one of the IPv6
+// addresses on interface index: the interface has not joined the address's solicited-node
+// multicast group (that happens asynchronously, after the address is added), so neighbour
+// solicitations for it would be dropped and resolution would stall for a second.
+func missingSolicitedNode(ns *Namespace, index int, addrs []netip.Addr) string {
+	var igmp6 []byte
+	if err := ns.Do(func() error {
+		var err error
+		igmp6, err = os.ReadFile("/proc/thread-self/net/igmp6")
+		return err
+	}); err != nil {
+		return err.Error()
+	}
+	joined := map[string]bool{}
+	for _, line := range strings.Split(string(igmp6), "\n") {
+		// "<ifindex> <ifname> <group as 32 hex digits> <users> <flags> <timer>"
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == strconv.Itoa(index) {
+			joined[f[2]] = true
+		}
+	}
+	for _, a := range addrs {
+		b := a.As16()
+		group := [16]byte{0: 0xff, 1: 0x02, 11: 0x01, 12: 0xff, 13: b[13], 14: b[14], 15: b[15]}
+		if !joined[hex.EncodeToString(group[:])] {
+			return "solicited-node group of " + a.String() + " not joined yet"
+		}
+	}
+	return ""
 }
