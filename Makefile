@@ -26,7 +26,8 @@ TEST_LOG    ?= $(BIN_DIR)/test.log
 # Fuzzing: each entry is PACKAGE:FuzzTarget; each runs for FUZZTIME. Add targets here.
 FUZZTIME    ?= 30s
 FUZZ_TARGETS ?= \
-	./policy:FuzzParse
+	./policy:FuzzParse \
+	./bpf:FuzzDifferential
 
 # BPF code generation. bpf2go reads extra clang flags from BPF2GO_CFLAGS; we pass the multiarch
 # include directory (asm/types.h lives in /usr/include/<triplet> on Debian/Ubuntu) so that the

@@ -4,7 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
+	"github.com/ztgate/ztgate/testenv"
 	"runtime"
 	"testing"
 
@@ -14,15 +14,8 @@ import (
 
 // requirePriv skips (or, with ZTGATE_REQUIRE_PRIV=1, fails) a test that needs root.
 // TODO: replace with testenv.RequirePriv once it lands.
-func requirePriv(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("ZTGATE_REQUIRE_PRIV") == "1" {
-			t.Fatal("this test needs root (BPF, bpffs, network namespaces) and ZTGATE_REQUIRE_PRIV=1 requires it to run")
-		}
-		t.Skip("needs root: loads BPF programs, pins in bpffs and creates network namespaces (ZTGATE_REQUIRE_PRIV=1 makes this a failure)")
-	}
-}
+// requirePriv skips (or, with ZTGATE_REQUIRE_PRIV=1, fails) the test when not root.
+func requirePriv(t *testing.T) { testenv.RequirePriv(t) }
 
 func randHex(t *testing.T, n int) string {
 	t.Helper()

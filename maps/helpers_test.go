@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"github.com/ztgate/ztgate/testenv"
 	"net/netip"
-	"os"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -18,15 +18,8 @@ import (
 
 // requirePriv skips (or, with ZTGATE_REQUIRE_PRIV=1, fails) a test that needs root.
 // TODO: replace with testenv.RequirePriv once it lands.
-func requirePriv(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("ZTGATE_REQUIRE_PRIV") == "1" {
-			t.Fatal("this test needs root (BPF, bpffs) and ZTGATE_REQUIRE_PRIV=1 requires it to run")
-		}
-		t.Skip("needs root: loads BPF programs and pins in bpffs (ZTGATE_REQUIRE_PRIV=1 makes this a failure)")
-	}
-}
+// requirePriv skips (or, with ZTGATE_REQUIRE_PRIV=1, fails) the test when not root.
+func requirePriv(t *testing.T) { testenv.RequirePriv(t) }
 
 // env is a loaded datapath in a unique pin dir (uninstalled at the end) with typed maps.
 type env struct {

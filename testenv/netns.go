@@ -45,6 +45,9 @@ func (ns *Namespace) Do(fn func() error) error { return Do(ns.handle, fn) }
 
 // LinkIndex returns the ifindex of the interface called ifname inside the namespace.
 func (ns *Namespace) LinkIndex(ifname string) (int, error) {
+	if ns.nl == nil {
+		return 0, fmt.Errorf("testenv: namespace %s is closed", ns.name)
+	}
 	l, err := ns.nl.LinkByName(ifname)
 	if err != nil {
 		return 0, fmt.Errorf("testenv: link %q in %s: %w", ifname, ns.name, err)

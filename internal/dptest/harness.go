@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,20 +14,8 @@ import (
 	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/maps"
 	"github.com/ztgate/ztgate/policy"
+	"github.com/ztgate/ztgate/testenv"
 )
-
-// RequirePriv skips t unless it runs as root; with ZTGATE_REQUIRE_PRIV=1 it fails instead.
-func RequirePriv(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	const why = "needs root (CAP_BPF, CAP_NET_ADMIN) to load the XDP program"
-	if os.Getenv("ZTGATE_REQUIRE_PRIV") == "1" {
-		t.Fatalf("ZTGATE_REQUIRE_PRIV=1 but the test %s", why)
-	}
-	t.Skip("skipped: " + why)
-}
 
 // Harness is the real datapath loaded into the kernel (in a pin directory of its own) next to
 // the reference model, both deciding from the same snapshot.
@@ -59,7 +46,7 @@ const (
 // removes every pin on cleanup. Frame ingress is the loopback device.
 func New(t testing.TB, cfg loader.Config) *Harness {
 	t.Helper()
-	RequirePriv(t)
+	testenv.RequirePriv(t)
 	var id [6]byte
 	_, _ = rand.Read(id[:])
 	cfg.PinDir = filepath.Join("/sys/fs/bpf", "zt-test-"+hex.EncodeToString(id[:]))
