@@ -203,26 +203,33 @@ func (c *compiler) device(i int, d *Device, segs map[string]*Segment) error {
 		rec.Ifindex = idx
 	}
 	val := bpf.AddrVal{DevId: rec.DevId, Segment: rec.Segment, Kind: bpf.AddrDevice}
-	for _, s := range d.IPv4 {
+	for _, s := range append(slices.Clone(d.IPv4), d.IPv6...) {
 		a := netip.MustParseAddr(s)
-		if int(rec.N_v4) >= len(rec.V4) {
-			return fmt.Errorf("%s.ipv4: more than %d addresses", path, len(rec.V4))
+		if err := bind(&rec, a); err != nil {
+			return fmt.Errorf("%s.%w", path, err)
 		}
-		rec.V4[rec.N_v4] = be32(a)
-		rec.N_v4++
-		c.snap.Addrs[bpf.AddrKey{Addr: in6(a)}] = val
-	}
-	for _, s := range d.IPv6 {
-		a := netip.MustParseAddr(s)
-		if int(rec.N_v6) >= len(rec.V6) {
-			return fmt.Errorf("%s.ipv6: more than %d addresses", path, len(rec.V6))
-		}
-		rec.V6[rec.N_v6] = in6(a)
-		rec.N_v6++
 		c.snap.Addrs[bpf.AddrKey{Addr: in6(a)}] = val
 	}
 	c.snap.Devices[devKey(mustMAC(d.MAC))] = rec
 	c.snap.DeviceNames[rec.DevId] = d.Name
+	return nil
+}
+
+// bind adds a to the addresses inlined in the device record.
+func bind(rec *bpf.DevRec, a netip.Addr) error {
+	if a.Is4() {
+		if int(rec.N_v4) >= len(rec.V4) {
+			return fmt.Errorf("ipv4: more than %d addresses", len(rec.V4))
+		}
+		rec.V4[rec.N_v4] = be32(a)
+		rec.N_v4++
+		return nil
+	}
+	if int(rec.N_v6) >= len(rec.V6) {
+		return fmt.Errorf("ipv6: more than %d addresses", len(rec.V6))
+	}
+	rec.V6[rec.N_v6] = in6(a)
+	rec.N_v6++
 	return nil
 }
 
