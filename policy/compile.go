@@ -372,8 +372,20 @@ func (c *compiler) ruleset(path string, rules []Rule) (uint32, error) {
 		flags |= bpf.DevPrefixRules
 	}
 	// Close every prefix over the prefixes that contain it: the trie returns only the longest
-	// match, which must then carry every rule that applies to the destination.
+	// match, which must then carry every rule that applies to the destination. Prefixes are
+	// numbered in a fixed order, so that compiling a policy twice gives the same snapshot (a
+	// restarted agent recognises the maps it pinned).
+	order := make([]netip.Prefix, 0, len(prefixes))
 	for p := range prefixes {
+		order = append(order, p)
+	}
+	slices.SortFunc(order, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	for _, p := range order {
 		closed := protoPorts{}
 		for q, pp := range prefixes {
 			if q.Addr().Is4() == p.Addr().Is4() && q.Bits() <= p.Bits() && q.Contains(p.Addr()) {

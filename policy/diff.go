@@ -1,0 +1,358 @@
+package policy
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Diff is what applying one policy over another would change, by item.
+//
+// Settings are in the order spec.mode, spec.gateway.ipv4, spec.gateway.ipv6,
+// spec.gateway.services, spec.quarantine.allow. Segments and Devices are each sorted by name
+// (whatever their Op); an unchanged item is not listed.
+type Diff struct {
+	Settings []FieldChange `json:"settings,omitempty"` // spec.mode, spec.gateway.*, spec.quarantine.allow
+	Segments []ItemChange  `json:"segments,omitempty"`
+	Devices  []ItemChange  `json:"devices,omitempty"`
+}
+
+// Ops of ItemChange.
+const (
+	OpAdded   = "added"
+	OpRemoved = "removed"
+	OpChanged = "changed"
+)
+
+// ItemChange is one segment or device added, removed or changed. Only changed items carry
+// Fields, RulesAdded and RulesRemoved; an added or removed item is its Op and Name.
+type ItemChange struct {
+	Op           string        `json:"op"`
+	Name         string        `json:"name"`
+	Fields       []FieldChange `json:"fields,omitempty"`        // changed fields other than allow
+	RulesAdded   []string      `json:"rules_added,omitempty"`   // Rule.String of rules only in the new policy
+	RulesRemoved []string      `json:"rules_removed,omitempty"` // Rule.String of rules only in the old policy
+}
+
+// FieldChange is one field whose value changes (values in their YAML spelling, "" for unset).
+// Lists are joined with ","; quarantine rules (Field "spec.quarantine.allow") are their
+// Rule.String joined with "; ".
+type FieldChange struct {
+	Field string `json:"field"`
+	Old   string `json:"old"`
+	New   string `json:"new"`
+}
+
+// String spells r on one line, the same way for every rule that compiles the same:
+// "to <target> proto <proto>[ ports <p>,<lo>-<hi>]". The target is "cidr <prefix>", "device
+// <name>", "segment <name>" or "gateway"; the protocol is tcp, udp, icmp, icmpv6, any (also
+// for an empty proto) or its number; ports are sorted and deduplicated.
+func (r Rule) String() string {
+	var b strings.Builder
+	b.WriteString("to ")
+	switch t := r.To; {
+	case t.Gateway:
+		b.WriteString("gateway")
+	case t.Device != "":
+		b.WriteString("device " + t.Device)
+	case t.Segment != "":
+		b.WriteString("segment " + t.Segment)
+	case t.CIDR != "":
+		cidr := t.CIDR
+		if p, err := netip.ParsePrefix(cidr); err == nil {
+			cidr = p.String()
+		}
+		b.WriteString("cidr " + cidr)
+	default:
+		b.WriteString("nothing")
+	}
+	b.WriteString(" proto " + protoName(r.Proto))
+	if len(r.Ports) > 0 {
+		ports := slices.Clone(r.Ports)
+		slices.SortFunc(ports, func(a, b PortRange) int {
+			if a.Lo != b.Lo {
+				return int(a.Lo) - int(b.Lo)
+			}
+			return int(a.Hi) - int(b.Hi)
+		})
+		ports = slices.Compact(ports)
+		s := make([]string, len(ports))
+		for i, pr := range ports {
+			s[i] = pr.String()
+		}
+		b.WriteString(" ports " + strings.Join(s, ","))
+	}
+	return b.String()
+}
+
+// protoName is the canonical name of a rule's proto: the name of a named protocol (also when
+// written as its number), any for "" and "any", the number otherwise. An invalid proto is
+// returned as written.
+func protoName(s string) string {
+	n, err := ParseProto(s)
+	if err != nil {
+		return s
+	}
+	return protoNumberName(n)
+}
+
+// protoNumberName names an IP protocol number as a rule's proto would.
+func protoNumberName(n uint8) string {
+	switch n {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	case ProtoICMP:
+		return "icmp"
+	case ProtoICMPv6:
+		return "icmpv6"
+	case ProtoAny:
+		return "any"
+	}
+	return strconv.Itoa(int(n))
+}
+
+// Compare returns what replacing old with new changes. A nil policy counts as an empty one:
+// with old nil every segment and device of new is added and every setting new sets changes
+// from "".
+//
+// Values are compared in a normal form (MACs and addresses parsed, rule lists as sets of
+// Rule.String) and reported as written, so respelling a value is not a change.
+func Compare(old, new *Policy) Diff {
+	if old == nil {
+		old = &Policy{}
+	}
+	if new == nil {
+		new = &Policy{}
+	}
+	var d Diff
+	os, ns := &old.Spec, &new.Spec
+	d.Settings = appendField(d.Settings, "spec.mode", string(os.Mode), string(ns.Mode), nil)
+	d.Settings = appendField(d.Settings, "spec.gateway.ipv4", joinList(os.Gateway.IPv4), joinList(ns.Gateway.IPv4), normAddrs)
+	d.Settings = appendField(d.Settings, "spec.gateway.ipv6", joinList(os.Gateway.IPv6), joinList(ns.Gateway.IPv6), normAddrs)
+	d.Settings = appendField(d.Settings, "spec.gateway.services", joinList(os.Gateway.Services), joinList(ns.Gateway.Services), normSet)
+	if added, removed := ruleDiff(os.Quarantine.Allow, ns.Quarantine.Allow); len(added)+len(removed) > 0 {
+		d.Settings = append(d.Settings, FieldChange{Field: "spec.quarantine.allow",
+			Old: joinRules(os.Quarantine.Allow), New: joinRules(ns.Quarantine.Allow)})
+	}
+
+	d.Segments = compareItems(os.Segments, ns.Segments, func(s Segment) string { return s.Name },
+		func(o, n Segment) ItemChange {
+			c := ItemChange{Fields: appendField(nil, "mode", string(o.Mode), string(n.Mode), nil)}
+			c.RulesAdded, c.RulesRemoved = ruleDiff(o.Allow, n.Allow)
+			return c
+		})
+	d.Devices = compareItems(os.Devices, ns.Devices, func(d Device) string { return d.Name },
+		func(o, n Device) ItemChange {
+			var fs []FieldChange
+			fs = appendField(fs, "mac", o.MAC, n.MAC, normMAC)
+			fs = appendField(fs, "ipv4", joinList(o.IPv4), joinList(n.IPv4), normAddrs)
+			fs = appendField(fs, "ipv6", joinList(o.IPv6), joinList(n.IPv6), normAddrs)
+			fs = appendField(fs, "port", o.Port, n.Port, nil)
+			fs = appendField(fs, "vlan", vlanString(o.VLAN), vlanString(n.VLAN), nil)
+			fs = appendField(fs, "segment", o.Segment, n.Segment, nil)
+			fs = appendField(fs, "mode", string(o.Mode), string(n.Mode), nil)
+			fs = appendField(fs, "quarantined", boolString(o.Quarantined), boolString(n.Quarantined), nil)
+			c := ItemChange{Fields: fs}
+			c.RulesAdded, c.RulesRemoved = ruleDiff(o.Allow, n.Allow)
+			return c
+		})
+	return d
+}
+
+// compareItems matches items by name (the first of a duplicated name counts) and returns the
+// added, removed and changed ones sorted by name. changed returns the differences of two
+// items with the same name; no Fields and no rules means unchanged.
+func compareItems[T any](old, new []T, name func(T) string, changed func(o, n T) ItemChange) []ItemChange {
+	index := func(items []T) map[string]T {
+		m := make(map[string]T, len(items))
+		for _, it := range items {
+			if _, dup := m[name(it)]; !dup {
+				m[name(it)] = it
+			}
+		}
+		return m
+	}
+	om, nm := index(old), index(new)
+	var out []ItemChange
+	for n := range om {
+		if _, ok := nm[n]; !ok {
+			out = append(out, ItemChange{Op: OpRemoved, Name: n})
+		}
+	}
+	for n, it := range nm {
+		o, ok := om[n]
+		if !ok {
+			out = append(out, ItemChange{Op: OpAdded, Name: n})
+			continue
+		}
+		c := changed(o, it)
+		if len(c.Fields)+len(c.RulesAdded)+len(c.RulesRemoved) > 0 {
+			c.Op, c.Name = OpChanged, n
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// appendField appends a FieldChange when old and new differ once normalised by norm (nil:
+// compared as written).
+func appendField(fs []FieldChange, field, old, new string, norm func(string) string) []FieldChange {
+	o, n := old, new
+	if norm != nil {
+		o, n = norm(old), norm(new)
+	}
+	if o == n {
+		return fs
+	}
+	return append(fs, FieldChange{Field: field, Old: old, New: new})
+}
+
+func joinList[S ~string](l []S) string {
+	s := make([]string, len(l))
+	for i, v := range l {
+		s[i] = string(v)
+	}
+	return strings.Join(s, ",")
+}
+
+// normAddrs parses a ","-joined address list (order matters: the first address of a family
+// is the one a device or the gateway is reached at).
+func normAddrs(s string) string {
+	if s == "" {
+		return ""
+	}
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if a, err := netip.ParseAddr(p); err == nil {
+			parts[i] = a.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// normSet sorts and deduplicates a ","-joined list whose order does not matter.
+func normSet(s string) string {
+	if s == "" {
+		return ""
+	}
+	parts := strings.Split(s, ",")
+	sort.Strings(parts)
+	return strings.Join(slices.Compact(parts), ",")
+}
+
+func normMAC(s string) string {
+	if m, err := net.ParseMAC(s); err == nil {
+		return m.String()
+	}
+	return s
+}
+
+func vlanString(v uint16) string {
+	if v == 0 {
+		return ""
+	}
+	return strconv.Itoa(int(v))
+}
+
+func boolString(b bool) string {
+	if b {
+		return "true"
+	}
+	return ""
+}
+
+// ruleDiff returns the Rule.String of the rules only in new and of those only in old, sorted.
+func ruleDiff(old, new []Rule) (added, removed []string) {
+	set := func(rs []Rule) map[string]bool {
+		m := make(map[string]bool, len(rs))
+		for _, r := range rs {
+			m[r.String()] = true
+		}
+		return m
+	}
+	om, nm := set(old), set(new)
+	for s := range nm {
+		if !om[s] {
+			added = append(added, s)
+		}
+	}
+	for s := range om {
+		if !nm[s] {
+			removed = append(removed, s)
+		}
+	}
+	sort.Strings(added)
+	sort.Strings(removed)
+	return added, removed
+}
+
+func joinRules(rs []Rule) string {
+	s := make([]string, len(rs))
+	for i, r := range rs {
+		s[i] = r.String()
+	}
+	return strings.Join(s, "; ")
+}
+
+// Empty reports whether d changes nothing.
+func (d Diff) Empty() bool {
+	return len(d.Settings) == 0 && len(d.Segments) == 0 && len(d.Devices) == 0
+}
+
+// String renders d one change a line: settings first, then devices, then segments.
+//
+//	~ spec.mode: enforce -> audit
+//	+ device cam-2
+//	- device old-sensor
+//	~ device thermostat: ipv4 10.0.0.5 -> 10.0.0.6
+//	~ device thermostat: + to device hvac proto udp ports 5683
+//	~ segment sensors: - to cidr 0.0.0.0/0 proto any
+//
+// A changed item lists its fields, then its removed rules, then its added rules. An unset
+// value is "". An empty Diff renders "no changes\n".
+func (d Diff) String() string {
+	if d.Empty() {
+		return "no changes\n"
+	}
+	var b strings.Builder
+	for _, f := range d.Settings {
+		fmt.Fprintf(&b, "~ %s: %s -> %s\n", f.Field, showValue(f.Old), showValue(f.New))
+	}
+	items := func(kind string, cs []ItemChange) {
+		for _, c := range cs {
+			switch c.Op {
+			case OpAdded:
+				fmt.Fprintf(&b, "+ %s %s\n", kind, c.Name)
+			case OpRemoved:
+				fmt.Fprintf(&b, "- %s %s\n", kind, c.Name)
+			default:
+				for _, f := range c.Fields {
+					fmt.Fprintf(&b, "~ %s %s: %s %s -> %s\n", kind, c.Name, f.Field, showValue(f.Old), showValue(f.New))
+				}
+				for _, r := range c.RulesRemoved {
+					fmt.Fprintf(&b, "~ %s %s: - %s\n", kind, c.Name, r)
+				}
+				for _, r := range c.RulesAdded {
+					fmt.Fprintf(&b, "~ %s %s: + %s\n", kind, c.Name, r)
+				}
+			}
+		}
+	}
+	items("device", d.Devices)
+	items("segment", d.Segments)
+	return b.String()
+}
+
+func showValue(s string) string {
+	if s == "" {
+		return `""`
+	}
+	return s
+}

@@ -1,0 +1,411 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/internal/frames"
+)
+
+// Query asks whether device From may reach To (an IP address, a device name or "gateway")
+// with protocol Proto (tcp, udp, icmp, icmpv6, any or a number) on destination port Port.
+type Query struct {
+	From  string `json:"from"`
+	To    string `json:"to"`
+	Proto string `json:"proto"`
+	Port  uint16 `json:"port,omitempty"`
+}
+
+// Explanation is the reference model's answer to a Query and what in the policy decides it.
+type Explanation struct {
+	From      string `json:"from"`                 // device name
+	Src       string `json:"src"`                  // source address used (the device's first of the family)
+	Dst       string `json:"dst"`                  // destination address
+	DstDevice string `json:"dst_device,omitempty"` // device owning Dst, if any
+	Proto     string `json:"proto"`
+	Port      uint16 `json:"port,omitempty"`
+	Mode      string `json:"mode"`                // enforce or audit, as in force for the device
+	Verdict   string `json:"verdict"`             // pass, drop, audit (the model's)
+	Reason    string `json:"reason"`              // allow, no_rule, quarantined, ... (the model's)
+	Rule      string `json:"rule,omitempty"`      // path of the deciding rule, e.g. spec.segments[1].allow[0], or gateway service
+	RuleText  string `json:"rule_text,omitempty"` // the rule as Rule.String
+}
+
+// Probe frame constants.
+const (
+	explainSrcPort = 49152 // source port of TCP and UDP probes (other than DHCP)
+	tpid8021Q      = 0x8100
+)
+
+var (
+	explainDstMAC    = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+	explainAltDstMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02} // when the device's own MAC is explainDstMAC
+	bcast4Addr       = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	allDHCPv6Addr    = netip.MustParseAddr("ff02::1:2")
+)
+
+// Explain answers q with the reference model deciding from s, which must be compiled from p
+// (a valid policy), and names the part of p that allows the traffic.
+//
+// The query becomes one real frame from the device: its MAC, its first address of the
+// family, its VLAN tag if it has one, arriving on the gateway port the device is bound to (0
+// when unbound), to destination MAC 02:00:00:00:00:01. To is an IP address, "gateway" (a
+// keyword, even if a device is named so) or a device name; for the last two the family is
+// IPv4 when both ends have an IPv4 address, else IPv6. The first IPv4 or IPv6 address of the
+// gateway or the device is the destination.
+//
+// The probe is a TCP SYN, a UDP datagram (a DHCP request from port 68 when to port 67 over
+// IPv4, from port 546 when to port 547 over IPv6, else from port 49152), an ICMP or ICMPv6
+// echo request, or a bare IP packet carrying the protocol number. An empty Proto is tcp when
+// Port is set and any otherwise; any is probed with an echo request of the family, and
+// Explanation.Proto then names the protocol probed (icmp or icmpv6). tcp and udp need a Port,
+// other protocols take none; icmp needs IPv4 and icmpv6 IPv6.
+//
+// Verdict and Reason are the model's. When the model allows (Reason allow), Rule is the path
+// of the first rule that allows the traffic: for a quarantined device among
+// spec.quarantine.allow, else among the device's own rules and then its segment's (the rule
+// set is a union, so which of several matching rules is named does not change the verdict).
+// When no rule matches, a gateway service that covers the traffic is named ("spec.gateway.
+// services: dns"). Rule is empty whenever the model does not allow, including a drop or an
+// audit in audit mode, and when nothing in the policy accounts for the model's allow.
+func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
+	if p == nil || s == nil {
+		return nil, errors.New("explain needs a policy and its snapshot")
+	}
+	di := -1
+	for i := range p.Spec.Devices {
+		if p.Spec.Devices[i].Name == q.From {
+			di = i
+			break
+		}
+	}
+	if di < 0 {
+		return nil, fmt.Errorf("unknown device %q", q.From)
+	}
+	dev := &p.Spec.Devices[di]
+	mac, err := net.ParseMAC(dev.MAC)
+	if err != nil {
+		return nil, fmt.Errorf("device %q: mac %q: %w", dev.Name, dev.MAC, err)
+	}
+
+	proto, err := queryProto(q)
+	if err != nil {
+		return nil, err
+	}
+	src, dst, err := endpoints(p, dev, q.To, proto)
+	if err != nil {
+		return nil, err
+	}
+	if proto == ProtoAny {
+		proto = ProtoICMP
+		if dst.Is6() {
+			proto = ProtoICMPv6
+		}
+	}
+
+	e := &Explanation{From: dev.Name, Src: src.String(), Dst: dst.String(),
+		Proto: protoNumberName(proto), Port: q.Port, Mode: string(effectiveMode(p, dev))}
+	if owner := deviceOwning(p, dst); owner != nil {
+		e.DstDevice = owner.Name
+	}
+
+	frame := probe(mac, src, dst, proto, q.Port)
+	if dev.VLAN != 0 {
+		frame = frames.VLAN(frame, tpid8021Q, dev.VLAN)
+	}
+	var ifindex uint32
+	if rec, ok := s.Devices[DevKey(mac)]; ok {
+		ifindex = rec.Ifindex
+	}
+	dec := NewModel(s, 16, time.Minute).Decide(frame, ifindex, 0)
+	e.Verdict, e.Reason = dec.Verdict.String(), dec.Reason.String()
+	if dec.Reason != bpf.ReasonAllow {
+		return e, nil
+	}
+
+	path, r, ok := findRule(p, di, dst, proto, q.Port)
+	switch {
+	case ok:
+		e.Rule, e.RuleText = path, r.String()
+	default:
+		if svc := gatewayService(p, dst, proto, q.Port); svc != "" {
+			e.Rule = "spec.gateway.services: " + string(svc)
+		}
+	}
+	return e, nil
+}
+
+// queryProto returns the protocol number of q and checks its port.
+func queryProto(q Query) (uint8, error) {
+	name := q.Proto
+	if name == "" && q.Port > 0 {
+		name = "tcp"
+	}
+	proto, err := ParseProto(name)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case (proto == ProtoTCP || proto == ProtoUDP) && q.Port == 0:
+		return 0, fmt.Errorf("proto %s needs a port", protoNumberName(proto))
+	case proto != ProtoTCP && proto != ProtoUDP && q.Port != 0:
+		return 0, fmt.Errorf("port %d: ports apply only to tcp and udp, not %s", q.Port, protoNumberName(proto))
+	}
+	return proto, nil
+}
+
+// endpoints picks the source and destination addresses of a probe from dev to to.
+func endpoints(p *Policy, dev *Device, to string, proto uint8) (src, dst netip.Addr, err error) {
+	src4, err := firstAddr(dev.IPv4)
+	if err != nil {
+		return src, dst, fmt.Errorf("device %q: %w", dev.Name, err)
+	}
+	src6, err := firstAddr(dev.IPv6)
+	if err != nil {
+		return src, dst, fmt.Errorf("device %q: %w", dev.Name, err)
+	}
+	want4, want6 := proto != ProtoICMPv6, proto != ProtoICMP
+
+	if a, perr := netip.ParseAddr(to); perr == nil {
+		a = a.WithZone("").Unmap()
+		switch {
+		case a.Is4() && !want4, a.Is6() && !want6:
+			return src, dst, fmt.Errorf("proto %s cannot reach %s", protoNumberName(proto), a)
+		case a.Is4() && !src4.IsValid():
+			return src, dst, fmt.Errorf("device %q has no IPv4 address", dev.Name)
+		case a.Is6() && !src6.IsValid():
+			return src, dst, fmt.Errorf("device %q has no IPv6 address", dev.Name)
+		case a.Is4():
+			return src4, a, nil
+		}
+		return src6, a, nil
+	}
+
+	var lists [2][]string // the destination's IPv4 and IPv6 addresses
+	what := to
+	if to == "gateway" {
+		lists = [2][]string{p.Spec.Gateway.IPv4, p.Spec.Gateway.IPv6}
+	} else {
+		var d *Device
+		for i := range p.Spec.Devices {
+			if p.Spec.Devices[i].Name == to {
+				d = &p.Spec.Devices[i]
+				break
+			}
+		}
+		if d == nil {
+			return src, dst, fmt.Errorf("unknown destination %q: not an IP address, a device or gateway", to)
+		}
+		lists = [2][]string{d.IPv4, d.IPv6}
+		what = fmt.Sprintf("device %q", to)
+	}
+	dst4, err := firstAddr(lists[0])
+	if err != nil {
+		return src, dst, fmt.Errorf("%s: %w", what, err)
+	}
+	dst6, err := firstAddr(lists[1])
+	if err != nil {
+		return src, dst, fmt.Errorf("%s: %w", what, err)
+	}
+	switch {
+	case want4 && src4.IsValid() && dst4.IsValid():
+		return src4, dst4, nil
+	case want6 && src6.IsValid() && dst6.IsValid():
+		return src6, dst6, nil
+	case proto == ProtoICMP:
+		return src, dst, fmt.Errorf("device %q and %s have no IPv4 address in common for proto icmp", dev.Name, what)
+	case proto == ProtoICMPv6:
+		return src, dst, fmt.Errorf("device %q and %s have no IPv6 address in common for proto icmpv6", dev.Name, what)
+	}
+	return src, dst, fmt.Errorf("device %q and %s have no address family in common", dev.Name, what)
+}
+
+// firstAddr parses the first address of a list (invalid when the list is empty).
+func firstAddr(list []string) (netip.Addr, error) {
+	if len(list) == 0 {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(list[0])
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("address %q: %w", list[0], err)
+	}
+	return a, nil
+}
+
+// probe builds the Ethernet frame of a query (untagged).
+func probe(mac net.HardwareAddr, src, dst netip.Addr, proto uint8, port uint16) []byte {
+	dstMAC := explainDstMAC
+	if mac.String() == dstMAC.String() {
+		dstMAC = explainAltDstMAC
+	}
+	sh, dh := frames.Host{MAC: mac, IP: src}, frames.Host{MAC: dstMAC, IP: dst}
+	switch {
+	case proto == ProtoTCP:
+		return frames.TCP(sh, dh, explainSrcPort, port, true, nil)
+	case proto == ProtoUDP && port == 67 && src.Is4():
+		return frames.DHCPRequest(sh, dh, layers.DHCPOpRequest, mac, 68, 67)
+	case proto == ProtoUDP && port == 547 && src.Is6():
+		return frames.UDP(sh, dh, 546, 547, make([]byte, 4))
+	case proto == ProtoUDP:
+		return frames.UDP(sh, dh, explainSrcPort, port, nil)
+	case proto == ProtoICMP && src.Is4(), proto == ProtoICMPv6 && src.Is6():
+		return frames.Echo(sh, dh)
+	case src.Is4():
+		return frames.IPv4(sh, dh, proto, 1, 0, nil, make([]byte, 8))
+	}
+	return frames.IPv6(sh, dh, proto, make([]byte, 8))
+}
+
+// effectiveMode is the mode in force for d: its own, else its segment's, else the policy's,
+// else enforce.
+func effectiveMode(p *Policy, d *Device) Mode {
+	if d.Mode != "" {
+		return d.Mode
+	}
+	if d.Segment != "" {
+		for _, s := range p.Spec.Segments {
+			if s.Name == d.Segment {
+				if s.Mode != "" {
+					return s.Mode
+				}
+				break
+			}
+		}
+	}
+	if p.Spec.Mode != "" {
+		return p.Spec.Mode
+	}
+	return ModeEnforce
+}
+
+// deviceOwning returns the device a is bound to, or nil.
+func deviceOwning(p *Policy, a netip.Addr) *Device {
+	for i := range p.Spec.Devices {
+		d := &p.Spec.Devices[i]
+		if hasAddr(d.IPv4, a) || hasAddr(d.IPv6, a) {
+			return d
+		}
+	}
+	return nil
+}
+
+func hasAddr(list []string, a netip.Addr) bool {
+	for _, s := range list {
+		if b, err := netip.ParseAddr(s); err == nil && b == a {
+			return true
+		}
+	}
+	return false
+}
+
+func isGatewayAddr(p *Policy, a netip.Addr) bool {
+	return hasAddr(p.Spec.Gateway.IPv4, a) || hasAddr(p.Spec.Gateway.IPv6, a)
+}
+
+// findRule returns the path and the rule that allows traffic from device di to dst.
+func findRule(p *Policy, di int, dst netip.Addr, proto uint8, port uint16) (string, Rule, bool) {
+	d := &p.Spec.Devices[di]
+	type list struct {
+		path  string
+		rules []Rule
+	}
+	var lists []list
+	if d.Quarantined {
+		lists = append(lists, list{"spec.quarantine.allow", p.Spec.Quarantine.Allow})
+	} else {
+		lists = append(lists, list{fmt.Sprintf("spec.devices[%d].allow", di), d.Allow})
+		if d.Segment != "" {
+			for k, s := range p.Spec.Segments {
+				if s.Name == d.Segment {
+					lists = append(lists, list{fmt.Sprintf("spec.segments[%d].allow", k), s.Allow})
+					break
+				}
+			}
+		}
+	}
+	for _, l := range lists {
+		for j, r := range l.rules {
+			if ruleAllows(p, r, dst, proto, port) {
+				return fmt.Sprintf("%s[%d]", l.path, j), r, true
+			}
+		}
+	}
+	return "", Rule{}, false
+}
+
+// ruleAllows reports whether r allows traffic to dst with proto to port, with the datapath's
+// semantics: a rule for any protocol, or for every port, does not allow tunnels (IPIP, IPv6
+// in IP, GRE, VXLAN and Geneve by UDP port), and a tunnel port must be listed on its own.
+func ruleAllows(p *Policy, r Rule, dst netip.Addr, proto uint8, port uint16) bool {
+	switch t := r.To; {
+	case t.Gateway:
+		if !isGatewayAddr(p, dst) {
+			return false
+		}
+	case t.Device != "":
+		if o := deviceOwning(p, dst); o == nil || o.Name != t.Device {
+			return false
+		}
+	case t.Segment != "":
+		if o := deviceOwning(p, dst); o == nil || o.Segment != t.Segment {
+			return false
+		}
+	case t.CIDR != "":
+		pfx, err := netip.ParsePrefix(t.CIDR)
+		if err != nil || !pfx.Contains(dst) {
+			return false
+		}
+	default:
+		return false
+	}
+	rp, err := ParseProto(r.Proto)
+	if err != nil {
+		return false
+	}
+	tunnel := proto == ProtoIPIP || proto == ProtoIPv6 || proto == ProtoGRE ||
+		(proto == ProtoUDP && (port == 4789 || port == 6081))
+	switch {
+	case rp == ProtoAny:
+		return !tunnel
+	case rp != proto:
+		return false
+	case proto != ProtoTCP && proto != ProtoUDP:
+		return true
+	case len(r.Ports) == 0:
+		return !tunnel
+	}
+	for _, pr := range r.Ports {
+		if pr.Lo <= port && port <= pr.Hi && (!tunnel || pr.Lo == pr.Hi) {
+			return true
+		}
+	}
+	return false
+}
+
+// gatewayService returns the gateway service of p that allows traffic to dst, if one does.
+func gatewayService(p *Policy, dst netip.Addr, proto uint8, port uint16) Service {
+	gw := isGatewayAddr(p, dst)
+	for _, s := range p.Spec.Gateway.Services {
+		var ok bool
+		switch s {
+		case ServiceDNS:
+			ok = gw && (proto == ProtoUDP || proto == ProtoTCP) && port == 53
+		case ServiceNTP:
+			ok = gw && proto == ProtoUDP && port == 123
+		case ServiceDHCP:
+			ok = dst.Is4() && proto == ProtoUDP && port == 67 && (gw || dst == bcast4Addr)
+		case ServiceDHCPv6:
+			ok = dst.Is6() && proto == ProtoUDP && port == 547 && (gw || dst == allDHCPv6Addr)
+		}
+		if ok {
+			return s
+		}
+	}
+	return ""
+}
