@@ -128,6 +128,15 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 	return nil
 }
 
+// Check reports whether Apply would accept s under lim (a *CapacityError when it does not
+// fit), without writing anything.
+func (m *Maps) Check(s *policy.Snapshot, lim Limits) error {
+	if s == nil {
+		return errors.New("check: nil snapshot")
+	}
+	return m.check(s, lim)
+}
+
 // check validates s against lim and the datapath before any write.
 func (m *Maps) check(s *policy.Snapshot, lim Limits) error {
 	for _, c := range []struct {

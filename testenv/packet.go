@@ -42,6 +42,46 @@ func (ns *Namespace) SendFrame(ifname string, frame []byte) error {
 	return nil
 }
 
+// Sender sends frames out of one interface through one AF_PACKET socket (SendFrame opens a
+// socket per frame; a Sender is for floods).
+type Sender struct {
+	fd    int
+	index int
+	where string
+}
+
+// NewSender opens a Sender on the interface ifname of the namespace.
+func (ns *Namespace) NewSender(ifname string) (*Sender, error) {
+	index, err := ns.LinkIndex(ifname)
+	if err != nil {
+		return nil, err
+	}
+	var fd int
+	if err := ns.Do(func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("testenv: packet socket in %s: %w", ns, err)
+	}
+	return &Sender{fd: fd, index: index, where: ifname + " in " + ns.String()}, nil
+}
+
+// Send transmits one complete Ethernet frame (no FCS).
+func (s *Sender) Send(frame []byte) error {
+	if len(frame) < 14 {
+		return fmt.Errorf("testenv: send on %s: frame of %d bytes is shorter than an Ethernet header", s.where, len(frame))
+	}
+	sa := &unix.SockaddrLinklayer{Ifindex: s.index, Protocol: htons(binary.BigEndian.Uint16(frame[12:14]))}
+	if err := unix.Sendto(s.fd, frame, 0, sa); err != nil {
+		return fmt.Errorf("testenv: send on %s: %w", s.where, err)
+	}
+	return nil
+}
+
+// Close closes the socket.
+func (s *Sender) Close() error { return unix.Close(s.fd) }
+
 // Frame is one frame captured by a [Sniffer].
 type Frame struct {
 	Data     []byte    // the Ethernet frame as captured (GSO/GRO aggregates can exceed the MTU)
