@@ -1,0 +1,238 @@
+// Package agent is ztgate's privileged daemon: it owns the datapath (loads, attaches and adopts
+// the XDP program and its pinned maps), applies policies all-or-nothing, serves the local API on
+// a unix socket and the Prometheus metrics, and reads the drop events.
+//
+// Start-up never opens a gap in enforcement: the maps (pinned, so they survive the agent) get
+// the last applied policy from the state directory before the program is attached or swapped
+// into an existing link, and the links are adopted with an atomic program update. Stopping the
+// agent, gracefully or not, leaves the program and the policy in force; `ztgate uninstall`
+// removes them.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ztgate/ztgate/agent/audit"
+	"github.com/ztgate/ztgate/internal/buildinfo"
+	"github.com/ztgate/ztgate/loader"
+	"github.com/ztgate/ztgate/maps"
+	"github.com/ztgate/ztgate/metrics"
+)
+
+// Agent is a running agent.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	started time.Time
+
+	store  *store
+	unlock func()
+	audit  *audit.Log
+	dp     *loader.Datapath
+	maps   *maps.Maps
+	lim    maps.Limits
+
+	applyMu sync.Mutex              // serialises policy changes
+	cur     atomic.Pointer[current] // the policy in force (never nil after start)
+
+	access  access // who may use the API
+	events  *hub
+	metrics *metrics.Collector
+	ready   atomic.Bool
+
+	ifMu   sync.Mutex
+	ifaces map[string]ifaceState // by name
+}
+
+type ifaceState struct {
+	index int
+	mode  loader.Mode
+	err   string
+}
+
+// Run starts the agent and serves until ctx ends, then stops the agent, leaving enforcement in
+// place.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	a, err := start(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	return a.serve(ctx)
+}
+
+// start brings the datapath up in the order that keeps enforcement continuous.
+func start(cfg Config, log *slog.Logger) (_ *Agent, err error) {
+	a := &Agent{cfg: cfg, log: log, started: time.Now(), ifaces: map[string]ifaceState{}}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	if a.store, err = openStore(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	if a.unlock, err = a.store.lock(); err != nil {
+		return nil, err
+	}
+	if a.audit, err = audit.Open(filepath.Join(cfg.StateDir, auditFile)); err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	lc := cfg.loaderConfig()
+	if a.dp, err = loader.Open(lc); err != nil {
+		return nil, err
+	}
+	if a.maps, err = maps.New(a.dp.Objects(), a.dp.MapSpecs()); err != nil {
+		return nil, err
+	}
+	a.lim = maps.Limits{Devices: lc.MaxDevices, Addrs: lc.MaxAddrs, Rules: lc.MaxRules, Prefixes: lc.MaxPrefixes}
+	a.metrics = metrics.New(source{a}, buildinfo.Version())
+
+	// 1. Policy into the maps, before any program runs on a new link or replaces an old one.
+	if err := a.restore(); err != nil {
+		return nil, err
+	}
+	// 2. Program on every interface (adopting pinned links with an atomic update).
+	for _, name := range cfg.Interfaces {
+		mode, err := a.dp.Attach(name)
+		if err != nil {
+			return nil, err
+		}
+		idx := 0
+		if ifc, err := net.InterfaceByName(name); err == nil {
+			idx = ifc.Index
+		}
+		a.ifMu.Lock()
+		a.ifaces[name] = ifaceState{index: idx, mode: mode}
+		a.ifMu.Unlock()
+		log.Info("attached", "interface", name, "mode", mode.String())
+	}
+	// 3. Events.
+	a.events = newHub(cfg.EventHistory)
+	if cfg.Events {
+		rd, err := maps.OpenEvents(a.dp.Objects())
+		if err != nil {
+			return nil, err
+		}
+		a.events.start(rd, a.toAPIEvent, log)
+	}
+	return a, nil
+}
+
+// serve runs the API and metrics servers and the housekeeping until ctx ends.
+func (a *Agent) serve(ctx context.Context) error {
+	ln, err := a.listenSocket()
+	if err != nil {
+		return err
+	}
+	api := &http.Server{
+		Handler:           a.routes(),
+		ConnContext:       withPeer,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- api.Serve(ln) }()
+
+	var msrv *http.Server
+	if a.cfg.MetricsAddress != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(a.metrics,
+			collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		mln, err := net.Listen("tcp", a.cfg.MetricsAddress)
+		if err != nil {
+			api.Close()
+			return fmt.Errorf("metrics: listen %s: %w", a.cfg.MetricsAddress, err)
+		}
+		msrv = &http.Server{Handler: metrics.Handler(reg, a.ready.Load), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- msrv.Serve(mln) }()
+		a.log.Info("metrics", "address", mln.Addr().String())
+	}
+
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	defer stopSweep()
+	go a.sweepFrags(sweepCtx)
+
+	a.ready.Store(true)
+	cur := a.cur.Load()
+	a.log.Info("ready", "socket", a.cfg.Socket, "revision", cur.meta.Revision, "pid", os.Getpid(),
+		"version", buildinfo.Version())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		a.log.Info("stopping: enforcement stays in place", "revision", a.cur.Load().meta.Revision)
+	case runErr = <-errc:
+		if errors.Is(runErr, http.ErrServerClosed) {
+			runErr = nil
+		}
+	}
+	a.ready.Store(false)
+	shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	a.events.stop() // ends the event streams, so that Shutdown does not wait for them
+	_ = api.Shutdown(shut)
+	if msrv != nil {
+		_ = msrv.Shutdown(shut)
+	}
+	_ = os.Remove(a.cfg.Socket)
+	return runErr
+}
+
+// sweepFrags removes fragment records whose datagram never completed.
+func (a *Agent) sweepFrags(ctx context.Context) {
+	t := time.NewTicker(a.cfg.FragSweep)
+	defer t.Stop()
+	timeout := a.dp.Config().FragTimeout
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := a.maps.SweepFrags(timeout)
+			if err != nil {
+				a.log.Warn("sweep fragment table", "err", err)
+			} else if n > 0 {
+				a.log.Debug("swept stale fragment records", "removed", n)
+			}
+		}
+	}
+}
+
+// close releases the agent's resources; pins, links and the policy stay.
+func (a *Agent) close() {
+	if a.events != nil {
+		a.events.stop()
+	}
+	if a.maps != nil {
+		a.maps.Close()
+	}
+	if a.dp != nil {
+		if err := a.dp.Close(); err != nil {
+			a.log.Warn("close datapath", "err", err)
+		}
+	}
+	if a.audit != nil {
+		a.audit.Close()
+	}
+	if a.unlock != nil {
+		a.unlock()
+	}
+}

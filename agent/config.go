@@ -1,0 +1,167 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/loader"
+)
+
+// DefaultConfigFile is read when it exists and no other file is named.
+const DefaultConfigFile = "/etc/ztgate/agent.yaml"
+
+// Config is the agent's configuration: a YAML file (every key optional) overridden by flags.
+type Config struct {
+	// Interfaces are the gateway's device-facing interfaces to protect.
+	Interfaces []string `yaml:"interfaces"`
+	// Policy is a policy file applied at start when the state directory holds none.
+	Policy string `yaml:"policy"`
+	// StateDir holds the applied policy, its revision and the audit log.
+	StateDir string `yaml:"state_dir"`
+	// BPFFSDir is the bpffs directory of the pins.
+	BPFFSDir string `yaml:"bpffs_dir"`
+	// Socket is the path of the local API's unix socket (its directory is made root-only).
+	Socket string `yaml:"socket"`
+	// SocketGroup (name or gid), when set, makes the socket 0660 to that group and lets its
+	// members (primary or supplementary group) use the API. Root always may.
+	SocketGroup string `yaml:"socket_group"`
+	// AllowUIDs may use the API besides root and SocketGroup.
+	AllowUIDs []uint32 `yaml:"allow_uids"`
+	// MetricsAddress serves /metrics, /healthz and /readyz over TCP; "" disables it.
+	MetricsAddress string `yaml:"metrics_address"`
+	// XDPMode is auto (native, else generic), native or generic.
+	XDPMode string `yaml:"xdp_mode"`
+	// Events turns the drop/audit event ring buffer on.
+	Events bool `yaml:"events"`
+	// EventHistory is how many recent events the agent keeps for `ztgate events`.
+	EventHistory int `yaml:"event_history"`
+	// EventRingBytes sizes the ring buffer (a power of two, a multiple of the page size).
+	EventRingBytes int `yaml:"event_ring_bytes"`
+	// EventBurst events per (device, reason) per EventWindow at most reach the ring buffer.
+	EventBurst  uint64        `yaml:"event_burst"`
+	EventWindow time.Duration `yaml:"event_window"`
+	// Capacities of the datapath (the largest policy it accepts).
+	MaxDevices  int `yaml:"max_devices"`
+	MaxAddrs    int `yaml:"max_addresses"`
+	MaxRules    int `yaml:"max_rules"`
+	MaxPrefixes int `yaml:"max_prefixes"`
+	// FragSweep is how often stale fragment records are removed.
+	FragSweep time.Duration `yaml:"frag_sweep"`
+	// LogLevel is debug, info, warn or error; LogFormat text or json.
+	LogLevel  string `yaml:"log_level"`
+	LogFormat string `yaml:"log_format"`
+}
+
+// DefaultConfig is the configuration of an agent started without a file or flags.
+func DefaultConfig() Config {
+	lc := loader.DefaultConfig()
+	return Config{
+		StateDir:       "/var/lib/ztgate",
+		BPFFSDir:       loader.DefaultPinDir,
+		Socket:         api.DefaultSocket,
+		MetricsAddress: "127.0.0.1:9431",
+		XDPMode:        "auto",
+		Events:         true,
+		EventHistory:   4096,
+		EventRingBytes: lc.RingBytes,
+		EventBurst:     lc.EventBurst,
+		EventWindow:    lc.EventWindow,
+		MaxDevices:     lc.MaxDevices,
+		MaxAddrs:       lc.MaxAddrs,
+		MaxRules:       lc.MaxRules,
+		MaxPrefixes:    lc.MaxPrefixes,
+		FragSweep:      10 * time.Second,
+		LogLevel:       "info",
+		LogFormat:      "text",
+	}
+}
+
+// LoadConfig reads a configuration file over DefaultConfig. Unknown keys are errors. A missing
+// file is an error unless optional is set (then the defaults are returned). The result is not
+// validated (flags may still complete it): Run validates what it is given.
+func LoadConfig(path string, optional bool) (Config, error) {
+	cfg := DefaultConfig()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if optional && errors.Is(err, fs.ErrNotExist) {
+			return cfg, nil
+		}
+		return cfg, fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Interfaces) == 0 {
+		errs = append(errs, errors.New("interfaces: at least one interface to protect is required"))
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("state_dir: required"))
+	}
+	if c.BPFFSDir == "" {
+		errs = append(errs, errors.New("bpffs_dir: required"))
+	}
+	if c.Socket == "" {
+		errs = append(errs, errors.New("socket: required"))
+	}
+	if _, err := loader.ParseMode(c.XDPMode); err != nil {
+		errs = append(errs, fmt.Errorf("xdp_mode: %w", err))
+	}
+	for _, v := range []struct {
+		name string
+		n    int
+	}{{"max_devices", c.MaxDevices}, {"max_addresses", c.MaxAddrs}, {"max_rules", c.MaxRules}, {"max_prefixes", c.MaxPrefixes}, {"event_history", c.EventHistory}} {
+		if v.n <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive, got %d", v.name, v.n))
+		}
+	}
+	if c.EventRingBytes < 4096 || c.EventRingBytes&(c.EventRingBytes-1) != 0 {
+		errs = append(errs, fmt.Errorf("event_ring_bytes: must be a power of two of at least 4096, got %d", c.EventRingBytes))
+	}
+	if c.EventBurst == 0 {
+		errs = append(errs, errors.New("event_burst: must be positive"))
+	}
+	if c.EventWindow <= 0 {
+		errs = append(errs, fmt.Errorf("event_window: must be positive, got %s", c.EventWindow))
+	}
+	if c.FragSweep <= 0 {
+		errs = append(errs, fmt.Errorf("frag_sweep: must be positive, got %s", c.FragSweep))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log_format: %q is not text or json", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// loaderConfig is the datapath configuration the agent opens.
+func (c Config) loaderConfig() loader.Config {
+	lc := loader.DefaultConfig()
+	lc.PinDir = c.BPFFSDir
+	lc.MaxDevices, lc.MaxAddrs, lc.MaxRules, lc.MaxPrefixes = c.MaxDevices, c.MaxAddrs, c.MaxRules, c.MaxPrefixes
+	lc.EventsEnabled = c.Events
+	lc.RingBytes, lc.EventBurst, lc.EventWindow = c.EventRingBytes, c.EventBurst, c.EventWindow
+	lc.Mode, _ = loader.ParseMode(c.XDPMode)
+	return lc
+}

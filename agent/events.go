@@ -1,0 +1,189 @@
+package agent
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/maps"
+)
+
+// subBuffer is how many events a stream consumer may fall behind before events are dropped
+// for it (counted): a slow CLI never slows the reader of the ring buffer.
+const subBuffer = 1024
+
+// hub reads the datapath's ring buffer, keeps the recent events and fans them out to streams.
+type hub struct {
+	mu      sync.Mutex
+	history []api.Event // ring of the last cap(history) events
+	next    int         // where the next event goes once history is full
+	subs    map[*subscriber]struct{}
+	closed  bool
+
+	read    atomic.Uint64 // decoded from the ring buffer
+	dropped atomic.Uint64 // not delivered to a slow subscriber
+
+	rd   *maps.EventReader
+	done chan struct{}
+}
+
+type subscriber struct {
+	ch     chan api.Event
+	match  func(*api.Event) bool
+	closed chan struct{}
+}
+
+func newHub(size int) *hub {
+	return &hub{history: make([]api.Event, 0, size), subs: map[*subscriber]struct{}{}}
+}
+
+// start reads rd until stop, converting each event with conv.
+func (h *hub) start(rd *maps.EventReader, conv func(*bpf.Event) api.Event, log *slog.Logger) {
+	h.rd = rd
+	h.done = make(chan struct{})
+	go func() {
+		defer close(h.done)
+		for {
+			ev, err := rd.Read()
+			if err != nil {
+				if errors.Is(err, os.ErrClosed) {
+					return
+				}
+				log.Warn("read event", "err", err)
+				continue
+			}
+			h.read.Add(1)
+			h.publish(conv(&ev))
+		}
+	}()
+}
+
+func (h *hub) publish(ev api.Event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.history) < cap(h.history) {
+		h.history = append(h.history, ev)
+	} else if cap(h.history) > 0 {
+		h.history[h.next] = ev
+		h.next = (h.next + 1) % cap(h.history)
+	}
+	for s := range h.subs {
+		if !s.match(&ev) {
+			continue
+		}
+		select {
+		case s.ch <- ev:
+		default:
+			h.dropped.Add(1)
+		}
+	}
+}
+
+// recent returns the kept events matching match, oldest first, at most limit (0: all).
+func (h *hub) recent(match func(*api.Event) bool, limit int) []api.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []api.Event
+	n := len(h.history)
+	for i := range n {
+		ev := &h.history[(h.next+i)%n]
+		if match(ev) {
+			out = append(out, *ev)
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out
+}
+
+// subscribe returns the recent matching events and a subscription to the next ones, taken
+// atomically so that no event falls between the two.
+func (h *hub) subscribe(match func(*api.Event) bool, limit int) ([]api.Event, *subscriber) {
+	recent := h.recent(match, limit)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := &subscriber{ch: make(chan api.Event, subBuffer), match: match, closed: make(chan struct{})}
+	if h.closed {
+		close(s.closed)
+		return recent, s
+	}
+	h.subs[s] = struct{}{}
+	return recent, s
+}
+
+func (h *hub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.subs[s]; ok {
+		delete(h.subs, s)
+		close(s.closed)
+	}
+}
+
+// stop stops the reader and ends every subscription. Idempotent.
+func (h *hub) stop() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	for s := range h.subs {
+		delete(h.subs, s)
+		close(s.closed)
+	}
+	h.mu.Unlock()
+	if h.rd != nil {
+		h.rd.Close()
+		<-h.done
+	}
+}
+
+// monoOffset converts CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) to wall-clock time.
+func ktimeToWall(ns uint64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return time.Time{}
+	}
+	now := time.Now()
+	return now.Add(-time.Duration(uint64(ts.Nano()) - ns)).UTC()
+}
+
+// toAPIEvent converts a datapath event, naming its device and interface.
+func (a *Agent) toAPIEvent(ev *bpf.Event) api.Event {
+	out := api.Event{
+		Time:     ktimeToWall(ev.Ts),
+		DevID:    ev.DevId,
+		Ifindex:  ev.Ifindex,
+		Revision: ev.Revision,
+		Verdict:  bpf.Verdict(ev.Verdict).String(),
+		Reason:   bpf.Reason(ev.Reason).String(),
+		FrameLen: int(ev.FrameLen),
+	}
+	n := min(int(ev.CapLen), len(ev.Data))
+	out.Frame = append([]byte(nil), ev.Data[:n]...)
+	if ev.DevId != 0 {
+		if cur := a.cur.Load(); cur != nil && cur.snap != nil {
+			out.Device = cur.snap.DeviceNames[ev.DevId]
+		}
+	}
+	a.ifMu.Lock()
+	for name, st := range a.ifaces {
+		if st.index == int(ev.Ifindex) {
+			out.Interface = name
+		}
+	}
+	a.ifMu.Unlock()
+	return out
+}

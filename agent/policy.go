@@ -1,0 +1,309 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"reflect"
+	"time"
+
+	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/maps"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// current is the policy in force. Immutable once published.
+type current struct {
+	meta     api.PolicyMeta
+	yaml     []byte
+	filename string
+	pol      *policy.Policy   // nil when no policy (or its document was lost)
+	snap     *policy.Snapshot // nil when no policy
+}
+
+// caller identifies who asked for a change (for the audit log).
+type caller struct {
+	uid, gid, pid int64
+}
+
+var self = caller{uid: int64(os.Getuid()), gid: int64(os.Getgid()), pid: int64(os.Getpid())}
+
+// rejectError is a policy that cannot be applied; Fields locate the problems in the document.
+type rejectError struct {
+	kind   string // api.KindInvalidPolicy or api.KindRejected
+	err    error
+	fields []api.FieldError
+}
+
+func (e *rejectError) Error() string { return e.err.Error() }
+func (e *rejectError) Unwrap() error { return e.err }
+
+func ifindex(name string) (uint32, error) {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return 0, fmt.Errorf("gateway port %q: %w", name, err)
+	}
+	return uint32(ifc.Index), nil
+}
+
+// parse parses and validates a policy document.
+func parse(filename string, doc []byte) (*policy.Policy, error) {
+	if filename == "" {
+		filename = "<policy>"
+	}
+	p, err := policy.Parse(filename, doc)
+	if err != nil {
+		fields := api.FieldErrors(err)
+		return nil, &rejectError{kind: api.KindInvalidPolicy, fields: fields,
+			err: fmt.Errorf("invalid policy %s: %d problem(s): %w", filename, len(fields), err)}
+	}
+	return p, nil
+}
+
+// capacityFields names the configuration key behind each capacity.
+var capacityFields = map[string][2]string{
+	"zt_devices":  {"spec.devices", "max_devices"},
+	"zt_devstats": {"spec.devices", "max_devices"},
+	"zt_addrs":    {"spec.devices[*].ipv4/ipv6", "max_addresses"},
+	"zt_rules":    {"allow", "max_rules"},
+	"zt_prefixes": {"allow[*].to.cidr", "max_prefixes"},
+}
+
+// capacityReject turns a capacity error of the maps into a rejection naming the file.
+func capacityReject(filename string, ce *maps.CapacityError) *rejectError {
+	f := capacityFields[ce.Map]
+	msg := fmt.Sprintf("the policy needs %d entries in %s, the agent's capacity is %d (agent setting %s)", ce.Count, ce.Map, ce.Capacity, f[1])
+	return &rejectError{kind: api.KindRejected, err: fmt.Errorf("%s: %s", filename, msg),
+		fields: []api.FieldError{{File: filename, Field: f[0], Message: msg}}}
+}
+
+// compile compiles p as revision rev over the policy in force.
+func (a *Agent) compile(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot) (*policy.Snapshot, error) {
+	s, err := policy.Compile(p, policy.CompileOptions{Revision: rev, Ifindex: ifindex, Prev: prev})
+	if err != nil {
+		fields := api.FieldErrors(err)
+		if len(fields) == 0 {
+			fields = []api.FieldError{{File: filename, Message: err.Error()}}
+		}
+		return nil, &rejectError{kind: api.KindRejected, err: fmt.Errorf("cannot enforce the policy: %w", err), fields: fields}
+	}
+	return s, nil
+}
+
+func meta(p *policy.Policy, rev uint64, hash string, at time.Time) api.PolicyMeta {
+	m := api.PolicyMeta{Revision: rev, Hash: hash, AppliedAt: at}
+	if p != nil {
+		m.Name = p.Metadata.Name
+		m.Devices = len(p.Spec.Devices)
+		m.Segments = len(p.Spec.Segments)
+	}
+	return m
+}
+
+// restore makes the maps hold the persisted policy (or the configured policy file on first
+// start) before any program is attached. The maps are pinned: when they already hold the
+// persisted revision with the same content (an agent restart), nothing is written.
+func (a *Agent) restore() error {
+	pinned, err := a.maps.ActiveRevision()
+	if errors.Is(err, maps.ErrNoPolicy) {
+		pinned, err = 0, nil
+	}
+	if err != nil {
+		return err
+	}
+	var prev *policy.Snapshot
+	if pinned > 0 {
+		if prev, err = a.maps.ReadActive(); err != nil {
+			return err
+		}
+	}
+	st, err := a.store.load()
+	if err != nil {
+		return err
+	}
+	switch {
+	case st != nil:
+		p, err := parse(st.Filename, []byte(st.YAML))
+		if err != nil {
+			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
+		}
+		rev := st.Revision
+		if pinned > rev {
+			// The maps carry a later revision than the state (only possible if the state
+			// directory was restored from a backup): keep revisions increasing.
+			rev = pinned + 1
+		}
+		snap, err := a.compile(st.Filename, p, rev, prev)
+		if err != nil {
+			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
+		}
+		diff := contentDiff(prev, snap)
+		if pinned == rev && diff == "" {
+			a.log.Info("adopted the pinned policy", "revision", rev, "name", p.Metadata.Name)
+		} else {
+			if rev != st.Revision {
+				st.Revision = rev
+				if err := a.store.save(st); err != nil {
+					return err
+				}
+			}
+			if err := a.maps.Apply(snap, a.lim); err != nil && !errors.Is(err, maps.ErrCommitted) {
+				return fmt.Errorf("restore policy: %w", err)
+			}
+			a.log.Info("restored the persisted policy", "revision", rev, "name", p.Metadata.Name, "pinned_revision", pinned, "differs", diff)
+		}
+		a.cur.Store(&current{meta: meta(p, rev, st.Hash, st.AppliedAt), yaml: []byte(st.YAML), filename: st.Filename, pol: p, snap: snap})
+		return nil
+	case a.cfg.Policy != "":
+		a.cur.Store(&current{meta: api.PolicyMeta{Revision: pinned}, snap: prev})
+		doc, err := os.ReadFile(a.cfg.Policy)
+		if err != nil {
+			return fmt.Errorf("policy file: %w", err)
+		}
+		if _, err := a.apply(a.cfg.Policy, doc, self); err != nil {
+			return fmt.Errorf("initial policy: %w", err)
+		}
+		return nil
+	default:
+		a.cur.Store(&current{meta: api.PolicyMeta{Revision: pinned}, snap: prev})
+		if pinned > 0 {
+			a.log.Warn("the pinned policy stays in force but its document is not in the state directory; apply a policy", "revision", pinned)
+		} else {
+			a.log.Warn("no policy: every frame is dropped (no_policy) until one is applied")
+		}
+		return nil
+	}
+}
+
+// contentDiff says which map of the pinned policy differs from what s would write ("" when
+// the maps already hold exactly s).
+func contentDiff(pinned, s *policy.Snapshot) string {
+	if pinned == nil || s == nil {
+		return "no pinned policy"
+	}
+	cfg := s.Config
+	cfg.Revision = s.Revision
+	switch {
+	case !reflect.DeepEqual(pinned.Config, cfg):
+		return "config"
+	case !reflect.DeepEqual(pinned.Devices, s.Devices):
+		return "devices"
+	case !reflect.DeepEqual(pinned.Addrs, s.Addrs):
+		return "addresses"
+	case !reflect.DeepEqual(pinned.Prefixes, s.Prefixes):
+		return "prefixes"
+	case !reflect.DeepEqual(pinned.Rules, s.Rules):
+		return "rules"
+	}
+	return ""
+}
+
+// apply makes doc the policy in force, all or nothing, and audits the outcome.
+func (a *Agent) apply(filename string, doc []byte, who caller) (*api.ApplyResult, error) {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	t0 := time.Now()
+	old := a.cur.Load()
+	hash := policyHash(doc)
+	res, err := a.applyLocked(old, filename, doc, hash)
+	d := time.Since(t0)
+	rec := api.AuditRecord{
+		Action: api.ActionApply, UID: who.uid, GID: who.gid, PID: who.pid,
+		OldRevision: old.meta.Revision, PolicyHash: hash, Result: api.ResultAccepted,
+	}
+	if err != nil {
+		rec.NewRevision = old.meta.Revision
+		rec.Result = api.ResultRejected
+		rec.Error = err.Error()
+	} else {
+		rec.NewRevision = res.NewRevision
+	}
+	if _, aerr := a.audit.Append(rec); aerr != nil {
+		a.log.Error("audit log", "err", aerr)
+	}
+	if a.metrics != nil {
+		a.metrics.ObserveApply(err == nil, d)
+	}
+	if err != nil {
+		a.log.Warn("policy rejected", "file", filename, "uid", who.uid, "revision", old.meta.Revision, "err", err)
+		return nil, err
+	}
+	res.Duration = d
+	a.log.Info("policy applied", "file", filename, "uid", who.uid, "old_revision", res.OldRevision,
+		"new_revision", res.NewRevision, "hash", hash, "duration", d)
+	return res, nil
+}
+
+func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash string) (*api.ApplyResult, error) {
+	p, err := parse(filename, doc)
+	if err != nil {
+		return nil, err
+	}
+	rev := old.meta.Revision + 1
+	snap, err := a.compile(filename, p, rev, old.snap)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.checkCapacity(filename, snap); err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	st := &persisted{Revision: rev, Name: p.Metadata.Name, Hash: hash, AppliedAt: now, Filename: filename, YAML: string(doc)}
+	prevState, err := a.store.load()
+	if err != nil {
+		return nil, err
+	}
+	// Persist first: after a crash at any point the agent restores a policy that was accepted.
+	if err := a.store.save(st); err != nil {
+		return nil, err
+	}
+	if err := a.maps.Apply(snap, a.lim); err != nil {
+		if errors.Is(err, maps.ErrCommitted) {
+			a.log.Warn("policy committed; releasing the old revision failed (retried on the next apply)", "err", err)
+		} else {
+			// Nothing changed in the kernel: put the state back as it was.
+			if prevState != nil {
+				if rerr := a.store.save(prevState); rerr != nil {
+					a.log.Error("restore the state file after a failed apply", "err", rerr)
+				}
+			} else if rerr := os.Remove(a.store.dir + "/" + stateFile); rerr != nil {
+				a.log.Error("remove the state file after a failed apply", "err", rerr)
+			}
+			var ce *maps.CapacityError
+			if errors.As(err, &ce) {
+				return nil, capacityReject(filename, ce)
+			}
+			return nil, err
+		}
+	}
+	a.cur.Store(&current{meta: meta(p, rev, hash, now), yaml: doc, filename: filename, pol: p, snap: snap})
+	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: rev, Hash: hash, Changes: policy.Compare(old.pol, p)}, nil
+}
+
+// validate parses, validates and compiles doc without applying it.
+func (a *Agent) validate(filename string, doc []byte) (*api.ValidateResult, *policy.Policy, error) {
+	p, err := parse(filename, doc)
+	if err != nil {
+		return nil, nil, err
+	}
+	cur := a.cur.Load()
+	snap, err := a.compile(filename, p, cur.meta.Revision+1, cur.snap)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := a.checkCapacity(filename, snap); err != nil {
+		return nil, nil, err
+	}
+	return &api.ValidateResult{Name: p.Metadata.Name, Hash: policyHash(doc), Devices: len(p.Spec.Devices), Segments: len(p.Spec.Segments)}, p, nil
+}
+
+// checkCapacity rejects a snapshot that does not fit the datapath's maps.
+func (a *Agent) checkCapacity(filename string, snap *policy.Snapshot) error {
+	err := a.maps.Check(snap, a.lim)
+	var ce *maps.CapacityError
+	if errors.As(err, &ce) {
+		return capacityReject(filename, ce)
+	}
+	return err
+}

@@ -1,0 +1,259 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// routes is the local API. Every request passes the peer check first.
+func (a *Agent) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+api.PathStatus, a.handleStatus)
+	mux.HandleFunc("GET "+api.PathPolicy, a.handlePolicy)
+	mux.HandleFunc("POST "+api.PathPolicyValidate, a.handleValidate)
+	mux.HandleFunc("POST "+api.PathPolicyDiff, a.handleDiff)
+	mux.HandleFunc("POST "+api.PathPolicyApply, a.handleApply)
+	mux.HandleFunc("POST "+api.PathExplain, a.handleExplain)
+	mux.HandleFunc("GET "+api.PathDevices, a.handleDevices)
+	mux.HandleFunc("GET "+api.PathEvents, a.handleEvents)
+	mux.HandleFunc("GET "+api.PathAudit, a.handleAudit)
+	return a.checkPeer(mux)
+}
+
+// checkPeer refuses (403) and audits callers that are not allowed.
+func (a *Agent) checkPeer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := peerFrom(r.Context())
+		if err := a.access.allowed(p); err != nil {
+			rec := api.AuditRecord{Action: api.ActionConnect, UID: int64(p.uid), GID: int64(p.gid), PID: int64(p.pid),
+				Result: api.ResultRefused, Error: fmt.Sprintf("%s %s: %v", r.Method, r.URL.Path, err)}
+			if p.err != nil {
+				rec.UID, rec.GID, rec.PID = -1, -1, -1
+			}
+			cur := a.cur.Load()
+			rec.OldRevision, rec.NewRevision = cur.meta.Revision, cur.meta.Revision
+			if _, aerr := a.audit.Append(rec); aerr != nil {
+				a.log.Error("audit log", "err", aerr)
+			}
+			a.log.Warn("refused API caller", "uid", p.uid, "gid", p.gid, "pid", p.pid, "path", r.URL.Path, "err", err)
+			writeError(w, &api.Error{Status: http.StatusForbidden, Kind: api.KindForbidden, Message: err.Error()})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, e *api.Error) {
+	writeJSON(w, e.Status, e)
+}
+
+// errorFor maps an error to its API form.
+func errorFor(err error) *api.Error {
+	var re *rejectError
+	if errors.As(err, &re) {
+		msg := re.err.Error()
+		if len(re.fields) > 0 {
+			// The fields carry the details; the message only sums them up.
+			msg = fmt.Sprintf("policy rejected: %d problem(s)", len(re.fields))
+			if re.kind == api.KindInvalidPolicy {
+				msg = fmt.Sprintf("invalid policy: %d problem(s)", len(re.fields))
+			}
+		}
+		return &api.Error{Status: http.StatusUnprocessableEntity, Kind: re.kind, Message: msg, Fields: re.fields}
+	}
+	return &api.Error{Status: http.StatusInternalServerError, Kind: api.KindInternal, Message: err.Error()}
+}
+
+// readPolicy reads a POSTed policy document (bounded: an oversized one is a rejection).
+func readPolicy(w http.ResponseWriter, r *http.Request) (string, []byte, bool) {
+	name := r.Header.Get(api.HeaderFilename)
+	if name == "" {
+		name = "<request>"
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, policy.MaxDocumentSize+1))
+	if err != nil {
+		writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "read policy: " + err.Error()})
+		return "", nil, false
+	}
+	return name, data, true
+}
+
+func (a *Agent) handleValidate(w http.ResponseWriter, r *http.Request) {
+	name, doc, ok := readPolicy(w, r)
+	if !ok {
+		return
+	}
+	res, _, err := a.validate(name, doc)
+	if err != nil {
+		writeError(w, errorFor(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (a *Agent) handleDiff(w http.ResponseWriter, r *http.Request) {
+	name, doc, ok := readPolicy(w, r)
+	if !ok {
+		return
+	}
+	cur := a.cur.Load()
+	_, p, err := a.validate(name, doc)
+	if err != nil {
+		writeError(w, errorFor(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, api.DiffResult{Revision: cur.meta.Revision, Diff: policy.Compare(cur.pol, p)})
+}
+
+func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
+	name, doc, ok := readPolicy(w, r)
+	if !ok {
+		return
+	}
+	p := peerFrom(r.Context())
+	res, err := a.apply(name, doc, caller{uid: int64(p.uid), gid: int64(p.gid), pid: int64(p.pid)})
+	if err != nil {
+		writeError(w, errorFor(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func (a *Agent) handlePolicy(w http.ResponseWriter, _ *http.Request) {
+	cur := a.cur.Load()
+	if cur.pol == nil {
+		writeError(w, &api.Error{Status: http.StatusNotFound, Kind: api.KindNotFound, Message: "no policy has been applied"})
+		return
+	}
+	writeJSON(w, http.StatusOK, api.PolicyInfo{PolicyMeta: cur.meta, YAML: string(cur.yaml)})
+}
+
+func (a *Agent) handleExplain(w http.ResponseWriter, r *http.Request) {
+	var q api.ExplainRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&q); err != nil {
+		writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "explain: " + err.Error()})
+		return
+	}
+	cur := a.cur.Load()
+	if cur.pol == nil {
+		writeError(w, &api.Error{Status: http.StatusNotFound, Kind: api.KindNotFound, Message: "no policy has been applied"})
+		return
+	}
+	e, err := policy.Explain(cur.pol, cur.snap, q)
+	if err != nil {
+		writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "explain: " + err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, api.Explanation{Revision: cur.meta.Revision, Explanation: *e})
+}
+
+func (a *Agent) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.status())
+}
+
+func (a *Agent) handleDevices(w http.ResponseWriter, _ *http.Request) {
+	ds, err := a.devices()
+	if err != nil {
+		writeError(w, errorFor(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, ds)
+}
+
+func (a *Agent) handleAudit(w http.ResponseWriter, _ *http.Request) {
+	rs, err := a.audit.Records()
+	if err != nil {
+		writeError(w, errorFor(err))
+		return
+	}
+	if rs == nil {
+		rs = []api.AuditRecord{}
+	}
+	writeJSON(w, http.StatusOK, rs)
+}
+
+// handleEvents streams the recent matching events, then (follow=1) new ones, as NDJSON.
+func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	device, reason := q.Get("device"), q.Get("reason")
+	if reason != "" {
+		if _, ok := bpf.ParseReason(reason); !ok {
+			writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: fmt.Sprintf("unknown reason %q", reason)})
+			return
+		}
+	}
+	limit := 0
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "limit: not a non-negative number"})
+			return
+		}
+		limit = n
+	}
+	match := func(ev *api.Event) bool {
+		return (device == "" || ev.Device == device) && (reason == "" || ev.Reason == reason)
+	}
+	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
+	var recent []api.Event
+	var sub *subscriber
+	if follow {
+		recent, sub = a.events.subscribe(match, limit)
+		defer a.events.unsubscribe(sub)
+	} else {
+		recent = a.events.recent(match, limit)
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	for i := range recent {
+		if err := enc.Encode(&recent[i]); err != nil {
+			return
+		}
+	}
+	fl, _ := w.(http.Flusher)
+	if fl != nil {
+		fl.Flush()
+	}
+	if !follow {
+		return
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-sub.closed:
+			return
+		case ev := <-sub.ch:
+			if err := enc.Encode(&ev); err != nil {
+				return
+			}
+			// Write what is queued, then flush once.
+			for n := len(sub.ch); n > 0; n-- {
+				ev := <-sub.ch
+				if err := enc.Encode(&ev); err != nil {
+					return
+				}
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+	}
+}

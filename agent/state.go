@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// stateFile is the applied policy and its revision, written atomically (one file, renamed into
+// place) before the maps change: after a crash the agent restores exactly this.
+const (
+	stateFile = "state.json"
+	auditFile = "audit.log"
+	lockFile  = "agent.lock"
+)
+
+// persisted is the content of stateFile.
+type persisted struct {
+	Revision  uint64    `json:"revision"`
+	Name      string    `json:"name"`
+	Hash      string    `json:"hash"`
+	AppliedAt time.Time `json:"applied_at"`
+	Filename  string    `json:"filename,omitempty"` // where the policy came from, for errors
+	YAML      string    `json:"yaml"`
+}
+
+func policyHash(doc []byte) string {
+	sum := sha256.Sum256(doc)
+	return hex.EncodeToString(sum[:])
+}
+
+// store is the agent's state directory.
+type store struct {
+	dir string
+}
+
+func openStore(dir string) (*store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	return &store{dir: dir}, nil
+}
+
+// lock takes the agent lock of the state directory: one agent per state directory. The
+// kernel releases it when the process dies, however it dies.
+func (s *store) lock() (func(), error) {
+	path := filepath.Join(s.dir, lockFile)
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another agent holds %s (pid %s)", path, string(holder))
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	_ = unix.Ftruncate(fd, 0)
+	_, _ = unix.Pwrite(fd, []byte(strconv.Itoa(os.Getpid())), 0)
+	return func() { unix.Close(fd) }, nil
+}
+
+// load returns the persisted policy, or nil when none was ever applied.
+func (s *store) load() (*persisted, error) {
+	data, err := os.ReadFile(filepath.Join(s.dir, stateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	var p persisted
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("read state %s: %w", filepath.Join(s.dir, stateFile), err)
+	}
+	if got := policyHash([]byte(p.YAML)); got != p.Hash {
+		return nil, fmt.Errorf("read state %s: policy hash %s does not match its content (%s)", filepath.Join(s.dir, stateFile), p.Hash, got)
+	}
+	return &p, nil
+}
+
+// save replaces the persisted policy atomically (write, fsync, rename, fsync the directory).
+func (s *store) save(p *persisted) error {
+	data, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return writeAtomic(filepath.Join(s.dir, stateFile), data)
+}
+
+func writeAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after the rename
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("save %s: sync dir: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+package agent
+
+import (
+	"net"
+	"os"
+	"sort"
+
+	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/internal/buildinfo"
+	"github.com/ztgate/ztgate/maps"
+	"github.com/ztgate/ztgate/metrics"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// status is the agent's state; parts that cannot be read are left out (and logged).
+func (a *Agent) status() api.Status {
+	cur := a.cur.Load()
+	st := api.Status{
+		Version: buildinfo.Version(),
+		PID:     os.Getpid(),
+		Started: a.started.UTC(),
+		Ready:   a.ready.Load(),
+		Policy:  cur.meta,
+	}
+	st.Interfaces = a.interfaces()
+	if us, err := a.maps.Usage(a.lim); err == nil {
+		for _, u := range us {
+			st.Maps = append(st.Maps, api.MapUsage{Map: u.Map, Entries: u.Entries, Capacity: u.Capacity})
+		}
+	} else {
+		a.log.Warn("status: map usage", "err", err)
+	}
+	if es, err := a.maps.EventStats(); err == nil {
+		st.Events = api.EventStats{Emitted: es.Emitted, Lost: es.Lost, Suppressed: es.Suppressed}
+	} else {
+		a.log.Warn("status: event counters", "err", err)
+	}
+	st.Events.Read = a.events.read.Load()
+	st.Events.Dropped = a.events.dropped.Load()
+	return st
+}
+
+// interfaces reports the protected interfaces as the kernel sees them now.
+func (a *Agent) interfaces() []api.Interface {
+	links, err := a.dp.Status()
+	if err != nil {
+		a.log.Warn("status: interfaces", "err", err)
+	}
+	byName := map[string]api.Interface{}
+	for _, l := range links {
+		byName[l.Name] = api.Interface{Name: l.Name, Ifindex: l.Ifindex, Mode: l.Mode.String(), Attached: l.Current && l.Ifindex != 0, Error: l.Err}
+	}
+	out := make([]api.Interface, 0, len(a.cfg.Interfaces))
+	for _, name := range a.cfg.Interfaces {
+		ifc, ok := byName[name]
+		if !ok {
+			ifc = api.Interface{Name: name, Mode: "none", Error: "no link pinned"}
+			if n, err := net.InterfaceByName(name); err == nil {
+				ifc.Ifindex = n.Index
+			}
+		}
+		out = append(out, ifc)
+	}
+	return out
+}
+
+func deviceState(rec bpf.DevRec) string {
+	switch {
+	case rec.Flags&bpf.DevQuarantined != 0:
+		return "quarantined"
+	case rec.Flags&bpf.DevAudit != 0:
+		return "audit"
+	default:
+		return "enforce"
+	}
+}
+
+// devices lists the devices of the policy in force with their counters.
+func (a *Agent) devices() ([]api.Device, error) {
+	cur := a.cur.Load()
+	out := []api.Device{}
+	if cur.pol == nil || cur.snap == nil {
+		return out, nil
+	}
+	stats, err := a.maps.AllDeviceStats()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range cur.pol.Spec.Devices {
+		rec, ok := cur.snap.Devices[policy.DevKey(mustParseMAC(d.MAC))]
+		if !ok {
+			continue
+		}
+		s := stats[rec.DevId]
+		dev := api.Device{
+			Name: d.Name, ID: rec.DevId, Segment: d.Segment, MAC: d.MAC, IPv4: d.IPv4, IPv6: d.IPv6, Port: d.Port,
+			State:    deviceState(rec),
+			Allowed:  api.Traffic{Packets: s.Packets[bpf.VerdictPass], Bytes: s.Bytes[bpf.VerdictPass]},
+			Dropped:  api.Traffic{Packets: s.Packets[bpf.VerdictDrop], Bytes: s.Bytes[bpf.VerdictDrop]},
+			Audited:  api.Traffic{Packets: s.Packets[bpf.VerdictAudit], Bytes: s.Bytes[bpf.VerdictAudit]},
+			LastSeen: ktimeToWall(s.LastSeen),
+		}
+		out = append(out, dev)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func mustParseMAC(s string) net.HardwareAddr {
+	m, _ := net.ParseMAC(s) // validated by policy.Parse
+	return m
+}
+
+// source is the metrics collector's view of the agent: it reads the maps at scrape time.
+type source struct{ a *Agent }
+
+var _ metrics.Source = source{}
+
+func (s source) Counters() ([bpf.NumVerdicts][bpf.NumReasons]bpf.Counter, error) {
+	return s.a.maps.Counters()
+}
+func (s source) AllDeviceStats() (map[uint32]bpf.DevStats, error) { return s.a.maps.AllDeviceStats() }
+func (s source) EventStats() (bpf.EventStats, error)              { return s.a.maps.EventStats() }
+func (s source) MapUsage() ([]maps.MapUsage, error)               { return s.a.maps.Usage(s.a.lim) }
+
+func (s source) State() metrics.State {
+	cur := s.a.cur.Load()
+	st := metrics.State{Revision: cur.meta.Revision, Segments: map[uint32]string{}}
+	if cur.snap != nil {
+		for _, rec := range cur.snap.Devices {
+			st.Segments[rec.DevId] = cur.snap.SegmentNames[rec.Segment]
+		}
+	}
+	for _, ifc := range s.a.interfaces() {
+		st.Interfaces = append(st.Interfaces, metrics.Interface{Name: ifc.Name, Mode: ifc.Mode, Attached: ifc.Attached})
+	}
+	st.EventsRead = s.a.events.read.Load()
+	st.EventsDropped = s.a.events.dropped.Load()
+	return st
+}

@@ -1,0 +1,599 @@
+package metrics
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/maps"
+)
+
+// fakeSource is a Source with fixed contents; a non-nil error field makes that read fail.
+type fakeSource struct {
+	counters [bpf.NumVerdicts][bpf.NumReasons]bpf.Counter
+	devs     map[uint32]bpf.DevStats
+	ev       bpf.EventStats
+	usage    []maps.MapUsage
+	state    State
+
+	countersErr, devsErr, evErr, usageErr error
+}
+
+func (f *fakeSource) Counters() ([bpf.NumVerdicts][bpf.NumReasons]bpf.Counter, error) {
+	return f.counters, f.countersErr
+}
+
+func (f *fakeSource) AllDeviceStats() (map[uint32]bpf.DevStats, error) { return f.devs, f.devsErr }
+func (f *fakeSource) EventStats() (bpf.EventStats, error)              { return f.ev, f.evErr }
+func (f *fakeSource) MapUsage() ([]maps.MapUsage, error)               { return f.usage, f.usageErr }
+func (f *fakeSource) State() State                                     { return f.state }
+
+func devStats(pass, drop, audit uint64) bpf.DevStats {
+	var s bpf.DevStats
+	s.Packets[bpf.VerdictPass], s.Bytes[bpf.VerdictPass] = pass, pass*100
+	s.Packets[bpf.VerdictDrop], s.Bytes[bpf.VerdictDrop] = drop, drop*100
+	s.Packets[bpf.VerdictAudit], s.Bytes[bpf.VerdictAudit] = audit, audit*100
+	return s
+}
+
+func newFake() *fakeSource {
+	f := &fakeSource{
+		devs: map[uint32]bpf.DevStats{
+			1: devStats(10, 1, 0), // cams
+			2: devStats(5, 0, 2),  // cams
+			3: devStats(7, 3, 0),  // in Segments with "": none
+			4: devStats(1, 1, 1),  // not in Segments: none
+		},
+		ev: bpf.EventStats{Emitted: 40, Lost: 2, Suppressed: 9},
+		usage: []maps.MapUsage{
+			{Map: "devices", Entries: 4, Capacity: 1024},
+			{Map: "zt_frags", Entries: 0, Capacity: 4096},
+		},
+		state: State{
+			Revision: 17,
+			Segments: map[uint32]string{1: "cams", 2: "cams", 3: "", 5: "printers"},
+			Interfaces: []Interface{
+				{Name: "lan0", Mode: "native", Attached: true},
+				{Name: "lan1", Mode: "generic", Attached: false},
+			},
+			EventsRead:    38,
+			EventsDropped: 3,
+		},
+	}
+	f.counters[bpf.VerdictPass][bpf.ReasonAllow] = bpf.Counter{Packets: 100, Bytes: 6400}
+	f.counters[bpf.VerdictDrop][bpf.ReasonNoRule] = bpf.Counter{Packets: 7, Bytes: 420}
+	f.counters[bpf.VerdictAudit][bpf.ReasonSpoofIP] = bpf.Counter{Packets: 3, Bytes: 180}
+	// A pair the datapath never counts: must not be exported.
+	f.counters[bpf.VerdictPass][bpf.ReasonNoRule] = bpf.Counter{Packets: 99, Bytes: 99}
+	return f
+}
+
+func newRegistry(t *testing.T, src Source) (*prometheus.Registry, *Collector) {
+	t.Helper()
+	c := New(src, "1.2.3")
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	return reg, c
+}
+
+// sample is one gathered series: family name, labels and value.
+type sample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+// gather returns every series of g and the error of Gather.
+func gather(t *testing.T, g prometheus.Gatherer) ([]sample, error) {
+	t.Helper()
+	mfs, err := g.Gather()
+	var out []sample
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			s := sample{name: mf.GetName(), labels: map[string]string{}}
+			for _, lp := range m.GetLabel() {
+				s.labels[lp.GetName()] = lp.GetValue()
+			}
+			switch {
+			case m.GetCounter() != nil:
+				s.value = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				s.value = m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				s.value = float64(m.GetHistogram().GetSampleCount())
+			}
+			out = append(out, s)
+		}
+	}
+	return out, err
+}
+
+// value returns the value of the series name{labels...} (pairs of name, value) and whether it
+// exists.
+func value(samples []sample, name string, labels ...string) (float64, bool) {
+	want := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
+	}
+	for _, s := range samples {
+		if s.name != name || len(s.labels) != len(want) {
+			continue
+		}
+		match := true
+		for k, v := range want {
+			if s.labels[k] != v {
+				match = false
+			}
+		}
+		if match {
+			return s.value, true
+		}
+	}
+	return 0, false
+}
+
+func families(samples []sample) []string {
+	var out []string
+	for _, s := range samples {
+		if !slices.Contains(out, s.name) {
+			out = append(out, s.name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+var allFamilies = []string{
+	"ztgate_agent_events_dropped_total",
+	"ztgate_agent_events_read_total",
+	"ztgate_build_info",
+	"ztgate_collector_errors_total",
+	"ztgate_datapath_bytes_total",
+	"ztgate_datapath_packets_total",
+	"ztgate_events_emitted_total",
+	"ztgate_events_lost_total",
+	"ztgate_events_suppressed_total",
+	"ztgate_interface_attached",
+	"ztgate_map_capacity",
+	"ztgate_map_entries",
+	"ztgate_policy_applies_total",
+	"ztgate_policy_apply_duration_seconds",
+	"ztgate_policy_revision",
+	"ztgate_segment_bytes_total",
+	"ztgate_segment_packets_total",
+}
+
+func TestAllFamiliesPresent(t *testing.T) {
+	reg, _ := newRegistry(t, newFake())
+	samples, err := gather(t, reg)
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	if got := families(samples); !slices.Equal(got, allFamilies) {
+		t.Errorf("families:\n got %q\nwant %q", got, allFamilies)
+	}
+}
+
+func TestAllFamiliesDescribed(t *testing.T) {
+	c := New(newFake(), "1.2.3")
+	ch := make(chan *prometheus.Desc, 100)
+	c.Describe(ch)
+	close(ch)
+	var got []string
+	for d := range ch {
+		// Desc has no name getter; its String() is `Desc{fqName: "name", ...}`.
+		s := d.String()
+		i := strings.Index(s, `fqName: "`)
+		if i < 0 {
+			t.Fatalf("unexpected Desc format %q", s)
+		}
+		s = s[i+len(`fqName: "`):]
+		got = append(got, s[:strings.IndexByte(s, '"')])
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, allFamilies) {
+		t.Errorf("described:\n got %q\nwant %q", got, allFamilies)
+	}
+}
+
+func TestDatapath(t *testing.T) {
+	reg, _ := newRegistry(t, newFake())
+	samples, err := gather(t, reg)
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	wantSeries := 1 + 2*(bpf.NumReasons-1)
+	for _, name := range []string{"ztgate_datapath_packets_total", "ztgate_datapath_bytes_total"} {
+		n := 0
+		for _, s := range samples {
+			if s.name == name {
+				n++
+			}
+		}
+		if n != wantSeries {
+			t.Errorf("%s: %d series, want %d", name, n, wantSeries)
+		}
+	}
+	// Every drop and audit reason exists, even at zero.
+	for r := range bpf.NumReasons {
+		reason := bpf.Reason(r)
+		if reason == bpf.ReasonAllow {
+			continue
+		}
+		for _, v := range []string{"drop", "audit"} {
+			if _, ok := value(samples, "ztgate_datapath_packets_total", "verdict", v, "reason", reason.String()); !ok {
+				t.Errorf("missing ztgate_datapath_packets_total{verdict=%q,reason=%q}", v, reason)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name, verdict, reason string
+		want                  float64
+		exists                bool
+	}{
+		{"ztgate_datapath_packets_total", "pass", "allow", 100, true},
+		{"ztgate_datapath_bytes_total", "pass", "allow", 6400, true},
+		{"ztgate_datapath_packets_total", "drop", "no_rule", 7, true},
+		{"ztgate_datapath_bytes_total", "drop", "no_rule", 420, true},
+		{"ztgate_datapath_packets_total", "audit", "spoof_ip", 3, true},
+		{"ztgate_datapath_packets_total", "drop", "arp_spoof", 0, true},
+		{"ztgate_datapath_packets_total", "pass", "no_rule", 0, false},
+		{"ztgate_datapath_packets_total", "drop", "allow", 0, false},
+		{"ztgate_datapath_packets_total", "audit", "allow", 0, false},
+	} {
+		got, ok := value(samples, tc.name, "verdict", tc.verdict, "reason", tc.reason)
+		if ok != tc.exists || got != tc.want {
+			t.Errorf("%s{verdict=%q,reason=%q} = %v (exists %v), want %v (exists %v)",
+				tc.name, tc.verdict, tc.reason, got, ok, tc.want, tc.exists)
+		}
+	}
+}
+
+func TestSegments(t *testing.T) {
+	f := newFake()
+	c := New(f, "1.2.3")
+	want := `
+# HELP ztgate_segment_packets_total Frames sent by the devices of a segment, by verdict.
+# TYPE ztgate_segment_packets_total counter
+ztgate_segment_packets_total{segment="cams",verdict="audit"} 2
+ztgate_segment_packets_total{segment="cams",verdict="drop"} 1
+ztgate_segment_packets_total{segment="cams",verdict="pass"} 15
+ztgate_segment_packets_total{segment="none",verdict="audit"} 1
+ztgate_segment_packets_total{segment="none",verdict="drop"} 4
+ztgate_segment_packets_total{segment="none",verdict="pass"} 8
+ztgate_segment_packets_total{segment="printers",verdict="audit"} 0
+ztgate_segment_packets_total{segment="printers",verdict="drop"} 0
+ztgate_segment_packets_total{segment="printers",verdict="pass"} 0
+# HELP ztgate_segment_bytes_total Bytes of the frames sent by the devices of a segment, by verdict.
+# TYPE ztgate_segment_bytes_total counter
+ztgate_segment_bytes_total{segment="cams",verdict="audit"} 200
+ztgate_segment_bytes_total{segment="cams",verdict="drop"} 100
+ztgate_segment_bytes_total{segment="cams",verdict="pass"} 1500
+ztgate_segment_bytes_total{segment="none",verdict="audit"} 100
+ztgate_segment_bytes_total{segment="none",verdict="drop"} 400
+ztgate_segment_bytes_total{segment="none",verdict="pass"} 800
+ztgate_segment_bytes_total{segment="printers",verdict="audit"} 0
+ztgate_segment_bytes_total{segment="printers",verdict="drop"} 0
+ztgate_segment_bytes_total{segment="printers",verdict="pass"} 0
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
+		"ztgate_segment_packets_total", "ztgate_segment_bytes_total"); err != nil {
+		t.Error(err)
+	}
+
+	// Without traffic from unsegmented devices there is no "none" segment.
+	f.devs = map[uint32]bpf.DevStats{1: devStats(1, 0, 0), 3: {}}
+	if n := testutil.CollectAndCount(c, "ztgate_segment_packets_total"); n != 6 {
+		t.Errorf("ztgate_segment_packets_total: %d series, want 6 (cams, printers)", n)
+	}
+}
+
+func TestScalars(t *testing.T) {
+	c := New(newFake(), "1.2.3")
+	want := `
+# HELP ztgate_events_emitted_total Events the datapath wrote to the event ring buffer.
+# TYPE ztgate_events_emitted_total counter
+ztgate_events_emitted_total 40
+# HELP ztgate_events_lost_total Events the datapath could not write because the event ring buffer was full.
+# TYPE ztgate_events_lost_total counter
+ztgate_events_lost_total 2
+# HELP ztgate_events_suppressed_total Events the datapath did not emit because of the per-device event rate limit.
+# TYPE ztgate_events_suppressed_total counter
+ztgate_events_suppressed_total 9
+# HELP ztgate_agent_events_read_total Events the agent read and decoded from the event ring buffer.
+# TYPE ztgate_agent_events_read_total counter
+ztgate_agent_events_read_total 38
+# HELP ztgate_agent_events_dropped_total Events the agent did not deliver to event stream consumers that were too slow.
+# TYPE ztgate_agent_events_dropped_total counter
+ztgate_agent_events_dropped_total 3
+# HELP ztgate_map_entries Entries currently in a BPF map.
+# TYPE ztgate_map_entries gauge
+ztgate_map_entries{map="devices"} 4
+ztgate_map_entries{map="zt_frags"} 0
+# HELP ztgate_map_capacity Maximum number of entries of a BPF map.
+# TYPE ztgate_map_capacity gauge
+ztgate_map_capacity{map="devices"} 1024
+ztgate_map_capacity{map="zt_frags"} 4096
+# HELP ztgate_policy_revision Revision of the policy the agent applied.
+# TYPE ztgate_policy_revision gauge
+ztgate_policy_revision 17
+# HELP ztgate_interface_attached Whether the agent's XDP program is attached to the interface (1) or not (0).
+# TYPE ztgate_interface_attached gauge
+ztgate_interface_attached{interface="lan0",mode="native"} 1
+ztgate_interface_attached{interface="lan1",mode="generic"} 0
+`
+	names := []string{
+		"ztgate_events_emitted_total", "ztgate_events_lost_total", "ztgate_events_suppressed_total",
+		"ztgate_agent_events_read_total", "ztgate_agent_events_dropped_total",
+		"ztgate_map_entries", "ztgate_map_capacity", "ztgate_policy_revision", "ztgate_interface_attached",
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
+		t.Error(err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	samples, err := gather(t, reg)
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, s := range samples {
+		if s.name != "ztgate_build_info" {
+			continue
+		}
+		if s.value != 1 || s.labels["version"] != "1.2.3" || !strings.HasPrefix(s.labels["goversion"], "go") {
+			t.Errorf("ztgate_build_info = %v %v, want 1 {version=1.2.3, goversion=go...}", s.value, s.labels)
+		}
+		return
+	}
+	t.Error("no ztgate_build_info")
+}
+
+func TestNoDeviceLabels(t *testing.T) {
+	reg, c := newRegistry(t, newFake())
+	c.ObserveApply(true, time.Millisecond)
+	samples, err := gather(t, reg)
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	if len(samples) == 0 {
+		t.Fatal("no samples")
+	}
+	forbidden := []string{"mac", "ip", "ipv4", "ipv6", "addr", "address", "device", "dev", "dev_id", "device_id", "name", "host", "hostname"}
+	for _, s := range samples {
+		for l := range s.labels {
+			if slices.Contains(forbidden, strings.ToLower(l)) {
+				t.Errorf("%s has per-device label %q", s.name, l)
+			}
+		}
+	}
+}
+
+func TestSourceErrors(t *testing.T) {
+	boom := errors.New("map read failed")
+	for _, tc := range []struct {
+		source  string
+		set     func(*fakeSource)
+		missing []string
+	}{
+		{"counters", func(f *fakeSource) { f.countersErr = boom },
+			[]string{"ztgate_datapath_packets_total", "ztgate_datapath_bytes_total"}},
+		{"device_stats", func(f *fakeSource) { f.devsErr = boom },
+			[]string{"ztgate_segment_packets_total", "ztgate_segment_bytes_total"}},
+		{"event_stats", func(f *fakeSource) { f.evErr = boom },
+			[]string{"ztgate_events_emitted_total", "ztgate_events_lost_total", "ztgate_events_suppressed_total"}},
+		{"map_usage", func(f *fakeSource) { f.usageErr = boom },
+			[]string{"ztgate_map_entries", "ztgate_map_capacity"}},
+	} {
+		t.Run(tc.source, func(t *testing.T) {
+			f := newFake()
+			tc.set(f)
+			reg, _ := newRegistry(t, f)
+			samples, err := gather(t, reg)
+			if err == nil {
+				t.Fatal("gather succeeded, want an error")
+			}
+			for _, name := range tc.missing {
+				if !strings.Contains(err.Error(), name) {
+					t.Errorf("error %q does not name %s", err, name)
+				}
+			}
+			if !strings.Contains(err.Error(), boom.Error()) {
+				t.Errorf("error %q does not carry the cause %q", err, boom)
+			}
+			var want []string
+			for _, name := range allFamilies {
+				if !slices.Contains(tc.missing, name) {
+					want = append(want, name)
+				}
+			}
+			if got := families(samples); !slices.Equal(got, want) {
+				t.Errorf("families:\n got %q\nwant %q", got, want)
+			}
+			for _, s := range sources {
+				wantErrs := 0.0
+				if s == tc.source {
+					wantErrs = 1
+				}
+				if got, ok := value(samples, "ztgate_collector_errors_total", "source", s); !ok || got != wantErrs {
+					t.Errorf("ztgate_collector_errors_total{source=%q} = %v (exists %v), want %v", s, got, ok, wantErrs)
+				}
+			}
+			// The counter is monotonic across scrapes.
+			samples, _ = gather(t, reg)
+			if got, _ := value(samples, "ztgate_collector_errors_total", "source", tc.source); got != 2 {
+				t.Errorf("after 2 scrapes ztgate_collector_errors_total{source=%q} = %v, want 2", tc.source, got)
+			}
+		})
+	}
+}
+
+func TestObserveApply(t *testing.T) {
+	c := New(newFake(), "1.2.3")
+	want := `
+# HELP ztgate_policy_applies_total Policy applies, by whether the policy was accepted or rejected.
+# TYPE ztgate_policy_applies_total counter
+ztgate_policy_applies_total{result="accepted"} 0
+ztgate_policy_applies_total{result="rejected"} 0
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "ztgate_policy_applies_total"); err != nil {
+		t.Errorf("before any apply: %v", err)
+	}
+
+	c.ObserveApply(true, 5*time.Millisecond)
+	c.ObserveApply(false, 2*time.Second)
+	c.ObserveApply(true, 20*time.Millisecond)
+	if got := testutil.ToFloat64(c.applies.WithLabelValues("accepted")); got != 2 {
+		t.Errorf("accepted = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(c.applies.WithLabelValues("rejected")); got != 1 {
+		t.Errorf("rejected = %v, want 1", got)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() != "ztgate_policy_apply_duration_seconds" {
+			continue
+		}
+		found = true
+		h := mf.GetMetric()[0].GetHistogram()
+		if h.GetSampleCount() != 3 {
+			t.Errorf("sample count = %d, want 3", h.GetSampleCount())
+		}
+		if s := h.GetSampleSum(); s < 2.0249 || s > 2.0251 {
+			t.Errorf("sample sum = %v, want 2.025", s)
+		}
+		b := h.GetBucket()
+		if first, last := b[0].GetUpperBound(), b[len(b)-1].GetUpperBound(); first != 0.001 || last != 10 {
+			t.Errorf("buckets from %v to %v, want 0.001 to 10", first, last)
+		}
+		for _, bk := range b {
+			var want uint64
+			switch ub := bk.GetUpperBound(); {
+			case ub >= 2.5:
+				want = 3
+			case ub >= 0.025:
+				want = 2
+			case ub >= 0.005:
+				want = 1
+			}
+			if bk.GetCumulativeCount() != want {
+				t.Errorf("bucket le=%v: %d, want %d", bk.GetUpperBound(), bk.GetCumulativeCount(), want)
+			}
+		}
+	}
+	if !found {
+		t.Error("no ztgate_policy_apply_duration_seconds")
+	}
+}
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	body, err := io.ReadAll(rec.Result().Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	return rec.Code, string(body)
+}
+
+func TestHandler(t *testing.T) {
+	f := newFake()
+	reg, _ := newRegistry(t, f)
+	ready := false
+	h := Handler(reg, func() bool { return ready })
+
+	if code, body := get(t, h, "/healthz"); code != http.StatusOK || body != "ok" {
+		t.Errorf("/healthz = %d %q, want 200 \"ok\"", code, body)
+	}
+	if code, body := get(t, h, "/readyz"); code != http.StatusServiceUnavailable || body != "not ready" {
+		t.Errorf("/readyz before ready = %d %q, want 503 \"not ready\"", code, body)
+	}
+	ready = true
+	if code, body := get(t, h, "/readyz"); code != http.StatusOK || body != "ready" {
+		t.Errorf("/readyz when ready = %d %q, want 200 \"ready\"", code, body)
+	}
+	if code, body := get(t, h, "/metrics"); code != http.StatusOK || !strings.Contains(body, "ztgate_build_info{") {
+		t.Errorf("/metrics = %d, body without ztgate_build_info:\n%s", code, body)
+	}
+
+	// A failing read still serves the other families (ContinueOnError).
+	f.countersErr = errors.New("map read failed")
+	code, body := get(t, h, "/metrics")
+	if code != http.StatusOK {
+		t.Errorf("/metrics with a failing source = %d, want 200", code)
+	}
+	if strings.Contains(body, "ztgate_datapath_packets_total{") {
+		t.Error("/metrics serves ztgate_datapath_packets_total although its read failed")
+	}
+	if !strings.Contains(body, `ztgate_collector_errors_total{source="counters"} 1`) {
+		t.Errorf("/metrics does not count the failure:\n%s", body)
+	}
+	if !strings.Contains(body, "ztgate_segment_packets_total{") {
+		t.Error("/metrics lost ztgate_segment_packets_total because another read failed")
+	}
+}
+
+// TestPromtoolCheckMetrics lints the full exposition (with the Go and process collectors the
+// agent registers beside ours) with promtool and client_golang's promlint.
+func TestPromtoolCheckMetrics(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	c := New(newFake(), "1.2.3")
+	reg.MustRegister(c)
+	c.ObserveApply(true, 3*time.Millisecond)
+	c.ObserveApply(false, 40*time.Millisecond)
+
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatalf("promlint: %v", err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+
+	code, exposition := get(t, Handler(reg, nil), "/metrics")
+	if code != http.StatusOK || !strings.Contains(exposition, "ztgate_policy_apply_duration_seconds_bucket{") {
+		t.Fatalf("/metrics = %d:\n%s", code, exposition)
+	}
+
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("ZTGATE_REQUIRE_PRIV") == "1" {
+			t.Fatalf("promtool is not on PATH and ZTGATE_REQUIRE_PRIV=1: %v", err)
+		}
+		t.Skipf("promtool is not on PATH (install the prometheus package); set ZTGATE_REQUIRE_PRIV=1 to make this a failure: %v", err)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(exposition)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out.String())
+	}
+	if s := strings.TrimSpace(out.String()); s != "" {
+		t.Errorf("promtool check metrics reported problems:\n%s", s)
+	}
+}
