@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/urfave/cli/v3"
+
+	"github.com/ztgate/ztgate/api"
+)
+
+func (a *app) policyCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "policy",
+		Usage: "validate, compare, apply, show and query policies",
+		Description: `FILE is a policy YAML document, or - for the standard input. Problems are reported as
+file:line:col: field: message, one per line, with exit status 4.`,
+		Commands: []*cli.Command{
+			a.policyValidateCommand(),
+			a.policyDiffCommand(),
+			a.policyApplyCommand(),
+			a.policyGetCommand(),
+			a.policyExplainCommand(),
+		},
+		Action: groupAction,
+	}
+}
+
+// readPolicy reads the FILE argument of cmd: its name for error messages and its bytes.
+func (a *app) readPolicy(cmd *cli.Command) (string, []byte, error) {
+	switch cmd.NArg() {
+	case 0:
+		return "", nil, usagef(cmd, "missing FILE (a policy file, or - for the standard input)")
+	case 1:
+	default:
+		return "", nil, usagef(cmd, "one FILE expected, got %d arguments", cmd.NArg())
+	}
+	path := cmd.Args().First()
+	if path == "-" {
+		data, err := io.ReadAll(a.stdin)
+		if err != nil {
+			return "", nil, fmt.Errorf("read standard input: %w", err)
+		}
+		return "<stdin>", data, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", nil, err
+	}
+	return path, data, nil
+}
+
+func (a *app) policyValidateCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "validate",
+		Usage:     "check a policy (parse, validate, compile against the agent's capacities) without applying it",
+		ArgsUsage: "FILE",
+		Flags:     []cli.Flag{outputFlag(fmtText, fmtJSON)},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			name, doc, err := a.readPolicy(cmd)
+			if err != nil {
+				return err
+			}
+			var r *api.ValidateResult
+			err = call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
+				r, err = c.Validate(ctx, name, doc)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if cmd.String("output") == fmtJSON {
+				return writeJSON(a.stdout, r)
+			}
+			_, err = fmt.Fprintf(a.stdout, "%s: valid: policy %q, %d devices in %d segments, hash %s\n",
+				name, r.Name, r.Devices, r.Segments, shortHash(r.Hash))
+			return err
+		},
+	}
+}
+
+func (a *app) policyDiffCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "diff",
+		Usage:     "show what applying a policy would change against the policy in force",
+		ArgsUsage: "FILE",
+		Flags:     []cli.Flag{outputFlag(fmtText, fmtJSON)},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			name, doc, err := a.readPolicy(cmd)
+			if err != nil {
+				return err
+			}
+			var r *api.DiffResult
+			err = call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
+				r, err = c.Diff(ctx, name, doc)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if cmd.String("output") == fmtJSON {
+				return writeJSON(a.stdout, r)
+			}
+			if r.Diff.Empty() {
+				_, err = fmt.Fprintf(a.stdout, "no changes against revision %d\n", r.Revision)
+				return err
+			}
+			fmt.Fprintf(a.stdout, "changes against revision %d:\n", r.Revision)
+			_, err = io.WriteString(a.stdout, r.Diff.String())
+			return err
+		},
+	}
+}
+
+func (a *app) policyApplyCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "apply",
+		Usage:     "make a policy the one in force (all or nothing)",
+		ArgsUsage: "FILE",
+		Flags:     []cli.Flag{outputFlag(fmtText, fmtJSON)},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			name, doc, err := a.readPolicy(cmd)
+			if err != nil {
+				return err
+			}
+			var r *api.ApplyResult
+			err = call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
+				r, err = c.Apply(ctx, name, doc)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if cmd.String("output") == fmtJSON {
+				return writeJSON(a.stdout, r)
+			}
+			ms := float64(r.Duration) / float64(time.Millisecond)
+			if r.NewRevision == r.OldRevision {
+				_, err = fmt.Fprintf(a.stdout, "unchanged at revision %d (hash %s)\n", r.NewRevision, shortHash(r.Hash))
+				return err
+			}
+			fmt.Fprintf(a.stdout, "applied revision %d -> %d (hash %s, %s ms)\n",
+				r.OldRevision, r.NewRevision, shortHash(r.Hash), strconv.FormatFloat(ms, 'f', 1, 64))
+			if r.Changes.Empty() {
+				return nil
+			}
+			_, err = io.WriteString(a.stdout, r.Changes.String())
+			return err
+		},
+	}
+}
+
+func (a *app) policyGetCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "get",
+		Usage: "print the policy in force (-o yaml is valid input to apply)",
+		Flags: []cli.Flag{outputFlag(fmtYAML, fmtJSON)},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if err := noArgs(cmd); err != nil {
+				return err
+			}
+			var p *api.PolicyInfo
+			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
+				p, err = c.Policy(ctx)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if cmd.String("output") == fmtJSON {
+				return writeJSON(a.stdout, p)
+			}
+			_, err = io.WriteString(a.stdout, p.YAML)
+			return err
+		},
+	}
+}
+
+func (a *app) policyExplainCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "explain",
+		Usage: "tell whether a device may reach a destination under the policy in force, and why",
+		UsageText: "ztgate policy explain --from DEVICE --to DST --proto PROTO [--port N] [-o table|json]\n\n" +
+			"DST is an IP address, a device name or \"gateway\"; PROTO is tcp, udp, icmp, icmpv6, any or a number.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "from", Usage: "the source device (name)", Required: true},
+			&cli.StringFlag{Name: "to", Usage: "the destination: an IP address, a device name or \"gateway\"", Required: true},
+			&cli.StringFlag{Name: "proto", Usage: "the protocol: tcp, udp, icmp, icmpv6, any or a number", Required: true},
+			&cli.Uint16Flag{Name: "port", Usage: "the destination port (tcp, udp)"},
+			outputFlag(fmtTable, fmtJSON),
+		},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if err := noArgs(cmd); err != nil {
+				return err
+			}
+			q := api.ExplainRequest{
+				From:  cmd.String("from"),
+				To:    cmd.String("to"),
+				Proto: cmd.String("proto"),
+				Port:  cmd.Uint16("port"),
+			}
+			var e *api.Explanation
+			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
+				e, err = c.Explain(ctx, q)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if cmd.String("output") == fmtJSON {
+				return writeJSON(a.stdout, e)
+			}
+			return writeExplanation(a.stdout, e)
+		},
+	}
+}
+
+// writeExplanation renders an explanation as aligned key/value lines.
+func writeExplanation(w io.Writer, e *api.Explanation) error {
+	tw := newTable(w)
+	row(tw, "Verdict:", fmt.Sprintf("%s (%s)", e.Verdict, e.Reason))
+	row(tw, "From:", fmt.Sprintf("%s (%s)", e.From, orDash(e.Src)))
+	to := e.Dst
+	if e.DstDevice != "" {
+		to += " (device " + e.DstDevice + ")"
+	}
+	row(tw, "To:", to)
+	flow := e.Proto
+	if e.Port != 0 {
+		flow += " port " + strconv.Itoa(int(e.Port))
+	}
+	row(tw, "Flow:", flow)
+	row(tw, "Mode:", orDash(e.Mode))
+	rule := orDash(e.Rule)
+	if e.RuleText != "" {
+		rule += ": " + e.RuleText
+	}
+	row(tw, "Rule:", rule)
+	row(tw, "Revision:", e.Revision)
+	return tw.Flush()
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v3"
+
+	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/internal/buildinfo"
+)
+
+func (a *app) statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the agent's state: policy in force, interfaces, map fill levels, event counters",
+		Flags: []cli.Flag{outputFlag(fmtTable, fmtJSON)},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if err := noArgs(cmd); err != nil {
+				return err
+			}
+			var st *api.Status
+			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
+				st, err = c.Status(ctx)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if cmd.String("output") == fmtJSON {
+				return writeJSON(a.stdout, st)
+			}
+			return writeStatus(a.stdout, st)
+		},
+	}
+}
+
+// writeStatus renders the status as sections of aligned text.
+func writeStatus(w io.Writer, st *api.Status) error {
+	tw := newTable(w)
+	up := "-"
+	if !st.Started.IsZero() {
+		up = humanDuration(now().Sub(st.Started))
+	}
+	row(tw, "Agent:", fmt.Sprintf("%s (pid %d, up %s)", orDash(st.Version), st.PID, up))
+	row(tw, "Ready:", yesNo(st.Ready))
+	p := st.Policy
+	if p.Revision == 0 {
+		row(tw, "Policy:", "none (every frame is dropped as no_policy)")
+	} else {
+		row(tw, "Policy:", fmt.Sprintf("revision %d, %q", p.Revision, p.Name))
+		row(tw, "  Hash:", orDash(p.Hash))
+		applied := "-"
+		if !p.AppliedAt.IsZero() {
+			applied = fmt.Sprintf("%s (%s)", p.AppliedAt.Local().Format(time.RFC3339), age(p.AppliedAt))
+		}
+		row(tw, "  Applied:", applied)
+		row(tw, "  Devices:", fmt.Sprintf("%d in %d segments", p.Devices, p.Segments))
+	}
+	e := st.Events
+	row(tw, "Events:", fmt.Sprintf("emitted %d, lost %d, suppressed %d, read %d, dropped %d",
+		e.Emitted, e.Lost, e.Suppressed, e.Read, e.Dropped))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w, "\nInterfaces:")
+	tw = newTable(w)
+	row(tw, "  NAME", "IFINDEX", "MODE", "ATTACHED", "ERROR")
+	for _, i := range st.Interfaces {
+		row(tw, "  "+i.Name, i.Ifindex, orDash(i.Mode), yesNo(i.Attached), orDash(i.Error))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w, "\nMaps:")
+	tw = newTable(w)
+	row(tw, "  MAP", "ENTRIES", "CAPACITY", "FILL")
+	for _, m := range st.Maps {
+		row(tw, "  "+m.Map, m.Entries, m.Capacity, fmt.Sprintf("%.1f%%", percent(m.Entries, m.Capacity)))
+	}
+	return tw.Flush()
+}
+
+func (a *app) devicesCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "devices",
+		Usage: "list the devices of the policy in force with their counters (packets/bytes)",
+		Flags: []cli.Flag{outputFlag(fmtTable, fmtJSON)},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if err := noArgs(cmd); err != nil {
+				return err
+			}
+			var ds []api.Device
+			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
+				ds, err = c.Devices(ctx)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if cmd.String("output") == fmtJSON {
+				if ds == nil {
+					ds = []api.Device{}
+				}
+				return writeJSON(a.stdout, ds)
+			}
+			return writeDevices(a.stdout, ds)
+		},
+	}
+}
+
+// writeDevices renders devices as a table; counters are packets/bytes.
+func writeDevices(w io.Writer, ds []api.Device) error {
+	tw := newTable(w)
+	row(tw, "NAME", "SEGMENT", "STATE", "MAC", "IPV4", "ALLOWED", "DROPPED", "AUDITED", "LAST-SEEN")
+	for _, d := range ds {
+		row(tw, d.Name, orDash(d.Segment), d.State, orDash(d.MAC), orDash(strings.Join(d.IPv4, ",")),
+			traffic(d.Allowed), traffic(d.Dropped), traffic(d.Audited), age(d.LastSeen))
+	}
+	return tw.Flush()
+}
+
+// traffic renders a counter as packets/bytes.
+func traffic(t api.Traffic) string {
+	return fmt.Sprintf("%d/%s", t.Packets, humanBytes(t.Bytes))
+}
+
+func (a *app) versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print the version of this binary",
+		Action: func(_ context.Context, cmd *cli.Command) error {
+			if err := noArgs(cmd); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintf(a.stdout, "ztgate %s (%s, %s/%s)\n", buildinfo.Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			return err
+		},
+	}
+}
