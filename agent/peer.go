@@ -193,11 +193,11 @@ func (a *Agent) listenSocket() (net.Listener, error) {
 	for _, f := range perms {
 		if err := os.Chown(f.path, 0, gid); err != nil && os.Getuid() == 0 {
 			ln.Close()
-			return nil, fmt.Errorf("chown %s: %w", f.path, err)
+			return nil, fmt.Errorf("socket: %w", err)
 		}
 		if err := os.Chmod(f.path, f.mode); err != nil {
 			ln.Close()
-			return nil, fmt.Errorf("chmod %s: %w", f.path, err)
+			return nil, fmt.Errorf("socket: %w", err)
 		}
 	}
 	a.access = ac

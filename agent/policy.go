@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"reflect"
 	"time"
 
 	"github.com/ztgate/ztgate/api"
@@ -103,7 +102,8 @@ func meta(p *policy.Policy, rev uint64, hash string, at time.Time) api.PolicyMet
 
 // restore makes the maps hold the persisted policy (or the configured policy file on first
 // start) before any program is attached. The maps are pinned: when they already hold the
-// persisted revision with the same content (an agent restart), nothing is written.
+// persisted revision (an agent restart), nothing is written. The persisted device ids make the
+// recompiled snapshot identical to the pinned one, and its hash proves it.
 func (a *Agent) restore() error {
 	pinned, err := a.maps.ActiveRevision()
 	if errors.Is(err, maps.ErrNoPolicy) {
@@ -112,12 +112,6 @@ func (a *Agent) restore() error {
 	if err != nil {
 		return err
 	}
-	var prev *policy.Snapshot
-	if pinned > 0 {
-		if prev, err = a.maps.ReadActive(); err != nil {
-			return err
-		}
-	}
 	st, err := a.store.load()
 	if err != nil {
 		return err
@@ -125,6 +119,10 @@ func (a *Agent) restore() error {
 	switch {
 	case st != nil:
 		p, err := parse(st.Filename, []byte(st.YAML))
+		if err != nil {
+			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
+		}
+		prev, err := policy.PrevFromDevIDs(st.DevIDs)
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 		}
@@ -138,12 +136,12 @@ func (a *Agent) restore() error {
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 		}
-		diff := contentDiff(prev, snap)
-		if pinned == rev && diff == "" {
+		hash := snap.Hash()
+		if pinned == rev && hash == st.SnapshotHash {
 			a.log.Info("adopted the pinned policy", "revision", rev, "name", p.Metadata.Name)
 		} else {
-			if rev != st.Revision {
-				st.Revision = rev
+			if rev != st.Revision || hash != st.SnapshotHash {
+				st.Revision, st.DevIDs, st.SnapshotHash = rev, snap.DevIDs(), hash
 				if err := a.store.save(st); err != nil {
 					return err
 				}
@@ -151,12 +149,12 @@ func (a *Agent) restore() error {
 			if err := a.maps.Apply(snap, a.lim); err != nil && !errors.Is(err, maps.ErrCommitted) {
 				return fmt.Errorf("restore policy: %w", err)
 			}
-			a.log.Info("restored the persisted policy", "revision", rev, "name", p.Metadata.Name, "pinned_revision", pinned, "differs", diff)
+			a.log.Info("restored the persisted policy", "revision", rev, "name", p.Metadata.Name, "pinned_revision", pinned)
 		}
 		a.cur.Store(&current{meta: meta(p, rev, st.Hash, st.AppliedAt), yaml: []byte(st.YAML), filename: st.Filename, pol: p, snap: snap})
 		return nil
 	case a.cfg.Policy != "":
-		a.cur.Store(&current{meta: api.PolicyMeta{Revision: pinned}, snap: prev})
+		a.cur.Store(&current{meta: api.PolicyMeta{Revision: pinned}, snap: a.readPinned(pinned)})
 		doc, err := os.ReadFile(a.cfg.Policy)
 		if err != nil {
 			return fmt.Errorf("policy file: %w", err)
@@ -166,7 +164,7 @@ func (a *Agent) restore() error {
 		}
 		return nil
 	default:
-		a.cur.Store(&current{meta: api.PolicyMeta{Revision: pinned}, snap: prev})
+		a.cur.Store(&current{meta: api.PolicyMeta{Revision: pinned}, snap: a.readPinned(pinned)})
 		if pinned > 0 {
 			a.log.Warn("the pinned policy stays in force but its document is not in the state directory; apply a policy", "revision", pinned)
 		} else {
@@ -176,27 +174,18 @@ func (a *Agent) restore() error {
 	}
 }
 
-// contentDiff says which map of the pinned policy differs from what s would write ("" when
-// the maps already hold exactly s).
-func contentDiff(pinned, s *policy.Snapshot) string {
-	if pinned == nil || s == nil {
-		return "no pinned policy"
+// readPinned reads back a pinned policy the state directory does not describe, so that the
+// next apply keeps its device ids. Best effort: it needs CAP_SYS_ADMIN.
+func (a *Agent) readPinned(rev uint64) *policy.Snapshot {
+	if rev == 0 {
+		return nil
 	}
-	cfg := s.Config
-	cfg.Revision = s.Revision
-	switch {
-	case !reflect.DeepEqual(pinned.Config, cfg):
-		return "config"
-	case !reflect.DeepEqual(pinned.Devices, s.Devices):
-		return "devices"
-	case !reflect.DeepEqual(pinned.Addrs, s.Addrs):
-		return "addresses"
-	case !reflect.DeepEqual(pinned.Prefixes, s.Prefixes):
-		return "prefixes"
-	case !reflect.DeepEqual(pinned.Rules, s.Rules):
-		return "rules"
+	s, err := a.maps.ReadActive()
+	if err != nil {
+		a.log.Warn("cannot read the pinned policy back; device ids (and counters) may change at the next apply", "err", err)
+		return nil
 	}
-	return ""
+	return s
 }
 
 // apply makes doc the policy in force, all or nothing, and audits the outcome.
@@ -249,7 +238,8 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 		return nil, err
 	}
 	now := time.Now().UTC()
-	st := &persisted{Revision: rev, Name: p.Metadata.Name, Hash: hash, AppliedAt: now, Filename: filename, YAML: string(doc)}
+	st := &persisted{Revision: rev, Name: p.Metadata.Name, Hash: hash, AppliedAt: now, Filename: filename, YAML: string(doc),
+		DevIDs: snap.DevIDs(), SnapshotHash: snap.Hash()}
 	prevState, err := a.store.load()
 	if err != nil {
 		return nil, err

@@ -31,6 +31,11 @@ type persisted struct {
 	AppliedAt time.Time `json:"applied_at"`
 	Filename  string    `json:"filename,omitempty"` // where the policy came from, for errors
 	YAML      string    `json:"yaml"`
+	// DevIDs (MAC -> dev_id) and SnapshotHash (policy.Snapshot.Hash) let a restarted agent
+	// recompile exactly the snapshot the pinned maps hold, and recognise it, without reading
+	// the maps back (which would need CAP_SYS_ADMIN: BPF_MAP_GET_FD_BY_ID).
+	DevIDs       map[string]uint32 `json:"dev_ids,omitempty"`
+	SnapshotHash string            `json:"snapshot_hash,omitempty"`
 }
 
 func policyHash(doc []byte) string {

@@ -24,7 +24,7 @@ func (a *Agent) status() api.Status {
 		Policy:  cur.meta,
 	}
 	st.Interfaces = a.interfaces()
-	if us, err := a.maps.Usage(a.lim); err == nil {
+	if us, err := a.mapUsage(); err == nil {
 		for _, u := range us {
 			st.Maps = append(st.Maps, api.MapUsage{Map: u.Map, Entries: u.Entries, Capacity: u.Capacity})
 		}
@@ -122,7 +122,7 @@ func (s source) Counters() ([bpf.NumVerdicts][bpf.NumReasons]bpf.Counter, error)
 }
 func (s source) AllDeviceStats() (map[uint32]bpf.DevStats, error) { return s.a.maps.AllDeviceStats() }
 func (s source) EventStats() (bpf.EventStats, error)              { return s.a.maps.EventStats() }
-func (s source) MapUsage() ([]maps.MapUsage, error)               { return s.a.maps.Usage(s.a.lim) }
+func (s source) MapUsage() ([]maps.MapUsage, error)               { return s.a.mapUsage() }
 
 func (s source) State() metrics.State {
 	cur := s.a.cur.Load()
@@ -138,4 +138,15 @@ func (s source) State() metrics.State {
 	st.EventsRead = s.a.events.read.Load()
 	st.EventsDropped = s.a.events.dropped.Load()
 	return st
+}
+
+// mapUsage is the fill level of the maps: the policy maps from the snapshot in force (the
+// maps hold exactly it), the datapath's tables counted in the kernel.
+func (a *Agent) mapUsage() ([]maps.MapUsage, error) {
+	out := maps.PolicyUsage(a.cur.Load().snap, a.lim)
+	tables, err := a.maps.TableUsage()
+	if err != nil {
+		return nil, err
+	}
+	return append(out, tables...), nil
 }

@@ -73,7 +73,8 @@ type lab struct {
 	cfg     agent.Config
 	bin     string // the CLI (and agent) binary in use
 	agent   *agentProc
-	metrics string // metrics address inside the gateway namespace
+	metrics string   // metrics address inside the gateway namespace
+	wrap    []string // command (and args) the agent runs under, e.g. setpriv
 }
 
 // newLab builds the usual topology and writes an agent configuration protecting every port;
@@ -152,7 +153,8 @@ func (l *lab) start(bin string) *agentProc {
 	l.t.Helper()
 	l.bin = bin
 	p := &agentProc{t: l.t, log: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command("nsenter", "--net="+l.tp.Gateway.Path(), "--", bin, "agent", "--config", l.cfgPath)
+	args := append([]string{"--net=" + l.tp.Gateway.Path(), "--"}, l.wrap...)
+	p.cmd = exec.Command("nsenter", append(args, bin, "agent", "--config", l.cfgPath)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		l.t.Fatalf("start agent: %v", err)
@@ -177,6 +179,32 @@ func (l *lab) start(bin string) *agentProc {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// startFails runs the agent binary and expects it to exit with an error before it is ready;
+// it returns the agent's output.
+func (l *lab) startFails(bin string) string {
+	l.t.Helper()
+	args := append([]string{"--net=" + l.tp.Gateway.Path(), "--"}, l.wrap...)
+	cmd := exec.Command("nsenter", append(args, bin, "agent", "--config", l.cfgPath)...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			l.t.Fatalf("agent exited 0, want a start-up failure:\n%s", out.String())
+		}
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		l.t.Fatalf("agent kept running, want a start-up failure:\n%s", out.String())
+	}
+	return out.String()
 }
 
 func (p *agentProc) signal(sig syscall.Signal) {

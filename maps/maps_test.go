@@ -156,6 +156,14 @@ func TestApplyAndDecide(t *testing.T) {
 	if len(use) != len(want) {
 		t.Errorf("usage: %d maps, want %d", len(use), len(want))
 	}
+	// Computed from the snapshot and the tables: the same figures without opening maps by id.
+	tables, err := e.m.TableUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := append(PolicyUsage(s, e.lim), tables...); !reflect.DeepEqual(got, use) {
+		t.Errorf("PolicyUsage+TableUsage = %+v, Usage = %+v", got, use)
+	}
 }
 
 func TestApplyRejectsOverCapacity(t *testing.T) {

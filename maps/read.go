@@ -248,17 +248,52 @@ func (m *Maps) Usage(lim Limits) ([]MapUsage, error) {
 		}
 		out = append(out, MapUsage{Map: kindNames[k], Entries: n, Capacity: caps[k]})
 	}
+	tables, err := m.tableUsage()
+	if err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	return append(out, tables...), nil
+}
+
+// TableUsage returns the fill level of the datapath's own tables (fragments, event budgets),
+// the part of Usage that does not depend on the policy. Unlike Usage it opens no map by id, so
+// it needs no CAP_SYS_ADMIN.
+func (m *Maps) TableUsage() ([]MapUsage, error) {
+	out, err := m.tableUsage()
+	if err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	return out, nil
+}
+
+func (m *Maps) tableUsage() ([]MapUsage, error) {
+	var out []MapUsage
 	for _, mp := range []struct {
 		name string
 		m    *ebpf.Map
 	}{{bpf.ZtgateMapZtFrags, m.objs.ZtFrags}, {bpf.ZtgateMapZtEventLimit, m.objs.ZtEventLimit}} {
 		n, err := countKeys(mp.m)
 		if err != nil {
-			return nil, fmt.Errorf("usage: count %s: %w", mp.name, err)
+			return nil, fmt.Errorf("count %s: %w", mp.name, err)
 		}
 		out = append(out, MapUsage{Map: mp.name, Entries: n, Capacity: int(mp.m.MaxEntries())})
 	}
 	return out, nil
+}
+
+// PolicyUsage is the fill level of the policy maps when they hold s (the active snapshot),
+// against lim: what Usage reads from the kernel, computed without opening the inner maps.
+func PolicyUsage(s *policy.Snapshot, lim Limits) []MapUsage {
+	var n [numKinds]int
+	if s != nil {
+		n = [numKinds]int{len(s.Devices), len(s.Addrs), len(s.Prefixes), len(s.Rules)}
+	}
+	caps := [numKinds]int{lim.Devices, lim.Addrs, lim.Prefixes, lim.Rules}
+	out := make([]MapUsage, 0, numKinds)
+	for k := range numKinds {
+		out = append(out, MapUsage{Map: kindNames[k], Entries: n[k], Capacity: caps[k]})
+	}
+	return out
 }
 
 // innerEntries counts the entries of an active inner map in O(1): Apply sizes every inner map
