@@ -429,3 +429,46 @@ func TestAgentMetrics(t *testing.T) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }
+
+// TestAgentReboot: after a reboot the pins are gone but the state directory is not; the agent
+// puts the persisted policy (same revision, same device ids) into the maps before it attaches
+// anything, so the first frame it sees is already decided by that policy.
+func TestAgentReboot(t *testing.T) {
+	l := newLab(t, nil)
+	tp := l.tp
+	v1, _ := binaries(t)
+	l.start(v1)
+	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
+	var before []api.Device
+	l.mustJSON(&before, "devices")
+	st := l.status()
+	l.agent.kill()
+	l.must("uninstall", "--bpffs-dir", l.pinDir) // what a reboot does to bpffs
+
+	l.start(v1)
+	after := l.status()
+	if after.Policy.Revision != st.Policy.Revision || after.Policy.Hash != st.Policy.Hash {
+		t.Fatalf("after the reboot: revision %d (%s), was %d (%s)", after.Policy.Revision, after.Policy.Hash, st.Policy.Revision, st.Policy.Hash)
+	}
+	if !strings.Contains(l.agent.log.String(), "restored the persisted policy") {
+		t.Errorf("agent log:\n%s", l.agent.log.String())
+	}
+	var devs []api.Device
+	l.mustJSON(&devs, "devices")
+	for i := range before {
+		if devs[i].Name != before[i].Name || devs[i].ID != before[i].ID {
+			t.Errorf("device %s: id %d after the reboot, %d before", devs[i].Name, devs[i].ID, before[i].ID)
+		}
+	}
+	echo, err := tp.Upstream.NS.EchoUDP(":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	if !sendOnce(t, tp.Device("cam"), tp.Upstream.IPv4, 7000) {
+		t.Error("cam's allowed flow does not pass after the reboot")
+	}
+	if sendOnce(t, tp.Device("attacker"), tp.Upstream.IPv4, 7000) {
+		t.Error("attacker's forbidden flow passes after the reboot")
+	}
+}
