@@ -104,10 +104,10 @@ fuzz: ## run each fuzz target in FUZZ_TARGETS for FUZZTIME
 		$(GO) test -run='^$$' -fuzz="^$$target\$$" -fuzztime=$(FUZZTIME) "$$pkg"; \
 	done
 
-demo: ## (root) run the demo (network namespaces + XDP)
+demo: build ## (root) the walkthrough: lab network, bin/ztgate agent + CLI, attacks; writes bin/demo-events.pcap
 	@if [[ $$(id -u) -ne 0 ]]; then echo "demo: needs root: sudo make demo"; exit 1; fi
 	@bash scripts/ensure-bpffs.sh
-	$(GO) run ./cmd/ztgate-demo
+	$(GO) run ./cmd/ztgate-demo -ztgate $(BINARY) -pcap $(BIN_DIR)/demo-events.pcap
 
 fmt: ## check formatting (gofmt -l lists nothing)
 	@files=$$($(GOFMT) -l .); \

@@ -2,58 +2,186 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/internal/frames"
+	"github.com/ztgate/ztgate/testenv"
 )
 
-// TestDemo runs the whole demo (make demo) and checks that it succeeds, shows every attack's
-// drop reason and leaves nothing behind.
+// TestDemo runs the whole demo (make demo) against the real agent and CLI, built by the
+// demo itself, and checks that it succeeds, tells every step of the story and leaves nothing
+// behind.
 func TestDemo(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("ZTGATE_REQUIRE_PRIV") == "1" {
-			t.Fatal("TestDemo needs root (network namespaces, veths, XDP); ZTGATE_REQUIRE_PRIV=1 forbids skipping")
-		}
-		t.Skip("TestDemo needs root (network namespaces, veths, XDP)")
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	pinDir := "/sys/fs/bpf/ztgate-demo-test-" + hex.EncodeToString(b[:])
+	testenv.RequirePriv(t)
+	pinDir := testPinDir()
+	pcap := filepath.Join(t.TempDir(), "events.pcap")
 	var out bytes.Buffer
-	err := run(t.Context(), &out, Options{PinDir: pinDir})
 	defer func() {
 		if t.Failed() {
 			t.Logf("demo output:\n%s", out.String())
 		}
 	}()
+	err := run(t.Context(), &out, Options{PinDir: pinDir, Pcap: pcap})
+	text := out.String()
+	checkLeftovers(t, text, pinDir)
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
-	text := out.String()
-	for _, r := range []bpf.Reason{bpf.ReasonNoRule, bpf.ReasonSpoofIP, bpf.ReasonARPSpoof, bpf.ReasonUnknownDevice, bpf.ReasonSpoofMACPort} {
-		if !strings.Contains(text, "event: drop/"+r.String()+" ") {
-			t.Errorf("the output shows no drop event with reason %s", r)
+
+	for i := 1; i <= totalSteps; i++ {
+		if !strings.Contains(text, fmt.Sprintf("\n[%d/%d] ", i, totalSteps)) {
+			t.Errorf("the output has no step %d/%d", i, totalSteps)
 		}
 	}
-	for _, want := range []string{"[7/7]", "cleaned up", "All expectations held."} {
+	for _, want := range []string{
+		"$ nsenter --net=/run/netns/ztgw-",
+		"Policy:  none (every frame is dropped as no_policy)",
+		"fail closed: thermostat",
+		"$ ztgate policy validate policy.yaml\n    policy.yaml: valid: policy \"demo-site\", 3 devices in 3 segments",
+		"$ ztgate policy diff policy.yaml\n    changes against revision 0:",
+		"$ ztgate policy apply policy.yaml\n    applied revision 0 -> 1 ",
+		"Verdict:   pass (allow)",
+		"Verdict:   drop (no_rule)",
+		"$ ztgate events --limit 10\n    TIME ",
+		"Policy:     revision 1, \"demo-site\"",
+		"the agent exited cleanly",
+		"ztgate: agent unreachable at ",
+		"still dropped without the agent",
+		"$ ztgate uninstall --bpffs-dir " + pinDir + "\n    ztgate: detached the XDP programs",
+		"nothing left behind",
+		"All expectations held.",
+	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the output does not say %q", want)
+		}
+	}
+	for _, r := range attackReasons {
+		if !strings.Contains(text, "blocked: drop/"+r+" on ") {
+			t.Errorf("the output shows no attack dropped with reason %s", r)
 		}
 	}
 	if strings.Contains(text, "[FAIL]") {
 		t.Error("the output reports a failed expectation")
 	}
+
+	// The devices table lists the policy's devices (and not the intruder).
+	_, table, _ := strings.Cut(text, "$ ztgate devices\n")
+	table, _, _ = strings.Cut(table, "\n  [")
+	for _, name := range []string{"thermostat", "camera", "hvac-ctl"} {
+		if !regexp.MustCompile(`(?m)^    ` + regexp.QuoteMeta(name) + ` +\S+ +enforce `).MatchString(table) {
+			t.Errorf("the devices table has no row for %s:\n%s", name, table)
+		}
+	}
+	if strings.Contains(table, "intruder") {
+		t.Errorf("the devices table lists the intruder:\n%s", table)
+	}
+
+	// The pcap: the count the demo printed, re-read here (-pcap keeps the file).
+	m := regexp.MustCompile(`\[ok\] +(\d+) frames written to (\S+)\n`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatal("the output has no \"N frames written to FILE\" line")
+	}
+	n, _ := strconv.Atoi(m[1])
+	if n == 0 || m[2] != pcap {
+		t.Errorf("frames written: %q", m[0])
+	}
+	if got, err := countPcap(pcap); err != nil || got != n {
+		t.Errorf("%s holds %d frames (err %v), the demo said %d", pcap, got, err, n)
+	}
+}
+
+// TestDemoInterrupted cancels the demo (as Ctrl-C does) while the agent runs and enforces a
+// policy: the demo must stop with an error and still remove everything it created.
+func TestDemoInterrupted(t *testing.T) {
+	testenv.RequirePriv(t)
+	pinDir := testPinDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	w := &cancelAt{marker: "[4/7]", cancel: cancel}
+	defer func() {
+		if t.Failed() {
+			t.Logf("demo output:\n%s", w.buf.String())
+		}
+	}()
+	err := run(ctx, w, Options{PinDir: pinDir})
+	text := w.buf.String()
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Errorf("run: %v, want an interruption", err)
+	}
+	if !strings.Contains(text, "applied revision 0 -> 1") || strings.Contains(text, "[5/7]") {
+		t.Errorf("the demo was not interrupted in step 4")
+	}
+	for _, want := range []string{"stopped the agent (pid ", "uninstalled the datapath", "removed the lab network", "removed the demo directory"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the teardown does not say %q", want)
+		}
+	}
+	checkLeftovers(t, text, pinDir)
+}
+
+// cancelAt is the demo's output; it cancels once marker was written.
+type cancelAt struct {
+	buf    bytes.Buffer
+	marker string
+	cancel context.CancelFunc
+}
+
+func (c *cancelAt) Write(p []byte) (int, error) {
+	n, err := c.buf.Write(p)
+	if strings.Contains(c.buf.String(), c.marker) {
+		c.cancel()
+	}
+	return n, err
+}
+
+func testPinDir() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "/sys/fs/bpf/ztgate-demo-test-" + hex.EncodeToString(b[:])
+}
+
+// checkLeftovers checks that the run whose output is text left nothing behind: no pin
+// directory, no namespace of its topology, no agent process, no demo directory.
+func checkLeftovers(t *testing.T, text, pinDir string) {
+	t.Helper()
 	if _, err := os.Lstat(pinDir); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("pin directory %s left behind (%v)", pinDir, err)
+	}
+	if m := regexp.MustCompile(`\$ cd (\S+) && export`).FindStringSubmatch(text); m == nil {
+		t.Error("the output does not name the demo directory")
+	} else if _, err := os.Lstat(m[1]); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("demo directory %s left behind (%v)", m[1], err)
+	}
+	if m := regexp.MustCompile(`netns ztgw-(\w+)`).FindStringSubmatch(text); m == nil {
+		t.Error("the output does not name the gateway namespace")
+	} else {
+		entries, err := os.ReadDir(testenv.NetnsDir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if strings.Contains(e.Name(), "-"+m[1]) {
+				t.Errorf("namespace %s left behind", e.Name())
+			}
+		}
+	}
+	if m := regexp.MustCompile(`agent pid (\d+) ready`).FindStringSubmatch(text); m == nil {
+		t.Error("the output does not name the agent's pid")
+	} else if cmdline, err := os.ReadFile("/proc/" + m[1] + "/cmdline"); err == nil && strings.Contains(string(cmdline), "agent.yaml") {
+		t.Errorf("agent process %s left behind: %q", m[1], cmdline)
 	}
 }
 
