@@ -40,11 +40,16 @@ export BPF2GO_CFLAGS
 BPF_DIR     := bpf
 GENERATED   := $(BPF_DIR)/ztgate_bpfel.go $(BPF_DIR)/ztgate_bpfel.o
 
+# Benchmarks: the peers they compare against (Debian packages) and where the JSON goes.
+BENCH_DEPS  := xdp-tools nftables iptables
+BENCH_JSON  ?= $(BIN_DIR)/bench.json
+BENCHFLAGS  ?=
+
 # Debian/Ubuntu packages needed to build the BPF program and run the tests.
 DEPS        := make gcc libc6-dev linux-libc-dev git clang llvm libbpf-dev bpftool iproute2
 EXTRA_DEPS  ?=
 
-.PHONY: help deps generate check-generated build test fuzz demo fmt vet shellcheck lint clean
+.PHONY: help deps generate check-generated build test fuzz demo bench bench-quick fmt vet shellcheck lint clean
 
 help: ## list the targets
 	@echo "ztgate make targets (privileged ones need root: sudo make TARGET):"
@@ -108,6 +113,18 @@ demo: build ## (root) the walkthrough: lab network, bin/ztgate agent + CLI, atta
 	@if [[ $$(id -u) -ne 0 ]]; then echo "demo: needs root: sudo make demo"; exit 1; fi
 	@bash scripts/ensure-bpffs.sh
 	$(GO) run ./cmd/ztgate-demo -ztgate $(BINARY) -pcap $(BIN_DIR)/demo-events.pcap
+
+bench: build ## (root) the benchmark suite (~15 min): table with ratios and target verdicts, JSON in BENCH_JSON
+	@if [[ $$(id -u) -ne 0 ]]; then echo "bench: needs root: sudo make bench"; exit 1; fi
+	@bash scripts/ensure-bpffs.sh
+	bash scripts/install-deps.sh $(BENCH_DEPS)
+	$(GO) run ./cmd/ztgate-bench -ztgate $(BINARY) -json $(BENCH_JSON) $(BENCHFLAGS)
+
+bench-quick: build ## (root) the benchmark suite with reduced sizes (< 2 min): proves it runs, asserts no timing
+	@if [[ $$(id -u) -ne 0 ]]; then echo "bench-quick: needs root: sudo make bench-quick"; exit 1; fi
+	@bash scripts/ensure-bpffs.sh
+	bash scripts/install-deps.sh $(BENCH_DEPS)
+	$(GO) run ./cmd/ztgate-bench -quick -ztgate $(BINARY) -json $(BIN_DIR)/bench-quick.json $(BENCHFLAGS)
 
 fmt: ## check formatting (gofmt -l lists nothing)
 	@files=$$($(GOFMT) -l .); \
