@@ -130,8 +130,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %d", v.name, v.n))
 		}
 	}
-	if c.EventRingBytes < 4096 || c.EventRingBytes&(c.EventRingBytes-1) != 0 {
-		errs = append(errs, fmt.Errorf("event_ring_bytes: must be a power of two of at least 4096, got %d", c.EventRingBytes))
+	if page := max(4096, os.Getpagesize()); c.EventRingBytes < page || c.EventRingBytes&(c.EventRingBytes-1) != 0 {
+		errs = append(errs, fmt.Errorf("event_ring_bytes: must be a power of two of at least the page size (%d), got %d", page, c.EventRingBytes))
 	}
 	if c.EventBurst == 0 {
 		errs = append(errs, errors.New("event_burst: must be positive"))

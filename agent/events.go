@@ -90,6 +90,10 @@ func (h *hub) publish(ev api.Event) {
 func (h *hub) recent(match func(*api.Event) bool, limit int) []api.Event {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	return h.recentLocked(match, limit)
+}
+
+func (h *hub) recentLocked(match func(*api.Event) bool, limit int) []api.Event {
 	var out []api.Event
 	n := len(h.history)
 	for i := range n {
@@ -107,9 +111,9 @@ func (h *hub) recent(match func(*api.Event) bool, limit int) []api.Event {
 // subscribe returns the recent matching events and a subscription to the next ones, taken
 // atomically so that no event falls between the two.
 func (h *hub) subscribe(match func(*api.Event) bool, limit int) ([]api.Event, *subscriber) {
-	recent := h.recent(match, limit)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	recent := h.recentLocked(match, limit)
 	s := &subscriber{ch: make(chan api.Event, subBuffer), match: match, closed: make(chan struct{})}
 	if h.closed {
 		close(s.closed)
@@ -147,7 +151,7 @@ func (h *hub) stop() {
 	}
 }
 
-// monoOffset converts CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) to wall-clock time.
+// ktimeToWall converts CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) to wall-clock time.
 func ktimeToWall(ns uint64) time.Time {
 	if ns == 0 {
 		return time.Time{}

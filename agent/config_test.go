@@ -1,0 +1,260 @@
+package agent
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// validConfig is DefaultConfig completed with the one key it cannot default.
+func validConfig() Config {
+	c := DefaultConfig()
+	c.Interfaces = []string{"eth1"}
+	return c
+}
+
+func TestDefaultConfig(t *testing.T) {
+	d := DefaultConfig()
+	if len(d.Interfaces) != 0 {
+		t.Errorf("default interfaces: got %v, want none", d.Interfaces)
+	}
+	if err := d.Validate(); err == nil || !strings.HasPrefix(err.Error(), "interfaces:") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("DefaultConfig().Validate(): got %v, want only the interfaces error", err)
+	}
+	if err := validConfig().Validate(); err != nil {
+		t.Errorf("DefaultConfig with an interface: %v", err)
+	}
+	if d.XDPMode != "auto" || !d.Events || d.LogLevel != "info" || d.LogFormat != "text" {
+		t.Errorf("defaults: got %+v", d)
+	}
+}
+
+func TestValidateGoodValues(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"xdp_mode native", func(c *Config) { c.XDPMode = "native" }},
+		{"xdp_mode generic", func(c *Config) { c.XDPMode = "generic" }},
+		{"event_ring_bytes 4096", func(c *Config) { c.EventRingBytes = 4096 }},
+		{"event_ring_bytes 1<<24", func(c *Config) { c.EventRingBytes = 1 << 24 }},
+		{"event_burst 1", func(c *Config) { c.EventBurst = 1 }},
+		{"event_window 1ns", func(c *Config) { c.EventWindow = 1 }},
+		{"max_devices 1", func(c *Config) { c.MaxDevices = 1 }},
+		{"log_level debug", func(c *Config) { c.LogLevel = "debug" }},
+		{"log_level warn", func(c *Config) { c.LogLevel = "warn" }},
+		{"log_level error", func(c *Config) { c.LogLevel = "error" }},
+		{"log_format json", func(c *Config) { c.LogFormat = "json" }},
+		{"events off", func(c *Config) { c.Events = false }},
+		{"no metrics", func(c *Config) { c.MetricsAddress = "" }},
+	} {
+		c := validConfig()
+		tc.mod(&c)
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}
+
+func TestValidateBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		mod func(*Config)
+	}{
+		{"interfaces", func(c *Config) { c.Interfaces = nil }},
+		{"interfaces", func(c *Config) { c.Interfaces = []string{} }},
+		{"state_dir", func(c *Config) { c.StateDir = "" }},
+		{"bpffs_dir", func(c *Config) { c.BPFFSDir = "" }},
+		{"socket", func(c *Config) { c.Socket = "" }},
+		{"xdp_mode", func(c *Config) { c.XDPMode = "turbo" }},
+		{"event_ring_bytes", func(c *Config) { c.EventRingBytes = 6000 }},  // not a power of two
+		{"event_ring_bytes", func(c *Config) { c.EventRingBytes = 12288 }}, // page multiple, not a power of two
+		{"event_ring_bytes", func(c *Config) { c.EventRingBytes = 2048 }},  // power of two < 4096
+		{"event_ring_bytes", func(c *Config) { c.EventRingBytes = 0 }},
+		{"event_ring_bytes", func(c *Config) { c.EventRingBytes = -4096 }},
+		{"event_burst", func(c *Config) { c.EventBurst = 0 }},
+		{"event_window", func(c *Config) { c.EventWindow = 0 }},
+		{"event_window", func(c *Config) { c.EventWindow = -time.Second }},
+		{"event_history", func(c *Config) { c.EventHistory = 0 }},
+		{"max_devices", func(c *Config) { c.MaxDevices = 0 }},
+		{"max_addresses", func(c *Config) { c.MaxAddrs = 0 }},
+		{"max_rules", func(c *Config) { c.MaxRules = -1 }},
+		{"max_prefixes", func(c *Config) { c.MaxPrefixes = 0 }},
+		{"frag_sweep", func(c *Config) { c.FragSweep = 0 }},
+		{"log_level", func(c *Config) { c.LogLevel = "trace" }},
+		{"log_level", func(c *Config) { c.LogLevel = "" }},
+		{"log_level", func(c *Config) { c.LogLevel = "INFO" }},
+		{"log_format", func(c *Config) { c.LogFormat = "xml" }},
+		{"log_format", func(c *Config) { c.LogFormat = "" }},
+	} {
+		c := validConfig()
+		tc.mod(&c)
+		err := c.Validate()
+		// Exactly one problem, named by its yaml key.
+		if err == nil || !strings.HasPrefix(err.Error(), tc.key+":") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s (%+v): got %v, want one error naming %s", tc.key, c, err, tc.key)
+		}
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := Config{XDPMode: "turbo", EventWindow: -1, FragSweep: -1}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("zero config validates")
+	}
+	for _, key := range []string{"interfaces", "state_dir", "bpffs_dir", "socket", "xdp_mode", "max_devices",
+		"max_addresses", "max_rules", "max_prefixes", "event_history", "event_ring_bytes", "event_burst",
+		"event_window", "frag_sweep", "log_level", "log_format"} {
+		if !strings.Contains(err.Error(), key+":") {
+			t.Errorf("error does not name %s:\n%v", key, err)
+		}
+	}
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// The sample configuration documents the defaults: it must equal them (but for interfaces).
+func TestLoadSampleConfig(t *testing.T) {
+	cfg, err := LoadConfig("../deploy/agent.yaml", false)
+	if err != nil {
+		t.Fatalf("LoadConfig(deploy/agent.yaml): %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("sample does not validate: %v", err)
+	}
+	if want := []string{"eth1"}; !reflect.DeepEqual(cfg.Interfaces, want) {
+		t.Errorf("sample interfaces: got %v, want %v", cfg.Interfaces, want)
+	}
+	want := DefaultConfig()
+	want.Interfaces = cfg.Interfaces
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("deploy/agent.yaml differs from DefaultConfig:\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestLoadConfigValues(t *testing.T) {
+	path := writeFile(t, "agent.yaml", `
+interfaces: [eth1, eth2]
+socket_group: "1234"
+allow_uids: [1000, 1001]
+metrics_address: ""
+xdp_mode: generic
+events: false
+event_ring_bytes: 65536
+event_burst: 3
+event_window: 250ms
+frag_sweep: 1m30s
+max_rules: 7
+log_level: debug
+`)
+	cfg, err := LoadConfig(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.Interfaces = []string{"eth1", "eth2"}
+	want.SocketGroup = "1234"
+	want.AllowUIDs = []uint32{1000, 1001}
+	want.MetricsAddress = ""
+	want.XDPMode = "generic"
+	want.Events = false
+	want.EventRingBytes = 65536
+	want.EventBurst = 3
+	want.EventWindow = 250 * time.Millisecond
+	want.FragSweep = 90 * time.Second
+	want.MaxRules = 7
+	want.LogLevel = "debug"
+	if !reflect.DeepEqual(cfg, want) {
+		t.Errorf("got  %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestLoadConfigUnknownKey(t *testing.T) {
+	path := writeFile(t, "agent.yaml", "interfaces: [eth1]\n\nmax_device: 10\n")
+	_, err := LoadConfig(path, false)
+	if err == nil {
+		t.Fatal("unknown key accepted")
+	}
+	for _, s := range []string{path, "line 3", "max_device"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not name %q", err, s)
+		}
+	}
+}
+
+func TestLoadConfigBadValues(t *testing.T) {
+	for _, doc := range []string{
+		"event_window: fast\n",
+		"event_window: 1\n", // a bare number is not a duration (it would be 1ns)
+		"frag_sweep: [1s]\n",
+		"max_devices: many\n",
+		"allow_uids: [-1]\n",
+		"interfaces: eth1: eth2\n",
+	} {
+		path := writeFile(t, "agent.yaml", doc)
+		if cfg, err := LoadConfig(path, false); err == nil {
+			t.Errorf("%q: accepted as %+v", doc, cfg)
+		} else if !strings.Contains(err.Error(), path) {
+			t.Errorf("%q: error %q does not name the file", doc, err)
+		}
+	}
+}
+
+func TestLoadConfigMissing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nope.yaml")
+	if _, err := LoadConfig(path, false); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file, not optional: got %v, want a not-exist error", err)
+	}
+	cfg, err := LoadConfig(path, true)
+	if err != nil {
+		t.Fatalf("missing file, optional: %v", err)
+	}
+	if !reflect.DeepEqual(cfg, DefaultConfig()) {
+		t.Errorf("missing optional file: got %+v, want the defaults", cfg)
+	}
+	// Optional covers a missing file only, not one that cannot be read.
+	if _, err := LoadConfig(t.TempDir(), true); err == nil {
+		t.Error("a directory as the optional config file: no error")
+	}
+}
+
+func TestLoadConfigEmpty(t *testing.T) {
+	for _, doc := range []string{"", "\n", "# only comments\n# here\n", "---\n"} {
+		cfg, err := LoadConfig(writeFile(t, "agent.yaml", doc), false)
+		if err != nil {
+			t.Errorf("%q: %v", doc, err)
+			continue
+		}
+		if !reflect.DeepEqual(cfg, DefaultConfig()) {
+			t.Errorf("%q: got %+v, want the defaults", doc, cfg)
+		}
+	}
+}
+
+func TestLoaderConfig(t *testing.T) {
+	c := validConfig()
+	c.BPFFSDir = "/sys/fs/bpf/other"
+	c.XDPMode = "generic"
+	c.Events = false
+	c.MaxDevices, c.MaxAddrs, c.MaxRules, c.MaxPrefixes = 1, 2, 3, 4
+	c.EventRingBytes, c.EventBurst, c.EventWindow = 8192, 5, 3*time.Second
+	lc := c.loaderConfig()
+	if lc.PinDir != c.BPFFSDir || lc.Mode.String() != "generic" || lc.EventsEnabled ||
+		lc.MaxDevices != 1 || lc.MaxAddrs != 2 || lc.MaxRules != 3 || lc.MaxPrefixes != 4 ||
+		lc.RingBytes != 8192 || lc.EventBurst != 5 || lc.EventWindow != 3*time.Second {
+		t.Errorf("loaderConfig: got %+v from %+v", lc, c)
+	}
+}
