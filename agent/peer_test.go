@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ztgate/ztgate/testenv"
 )
 
 // uids and gids no test process runs as.
@@ -197,26 +199,24 @@ func TestReadPeerNotUnix(t *testing.T) {
 // peerHelperEnv makes the test binary a client that connects to the socket it names and waits.
 const peerHelperEnv = "ZTGATE_TEST_PEER_SOCKET"
 
-func TestPeerHelperProcess(t *testing.T) {
-	path := os.Getenv(peerHelperEnv)
-	if path == "" {
-		t.Skip("helper process of TestReadPeerManyGroups")
+// TestMain turns the test binary into that client when peerHelperEnv is set.
+func TestMain(m *testing.M) {
+	if path := os.Getenv(peerHelperEnv); path != "" {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			os.Exit(2)
+		}
+		var b [1]byte
+		_, _ = c.Read(b[:]) // until the test closes the connection
+		os.Exit(0)
 	}
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		os.Exit(2)
-	}
-	var b [1]byte
-	_, _ = c.Read(b[:]) // until the test closes the connection
-	os.Exit(0)
+	os.Exit(m.Run())
 }
 
 // TestReadPeerManyGroups reads a peer with more supplementary groups than the first
 // SO_PEERGROUPS buffer holds. It needs CAP_SETGID to start such a process.
 func TestReadPeerManyGroups(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root to start a process with other groups")
-	}
+	testenv.RequirePriv(t)
 	path := filepath.Join(t.TempDir(), "s.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -227,11 +227,11 @@ func TestReadPeerManyGroups(t *testing.T) {
 	for g := uint32(20000); g < 20000+77; g++ {
 		groups = append(groups, g)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPeerHelperProcess$")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), peerHelperEnv+"="+path)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: 31337, Groups: groups}}
 	if err := cmd.Start(); err != nil {
-		t.Skipf("cannot start a process with %d groups: %v", len(groups), err)
+		t.Fatalf("cannot start a process with %d groups: %v", len(groups), err)
 	}
 	defer cmd.Wait()
 	defer cmd.Process.Kill()
