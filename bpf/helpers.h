@@ -299,11 +299,12 @@ static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pk
 				  .reason = reason};
 	struct zt_limit_val *lv, nv = {};
 	struct zt_event *e;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now;
 	__u32 cap;
 
 	if (!st || !zt_events_enabled)
 		return;
+	now = bpf_ktime_get_ns(); /* only when events are on: ~30 ns here */
 	lv = bpf_map_lookup_elem(&zt_event_limit, &lk);
 	if (lv && now - lv->window_start < zt_event_window_ns) {
 		if (lv->count >= zt_event_burst) {

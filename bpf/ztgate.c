@@ -370,6 +370,10 @@ int zt_xdp(struct xdp_md *ctx)
 	__u32 zero = 0, len = zt_frame_len(ctx), verdict, *slot;
 	int reason;
 
+#ifdef ZT_BENCH_COLD
+	/* Benchmark build only (bench/bpf): rewrite the frame to come from the next device. */
+	zt_bench_rewrite(ctx);
+#endif
 	slot = bpf_map_lookup_elem(&zt_active, &zero);
 	if (slot) {
 		pkt.slot = *slot & (ZT_SLOTS - 1);

@@ -1,0 +1,879 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/internal/frames"
+	"github.com/ztgate/ztgate/loader"
+	"github.com/ztgate/ztgate/maps"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// The hot and cold sections are registered here, in this order: init functions run in file
+// name order, and the cold section reuses the fleets the hot one compiled.
+func init() {
+	register(Section{
+		Name: "hot",
+		Desc: "per-packet decision cost, cache-hot (BPF_PROG_TEST_RUN, one frame replayed) vs an XDP_PASS floor and xdp-filter",
+		Run:  runHot,
+	})
+	register(Section{
+		Name: "cold",
+		Desc: "per-packet decision cost at scale, cache-cold (frames cycle over every device) vs a bare hash lookup",
+		Run:  runCold,
+	})
+}
+
+// Targets of the hot section.
+const (
+	hotAllowedMax  = 3.0  // allowed path, x the floor
+	hotUnknownMax  = 2.2  // unknown-device drop, x the floor
+	hotVsFilterMax = 0.65 // every frame class, x xdp-filter
+	hotFlatMax     = 0.10 // max/min-1 of the allowed-path ratio across fleet sizes
+)
+
+// benchCPU is the CPU the measuring thread is pinned to: the last one, away from CPU 0's
+// housekeeping.
+func benchCPU() int { return max(0, numCPU()-1) }
+
+// ---------------------------------------------------------------------------------------------
+// The fleet: a generated policy whose device i has an identity computable from i (the cold
+// build's BPF rewrites frames to device idx's MAC and address from idx alone).
+
+// fleetSegments is the number of segments devices are spread over.
+const fleetSegments = 12
+
+// fleetMaxDevices bounds the fleet so that every device address stays inside 10.16.0.0/12+.
+const fleetMaxDevices = 1 << 23
+
+// fleetMAC is device i's MAC: 02:5a followed by i as a 32-bit big-endian number.
+func fleetMAC(i int) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0x5a, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+}
+
+// fleetV4 is device i's IPv4 address: 10.16.0.0 + i.
+func fleetV4(i int) netip.Addr {
+	var a [4]byte
+	binary.BigEndian.PutUint32(a[:], 0x0a100000+uint32(i))
+	return netip.AddrFrom4(a)
+}
+
+// fleetV6 is device i's IPv6 address: fd00:5a::/96 + i.
+func fleetV6(i int) netip.Addr {
+	a := netip.MustParseAddr("fd00:5a::").As16()
+	binary.BigEndian.PutUint32(a[12:], uint32(i))
+	return netip.AddrFrom16(a)
+}
+
+// Destinations of the benchmark frames.
+var (
+	fleetGwMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
+	fleetDst4  = netip.MustParseAddr("203.0.113.7") // inside every segment's tcp/443 CIDR rule
+	fleetDst6  = netip.MustParseAddr("2001:db8::7") // inside every segment's tcp/443 CIDR rule
+)
+
+// fleetPolicy is n devices in fleetSegments segments. Every segment allows tcp/443 to a public
+// CIDR per family, tcp/8883 to the next segment (a peer rule), icmp to the gateway, and a third
+// of them udp/5683 to another CIDR; every device has one IPv4 and one IPv6 address and zero or
+// one rule of its own from four templates (so rule sets are shared, as in a fleet managed by
+// profiles: 48 rule sets whatever n). DNS and DHCP are gateway services.
+func fleetPolicy(n int) *policy.Policy {
+	p := &policy.Policy{APIVersion: policy.APIVersion, Kind: policy.Kind, Metadata: policy.Metadata{Name: "bench"}}
+	p.Spec.Gateway = policy.Gateway{IPv4: []string{"10.0.0.1"}, IPv6: []string{"fd00::1"},
+		Services: []policy.Service{policy.ServiceDHCP, policy.ServiceDNS}}
+	p.Spec.Quarantine.Allow = []policy.Rule{{To: policy.Target{Gateway: true}, Proto: "icmp"}}
+	port := func(p uint16) []policy.PortRange { return []policy.PortRange{{Lo: p, Hi: p}} }
+	for s := range fleetSegments {
+		seg := policy.Segment{Name: fmt.Sprintf("s%d", s), Allow: []policy.Rule{
+			{To: policy.Target{CIDR: "203.0.113.0/24"}, Proto: "tcp", Ports: port(443)},
+			{To: policy.Target{CIDR: "2001:db8::/32"}, Proto: "tcp", Ports: port(443)},
+			{To: policy.Target{Segment: fmt.Sprintf("s%d", (s+1)%fleetSegments)}, Proto: "tcp", Ports: port(8883)},
+			{To: policy.Target{Gateway: true}, Proto: "icmp"},
+		}}
+		if s%3 == 0 {
+			seg.Allow = append(seg.Allow, policy.Rule{To: policy.Target{CIDR: "198.51.100.0/24"}, Proto: "udp", Ports: port(5683)})
+		}
+		p.Spec.Segments = append(p.Spec.Segments, seg)
+	}
+	templates := [][]policy.Rule{
+		nil,
+		{{To: policy.Target{Gateway: true}, Proto: "tcp", Ports: port(22)}},
+		{{To: policy.Target{Segment: "s0"}, Proto: "udp", Ports: port(5683)}},
+		{{To: policy.Target{CIDR: "192.0.2.0/24"}, Proto: "tcp", Ports: []policy.PortRange{{Lo: 8000, Hi: 8080}}}},
+	}
+	p.Spec.Devices = make([]policy.Device, n)
+	for i := range n {
+		p.Spec.Devices[i] = policy.Device{
+			Name:    fmt.Sprintf("d%d", i),
+			MAC:     fleetMAC(i).String(),
+			IPv4:    []string{fleetV4(i).String()},
+			IPv6:    []string{fleetV6(i).String()},
+			Segment: fmt.Sprintf("s%d", i%fleetSegments),
+			Allow:   templates[(i/fleetSegments)%len(templates)],
+		}
+	}
+	return p
+}
+
+var (
+	fleetMu    sync.Mutex
+	fleetCache = map[int]*policy.Snapshot{}
+)
+
+// fleetSnapshot validates and compiles the fleet of n devices, once per process.
+func fleetSnapshot(cfg *Config, n int) (*policy.Snapshot, error) {
+	fleetMu.Lock()
+	defer fleetMu.Unlock()
+	if s := fleetCache[n]; s != nil {
+		return s, nil
+	}
+	if n < 1 || n > fleetMaxDevices {
+		return nil, fmt.Errorf("fleet of %d devices: must be between 1 and %d", n, fleetMaxDevices)
+	}
+	t0 := time.Now()
+	p := fleetPolicy(n)
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("fleet of %d devices: %w", n, err)
+	}
+	s, err := policy.Compile(p, policy.CompileOptions{Revision: 1})
+	if err != nil {
+		return nil, fmt.Errorf("fleet of %d devices: %w", n, err)
+	}
+	cfg.Logf("fleet of %s devices compiled in %s (%d addrs, %d rules, %d prefixes)", count(n),
+		time.Since(t0).Round(time.Millisecond), len(s.Addrs), len(s.Rules), len(s.Prefixes))
+	fleetCache[n] = s
+	return s, nil
+}
+
+// fleetLimits are the capacities a datapath for the fleet snapshot s needs.
+func fleetLimits(s *policy.Snapshot) maps.Limits {
+	return maps.Limits{Devices: len(s.Devices), Addrs: max(1, len(s.Addrs)), Rules: max(1, len(s.Rules)),
+		Prefixes: max(1, len(s.Prefixes))}
+}
+
+// count writes n for a name: 1, 1k, 100k, 1M.
+func count(n int) string {
+	switch {
+	case n >= 1000000 && n%1000000 == 0:
+		return fmt.Sprintf("%dM", n/1000000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return fmt.Sprint(n)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame classes.
+
+// hotClass is one kind of frame the hot section replays.
+type hotClass struct {
+	name    string
+	frame   func(dev int) []byte
+	verdict bpf.Verdict
+	reason  bpf.Reason
+}
+
+func fleetHost(i int, v6 bool) frames.Host {
+	if v6 {
+		return frames.Host{MAC: fleetMAC(i), IP: fleetV6(i)}
+	}
+	return frames.Host{MAC: fleetMAC(i), IP: fleetV4(i)}
+}
+
+func gwHost(ip netip.Addr) frames.Host { return frames.Host{MAC: fleetGwMAC, IP: ip} }
+
+// hotClasses are the frame classes of device dev. The allowed ones take the longest allowed
+// path of the datapath: identity and source binding, the guards, a peer lookup of the
+// destination (a miss: it is no device), then the prefix trie and the rule it points to.
+var hotClasses = []hotClass{
+	{"allowed-v4", func(d int) []byte { return frames.TCP(fleetHost(d, false), gwHost(fleetDst4), 40000, 443, true, nil) },
+		bpf.VerdictPass, bpf.ReasonAllow},
+	{"allowed-v6", func(d int) []byte { return frames.TCP(fleetHost(d, true), gwHost(fleetDst6), 40000, 443, true, nil) },
+		bpf.VerdictPass, bpf.ReasonAllow},
+	{"no-rule-drop", func(d int) []byte { return frames.TCP(fleetHost(d, false), gwHost(fleetDst4), 40000, 80, true, nil) },
+		bpf.VerdictDrop, bpf.ReasonNoRule},
+	{"unknown-device-drop", func(d int) []byte {
+		h := fleetHost(d, false)
+		h.MAC = net.HardwareAddr{0x02, 0x5b, 0, 0, 0, 1}
+		return frames.TCP(h, gwHost(fleetDst4), 40000, 443, true, nil)
+	}, bpf.VerdictDrop, bpf.ReasonUnknownDevice},
+	{"spoofed-ip-drop", func(d int) []byte {
+		h := fleetHost(d, false)
+		h.IP = netip.MustParseAddr("10.0.0.99") // bound to no device
+		return frames.TCP(h, gwHost(fleetDst4), 40000, 443, true, nil)
+	}, bpf.VerdictDrop, bpf.ReasonSpoofIP},
+}
+
+// ---------------------------------------------------------------------------------------------
+// Programs.
+
+const (
+	xdpDrop = 1
+	xdpPass = 2
+)
+
+// floorProgram is an XDP program that returns XDP_PASS and nothing else.
+func floorProgram() (*ebpf.Program, error) {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:    "bench_floor",
+		Type:    ebpf.XDP,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Imm(asm.R0, xdpPass),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load the floor program: %w", err)
+	}
+	return p, nil
+}
+
+// primitives are XDP programs that repeat one operation primOps times: the cost per operation
+// on this machine, measured next to the floor, explains the datapath's figures.
+type primitives struct {
+	maps  []*ebpf.Map
+	progs []*ebpf.Program
+	names []string
+}
+
+// primOps is the number of times each primitive program repeats its operation.
+const primOps = 10
+
+// lpmKeyV4 is a zt_prefix_key for ::ffff:a in rule set rs with prefix length plen (IPv4 part).
+func lpmKeyV4(rs uint32, a netip.Addr, plen int) []byte {
+	k := make([]byte, 24)
+	binary.LittleEndian.PutUint32(k[0:], uint32(32+96+plen))
+	binary.LittleEndian.PutUint32(k[4:], rs)
+	b := netip.AddrFrom16(a.As16()).As16()
+	if a.Is4() {
+		b = netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff}).As16()
+		copy(b[12:], a.AsSlice())
+	}
+	copy(k[8:], b[:])
+	return k
+}
+
+func openPrimitives() (_ *primitives, err error) {
+	pr := &primitives{}
+	defer func() {
+		if err != nil {
+			pr.Close()
+		}
+	}()
+	newMap := func(ms *ebpf.MapSpec) (*ebpf.Map, error) {
+		m, err := ebpf.NewMap(ms)
+		if err == nil {
+			pr.maps = append(pr.maps, m)
+		}
+		return m, err
+	}
+	// A hash like zt_devices' (8-byte key, 104-byte value), looked up with its one key.
+	hash, err := newMap(&ebpf.MapSpec{Name: "bench_hash", Type: ebpf.Hash, KeySize: 8, ValueSize: 104, MaxEntries: 1})
+	if err != nil {
+		return nil, err
+	}
+	if err := hash.Put(uint64(0), make([]byte, 104)); err != nil {
+		return nil, err
+	}
+	// A trie like zt_prefixes' (24-byte keys), 124 prefixes in 48 rule sets, a hit on a /24.
+	lpm, err := newMap(&ebpf.MapSpec{Name: "bench_lpm", Type: ebpf.LPMTrie, KeySize: 24, ValueSize: 4, MaxEntries: 124,
+		Flags: 1 /* BPF_F_NO_PREALLOC */})
+	if err != nil {
+		return nil, err
+	}
+	for i := range 124 {
+		a := netip.AddrFrom4([4]byte{203, 0, byte(113 + i/48), 0})
+		if err := lpm.Put(lpmKeyV4(uint32(i%48), a, 24), uint32(i)); err != nil {
+			return nil, err
+		}
+	}
+	zero := func(size int16) asm.Instructions {
+		ins := asm.Instructions{asm.Mov.Imm(asm.R3, 0)}
+		for off := -size; off < 0; off += 4 {
+			ins = append(ins, asm.StoreMem(asm.RFP, off, asm.R3, asm.Word))
+		}
+		return ins
+	}
+	lookup := func(m *ebpf.Map, ks int16) asm.Instructions {
+		return asm.Instructions{asm.LoadMapPtr(asm.R1, m.FD()), asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, int32(-ks)), asm.FnMapLookupElem.Call()}
+	}
+	key := lpmKeyV4(0, fleetDst4, 32)
+	lpmKey := asm.Instructions{}
+	for off := 0; off < 24; off += 4 {
+		lpmKey = append(lpmKey, asm.Mov.Imm32(asm.R3, int32(binary.LittleEndian.Uint32(key[off:]))),
+			asm.StoreMem(asm.RFP, int16(off-24), asm.R3, asm.Word))
+	}
+	ops := []struct {
+		name string
+		pre  asm.Instructions
+		op   asm.Instructions
+	}{
+		{"hash lookup (8-byte key, hit)", zero(8), lookup(hash, 8)},
+		{"LPM trie lookup (24-byte key, 124 prefixes)", lpmKey, lookup(lpm, 24)},
+		{"bpf_ktime_get_ns", nil, asm.Instructions{asm.FnKtimeGetNs.Call()}},
+	}
+	for _, o := range ops {
+		ins := slices.Clone(o.pre)
+		for range primOps {
+			ins = append(ins, o.op...)
+		}
+		ins = append(ins, asm.Mov.Imm(asm.R0, xdpPass), asm.Return())
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "bench_prim", Type: ebpf.XDP, License: "GPL", Instructions: ins})
+		if err != nil {
+			return nil, fmt.Errorf("primitive %s: %w", o.name, err)
+		}
+		pr.progs = append(pr.progs, p)
+		pr.names = append(pr.names, o.name)
+	}
+	return pr, nil
+}
+
+func (pr *primitives) Close() {
+	for _, p := range pr.progs {
+		p.Close()
+	}
+	for _, m := range pr.maps {
+		m.Close()
+	}
+}
+
+// warmUp runs every variant once, untimed, so that first-touch effects stay out of round 1.
+// Variants made by progVariant run a tenth of their repeats.
+func warmUp(vs []Variant) error {
+	warming = true
+	defer func() { warming = false }()
+	for _, v := range vs {
+		if _, err := v.Run(); err != nil {
+			return fmt.Errorf("%s: %w", v.Name, err)
+		}
+	}
+	return nil
+}
+
+// warming is set during warmUp (sections run one at a time, on one goroutine).
+var warming bool
+
+// progVariant measures p on frame: Run returns the kernel's time per run in ns and fails when
+// the program's action is not want.
+func progVariant(name string, p *ebpf.Program, frame []byte, repeat int, want uint32) Variant {
+	return Variant{Name: name, Run: func() (float64, error) {
+		n := repeat
+		if warming {
+			n = max(1, repeat/10)
+		}
+		ret, d, err := p.Benchmark(frame, n, nil)
+		if err != nil {
+			return 0, err
+		}
+		if ret != want {
+			return 0, fmt.Errorf("action %d, want %d", ret, want)
+		}
+		return float64(d.Nanoseconds()), nil
+	}}
+}
+
+// ---------------------------------------------------------------------------------------------
+// xdp-filter, the peer: its packaged object, loaded directly (libxdp's dispatcher is refused
+// on this kernel, so xdp-filter runs as a single program here as it would behind it).
+
+// Bits of the values of xdp-filter's maps (xdp-filter/common_kern_user.h).
+const (
+	xfFlagSrc = 1 << 0
+	xfFlagDst = 1 << 1
+)
+
+// xdpFilterMax is the capacity of each of xdp-filter's address maps.
+const xdpFilterMax = 10000
+
+// xdpFilterObject finds xdpfilt_alw_all.o: in the files of the Debian packages that ship it,
+// else where Debian puts it.
+func xdpFilterObject() (string, error) {
+	const name = "xdpfilt_alw_all.o"
+	for _, pkg := range []string{"xdp-tools", "libxdp1"} {
+		out, err := exec.Command("dpkg", "-L", pkg).Output()
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if filepath.Base(line) == name {
+				if _, err := os.Stat(line); err == nil {
+					return line, nil
+				}
+			}
+		}
+	}
+	if m, _ := filepath.Glob("/usr/lib/*/bpf/" + name); len(m) > 0 {
+		return m[0], nil
+	}
+	if m, _ := filepath.Glob("/usr/lib/bpf/" + name); len(m) > 0 {
+		return m[0], nil
+	}
+	return "", errors.New("xdp-filter's " + name + " not found (apt-get install xdp-tools)")
+}
+
+// xdpFilter is xdp-filter's "allow" policy program (xdpfilt_alw_all: every feature compiled
+// in, default pass): a frame passes unless its destination or source MAC, IPv4/IPv6 address or
+// TCP/UDP port is listed. Entries are a deny list; a frame that matches none traverses the full
+// lookup path (MAC dst, src; IP dst, src; port dst, src), which is the path measured.
+type xdpFilter struct {
+	coll *ebpf.Collection
+	prog *ebpf.Program
+}
+
+// openXDPFilter loads the object (no pinning) and fills its MAC and IPv4 maps to their
+// capacity with entries none of the benchmark frames carry.
+func openXDPFilter() (*xdpFilter, error) {
+	path, err := xdpFilterObject()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := ebpf.LoadCollectionSpec(path)
+	if err != nil {
+		return nil, fmt.Errorf("xdp-filter: %w", err)
+	}
+	for _, ms := range spec.Maps {
+		ms.Pinning = ebpf.PinNone
+	}
+	eth, ip4 := spec.Maps["filter_ethernet"], spec.Maps["filter_ipv4"]
+	if eth == nil || ip4 == nil || eth.KeySize != 6 || ip4.KeySize != 4 || eth.ValueSize != 8 || ip4.ValueSize != 8 ||
+		eth.Type != ebpf.PerCPUHash || ip4.Type != ebpf.PerCPUHash {
+		return nil, fmt.Errorf("xdp-filter %s: unexpected map layout (filter_ethernet, filter_ipv4)", path)
+	}
+	if len(spec.Programs) != 1 {
+		return nil, fmt.Errorf("xdp-filter %s: %d programs, want 1", path, len(spec.Programs))
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return nil, fmt.Errorf("xdp-filter: %w", err)
+	}
+	x := &xdpFilter{coll: coll}
+	for _, p := range coll.Programs {
+		x.prog = p
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		x.Close()
+		return nil, err
+	}
+	n := int(min(eth.MaxEntries, ip4.MaxEntries))
+	macs := make([][6]byte, n)
+	ips := make([][4]byte, n)
+	vals := make([]uint64, n*ncpu)
+	for i := range n {
+		macs[i] = [6]byte{0x02, 0x77, 0, 0, byte(i >> 8), byte(i)}
+		binary.BigEndian.PutUint32(ips[i][:], 0xac100000+uint32(i)) // 172.16.0.0 + i
+	}
+	for i := range vals {
+		vals[i] = xfFlagSrc | xfFlagDst
+	}
+	if _, err := coll.Maps["filter_ethernet"].BatchUpdate(macs, vals, nil); err != nil {
+		x.Close()
+		return nil, fmt.Errorf("xdp-filter: fill filter_ethernet: %w", err)
+	}
+	if _, err := coll.Maps["filter_ipv4"].BatchUpdate(ips, vals, nil); err != nil {
+		x.Close()
+		return nil, fmt.Errorf("xdp-filter: fill filter_ipv4: %w", err)
+	}
+	// One more entry must not fit: the maps are full.
+	if err := coll.Maps["filter_ethernet"].Update([6]byte{0x02, 0x77, 1, 0, 0, 0}, vals[:ncpu], ebpf.UpdateNoExist); err == nil {
+		x.Close()
+		return nil, fmt.Errorf("xdp-filter: filter_ethernet accepted entry %d", n+1)
+	}
+	return x, nil
+}
+
+// check proves the semantics the benchmark relies on: frame passes, and the same frame from a
+// listed source MAC is dropped.
+func (x *xdpFilter) check(frame []byte) error {
+	ret, err := x.prog.Run(&ebpf.RunOptions{Data: frame})
+	if err != nil {
+		return fmt.Errorf("xdp-filter: %w", err)
+	}
+	if ret != xdpPass {
+		return fmt.Errorf("xdp-filter: benchmark frame got action %d, want XDP_PASS", ret)
+	}
+	listed := slices.Clone(frame)
+	copy(listed[6:12], []byte{0x02, 0x77, 0, 0, 0, 5})
+	if ret, err = x.prog.Run(&ebpf.RunOptions{Data: listed}); err != nil {
+		return fmt.Errorf("xdp-filter: %w", err)
+	}
+	if ret != xdpDrop {
+		return fmt.Errorf("xdp-filter: frame from a listed MAC got action %d, want XDP_DROP", ret)
+	}
+	return nil
+}
+
+func (x *xdpFilter) Close() {
+	if x.coll != nil {
+		x.coll.Close()
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+// ztgate, loaded by the loader as the agent does, once with events on and once with events off
+// over the same (pinned) maps.
+
+type ztgateDP struct {
+	n       int
+	pinDir  string
+	on, off *loader.Datapath
+	maps    *maps.Maps
+}
+
+// benchPinDir returns a fresh pin directory of this process under /sys/fs/bpf.
+func benchPinDir() string {
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	return filepath.Join("/sys/fs/bpf", "ztgate-bench-"+hex.EncodeToString(id[:]))
+}
+
+// openZtgate loads the datapath sized for s and applies s.
+func openZtgate(n int, s *policy.Snapshot) (_ *ztgateDP, err error) {
+	lim := fleetLimits(s)
+	z := &ztgateDP{n: n, pinDir: benchPinDir()}
+	defer func() {
+		if err != nil {
+			z.Close()
+		}
+	}()
+	cfg := loader.Config{PinDir: z.pinDir, MaxDevices: lim.Devices, MaxAddrs: lim.Addrs, MaxRules: lim.Rules,
+		MaxPrefixes: lim.Prefixes, EventsEnabled: true}
+	if z.on, err = loader.Open(cfg); err != nil {
+		return z, err
+	}
+	cfg.EventsEnabled = false
+	if z.off, err = loader.Open(cfg); err != nil { // adopts the maps pinned by the first Open
+		return z, err
+	}
+	if z.maps, err = maps.New(z.on.Objects(), z.on.MapSpecs()); err != nil {
+		return z, err
+	}
+	if err = z.maps.Apply(s, lim); err != nil {
+		return z, err
+	}
+	return z, nil
+}
+
+func (z *ztgateDP) Close() error {
+	if z.maps != nil {
+		z.maps.Close()
+	}
+	for _, d := range []*loader.Datapath{z.off, z.on} {
+		if d != nil {
+			d.Close()
+		}
+	}
+	return loader.Uninstall(z.pinDir)
+}
+
+// decide runs frame once through p and returns the (verdict, reason) counter that moved.
+func decide(m *maps.Maps, p *ebpf.Program, frame []byte) (bpf.Verdict, bpf.Reason, error) {
+	before, err := m.Counters()
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := p.Run(&ebpf.RunOptions{Data: frame}); err != nil {
+		return 0, 0, err
+	}
+	after, err := m.Counters()
+	if err != nil {
+		return 0, 0, err
+	}
+	var v bpf.Verdict
+	var r bpf.Reason
+	moved := 0
+	for i := range bpf.NumVerdicts {
+		for j := range bpf.NumReasons {
+			if after[i][j].Packets != before[i][j].Packets {
+				moved++
+				v, r = bpf.Verdict(i), bpf.Reason(j)
+			}
+		}
+	}
+	if moved != 1 {
+		return 0, 0, fmt.Errorf("%d counters moved for one frame, want 1", moved)
+	}
+	return v, r, nil
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hot section.
+
+type hotVariant struct {
+	n      int // devices
+	class  string
+	events bool
+	idx    int // in the Interleave slice
+}
+
+func runHot(ctx context.Context, cfg *Config, r *Report) error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return err
+	}
+	sizes := cfg.Sizes([]int{1, 1000, 100000, 1000000}, []int{1, 1000})
+	rounds := cfg.Pick(11, 3)
+	repeat := cfg.Pick(1000000, 20000) // 2M would take the section past 3 minutes
+
+	floor, err := floorProgram()
+	if err != nil {
+		return err
+	}
+	defer floor.Close()
+	xf, err := openXDPFilter()
+	if err != nil {
+		return err
+	}
+	defer xf.Close()
+	prims, err := openPrimitives()
+	if err != nil {
+		return err
+	}
+	defer prims.Close()
+
+	dps := map[int]*ztgateDP{}
+	snaps := map[int]*policy.Snapshot{}
+	defer func() {
+		for n, z := range dps {
+			if err := z.Close(); err != nil {
+				cfg.Logf("hot: release the datapath of %s devices: %v", count(n), err)
+			}
+		}
+	}()
+	for _, n := range sizes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s, err := fleetSnapshot(cfg, n)
+		if err != nil {
+			return err
+		}
+		snaps[n] = s
+		t0 := time.Now()
+		z, err := openZtgate(n, s)
+		if err != nil {
+			return fmt.Errorf("ztgate with %s devices: %w", count(n), err)
+		}
+		dps[n] = z
+		cfg.Logf("hot: ztgate with %s devices loaded and applied in %s", count(n), time.Since(t0).Round(time.Millisecond))
+	}
+
+	// The measured device: one in the middle of the fleet.
+	dev := func(n int) int { return n / 2 }
+	allowed4 := hotClasses[0].frame(dev(sizes[0]))
+	if err := xf.check(allowed4); err != nil {
+		return err
+	}
+
+	vs := []Variant{
+		progVariant("floor", floor, allowed4, repeat, xdpPass),
+		progVariant("xdp-filter", xf.prog, allowed4, repeat, xdpPass),
+	}
+	for i, p := range prims.progs {
+		vs = append(vs, progVariant(prims.names[i], p, allowed4, repeat, xdpPass))
+	}
+	var hv []hotVariant
+	for _, n := range sizes {
+		z := dps[n]
+		for _, c := range hotClasses {
+			frame := c.frame(dev(n))
+			for _, ev := range []bool{true, false} {
+				p := z.off.Program()
+				if ev {
+					p = z.on.Program()
+				}
+				v, rs, err := decide(z.maps, p, frame)
+				if err != nil {
+					return fmt.Errorf("%s with %s devices: %w", c.name, count(n), err)
+				}
+				if v != c.verdict || rs != c.reason {
+					return fmt.Errorf("%s with %s devices: got %s/%s, want %s/%s", c.name, count(n), v, rs, c.verdict, c.reason)
+				}
+				want := uint32(xdpPass)
+				if c.verdict == bpf.VerdictDrop {
+					want = xdpDrop
+				}
+				hv = append(hv, hotVariant{n: n, class: c.name, events: ev, idx: len(vs)})
+				vs = append(vs, progVariant(hotName(n, c.name, ev), p, frame, repeat, want))
+			}
+		}
+	}
+
+	unpin, err := PinThread(benchCPU())
+	if err != nil {
+		return err
+	}
+	defer unpin()
+	if err := warmUp(vs); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	res, err := Interleave(rounds, vs)
+	if err != nil {
+		return err
+	}
+	cfg.Logf("hot: %d variants x %d rounds x %d repeats in %s", len(vs), rounds, repeat, time.Since(t0).Round(time.Millisecond))
+
+	floorNs, xfNs := res[0], res[1]
+	xfRatio := Ratios(xfNs, floorNs)
+	r.Add(Result{Section: "hot", Name: "floor (XDP_PASS only)", Value: Median(floorNs), Unit: "ns/pkt",
+		Note: fmt.Sprintf("%d rounds x %d runs, CPU %d", rounds, repeat, benchCPU())})
+	r.Add(Result{Section: "hot", Name: "xdp-filter 10k MAC + 10k IPv4", Value: Median(xfNs), Unit: "ns/pkt",
+		Ratio: Median(xfRatio), Base: "floor", Spread: Spread(xfRatio),
+		Note: "xdpfilt_alw_all.o, maps full; frame unlisted: 4 hash + 2 array lookups, pass"})
+	// Per-operation costs: (primitive program - floor) / primOps, per round.
+	prim := map[string]float64{}
+	for i, name := range prims.names {
+		ns := res[2+i]
+		per := make([]float64, len(ns))
+		for j := range ns {
+			per[j] = (ns[j] - floorNs[j]) / primOps
+		}
+		prim[name] = Median(per)
+		r.Add(Result{Section: "hot", Name: "primitive: " + name, Value: Median(per), Unit: "ns/op",
+			Note: fmt.Sprintf("(%d in a row - floor) / %d", primOps, primOps)})
+	}
+	hashNs, lpmNs, ktimeNs := prim[prims.names[0]], prim[prims.names[1]], prim[prims.names[2]]
+	// budget describes a path by its helper calls (bpf/ztgate.c as of this suite) and what the
+	// primitives measured here make of them, against what limit leaves over the floor.
+	budget := func(hash, lpm, ktime int, limit float64) string {
+		return fmt.Sprintf("path has %d hash + %d LPM lookups + %d bpf_ktime_get_ns = ~%.0f ns by the primitives; "+
+			"the limit leaves %.0f ns over the floor", hash, lpm, ktime,
+			float64(hash)*hashNs+float64(lpm)*lpmNs+float64(ktime)*ktimeNs, (limit-1)*Median(floorNs))
+	}
+
+	type agg struct {
+		ratio, vsXF float64
+		name        string
+	}
+	byKey := map[string]agg{} // class/n/events
+	for _, h := range hv {
+		ns := res[h.idx]
+		rf := Ratios(ns, floorNs)
+		rx := Ratios(ns, xfNs)
+		name := hotName(h.n, h.class, h.events)
+		note := hotNote(h.class, h.events)
+		r.Add(Result{Section: "hot", Name: name, Value: Median(ns), Unit: "ns/pkt", Ratio: Median(rf), Base: "floor",
+			Spread: Spread(rf), Note: note})
+		r.Add(Result{Section: "hot", Name: name, Value: Median(ns), Unit: "ns/pkt", Ratio: Median(rx), Base: "xdp-filter",
+			Spread: Spread(rx)})
+		byKey[hotKey(h.class, h.n, h.events)] = agg{ratio: Median(rf), vsXF: Median(rx), name: name}
+	}
+
+	quick := ""
+	if cfg.Quick {
+		quick = "quick: N = 1 and 1k only, figures not meant to be read; "
+	}
+	// worst returns the largest ratio (to the floor, or to xdp-filter) of class over every size
+	// and both event settings, and the variant it came from.
+	worst := func(class string, vsXF bool) (float64, string) {
+		w, at := 0.0, ""
+		for _, n := range sizes {
+			for _, ev := range []bool{true, false} {
+				a := byKey[hotKey(class, n, ev)]
+				v := a.ratio
+				if vsXF {
+					v = a.vsXF
+				}
+				if v > w {
+					w, at = v, a.name
+				}
+			}
+		}
+		return w, at
+	}
+	wa4, at4 := worst("allowed-v4", false)
+	wa6, at6 := worst("allowed-v6", false)
+	wa, at := wa4, at4
+	if wa6 > wa {
+		wa, at = wa6, at6
+	}
+	r.Check("hot", "allowed path (IPv4, IPv6) <= 3.0x the floor", wa, "<=", hotAllowedMax, "x",
+		quick+"worst of every N and event setting: "+at+"; "+budget(3, 1, 1, hotAllowedMax))
+	wu, atu := worst("unknown-device-drop", false)
+	r.Check("hot", "unknown-device drop <= 2.2x the floor", wu, "<=", hotUnknownMax, "x",
+		quick+"worst: "+atu+"; with events on the drop goes through the per-(device, reason) limiter, "+
+			"suppressed after the burst (a flood); events on: "+budget(2, 0, 1, hotUnknownMax)+
+			"; events off: 1 hash lookup + 1 bpf_ktime_get_ns (taken before the events-enabled test)")
+	// Helper calls per class, events on (events off: one hash lookup fewer on drops).
+	calls := map[string][3]int{"allowed-v4": {3, 1, 1}, "allowed-v6": {3, 1, 1}, "no-rule-drop": {5, 1, 2},
+		"unknown-device-drop": {2, 0, 1}, "spoofed-ip-drop": {2, 0, 1}}
+	xfFloor := Median(xfRatio)
+	for _, c := range hotClasses {
+		w, at := worst(c.name, true)
+		k := calls[c.name]
+		r.Check("hot", c.name+" <= 0.65x xdp-filter", w, "<=", hotVsFilterMax, "x", quick+"worst: "+at+"; "+
+			budget(k[0], k[1], k[2], hotVsFilterMax*xfFloor))
+	}
+	lo, hi := 0.0, 0.0
+	for i, n := range sizes {
+		v := byKey[hotKey("allowed-v4", n, true)].ratio
+		if i == 0 || v < lo {
+			lo = v
+		}
+		if i == 0 || v > hi {
+			hi = v
+		}
+	}
+	flat := hi/lo - 1
+	// The policy grows with the fleet up to its 48 rule sets: one device has one rule set (3
+	// prefixes in the trie), 1k devices and more have them all (124). Say how flat the cost is
+	// once the policy is complete, to tell the two apart.
+	note := "allowed-v4 ratio to the floor, events on, across N"
+	var big []float64
+	for _, n := range sizes {
+		if n >= 1000 {
+			big = append(big, byKey[hotKey("allowed-v4", n, true)].ratio)
+		}
+	}
+	if len(big) > 1 {
+		note += fmt.Sprintf("; N=1's policy has 1 rule set (%d trie prefixes), N>=1k all 48 (%d): from 1k to %s max/min-1 = %.2f",
+			len(snaps[sizes[0]].Prefixes), len(snaps[sizes[len(sizes)-1]].Prefixes), count(sizes[len(sizes)-1]),
+			slices.Max(big)/slices.Min(big)-1)
+	}
+	r.Check("hot", fmt.Sprintf("hot cost flat from %s to %s devices (max/min-1)", count(sizes[0]), count(sizes[len(sizes)-1])),
+		flat, "<=", hotFlatMax, "", quick+note)
+	return nil
+}
+
+func hotKey(class string, n int, events bool) string {
+	return fmt.Sprintf("%s/%d/%v", class, n, events)
+}
+
+func hotName(n int, class string, events bool) string {
+	ev := "on"
+	if !events {
+		ev = "off"
+	}
+	return fmt.Sprintf("ztgate %s dev %s ev-%s", count(n), class, ev)
+}
+
+func hotNote(class string, events bool) string {
+	switch {
+	case strings.HasSuffix(class, "-drop") && events:
+		return "event limiter: over the burst, suppressed (flood case)"
+	case strings.HasPrefix(class, "allowed"):
+		return "dev+peer+prefix+rule lookups"
+	}
+	return ""
+}

@@ -1,0 +1,85 @@
+package bench
+
+import (
+	"context"
+	"io"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/ztgate/ztgate/testenv"
+)
+
+// TestHotColdQuick runs the hot and cold sections in quick mode and checks the shape of the
+// report: every expected figure present and positive, a verdict for every target, no error.
+// Timings are not asserted: they are the suite's output, not a property of the code.
+func TestHotColdQuick(t *testing.T) {
+	testenv.RequirePriv(t)
+	cfg := &Config{Quick: true, Log: io.Discard}
+	if testing.Verbose() {
+		cfg.Log = testWriter{t}
+	}
+	r := Run(context.Background(), cfg, []string{"hot", "cold"})
+	if len(r.Errors) > 0 {
+		t.Fatalf("errors: %v", r.Errors)
+	}
+	got := map[string]Result{}
+	for _, res := range r.Results {
+		if res.Value <= 0 {
+			t.Errorf("%s/%s: value %v, want > 0", res.Section, res.Name, res.Value)
+		}
+		if res.Base != "" && res.Ratio <= 0 {
+			t.Errorf("%s/%s: ratio %v to %s, want > 0", res.Section, res.Name, res.Ratio, res.Base)
+		}
+		got[res.Section+"/"+res.Name+"/"+res.Base] = res
+	}
+	want := []string{
+		"hot/floor (XDP_PASS only)/",
+		"hot/xdp-filter 10k MAC + 10k IPv4/floor",
+		"hot/primitive: hash lookup (8-byte key, hit)/",
+		"hot/primitive: LPM trie lookup (24-byte key, 124 prefixes)/",
+		"hot/primitive: bpf_ktime_get_ns/",
+		"cold/control 1k dev (hash lookup + counter)/",
+		"cold/control 10k dev, record values + device stats/control",
+		"cold/control 1k dev, record values/control",
+		"cold/ztgate 1k dev allowed-v4 cold/control",
+		"cold/ztgate 10k dev allowed-v4 hot/control",
+	}
+	for _, n := range []int{1, 1000} {
+		for _, c := range hotClasses {
+			for _, ev := range []bool{true, false} {
+				name := hotName(n, c.name, ev)
+				want = append(want, "hot/"+name+"/floor", "hot/"+name+"/xdp-filter")
+			}
+		}
+	}
+	for _, w := range want {
+		if _, ok := got[w]; !ok {
+			t.Errorf("missing result %q", w)
+		}
+	}
+	if len(got) != len(r.Results) {
+		t.Errorf("%d results, %d distinct: a name is reported twice", len(r.Results), len(got))
+	}
+	sections := map[string]int{}
+	for _, tg := range r.Targets {
+		sections[tg.Section]++
+		if math.IsNaN(tg.Measured) || tg.Measured < 0 || tg.Limit <= 0 {
+			t.Errorf("target %s/%q: measured %v, limit %v", tg.Section, tg.Desc, tg.Measured, tg.Limit)
+		}
+		if !strings.HasPrefix(tg.Note, "quick") {
+			t.Errorf("target %s/%q: note %q does not say quick", tg.Section, tg.Desc, tg.Note)
+		}
+	}
+	// hot: allowed, unknown device, one per frame class against xdp-filter, flatness; cold: one per N.
+	if sections["hot"] != 3+len(hotClasses) || sections["cold"] != 2 {
+		t.Errorf("targets per section %v, want hot %d, cold 2", sections, 3+len(hotClasses))
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
