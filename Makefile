@@ -38,7 +38,9 @@ BPF2GO_CFLAGS ?= -I/usr/include/$(MULTIARCH)
 endif
 export BPF2GO_CFLAGS
 BPF_DIR     := bpf
-GENERATED   := $(BPF_DIR)/ztgate_bpfel.go $(BPF_DIR)/ztgate_bpfel.o
+BENCH_BPF_DIR := bench/bpf
+GENERATED   := $(BPF_DIR)/ztgate_bpfel.go $(BPF_DIR)/ztgate_bpfel.o \
+	$(BENCH_BPF_DIR)/ztgatecold_bpfel.go $(BENCH_BPF_DIR)/ztgatecold_bpfel.o
 
 # Benchmarks: the peers they compare against (Debian packages) and where the JSON goes.
 BENCH_DEPS  := xdp-tools nftables iptables
@@ -64,16 +66,16 @@ deps: ## (root) install build/test deps with apt-get (+ Go from go.dev if missin
 	bash scripts/install-go.sh
 
 generate: ## regenerate the BPF object and Go bindings (bpf2go + clang)
-	@echo "generate: go generate ./$(BPF_DIR)/ (BPF2GO_CFLAGS='$(BPF2GO_CFLAGS)')"
-	$(GO) generate ./$(BPF_DIR)/
+	@echo "generate: go generate ./$(BPF_DIR)/ ./$(BENCH_BPF_DIR)/ (BPF2GO_CFLAGS='$(BPF2GO_CFLAGS)')"
+	$(GO) generate ./$(BPF_DIR)/ ./$(BENCH_BPF_DIR)/
 
 check-generated: generate ## regenerate and fail if the committed generated files differ
-	@changes=$$(git status --porcelain --untracked-files=all -- $(BPF_DIR) | \
+	@changes=$$(git status --porcelain --untracked-files=all -- $(BPF_DIR) $(BENCH_BPF_DIR) | \
 		grep -E '_bpfe[lb]\.(go|o)$$' || true); \
 	if [[ -n "$$changes" ]]; then \
 		echo "check-generated: FAIL: the generated BPF files differ from the committed ones:"; \
 		echo "$$changes"; \
-		git --no-pager diff --stat -- $(BPF_DIR); \
+		git --no-pager diff --stat -- $(BPF_DIR) $(BENCH_BPF_DIR); \
 		echo "check-generated: run 'make generate' and commit $(GENERATED)"; \
 		echo "check-generated: (they must be built with Debian 12's clang 14, as CI does)"; \
 		exit 1; \
