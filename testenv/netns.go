@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -126,7 +127,7 @@ func Do(target netns.NsHandle, fn func() error) error {
 // (failing with an error wrapping os.ErrExist if the name is taken). The caller's thread is
 // not affected. On failure nothing is left behind.
 func createNamedNetns(name string) (netns.NsHandle, error) {
-	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
+	if err := prepareNetnsDir(); err != nil {
 		return netns.None(), fmt.Errorf("testenv: %w", err)
 	}
 	path := filepath.Join(NetnsDir, name)
@@ -174,6 +175,33 @@ func createNamedNetns(name string) (netns.NsHandle, error) {
 		return netns.None(), fmt.Errorf("testenv: create netns %s: %w", name, err)
 	}
 	return h, nil
+}
+
+var (
+	netnsDirOnce sync.Once
+	netnsDirErr  error
+)
+
+// prepareNetnsDir makes /run/netns a shared mount point, as iproute2 does before its first
+// namespace. Otherwise a later `ip netns add` (by anyone) bind-mounts /run/netns over itself,
+// hiding the namespaces mounted there before: they could no longer be unmounted or deleted.
+func prepareNetnsDir() error {
+	netnsDirOnce.Do(func() {
+		if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
+			netnsDirErr = err
+			return
+		}
+		err := unix.Mount("", NetnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		if errors.Is(err, unix.EINVAL) { // not a mount point yet
+			if err = unix.Mount(NetnsDir, NetnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err == nil {
+				err = unix.Mount("", NetnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+			}
+		}
+		if err != nil {
+			netnsDirErr = fmt.Errorf("make %s a shared mount point: %w", NetnsDir, err)
+		}
+	})
+	return netnsDirErr
 }
 
 // deleteNamedNetns unmounts (every stacked mount of) /run/netns/name and removes the file.
