@@ -38,19 +38,24 @@ type CompileOptions struct {
 // Compile turns a valid policy into the content of one datapath policy slot. It is pure: no
 // kernel is needed. The policy must have passed Validate.
 func Compile(p *Policy, opt CompileOptions) (*Snapshot, error) {
+	n, addrs := len(p.Spec.Devices), 0
+	for i := range p.Spec.Devices {
+		addrs += len(p.Spec.Devices[i].IPv4) + len(p.Spec.Devices[i].IPv6)
+	}
 	c := &compiler{
-		p:        p,
-		opt:      opt,
-		segIDs:   map[string]uint16{},
-		devIDs:   map[string]uint32{},
-		rulesets: map[string]uint32{},
+		p:         p,
+		opt:       opt,
+		segIDs:    map[string]uint16{},
+		devIDs:    make(map[string]uint32, n),
+		rulesets:  map[string]uint32{},
+		listCache: map[string]uint32{},
 		snap: &Snapshot{
 			Revision:     opt.Revision,
-			Devices:      map[bpf.DevKey]bpf.DevRec{},
-			Addrs:        map[bpf.AddrKey]bpf.AddrVal{},
+			Devices:      make(map[bpf.DevKey]bpf.DevRec, n),
+			Addrs:        make(map[bpf.AddrKey]bpf.AddrVal, addrs),
 			Prefixes:     map[bpf.PrefixKey]bpf.PrefixVal{},
 			Rules:        map[bpf.RuleKey]bpf.RuleVal{},
-			DeviceNames:  map[uint32]string{},
+			DeviceNames:  make(map[uint32]string, n),
 			SegmentNames: map[uint16]string{},
 		},
 	}
@@ -69,6 +74,12 @@ type compiler struct {
 	rulesets map[string]uint32 // canonical rule list -> rule set id
 	rsFlags  []uint16          // rule set id -> ZT_DEV_PEER_RULES | ZT_DEV_PREFIX_RULES
 	groups   uint32            // prefix groups handed out
+
+	// listCache maps a device's rule list as written (its segment and its own rules, see
+	// listKey) to its rule set: devices mostly share a few lists, and compiling a list
+	// (ruleset) costs far more than recognising one already compiled.
+	listCache map[string]uint32
+	key       []byte // listKey's buffer
 }
 
 func (c *compiler) run() error {
@@ -164,25 +175,33 @@ func (c *compiler) assignDevIDs() {
 const ZeroDevID = 0
 
 func (c *compiler) device(i int, d *Device, segs map[string]*Segment) error {
-	path := fmt.Sprintf("spec.devices[%d]", i)
+	path := func() string { return fmt.Sprintf("spec.devices[%d]", i) }
 	rec := bpf.DevRec{DevId: c.devIDs[d.Name], Vlan: d.VLAN}
 	mode := c.p.Spec.Mode
-	var rules []Rule
+	var seg *Segment
 	if d.Segment != "" {
-		s := segs[d.Segment]
+		seg = segs[d.Segment]
 		rec.Segment = c.segIDs[d.Segment]
-		if s.Mode != "" {
-			mode = s.Mode
+		if seg.Mode != "" {
+			mode = seg.Mode
 		}
-		rules = append(rules, s.Allow...)
 	}
 	if d.Mode != "" {
 		mode = d.Mode
 	}
-	rules = append(rules, d.Allow...)
-	rs, err := c.ruleset(path+".allow", rules)
-	if err != nil {
-		return err
+	c.key = listKey(c.key[:0], d.Segment, d.Allow)
+	rs, ok := c.listCache[string(c.key)]
+	if !ok {
+		var rules []Rule
+		if seg != nil {
+			rules = append(rules, seg.Allow...)
+		}
+		rules = append(rules, d.Allow...)
+		var err error
+		if rs, err = c.ruleset(path()+".allow", rules); err != nil {
+			return err
+		}
+		c.listCache[string(c.key)] = rs
 	}
 	rec.Ruleset = rs
 	rec.Flags = c.rsFlags[rs]
@@ -194,25 +213,57 @@ func (c *compiler) device(i int, d *Device, segs map[string]*Segment) error {
 	}
 	if d.Port != "" {
 		if c.opt.Ifindex == nil {
-			return fmt.Errorf("%s.port: %q: no interface resolver given", path, d.Port)
+			return fmt.Errorf("%s.port: %q: no interface resolver given", path(), d.Port)
 		}
 		idx, err := c.opt.Ifindex(d.Port)
 		if err != nil {
-			return fmt.Errorf("%s.port: %q: %w", path, d.Port, err)
+			return fmt.Errorf("%s.port: %q: %w", path(), d.Port, err)
 		}
 		rec.Ifindex = idx
 	}
 	val := bpf.AddrVal{DevId: rec.DevId, Segment: rec.Segment, Kind: bpf.AddrDevice}
-	for _, s := range append(slices.Clone(d.IPv4), d.IPv6...) {
-		a := netip.MustParseAddr(s)
-		if err := bind(&rec, a); err != nil {
-			return fmt.Errorf("%s.%w", path, err)
+	for _, list := range [2][]string{d.IPv4, d.IPv6} {
+		for _, s := range list {
+			a := netip.MustParseAddr(s)
+			if err := bind(&rec, a); err != nil {
+				return fmt.Errorf("%s.%w", path(), err)
+			}
+			c.snap.Addrs[bpf.AddrKey{Addr: in6(a)}] = val
 		}
-		c.snap.Addrs[bpf.AddrKey{Addr: in6(a)}] = val
 	}
 	c.snap.Devices[devKey(mustMAC(d.MAC))] = rec
 	c.snap.DeviceNames[rec.DevId] = d.Name
 	return nil
+}
+
+// listKey appends to b an encoding of a device's rule list as written: its segment's name (the
+// segment's rules) and its own rules, every string length-prefixed so that different lists
+// never share a key.
+func listKey(b []byte, segment string, rules []Rule) []byte {
+	str := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	str(segment)
+	b = binary.AppendUvarint(b, uint64(len(rules)))
+	for i := range rules {
+		r := &rules[i]
+		str(r.To.CIDR)
+		str(r.To.Device)
+		str(r.To.Segment)
+		if r.To.Gateway {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+		str(r.Proto)
+		b = binary.AppendUvarint(b, uint64(len(r.Ports)))
+		for _, p := range r.Ports {
+			b = binary.LittleEndian.AppendUint16(b, p.Lo)
+			b = binary.LittleEndian.AppendUint16(b, p.Hi)
+		}
+	}
+	return b
 }
 
 // bind adds a to the addresses inlined in the device record.

@@ -141,14 +141,17 @@ func Compare(old, new *Policy) Diff {
 			Old: joinRules(os.Quarantine.Allow), New: joinRules(ns.Quarantine.Allow)})
 	}
 
-	d.Segments = compareItems(os.Segments, ns.Segments, func(s Segment) string { return s.Name },
-		func(o, n Segment) ItemChange {
+	d.Segments = compareItems(os.Segments, ns.Segments, func(s *Segment) string { return s.Name },
+		func(o, n *Segment) ItemChange {
 			c := ItemChange{Fields: appendField(nil, "mode", string(o.Mode), string(n.Mode), nil)}
 			c.RulesAdded, c.RulesRemoved = ruleDiff(o.Allow, n.Allow)
 			return c
 		})
-	d.Devices = compareItems(os.Devices, ns.Devices, func(d Device) string { return d.Name },
-		func(o, n Device) ItemChange {
+	d.Devices = compareItems(os.Devices, ns.Devices, func(d *Device) string { return d.Name },
+		func(o, n *Device) ItemChange {
+			if sameDevice(o, n) {
+				return ItemChange{} // written the same: unchanged (the common case of a large policy)
+			}
 			var fs []FieldChange
 			fs = appendField(fs, "mac", o.MAC, n.MAC, normMAC)
 			fs = appendField(fs, "ipv4", joinList(o.IPv4), joinList(n.IPv4), normAddrs)
@@ -168,12 +171,12 @@ func Compare(old, new *Policy) Diff {
 // compareItems matches items by name (the first of a duplicated name counts) and returns the
 // added, removed and changed ones sorted by name. changed returns the differences of two
 // items with the same name; no Fields and no rules means unchanged.
-func compareItems[T any](old, new []T, name func(T) string, changed func(o, n T) ItemChange) []ItemChange {
-	index := func(items []T) map[string]T {
-		m := make(map[string]T, len(items))
-		for _, it := range items {
-			if _, dup := m[name(it)]; !dup {
-				m[name(it)] = it
+func compareItems[T any](old, new []T, name func(*T) string, changed func(o, n *T) ItemChange) []ItemChange {
+	index := func(items []T) map[string]int {
+		m := make(map[string]int, len(items))
+		for i := range items {
+			if _, dup := m[name(&items[i])]; !dup {
+				m[name(&items[i])] = i
 			}
 		}
 		return m
@@ -185,20 +188,29 @@ func compareItems[T any](old, new []T, name func(T) string, changed func(o, n T)
 			out = append(out, ItemChange{Op: OpRemoved, Name: n})
 		}
 	}
-	for n, it := range nm {
+	for n, i := range nm {
 		o, ok := om[n]
 		if !ok {
 			out = append(out, ItemChange{Op: OpAdded, Name: n})
 			continue
 		}
-		c := changed(o, it)
+		c := changed(&old[o], &new[i])
 		if len(c.Fields)+len(c.RulesAdded)+len(c.RulesRemoved) > 0 {
 			c.Op, c.Name = OpChanged, n
 			out = append(out, c)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	slices.SortFunc(out, func(a, b ItemChange) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// sameDevice reports whether o and n are written the same (then they compare unchanged).
+func sameDevice(o, n *Device) bool {
+	return o.MAC == n.MAC && slices.Equal(o.IPv4, n.IPv4) && slices.Equal(o.IPv6, n.IPv6) && o.Port == n.Port &&
+		o.VLAN == n.VLAN && o.Segment == n.Segment && o.Mode == n.Mode && o.Quarantined == n.Quarantined &&
+		slices.EqualFunc(o.Allow, n.Allow, func(a, b Rule) bool {
+			return a.To == b.To && a.Proto == b.Proto && slices.Equal(a.Ports, b.Ports)
+		})
 }
 
 // appendField appends a FieldChange when old and new differ once normalised by norm (nil:

@@ -44,9 +44,18 @@ func ParseFile(path string) (*Policy, error) {
 // an Errors listing every problem found (up to MaxErrors) with its line, column and field
 // path. Parse returns a nil Policy with any error.
 func Parse(filename string, data []byte) (*Policy, error) {
+	return ParseLimit(filename, data, MaxDocumentSize)
+}
+
+// ParseLimit is Parse with another limit on the document size, in bytes (limit <= 0:
+// MaxDocumentSize). The agent raises it for very large fleets (its max_policy_bytes setting).
+func ParseLimit(filename string, data []byte, limit int) (*Policy, error) {
+	if limit <= 0 {
+		limit = MaxDocumentSize
+	}
 	errs := &errorList{}
-	if len(data) > MaxDocumentSize {
-		errs.add(&FieldError{File: filename, Msg: fmt.Sprintf("document is larger than %d MiB", MaxDocumentSize>>20)})
+	if len(data) > limit {
+		errs.add(&FieldError{File: filename, Msg: "document is larger than " + sizeText(limit)})
 		return nil, errs.err()
 	}
 	root, ferr := decodeYAML(data)
@@ -74,6 +83,14 @@ func Parse(filename string, data []byte) (*Policy, error) {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// sizeText writes a size limit in MiB when it is a whole number of MiB, else in bytes.
+func sizeText(n int) string {
+	if n%(1<<20) == 0 {
+		return strconv.Itoa(n>>20) + " MiB"
+	}
+	return strconv.Itoa(n) + " bytes"
 }
 
 // yamlLineRE matches the position yaml.v3 puts in its syntax errors.

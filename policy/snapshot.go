@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"hash"
 	"net"
+	"reflect"
 	"slices"
+	"sync"
+	"unsafe"
 
 	"github.com/ztgate/ztgate/bpf"
 )
@@ -52,8 +55,44 @@ func (s *Snapshot) Hash() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// hashEntries writes the map's entries, encoded and sorted by key, to h.
+// hashEntries writes the map's entries, encoded (binary.LittleEndian) and sorted by key, to h.
 func hashEntries[K comparable, V any](h hash.Hash, name string, m map[K]V) {
+	kc, vc := rawCodecOf[K](), rawCodecOf[V]()
+	if !kc.ok || !vc.ok {
+		hashEntriesSlow(h, name, m)
+		return
+	}
+	// Keys in one buffer, sorted through an index; values looked up in key order.
+	ks := kc.size
+	keys := make([]K, 0, len(m))
+	raw := make([]byte, 0, len(m)*ks)
+	for k := range m {
+		keys = append(keys, k)
+		raw = kc.append(raw, unsafe.Pointer(&k))
+	}
+	idx := make([]int32, len(keys))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(a, b int32) int {
+		return bytes.Compare(raw[int(a)*ks:int(a+1)*ks], raw[int(b)*ks:int(b+1)*ks])
+	})
+	fmt.Fprintf(h, "%s %d\n", name, len(keys))
+	buf := make([]byte, 0, 64<<10)
+	for _, i := range idx {
+		buf = append(buf, raw[int(i)*ks:int(i+1)*ks]...)
+		v := m[keys[i]]
+		buf = vc.append(buf, unsafe.Pointer(&v))
+		if len(buf) >= 60<<10 {
+			h.Write(buf)
+			buf = buf[:0]
+		}
+	}
+	h.Write(buf)
+}
+
+// hashEntriesSlow is hashEntries with encoding/binary, for types rawCodec cannot copy.
+func hashEntriesSlow[K comparable, V any](h hash.Hash, name string, m map[K]V) {
 	type entry struct{ k, v []byte }
 	entries := make([]entry, 0, len(m))
 	for k, v := range m {
@@ -68,6 +107,74 @@ func hashEntries[K comparable, V any](h hash.Hash, name string, m map[K]V) {
 		h.Write(e.k)
 		h.Write(e.v)
 	}
+}
+
+// rawCodec encodes a fixed-size type as binary.Write(LittleEndian) does, by copying its
+// memory: valid on a little-endian host for a type without implicit padding (binary.Size equals
+// its size in memory), once its blank (_) fields, which binary.Write writes as zeros, are zeroed.
+type rawCodec struct {
+	ok     bool
+	size   int
+	blanks [][2]int // byte ranges of blank fields
+}
+
+func (c rawCodec) append(b []byte, p unsafe.Pointer) []byte {
+	n := len(b)
+	b = append(b, unsafe.Slice((*byte)(p), c.size)...)
+	for _, r := range c.blanks {
+		clear(b[n+r[0] : n+r[1]])
+	}
+	return b
+}
+
+var rawCodecs sync.Map // reflect.Type -> rawCodec
+
+func rawCodecOf[T any]() rawCodec {
+	t := reflect.TypeFor[T]()
+	if c, ok := rawCodecs.Load(t); ok {
+		return c.(rawCodec)
+	}
+	var zero T
+	c := rawCodec{size: int(t.Size())}
+	one := uint16(1)
+	littleEndian := *(*byte)(unsafe.Pointer(&one)) == 1
+	if littleEndian && binary.Size(&zero) == c.size && blankRanges(t, 0, &c.blanks) {
+		c.ok = true
+	}
+	rawCodecs.Store(t, c)
+	return c
+}
+
+// blankRanges collects the byte ranges of the blank fields of t (at offset off), and reports
+// whether t is made of fixed-size numbers, arrays and structs only.
+func blankRanges(t reflect.Type, off int, out *[][2]int) bool {
+	switch t.Kind() {
+	case reflect.Bool, reflect.Int8, reflect.Uint8, reflect.Int16, reflect.Uint16, reflect.Int32, reflect.Uint32,
+		reflect.Int64, reflect.Uint64, reflect.Float32, reflect.Float64:
+		return true
+	case reflect.Array:
+		for i := range t.Len() {
+			if !blankRanges(t.Elem(), off+i*int(t.Elem().Size()), out) {
+				return false
+			}
+		}
+		return true
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if f.Name == "_" {
+				if f.Type.Size() > 0 {
+					*out = append(*out, [2]int{off + int(f.Offset), off + int(f.Offset) + int(f.Type.Size())})
+				}
+				continue
+			}
+			if !blankRanges(f.Type, off+int(f.Offset), out) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // DevIDs returns the dev_id of every device of the snapshot by MAC: what a later Compile needs
