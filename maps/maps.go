@@ -76,6 +76,10 @@ type Maps struct {
 	synced  bool       // a barrier ran since New: no frame can still be on the inactive slot
 	noBatch [numKinds]bool
 	closed  bool
+	stats   ApplyStats // of the last successful Apply
+
+	incremental bool    // see SetIncremental
+	slots       [2]held // what each slot holds, in incremental mode
 }
 
 // New builds typed access from the loaded objects and the map specs they were created from
@@ -161,5 +165,7 @@ func (m *Maps) Close() error {
 		e.Close()
 	}
 	m.barInr.Close()
+	m.forget(0)
+	m.forget(1)
 	return nil
 }

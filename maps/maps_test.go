@@ -3,6 +3,8 @@ package maps
 import (
 	"bytes"
 	"errors"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"reflect"
 	"sync"
@@ -380,7 +382,13 @@ func TestApplyTiming(t *testing.T) {
 // the device record of one revision with the rules (or placeholders) of the other would be
 // dropped (no_rule, unknown_device, no_policy): every frame must pass.
 func TestSwapNeverMixesRevisions(t *testing.T) {
+	t.Run("full", func(t *testing.T) { swapNeverMixes(t, false) })
+	t.Run("incremental", func(t *testing.T) { swapNeverMixes(t, true) })
+}
+
+func swapNeverMixes(t *testing.T, incremental bool) {
 	e := setup(t, nil)
+	e.m.SetIncremental(incremental)
 	mk := func(rev uint64, rs uint32) *policy.Snapshot {
 		s := smallSnapshot(rev)
 		for k, d := range s.Devices {
@@ -485,4 +493,60 @@ func TestApplyFailureKeepsRunningPolicy(t *testing.T) {
 	s3 := smallSnapshot(3)
 	mustApply(t, e, s3)
 	checkActive(t, e, s3)
+}
+
+// TestIncrementalApply: in incremental mode (shared, patched and fresh inner maps), after every
+// Apply of a sequence of changes big and small, the active slot holds exactly the snapshot, and
+// usage still equals the content.
+func TestIncrementalApply(t *testing.T) {
+	e := setup(t, nil)
+	e.m.SetIncremental(true)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	base := bigSnapshot(1, 40)
+	mustApply(t, e, base)
+	checkActive(t, e, base)
+	prev := base
+	for rev := uint64(2); rev <= 40; rev++ {
+		s := bigSnapshot(rev, 40)
+		// Start from the previous content and change a little (or a lot, or nothing).
+		s.Devices, s.Addrs = maps.Clone(prev.Devices), maps.Clone(prev.Addrs)
+		s.Rules, s.Prefixes = maps.Clone(prev.Rules), maps.Clone(prev.Prefixes)
+		switch rnd.IntN(5) {
+		case 0: // one device's rule set changes
+			for k, d := range s.Devices {
+				d.Ruleset = 1 + uint32(rnd.IntN(2))
+				s.Devices[k] = d
+				break
+			}
+		case 1: // a device goes, with its address
+			for k, d := range s.Devices {
+				delete(s.Devices, k)
+				for a, v := range s.Addrs {
+					if v.DevId == d.DevId {
+						delete(s.Addrs, a)
+					}
+				}
+				break
+			}
+		case 2: // a rule is added or changed
+			s.Rules[bpf.RuleKey{Ruleset: 1, SelKind: bpf.SelGateway, Proto: uint8(1 + rnd.IntN(20))}] = bpf.RuleVal{Flags: bpf.RuleAllPorts}
+		case 3: // everything is new
+			s = bigSnapshot(rev, 10+rnd.IntN(50))
+		case 4: // only the revision changes
+		}
+		mustApply(t, e, s)
+		checkActive(t, e, s)
+		use, err := e.m.Usage(e.lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tables, err := e.m.TableUsage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := append(PolicyUsage(s, e.lim), tables...); !reflect.DeepEqual(use, want) {
+			t.Fatalf("revision %d: usage %+v, content %+v", rev, use, want)
+		}
+		prev = s
+	}
 }

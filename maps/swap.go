@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -60,13 +61,41 @@ func (m *Maps) Apply(s *policy.Snapshot, lim Limits) error {
 	return nil
 }
 
+// ApplyStats is where the time of the last successful Apply went.
+type ApplyStats struct {
+	Check   time.Duration // step 1: capacities and consistency
+	Build   time.Duration // step 3: fresh inner maps created and filled
+	Slot    time.Duration // step 4: outer[nxt] and zt_cfg[nxt] written
+	Flip    time.Duration // step 5: zt_active written (the commit point)
+	Barrier time.Duration // step 6: every frame that read the old slot has finished (plus step 2's barrier at a process's first Apply)
+	Release time.Duration // step 7: old slot parked, its zt_cfg cleared
+	Total   time.Duration
+}
+
+// LastApply returns the timings of the last successful Apply (zero before the first).
+func (m *Maps) LastApply() ApplyStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.stats
+}
+
 func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
+	var st ApplyStats
+	t0 := time.Now()
+	t := t0
+	lap := func() time.Duration {
+		now := time.Now()
+		d := now.Sub(t)
+		t = now
+		return d
+	}
 	// Step 1: everything that can reject the snapshot, before any write.
 	if err := m.check(s, lim); err != nil {
 		return err
 	}
 	cfg := s.Config
 	cfg.Revision = s.Revision
+	st.Check = lap()
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -86,6 +115,10 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 		return err
 	}
 	nxt := 1 - cur
+	pre := lap() // the first Apply of a process runs a barrier first
+	if m.incremental {
+		return m.applyIncremental(s, &cfg, cur, &st, t0, pre, lap)
+	}
 
 	// Step 3. Our descriptors of the fresh maps are closed on return: once in outer[nxt], the
 	// outer map holds them; on failure they are freed.
@@ -94,6 +127,7 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 	if err != nil {
 		return err
 	}
+	st.Build = lap()
 
 	// Step 4.
 	if err := m.setSlot(nxt, fresh); err != nil {
@@ -104,12 +138,14 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 		m.park(nxt)
 		return fmt.Errorf("write zt_cfg[%d]: %w", nxt, err)
 	}
+	st.Slot = lap()
 
 	// Step 5: the commit point.
 	if err := m.objs.ZtActive.Update(uint32(0), nxt, ebpf.UpdateAny); err != nil {
 		m.park(nxt)
 		return fmt.Errorf("flip zt_active to %d: %w", nxt, err)
 	}
+	st.Flip = lap()
 
 	// Step 6.
 	m.synced = false
@@ -117,6 +153,7 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 		return fmt.Errorf("%w; the old slot %d is kept until the next apply: %w", ErrCommitted, cur, err)
 	}
 	m.synced = true
+	st.Barrier = lap() + pre
 
 	// Step 7.
 	if err := m.park(cur); err != nil {
@@ -125,6 +162,9 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 	if err := m.objs.ZtCfg.Update(cur, &bpf.Config{}, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("%w; clearing zt_cfg[%d]: %w", ErrCommitted, cur, err)
 	}
+	st.Release = lap()
+	st.Total = time.Since(t0)
+	m.stats = st
 	return nil
 }
 
@@ -216,24 +256,9 @@ func fill[K comparable, V any](m *Maps, kind int, mp *ebpf.Map, src map[K]V) err
 		if len(keys) == 0 {
 			return nil
 		}
-		if !m.noBatch[kind] {
-			_, err := mp.BatchUpdate(keys, vals, nil)
-			if err == nil {
-				keys, vals = keys[:0], vals[:0]
-				return nil
-			}
-			if !errors.Is(err, ebpf.ErrNotSupported) {
-				return err
-			}
-			m.noBatch[kind] = true
-		}
-		for i := range keys {
-			if err := mp.Put(&keys[i], &vals[i]); err != nil {
-				return err
-			}
-		}
+		err := write(m, kind, mp, keys, vals)
 		keys, vals = keys[:0], vals[:0]
-		return nil
+		return err
 	}
 	for k, v := range src {
 		keys = append(keys, k)
@@ -245,6 +270,27 @@ func fill[K comparable, V any](m *Maps, kind int, mp *ebpf.Map, src map[K]V) err
 		}
 	}
 	return flush()
+}
+
+// write writes keys and vals into mp with one batch update, or one by one where the map type
+// has no batch update (remembered per kind).
+func write[K comparable, V any](m *Maps, kind int, mp *ebpf.Map, keys []K, vals []V) error {
+	if !m.noBatch[kind] {
+		_, err := mp.BatchUpdate(keys, vals, nil)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return err
+		}
+		m.noBatch[kind] = true
+	}
+	for i := range keys {
+		if err := mp.Put(&keys[i], &vals[i]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // park points outer[slot] of every policy map at the empty placeholders (dropping the kernel's

@@ -1,0 +1,251 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	stdmaps "maps"
+	"reflect"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// SetIncremental selects how Apply fills the inactive slot. Off (the default), every Apply
+// builds fresh inner maps for the whole snapshot and releases the old slot (see Apply). On,
+// Apply keeps both slots populated and writes only what differs:
+//
+//   - an inner map whose content the new revision keeps (the addresses when only rules
+//     change, say) is shared by both slots: the same map in outer[0] and outer[1];
+//   - an inner map of the inactive slot that this process wrote, that the active slot does not
+//     share and whose capacity is the new content's size, is brought to the new content in
+//     place (deletes, then batched updates), unless that would write more than a fresh map
+//     (see patchable). No frame reads the inactive slot: the barrier after the previous flip
+//     let every frame that had read it finish. A shared map is never written;
+//   - otherwise a fresh inner map is built, as in the default mode.
+//
+// Step 4 then writes only the outer entries that change (none, once a run of small changes has
+// settled: each map-in-map update waits for an RCU grace period), and step 7 releases nothing:
+// the old slot stays as the base of the next Apply. The price is memory: the inner maps that
+// differ between the two revisions exist twice. Every inner map still holds exactly
+// max(1, entries) entries of capacity (Usage relies on it). What a slot holds is known only to
+// the process that wrote it: the first Apply of a process builds fresh maps.
+//
+// Call it before the first Apply.
+func (m *Maps) SetIncremental(on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.incremental = on
+}
+
+// held is what this process knows a slot's inner maps hold (incremental mode).
+type held struct {
+	known bool
+	maps  [numKinds]*ebpf.Map // this process's descriptors of the slot's inner maps
+	src   [numKinds]any       // the snapshot maps (map[K]V) they hold exactly
+}
+
+// forget closes this process's descriptors of slot's inner maps (those the other slot does not
+// share) and marks its content unknown. The kernel keeps whatever outer[slot] references.
+func (m *Maps) forget(slot uint32) {
+	x, o := &m.slots[slot], &m.slots[1-slot]
+	for k, mp := range x.maps {
+		if mp != nil && mp != o.maps[k] {
+			mp.Close()
+		}
+	}
+	*x = held{}
+}
+
+// kindOps are the typed operations on one kind of inner map.
+type kindOps struct {
+	size  func(src any) int
+	equal func(a, b any) bool
+	fill  func(m *Maps, kind int, mp *ebpf.Map, src any) error
+	patch func(m *Maps, kind int, mp *ebpf.Map, old, new any) (int, error)
+}
+
+func opsFor[K, V comparable]() kindOps {
+	return kindOps{
+		size: func(src any) int { return len(src.(map[K]V)) },
+		equal: func(a, b any) bool {
+			am, bm := a.(map[K]V), b.(map[K]V)
+			if reflect.ValueOf(am).UnsafePointer() == reflect.ValueOf(bm).UnsafePointer() {
+				return true
+			}
+			return stdmaps.Equal(am, bm)
+		},
+		fill: func(m *Maps, kind int, mp *ebpf.Map, src any) error { return fill(m, kind, mp, src.(map[K]V)) },
+		patch: func(m *Maps, kind int, mp *ebpf.Map, old, new any) (int, error) {
+			return patch(m, kind, mp, old.(map[K]V), new.(map[K]V))
+		},
+	}
+}
+
+var kinds = [numKinds]kindOps{
+	kDevices:  opsFor[bpf.DevKey, bpf.DevRec](),
+	kAddrs:    opsFor[bpf.AddrKey, bpf.AddrVal](),
+	kPrefixes: opsFor[bpf.PrefixKey, bpf.PrefixVal](),
+	kRules:    opsFor[bpf.RuleKey, bpf.RuleVal](),
+}
+
+// errLargeDiff: patching would write more than building a fresh map.
+var errLargeDiff = errors.New("the revisions differ too much to patch")
+
+// patchable reports whether a diff of del deletes and upd updates over n entries is worth
+// patching (deletes go one by one) rather than building a fresh map.
+func patchable(del, upd, n int) bool {
+	return del <= 4096 && del+upd <= n/2+1024
+}
+
+// patch brings mp from holding old to holding new: deletes first (the map is at capacity),
+// then updates of the entries that are new or differ. It returns how many entries it wrote, or
+// errLargeDiff, having written nothing, when a fresh map would be cheaper.
+func patch[K, V comparable](m *Maps, kind int, mp *ebpf.Map, old, new map[K]V) (int, error) {
+	var del []K
+	for k := range old {
+		if _, ok := new[k]; !ok {
+			del = append(del, k)
+		}
+	}
+	var keys []K
+	var vals []V
+	for k, v := range new {
+		if ov, ok := old[k]; !ok || ov != v {
+			keys = append(keys, k)
+			vals = append(vals, v)
+		}
+	}
+	if !patchable(len(del), len(keys), len(new)) {
+		return 0, errLargeDiff
+	}
+	for i := range del {
+		if err := mp.Delete(&del[i]); err != nil {
+			return i, fmt.Errorf("delete: %w", err)
+		}
+	}
+	for i := 0; i < len(keys); i += batchChunk {
+		j := min(len(keys), i+batchChunk)
+		if err := write(m, kind, mp, keys[i:j], vals[i:j]); err != nil {
+			return len(del) + i, fmt.Errorf("update: %w", err)
+		}
+	}
+	return len(del) + len(keys), nil
+}
+
+// applyIncremental is steps 3 to 7 of Apply in incremental mode (see SetIncremental); cur is
+// the active slot, m.mu is held and no frame reads the other slot.
+func (m *Maps) applyIncremental(s *policy.Snapshot, cfg *bpf.Config, cur uint32, st *ApplyStats, t0 time.Time,
+	pre time.Duration, lap func() time.Duration) error {
+	nxt := 1 - cur
+	c, x := &m.slots[cur], &m.slots[nxt]
+	want := [numKinds]any{s.Devices, s.Addrs, s.Prefixes, s.Rules}
+	var target, fresh [numKinds]*ebpf.Map
+	var replace [numKinds]bool
+	fail := func(err error) error {
+		closeAll(fresh[:])
+		// What nxt holds is unknown now; park it so that it holds nothing of ours.
+		m.forget(nxt)
+		_ = m.park(nxt)
+		return err
+	}
+	// Step 3.
+	for k := range numKinds {
+		ops := kinds[k]
+		n := ops.size(want[k])
+		if c.known && ops.equal(c.src[k], want[k]) {
+			// Unchanged from the active revision: share its map.
+			target[k] = c.maps[k]
+			replace[k] = !x.known || x.maps[k] != c.maps[k]
+			continue
+		}
+		if x.known && x.maps[k] != c.maps[k] && int(x.maps[k].MaxEntries()) == max(1, n) {
+			_, err := ops.patch(m, k, x.maps[k], x.src[k], want[k])
+			if err == nil {
+				target[k] = x.maps[k]
+				continue
+			}
+			if !errors.Is(err, errLargeDiff) {
+				return fail(fmt.Errorf("update %s map in place: %w", innerNames[k], err))
+			}
+		}
+		// A fresh map, as in the default mode.
+		mp, err := m.newInner(k, n)
+		if err != nil {
+			return fail(fmt.Errorf("create %s map of %d entries: %w", innerNames[k], n, err))
+		}
+		fresh[k] = mp
+		if err := ops.fill(m, k, mp, want[k]); err != nil {
+			return fail(fmt.Errorf("fill %s map: %w", innerNames[k], err))
+		}
+		target[k] = mp
+		replace[k] = true
+	}
+	st.Build = lap()
+
+	// Step 4: only the outer entries that change.
+	if err := m.setKinds(nxt, target, replace); err != nil {
+		return fail(err)
+	}
+	if err := m.objs.ZtCfg.Update(nxt, cfg, ebpf.UpdateAny); err != nil {
+		return fail(fmt.Errorf("write zt_cfg[%d]: %w", nxt, err))
+	}
+	st.Slot = lap()
+
+	// Step 5: the commit point.
+	if err := m.objs.ZtActive.Update(uint32(0), nxt, ebpf.UpdateAny); err != nil {
+		return fail(fmt.Errorf("flip zt_active to %d: %w", nxt, err))
+	}
+	st.Flip = lap()
+	for k, mp := range x.maps {
+		if mp != nil && mp != target[k] && mp != c.maps[k] {
+			mp.Close() // replaced in outer[nxt]: the kernel frees it
+		}
+	}
+	x.maps, x.src, x.known = target, want, true
+
+	// Step 6.
+	m.synced = false
+	if err := m.barrier(); err != nil {
+		return fmt.Errorf("%w; the barrier after the flip failed (retried before the next apply): %w", ErrCommitted, err)
+	}
+	m.synced = true
+	st.Barrier = lap() + pre
+	// Step 7: nothing to release; slot cur is the base of the next Apply.
+	st.Total = time.Since(t0)
+	m.stats = *st
+	return nil
+}
+
+// setKinds points outer[slot] of the kinds marked in which at inner, concurrently (one RCU
+// grace period for all).
+func (m *Maps) setKinds(slot uint32, inner [numKinds]*ebpf.Map, which [numKinds]bool) error {
+	n := 0
+	for _, w := range which {
+		if w {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	errs := make([]error, numKinds)
+	done := make(chan struct{}, numKinds)
+	for k := range numKinds {
+		if !which[k] {
+			continue
+		}
+		go func() {
+			if err := m.outer[k].Update(slot, inner[k], ebpf.UpdateAny); err != nil {
+				errs[k] = fmt.Errorf("write %s[%d]: %w", kindNames[k], slot, err)
+			}
+			done <- struct{}{}
+		}()
+	}
+	for range n {
+		<-done
+	}
+	return errors.Join(errs...)
+}
