@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sync"
@@ -47,14 +48,17 @@ type Agent struct {
 
 	applyMu sync.Mutex              // serialises policy changes
 	cur     atomic.Pointer[current] // the policy in force (never nil after start)
+	saved   *persisted              // what the state file holds, when known (under applyMu)
 
 	access  access // who may use the API
 	events  *hub
 	metrics *metrics.Collector
 	ready   atomic.Bool
 
-	ifMu   sync.Mutex
-	ifaces map[string]ifaceState // by name
+	ifMu    sync.Mutex
+	ifaces  map[string]ifaceState             // by name
+	ifnames atomic.Pointer[map[uint32]string] // ifaces' names by ifindex (for events)
+	frames  frameSlab                         // captured bytes of events
 }
 
 type ifaceState struct {
@@ -101,6 +105,9 @@ func start(cfg Config, log *slog.Logger) (_ *Agent, err error) {
 	if a.maps, err = maps.New(a.dp.Objects(), a.dp.MapSpecs()); err != nil {
 		return nil, err
 	}
+	// Applies write only what changes (both policy slots stay populated): a small change to a
+	// large policy costs one RCU grace period instead of three and no full rebuild.
+	a.maps.SetIncremental(true)
 	a.lim = maps.Limits{Devices: lc.MaxDevices, Addrs: lc.MaxAddrs, Rules: lc.MaxRules, Prefixes: lc.MaxPrefixes}
 	a.metrics = metrics.New(source{a}, buildinfo.Version())
 
@@ -120,6 +127,7 @@ func start(cfg Config, log *slog.Logger) (_ *Agent, err error) {
 		}
 		a.ifMu.Lock()
 		a.ifaces[name] = ifaceState{index: idx, mode: mode}
+		a.indexIfaces()
 		a.ifMu.Unlock()
 		log.Info("attached", "interface", name, "mode", mode.String())
 	}
@@ -130,6 +138,7 @@ func start(cfg Config, log *slog.Logger) (_ *Agent, err error) {
 		if err != nil {
 			return nil, err
 		}
+		rd.SetCoalesce(eventCoalesce)
 		a.events.start(rd, a.toAPIEvent, log)
 	}
 	return a, nil
@@ -161,7 +170,19 @@ func (a *Agent) serve(ctx context.Context) error {
 			api.Close()
 			return fmt.Errorf("metrics: listen %s: %w", a.cfg.MetricsAddress, err)
 		}
-		msrv = &http.Server{Handler: metrics.Handler(reg, a.ready.Load), ReadHeaderTimeout: 10 * time.Second}
+		h := metrics.Handler(reg, a.ready.Load)
+		if a.cfg.Pprof {
+			mux := http.NewServeMux()
+			mux.Handle("/", h)
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+			h = mux
+			a.log.Warn("pprof enabled: the profiler is served on the metrics address", "address", a.cfg.MetricsAddress)
+		}
+		msrv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- msrv.Serve(mln) }()
 		a.log.Info("metrics", "address", mln.Addr().String())
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ztgate/ztgate/api"
 	"github.com/ztgate/ztgate/loader"
+	"github.com/ztgate/ztgate/policy"
 )
 
 // DefaultConfigFile is read when it exists and no other file is named.
@@ -37,6 +38,9 @@ type Config struct {
 	AllowUIDs []uint32 `yaml:"allow_uids"`
 	// MetricsAddress serves /metrics, /healthz and /readyz over TCP; "" disables it.
 	MetricsAddress string `yaml:"metrics_address"`
+	// Pprof serves Go's profiler (net/http/pprof, /debug/pprof/) on MetricsAddress. For
+	// profiling only: it exposes the agent's internals to whoever can reach that address.
+	Pprof bool `yaml:"pprof"`
 	// XDPMode is auto (native, else generic), native or generic.
 	XDPMode string `yaml:"xdp_mode"`
 	// Events turns the drop/audit event ring buffer on.
@@ -53,6 +57,9 @@ type Config struct {
 	MaxAddrs    int `yaml:"max_addresses"`
 	MaxRules    int `yaml:"max_rules"`
 	MaxPrefixes int `yaml:"max_prefixes"`
+	// MaxPolicyBytes is the largest policy document the agent accepts (default
+	// policy.MaxDocumentSize, 16 MiB: about 100,000 devices). Raise it for larger fleets.
+	MaxPolicyBytes int `yaml:"max_policy_bytes"`
 	// FragSweep is how often stale fragment records are removed.
 	FragSweep time.Duration `yaml:"frag_sweep"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
@@ -78,6 +85,7 @@ func DefaultConfig() Config {
 		MaxAddrs:       lc.MaxAddrs,
 		MaxRules:       lc.MaxRules,
 		MaxPrefixes:    lc.MaxPrefixes,
+		MaxPolicyBytes: policy.MaxDocumentSize,
 		FragSweep:      10 * time.Second,
 		LogLevel:       "info",
 		LogFormat:      "text",
@@ -125,7 +133,8 @@ func (c Config) Validate() error {
 	for _, v := range []struct {
 		name string
 		n    int
-	}{{"max_devices", c.MaxDevices}, {"max_addresses", c.MaxAddrs}, {"max_rules", c.MaxRules}, {"max_prefixes", c.MaxPrefixes}, {"event_history", c.EventHistory}} {
+	}{{"max_devices", c.MaxDevices}, {"max_addresses", c.MaxAddrs}, {"max_rules", c.MaxRules}, {"max_prefixes", c.MaxPrefixes}, {"event_history", c.EventHistory},
+		{"max_policy_bytes", c.MaxPolicyBytes}} {
 		if v.n <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %d", v.name, v.n))
 		}

@@ -15,6 +15,12 @@ import (
 	"github.com/ztgate/ztgate/maps"
 )
 
+// eventCoalesce is how long the event reader, once it has read every event of a batch, lets
+// new events gather before it waits for a wake-up (maps.EventReader.SetCoalesce): a flood costs
+// the datapath one wake-up per eventCoalesce instead of one per event; events reach the agent
+// at most that much later.
+const eventCoalesce = 500 * time.Microsecond
+
 // subBuffer is how many events a stream consumer may fall behind before events are dropped
 // for it (counted): a slow CLI never slows the reader of the ring buffer.
 const subBuffer = 1024
@@ -151,17 +157,45 @@ func (h *hub) stop() {
 	}
 }
 
-// ktimeToWall converts CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) to wall-clock time.
+// ktimeToWall converts CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) to wall-clock time. The
+// offset between the two clocks is measured again only when ns is more than clockRefresh past
+// the last measurement: the reader of an event flood must not make a system call, nor read a
+// clock, per event.
 func ktimeToWall(ns uint64) time.Time {
 	if ns == 0 {
 		return time.Time{}
 	}
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	off, ok := monoToWall(ns)
+	if !ok {
 		return time.Time{}
 	}
+	return time.Unix(0, int64(ns)+off).UTC()
+}
+
+// clockRefresh is how long (in event time) a measured monotonic-to-wall offset is used.
+const clockRefresh = 100 * time.Millisecond
+
+type clockOffset struct {
+	mono uint64 // CLOCK_MONOTONIC nanoseconds when it was measured
+	off  int64  // wall-clock Unix nanoseconds minus CLOCK_MONOTONIC nanoseconds
+}
+
+var clockOff atomic.Pointer[clockOffset]
+
+// monoToWall returns the offset from CLOCK_MONOTONIC to wall-clock Unix nanoseconds, measured
+// again when ns is past the last measurement by more than clockRefresh.
+func monoToWall(ns uint64) (int64, bool) {
+	if c := clockOff.Load(); c != nil && ns <= c.mono+uint64(clockRefresh) {
+		return c.off, true
+	}
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0, false
+	}
 	now := time.Now()
-	return now.Add(-time.Duration(uint64(ts.Nano()) - ns)).UTC()
+	c := &clockOffset{mono: uint64(ts.Nano()), off: now.UnixNano() - ts.Nano()}
+	clockOff.Store(c)
+	return c.off, true
 }
 
 // toAPIEvent converts a datapath event, naming its device and interface.
@@ -176,11 +210,15 @@ func (a *Agent) toAPIEvent(ev *bpf.Event) api.Event {
 		FrameLen: int(ev.FrameLen),
 	}
 	n := min(int(ev.CapLen), len(ev.Data))
-	out.Frame = append([]byte(nil), ev.Data[:n]...)
+	out.Frame = a.frames.copy(ev.Data[:n])
 	if ev.DevId != 0 {
 		if cur := a.cur.Load(); cur != nil && cur.snap != nil {
 			out.Device = cur.snap.DeviceNames[ev.DevId]
 		}
+	}
+	if names := a.ifnames.Load(); names != nil {
+		out.Interface = (*names)[ev.Ifindex]
+		return out
 	}
 	a.ifMu.Lock()
 	for name, st := range a.ifaces {
@@ -190,4 +228,42 @@ func (a *Agent) toAPIEvent(ev *bpf.Event) api.Event {
 	}
 	a.ifMu.Unlock()
 	return out
+}
+
+// indexIfaces publishes the interface names by ifindex for toAPIEvent. Call it with ifMu held
+// after a change of ifaces.
+func (a *Agent) indexIfaces() {
+	names := make(map[uint32]string, len(a.ifaces))
+	for name, st := range a.ifaces {
+		names[uint32(st.index)] = name
+	}
+	a.ifnames.Store(&names)
+}
+
+// frameSlab hands out the captured bytes of events from shared blocks: one allocation per
+// frameBlock bytes instead of one per event (the reader of a flood decodes millions per
+// second). A block stays alive while an event that uses it is kept.
+type frameSlab struct {
+	mu    sync.Mutex
+	block []byte
+}
+
+const frameBlock = 64 << 10
+
+// copy returns a copy of b (nil when empty) whose capacity is its length.
+func (s *frameSlab) copy(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	if len(b) > frameBlock/8 {
+		return append([]byte(nil), b...)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cap(s.block)-len(s.block) < len(b) {
+		s.block = make([]byte, 0, frameBlock)
+	}
+	n := len(s.block)
+	s.block = append(s.block, b...)
+	return s.block[n : n+len(b) : n+len(b)]
 }

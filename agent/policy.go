@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"time"
@@ -46,12 +47,29 @@ func ifindex(name string) (uint32, error) {
 	return uint32(ifc.Index), nil
 }
 
-// parse parses and validates a policy document.
+// parse parses and validates a policy document of at most the configured size.
+func (a *Agent) parse(filename string, doc []byte) (*policy.Policy, error) {
+	return parseLimit(filename, doc, a.maxPolicyBytes())
+}
+
+// maxPolicyBytes is the configured document size limit (policy.MaxDocumentSize when unset).
+func (a *Agent) maxPolicyBytes() int {
+	if a.cfg.MaxPolicyBytes > 0 {
+		return a.cfg.MaxPolicyBytes
+	}
+	return policy.MaxDocumentSize
+}
+
+// parse parses and validates a policy document of at most policy.MaxDocumentSize bytes.
 func parse(filename string, doc []byte) (*policy.Policy, error) {
+	return parseLimit(filename, doc, policy.MaxDocumentSize)
+}
+
+func parseLimit(filename string, doc []byte, limit int) (*policy.Policy, error) {
 	if filename == "" {
 		filename = "<policy>"
 	}
-	p, err := policy.Parse(filename, doc)
+	p, err := policy.ParseLimit(filename, doc, limit)
 	if err != nil {
 		fields := api.FieldErrors(err)
 		return nil, &rejectError{kind: api.KindInvalidPolicy, fields: fields,
@@ -118,7 +136,9 @@ func (a *Agent) restore() error {
 	}
 	switch {
 	case st != nil:
-		p, err := parse(st.Filename, []byte(st.YAML))
+		// A persisted document was accepted once: its size never rejects it (the limit may have
+		// been lowered since).
+		p, err := parseLimit(st.Filename, []byte(st.YAML), max(len(st.YAML), a.maxPolicyBytes()))
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 		}
@@ -152,6 +172,7 @@ func (a *Agent) restore() error {
 			a.log.Info("restored the persisted policy", "revision", rev, "name", p.Metadata.Name, "pinned_revision", pinned)
 		}
 		a.cur.Store(&current{meta: meta(p, rev, st.Hash, st.AppliedAt), yaml: []byte(st.YAML), filename: st.Filename, pol: p, snap: snap})
+		a.saved = st
 		return nil
 	case a.cfg.Policy != "":
 		a.cur.Store(&current{meta: api.PolicyMeta{Revision: pinned}, snap: a.readPinned(pinned)})
@@ -194,8 +215,10 @@ func (a *Agent) apply(filename string, doc []byte, who caller) (*api.ApplyResult
 	defer a.applyMu.Unlock()
 	t0 := time.Now()
 	old := a.cur.Load()
+	var ph applyPhases
 	hash := policyHash(doc)
-	res, err := a.applyLocked(old, filename, doc, hash)
+	ph.hash = time.Since(t0)
+	res, err := a.applyLocked(old, filename, doc, hash, &ph)
 	d := time.Since(t0)
 	rec := api.AuditRecord{
 		Action: api.ActionApply, UID: who.uid, GID: who.gid, PID: who.pid,
@@ -220,15 +243,40 @@ func (a *Agent) apply(filename string, doc []byte, who caller) (*api.ApplyResult
 	}
 	res.Duration = d
 	a.log.Info("policy applied", "file", filename, "uid", who.uid, "old_revision", res.OldRevision,
-		"new_revision", res.NewRevision, "hash", hash, "duration", d)
+		"new_revision", res.NewRevision, "hash", hash, "duration", d, "bytes", len(doc),
+		slog.Group("phases", "hash", ph.hash, "parse", ph.parse, "compile", ph.compile, "persist", ph.persist,
+			"maps", ph.maps, "compare", ph.compare),
+		slog.Group("maps", "build", ph.swap.Build, "slot", ph.swap.Slot, "flip", ph.swap.Flip,
+			"barrier", ph.swap.Barrier, "release", ph.swap.Release))
 	return res, nil
 }
 
-func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash string) (*api.ApplyResult, error) {
-	p, err := parse(filename, doc)
+// applyPhases is where the time of an apply goes (logged with "policy applied").
+type applyPhases struct {
+	hash    time.Duration // digest of the document
+	parse   time.Duration // YAML decode and validation
+	compile time.Duration // compile to a snapshot and capacity check
+	persist time.Duration // state file written (and synced)
+	maps    time.Duration // maps.Apply: inner maps written, flip, barrier, old slot released
+	compare time.Duration // what changed (the reply's changes)
+	swap    maps.ApplyStats
+}
+
+// since returns the time since *t and moves *t to now.
+func since(t *time.Time) time.Duration {
+	now := time.Now()
+	d := now.Sub(*t)
+	*t = now
+	return d
+}
+
+func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash string, ph *applyPhases) (*api.ApplyResult, error) {
+	t := time.Now()
+	p, err := a.parse(filename, doc)
 	if err != nil {
 		return nil, err
 	}
+	ph.parse = since(&t)
 	rev := old.meta.Revision + 1
 	snap, err := a.compile(filename, p, rev, old.snap)
 	if err != nil {
@@ -237,17 +285,23 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	if err := a.checkCapacity(filename, snap); err != nil {
 		return nil, err
 	}
+	ph.compile = since(&t)
 	now := time.Now().UTC()
 	st := &persisted{Revision: rev, Name: p.Metadata.Name, Hash: hash, AppliedAt: now, Filename: filename, YAML: string(doc),
-		DevIDs: snap.DevIDs(), SnapshotHash: snap.Hash()}
-	prevState, err := a.store.load()
-	if err != nil {
-		return nil, err
+		devs: snap.Devices, SnapshotHash: snap.Hash()}
+	prevState := a.saved
+	if prevState == nil {
+		var err error
+		if prevState, err = a.store.load(); err != nil {
+			return nil, err
+		}
 	}
 	// Persist first: after a crash at any point the agent restores a policy that was accepted.
 	if err := a.store.save(st); err != nil {
 		return nil, err
 	}
+	a.saved = st
+	ph.persist = since(&t)
 	if err := a.maps.Apply(snap, a.lim); err != nil {
 		if errors.Is(err, maps.ErrCommitted) {
 			a.log.Warn("policy committed; releasing the old revision failed (retried on the next apply)", "err", err)
@@ -256,9 +310,13 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 			if prevState != nil {
 				if rerr := a.store.save(prevState); rerr != nil {
 					a.log.Error("restore the state file after a failed apply", "err", rerr)
+				} else {
+					a.saved = prevState
 				}
 			} else if rerr := os.Remove(a.store.dir + "/" + stateFile); rerr != nil {
 				a.log.Error("remove the state file after a failed apply", "err", rerr)
+			} else {
+				a.saved = nil
 			}
 			var ce *maps.CapacityError
 			if errors.As(err, &ce) {
@@ -267,13 +325,17 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 			return nil, err
 		}
 	}
+	ph.maps = since(&t)
+	ph.swap = a.maps.LastApply()
 	a.cur.Store(&current{meta: meta(p, rev, hash, now), yaml: doc, filename: filename, pol: p, snap: snap})
-	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: rev, Hash: hash, Changes: policy.Compare(old.pol, p)}, nil
+	changes := policy.Compare(old.pol, p)
+	ph.compare = since(&t)
+	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: rev, Hash: hash, Changes: changes}, nil
 }
 
 // validate parses, validates and compiles doc without applying it.
 func (a *Agent) validate(filename string, doc []byte) (*api.ValidateResult, *policy.Policy, error) {
-	p, err := parse(filename, doc)
+	p, err := a.parse(filename, doc)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -81,12 +81,12 @@ func errorFor(err error) *api.Error {
 }
 
 // readPolicy reads a POSTed policy document (bounded: an oversized one is a rejection).
-func readPolicy(w http.ResponseWriter, r *http.Request) (string, []byte, bool) {
+func (a *Agent) readPolicy(w http.ResponseWriter, r *http.Request) (string, []byte, bool) {
 	name := r.Header.Get(api.HeaderFilename)
 	if name == "" {
 		name = "<request>"
 	}
-	data, err := io.ReadAll(io.LimitReader(r.Body, policy.MaxDocumentSize+1))
+	data, err := io.ReadAll(io.LimitReader(r.Body, int64(a.maxPolicyBytes())+1))
 	if err != nil {
 		writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "read policy: " + err.Error()})
 		return "", nil, false
@@ -95,7 +95,7 @@ func readPolicy(w http.ResponseWriter, r *http.Request) (string, []byte, bool) {
 }
 
 func (a *Agent) handleValidate(w http.ResponseWriter, r *http.Request) {
-	name, doc, ok := readPolicy(w, r)
+	name, doc, ok := a.readPolicy(w, r)
 	if !ok {
 		return
 	}
@@ -108,7 +108,7 @@ func (a *Agent) handleValidate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleDiff(w http.ResponseWriter, r *http.Request) {
-	name, doc, ok := readPolicy(w, r)
+	name, doc, ok := a.readPolicy(w, r)
 	if !ok {
 		return
 	}
@@ -122,7 +122,7 @@ func (a *Agent) handleDiff(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
-	name, doc, ok := readPolicy(w, r)
+	name, doc, ok := a.readPolicy(w, r)
 	if !ok {
 		return
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ztgate/ztgate/bpf"
 )
 
 // stateFile is the applied policy and its revision, written atomically (one file, renamed into
@@ -36,6 +38,10 @@ type persisted struct {
 	// the maps back (which would need CAP_SYS_ADMIN: BPF_MAP_GET_FD_BY_ID).
 	DevIDs       map[string]uint32 `json:"dev_ids,omitempty"`
 	SnapshotHash string            `json:"snapshot_hash,omitempty"`
+
+	// devs, when DevIDs is nil, is where save takes the device ids from (the applied
+	// snapshot's devices): formatting them straight into the file spares building DevIDs.
+	devs map[bpf.DevKey]bpf.DevRec
 }
 
 func policyHash(doc []byte) string {
@@ -100,11 +106,98 @@ func (s *store) load() (*persisted, error) {
 
 // save replaces the persisted policy atomically (write, fsync, rename, fsync the directory).
 func (s *store) save(p *persisted) error {
-	data, err := json.MarshalIndent(p, "", "  ")
+	data, err := p.marshal()
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return writeAtomic(filepath.Join(s.dir, stateFile), data)
+}
+
+// marshal encodes p as encoding/json would (one field a line), but writes the device ids
+// unsorted and straight from devs when DevIDs is nil: for a million devices, sorting and
+// formatting the map through encoding/json took seconds.
+func (p *persisted) marshal() ([]byte, error) {
+	var fields [][2]any
+	add := func(name string, v any) { fields = append(fields, [2]any{name, v}) }
+	add("revision", p.Revision)
+	add("name", p.Name)
+	add("hash", p.Hash)
+	add("applied_at", p.AppliedAt)
+	if p.Filename != "" {
+		add("filename", p.Filename)
+	}
+	add("yaml", p.YAML)
+	b := make([]byte, 0, len(p.YAML)+len(p.YAML)/8+48*max(len(p.DevIDs), len(p.devs))+512)
+	b = append(b, '{')
+	for i, f := range fields {
+		v, err := json.Marshal(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f[0], err)
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n  \""...)
+		b = append(b, f[0].(string)...)
+		b = append(b, "\": "...)
+		b = append(b, v...)
+	}
+	if len(p.DevIDs) > 0 || (p.DevIDs == nil && len(p.devs) > 0) {
+		b = append(b, ",\n  \"dev_ids\": {"...)
+		first := true
+		entry := func(mac [6]byte, id uint32) {
+			if !first {
+				b = append(b, ',')
+			}
+			first = false
+			b = append(b, "\n    \""...)
+			b = appendMAC(b, mac)
+			b = append(b, "\": "...)
+			b = strconv.AppendUint(b, uint64(id), 10)
+		}
+		if p.DevIDs != nil {
+			for mac, id := range p.DevIDs {
+				key, err := json.Marshal(mac)
+				if err != nil {
+					return nil, err
+				}
+				if !first {
+					b = append(b, ',')
+				}
+				first = false
+				b = append(b, "\n    "...)
+				b = append(b, key...)
+				b = append(b, ": "...)
+				b = strconv.AppendUint(b, uint64(id), 10)
+			}
+		} else {
+			for k, d := range p.devs {
+				entry(k.Mac, d.DevId)
+			}
+		}
+		b = append(b, "\n  }"...)
+	}
+	if p.SnapshotHash != "" {
+		v, err := json.Marshal(p.SnapshotHash)
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, ",\n  \"snapshot_hash\": "...)
+		b = append(b, v...)
+	}
+	return append(b, "\n}\n"...), nil
+}
+
+// appendMAC appends mac as net.HardwareAddr.String does (lower-case hex, colons).
+func appendMAC(b []byte, mac [6]byte) []byte {
+	const hexDigits = "0123456789abcdef"
+	for i, c := range mac {
+		if i > 0 {
+			b = append(b, ':')
+		}
+		b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
+	}
+	return b
 }
 
 func writeAtomic(path string, data []byte) error {
