@@ -49,8 +49,16 @@ func TestAtomicSwap(t *testing.T) {
 	if s := os.Getenv("ZTGATE_SWAP_FLIPS"); s != "" {
 		flips, _ = strconv.Atoi(s)
 	}
+	// Both ways of filling the inactive slot: fresh maps every time, and incremental (shared and
+	// patched inner maps: what the agent uses).
+	t.Run("full", func(t *testing.T) { atomicSwap(t, flips/2, false) })
+	t.Run("incremental", func(t *testing.T) { atomicSwap(t, flips/2, true) })
+}
+
+func atomicSwap(t *testing.T, flips int, incremental bool) {
 	tp := topology(t)
 	g := attach(t, tp, loader.ModeNative, basePolicy(t, tp))
+	g.maps.SetIncremental(incremental)
 	a, b := swapPolicies(t, g)
 	lim := limits(g.dp)
 	if err := g.maps.Apply(a, lim); err != nil {
