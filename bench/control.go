@@ -1,0 +1,780 @@
+package bench
+
+// Section "control": the control plane through the real agent and the real CLI. A testenv
+// topology is protected by `ztgate agent` (run in the gateway namespace with nsenter, as an
+// operator would run it), and generated policies of N devices are pushed with `ztgate policy
+// apply`. Measured per N: the wall time of a full apply from the push to the CLI's return (the
+// agent answers after the flip and the RCU barrier: the policy is enforced), the agent-side
+// duration and its breakdown (from the agent's "policy applied" log record), one-device changes,
+// the kernel memory of the policy maps per device and the agent's peak RSS. In-process: the
+// atomic swap (maps.Apply) itself.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"gopkg.in/yaml.v3"
+
+	"github.com/ztgate/ztgate/agent"
+	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/loader"
+	"github.com/ztgate/ztgate/maps"
+	"github.com/ztgate/ztgate/policy"
+	"github.com/ztgate/ztgate/testenv"
+)
+
+func init() {
+	register(Section{
+		Name: "control",
+		Desc: "control plane through the real agent and CLI: full apply, one-device change, atomic swap, kernel memory and agent RSS per N",
+		Run:  runControl,
+	})
+}
+
+// Targets of the issue.
+const (
+	ctlTargetFull1M     = 1500 * time.Millisecond // 1M devices enforced after the push
+	ctlTargetFull100k   = 200 * time.Millisecond  // 100k devices
+	ctlTargetChangeP99  = 20 * time.Millisecond   // one-device change, end to end
+	ctlTargetBytesPerDv = 200.0                   // kernel memory per configured device
+	ctlTargetRSS100kMB  = 100.0                   // agent peak RSS at 100k devices
+)
+
+// ctlSegments is the number of segments of a generated policy.
+const ctlSegments = 8
+
+// ctlVariant selects one generated policy: every device has one rule of its own to port
+// base+i%4 (so changing base changes every device), and device changed (if >= 0) gets port alt
+// instead (a one-device change).
+type ctlVariant struct {
+	base    int
+	changed int
+	alt     int
+}
+
+// ctlWritePolicy writes a policy of n devices in ctlSegments segments: each segment allows
+// three rules (a CIDR with two ports, NTP to the gateway, ICMP within the segment), each device
+// one more rule of its own; every device has a distinct MAC and IPv4 address, one in four an
+// IPv6 address too; no device is bound to a port, so any n compiles on any topology. Devices
+// are written one per line in YAML flow style (about 157 bytes each).
+func ctlWritePolicy(path string, n int, v ctlVariant) (int64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.WriteString("apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: bench\nspec:\n  gateway:\n" +
+		"    ipv4: [10.0.0.1]\n    ipv6: [\"fd00::1\"]\n    services: [dns]\n  segments:\n")
+	for s := range ctlSegments {
+		fmt.Fprintf(w, "    - name: s%d\n      allow:\n"+
+			"        - {to: {cidr: 203.0.%d.0/24}, proto: tcp, ports: [443, 8883]}\n"+
+			"        - {to: {gateway: true}, proto: udp, ports: [123]}\n"+
+			"        - {to: {segment: s%d}, proto: icmp}\n", s, 100+s, s)
+	}
+	w.WriteString("  devices:\n")
+	var b []byte
+	for i := range n {
+		port := v.base + i%4
+		if i == v.changed {
+			port = v.alt
+		}
+		b = append(b[:0], "    - {name: d"...)
+		b = strconv.AppendInt(b, int64(i), 10)
+		b = fmt.Appendf(b, ", mac: \"02:20:%02x:%02x:%02x:%02x\", ipv4: [%s]", byte(i>>24), byte(i>>16), byte(i>>8), byte(i), ctlV4(i))
+		if i%4 == 0 {
+			b = fmt.Appendf(b, ", ipv6: [\"fd00:20::%x:%x\"]", (i+1)>>16, (i+1)&0xffff)
+		}
+		b = fmt.Appendf(b, ", segment: s%d, allow: [{to: {cidr: 198.51.100.0/24}, proto: tcp, ports: [%d]}]}\n", i%ctlSegments, port)
+		w.Write(b)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return 0, err
+	}
+	return st.Size(), f.Close()
+}
+
+// ctlV4 is device i's IPv4 address (distinct for i < 2^24 - 2^20).
+func ctlV4(i int) string {
+	return fmt.Sprintf("10.%d.%d.%d", 16+(i>>16)&0xff, byte(i>>8), byte(i))
+}
+
+// ctlAgent is a running `ztgate agent` in the gateway namespace of a topology.
+type ctlAgent struct {
+	bin     string
+	socket  string
+	pinDir  string
+	cmd     *exec.Cmd
+	log     *ctlBuffer
+	done    chan struct{}
+	waitErr error
+}
+
+// ctlBuffer is the agent's output.
+type ctlBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *ctlBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *ctlBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// ctlPinDir is a fresh bpffs directory for one agent or datapath of the suite.
+func ctlPinDir(what string) string {
+	return filepath.Join("/sys/fs/bpf", fmt.Sprintf("zt-bench-%s-%d-%d", what, os.Getpid(), time.Now().UnixNano()%1e9))
+}
+
+// ctlStartAgent writes an agent configuration protecting every device port of tp (state,
+// socket and config under dir, pins in a fresh bpffs directory), adjusted by edit, starts the
+// agent and waits until it is ready. The caller must stop it.
+func ctlStartAgent(ctx context.Context, bin string, tp *testenv.Topology, dir string, edit func(*agent.Config)) (*ctlAgent, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	a := &ctlAgent{bin: bin, socket: filepath.Join(dir, "run", "ztgate.sock"), pinDir: ctlPinDir("agent"),
+		log: &ctlBuffer{}, done: make(chan struct{})}
+	ac := agent.DefaultConfig()
+	for _, d := range tp.Devices {
+		ac.Interfaces = append(ac.Interfaces, d.Port.Name)
+	}
+	ac.StateDir = filepath.Join(dir, "state")
+	ac.BPFFSDir = a.pinDir
+	ac.Socket = a.socket
+	ac.MetricsAddress = ""
+	ac.LogFormat = "json"
+	if edit != nil {
+		edit(&ac)
+	}
+	data, err := yaml.Marshal(ac)
+	if err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(cfgPath, data, 0o600); err != nil {
+		return nil, err
+	}
+	// nsenter (not `ip netns exec`, which remounts /sys and hides bpffs) execs the agent: the
+	// process id is the agent's.
+	a.cmd = exec.Command("nsenter", "--net="+tp.Gateway.Path(), "--", bin, "agent", "--config", cfgPath)
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	if err := a.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
+	go func() { a.waitErr = a.cmd.Wait(); close(a.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if st, err := a.status(ctx); err == nil && st.Ready {
+			return a, nil
+		}
+		select {
+		case <-a.done:
+			a.uninstall()
+			return nil, fmt.Errorf("agent exited during start-up (%v):\n%s", a.waitErr, a.log.String())
+		case <-ctx.Done():
+			a.stop()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			a.stop()
+			return nil, fmt.Errorf("agent not ready after 30s:\n%s", a.log.String())
+		}
+	}
+}
+
+// cli runs the CLI against the agent; a non-zero exit is an error carrying stderr.
+func (a *ctlAgent) cli(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, a.bin, append([]string{"--socket", a.socket, "--timeout", "0"}, args...)...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Run(); err != nil {
+		return o.Bytes(), fmt.Errorf("ztgate %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(e.String()))
+	}
+	return o.Bytes(), nil
+}
+
+func (a *ctlAgent) status(ctx context.Context) (api.Status, error) {
+	var st api.Status
+	out, err := a.cli(ctx, "status", "-o", "json")
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(out, &st)
+}
+
+// ctlApplied is one apply as the CLI and the agent saw it.
+type ctlApplied struct {
+	wall   time.Duration // exec of `ztgate policy apply` to its exit
+	res    api.ApplyResult
+	phases ctlPhases
+}
+
+// ctlPhases is the breakdown of an apply the agent logs with "policy applied" (nanoseconds).
+type ctlPhases struct {
+	Duration int64 `json:"duration"`
+	Bytes    int64 `json:"bytes"`
+	Phases   struct {
+		Hash, Parse, Compile, Persist, Maps, Compare int64
+	} `json:"phases"`
+	Maps struct {
+		Build, Slot, Flip, Barrier, Release int64
+	} `json:"maps"`
+	Rev uint64 `json:"new_revision"`
+}
+
+// apply pushes the policy file path with the CLI and returns its timings.
+func (a *ctlAgent) apply(ctx context.Context, path string) (ctlApplied, error) {
+	var ap ctlApplied
+	t0 := time.Now()
+	out, err := a.cli(ctx, "policy", "apply", path, "-o", "json")
+	ap.wall = time.Since(t0)
+	if err != nil {
+		return ap, err
+	}
+	if err := json.Unmarshal(out, &ap.res); err != nil {
+		return ap, fmt.Errorf("policy apply -o json: %w", err)
+	}
+	// The agent logs the record before it answers, but its output reaches us through a pipe.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if ph, ok := a.phases(ap.res.NewRevision); ok {
+			ap.phases = ph
+			return ap, nil
+		}
+		if time.Now().After(deadline) {
+			return ap, fmt.Errorf("no \"policy applied\" log record of revision %d", ap.res.NewRevision)
+		}
+	}
+}
+
+// phases finds the agent's "policy applied" record of revision rev (the agent logs it before
+// it answers).
+func (a *ctlAgent) phases(rev uint64) (ctlPhases, bool) {
+	a.log.mu.Lock()
+	data := a.log.b.Bytes()
+	// The record is near the end: search backwards line by line.
+	for len(data) > 0 {
+		i := bytes.LastIndexByte(data[:len(data)-1], '\n')
+		line := data[i+1:]
+		data = data[:i+1]
+		if bytes.Contains(line, []byte(`"msg":"policy applied"`)) {
+			var ph ctlPhases
+			if json.Unmarshal(line, &ph) == nil && ph.Rev == rev {
+				a.log.mu.Unlock()
+				return ph, true
+			}
+		}
+		if i < 0 {
+			break
+		}
+	}
+	a.log.mu.Unlock()
+	return ctlPhases{}, false
+}
+
+// stop ends the agent (SIGTERM, then SIGKILL) and removes its datapath.
+func (a *ctlAgent) stop() error {
+	var errs []error
+	select {
+	case <-a.done:
+	default:
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.done:
+			if a.waitErr != nil {
+				errs = append(errs, fmt.Errorf("agent exit: %w", a.waitErr))
+			}
+		case <-time.After(15 * time.Second):
+			_ = a.cmd.Process.Kill()
+			<-a.done
+			errs = append(errs, errors.New("agent did not stop within 15s of SIGTERM"))
+		}
+	}
+	errs = append(errs, a.uninstall())
+	return errors.Join(errs...)
+}
+
+func (a *ctlAgent) uninstall() error {
+	out, err := exec.Command(a.bin, "uninstall", "--bpffs-dir", a.pinDir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ztgate uninstall: %w: %s", err, out)
+	}
+	return nil
+}
+
+// ctlVmHWM is the peak resident set size of process pid, in bytes.
+func ctlVmHWM(pid int) (float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmHWM in /proc/<pid>/status")
+}
+
+// ctlKernelMem is the kernel memory (memlock) of a datapath's policy maps, read from its pins.
+type ctlKernelMem struct {
+	kind     [4]uint64 // inner maps of the active slot, by kind (devices, addrs, prefixes, rules)
+	entries  [4]int    // their max_entries
+	inactive uint64    // inner maps of the other slot that the active slot does not share
+	devstats uint64    // zt_devstats (per-CPU, sized max_devices+1)
+}
+
+func (km ctlKernelMem) active() uint64 { return km.kind[0] + km.kind[1] + km.kind[2] + km.kind[3] }
+
+var ctlOuterPins = [4]string{bpf.ZtgateMapZtDevices, bpf.ZtgateMapZtAddrs, bpf.ZtgateMapZtPrefixes, bpf.ZtgateMapZtRules}
+
+func ctlReadKernelMem(pinDir string) (ctlKernelMem, error) {
+	var km ctlKernelMem
+	dir := loader.LayoutDir(pinDir)
+	info := func(m *ebpf.Map) (uint64, uint32, error) {
+		mi, err := m.Info()
+		if err != nil {
+			return 0, 0, err
+		}
+		b, _ := mi.Memlock() // 0 for an empty LPM trie
+		return b, mi.MaxEntries, nil
+	}
+	active, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.ZtgateMapZtActive), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return km, err
+	}
+	var slot uint32
+	err = active.Lookup(uint32(0), &slot)
+	active.Close()
+	if err != nil {
+		return km, err
+	}
+	slot &= 1
+	var ids [2][4]uint32
+	for k, name := range ctlOuterPins {
+		outer, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			return km, err
+		}
+		for s := range uint32(2) {
+			_ = outer.Lookup(s, &ids[s][k]) // a slot never written has no entry
+		}
+		outer.Close()
+	}
+	seen := map[uint32]bool{}
+	for _, s := range []uint32{slot, 1 - slot} {
+		for k, id := range ids[s] {
+			if id == 0 || seen[id] {
+				continue
+			}
+			seen[id] = true
+			inner, err := ebpf.NewMapFromID(ebpf.MapID(id))
+			if err != nil {
+				return km, fmt.Errorf("%s[%d]: %w", ctlOuterPins[k], s, err)
+			}
+			b, n, err := info(inner)
+			inner.Close()
+			if err != nil {
+				return km, err
+			}
+			if s == slot {
+				km.kind[k], km.entries[k] = b, int(n)
+			} else {
+				km.inactive += b
+			}
+		}
+	}
+	ds, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.ZtgateMapZtDevstats), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return km, err
+	}
+	defer ds.Close()
+	km.devstats, _, err = info(ds)
+	return km, err
+}
+
+func ctlMs(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func ctlNsMs(ns int64) float64      { return float64(ns) / 1e6 }
+
+func ctlCount(n int) string {
+	switch {
+	case n >= 1000000 && n%1000000 == 0:
+		return fmt.Sprintf("%dM", n/1000000)
+	case n >= 1000 && n%1000 == 0:
+		return fmt.Sprintf("%dk", n/1000)
+	}
+	return strconv.Itoa(n)
+}
+
+// ctlPlan is what is measured at n devices besides the full apply from no policy: every apply
+// of a document is a full apply (the API takes whole documents, and the agent parses, compiles
+// and persists all of it), so large n get fewer samples within the section's time budget.
+type ctlPlan struct {
+	replace bool          // a second full apply that changes every device's rules
+	changes int           // one-device changes wanted
+	min     int           // ... at least, whatever the budget
+	budget  time.Duration // time for the changes
+}
+
+func ctlPlanFor(cfg *Config, n int) ctlPlan {
+	if cfg.Quick {
+		if n == 10000 {
+			return ctlPlan{replace: true, changes: 20, min: 3, budget: 20 * time.Second}
+		}
+		return ctlPlan{replace: true}
+	}
+	switch n {
+	case 10000:
+		return ctlPlan{replace: true, changes: 200, min: 20, budget: 60 * time.Second}
+	case 100000:
+		return ctlPlan{replace: true, changes: 200, min: 5, budget: 40 * time.Second}
+	case 1000000:
+		return ctlPlan{changes: 200, min: 3, budget: time.Second}
+	}
+	return ctlPlan{replace: true}
+}
+
+func runControl(ctx context.Context, cfg *Config, r *Report) error {
+	bin, err := ctlBinary(cfg)
+	if err != nil {
+		return err
+	}
+	tp, err := testenv.Build(testenv.Config{Devices: []testenv.DeviceSpec{{Name: "ctl0"}, {Name: "ctl1"}}})
+	if err != nil {
+		return err
+	}
+	defer tp.Close()
+	dir, err := os.MkdirTemp("", "ztgate-bench-control-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	sizes := cfg.Sizes([]int{1000, 10000, 100000, 1000000}, []int{1000, 10000})
+	var changeN int
+	var changeP99 float64
+	var changeCount int
+	for _, n := range sizes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p99, cnt, err := ctlAtSize(ctx, cfg, r, bin, tp, filepath.Join(dir, "n"+strconv.Itoa(n)), n)
+		if err != nil {
+			return fmt.Errorf("%s devices: %w", ctlCount(n), err)
+		}
+		if cnt > 0 {
+			changeN, changeP99, changeCount = n, p99, cnt
+		}
+	}
+	if changeCount > 0 {
+		r.Check("control", fmt.Sprintf("one-device change p99 at %s devices <= 20 ms", ctlCount(changeN)), changeP99, "<=",
+			ctlMs(ctlTargetChangeP99), "ms", fmt.Sprintf("%d changes, end to end through the CLI; the issue's scale is 1M", changeCount))
+	}
+	return ctlSwap(ctx, cfg, r)
+}
+
+// ctlBinary is the absolute path of the ztgate binary.
+func ctlBinary(cfg *Config) (string, error) {
+	if cfg.Ztgate == "" {
+		return "", errors.New("no ztgate binary (Config.Ztgate, -ztgate): build it with go build -o bin/ztgate ./cmd/ztgate")
+	}
+	bin, err := filepath.Abs(cfg.Ztgate)
+	if err != nil {
+		return "", err
+	}
+	if st, err := os.Stat(bin); err != nil || st.IsDir() {
+		return "", fmt.Errorf("ztgate binary %s: not found (go build -o bin/ztgate ./cmd/ztgate)", bin)
+	}
+	return bin, nil
+}
+
+// ctlAtSize runs an agent sized for n devices and measures the full applies, the one-device
+// changes (ctlChangePlan), kernel memory and RSS. It returns the p99 of the changes and their
+// count.
+func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *testenv.Topology, dir string, n int) (float64, int, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, 0, err
+	}
+	defer os.RemoveAll(dir)
+	plan := ctlPlanFor(cfg, n)
+	t0 := time.Now()
+	// a: the first full apply. b: every device's rule changes (the replacing full apply).
+	// c: b with one device's rule changed; the one-device changes alternate c and b, or c and
+	// a when there is no replacing full apply.
+	docs := map[string]ctlVariant{"a.yaml": {base: 1000, changed: -1}}
+	base := "a.yaml"
+	if plan.replace {
+		docs["b.yaml"] = ctlVariant{base: 2000, changed: -1}
+		base = "b.yaml"
+	}
+	if plan.changes > 0 {
+		docs["c.yaml"] = ctlVariant{base: docs[base].base, changed: n / 2, alt: 9000}
+	}
+	var docBytes int64
+	for name, v := range docs {
+		sz, err := ctlWritePolicy(filepath.Join(dir, name), n, v)
+		if err != nil {
+			return 0, 0, err
+		}
+		docBytes = max(docBytes, sz)
+	}
+	perDevice := float64(docBytes) / float64(n)
+	cfg.Logf("control: %s devices: documents of %.1f MB (%.0f B/device) written in %s", ctlCount(n),
+		float64(docBytes)/1e6, perDevice, time.Since(t0).Round(time.Millisecond))
+	limit := policy.MaxDocumentSize
+	raised := int64(limit) < docBytes
+	if raised {
+		limit = int(docBytes+docBytes/4+(1<<20)-1) &^ (1<<20 - 1)
+	}
+	a, err := ctlStartAgent(ctx, bin, tp, filepath.Join(dir, "agent"), func(c *agent.Config) {
+		c.MaxDevices = n
+		c.MaxAddrs = n + n/4 + 16
+		c.MaxPolicyBytes = limit
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		if a != nil {
+			a.stop()
+		}
+	}()
+	name := ctlCount(n)
+	limitNote := ""
+	if raised {
+		limitNote = fmt.Sprintf("; %.0f MB document: max_policy_bytes raised to %d MiB (the 16 MiB default holds about %s devices of this generator)",
+			float64(docBytes)/1e6, limit>>20, ctlCount(int(float64(policy.MaxDocumentSize)/perDevice)/1000*1000))
+	}
+
+	// Full applies: from no policy, then a replacement in which every device's rules change.
+	var fulls []ctlApplied
+	fullDocs := []string{"a.yaml"}
+	if plan.replace {
+		fullDocs = append(fullDocs, "b.yaml")
+	}
+	for i, doc := range fullDocs {
+		ap, err := a.apply(ctx, filepath.Join(dir, doc))
+		if err != nil {
+			return 0, 0, err
+		}
+		fulls = append(fulls, ap)
+		what := []string{"from no policy", "replacing every device's rules"}[i]
+		cfg.Logf("control: %s devices: full apply %s: %s (agent %s)", name, what, ap.wall.Round(time.Millisecond),
+			time.Duration(ap.res.Duration).Round(time.Millisecond))
+		ph := ap.phases
+		r.Add(Result{Section: "control", Name: fmt.Sprintf("full apply %s, %s devices", what, name), Value: ctlMs(ap.wall), Unit: "ms",
+			Note: fmt.Sprintf("push to CLI return; agent %.0f ms = parse %.0f + compile %.0f + persist %.0f + maps %.0f (build %.0f, slot %.0f, flip %.2f, barrier %.1f, release %.1f) + compare %.0f + hash %.0f%s",
+				ctlMs(ap.res.Duration), ctlNsMs(ph.Phases.Parse), ctlNsMs(ph.Phases.Compile), ctlNsMs(ph.Phases.Persist), ctlNsMs(ph.Phases.Maps),
+				ctlNsMs(ph.Maps.Build), ctlNsMs(ph.Maps.Slot), ctlNsMs(ph.Maps.Flip), ctlNsMs(ph.Maps.Barrier), ctlNsMs(ph.Maps.Release),
+				ctlNsMs(ph.Phases.Compare), ctlNsMs(ph.Phases.Hash), limitNote)})
+	}
+	// The target: the slower of the full applies.
+	worst := fulls[0]
+	for _, f := range fulls[1:] {
+		if f.wall > worst.wall {
+			worst = f
+		}
+	}
+	if limit, ok := map[int]time.Duration{100000: ctlTargetFull100k, 1000000: ctlTargetFull1M}[n]; ok {
+		r.Check("control", fmt.Sprintf("full apply of %s devices enforced <= %s after the push", name, limit), ctlMs(worst.wall), "<=", ctlMs(limit), "ms",
+			fmt.Sprintf("slowest of %d full applies; agent-side %.0f ms, of which parse %.0f ms (YAML decode and validation)",
+				len(fulls), ctlMs(worst.res.Duration), ctlNsMs(worst.phases.Phases.Parse)))
+	}
+
+	// One-device changes: device n/2's own rule alternates between two ports.
+	var p99 float64
+	var walls, agentSide, mapsSide, parseSide []float64
+	if plan.changes > 0 {
+		start := time.Now()
+		for i := 0; i < plan.changes && (i < plan.min || time.Since(start) < plan.budget); i++ {
+			doc := "c.yaml"
+			if i%2 == 1 {
+				doc = base
+			}
+			ap, err := a.apply(ctx, filepath.Join(dir, doc))
+			if err != nil {
+				return 0, 0, err
+			}
+			if len(ap.res.Changes.Devices) != 1 {
+				return 0, 0, fmt.Errorf("one-device change reported %d changed devices", len(ap.res.Changes.Devices))
+			}
+			walls = append(walls, ctlMs(ap.wall))
+			agentSide = append(agentSide, ctlMs(ap.res.Duration))
+			mapsSide = append(mapsSide, ctlNsMs(ap.phases.Phases.Maps))
+			parseSide = append(parseSide, ctlNsMs(ap.phases.Phases.Parse))
+		}
+		p99 = Percentile(walls, 99)
+		note := fmt.Sprintf("%d changes of device d%d's rule", len(walls), n/2)
+		if len(walls) < plan.changes {
+			note += fmt.Sprintf(" (%d wanted; each is a full apply of the document, %d fit the section's time budget)", plan.changes, len(walls))
+		}
+		r.Add(Result{Section: "control", Name: fmt.Sprintf("one-device change p50, %s devices", name), Value: Median(walls), Unit: "ms",
+			Note: note + fmt.Sprintf("; agent-side p50 %.1f ms, of which parse %.1f, maps.Apply %.1f", Median(agentSide), Median(parseSide), Median(mapsSide))})
+		r.Add(Result{Section: "control", Name: fmt.Sprintf("one-device change p99, %s devices", name), Value: p99, Unit: "ms",
+			Note: fmt.Sprintf("agent-side p99 %.1f ms", Percentile(agentSide, 99))})
+		cfg.Logf("control: %s devices: %d one-device changes: p50 %.1f ms, p99 %.1f ms", name, len(walls), Median(walls), p99)
+	}
+
+	// Kernel memory and RSS.
+	st, err := a.status(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if st.Policy.Devices != n {
+		return 0, 0, fmt.Errorf("the agent enforces %d devices, want %d", st.Policy.Devices, n)
+	}
+	km, err := ctlReadKernelMem(a.pinDir)
+	if err != nil {
+		return 0, 0, fmt.Errorf("kernel memory: %w", err)
+	}
+	perDev := float64(km.active()+km.devstats) / float64(n)
+	fn := float64(n)
+	r.Add(Result{Section: "control", Name: fmt.Sprintf("kernel memory per device, %s devices", name), Value: perDev, Unit: "B/device",
+		Note: fmt.Sprintf("memlock of the active slot's inner maps + zt_devstats over %d devices: devices %.0f B (%d entries), addresses %.0f B (%d entries), prefixes+rules %.1f B, zt_devstats %.0f B (per-CPU, %d CPUs)",
+			n, float64(km.kind[0])/fn, km.entries[0], float64(km.kind[1])/fn, km.entries[1], float64(km.kind[2]+km.kind[3])/fn,
+			float64(km.devstats)/fn, numCPU())})
+	r.Add(Result{Section: "control", Name: fmt.Sprintf("kernel memory per device incl. the inactive slot, %s devices", name),
+		Value: float64(km.active()+km.inactive+km.devstats) / fn, Unit: "B/device",
+		Note: fmt.Sprintf("the agent's incremental applies keep the inactive slot populated: %.1f MB of inner maps it does not share with the active slot", float64(km.inactive)/1e6)})
+	if n == 100000 || n == 1000000 || (cfg.Quick && n == 10000) {
+		r.Check("control", fmt.Sprintf("kernel memory <= 200 B per configured device (%s)", name), perDev, "<=", ctlTargetBytesPerDv, "B/device",
+			"active policy maps + zt_devstats; the inactive slot adds its own (see results)")
+	}
+	hwm, err := ctlVmHWM(st.PID)
+	if err != nil {
+		return 0, 0, fmt.Errorf("agent RSS: %w", err)
+	}
+	r.Add(Result{Section: "control", Name: fmt.Sprintf("agent peak RSS, %s devices", name), Value: hwm / 1e6, Unit: "MB",
+		Note: fmt.Sprintf("VmHWM of the agent (pid %d) after %d applies", st.PID, len(fulls)+len(walls))})
+	if n == 100000 {
+		r.Check("control", "agent peak RSS at 100k devices <= 100 MB", hwm/1e6, "<=", ctlTargetRSS100kMB, "MB", "VmHWM")
+	}
+	err = a.stop()
+	a = nil
+	return p99, len(walls), err
+}
+
+// ctlSwap measures maps.Apply in-process: two revisions of N devices that differ in one device
+// are applied alternately; Apply's duration and its flip and barrier steps (maps.LastApply).
+func ctlSwap(ctx context.Context, cfg *Config, r *Report) error {
+	n := cfg.Pick(100000, 10000)
+	rounds := cfg.Pick(20, 6)
+	dir, err := os.MkdirTemp("", "ztgate-bench-swap-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "p.yaml")
+	if _, err := ctlWritePolicy(path, n, ctlVariant{base: 1000, changed: -1}); err != nil {
+		return err
+	}
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	p, err := policy.ParseLimit(path, doc, len(doc))
+	if err != nil {
+		return err
+	}
+	s1, err := policy.Compile(p, policy.CompileOptions{Revision: 1})
+	if err != nil {
+		return err
+	}
+	d := &p.Spec.Devices[n/2]
+	d.Allow[0].Ports = []policy.PortRange{{Lo: 9000, Hi: 9000}}
+	s2, err := policy.Compile(p, policy.CompileOptions{Revision: 2, Prev: s1})
+	if err != nil {
+		return err
+	}
+	pin := ctlPinDir("swap")
+	dp, err := loader.Open(loader.Config{PinDir: pin, MaxDevices: n, MaxAddrs: n + n/4 + 16, EventsEnabled: true})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		dp.Close()
+		if err := loader.Uninstall(pin); err != nil {
+			cfg.Logf("control: uninstall %s: %v", pin, err)
+		}
+	}()
+	lim := maps.Limits{Devices: n, Addrs: n + n/4 + 16, Rules: 16384, Prefixes: 4096}
+	name := ctlCount(n)
+	rev := uint64(0)
+	for _, incremental := range []bool{false, true} {
+		m, err := maps.New(dp.Objects(), dp.MapSpecs())
+		if err != nil {
+			return err
+		}
+		m.SetIncremental(incremental)
+		var total, build, slot, flip, barrier, release []float64
+		for i := range rounds + 2 {
+			if err := ctx.Err(); err != nil {
+				m.Close()
+				return err
+			}
+			s := s1
+			if i%2 == 1 {
+				s = s2
+			}
+			rev++
+			s.Revision = rev
+			s.Config.Revision = rev
+			if err := m.Apply(s, lim); err != nil {
+				m.Close()
+				return err
+			}
+			if i < 2 {
+				continue // a process's first Apply runs an extra barrier; the incremental mode's second fills the other slot
+			}
+			st := m.LastApply()
+			total = append(total, ctlMs(st.Total))
+			build = append(build, ctlMs(st.Build))
+			slot = append(slot, ctlMs(st.Slot))
+			flip = append(flip, float64(st.Flip)/1e3)
+			barrier = append(barrier, ctlMs(st.Barrier))
+			release = append(release, ctlMs(st.Release))
+		}
+		m.Close()
+		mode, how := "full rebuild", "fresh inner maps for every kind, old slot released (maps.Apply's default)"
+		if incremental {
+			mode, how = "incremental", "the agent's mode: only the device record written in place, other maps shared with the active slot"
+		}
+		r.Add(Result{Section: "control", Name: fmt.Sprintf("maps.Apply p50, %s devices, one device differs, %s", name, mode), Value: Median(total), Unit: "ms",
+			Note: fmt.Sprintf("in-process, %d applies alternating two revisions; %s; p50 build %.1f ms, outer writes %.1f ms, release %.1f ms",
+				len(total), how, Median(build), Median(slot), Median(release))})
+		r.Add(Result{Section: "control", Name: fmt.Sprintf("maps.Apply flip (zt_active write) p50, %s", mode), Value: Median(flip), Unit: "µs", Note: "the commit point"})
+		r.Add(Result{Section: "control", Name: fmt.Sprintf("maps.Apply barrier (RCU grace period) p50, %s", mode), Value: Median(barrier), Unit: "ms",
+			Spread: Spread(barrier), Note: "zt_barrier update: returns once every frame that read the old slot has finished"})
+		cfg.Logf("control: maps.Apply at %s devices, %s: p50 %.1f ms (build %.1f, outer writes %.1f, flip %.1f µs, barrier %.1f ms, release %.1f ms)",
+			name, mode, Median(total), Median(build), Median(slot), Median(flip), Median(barrier), Median(release))
+	}
+	return nil
+}

@@ -1,0 +1,59 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ztgate/ztgate/testenv"
+)
+
+// TestControlAndEventsQuick runs the control and events sections in quick mode against a
+// freshly built ztgate binary and checks that they produce figures (not what the figures are).
+func TestControlAndEventsQuick(t *testing.T) {
+	testenv.RequirePriv(t)
+	bin := filepath.Join(t.TempDir(), "ztgate")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ztgate/ztgate/cmd/ztgate").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	var log bytes.Buffer
+	cfg := &Config{Quick: true, Ztgate: bin, Log: &log}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r := Run(ctx, cfg, []string{"control", "events"})
+	if testing.Verbose() {
+		var out bytes.Buffer
+		r.Print(&out)
+		t.Logf("%s\n%s", log.String(), out.String())
+	}
+	if len(r.Errors) > 0 {
+		t.Fatalf("errors: %v\n%s", r.Errors, log.String())
+	}
+	counts := map[string]int{}
+	for _, res := range r.Results {
+		counts[res.Section]++
+		if math.IsNaN(res.Value) || math.IsInf(res.Value, 0) || res.Value < 0 {
+			t.Errorf("%s: %q = %v", res.Section, res.Name, res.Value)
+		}
+		// Only the loss count may be zero.
+		if res.Value == 0 && res.Name != "uncounted event loss" {
+			t.Errorf("%s: %q = 0", res.Section, res.Name)
+		}
+	}
+	for _, s := range []string{"control", "events"} {
+		if counts[s] == 0 {
+			t.Errorf("no results in section %s", s)
+		}
+	}
+	targets := map[string]int{}
+	for _, tg := range r.Targets {
+		targets[tg.Section]++
+	}
+	if targets["control"] == 0 || targets["events"] == 0 {
+		t.Errorf("targets by section: %v", targets)
+	}
+}
