@@ -54,20 +54,23 @@ func (a *app) readPolicy(cmd *cli.Command) (string, []byte, error) {
 	return path, data, nil
 }
 
-func (a *app) policyValidateCommand() *cli.Command {
+// sendPolicy is a command that sends the FILE argument to the agent with send and prints the
+// answer: as JSON with -o json, else with text.
+func sendPolicy[R any](a *app, name, usage string, send func(*api.Client, context.Context, string, []byte) (R, error),
+	text func(w io.Writer, file string, r R) error) *cli.Command {
 	return &cli.Command{
-		Name:      "validate",
-		Usage:     "check a policy (parse, validate, compile against the agent's capacities) without applying it",
+		Name:      name,
+		Usage:     usage,
 		ArgsUsage: "FILE",
 		Flags:     []cli.Flag{outputFlag(fmtText, fmtJSON)},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			name, doc, err := a.readPolicy(cmd)
+			file, doc, err := a.readPolicy(cmd)
 			if err != nil {
 				return err
 			}
-			var r *api.ValidateResult
+			var r R
 			err = call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				r, err = c.Validate(ctx, name, doc)
+				r, err = send(c, ctx, file, doc)
 				return err
 			})
 			if err != nil {
@@ -76,82 +79,49 @@ func (a *app) policyValidateCommand() *cli.Command {
 			if cmd.String("output") == fmtJSON {
 				return writeJSON(a.stdout, r)
 			}
-			_, err = fmt.Fprintf(a.stdout, "%s: valid: policy %q, %d devices in %d segments, hash %s\n",
-				name, r.Name, r.Devices, r.Segments, shortHash(r.Hash))
-			return err
+			return text(a.stdout, file, r)
 		},
 	}
+}
+
+func (a *app) policyValidateCommand() *cli.Command {
+	return sendPolicy(a, "validate", "check a policy (parse, validate, compile against the agent's capacities) without applying it",
+		(*api.Client).Validate, func(w io.Writer, file string, r *api.ValidateResult) error {
+			_, err := fmt.Fprintf(w, "%s: valid: policy %q, %d devices in %d segments, hash %s\n",
+				file, r.Name, r.Devices, r.Segments, shortHash(r.Hash))
+			return err
+		})
 }
 
 func (a *app) policyDiffCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "diff",
-		Usage:     "show what applying a policy would change against the policy in force",
-		ArgsUsage: "FILE",
-		Flags:     []cli.Flag{outputFlag(fmtText, fmtJSON)},
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			name, doc, err := a.readPolicy(cmd)
-			if err != nil {
-				return err
-			}
-			var r *api.DiffResult
-			err = call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				r, err = c.Diff(ctx, name, doc)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if cmd.String("output") == fmtJSON {
-				return writeJSON(a.stdout, r)
-			}
+	return sendPolicy(a, "diff", "show what applying a policy would change against the policy in force",
+		(*api.Client).Diff, func(w io.Writer, _ string, r *api.DiffResult) error {
 			if r.Diff.Empty() {
-				_, err = fmt.Fprintf(a.stdout, "no changes against revision %d\n", r.Revision)
+				_, err := fmt.Fprintf(w, "no changes against revision %d\n", r.Revision)
 				return err
 			}
-			fmt.Fprintf(a.stdout, "changes against revision %d:\n", r.Revision)
-			_, err = io.WriteString(a.stdout, r.Diff.String())
+			fmt.Fprintf(w, "changes against revision %d:\n", r.Revision)
+			_, err := io.WriteString(w, r.Diff.String())
 			return err
-		},
-	}
+		})
 }
 
 func (a *app) policyApplyCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "apply",
-		Usage:     "make a policy the one in force (all or nothing)",
-		ArgsUsage: "FILE",
-		Flags:     []cli.Flag{outputFlag(fmtText, fmtJSON)},
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			name, doc, err := a.readPolicy(cmd)
-			if err != nil {
-				return err
-			}
-			var r *api.ApplyResult
-			err = call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				r, err = c.Apply(ctx, name, doc)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if cmd.String("output") == fmtJSON {
-				return writeJSON(a.stdout, r)
-			}
+	return sendPolicy(a, "apply", "make a policy the one in force (all or nothing)",
+		(*api.Client).Apply, func(w io.Writer, _ string, r *api.ApplyResult) error {
 			ms := float64(r.Duration) / float64(time.Millisecond)
 			if r.NewRevision == r.OldRevision {
-				_, err = fmt.Fprintf(a.stdout, "unchanged at revision %d (hash %s)\n", r.NewRevision, shortHash(r.Hash))
+				_, err := fmt.Fprintf(w, "unchanged at revision %d (hash %s)\n", r.NewRevision, shortHash(r.Hash))
 				return err
 			}
-			fmt.Fprintf(a.stdout, "applied revision %d -> %d (hash %s, %s ms)\n",
+			fmt.Fprintf(w, "applied revision %d -> %d (hash %s, %s ms)\n",
 				r.OldRevision, r.NewRevision, shortHash(r.Hash), strconv.FormatFloat(ms, 'f', 1, 64))
 			if r.Changes.Empty() {
 				return nil
 			}
-			_, err = io.WriteString(a.stdout, r.Changes.String())
+			_, err := io.WriteString(w, r.Changes.String())
 			return err
-		},
-	}
+		})
 }
 
 func (a *app) policyGetCommand() *cli.Command {
