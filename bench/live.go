@@ -323,8 +323,8 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 				return err
 			})
 		case s.key == "xdpfilter":
-			var x *liveXDPFilter
-			if x, err = openLiveXDPFilter(liveUnknownIP); err == nil {
+			var x *xdpFilter
+			if x, err = openXDPFilter(xfFlagSrc, liveUnknownIP); err == nil {
 				cleanups = append(cleanups, func() error { x.Close(); return nil })
 				err = x.attach(ns, v.dev.Ifindex)
 			}

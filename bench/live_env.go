@@ -26,7 +26,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/ztgate/ztgate/bpf"
@@ -438,115 +437,6 @@ func (z *liveZtgate) Close() error {
 		z.dp.Close()
 	}
 	return loader.Uninstall(z.pinDir) // detaches the pinned links, removes every pin
-}
-
-// ---------------------------------------------------------------------------------------------
-// xdp-filter.
-
-// Bits of xdp-filter's map values (xdp-filter/common_kern_user.h).
-const (
-	liveXFSrc = 1 << 0
-	liveXFDst = 1 << 1
-)
-
-// liveXDPFilter is xdp-filter's packaged program in its "allow" policy with every feature
-// (xdpfilt_alw_all.o: default pass, the map entries are a deny list), loaded without pinning and
-// attached natively with a link of ours.
-type liveXDPFilter struct {
-	coll *ebpf.Collection
-	prog *ebpf.Program
-	lnk  link.Link
-}
-
-// liveXDPFilterObject finds xdpfilt_alw_all.o where Debian's xdp-tools puts it.
-func liveXDPFilterObject() (string, error) {
-	const name = "xdpfilt_alw_all.o"
-	for _, pat := range []string{"/usr/lib/*/bpf/" + name, "/usr/lib/bpf/" + name, "/usr/share/xdp-tools/" + name} {
-		if m, _ := filepath.Glob(pat); len(m) > 0 {
-			return m[0], nil
-		}
-	}
-	return "", errors.New("xdp-filter's " + name + " not found (apt-get install xdp-tools)")
-}
-
-// openLiveXDPFilter fills filter_ethernet and filter_ipv4 with 10,000 entries each (their
-// capacity), flagged as sources. deny is one of the IPv4 entries: a frame from it walks the
-// destination and source MAC lookups and the destination IPv4 lookup (misses), then the
-// source IPv4 lookup (a hit) and is dropped.
-func openLiveXDPFilter(deny netip.Addr) (_ *liveXDPFilter, err error) {
-	path, err := liveXDPFilterObject()
-	if err != nil {
-		return nil, err
-	}
-	spec, err := ebpf.LoadCollectionSpec(path)
-	if err != nil {
-		return nil, fmt.Errorf("xdp-filter: %w", err)
-	}
-	for _, ms := range spec.Maps {
-		ms.Pinning = ebpf.PinNone
-	}
-	eth, ip4 := spec.Maps["filter_ethernet"], spec.Maps["filter_ipv4"]
-	if eth == nil || ip4 == nil || eth.KeySize != 6 || ip4.KeySize != 4 || eth.ValueSize != 8 || ip4.ValueSize != 8 ||
-		eth.Type != ebpf.PerCPUHash || ip4.Type != ebpf.PerCPUHash || len(spec.Programs) != 1 {
-		return nil, fmt.Errorf("xdp-filter %s: unexpected layout", path)
-	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
-		return nil, fmt.Errorf("xdp-filter: %w", err)
-	}
-	x := &liveXDPFilter{coll: coll}
-	defer func() {
-		if err != nil {
-			x.Close()
-		}
-	}()
-	for _, p := range coll.Programs {
-		x.prog = p
-	}
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		return nil, err
-	}
-	n := int(min(eth.MaxEntries, ip4.MaxEntries))
-	macs := make([][6]byte, n)
-	ips := make([][4]byte, n)
-	vals := make([]uint64, n*ncpu)
-	for i := range n {
-		macs[i] = [6]byte{0x02, 0x77, 0, 0, byte(i >> 8), byte(i)}
-		binary.BigEndian.PutUint32(ips[i][:], 0xac100000+uint32(i)) // 172.16.0.0 + i
-	}
-	ips[n/2] = deny.As4()
-	for i := range vals {
-		vals[i] = liveXFSrc
-	}
-	if _, err := coll.Maps["filter_ethernet"].BatchUpdate(macs, vals, nil); err != nil {
-		return nil, fmt.Errorf("xdp-filter: fill filter_ethernet: %w", err)
-	}
-	if _, err := coll.Maps["filter_ipv4"].BatchUpdate(ips, vals, nil); err != nil {
-		return nil, fmt.Errorf("xdp-filter: fill filter_ipv4: %w", err)
-	}
-	return x, nil
-}
-
-// attach attaches the program natively to ifindex inside ns.
-func (x *liveXDPFilter) attach(ns *testenv.Namespace, ifindex int) error {
-	return ns.Do(func() error {
-		l, err := link.AttachXDP(link.XDPOptions{Program: x.prog, Interface: ifindex, Flags: link.XDPDriverMode})
-		if err != nil {
-			return fmt.Errorf("attach xdp-filter: %w", err)
-		}
-		x.lnk = l
-		return nil
-	})
-}
-
-func (x *liveXDPFilter) Close() {
-	if x.lnk != nil {
-		x.lnk.Close()
-	}
-	if x.coll != nil {
-		x.coll.Close()
-	}
 }
 
 // ---------------------------------------------------------------------------------------------

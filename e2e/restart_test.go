@@ -28,7 +28,11 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir) // the binaries built by binaries()
+	}
+	os.Exit(code)
 }
 
 // child is one process's life: "load" opens the datapath in ZTGATE_PIN_DIR, applies the policy
