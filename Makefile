@@ -47,8 +47,10 @@ BENCH_DEPS  := xdp-tools nftables iptables
 BENCH_JSON  ?= $(BIN_DIR)/bench.json
 BENCHFLAGS  ?=
 
-# Debian/Ubuntu packages needed to build the BPF program and run the tests.
-DEPS        := make gcc libc6-dev linux-libc-dev git clang llvm libbpf-dev bpftool iproute2
+# Debian/Ubuntu packages needed to build the BPF program and run the tests (the benchmark
+# sections' quick runs are tests too, so their peers are here). `prometheus` (promtool, for the
+# metrics lint tests) is left to EXTRA_DEPS: it brings a server that starts on install.
+DEPS        := make gcc libc6-dev linux-libc-dev git clang llvm libbpf-dev bpftool iproute2 $(BENCH_DEPS)
 EXTRA_DEPS  ?=
 
 .PHONY: help deps generate check-generated build test fuzz demo bench bench-quick fmt vet shellcheck lint clean
