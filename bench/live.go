@@ -299,15 +299,15 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 			z := zts[s.zt]
 			if z == nil {
 				t1 := time.Now()
-				pin := livePinDir(liveCount(s.zt))
+				pin := livePinDir(count(s.zt))
 				liveRecord(nil, []string{pin})
 				z, err = openLiveZtgate(fleets[s.zt], pin)
 				cleanups = append(cleanups, z.Close)
 				if err != nil {
-					return fmt.Errorf("ztgate with %s devices: %w", liveCount(s.zt), err)
+					return fmt.Errorf("ztgate with %s devices: %w", count(s.zt), err)
 				}
 				zts[s.zt] = z
-				cfg.Logf("live: ztgate with %s devices loaded and applied in %s", liveCount(s.zt), time.Since(t1).Round(time.Millisecond))
+				cfg.Logf("live: ztgate with %s devices loaded and applied in %s", count(s.zt), time.Since(t1).Round(time.Millisecond))
 			}
 			v.zt = z
 			if want := z.fleet.model.Decide(v.frame, uint32(v.dev.Ifindex), 0); want.Verdict != s.verdict || want.Reason != s.reason {
@@ -597,17 +597,6 @@ func (c *liveClock) now() time.Duration {
 		}
 	}
 	return t
-}
-
-// liveCount writes n as 1k, 1M.
-func liveCount(n int) string {
-	switch {
-	case n >= 1000000 && n%1000000 == 0:
-		return fmt.Sprintf("%dM", n/1000000)
-	case n >= 1000 && n%1000 == 0:
-		return fmt.Sprintf("%dk", n/1000)
-	}
-	return fmt.Sprint(n)
 }
 
 // liveReport turns the per-round times into rates, receiver costs, ratios and target verdicts.
