@@ -60,11 +60,6 @@ func (a *Agent) maxPolicyBytes() int {
 	return policy.MaxDocumentSize
 }
 
-// parse parses and validates a policy document of at most policy.MaxDocumentSize bytes.
-func parse(filename string, doc []byte) (*policy.Policy, error) {
-	return parseLimit(filename, doc, policy.MaxDocumentSize)
-}
-
 func parseLimit(filename string, doc []byte, limit int) (*policy.Policy, error) {
 	if filename == "" {
 		filename = "<policy>"

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ztgate/ztgate/agent/audit"
 	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/policy"
 )
 
 func TestErrorFor(t *testing.T) {
@@ -47,7 +48,7 @@ func TestErrorFor(t *testing.T) {
 	}
 
 	// What parse returns for a broken document.
-	_, err := parse("bad.yaml", []byte("apiVersion: ztgate/v1\nkind: Policy\nspec:\n  devices:\n    - name: d1\n      mac: nope\n"))
+	_, err := parseLimit("bad.yaml", []byte("apiVersion: ztgate/v1\nkind: Policy\nspec:\n  devices:\n    - name: d1\n      mac: nope\n"), policy.MaxDocumentSize)
 	if err == nil {
 		t.Fatal("parse accepted a bad document")
 	}
