@@ -303,7 +303,7 @@ func runCold(ctx context.Context, cfg *Config, r *Report) error {
 			Note: "elimination: values are the device records (zt_dev_rec), fields read as the datapath does"})
 		r.Add(Result{Section: "cold", Name: fmt.Sprintf("control %s dev, record values + device stats", count(n)), Value: Median(stats),
 			Unit: "ns/pkt", Ratio: Median(rs), Base: "control", Spread: Spread(rs),
-			Note: "elimination: + zt_account's per-device part (per-CPU zt_dev_stats[record's dev_id], bpf_ktime_get_ns)"})
+			Note: "elimination: + zt_account's per-device part (per-CPU zt_dev_stats[record's dev_id], zt_now)"})
 		r.Add(Result{Section: "cold", Name: fmt.Sprintf("ztgate %s dev allowed-v4 cold", count(n)), Value: Median(cold),
 			Unit: "ns/pkt", Ratio: Median(rc), Base: "control", Spread: Spread(rc),
 			Note: "frames cycle over every device (idx = ctr*2654435761 % N)"})

@@ -38,7 +38,7 @@ func TestHotColdQuick(t *testing.T) {
 		"hot/xdp-filter 10k MAC + 10k IPv4/floor",
 		"hot/primitive: hash lookup (8-byte key, hit)/",
 		"hot/primitive: LPM trie lookup (24-byte key, 124 prefixes)/",
-		"hot/primitive: bpf_ktime_get_ns/",
+		"hot/primitive: clock read (bpf_ktime_get_coarse_ns, zt_now)/",
 		"cold/control 1k dev (hash lookup + counter)/",
 		"cold/control 10k dev, record values + device stats/control",
 		"cold/control 1k dev, record values/control",

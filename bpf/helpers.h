@@ -39,6 +39,16 @@ struct zt_pkt {
 	__u8 icmp_type;
 };
 
+/* zt_now is the datapath's clock for what needs no precision finer than a scheduler tick
+ * (fragment timeouts, event-budget windows, last seen): CLOCK_MONOTONIC_COARSE, the same
+ * timeline as bpf_ktime_get_ns (CLOCK_MONOTONIC) but it lags it by at most a tick, and it is a
+ * plain read instead of a clocksource read (~30 ns each here). Every comparison uses zt_now on
+ * both sides, so the lag never makes a difference negative. */
+static __always_inline __u64 zt_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
 static __always_inline int zt_in6_eq(const struct zt_in6 *a, const struct zt_in6 *b)
 {
 	const __u64 *x = (const __u64 *)a->b;
@@ -239,7 +249,7 @@ static __always_inline int zt_frag_later(const struct zt_pkt *pkt)
 	v = bpf_map_lookup_elem(&zt_frags, &k);
 	if (!v)
 		return ZT_R_FRAG_NO_STATE;
-	if (bpf_ktime_get_ns() - v->ts > zt_frag_timeout_ns) {
+	if (zt_now() - v->ts > zt_frag_timeout_ns) {
 		bpf_map_delete_elem(&zt_frags, &k);
 		return ZT_R_FRAG_NO_STATE;
 	}
@@ -257,7 +267,7 @@ static __always_inline int zt_frag_record(const struct zt_pkt *pkt)
 {
 	struct zt_frag_key k;
 	struct zt_frag_val v = {
-		.ts = bpf_ktime_get_ns(),
+		.ts = zt_now(),
 		.dev_id = pkt->dev->dev_id,
 		.covered = pkt->end - pkt->fp_start,
 	};
@@ -285,7 +295,7 @@ static __always_inline void zt_account(const struct zt_pkt *pkt, __u32 verdict, 
 		if (s) {
 			s->packets[verdict]++;
 			s->bytes[verdict] += len;
-			s->last_seen = bpf_ktime_get_ns();
+			s->last_seen = zt_now();
 		}
 	}
 }
@@ -304,7 +314,7 @@ static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pk
 
 	if (!st || !zt_events_enabled)
 		return;
-	now = bpf_ktime_get_ns(); /* only when events are on: ~30 ns here */
+	now = zt_now(); /* only when events are on */
 	lv = bpf_map_lookup_elem(&zt_event_limit, &lk);
 	if (lv && now - lv->window_start < zt_event_window_ns) {
 		if (lv->count >= zt_event_burst) {
@@ -322,7 +332,7 @@ static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pk
 		st->lost++;
 		return;
 	}
-	e->ts = now;
+	e->ts = bpf_ktime_get_ns(); /* events are rare: their timestamps are precise */
 	e->dev_id = lk.dev_id;
 	e->ifindex = ctx->ingress_ifindex;
 	e->revision = pkt->cfg ? pkt->cfg->revision : 0;

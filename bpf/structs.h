@@ -96,7 +96,7 @@ struct zt_frag_key {
 };
 
 struct zt_frag_val {
-	__u64 ts;       /* when the first fragment passed (bpf_ktime_get_ns) */
+	__u64 ts;       /* when the first fragment passed (zt_now) */
 	__u32 dev_id;
 	__u32 covered;  /* payload bytes (after the IP headers) the first fragment carried */
 };
@@ -111,7 +111,7 @@ struct zt_counter {
 struct zt_dev_stats {
 	__u64 packets[ZT_V_MAX];
 	__u64 bytes[ZT_V_MAX];
-	__u64 last_seen; /* bpf_ktime_get_ns of the last counted frame */
+	__u64 last_seen; /* zt_now of the last counted frame */
 };
 
 /* event_stats: per-CPU, single entry. */

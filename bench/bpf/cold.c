@@ -162,7 +162,7 @@ int zt_bench_control_stats(struct xdp_md *ctx)
 	if (s) {
 		s->packets[ZT_V_PASS]++;
 		s->bytes[ZT_V_PASS] += zt_frame_len(ctx);
-		s->last_seen = bpf_ktime_get_ns();
+		s->last_seen = zt_now();
 	}
 	return XDP_PASS;
 }
