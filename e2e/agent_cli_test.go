@@ -1,17 +1,20 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -467,3 +470,66 @@ func TestAgentRejects(t *testing.T) {
 }
 
 var lineColRE = regexp.MustCompile(`\.yaml:\d+:\d+: spec\.`)
+
+// TestAgentEventsFollow: `ztgate events -f` streams new events as they happen, filtered, as
+// NDJSON, until interrupted (then it exits 0).
+func TestAgentEventsFollow(t *testing.T) {
+	l := newLab(t, func(c *agent.Config) { c.EventBurst = 1 << 20 })
+	tp := l.tp
+	v1, _ := binaries(t)
+	l.start(v1)
+	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
+
+	cmd := exec.Command(v1, "--socket", l.socket, "events", "-f", "--device", "attacker", "--reason", "no_rule", "-o", "json")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	time.Sleep(300 * time.Millisecond) // the stream is open before the traffic starts
+	attacker := tp.Device("attacker")
+	for range 3 {
+		sendOnce(t, attacker, tp.Upstream.IPv4, 7000) // no rule: dropped, an event each
+	}
+	select {
+	case line, ok := <-lines:
+		if !ok {
+			t.Fatalf("the stream ended: %s", stderr.String())
+		}
+		var ev api.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("event line %q: %v", line, err)
+		}
+		if ev.Device != "attacker" || ev.Reason != "no_rule" || ev.Verdict != "drop" || len(ev.Frame) == 0 {
+			t.Errorf("streamed event: %+v", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no event streamed within 5s: %s", stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("events -f after SIGINT: %v (%s)", err, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("events -f did not stop on SIGINT")
+	}
+}
