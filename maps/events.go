@@ -75,9 +75,21 @@ func decodeEvent(b []byte, ev *bpf.Event) {
 	copy(ev.Data[:], b[32:eventSize])
 }
 
-// The layout decodeEvent assumes (that of struct zt_event in bpf/structs.h).
-var _ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Data)-32]
-var _ = [1]struct{}{}[unsafe.Sizeof(bpf.Event{})-160]
+// The layout decodeEvent assumes, checked at compile time against the bpf2go-generated
+// bpf.Event (struct zt_event in bpf/structs.h): any change there fails the build here.
+var (
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Ts)-0]
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.DevId)-8]
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Ifindex)-12]
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Revision)-16]
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Verdict)-24]
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Reason)-25]
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.FrameLen)-26]
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.CapLen)-28]
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Pad)-30]
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Data)-32]
+	_ = [1]struct{}{}[unsafe.Sizeof(bpf.Event{})-160]
+)
 
 // SetCoalesce makes Read, once it has read every event of a batch, sleep d before it waits for
 // the next event (0, the default: wait at once). The program wakes a waiting reader up when it
