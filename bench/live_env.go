@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -282,21 +281,9 @@ func liveLinkStats(ns *testenv.Namespace) func(ifname string) (rx, drop uint64, 
 // devices of their own beyond it.
 const liveBigDevices = 1000
 
-// liveExtraMAC and liveExtraV4 are device i's identity for i >= liveBigDevices:
-// 02:5c:<i as 32 bits> and 10.32.0.0 + i (10.32.0.0/11: up to 2M devices).
-func liveExtraMAC(i int) net.HardwareAddr {
-	return net.HardwareAddr{0x02, 0x5c, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
-}
-
-func liveExtraV4(i int) netip.Addr {
-	var a [4]byte
-	binary.BigEndian.PutUint32(a[:], 0x0a200000+uint32(i))
-	return netip.AddrFrom4(a)
-}
-
 // liveFleet is n devices: dptest.NewBig(min(n, 1000), 7) (every rule shape, 12 segments, the
-// gateway 10.0.0.1 with DHCP, DHCPv6 and DNS), then for n > 1000 devices x<i> with one IPv4
-// address each, spread over the Big segments.
+// gateway 10.0.0.1 with DHCP, DHCPv6 and DNS), then for n > 1000 devices x<i> with the hot
+// section's identities (fleetMAC, fleetV4), spread over the Big segments.
 type liveFleet struct {
 	n     int
 	big   *dptest.Big
@@ -314,8 +301,8 @@ func newLiveFleet(n int) (*liveFleet, error) {
 	p := big.Policy
 	for i := liveBigDevices; i < n; i++ {
 		p.Spec.Devices = append(p.Spec.Devices, policy.Device{
-			Name: "x" + strconv.Itoa(i), MAC: liveExtraMAC(i).String(),
-			IPv4: []string{liveExtraV4(i).String()}, Segment: "s" + strconv.Itoa(i%12),
+			Name: "x" + strconv.Itoa(i), MAC: fleetMAC(i).String(),
+			IPv4: []string{fleetV4(i).String()}, Segment: "s" + strconv.Itoa(i%12),
 		})
 	}
 	s, err := dptest.Compile(p, 1)
