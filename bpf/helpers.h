@@ -12,6 +12,7 @@ volatile const __u64 zt_frag_timeout_ns = 30ULL * 1000000000ULL; /* first-fragme
 volatile const __u64 zt_event_window_ns = 1000000000ULL;         /* event budget window */
 volatile const __u64 zt_event_burst = 10;                        /* events per (device, reason, window) */
 volatile const __u8 zt_events_enabled = 1;                       /* 0: count only, no events */
+volatile const __u32 zt_event_limit_mask = 4095;                 /* zt_event_limit capacity - 1 */
 
 /* Per-frame state shared by the decision steps. */
 struct zt_pkt {
@@ -300,40 +301,51 @@ static __always_inline void zt_account(const struct zt_pkt *pkt, __u32 verdict, 
 	}
 }
 
+/* The budget slot of (device, reason): a multiplicative hash, so consecutive dev_ids of one
+ * reason land in distinct slots. */
+static __always_inline __u32 zt_limit_index(__u32 dev_id, __u32 reason)
+{
+	return ((dev_id * 0x9e3779b1U) ^ (reason * 0x85ebca77U)) & zt_event_limit_mask;
+}
+
 static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pkt, __u32 verdict,
 				     __u32 reason, __u32 len)
 {
-	__u32 zero = 0;
-	struct zt_event_stats *st = bpf_map_lookup_elem(&zt_evstats, &zero);
-	struct zt_limit_key lk = {.dev_id = pkt->dev ? pkt->dev->dev_id : ZT_NO_DEVICE,
-				  .reason = reason};
-	struct zt_limit_val *lv, nv = {};
+	__u32 zero = 0, dev_id = pkt->dev ? pkt->dev->dev_id : ZT_NO_DEVICE, idx, cap;
+	struct zt_event_stats *st;
+	struct zt_limit_slot *lim;
 	struct zt_event *e;
 	__u64 now;
-	__u32 cap;
 
-	if (!st || !zt_events_enabled)
+	if (!zt_events_enabled)
+		return;
+	idx = zt_limit_index(dev_id, reason);
+	st = bpf_map_lookup_elem(&zt_evstats, &zero);
+	lim = bpf_map_lookup_elem(&zt_event_limit, &idx);
+	if (!st || !lim)
 		return;
 	now = zt_now(); /* only when events are on */
-	lv = bpf_map_lookup_elem(&zt_event_limit, &lk);
-	if (lv && now - lv->window_start < zt_event_window_ns) {
-		if (lv->count >= zt_event_burst) {
+	if (now - lim->window_start < zt_event_window_ns) {
+		/* An open window, whoever opened it: colliding keys share its budget. */
+		if (lim->count >= zt_event_burst) {
 			st->suppressed++;
 			return;
 		}
-		__sync_fetch_and_add(&lv->count, 1);
+		__sync_fetch_and_add(&lim->count, 1);
 	} else {
-		nv.window_start = now;
-		nv.count = 1;
-		bpf_map_update_elem(&zt_event_limit, &lk, &nv, BPF_ANY);
+		/* Racy against another CPU opening the same window: a few extra events at worst. */
+		lim->dev_id = dev_id;
+		lim->reason = reason;
+		lim->window_start = now;
+		lim->count = 1;
 	}
 	e = bpf_ringbuf_reserve(&zt_events, sizeof(*e), 0);
 	if (!e) {
 		st->lost++;
 		return;
 	}
-	e->ts = bpf_ktime_get_ns(); /* events are rare: their timestamps are precise */
-	e->dev_id = lk.dev_id;
+	e->ts = now;
+	e->dev_id = dev_id;
 	e->ifindex = ctx->ingress_ifindex;
 	e->revision = pkt->cfg ? pkt->cfg->revision : 0;
 	e->verdict = verdict;

@@ -129,12 +129,14 @@ struct {
 	__type(value, struct zt_event_stats);
 } zt_evstats SEC(".maps");
 
-/* Event budget per (device, reason); LRU so a flood of keys cannot exhaust it. */
+/* Event budgets, a direct-mapped table indexed by a hash of (device, reason): an array lookup
+ * (inlined by the verifier, no hash walk) on every frame that could emit an event; a flood of
+ * keys cannot exhaust it. Capacity: a power of two (the loader sets it and zt_event_limit_mask). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 4096);
-	__type(key, struct zt_limit_key);
-	__type(value, struct zt_limit_val);
+	__type(key, __u32);
+	__type(value, struct zt_limit_slot);
 } zt_event_limit SEC(".maps");
 
 struct {

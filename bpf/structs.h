@@ -121,20 +121,18 @@ struct zt_event_stats {
 	__u64 suppressed; /* over the per-(device, reason) event budget */
 };
 
-/* event_limit: (device, reason) -> current window. */
-struct zt_limit_key {
-	__u32 dev_id;
+/* event_limit: one budget window per slot; a (device, reason) maps to slot
+ * zt_limit_index(dev_id, reason). Keys that collide share a slot's budget (fewer events, never more). */
+struct zt_limit_slot {
+	__u32 dev_id;         /* key that opened the current window (for inspection) */
 	__u32 reason;
-};
-
-struct zt_limit_val {
-	__u64 window_start;
-	__u64 count;
+	__u64 window_start;   /* zt_now when the window opened */
+	__u64 count;          /* events granted in the window */
 };
 
 /* events: one record per sampled drop or audit. */
 struct zt_event {
-	__u64 ts;         /* bpf_ktime_get_ns */
+	__u64 ts;         /* zt_now (CLOCK_MONOTONIC_COARSE) when the frame was decided */
 	__u32 dev_id;     /* ZT_NO_DEVICE when the source is not identified */
 	__u32 ifindex;    /* ingress port */
 	__u64 revision;   /* policy revision that decided */

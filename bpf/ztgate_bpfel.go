@@ -138,14 +138,10 @@ type ZtgateZtIn6 struct {
 	B [16]uint8
 }
 
-type ZtgateZtLimitKey struct {
-	_      structs.HostLayout
-	DevId  uint32
-	Reason uint32
-}
-
-type ZtgateZtLimitVal struct {
+type ZtgateZtLimitSlot struct {
 	_           structs.HostLayout
+	DevId       uint32
+	Reason      uint32
 	WindowStart uint64
 	Count       uint64
 }
@@ -271,6 +267,7 @@ const (
 	ZtgateVarZtBtfSelKind     = "zt_btf_sel_kind"
 	ZtgateVarZtBtfVerdict     = "zt_btf_verdict"
 	ZtgateVarZtEventBurst     = "zt_event_burst"
+	ZtgateVarZtEventLimitMask = "zt_event_limit_mask"
 	ZtgateVarZtEventWindowNs  = "zt_event_window_ns"
 	ZtgateVarZtEventsEnabled  = "zt_events_enabled"
 	ZtgateVarZtFragTimeoutNs  = "zt_frag_timeout_ns"
@@ -361,6 +358,7 @@ type ZtgateVariableSpecs struct {
 	ZtBtfSelKind     *ebpf.VariableSpec `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.VariableSpec `ebpf:"zt_btf_verdict"`
 	ZtEventBurst     *ebpf.VariableSpec `ebpf:"zt_event_burst"`
+	ZtEventLimitMask *ebpf.VariableSpec `ebpf:"zt_event_limit_mask"`
 	ZtEventWindowNs  *ebpf.VariableSpec `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.VariableSpec `ebpf:"zt_events_enabled"`
 	ZtFragTimeoutNs  *ebpf.VariableSpec `ebpf:"zt_frag_timeout_ns"`
@@ -440,6 +438,7 @@ type ZtgateVariables struct {
 	ZtBtfSelKind     *ebpf.Variable `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.Variable `ebpf:"zt_btf_verdict"`
 	ZtEventBurst     *ebpf.Variable `ebpf:"zt_event_burst"`
+	ZtEventLimitMask *ebpf.Variable `ebpf:"zt_event_limit_mask"`
 	ZtEventWindowNs  *ebpf.Variable `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.Variable `ebpf:"zt_events_enabled"`
 	ZtFragTimeoutNs  *ebpf.Variable `ebpf:"zt_frag_timeout_ns"`

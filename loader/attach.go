@@ -125,6 +125,11 @@ func (d *Datapath) attach(ifname string, want Mode) (Mode, error) {
 	if err != nil {
 		return ModeNone, err
 	}
+	if !adopted {
+		if l, adopted, err = d.migrate(ifname, ifindex, path); err != nil {
+			return ModeNone, err
+		}
+	}
 	requested := ModeNone
 	if !adopted {
 		if l, requested, err = d.attachNew(ifindex, want); err != nil {
@@ -197,6 +202,50 @@ func (d *Datapath) adopt(ifname string, ifindex int, path string) (link.Link, bo
 		return nil, false, fmt.Errorf("update pinned link %s to the new program: %w", path, err)
 	}
 	return l, true, nil
+}
+
+// migrate adopts the link an older layout pinned for ifname, if any: adopt switches it to our
+// program, then its pin moves to path (the current layout) and an older layout directory left
+// without links is removed.
+func (d *Datapath) migrate(ifname string, ifindex int, path string) (link.Link, bool, error) {
+	for v := LayoutVersion - 1; v >= 1; v-- {
+		dir := layoutDir(d.cfg.PinDir, v)
+		old := filepath.Join(dir, linkPinPrefix+ifname)
+		l, adopted, err := d.adopt(ifname, ifindex, old)
+		if err != nil {
+			return nil, false, fmt.Errorf("migrate from layout v%d: %w", v, err)
+		}
+		if !adopted {
+			continue
+		}
+		if err := l.Pin(path); err != nil {
+			// The link runs our program already; it stays pinned where it was.
+			return nil, false, fmt.Errorf("migrate from layout v%d: pin link: %w", v, err)
+		}
+		if err := os.Remove(old); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, false, fmt.Errorf("migrate from layout v%d: %w", v, err)
+		}
+		if err := removeIfNoLinks(dir); err != nil {
+			return nil, false, fmt.Errorf("migrate from layout v%d: %w", v, err)
+		}
+		return l, true, nil
+	}
+	return nil, false, nil
+}
+
+// removeIfNoLinks removes an older layout's pin directory once no link is pinned in it: what is
+// left are map pins, which no program of the current layout uses.
+func removeIfNoLinks(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), linkPinPrefix) {
+			return nil
+		}
+	}
+	return os.RemoveAll(dir)
 }
 
 // attachNew creates an XDP link in mode want (ModeAuto: native, else generic).

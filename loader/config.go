@@ -24,7 +24,8 @@ type Config struct {
 
 	// FragEntries is the capacity of zt_frags (first fragments in flight; full = fail closed).
 	FragEntries int
-	// EventLimitEntries is the capacity of zt_event_limit (LRU of (device, reason) budgets).
+	// EventLimitEntries is the capacity of zt_event_limit, the table of (device, reason) event
+	// budgets: a power of two.
 	EventLimitEntries int
 	// RingBytes is the size of the zt_events ring buffer: a power of two, a multiple of the page size.
 	RingBytes int
@@ -111,6 +112,9 @@ func (c Config) validate() error {
 		if f.v < 1 || f.v > maxEntries {
 			errs = append(errs, fmt.Errorf("%s %d: must be between 1 and %d", f.name, f.v, maxEntries))
 		}
+	}
+	if bits.OnesCount(uint(c.EventLimitEntries)) != 1 {
+		errs = append(errs, fmt.Errorf("event limit entries %d: must be a power of two", c.EventLimitEntries))
 	}
 	page := os.Getpagesize()
 	if c.RingBytes < page || c.RingBytes > maxEntries || bits.OnesCount(uint(c.RingBytes)) != 1 {

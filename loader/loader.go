@@ -6,7 +6,10 @@
 // the process dying) leaves the pins, so enforcement stays in place and fails closed; the next
 // Open reuses the pinned maps (policy, counters and fragment state survive) and Attach adopts
 // the pinned link with link.Update, never detach-then-attach. Only Uninstall removes it all.
-// A change of the map layout gets a new LayoutVersion directory and a migration.
+// A change of the map layout gets a new LayoutVersion directory. Attach migrates an interface
+// whose link is pinned under an older layout: it switches that link to the new program with
+// link.Update (no instant without a program), moves its pin into the new directory and, once
+// the old directory holds no link, removes the old layout's pins (its maps die with its program).
 package loader
 
 import (
@@ -24,12 +27,15 @@ import (
 	"github.com/ztgate/ztgate/bpf"
 )
 
-// LayoutVersion is the version of the map layout, and the name of the pin subdirectory (v1).
-const LayoutVersion = 1
+// LayoutVersion is the version of the map layout, and the name of the pin subdirectory (v2).
+// v1: zt_event_limit was an LRU hash of (device, reason); v2: a direct-mapped array.
+const LayoutVersion = 2
 
 // LayoutDir is the directory that holds the pins of the current layout under pinDir.
-func LayoutDir(pinDir string) string {
-	return filepath.Join(pinDir, "v"+strconv.Itoa(LayoutVersion))
+func LayoutDir(pinDir string) string { return layoutDir(pinDir, LayoutVersion) }
+
+func layoutDir(pinDir string, version int) string {
+	return filepath.Join(pinDir, "v"+strconv.Itoa(version))
 }
 
 // Datapath is the loaded XDP program and its (pinned) maps.
@@ -119,10 +125,11 @@ func newSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 		enabled = 1
 	}
 	vars := map[string]any{
-		bpf.ZtgateVarZtFragTimeoutNs: uint64(cfg.FragTimeout.Nanoseconds()),
-		bpf.ZtgateVarZtEventWindowNs: uint64(cfg.EventWindow.Nanoseconds()),
-		bpf.ZtgateVarZtEventBurst:    cfg.EventBurst,
-		bpf.ZtgateVarZtEventsEnabled: enabled,
+		bpf.ZtgateVarZtFragTimeoutNs:  uint64(cfg.FragTimeout.Nanoseconds()),
+		bpf.ZtgateVarZtEventWindowNs:  uint64(cfg.EventWindow.Nanoseconds()),
+		bpf.ZtgateVarZtEventBurst:     cfg.EventBurst,
+		bpf.ZtgateVarZtEventsEnabled:  enabled,
+		bpf.ZtgateVarZtEventLimitMask: uint32(cfg.EventLimitEntries - 1),
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]
@@ -153,7 +160,7 @@ func describeLoadError(err error, dir string) error {
 // Config returns the configuration in force (defaults filled in).
 func (d *Datapath) Config() Config { return d.cfg }
 
-// Dir returns the pin directory of the current layout (<PinDir>/v1).
+// Dir returns the pin directory of the current layout (<PinDir>/v2).
 func (d *Datapath) Dir() string { return d.dir }
 
 // Objects returns the loaded program and maps. They stay owned by the Datapath: do not close them.

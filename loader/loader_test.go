@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -106,8 +108,8 @@ func TestLifecycle(t *testing.T) {
 
 	dp1 := openDatapath(t, cfg)
 	dir := LayoutDir(cfg.PinDir)
-	if dp1.Dir() != dir || !strings.HasSuffix(dir, "/v1") {
-		t.Fatalf("Dir() = %q, want %q ending in /v1", dp1.Dir(), dir)
+	if dp1.Dir() != dir || !strings.HasSuffix(dir, "/v2") {
+		t.Fatalf("Dir() = %q, want %q ending in /v2", dp1.Dir(), dir)
 	}
 	for _, name := range []string{bpf.ZtgateMapZtActive, bpf.ZtgateMapZtCfg, bpf.ZtgateMapZtDevices,
 		bpf.ZtgateMapZtAddrs, bpf.ZtgateMapZtPrefixes, bpf.ZtgateMapZtRules, bpf.ZtgateMapZtBarrier,
@@ -287,6 +289,81 @@ func TestAttachStaleLink(t *testing.T) {
 	}
 }
 
+// TestLayoutMigration: a link pinned by an older layout (v1) is taken over with link.Update (the
+// same link, so the interface never runs without a program), its pin moves to the current
+// layout, and the old layout's directory, left without links, is removed with its map pins.
+func TestLayoutMigration(t *testing.T) {
+	requirePriv(t)
+	cfg := testConfig(t)
+	cfg.Mode = ModeGeneric
+	ns := newNetns(t)
+	addVeth(t, ns, "ztm0", "ztm1")
+
+	// What a v1 agent left: its program on ztm0 through a pinned link, and its maps.
+	old, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}}) // XDP_DROP
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	v1 := filepath.Join(cfg.PinDir, "v1")
+	if err := os.MkdirAll(v1, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	oldMap, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldMap.Close()
+	if err := oldMap.Pin(filepath.Join(v1, bpf.ZtgateMapZtEventLimit)); err != nil {
+		t.Fatal(err)
+	}
+	var linkID link.ID
+	err = inNetns(t, ns, func() error {
+		ifc, err := net.InterfaceByName("ztm0")
+		if err != nil {
+			return err
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: old, Interface: ifc.Index, Flags: link.XDPGenericMode})
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		info, err := l.Info()
+		if err != nil {
+			return err
+		}
+		linkID = info.ID
+		return l.Pin(filepath.Join(v1, "link-ztm0"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dp := openDatapath(t, cfg)
+	var mode Mode
+	if err := inNetns(t, ns, func() (err error) { mode, err = dp.Attach("ztm0"); return err }); err != nil {
+		t.Fatalf("attach over a v1 link: %v", err)
+	}
+	if mode != ModeGeneric {
+		t.Errorf("mode %v, want generic (the adopted link's)", mode)
+	}
+	if x := xdpState(t, ns, "ztm0"); !x.Attached || x.ProgId != uint32(progID(t, dp.Program())) {
+		t.Errorf("ztm0 xdp: %+v, want our program %d", x, progID(t, dp.Program()))
+	}
+	l, err := link.LoadPinnedLink(filepath.Join(dp.Dir(), "link-ztm0"), nil)
+	if err != nil {
+		t.Fatalf("link not pinned in the current layout: %v", err)
+	}
+	defer l.Close()
+	if info, err := l.Info(); err != nil || info.ID != linkID {
+		t.Errorf("pinned link %+v (%v), want the v1 link %d updated in place", info, err, linkID)
+	}
+	if _, err := os.Stat(v1); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("v1 directory left behind: %v", err)
+	}
+}
+
 // TestIncompatiblePinnedMap: a pinned map with another capacity is not silently replaced.
 func TestIncompatiblePinnedMap(t *testing.T) {
 	requirePriv(t)
@@ -320,6 +397,7 @@ func TestConfigValidation(t *testing.T) {
 		{"relative pin dir", func(c *Config) { c.PinDir = "ztgate" }, "absolute"},
 		{"negative devices", func(c *Config) { c.MaxDevices = -1 }, "max devices"},
 		{"bad mode", func(c *Config) { c.Mode = ModeNone }, "attach mode"},
+		{"event limit not power of two", func(c *Config) { c.EventLimitEntries = 1000 }, "event limit entries"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := DefaultConfig()

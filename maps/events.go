@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -22,6 +23,9 @@ type EventReader struct {
 	rec      ringbuf.Record
 	coalesce time.Duration
 	batch    int // events read since the reader last waited
+
+	mu     sync.Mutex // orders available against Close
+	closed bool
 }
 
 // OpenEvents opens a reader on the event ring buffer of objs.
@@ -41,7 +45,7 @@ func OpenEvents(objs *bpf.ZtgateObjects) (*EventReader, error) {
 // the deadline, one wrapping os.ErrDeadlineExceeded. Not for concurrent use (Close is).
 func (r *EventReader) Read() (bpf.Event, error) {
 	var ev bpf.Event
-	if r.coalesce > 0 && r.batch > 0 && r.rd.AvailableBytes() == 0 {
+	if r.coalesce > 0 && r.batch > 0 && r.available() == 0 {
 		// Caught up after a batch: let events gather before waiting for a wake-up (see
 		// SetCoalesce).
 		r.batch = 0
@@ -91,12 +95,23 @@ var (
 	_ = [1]struct{}{}[unsafe.Sizeof(bpf.Event{})-160]
 )
 
+// available returns the unread bytes of the ring buffer (ringbuf.Reader.AvailableBytes must not
+// race with Close). After Close it returns 1: ReadInto then reports the closed reader.
+func (r *EventReader) available() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 1
+	}
+	return r.rd.AvailableBytes()
+}
+
 // SetCoalesce makes Read, once it has read every event of a batch, sleep d before it waits for
-// the next event (0, the default: wait at once). The program wakes a waiting reader up when it
-// submits an event into an empty ring buffer (a self-IPI in the producer, some hundreds of
-// nanoseconds here); a reader that waits at once after each event makes the program pay that
-// for nearly every event of a flood. Sleeping d lets a flood's events gather: at most one
-// wake-up per d, at the price of up to d of delivery latency. Not for concurrent use with Read.
+// the next event (0, the default: wait at once). Sleeping d lets a flood's events gather into
+// batches, at the price of up to d of delivery latency: the program wakes a waiting reader up
+// when it submits into a ring buffer the reader had caught up with (an irq_work, some hundreds
+// of nanoseconds here), so a reader that waits at once after each event makes the program pay
+// that for nearly every event of a flood. Not for concurrent use with Read.
 func (r *EventReader) SetCoalesce(d time.Duration) { r.coalesce = d }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded once t has passed (zero: no deadline).
@@ -104,6 +119,9 @@ func (r *EventReader) SetDeadline(t time.Time) { r.rd.SetDeadline(t) }
 
 // Close stops the reader; a blocked Read returns.
 func (r *EventReader) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
 	if err := r.rd.Close(); err != nil {
 		return fmt.Errorf("close events: %w", err)
 	}

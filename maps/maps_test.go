@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/loader"
@@ -548,5 +549,64 @@ func TestIncrementalApply(t *testing.T) {
 			t.Fatalf("revision %d: usage %+v, content %+v", rev, use, want)
 		}
 		prev = s
+	}
+}
+
+// TestEventBudget: each (device, reason) gets EventBurst events per window, the rest are
+// suppressed and counted; event timestamps are the coarse monotonic clock of the decision.
+func TestEventBudget(t *testing.T) {
+	e := setup(t, func(c *loader.Config) { c.EventBurst, c.EventWindow = 3, time.Hour })
+	mustApply(t, e, smallSnapshot(1))
+	ev, err := OpenEvents(e.dp.Objects())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev.Close()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+		t.Fatal(err)
+	}
+	before := uint64(ts.Nano())
+	for _, c := range []struct {
+		frame []byte
+		n     int
+	}{
+		{ipv4Frame(unknownMAC, "10.0.0.9", "10.0.0.1", 17, 40000, 53), 10}, // (no device, unknown_device)
+		{ipv4Frame(devMAC, "10.0.0.2", "10.1.2.3", 6, 40000, 81), 5},       // (device 1, no_rule)
+		{ipv4Frame(devMAC, "10.0.0.66", "10.1.2.3", 6, 40000, 81), 1},      // (device 1, spoof_ip)
+		{ipv4Frame(unknownMAC, "10.0.0.10", "10.0.0.1", 17, 40000, 53), 2}, // the first key again
+	} {
+		for range c.n {
+			if ret := run(t, e, c.frame); ret != xdpDrop {
+				t.Fatalf("action %d, want XDP_DROP", ret)
+			}
+		}
+	}
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	after := uint64(ts.Nano())
+	es, err := e.m.EventStats()
+	if err != nil || es.Emitted != 3+3+1 || es.Suppressed != 7+2+2 || es.Lost != 0 {
+		t.Errorf("EventStats() = %+v, %v; want 7 emitted, 11 suppressed", es, err)
+	}
+	ev.SetDeadline(time.Now().Add(2 * time.Second))
+	for i := range 7 {
+		x, err := ev.Read()
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if x.Ts < before || x.Ts > after {
+			t.Errorf("event %d: ts %d outside [%d, %d]", i, x.Ts, before, after)
+		}
+	}
+	tables, err := e.m.TableUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range tables {
+		if u.Map == bpf.ZtgateMapZtEventLimit && (u.Entries != 3 || u.Capacity != 128) {
+			t.Errorf("usage %+v, want 3 of 128 budget slots", u)
+		}
 	}
 }

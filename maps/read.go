@@ -267,18 +267,35 @@ func (m *Maps) TableUsage() ([]MapUsage, error) {
 }
 
 func (m *Maps) tableUsage() ([]MapUsage, error) {
-	var out []MapUsage
-	for _, mp := range []struct {
-		name string
-		m    *ebpf.Map
-	}{{bpf.ZtgateMapZtFrags, m.objs.ZtFrags}, {bpf.ZtgateMapZtEventLimit, m.objs.ZtEventLimit}} {
-		n, err := countKeys(mp.m)
-		if err != nil {
-			return nil, fmt.Errorf("count %s: %w", mp.name, err)
-		}
-		out = append(out, MapUsage{Map: mp.name, Entries: n, Capacity: int(mp.m.MaxEntries())})
+	frags, err := countKeys(m.objs.ZtFrags)
+	if err != nil {
+		return nil, fmt.Errorf("count %s: %w", bpf.ZtgateMapZtFrags, err)
 	}
-	return out, nil
+	slots, err := countLimitSlots(m.objs.ZtEventLimit)
+	if err != nil {
+		return nil, fmt.Errorf("count %s: %w", bpf.ZtgateMapZtEventLimit, err)
+	}
+	return []MapUsage{
+		{Map: bpf.ZtgateMapZtFrags, Entries: frags, Capacity: int(m.objs.ZtFrags.MaxEntries())},
+		{Map: bpf.ZtgateMapZtEventLimit, Entries: slots, Capacity: int(m.objs.ZtEventLimit.MaxEntries())},
+	}, nil
+}
+
+// countLimitSlots counts the slots of the event-budget table (an array) that have opened a
+// window since the datapath was loaded.
+func countLimitSlots(mp *ebpf.Map) (int, error) {
+	var (
+		key  uint32
+		slot bpf.ZtgateZtLimitSlot
+		n    int
+	)
+	it := mp.Iterate()
+	for it.Next(&key, &slot) {
+		if slot.WindowStart != 0 {
+			n++
+		}
+	}
+	return n, it.Err()
 }
 
 // PolicyUsage is the fill level of the policy maps when they hold s (the active snapshot),

@@ -55,6 +55,7 @@ const (
 	ZtgateColdVarZtBtfSelKind         = "zt_btf_sel_kind"
 	ZtgateColdVarZtBtfVerdict         = "zt_btf_verdict"
 	ZtgateColdVarZtEventBurst         = "zt_event_burst"
+	ZtgateColdVarZtEventLimitMask     = "zt_event_limit_mask"
 	ZtgateColdVarZtEventWindowNs      = "zt_event_window_ns"
 	ZtgateColdVarZtEventsEnabled      = "zt_events_enabled"
 	ZtgateColdVarZtFragTimeoutNs      = "zt_frag_timeout_ns"
@@ -153,6 +154,7 @@ type ZtgateColdVariableSpecs struct {
 	ZtBtfSelKind     *ebpf.VariableSpec `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.VariableSpec `ebpf:"zt_btf_verdict"`
 	ZtEventBurst     *ebpf.VariableSpec `ebpf:"zt_event_burst"`
+	ZtEventLimitMask *ebpf.VariableSpec `ebpf:"zt_event_limit_mask"`
 	ZtEventWindowNs  *ebpf.VariableSpec `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.VariableSpec `ebpf:"zt_events_enabled"`
 	ZtFragTimeoutNs  *ebpf.VariableSpec `ebpf:"zt_frag_timeout_ns"`
@@ -241,6 +243,7 @@ type ZtgateColdVariables struct {
 	ZtBtfSelKind     *ebpf.Variable `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.Variable `ebpf:"zt_btf_verdict"`
 	ZtEventBurst     *ebpf.Variable `ebpf:"zt_event_burst"`
+	ZtEventLimitMask *ebpf.Variable `ebpf:"zt_event_limit_mask"`
 	ZtEventWindowNs  *ebpf.Variable `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.Variable `ebpf:"zt_events_enabled"`
 	ZtFragTimeoutNs  *ebpf.Variable `ebpf:"zt_frag_timeout_ns"`
