@@ -721,7 +721,7 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 		live, hc := ztNs-dropNs, hot[subj]-hot["xdpdrop"]
 		note += fmt.Sprintf("; ztgate's decision adds %.0f ns live, %.0f ns with hot caches (BPF_PROG_TEST_RUN): "+
 			"the decision itself (policy-slot, device and address-binding lookups, per-CPU counters, the event "+
-			"limiter's LRU lookup and timestamp; every kernel function it calls returns through SRSO's safe-RET "+
+			"limiter's budget slot and timestamp; every kernel function it calls returns through SRSO's safe-RET "+
 			"thunk on this CPU)", live, hc)
 		if hc > 0 && live > 1.5*hc {
 			note += ", inflated on live traffic by caches and branch predictors cold after the veth and page-pool code"
