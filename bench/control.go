@@ -19,6 +19,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -549,6 +551,14 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 	perDevice := float64(docBytes) / float64(n)
 	cfg.Logf("control: %s devices: documents of %.1f MB (%.0f B/device) written in %s", ctlCount(n),
 		float64(docBytes)/1e6, perDevice, time.Since(t0).Round(time.Millisecond))
+	yf, err := ctlYAMLFloor(filepath.Join(dir, "a.yaml"))
+	if err != nil {
+		return 0, 0, err
+	}
+	r.Add(Result{Section: "control", Name: fmt.Sprintf("YAML decoding alone, %s devices", ctlCount(n)), Value: ctlMs(yf.took), Unit: "ms",
+		Note: fmt.Sprintf("in the bench process: yaml.v3 decoding the %.1f MB document into its node tree, the first step of any YAML apply (no validation, no compile); the tree holds %.0f MB of live heap",
+			float64(docBytes)/1e6, yf.liveMB)})
+	cfg.Logf("control: %s devices: yaml.v3 node tree in %s, %.0f MB live", ctlCount(n), yf.took.Round(time.Millisecond), yf.liveMB)
 	limit := policy.MaxDocumentSize
 	raised := int64(limit) < docBytes
 	if raised {
@@ -605,8 +615,8 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 	}
 	if limit, ok := map[int]time.Duration{100000: ctlTargetFull100k, 1000000: ctlTargetFull1M}[n]; ok {
 		r.Check("control", fmt.Sprintf("full apply of %s devices enforced <= %s after the push", name, limit), ctlMs(worst.wall), "<=", ctlMs(limit), "ms",
-			fmt.Sprintf("slowest of %d full applies; agent-side %.0f ms, of which parse %.0f ms (YAML decode and validation)",
-				len(fulls), ctlMs(worst.res.Duration), ctlNsMs(worst.phases.Phases.Parse)))
+			fmt.Sprintf("slowest of %d full applies; agent-side %.0f ms, of which parse %.0f ms (YAML decode and validation); yaml.v3's node tree alone takes %.0f ms",
+				len(fulls), ctlMs(worst.res.Duration), ctlNsMs(worst.phases.Phases.Parse), ctlMs(yf.took)))
 	}
 
 	// One-device changes: device n/2's own rule alternates between two ports.
@@ -675,11 +685,41 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 	r.Add(Result{Section: "control", Name: fmt.Sprintf("agent peak RSS, %s devices", name), Value: hwm / 1e6, Unit: "MB",
 		Note: fmt.Sprintf("VmHWM of the agent (pid %d) after %d applies", st.PID, len(fulls)+len(walls))})
 	if n == 100000 {
-		r.Check("control", "agent peak RSS at 100k devices <= 100 MB", hwm/1e6, "<=", ctlTargetRSS100kMB, "MB", "VmHWM")
+		r.Check("control", "agent peak RSS at 100k devices <= 100 MB", hwm/1e6, "<=", ctlTargetRSS100kMB, "MB",
+			fmt.Sprintf("VmHWM; yaml.v3's node tree of the document alone holds %.0f MB live", yf.liveMB))
 	}
 	err = a.stop()
 	a = nil
 	return p99, len(walls), err
+}
+
+// ctlYAML is what decoding a policy document into yaml.v3's node tree costs: the floor of any
+// apply of a YAML document (the agent's parser decodes that tree, then validates it).
+type ctlYAML struct {
+	took   time.Duration
+	liveMB float64 // heap the tree holds, measured after a GC with the tree alive
+}
+
+func ctlYAMLFloor(path string) (ctlYAML, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ctlYAML{}, err
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	root := new(yaml.Node)
+	t0 := time.Now()
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(root); err != nil {
+		return ctlYAML{}, fmt.Errorf("yaml floor: %w", err)
+	}
+	took := time.Since(t0)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(root)
+	root = nil
+	debug.FreeOSMemory()
+	return ctlYAML{took: took, liveMB: (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / 1e6}, nil
 }
 
 // ctlSwap measures maps.Apply in-process: two revisions of N devices that differ in one device
