@@ -423,6 +423,41 @@ func ctlReadKernelMem(pinDir string) (ctlKernelMem, error) {
 	return km, err
 }
 
+// ctlMemFloor is the kernel memory (memlock) of bare maps that hold the least a datapath binding
+// identities and serving device/segment rules must keep: a hash from MAC to a 4-byte id, a hash
+// from each bound address to a 4-byte id, and 6 counters per device in a plain array.
+type ctlMemFloor struct{ dev, addr, counters uint64 }
+
+func (f ctlMemFloor) total() uint64 { return f.dev + f.addr + f.counters }
+
+func ctlKernelMemFloor(devices, addrs int) (ctlMemFloor, error) {
+	var f ctlMemFloor
+	for _, m := range []struct {
+		spec *ebpf.MapSpec
+		out  *uint64
+	}{
+		{&ebpf.MapSpec{Name: "bench_fl_dev", Type: ebpf.Hash, KeySize: 8, ValueSize: 4, MaxEntries: uint32(devices)}, &f.dev},
+		{&ebpf.MapSpec{Name: "bench_fl_addr", Type: ebpf.Hash, KeySize: 16, ValueSize: 4, MaxEntries: uint32(max(addrs, 1))}, &f.addr},
+		{&ebpf.MapSpec{Name: "bench_fl_ctr", Type: ebpf.Array, KeySize: 4, ValueSize: 48, MaxEntries: uint32(devices)}, &f.counters},
+	} {
+		mp, err := ebpf.NewMap(m.spec)
+		if err != nil {
+			return f, err
+		}
+		info, err := mp.Info()
+		mp.Close()
+		if err != nil {
+			return f, err
+		}
+		b, ok := info.Memlock()
+		if !ok {
+			return f, errors.New("kernel reports no memlock")
+		}
+		*m.out = b
+	}
+	return f, nil
+}
+
 func ctlMs(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 func ctlNsMs(ns int64) float64      { return float64(ns) / 1e6 }
 
@@ -675,8 +710,15 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 		Value: float64(km.active()+km.inactive+km.devstats) / fn, Unit: "B/device",
 		Note: fmt.Sprintf("the agent's incremental applies keep the inactive slot populated: %.1f MB of inner maps it does not share with the active slot", float64(km.inactive)/1e6)})
 	if n == 100000 || n == 1000000 || (cfg.Quick && n == 10000) {
+		fl, err := ctlKernelMemFloor(n, km.entries[1])
+		if err != nil {
+			return 0, 0, fmt.Errorf("kernel memory floor: %w", err)
+		}
+		r.Add(Result{Section: "control", Name: fmt.Sprintf("kernel memory floor per device, %s devices", name), Value: float64(fl.total()) / fn, Unit: "B/device",
+			Note: fmt.Sprintf("bare maps of the same capacities with the least any such datapath keeps: MAC -> 4-byte id %.0f B, %d addresses -> 4-byte id %.0f B, 6 counters in a plain array %.0f B",
+				float64(fl.dev)/fn, km.entries[1], float64(fl.addr)/fn, float64(fl.counters)/fn)})
 		r.Check("control", fmt.Sprintf("kernel memory <= 200 B per configured device (%s)", name), perDev, "<=", ctlTargetBytesPerDv, "B/device",
-			"active policy maps + zt_devstats; the inactive slot adds its own (see results)")
+			fmt.Sprintf("active policy maps + zt_devstats; the inactive slot adds its own (see results); the floor of an identity hash, an address index and 6 counters per device is %.0f B here", float64(fl.total())/fn))
 	}
 	hwm, err := ctlVmHWM(st.PID)
 	if err != nil {

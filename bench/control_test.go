@@ -44,6 +44,16 @@ func TestControlAndEventsQuick(t *testing.T) {
 			t.Errorf("%s: %q = 0", res.Section, res.Name)
 		}
 	}
+	names := map[string]bool{}
+	for _, res := range r.Results {
+		names[res.Name] = true
+	}
+	for _, want := range []string{"YAML decoding alone, 10k devices", "kernel memory floor per device, 10k devices",
+		"kernel memory per device, 10k devices", "producer cost per event"} {
+		if !names[want] {
+			t.Errorf("missing result %q", want)
+		}
+	}
 	for _, s := range []string{"control", "events"} {
 		if counts[s] == 0 {
 			t.Errorf("no results in section %s", s)

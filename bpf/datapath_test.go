@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/internal/dptest"
@@ -188,6 +189,20 @@ func TestFragmentTableFull(t *testing.T) {
 	// A datagram already recorded goes on; its last fragment frees a slot for a new one.
 	check(t, h, frames.IPv4(cam4, gw4, 17, 1000, 3, nil, udp[:8]), pass, bpf.ReasonAllow)
 	check(t, h, frames.IPv4(cam4, gw4, 17, 2000, 0x2000, nil, udp), pass, bpf.ReasonAllow)
+}
+
+// TestFragmentTimeout: a first fragment's record lasts FragTimeout on the datapath's coarse
+// clock; a later fragment after that has no state.
+func TestFragmentTimeout(t *testing.T) {
+	const timeout = 40 * time.Millisecond
+	h := fixtureHarness(t, loader.Config{FragTimeout: timeout})
+	cam4, gw4 := dptest.Host(dptest.Cam, false), dptest.To("10.0.0.1")
+	udp := frames.UDPHeader(40000, 53, make([]byte, 16))
+	check(t, h, frames.IPv4(cam4, gw4, 17, 500, 0x2000, nil, udp), pass, bpf.ReasonAllow)
+	check(t, h, frames.IPv4(cam4, gw4, 17, 500, 0x2000|3, nil, udp[:8]), pass, bpf.ReasonAllow)
+	// The clock is read once per jiffy (up to 10 ms at HZ=100): wait well past the timeout.
+	time.Sleep(timeout + 60*time.Millisecond)
+	check(t, h, frames.IPv4(cam4, gw4, 17, 500, 4, nil, udp[:8]), drop, bpf.ReasonFragNoState)
 }
 
 // TestNoPolicyFailsClosed: before any policy is applied every frame that reaches the identity

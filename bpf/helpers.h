@@ -40,14 +40,38 @@ struct zt_pkt {
 	__u8 icmp_type;
 };
 
+/* The coarse monotonic time of the current jiffy, cached: bpf_jiffies64 is a plain load (the
+ * verifier inlines it), bpf_ktime_get_coarse_ns a helper call (~14 ns here). Shared by every CPU:
+ * it is written once per tick per CPU at most. */
+struct zt_clock {
+	__u64 jiffies;
+	__u64 ns;
+} zt_clock_cache;
+
 /* zt_now is the datapath's clock for what needs no precision finer than a scheduler tick
- * (fragment timeouts, event-budget windows, last seen): CLOCK_MONOTONIC_COARSE, the same
- * timeline as bpf_ktime_get_ns (CLOCK_MONOTONIC) but it lags it by at most a tick, and it is a
- * plain read instead of a clocksource read (~30 ns each here). Every comparison uses zt_now on
- * both sides, so the lag never makes a difference negative. */
+ * (fragment timeouts, event-budget windows and timestamps, last seen): CLOCK_MONOTONIC_COARSE
+ * as read at most once per jiffy and CPU, so the same timeline as bpf_ktime_get_ns
+ * (CLOCK_MONOTONIC) lagging it by at most two ticks. Another CPU's zt_now can be a tick ahead
+ * of this one's: the differences of two zt_now values are compared signed (zt_elapsed). */
 static __always_inline __u64 zt_now(void)
 {
-	return bpf_ktime_get_coarse_ns();
+	__u64 j = bpf_jiffies64();
+
+	if (zt_clock_cache.jiffies != j) {
+		zt_clock_cache.ns = bpf_ktime_get_coarse_ns();
+		asm volatile("" ::: "memory"); /* the time before the jiffy that says it is current */
+		zt_clock_cache.jiffies = j;
+	}
+	return zt_clock_cache.ns;
+}
+
+/* How long ago zt_now value then was, as of now: negative (another CPU's clock a tick ahead)
+ * reads as 0. */
+static __always_inline __u64 zt_elapsed(__u64 now, __u64 then)
+{
+	__s64 d = (__s64)(now - then);
+
+	return d < 0 ? 0 : (__u64)d;
 }
 
 static __always_inline int zt_in6_eq(const struct zt_in6 *a, const struct zt_in6 *b)
@@ -115,7 +139,7 @@ static __always_inline int zt_is_gateway(const struct zt_pkt *pkt)
 }
 
 /* Does a rule value allow this frame? proto_key is the protocol the rule was stored under. */
-static __noinline int zt_ports_ok(const struct zt_rule_val *v, __u32 proto_key, __u32 l4proto,
+static __always_inline int zt_ports_ok(const struct zt_rule_val *v, __u32 proto_key, __u32 l4proto,
 				  __u32 dport, __u32 tunnel)
 {
 	__u32 i, n;
@@ -250,7 +274,7 @@ static __always_inline int zt_frag_later(const struct zt_pkt *pkt)
 	v = bpf_map_lookup_elem(&zt_frags, &k);
 	if (!v)
 		return ZT_R_FRAG_NO_STATE;
-	if (zt_now() - v->ts > zt_frag_timeout_ns) {
+	if (zt_elapsed(zt_now(), v->ts) > zt_frag_timeout_ns) {
 		bpf_map_delete_elem(&zt_frags, &k);
 		return ZT_R_FRAG_NO_STATE;
 	}
@@ -325,7 +349,7 @@ static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pk
 	if (!st || !lim)
 		return;
 	now = zt_now(); /* only when events are on */
-	if (now - lim->window_start < zt_event_window_ns) {
+	if (zt_elapsed(now, lim->window_start) < zt_event_window_ns) {
 		/* An open window, whoever opened it: colliding keys share its budget. */
 		if (lim->count >= zt_event_burst) {
 			st->suppressed++;

@@ -106,9 +106,11 @@ static __always_inline int zt_ipv4(struct xdp_md *ctx, struct zt_pkt *pkt)
 	else if (!zt_bound_v4(pkt->dev, src))
 		return ZT_R_SPOOF_IP;
 
-	r = zt_ipv4_options(ctx, pkt->l3off + 20, hl - 20);
-	if (r >= 0)
-		return r;
+	if (hl > 20) { /* most datagrams carry no options: no call to the walk */
+		r = zt_ipv4_options(ctx, pkt->l3off + 20, hl - 20);
+		if (r >= 0)
+			return r;
+	}
 	if (!pkt->unspec)
 		pkt->counted = 1;
 	return -1; /* go on */

@@ -32,6 +32,12 @@ type ZtgateZtAddrVal struct {
 	Pad     uint8
 }
 
+type ZtgateZtClock struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
+}
+
 type ZtgateZtConfig struct {
 	_                 structs.HostLayout
 	Revision          uint64
@@ -266,6 +272,7 @@ const (
 	ZtgateVarZtBtfRuleVal     = "zt_btf_rule_val"
 	ZtgateVarZtBtfSelKind     = "zt_btf_sel_kind"
 	ZtgateVarZtBtfVerdict     = "zt_btf_verdict"
+	ZtgateVarZtClockCache     = "zt_clock_cache"
 	ZtgateVarZtEventBurst     = "zt_event_burst"
 	ZtgateVarZtEventLimitMask = "zt_event_limit_mask"
 	ZtgateVarZtEventWindowNs  = "zt_event_window_ns"
@@ -357,6 +364,7 @@ type ZtgateVariableSpecs struct {
 	ZtBtfRuleVal     *ebpf.VariableSpec `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.VariableSpec `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.VariableSpec `ebpf:"zt_btf_verdict"`
+	ZtClockCache     *ebpf.VariableSpec `ebpf:"zt_clock_cache"`
 	ZtEventBurst     *ebpf.VariableSpec `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.VariableSpec `ebpf:"zt_event_limit_mask"`
 	ZtEventWindowNs  *ebpf.VariableSpec `ebpf:"zt_event_window_ns"`
@@ -437,6 +445,7 @@ type ZtgateVariables struct {
 	ZtBtfRuleVal     *ebpf.Variable `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.Variable `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.Variable `ebpf:"zt_btf_verdict"`
+	ZtClockCache     *ebpf.Variable `ebpf:"zt_clock_cache"`
 	ZtEventBurst     *ebpf.Variable `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.Variable `ebpf:"zt_event_limit_mask"`
 	ZtEventWindowNs  *ebpf.Variable `ebpf:"zt_event_window_ns"`

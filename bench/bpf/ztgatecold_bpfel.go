@@ -54,6 +54,7 @@ const (
 	ZtgateColdVarZtBtfRuleVal         = "zt_btf_rule_val"
 	ZtgateColdVarZtBtfSelKind         = "zt_btf_sel_kind"
 	ZtgateColdVarZtBtfVerdict         = "zt_btf_verdict"
+	ZtgateColdVarZtClockCache         = "zt_clock_cache"
 	ZtgateColdVarZtEventBurst         = "zt_event_burst"
 	ZtgateColdVarZtEventLimitMask     = "zt_event_limit_mask"
 	ZtgateColdVarZtEventWindowNs      = "zt_event_window_ns"
@@ -153,6 +154,7 @@ type ZtgateColdVariableSpecs struct {
 	ZtBtfRuleVal     *ebpf.VariableSpec `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.VariableSpec `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.VariableSpec `ebpf:"zt_btf_verdict"`
+	ZtClockCache     *ebpf.VariableSpec `ebpf:"zt_clock_cache"`
 	ZtEventBurst     *ebpf.VariableSpec `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.VariableSpec `ebpf:"zt_event_limit_mask"`
 	ZtEventWindowNs  *ebpf.VariableSpec `ebpf:"zt_event_window_ns"`
@@ -242,6 +244,7 @@ type ZtgateColdVariables struct {
 	ZtBtfRuleVal     *ebpf.Variable `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.Variable `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.Variable `ebpf:"zt_btf_verdict"`
+	ZtClockCache     *ebpf.Variable `ebpf:"zt_clock_cache"`
 	ZtEventBurst     *ebpf.Variable `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.Variable `ebpf:"zt_event_limit_mask"`
 	ZtEventWindowNs  *ebpf.Variable `ebpf:"zt_event_window_ns"`
