@@ -40,6 +40,7 @@ func TestHotColdQuick(t *testing.T) {
 		"hot/primitive: LPM trie lookup (24-byte key, 124 prefixes)/",
 		"hot/primitive: clock read (zt_now: bpf_jiffies64, inlined; the coarse clock once per tick)/",
 		"hot/primitive: hash lookup (48-byte flow key, hit)/",
+		"hot/primitive: LPM trie lookup (24-byte key, 3 prefixes)/",
 		"cold/control 1k dev (hash lookup + counter)/",
 		"cold/control 10k dev, record values + device stats/control",
 		"cold/control 1k dev, record values/control",
