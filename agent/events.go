@@ -157,7 +157,8 @@ func (h *hub) stop() {
 	}
 }
 
-// ktimeToWall converts CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) to wall-clock time. The
+// ktimeToWall converts CLOCK_MONOTONIC nanoseconds (the datapath's zt_now: the coarse clock,
+// a couple of ticks behind) to wall-clock time. The
 // offset between the two clocks is measured again only when ns is more than clockRefresh past
 // the last measurement: the reader of an event flood must not make a system call, nor read a
 // clock, per event.

@@ -65,10 +65,11 @@ func sizeSpec(spec *ebpf.CollectionSpec, maxDevices int) error {
 		ms.MaxEntries = uint32(n)
 	}
 	vars := map[string]any{
-		bpf.ZtgateVarZtFragTimeoutNs: uint64(def.FragTimeout.Nanoseconds()),
-		bpf.ZtgateVarZtEventWindowNs: uint64(def.EventWindow.Nanoseconds()),
-		bpf.ZtgateVarZtEventBurst:    def.EventBurst,
-		bpf.ZtgateVarZtEventsEnabled: uint8(1),
+		bpf.ZtgateVarZtFragTimeoutNs:  uint64(def.FragTimeout.Nanoseconds()),
+		bpf.ZtgateVarZtEventWindowNs:  uint64(def.EventWindow.Nanoseconds()),
+		bpf.ZtgateVarZtEventBurst:     def.EventBurst,
+		bpf.ZtgateVarZtEventsEnabled:  uint8(1),
+		bpf.ZtgateVarZtEventLimitMask: uint32(def.EventLimitEntries - 1),
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]

@@ -25,7 +25,9 @@ func TestHotColdQuick(t *testing.T) {
 	}
 	got := map[string]Result{}
 	for _, res := range r.Results {
-		if res.Value <= 0 {
+		// A primitive is (program - floor) / ops: a near-free operation (the inlined clock read)
+		// can come out at or below zero in a quick run's noise.
+		if res.Value <= 0 && !strings.HasPrefix(res.Name, "primitive: ") || math.IsNaN(res.Value) {
 			t.Errorf("%s/%s: value %v, want > 0", res.Section, res.Name, res.Value)
 		}
 		if res.Base != "" && res.Ratio <= 0 {
@@ -38,7 +40,7 @@ func TestHotColdQuick(t *testing.T) {
 		"hot/xdp-filter 10k MAC + 10k IPv4/floor",
 		"hot/primitive: hash lookup (8-byte key, hit)/",
 		"hot/primitive: LPM trie lookup (24-byte key, 124 prefixes)/",
-		"hot/primitive: clock read (zt_now: bpf_jiffies64, inlined; the coarse clock once per tick)/",
+		"hot/primitive: clock read (bpf_jiffies64, inlined; zt_now adds a per-CPU array read)/",
 		"hot/primitive: hash lookup (48-byte flow key, hit)/",
 		"hot/primitive: LPM trie lookup (24-byte key, 3 prefixes)/",
 		"cold/control 1k dev (hash lookup + counter)/",

@@ -194,14 +194,14 @@ func TestFragmentTableFull(t *testing.T) {
 // TestFragmentTimeout: a first fragment's record lasts FragTimeout on the datapath's coarse
 // clock; a later fragment after that has no state.
 func TestFragmentTimeout(t *testing.T) {
-	const timeout = 40 * time.Millisecond
+	const timeout = 250 * time.Millisecond
 	h := fixtureHarness(t, loader.Config{FragTimeout: timeout})
 	cam4, gw4 := dptest.Host(dptest.Cam, false), dptest.To("10.0.0.1")
 	udp := frames.UDPHeader(40000, 53, make([]byte, 16))
 	check(t, h, frames.IPv4(cam4, gw4, 17, 500, 0x2000, nil, udp), pass, bpf.ReasonAllow)
 	check(t, h, frames.IPv4(cam4, gw4, 17, 500, 0x2000|3, nil, udp[:8]), pass, bpf.ReasonAllow)
 	// The clock is read once per jiffy (up to 10 ms at HZ=100): wait well past the timeout.
-	time.Sleep(timeout + 60*time.Millisecond)
+	time.Sleep(timeout + 100*time.Millisecond)
 	check(t, h, frames.IPv4(cam4, gw4, 17, 500, 4, nil, udp[:8]), drop, bpf.ReasonFragNoState)
 }
 

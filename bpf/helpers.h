@@ -13,6 +13,7 @@ volatile const __u64 zt_event_window_ns = 1000000000ULL;         /* event budget
 volatile const __u64 zt_event_burst = 10;                        /* events per (device, reason, window) */
 volatile const __u8 zt_events_enabled = 1;                       /* 0: count only, no events */
 volatile const __u32 zt_event_limit_mask = 4095;                 /* zt_event_limit capacity - 1 */
+volatile const __u32 zt_event_limit_seed = 0;                    /* random per load: slots cannot be aimed at */
 
 /* Per-frame state shared by the decision steps. */
 struct zt_pkt {
@@ -40,29 +41,26 @@ struct zt_pkt {
 	__u8 icmp_type;
 };
 
-/* The coarse monotonic time of the current jiffy, cached: bpf_jiffies64 is a plain load (the
- * verifier inlines it), bpf_ktime_get_coarse_ns a helper call (~14 ns here). Shared by every CPU:
- * it is written once per tick per CPU at most. */
-struct zt_clock {
-	__u64 jiffies;
-	__u64 ns;
-} zt_clock_cache;
-
 /* zt_now is the datapath's clock for what needs no precision finer than a scheduler tick
- * (fragment timeouts, event-budget windows and timestamps, last seen): CLOCK_MONOTONIC_COARSE
- * as read at most once per jiffy and CPU, so the same timeline as bpf_ktime_get_ns
- * (CLOCK_MONOTONIC) lagging it by at most two ticks. Another CPU's zt_now can be a tick ahead
- * of this one's: the differences of two zt_now values are compared signed (zt_elapsed). */
+ * (fragment timeouts, event-budget windows and timestamps, last seen): CLOCK_MONOTONIC_COARSE,
+ * read at most once per jiffy on each CPU and cached in zt_clock (bpf_jiffies64 is a plain load
+ * the verifier inlines; bpf_ktime_get_coarse_ns is a helper call, ~14 ns here). It is the
+ * timeline of bpf_ktime_get_ns (CLOCK_MONOTONIC) and lags it by about two ticks (a jiffy's
+ * cache can hold the time of the tick before it). Another CPU's zt_now can be ahead of this
+ * one's: differences of two zt_now values are compared through zt_elapsed. */
 static __always_inline __u64 zt_now(void)
 {
+	__u32 zero = 0;
+	struct zt_clock *c = bpf_map_lookup_elem(&zt_clock, &zero);
 	__u64 j = bpf_jiffies64();
 
-	if (zt_clock_cache.jiffies != j) {
-		zt_clock_cache.ns = bpf_ktime_get_coarse_ns();
-		asm volatile("" ::: "memory"); /* the time before the jiffy that says it is current */
-		zt_clock_cache.jiffies = j;
+	if (!c)
+		return bpf_ktime_get_coarse_ns();
+	if (c->jiffies != j) {
+		c->ns = bpf_ktime_get_coarse_ns();
+		c->jiffies = j;
 	}
-	return zt_clock_cache.ns;
+	return c->ns;
 }
 
 /* How long ago zt_now value then was, as of now: negative (another CPU's clock a tick ahead)
@@ -325,11 +323,25 @@ static __always_inline void zt_account(const struct zt_pkt *pkt, __u32 verdict, 
 	}
 }
 
-/* The budget slot of (device, reason): a multiplicative hash, so consecutive dev_ids of one
- * reason land in distinct slots. */
+/* The first of the two budget slots (it and its neighbour, index ^ 1) a (device, reason) may
+ * use: a seeded hash, so that which keys share slots differs on every load and cannot be chosen
+ * from outside. */
 static __always_inline __u32 zt_limit_index(__u32 dev_id, __u32 reason)
 {
-	return ((dev_id * 0x9e3779b1U) ^ (reason * 0x85ebca77U)) & zt_event_limit_mask;
+	__u32 h = (dev_id * 0x9e3779b1U) ^ (reason * 0x85ebca77U) ^ zt_event_limit_seed;
+
+	h ^= h >> 15;
+	h *= 0x2c1b3c6dU;
+	h ^= h >> 12;
+	return h & zt_event_limit_mask;
+}
+
+/* May (device, reason) take slot s at now: it holds the key's own window, or a closed one. */
+static __always_inline int zt_limit_free(const struct zt_limit_slot *s, __u32 dev_id, __u32 reason,
+					 __u64 now)
+{
+	return (s->dev_id == dev_id && s->reason == reason) ||
+	       zt_elapsed(now, s->window_start) >= zt_event_window_ns;
 }
 
 static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pkt, __u32 verdict,
@@ -349,8 +361,16 @@ static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pk
 	if (!st || !lim)
 		return;
 	now = zt_now(); /* only when events are on */
+	if (!zt_limit_free(lim, dev_id, reason, now)) {
+		/* The first slot is another key's open window: try its neighbour. If that is taken
+		 * too, the key shares the first slot's budget (fewer events, never more). */
+		__u32 alt = idx ^ 1;
+		struct zt_limit_slot *l2 = bpf_map_lookup_elem(&zt_event_limit, &alt);
+
+		if (l2 && zt_limit_free(l2, dev_id, reason, now))
+			lim = l2;
+	}
 	if (zt_elapsed(now, lim->window_start) < zt_event_window_ns) {
-		/* An open window, whoever opened it: colliding keys share its budget. */
 		if (lim->count >= zt_event_burst) {
 			st->suppressed++;
 			return;

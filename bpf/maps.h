@@ -139,6 +139,14 @@ struct {
 	__type(value, struct zt_limit_slot);
 } zt_event_limit SEC(".maps");
 
+/* The clock cache of zt_now, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct zt_clock);
+} zt_clock SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);

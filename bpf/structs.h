@@ -121,13 +121,20 @@ struct zt_event_stats {
 	__u64 suppressed; /* over the per-(device, reason) event budget */
 };
 
-/* event_limit: one budget window per slot; a (device, reason) maps to slot
- * zt_limit_index(dev_id, reason). Keys that collide share a slot's budget (fewer events, never more). */
+/* event_limit: one budget window per slot. A (device, reason) uses slot zt_limit_index(dev_id,
+ * reason) or its neighbour, whichever is its own or free; when both hold other keys' open
+ * windows it shares the first one's budget (fewer events, never more). */
 struct zt_limit_slot {
 	__u32 dev_id;         /* key that opened the current window (for inspection) */
 	__u32 reason;
 	__u64 window_start;   /* zt_now when the window opened */
 	__u64 count;          /* events granted in the window */
+};
+
+/* zt_clock: per CPU, the coarse time read in the current jiffy (see zt_now). */
+struct zt_clock {
+	__u64 jiffies; /* bpf_jiffies64 when ns was read */
+	__u64 ns;      /* bpf_ktime_get_coarse_ns then */
 };
 
 /* events: one record per sampled drop or audit. */

@@ -246,6 +246,7 @@ const (
 	ZtgateMapZtAddrs          = "zt_addrs"
 	ZtgateMapZtBarrier        = "zt_barrier"
 	ZtgateMapZtCfg            = "zt_cfg"
+	ZtgateMapZtClock          = "zt_clock"
 	ZtgateMapZtCounters       = "zt_counters"
 	ZtgateMapZtDevices        = "zt_devices"
 	ZtgateMapZtDevstats       = "zt_devstats"
@@ -272,9 +273,9 @@ const (
 	ZtgateVarZtBtfRuleVal     = "zt_btf_rule_val"
 	ZtgateVarZtBtfSelKind     = "zt_btf_sel_kind"
 	ZtgateVarZtBtfVerdict     = "zt_btf_verdict"
-	ZtgateVarZtClockCache     = "zt_clock_cache"
 	ZtgateVarZtEventBurst     = "zt_event_burst"
 	ZtgateVarZtEventLimitMask = "zt_event_limit_mask"
+	ZtgateVarZtEventLimitSeed = "zt_event_limit_seed"
 	ZtgateVarZtEventWindowNs  = "zt_event_window_ns"
 	ZtgateVarZtEventsEnabled  = "zt_events_enabled"
 	ZtgateVarZtFragTimeoutNs  = "zt_frag_timeout_ns"
@@ -333,6 +334,7 @@ type ZtgateMapSpecs struct {
 	ZtAddrs      *ebpf.MapSpec `ebpf:"zt_addrs"`
 	ZtBarrier    *ebpf.MapSpec `ebpf:"zt_barrier"`
 	ZtCfg        *ebpf.MapSpec `ebpf:"zt_cfg"`
+	ZtClock      *ebpf.MapSpec `ebpf:"zt_clock"`
 	ZtCounters   *ebpf.MapSpec `ebpf:"zt_counters"`
 	ZtDevices    *ebpf.MapSpec `ebpf:"zt_devices"`
 	ZtDevstats   *ebpf.MapSpec `ebpf:"zt_devstats"`
@@ -364,9 +366,9 @@ type ZtgateVariableSpecs struct {
 	ZtBtfRuleVal     *ebpf.VariableSpec `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.VariableSpec `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.VariableSpec `ebpf:"zt_btf_verdict"`
-	ZtClockCache     *ebpf.VariableSpec `ebpf:"zt_clock_cache"`
 	ZtEventBurst     *ebpf.VariableSpec `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.VariableSpec `ebpf:"zt_event_limit_mask"`
+	ZtEventLimitSeed *ebpf.VariableSpec `ebpf:"zt_event_limit_seed"`
 	ZtEventWindowNs  *ebpf.VariableSpec `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.VariableSpec `ebpf:"zt_events_enabled"`
 	ZtFragTimeoutNs  *ebpf.VariableSpec `ebpf:"zt_frag_timeout_ns"`
@@ -396,6 +398,7 @@ type ZtgateMaps struct {
 	ZtAddrs      *ebpf.Map `ebpf:"zt_addrs"`
 	ZtBarrier    *ebpf.Map `ebpf:"zt_barrier"`
 	ZtCfg        *ebpf.Map `ebpf:"zt_cfg"`
+	ZtClock      *ebpf.Map `ebpf:"zt_clock"`
 	ZtCounters   *ebpf.Map `ebpf:"zt_counters"`
 	ZtDevices    *ebpf.Map `ebpf:"zt_devices"`
 	ZtDevstats   *ebpf.Map `ebpf:"zt_devstats"`
@@ -413,6 +416,7 @@ func (m *ZtgateMaps) Close() error {
 		m.ZtAddrs,
 		m.ZtBarrier,
 		m.ZtCfg,
+		m.ZtClock,
 		m.ZtCounters,
 		m.ZtDevices,
 		m.ZtDevstats,
@@ -445,9 +449,9 @@ type ZtgateVariables struct {
 	ZtBtfRuleVal     *ebpf.Variable `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.Variable `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.Variable `ebpf:"zt_btf_verdict"`
-	ZtClockCache     *ebpf.Variable `ebpf:"zt_clock_cache"`
 	ZtEventBurst     *ebpf.Variable `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.Variable `ebpf:"zt_event_limit_mask"`
+	ZtEventLimitSeed *ebpf.Variable `ebpf:"zt_event_limit_seed"`
 	ZtEventWindowNs  *ebpf.Variable `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.Variable `ebpf:"zt_events_enabled"`
 	ZtFragTimeoutNs  *ebpf.Variable `ebpf:"zt_frag_timeout_ns"`

@@ -205,8 +205,8 @@ func (d *Datapath) adopt(ifname string, ifindex int, path string) (link.Link, bo
 }
 
 // migrate adopts the link an older layout pinned for ifname, if any: adopt switches it to our
-// program, then its pin moves to path (the current layout) and an older layout directory left
-// without links is removed.
+// program, then its pin moves to path (the current layout). An older layout directory left
+// without links is removed (best effort: Open sweeps them again).
 func (d *Datapath) migrate(ifname string, ifindex int, path string) (link.Link, bool, error) {
 	for v := LayoutVersion - 1; v >= 1; v-- {
 		dir := layoutDir(d.cfg.PinDir, v)
@@ -216,27 +216,29 @@ func (d *Datapath) migrate(ifname string, ifindex int, path string) (link.Link, 
 			return nil, false, fmt.Errorf("migrate from layout v%d: %w", v, err)
 		}
 		if !adopted {
+			_ = removeOldLayout(dir) // a defunct link pin may have been its last
 			continue
 		}
 		if err := l.Pin(path); err != nil {
-			// The link runs our program already; it stays pinned where it was.
+			// The interface runs our program already; the link stays pinned where it was and
+			// the next Attach moves it.
+			l.Close()
 			return nil, false, fmt.Errorf("migrate from layout v%d: pin link: %w", v, err)
 		}
-		if err := os.Remove(old); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, false, fmt.Errorf("migrate from layout v%d: %w", v, err)
-		}
-		if err := removeIfNoLinks(dir); err != nil {
-			return nil, false, fmt.Errorf("migrate from layout v%d: %w", v, err)
-		}
+		_ = os.Remove(old) // Pin renamed it; nothing to do if it is gone
+		_ = removeOldLayout(dir)
 		return l, true, nil
 	}
 	return nil, false, nil
 }
 
-// removeIfNoLinks removes an older layout's pin directory once no link is pinned in it: what is
-// left are map pins, which no program of the current layout uses.
-func removeIfNoLinks(dir string) error {
+// removeOldLayout removes an older layout's pin directory once no link is pinned in it: what is
+// left are map pins, which no program of the current layout uses. A missing directory is fine.
+func removeOldLayout(dir string) error {
 	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

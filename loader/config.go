@@ -24,15 +24,20 @@ type Config struct {
 
 	// FragEntries is the capacity of zt_frags (first fragments in flight; full = fail closed).
 	FragEntries int
+	// EventLimitSeed seeds the hash that places (device, reason) keys in zt_event_limit's
+	// slots; 0 (the default) draws a random seed at every load, so that which keys share slots
+	// cannot be known from outside. Tests fix it to be deterministic.
+	EventLimitSeed uint32
 	// EventLimitEntries is the capacity of zt_event_limit, the table of (device, reason) event
-	// budgets: a power of two.
+	// budgets: a power of two, 2 or more (a key may use its slot or the neighbouring one).
 	EventLimitEntries int
 	// RingBytes is the size of the zt_events ring buffer: a power of two, a multiple of the page size.
 	RingBytes int
 
 	// FragTimeout is how long a first-fragment verdict is followed by later fragments.
 	FragTimeout time.Duration
-	// EventWindow and EventBurst: at most EventBurst events per (device, reason) per window.
+	// EventWindow and EventBurst: at most EventBurst events per (device, reason) per window
+	// (fewer when keys share a budget slot, see EventLimitSeed).
 	EventWindow time.Duration
 	EventBurst  uint64
 	// EventsEnabled turns the event ring buffer on. Zero value false: start from DefaultConfig.
@@ -113,8 +118,8 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s %d: must be between 1 and %d", f.name, f.v, maxEntries))
 		}
 	}
-	if bits.OnesCount(uint(c.EventLimitEntries)) != 1 {
-		errs = append(errs, fmt.Errorf("event limit entries %d: must be a power of two", c.EventLimitEntries))
+	if c.EventLimitEntries < 2 || bits.OnesCount(uint(c.EventLimitEntries)) != 1 {
+		errs = append(errs, fmt.Errorf("event limit entries %d: must be a power of two, 2 or more", c.EventLimitEntries))
 	}
 	page := os.Getpagesize()
 	if c.RingBytes < page || c.RingBytes > maxEntries || bits.OnesCount(uint(c.RingBytes)) != 1 {

@@ -13,6 +13,8 @@
 package loader
 
 import (
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -77,6 +79,13 @@ func Open(cfg Config) (*Datapath, error) {
 	}
 	defer unlock()
 
+	// Older layouts without links are left-overs of a migration (or of links the kernel
+	// dropped with their interfaces): their maps serve no program of ours.
+	for v := 1; v < LayoutVersion; v++ {
+		if err := removeOldLayout(layoutDir(cfg.PinDir, v)); err != nil {
+			return nil, fmt.Errorf("load datapath: remove layout v%d: %w", v, err)
+		}
+	}
 	spec, err := newSpec(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("load datapath: %w", err)
@@ -120,6 +129,14 @@ func newSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 		}
 		ms.Pinning = ebpf.PinByName
 	}
+	seed := cfg.EventLimitSeed
+	for seed == 0 {
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("event budget seed: %w", err)
+		}
+		seed = binary.NativeEndian.Uint32(b[:])
+	}
 	enabled := uint8(0)
 	if cfg.EventsEnabled {
 		enabled = 1
@@ -130,6 +147,7 @@ func newSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 		bpf.ZtgateVarZtEventBurst:     cfg.EventBurst,
 		bpf.ZtgateVarZtEventsEnabled:  enabled,
 		bpf.ZtgateVarZtEventLimitMask: uint32(cfg.EventLimitEntries - 1),
+		bpf.ZtgateVarZtEventLimitSeed: seed,
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]

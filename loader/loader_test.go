@@ -364,6 +364,32 @@ func TestLayoutMigration(t *testing.T) {
 	}
 }
 
+// TestOldLayoutWithoutLinks: Open removes an older layout's directory that holds no link (its
+// maps serve no program of the current layout), and only that.
+func TestOldLayoutWithoutLinks(t *testing.T) {
+	requirePriv(t)
+	cfg := testConfig(t)
+	v1 := filepath.Join(cfg.PinDir, "v1")
+	if err := os.MkdirAll(v1, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Pin(filepath.Join(v1, bpf.ZtgateMapZtEvents)); err != nil {
+		t.Fatal(err)
+	}
+	dp := openDatapath(t, cfg)
+	if _, err := os.Stat(v1); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("link-less v1 directory left: %v", err)
+	}
+	if _, err := os.Stat(dp.Dir()); err != nil {
+		t.Errorf("current layout: %v", err)
+	}
+}
+
 // TestIncompatiblePinnedMap: a pinned map with another capacity is not silently replaced.
 func TestIncompatiblePinnedMap(t *testing.T) {
 	requirePriv(t)

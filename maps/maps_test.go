@@ -150,7 +150,7 @@ func TestApplyAndDecide(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string][2]int{"zt_devices": {1, 64}, "zt_addrs": {1, 256}, "zt_prefixes": {1, 64},
-		"zt_rules": {2, 256}, "zt_frags": {0, 128}, "zt_event_limit": {2, 128}}
+		"zt_rules": {2, 256}, "zt_frags": {0, 128}}
 	for _, u := range use {
 		if w, ok := want[u.Map]; !ok || u.Entries != w[0] || u.Capacity != w[1] {
 			t.Errorf("usage %+v, want %v", u, w)
@@ -555,7 +555,9 @@ func TestIncrementalApply(t *testing.T) {
 // TestEventBudget: each (device, reason) gets EventBurst events per window, the rest are
 // suppressed and counted; event timestamps are the datapath's coarse monotonic clock.
 func TestEventBudget(t *testing.T) {
-	e := setup(t, func(c *loader.Config) { c.EventBurst, c.EventWindow = 3, time.Hour })
+	// A fixed seed: with it the three keys below hold slots of their own (keys that collide
+	// share a budget, which would change the counts).
+	e := setup(t, func(c *loader.Config) { c.EventBurst, c.EventWindow, c.EventLimitSeed = 3, time.Hour, 1 })
 	mustApply(t, e, smallSnapshot(1))
 	ev, err := OpenEvents(e.dp.Objects())
 	if err != nil {
@@ -600,15 +602,6 @@ func TestEventBudget(t *testing.T) {
 		}
 		if x.Ts < before || x.Ts > after {
 			t.Errorf("event %d: ts %d outside [%d, %d]", i, x.Ts, before, after)
-		}
-	}
-	tables, err := e.m.TableUsage()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range tables {
-		if u.Map == bpf.ZtgateMapZtEventLimit && (u.Entries != 3 || u.Capacity != 128) {
-			t.Errorf("usage %+v, want 3 of 128 budget slots", u)
 		}
 	}
 }

@@ -168,7 +168,7 @@ func sumDevStats(per []bpf.DevStats) bpf.DevStats {
 }
 
 // DeviceStats returns the counters of one device (dev_id), summed over CPUs. LastSeen is in
-// bpf_ktime_get_ns time (CLOCK_MONOTONIC).
+// CLOCK_MONOTONIC nanoseconds (the datapath's coarse zt_now, a couple of ticks behind).
 func (m *Maps) DeviceStats(devID uint32) (bpf.DevStats, error) {
 	var per []bpf.DevStats
 	if err := m.objs.ZtDevstats.Lookup(devID, &per); err != nil {
@@ -255,7 +255,7 @@ func (m *Maps) Usage(lim Limits) ([]MapUsage, error) {
 	return append(out, tables...), nil
 }
 
-// TableUsage returns the fill level of the datapath's own tables (fragments, event budgets),
+// TableUsage returns the fill level of the datapath's own tables (the fragment table),
 // the part of Usage that does not depend on the policy. Unlike Usage it opens no map by id, so
 // it needs no CAP_SYS_ADMIN.
 func (m *Maps) TableUsage() ([]MapUsage, error) {
@@ -267,35 +267,13 @@ func (m *Maps) TableUsage() ([]MapUsage, error) {
 }
 
 func (m *Maps) tableUsage() ([]MapUsage, error) {
+	// zt_event_limit is a fixed table of budget slots that never fills (keys share slots), so it
+	// has no fill level to report.
 	frags, err := countKeys(m.objs.ZtFrags)
 	if err != nil {
 		return nil, fmt.Errorf("count %s: %w", bpf.ZtgateMapZtFrags, err)
 	}
-	slots, err := countLimitSlots(m.objs.ZtEventLimit)
-	if err != nil {
-		return nil, fmt.Errorf("count %s: %w", bpf.ZtgateMapZtEventLimit, err)
-	}
-	return []MapUsage{
-		{Map: bpf.ZtgateMapZtFrags, Entries: frags, Capacity: int(m.objs.ZtFrags.MaxEntries())},
-		{Map: bpf.ZtgateMapZtEventLimit, Entries: slots, Capacity: int(m.objs.ZtEventLimit.MaxEntries())},
-	}, nil
-}
-
-// countLimitSlots counts the slots of the event-budget table (an array) that have opened a
-// window since the datapath was loaded.
-func countLimitSlots(mp *ebpf.Map) (int, error) {
-	var (
-		key  uint32
-		slot bpf.ZtgateZtLimitSlot
-		n    int
-	)
-	it := mp.Iterate()
-	for it.Next(&key, &slot) {
-		if slot.WindowStart != 0 {
-			n++
-		}
-	}
-	return n, it.Err()
+	return []MapUsage{{Map: bpf.ZtgateMapZtFrags, Entries: frags, Capacity: int(m.objs.ZtFrags.MaxEntries())}}, nil
 }
 
 // PolicyUsage is the fill level of the policy maps when they hold s (the active snapshot),

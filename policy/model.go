@@ -676,6 +676,14 @@ func (p *pkt) fragKey() bpf.FragKey {
 	return k
 }
 
+// elapsed mirrors zt_elapsed: now - then, 0 when then is ahead (another CPU's clock).
+func elapsed(now, then uint64) uint64 {
+	if d := int64(now - then); d > 0 {
+		return uint64(d)
+	}
+	return 0
+}
+
 // fragLater mirrors zt_frag_later.
 func (m *Model) fragLater(p *pkt) bpf.Reason {
 	k := p.fragKey()
@@ -683,7 +691,7 @@ func (m *Model) fragLater(p *pkt) bpf.Reason {
 	if !ok {
 		return bpf.ReasonFragNoState
 	}
-	if uint64(p.now)-v.Ts > uint64(m.fragTimeout) {
+	if elapsed(uint64(p.now), v.Ts) > uint64(m.fragTimeout) {
 		delete(m.frags, k)
 		return bpf.ReasonFragNoState
 	}

@@ -24,6 +24,7 @@ const (
 	ZtgateColdMapZtBenchRec           = "zt_bench_rec"
 	ZtgateColdMapZtBenchStats         = "zt_bench_stats"
 	ZtgateColdMapZtCfg                = "zt_cfg"
+	ZtgateColdMapZtClock              = "zt_clock"
 	ZtgateColdMapZtCounters           = "zt_counters"
 	ZtgateColdMapZtDevices            = "zt_devices"
 	ZtgateColdMapZtDevstats           = "zt_devstats"
@@ -54,9 +55,9 @@ const (
 	ZtgateColdVarZtBtfRuleVal         = "zt_btf_rule_val"
 	ZtgateColdVarZtBtfSelKind         = "zt_btf_sel_kind"
 	ZtgateColdVarZtBtfVerdict         = "zt_btf_verdict"
-	ZtgateColdVarZtClockCache         = "zt_clock_cache"
 	ZtgateColdVarZtEventBurst         = "zt_event_burst"
 	ZtgateColdVarZtEventLimitMask     = "zt_event_limit_mask"
+	ZtgateColdVarZtEventLimitSeed     = "zt_event_limit_seed"
 	ZtgateColdVarZtEventWindowNs      = "zt_event_window_ns"
 	ZtgateColdVarZtEventsEnabled      = "zt_events_enabled"
 	ZtgateColdVarZtFragTimeoutNs      = "zt_frag_timeout_ns"
@@ -122,6 +123,7 @@ type ZtgateColdMapSpecs struct {
 	ZtBenchRec   *ebpf.MapSpec `ebpf:"zt_bench_rec"`
 	ZtBenchStats *ebpf.MapSpec `ebpf:"zt_bench_stats"`
 	ZtCfg        *ebpf.MapSpec `ebpf:"zt_cfg"`
+	ZtClock      *ebpf.MapSpec `ebpf:"zt_clock"`
 	ZtCounters   *ebpf.MapSpec `ebpf:"zt_counters"`
 	ZtDevices    *ebpf.MapSpec `ebpf:"zt_devices"`
 	ZtDevstats   *ebpf.MapSpec `ebpf:"zt_devstats"`
@@ -154,9 +156,9 @@ type ZtgateColdVariableSpecs struct {
 	ZtBtfRuleVal     *ebpf.VariableSpec `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.VariableSpec `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.VariableSpec `ebpf:"zt_btf_verdict"`
-	ZtClockCache     *ebpf.VariableSpec `ebpf:"zt_clock_cache"`
 	ZtEventBurst     *ebpf.VariableSpec `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.VariableSpec `ebpf:"zt_event_limit_mask"`
+	ZtEventLimitSeed *ebpf.VariableSpec `ebpf:"zt_event_limit_seed"`
 	ZtEventWindowNs  *ebpf.VariableSpec `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.VariableSpec `ebpf:"zt_events_enabled"`
 	ZtFragTimeoutNs  *ebpf.VariableSpec `ebpf:"zt_frag_timeout_ns"`
@@ -190,6 +192,7 @@ type ZtgateColdMaps struct {
 	ZtBenchRec   *ebpf.Map `ebpf:"zt_bench_rec"`
 	ZtBenchStats *ebpf.Map `ebpf:"zt_bench_stats"`
 	ZtCfg        *ebpf.Map `ebpf:"zt_cfg"`
+	ZtClock      *ebpf.Map `ebpf:"zt_clock"`
 	ZtCounters   *ebpf.Map `ebpf:"zt_counters"`
 	ZtDevices    *ebpf.Map `ebpf:"zt_devices"`
 	ZtDevstats   *ebpf.Map `ebpf:"zt_devstats"`
@@ -211,6 +214,7 @@ func (m *ZtgateColdMaps) Close() error {
 		m.ZtBenchRec,
 		m.ZtBenchStats,
 		m.ZtCfg,
+		m.ZtClock,
 		m.ZtCounters,
 		m.ZtDevices,
 		m.ZtDevstats,
@@ -244,9 +248,9 @@ type ZtgateColdVariables struct {
 	ZtBtfRuleVal     *ebpf.Variable `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.Variable `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.Variable `ebpf:"zt_btf_verdict"`
-	ZtClockCache     *ebpf.Variable `ebpf:"zt_clock_cache"`
 	ZtEventBurst     *ebpf.Variable `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.Variable `ebpf:"zt_event_limit_mask"`
+	ZtEventLimitSeed *ebpf.Variable `ebpf:"zt_event_limit_seed"`
 	ZtEventWindowNs  *ebpf.Variable `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.Variable `ebpf:"zt_events_enabled"`
 	ZtFragTimeoutNs  *ebpf.Variable `ebpf:"zt_frag_timeout_ns"`
