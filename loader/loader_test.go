@@ -263,41 +263,70 @@ func TestLifecycle(t *testing.T) {
 	}
 }
 
-// TestAttachStaleLink: the interface of a pinned link is deleted and re-created; Attach replaces
-// the defunct link instead of failing.
-func TestAttachStaleLink(t *testing.T) {
+// genericLab returns a test configuration in generic mode and a namespace with the veth pair a-b.
+func genericLab(t *testing.T, a, b string) (Config, netns.NsHandle) {
+	t.Helper()
 	requirePriv(t)
 	cfg := testConfig(t)
 	cfg.Mode = ModeGeneric
 	ns := newNetns(t)
-	addVeth(t, ns, "zts0", "zts1")
+	addVeth(t, ns, a, b)
+	return cfg, ns
+}
+
+// TestAttachStaleLink: the interface of a pinned link is deleted and re-created; Attach replaces
+// the defunct link instead of failing.
+func TestAttachStaleLink(t *testing.T) {
+	cfg, ns := genericLab(t, "zts0", "zts1")
 	dp := openDatapath(t, cfg)
 	if err := inNetns(t, ns, func() error { _, err := dp.Attach("zts0"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	delLink(t, ns, "zts0")
 	addVeth(t, ns, "zts0", "zts1")
+	attachGenericOurs(t, dp, ns, "zts0", "after re-creating the interface")
+}
+
+// attachGenericOurs attaches dp to ifname in ns and checks that the interface runs dp's program
+// in generic mode.
+func attachGenericOurs(t *testing.T, dp *Datapath, ns netns.NsHandle, ifname, what string) {
+	t.Helper()
 	var mode Mode
-	if err := inNetns(t, ns, func() (err error) { mode, err = dp.Attach("zts0"); return err }); err != nil {
-		t.Fatalf("attach after re-creating the interface: %v", err)
+	if err := inNetns(t, ns, func() (err error) { mode, err = dp.Attach(ifname); return err }); err != nil {
+		t.Fatalf("attach %s: %v", what, err)
 	}
 	if mode != ModeGeneric {
-		t.Errorf("mode %v, want generic", mode)
+		t.Errorf("attach %s: mode %v, want generic", what, mode)
 	}
-	if x := xdpState(t, ns, "zts0"); !x.Attached || x.ProgId != uint32(progID(t, dp.Program())) {
-		t.Errorf("zts0 xdp: %+v", x)
+	if x := xdpState(t, ns, ifname); !x.Attached || x.ProgId != uint32(progID(t, dp.Program())) {
+		t.Errorf("attach %s: %s xdp %+v, want our program %d", what, ifname, x, progID(t, dp.Program()))
 	}
+}
+
+// pinOldLayoutMap makes pinDir/v1 with a map pinned as name in it, as a v1 agent leaves it, and
+// returns the directory.
+func pinOldLayoutMap(t *testing.T, pinDir, name string) string {
+	t.Helper()
+	v1 := filepath.Join(pinDir, "v1")
+	if err := os.MkdirAll(v1, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close() // the pin keeps it
+	if err := m.Pin(filepath.Join(v1, name)); err != nil {
+		t.Fatal(err)
+	}
+	return v1
 }
 
 // TestLayoutMigration: a link pinned by an older layout (v1) is taken over with link.Update (the
 // same link, so the interface never runs without a program), its pin moves to the current
 // layout, and the old layout's directory, left without links, is removed with its map pins.
 func TestLayoutMigration(t *testing.T) {
-	requirePriv(t)
-	cfg := testConfig(t)
-	cfg.Mode = ModeGeneric
-	ns := newNetns(t)
-	addVeth(t, ns, "ztm0", "ztm1")
+	cfg, ns := genericLab(t, "ztm0", "ztm1")
 
 	// What a v1 agent left: its program on ztm0 through a pinned link, and its maps.
 	old, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
@@ -306,18 +335,7 @@ func TestLayoutMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer old.Close()
-	v1 := filepath.Join(cfg.PinDir, "v1")
-	if err := os.MkdirAll(v1, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	oldMap, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oldMap.Close()
-	if err := oldMap.Pin(filepath.Join(v1, bpf.ZtgateMapZtEventLimit)); err != nil {
-		t.Fatal(err)
-	}
+	v1 := pinOldLayoutMap(t, cfg.PinDir, bpf.ZtgateMapZtEventLimit)
 	var linkID link.ID
 	err = inNetns(t, ns, func() error {
 		ifc, err := net.InterfaceByName("ztm0")
@@ -341,16 +359,7 @@ func TestLayoutMigration(t *testing.T) {
 	}
 
 	dp := openDatapath(t, cfg)
-	var mode Mode
-	if err := inNetns(t, ns, func() (err error) { mode, err = dp.Attach("ztm0"); return err }); err != nil {
-		t.Fatalf("attach over a v1 link: %v", err)
-	}
-	if mode != ModeGeneric {
-		t.Errorf("mode %v, want generic (the adopted link's)", mode)
-	}
-	if x := xdpState(t, ns, "ztm0"); !x.Attached || x.ProgId != uint32(progID(t, dp.Program())) {
-		t.Errorf("ztm0 xdp: %+v, want our program %d", x, progID(t, dp.Program()))
-	}
+	attachGenericOurs(t, dp, ns, "ztm0", "over a v1 link (generic: the adopted link's mode)")
 	l, err := link.LoadPinnedLink(filepath.Join(dp.Dir(), "link-ztm0"), nil)
 	if err != nil {
 		t.Fatalf("link not pinned in the current layout: %v", err)
@@ -369,18 +378,7 @@ func TestLayoutMigration(t *testing.T) {
 func TestOldLayoutWithoutLinks(t *testing.T) {
 	requirePriv(t)
 	cfg := testConfig(t)
-	v1 := filepath.Join(cfg.PinDir, "v1")
-	if err := os.MkdirAll(v1, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if err := m.Pin(filepath.Join(v1, bpf.ZtgateMapZtEvents)); err != nil {
-		t.Fatal(err)
-	}
+	v1 := pinOldLayoutMap(t, cfg.PinDir, bpf.ZtgateMapZtEvents)
 	dp := openDatapath(t, cfg)
 	if _, err := os.Stat(v1); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("link-less v1 directory left: %v", err)
