@@ -336,12 +336,16 @@ static __always_inline __u32 zt_limit_index(__u32 dev_id, __u32 reason)
 	return h & zt_event_limit_mask;
 }
 
-/* May (device, reason) take slot s at now: it holds the key's own window, or a closed one. */
-static __always_inline int zt_limit_free(const struct zt_limit_slot *s, __u32 dev_id, __u32 reason,
-					 __u64 now)
+/* Does slot s hold (device, reason)'s window (open or closed)? */
+static __always_inline int zt_limit_owns(const struct zt_limit_slot *s, __u32 dev_id, __u32 reason)
 {
-	return (s->dev_id == dev_id && s->reason == reason) ||
-	       zt_elapsed(now, s->window_start) >= zt_event_window_ns;
+	return s->dev_id == dev_id && s->reason == reason;
+}
+
+/* Is slot s's window still open at now? */
+static __always_inline int zt_limit_open(const struct zt_limit_slot *s, __u64 now)
+{
+	return zt_elapsed(now, s->window_start) < zt_event_window_ns;
 }
 
 static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pkt, __u32 verdict,
@@ -361,16 +365,18 @@ static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pk
 	if (!st || !lim)
 		return;
 	now = zt_now(); /* only when events are on */
-	if (!zt_limit_free(lim, dev_id, reason, now)) {
-		/* The first slot is another key's open window: try its neighbour. If that is taken
-		 * too, the key shares the first slot's budget (fewer events, never more). */
+	if (!zt_limit_owns(lim, dev_id, reason)) {
+		/* The key's own slot, if either is; else the first slot unless it is another key's
+		 * open window and the neighbour is not. When both hold open windows of other keys,
+		 * the key shares the first one's budget (fewer events, never more). */
 		__u32 alt = idx ^ 1;
 		struct zt_limit_slot *l2 = bpf_map_lookup_elem(&zt_event_limit, &alt);
 
-		if (l2 && zt_limit_free(l2, dev_id, reason, now))
+		if (l2 && (zt_limit_owns(l2, dev_id, reason) ||
+			   (zt_limit_open(lim, now) && !zt_limit_open(l2, now))))
 			lim = l2;
 	}
-	if (zt_elapsed(now, lim->window_start) < zt_event_window_ns) {
+	if (zt_limit_open(lim, now)) {
 		if (lim->count >= zt_event_burst) {
 			st->suppressed++;
 			return;

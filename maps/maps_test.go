@@ -605,3 +605,22 @@ func TestEventBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestEventBudgetSharing: with one pair of budget slots, two keys get a slot each and a third
+// shares a budget: fewer events, never more (burst 1: 2 events for 3 keys over 5 frames).
+func TestEventBudgetSharing(t *testing.T) {
+	e := setup(t, func(c *loader.Config) { c.EventBurst, c.EventWindow, c.EventLimitEntries = 1, time.Hour, 2 })
+	mustApply(t, e, smallSnapshot(1))
+	a := ipv4Frame(unknownMAC, "10.0.0.9", "10.0.0.1", 17, 40000, 53) // (no device, unknown_device)
+	b := ipv4Frame(devMAC, "10.0.0.2", "10.1.2.3", 6, 40000, 81)      // (device 1, no_rule)
+	c := ipv4Frame(devMAC, "10.0.0.66", "10.1.2.3", 6, 40000, 81)     // (device 1, spoof_ip)
+	for _, f := range [][]byte{a, b, c, a, b} {
+		if ret := run(t, e, f); ret != xdpDrop {
+			t.Fatalf("action %d, want XDP_DROP", ret)
+		}
+	}
+	es, err := e.m.EventStats()
+	if err != nil || es.Emitted != 2 || es.Suppressed != 3 {
+		t.Errorf("EventStats() = %+v, %v; want 2 emitted, 3 suppressed", es, err)
+	}
+}
