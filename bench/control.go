@@ -715,7 +715,7 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 			return 0, 0, fmt.Errorf("kernel memory floor: %w", err)
 		}
 		r.Add(Result{Section: "control", Name: fmt.Sprintf("kernel memory floor per device, %s devices", name), Value: float64(fl.total()) / fn, Unit: "B/device",
-			Note: fmt.Sprintf("bare maps of the same capacities with the least any such datapath keeps: MAC -> 4-byte id %.0f B, %d addresses -> 4-byte id %.0f B, 6 counters in a plain array %.0f B",
+			Note: fmt.Sprintf("bare maps of the same capacities holding the least this map design keeps: MAC -> 4-byte id %.0f B, %d addresses -> 4-byte id %.0f B, 6 counters in a plain array %.0f B",
 				float64(fl.dev)/fn, km.entries[1], float64(fl.addr)/fn, float64(fl.counters)/fn)})
 		r.Check("control", fmt.Sprintf("kernel memory <= 200 B per configured device (%s)", name), perDev, "<=", ctlTargetBytesPerDv, "B/device",
 			fmt.Sprintf("active policy maps + zt_devstats; the inactive slot adds its own (see results); the floor of an identity hash, an address index and 6 counters per device is %.0f B here", float64(fl.total())/fn))

@@ -125,7 +125,7 @@ struct zt_event_stats {
  * reason) or its neighbour, whichever is its own or free; when both hold other keys' open
  * windows it shares the first one's budget (fewer events, never more). */
 struct zt_limit_slot {
-	__u32 dev_id;         /* key that opened the current window (for inspection) */
+	__u32 dev_id;         /* the key that owns the slot (zt_limit_owns) */
 	__u32 reason;
 	__u64 window_start;   /* zt_now when the window opened */
 	__u64 count;          /* events granted in the window */

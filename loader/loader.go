@@ -30,7 +30,8 @@ import (
 )
 
 // LayoutVersion is the version of the map layout, and the name of the pin subdirectory (v2).
-// v1: zt_event_limit was an LRU hash of (device, reason); v2: a direct-mapped array.
+// v1: zt_event_limit was an LRU hash of (device, reason); v2: it is an array of budget slots,
+// and zt_clock (the per-CPU clock cache) is new.
 const LayoutVersion = 2
 
 // LayoutDir is the directory that holds the pins of the current layout under pinDir.
