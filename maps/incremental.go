@@ -30,7 +30,7 @@ import (
 // settled: each map-in-map update waits for an RCU grace period), and step 7 releases nothing:
 // the old slot stays as the base of the next Apply. The price is memory: the inner maps that
 // differ between the two revisions exist twice. Every inner map still holds exactly
-// max(1, entries) entries of capacity (Usage relies on it). What a slot holds is known only to
+// max(1, entries) entries of capacity (ApplyDelta's maps have room to grow). What a slot holds is known only to
 // the process that wrote it: the first Apply of a process builds fresh maps.
 //
 // Call it before the first Apply.
@@ -44,7 +44,13 @@ func (m *Maps) SetIncremental(on bool) {
 type held struct {
 	known bool
 	maps  [numKinds]*ebpf.Map // this process's descriptors of the slot's inner maps
-	src   [numKinds]any       // the snapshot maps (map[K]V) they hold exactly
+	src   [numKinds]any       // the snapshot maps (map[K]V) they hold exactly (when known)
+
+	// For ApplyDelta: dsync says the slot holds what the other slot holds without the change
+	// lag (nil: the same; the active slot's lag is always nil); count is each map's entries.
+	dsync bool
+	lag   *policy.Delta
+	count [numKinds]int
 }
 
 // forget closes this process's descriptors of slot's inner maps (those the other slot does not
@@ -205,6 +211,10 @@ func (m *Maps) applyIncremental(s *policy.Snapshot, cfg *bpf.Config, cur uint32,
 		}
 	}
 	x.maps, x.src, x.known = target, want, true
+	x.dsync, x.lag, c.dsync, c.lag = true, nil, false, nil
+	for k := range numKinds {
+		x.count[k] = kinds[k].size(want[k])
+	}
 
 	// Step 6.
 	m.synced = false

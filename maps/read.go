@@ -291,26 +291,16 @@ func PolicyUsage(s *policy.Snapshot, lim Limits) []MapUsage {
 	return out
 }
 
-// innerEntries counts the entries of an active inner map in O(1): Apply sizes every inner map
-// to its contents (max_entries = len, or 1 when empty) and never writes it afterwards, so the
-// count is max_entries, except for a 1-entry map, which may be empty.
+// innerEntries counts the entries of an active inner map by walking its keys: ApplyDelta
+// creates inner maps with room to grow, so max_entries is not the count. No one writes an
+// active inner map, so the walk is exact.
 func innerEntries(id ebpf.MapID) (int, error) {
 	mp, err := ebpf.NewMapFromID(id)
 	if err != nil {
 		return 0, fmt.Errorf("open map id %d: %w", id, err)
 	}
 	defer mp.Close()
-	n := int(mp.MaxEntries())
-	if n == 1 {
-		key, err := mp.NextKeyBytes(nil)
-		if err != nil {
-			return 0, err
-		}
-		if key == nil {
-			n = 0
-		}
-	}
-	return n, nil
+	return countKeys(mp)
 }
 
 // countKeys walks the keys of a hash map (bounded by its capacity: the program deletes entries

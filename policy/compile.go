@@ -38,6 +38,12 @@ type CompileOptions struct {
 // Compile turns a valid policy into the content of one datapath policy slot. It is pure: no
 // kernel is needed. The policy must have passed Validate.
 func Compile(p *Policy, opt CompileOptions) (*Snapshot, error) {
+	s, _, err := compile(p, opt)
+	return s, err
+}
+
+// compile is Compile, returning the compiler too (for the Editor).
+func compile(p *Policy, opt CompileOptions) (*Snapshot, *compiler, error) {
 	n, addrs := len(p.Spec.Devices), 0
 	for i := range p.Spec.Devices {
 		addrs += len(p.Spec.Devices[i].IPv4) + len(p.Spec.Devices[i].IPv6)
@@ -60,9 +66,9 @@ func Compile(p *Policy, opt CompileOptions) (*Snapshot, error) {
 		},
 	}
 	if err := c.run(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return c.snap, nil
+	return c.snap, c, nil
 }
 
 type compiler struct {
@@ -80,6 +86,7 @@ type compiler struct {
 	// (ruleset) costs far more than recognising one already compiled.
 	listCache map[string]uint32
 	key       []byte // listKey's buffer
+	lastCanon string // the key of the last rule set compiled (for the Editor)
 }
 
 func (c *compiler) run() error {
@@ -175,7 +182,17 @@ func (c *compiler) assignDevIDs() {
 const ZeroDevID = 0
 
 func (c *compiler) device(i int, d *Device, segs map[string]*Segment) error {
-	path := func() string { return fmt.Sprintf("spec.devices[%d]", i) }
+	rec, err := c.record(fmt.Sprintf("spec.devices[%d]", i), d, segs)
+	if err != nil {
+		return err
+	}
+	c.write(d, &rec)
+	return nil
+}
+
+// record compiles device d (at path) into its device record, with the id c.devIDs gives it,
+// compiling its rule list into a rule set when no device compiled the same list before.
+func (c *compiler) record(path string, d *Device, segs map[string]*Segment) (bpf.DevRec, error) {
 	rec := bpf.DevRec{DevId: c.devIDs[d.Name], Vlan: d.VLAN}
 	mode := c.p.Spec.Mode
 	var seg *Segment
@@ -198,8 +215,8 @@ func (c *compiler) device(i int, d *Device, segs map[string]*Segment) error {
 		}
 		rules = append(rules, d.Allow...)
 		var err error
-		if rs, err = c.ruleset(path()+".allow", rules); err != nil {
-			return err
+		if rs, err = c.ruleset(path+".allow", rules); err != nil {
+			return rec, err
 		}
 		c.listCache[string(c.key)] = rs
 	}
@@ -213,27 +230,39 @@ func (c *compiler) device(i int, d *Device, segs map[string]*Segment) error {
 	}
 	if d.Port != "" {
 		if c.opt.Ifindex == nil {
-			return fmt.Errorf("%s.port: %q: no interface resolver given", path(), d.Port)
+			return rec, fmt.Errorf("%s.port: %q: no interface resolver given", path, d.Port)
 		}
 		idx, err := c.opt.Ifindex(d.Port)
 		if err != nil {
-			return fmt.Errorf("%s.port: %q: %w", path(), d.Port, err)
+			return rec, fmt.Errorf("%s.port: %q: %w", path, d.Port, err)
 		}
 		rec.Ifindex = idx
 	}
-	val := bpf.AddrVal{DevId: rec.DevId, Segment: rec.Segment, Kind: bpf.AddrDevice}
 	for _, list := range [2][]string{d.IPv4, d.IPv6} {
 		for _, s := range list {
-			a := netip.MustParseAddr(s)
-			if err := bind(&rec, a); err != nil {
-				return fmt.Errorf("%s.%w", path(), err)
+			if err := bind(&rec, netip.MustParseAddr(s)); err != nil {
+				return rec, fmt.Errorf("%s.%w", path, err)
 			}
-			c.snap.Addrs[bpf.AddrKey{Addr: in6(a)}] = val
 		}
 	}
-	c.snap.Devices[devKey(mustMAC(d.MAC))] = rec
+	return rec, nil
+}
+
+// write adds device d, compiled into rec, to the snapshot.
+func (c *compiler) write(d *Device, rec *bpf.DevRec) {
+	val := addrVal(rec)
+	for _, list := range [2][]string{d.IPv4, d.IPv6} {
+		for _, s := range list {
+			c.snap.Addrs[bpf.AddrKey{Addr: in6(netip.MustParseAddr(s))}] = val
+		}
+	}
+	c.snap.Devices[devKey(mustMAC(d.MAC))] = *rec
 	c.snap.DeviceNames[rec.DevId] = d.Name
-	return nil
+}
+
+// addrVal is what the address index says of each address bound to the device of rec.
+func addrVal(rec *bpf.DevRec) bpf.AddrVal {
+	return bpf.AddrVal{DevId: rec.DevId, Segment: rec.Segment, Kind: bpf.AddrDevice}
 }
 
 // listKey appends to b an encoding of a device's rule list as written: its segment's name (the
@@ -336,7 +365,7 @@ func (pp protoPorts) add(r Rule, proto uint8) {
 
 // ruleset compiles a rule list (plus the gateway services every device may use) into rule
 // map entries, shared by every device whose list is the same.
-func (c *compiler) ruleset(path string, rules []Rule) (uint32, error) {
+func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 	sels := map[selector]protoPorts{}
 	prefixes := map[netip.Prefix]protoPorts{}
 	addSel := func(s selector, r Rule, proto uint8) {
@@ -408,8 +437,15 @@ func (c *compiler) ruleset(path string, rules []Rule) (uint32, error) {
 	if id, ok := c.rulesets[key]; ok {
 		return id, nil
 	}
+	// On error nothing of the compiler's state but the snapshot's maps has changed (the
+	// Editor compiles into a scratch snapshot and relies on it).
 	id := uint32(len(c.rsFlags))
-	c.rulesets[key] = id
+	g0 := c.groups
+	defer func() {
+		if err != nil {
+			c.groups = g0
+		}
+	}()
 	var flags uint16
 	for s, pp := range sels {
 		if s.kind == bpf.SelDevice || s.kind == bpf.SelSegment {
@@ -455,6 +491,8 @@ func (c *compiler) ruleset(path string, rules []Rule) (uint32, error) {
 			return 0, err
 		}
 	}
+	c.rulesets[key] = id
+	c.lastCanon = key
 	c.rsFlags = append(c.rsFlags, flags)
 	return id, nil
 }

@@ -520,3 +520,30 @@ func locateNode(root *yaml.Node, path string) (line, col int) {
 	}
 	return line, col
 }
+
+// ParseDevice decodes one device document: a mapping with the fields of an entry of
+// spec.devices. It checks only what decoding checks (fields, kinds, ranges); the Editor checks
+// the device against the policy in force, and locate gives those errors their position.
+func ParseDevice(filename string, data []byte) (d *Device, locate func(path string) (line, col int), err error) {
+	errs := &errorList{}
+	if len(data) > maxDeviceDocument {
+		errs.add(&FieldError{File: filename, Msg: "device document is larger than " + sizeText(maxDeviceDocument)})
+		return nil, nil, errs.err()
+	}
+	root, ferr := decodeYAML(data)
+	if ferr != nil {
+		ferr.File = filename
+		errs.add(ferr)
+		return nil, nil, errs.err()
+	}
+	var dev Device
+	dec := &decoder{file: filename, errs: errs}
+	dec.value(root, "", reflect.ValueOf(&dev).Elem())
+	if err := errs.err(); err != nil {
+		return nil, nil, err
+	}
+	return &dev, func(path string) (int, int) { return locateNode(root, path) }, nil
+}
+
+// maxDeviceDocument bounds one device document (a device has at most a few hundred rules).
+const maxDeviceDocument = 1 << 20

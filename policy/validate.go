@@ -47,6 +47,13 @@ type validator struct {
 	gateway  map[netip.Addr]bool // the gateway's valid addresses
 	macs     map[string]int      // normalised MAC -> device index
 	owners   map[netip.Addr]int  // device address -> device index
+
+	// One device checked against a policy in force (see Editor): its path in its own
+	// document, and the indexes above are read, never written (they belong to the Editor).
+	single     bool
+	singlePath string
+	singleIdx  int    // its index: where it replaces a device, or len(spec.devices)
+	singleName string // its name
 }
 
 func (v *validator) errorf(path, format string, args ...any) {
@@ -158,29 +165,36 @@ func (v *validator) segment(i int, s *Segment) {
 
 func (v *validator) device(i int, d *Device) {
 	path := fmt.Sprintf("spec.devices[%d]", i)
-	if v.name(path+".name", d.Name) && v.devices[d.Name] != i {
-		v.errorf(path+".name", "duplicate device name %s, also used by spec.devices[%d]", quote(d.Name), v.devices[d.Name])
+	if v.single {
+		path = v.singlePath
 	}
-	v.mac(i, path+".mac", d.MAC)
-	v.deviceAddrs(i, path+".ipv4", d.IPv4, false)
-	v.deviceAddrs(i, path+".ipv6", d.IPv6, true)
+	at := func(field string) string { return joinPath(path, field) }
+	if v.name(at("name"), d.Name) && !v.single && v.devices[d.Name] != i {
+		v.errorf(at("name"), "duplicate device name %s, also used by spec.devices[%d]", quote(d.Name), v.devices[d.Name])
+	}
+	v.mac(i, at("mac"), d.MAC)
+	v.deviceAddrs(i, at("ipv4"), d.IPv4, false)
+	v.deviceAddrs(i, at("ipv6"), d.IPv6, true)
 	if d.Port != "" {
 		if why := checkIfname(d.Port); why != "" {
-			v.errorf(path+".port", "%s is not a valid interface name: %s", quote(d.Port), why)
+			v.errorf(at("port"), "%s is not a valid interface name: %s", quote(d.Port), why)
 		}
 	}
 	if d.VLAN > maxVLAN {
-		v.errorf(path+".vlan", "%d is out of range 0-%d", d.VLAN, maxVLAN)
+		v.errorf(at("vlan"), "%d is out of range 0-%d", d.VLAN, maxVLAN)
 	}
 	if _, ok := v.segments[d.Segment]; d.Segment != "" && !ok {
-		v.errorf(path+".segment", "segment %s is not defined in spec.segments", quote(d.Segment))
+		v.errorf(at("segment"), "segment %s is not defined in spec.segments", quote(d.Segment))
 	}
-	v.mode(path+".mode", d.Mode)
-	v.rules(path+".allow", d.Allow)
+	v.mode(at("mode"), d.Mode)
+	v.rules(at("allow"), d.Allow)
 }
 
 // deviceLabel names device i in messages.
 func (v *validator) deviceLabel(i int) string {
+	if v.single && i == v.singleIdx {
+		return quote(v.singleName)
+	}
 	if name := v.spec.Devices[i].Name; name != "" {
 		return quote(name)
 	}
@@ -208,11 +222,13 @@ func (v *validator) mac(dev int, path, s string) {
 		v.errorf(path, "%s is the all-zero MAC address", quote(s))
 	default:
 		key := hw.String()
-		if other, dup := v.macs[key]; dup {
+		if other, dup := v.macs[key]; dup && other != dev {
 			v.errorf(path, "MAC address %s is already used by device %s", key, v.deviceLabel(other))
 			return
 		}
-		v.macs[key] = dev
+		if !v.single {
+			v.macs[key] = dev
+		}
 	}
 }
 
@@ -222,11 +238,13 @@ func (v *validator) deviceAddrs(dev int, path string, list []string, v6 bool) {
 			v.errorf(la.path, "%s is a gateway address", la.addr)
 			continue
 		}
-		if other, taken := v.owners[la.addr]; taken {
+		if other, taken := v.owners[la.addr]; taken && other != dev {
 			v.errorf(la.path, "address %s of device %s is already bound to device %s", la.addr, v.deviceLabel(dev), v.deviceLabel(other))
 			continue
 		}
-		v.owners[la.addr] = dev
+		if !v.single {
+			v.owners[la.addr] = dev
+		}
 	}
 }
 

@@ -1,0 +1,279 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// ApplyDelta installs the change d (a policy.Editor's Delta over base, the Editor's snapshot
+// before the change, which must be what the active slot holds) as the next revision, with
+// the same protocol and guarantees as Apply: the change is written into the inactive slot,
+// one write of zt_active makes it active, a barrier follows. What it writes is proportional to
+// the change, not to the policy, once the two slots have their own inner maps:
+//
+//   - each slot knows (lag) which change it lacks against the other: the inactive slot lacks
+//     the change the previous ApplyDelta made active; it gets that change, then d, written in
+//     place (removals first);
+//   - an inner map the two slots share (Apply shares what a revision keeps), a map too small
+//     for the new count, or one whose content this process does not know, is replaced by a
+//     fresh map filled from base with d applied, sized with room to grow (see headroom). That
+//     costs as much as Apply for that map, once.
+//
+// It needs incremental mode (SetIncremental). Inner maps it creates are larger than their
+// content, so Usage counts entries instead of reading max_entries.
+func (m *Maps) ApplyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) error {
+	if d == nil || base == nil {
+		return errors.New("apply delta: nil delta or base")
+	}
+	if err := m.applyDelta(d, base, lim); err != nil {
+		return fmt.Errorf("apply revision %d (%s): %w", d.Revision, d.Summary, err)
+	}
+	return nil
+}
+
+// headroom is the spare capacity of an inner map ApplyDelta creates for n entries: devices
+// can join without a fresh map each time.
+func headroom(n int) int { return n/16 + 64 }
+
+// deltaKind is one inner map's part of a change.
+type deltaKind struct {
+	empty bool
+	apply func(mp *ebpf.Map) error // write the change into a map holding the content before it
+	fill  func(mp *ebpf.Map) error // write base with the change applied into an empty map
+	n     int                      // entries afterwards
+}
+
+func deltaOf[K comparable, V any](m *Maps, kind int, base map[K]V, ch *policy.Changes[K, V], n int) deltaKind {
+	return deltaKind{
+		empty: ch.Empty(),
+		n:     n,
+		apply: func(mp *ebpf.Map) error {
+			for i := range ch.Del {
+				if err := mp.Delete(&ch.Del[i]); err != nil {
+					return fmt.Errorf("delete: %w", err)
+				}
+			}
+			for i := 0; i < len(ch.Keys); i += batchChunk {
+				j := min(len(ch.Keys), i+batchChunk)
+				if err := write(m, kind, mp, ch.Keys[i:j], ch.Vals[i:j]); err != nil {
+					return fmt.Errorf("update: %w", err)
+				}
+			}
+			return nil
+		},
+		fill: func(mp *ebpf.Map) error {
+			skip := make(map[K]bool, len(ch.Del)+len(ch.Keys))
+			for _, k := range ch.Del {
+				skip[k] = true
+			}
+			for _, k := range ch.Keys {
+				skip[k] = true
+			}
+			keys := make([]K, 0, min(len(base), batchChunk))
+			vals := make([]V, 0, cap(keys))
+			for k, v := range base {
+				if skip[k] {
+					continue
+				}
+				keys, vals = append(keys, k), append(vals, v)
+				if len(keys) == batchChunk {
+					if err := write(m, kind, mp, keys, vals); err != nil {
+						return err
+					}
+					keys, vals = keys[:0], vals[:0]
+				}
+			}
+			if len(keys) > 0 {
+				if err := write(m, kind, mp, keys, vals); err != nil {
+					return err
+				}
+			}
+			for i := 0; i < len(ch.Keys); i += batchChunk {
+				j := min(len(ch.Keys), i+batchChunk)
+				if err := write(m, kind, mp, ch.Keys[i:j], ch.Vals[i:j]); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+}
+
+func deltaKinds(m *Maps, d *policy.Delta, base *policy.Snapshot) [numKinds]deltaKind {
+	return [numKinds]deltaKind{
+		kDevices:  deltaOf(m, kDevices, base.Devices, &d.Devices, d.Counts[kDevices]),
+		kAddrs:    deltaOf(m, kAddrs, base.Addrs, &d.Addrs, d.Counts[kAddrs]),
+		kPrefixes: deltaOf(m, kPrefixes, base.Prefixes, &d.Prefixes, d.Counts[kPrefixes]),
+		kRules:    deltaOf(m, kRules, base.Rules, &d.Rules, d.Counts[kRules]),
+	}
+}
+
+// checkDelta is check for a change: the counts after it against lim, the ids against
+// dev_stats.
+func (m *Maps) checkDelta(d *policy.Delta, lim Limits) error {
+	caps := [numKinds]int{lim.Devices, lim.Addrs, lim.Prefixes, lim.Rules}
+	for k := range numKinds {
+		if d.Counts[k] > caps[k] {
+			return &CapacityError{Map: kindNames[k], Count: d.Counts[k], Capacity: caps[k]}
+		}
+	}
+	statsCap := int(m.objs.ZtDevstats.MaxEntries()) - 1
+	if id := int(d.MaxDevID); id > statsCap {
+		return &CapacityError{Map: bpf.ZtgateMapZtDevstats, Count: id, Capacity: statsCap}
+	}
+	if d.Config.Revision != d.Revision {
+		return fmt.Errorf("config revision %d differs from the delta's revision %d", d.Config.Revision, d.Revision)
+	}
+	for _, k := range d.Devices.Keys {
+		if k.Pad != 0 {
+			return fmt.Errorf("device %x: key padding must be zero", k.Mac)
+		}
+	}
+	for i, v := range d.Devices.Vals {
+		if v.DevId == noDevID {
+			return fmt.Errorf("device %x: dev_id 0 is reserved for frames without a device", d.Devices.Keys[i].Mac)
+		}
+	}
+	return nil
+}
+
+// CheckDelta reports whether ApplyDelta would accept d under lim, without writing anything.
+func (m *Maps) CheckDelta(d *policy.Delta, lim Limits) error { return m.checkDelta(d, lim) }
+
+func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) error {
+	var st ApplyStats
+	t0 := time.Now()
+	t := t0
+	lap := func() time.Duration {
+		now := time.Now()
+		dt := now.Sub(t)
+		t = now
+		return dt
+	}
+	if err := m.checkDelta(d, lim); err != nil {
+		return err
+	}
+	st.Check = lap()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.closed:
+		return errors.New("maps closed")
+	case !m.incremental:
+		return errors.New("a change needs incremental mode (SetIncremental)")
+	}
+	if !m.synced {
+		if err := m.barrier(); err != nil {
+			return err
+		}
+		m.synced = true
+	}
+	cur, err := m.activeSlot()
+	if err != nil {
+		return err
+	}
+	nxt := 1 - cur
+	pre := lap()
+	c, x := &m.slots[cur], &m.slots[nxt]
+	// The active slot holds base (the caller's promise) and this process knows its maps only
+	// if it wrote them; the inactive slot's content is known relative to it (lag) or not at all.
+	cKnown := c.dsync && c.lag == nil
+	xKnown := cKnown && x.dsync
+	now := deltaKinds(m, d, base)
+	var lag [numKinds]deltaKind
+	if xKnown && x.lag != nil {
+		lag = deltaKinds(m, x.lag, base) // only apply is used: fill needs the lag's own base
+	}
+
+	var target, fresh [numKinds]*ebpf.Map
+	var replace [numKinds]bool
+	var wrote bool
+	fail := func(err error) error {
+		closeAll(fresh[:])
+		if wrote {
+			x.dsync, x.lag = false, nil
+		}
+		return err
+	}
+	for k := range numKinds {
+		lagEmpty := x.lag == nil || lag[k].empty
+		own := x.maps[k] != nil && x.maps[k] != c.maps[k]
+		switch {
+		case xKnown && x.maps[k] != nil && lagEmpty && now[k].empty:
+			// The same content as the active slot's: nothing to write.
+			target[k] = x.maps[k]
+			continue
+		case cKnown && !xKnown && c.maps[k] != nil && now[k].empty:
+			// Unchanged by d: share the active slot's map (never written while shared).
+			target[k], replace[k] = c.maps[k], x.maps[k] != c.maps[k]
+			continue
+		case xKnown && own && int(x.maps[k].MaxEntries()) >= max(x.count[k], c.count[k], now[k].n):
+			wrote = true
+			if !lagEmpty {
+				if err := lag[k].apply(x.maps[k]); err != nil {
+					return fail(fmt.Errorf("catch %s map up: %w", innerNames[k], err))
+				}
+			}
+			if err := now[k].apply(x.maps[k]); err != nil {
+				return fail(fmt.Errorf("update %s map in place: %w", innerNames[k], err))
+			}
+			target[k] = x.maps[k]
+			continue
+		}
+		n := now[k].n
+		mp, err := m.newInner(k, n+headroom(n))
+		if err != nil {
+			return fail(fmt.Errorf("create %s map of %d entries: %w", innerNames[k], n+headroom(n), err))
+		}
+		fresh[k] = mp
+		if err := now[k].fill(mp); err != nil {
+			return fail(fmt.Errorf("fill %s map: %w", innerNames[k], err))
+		}
+		target[k], replace[k] = mp, true
+	}
+	st.Build = lap()
+	if err := m.setKinds(nxt, target, replace); err != nil {
+		x.dsync, x.lag = false, nil
+		return fail(err)
+	}
+	if err := m.objs.ZtCfg.Update(nxt, &d.Config, ebpf.UpdateAny); err != nil {
+		x.dsync, x.lag = false, nil
+		return fail(fmt.Errorf("write zt_cfg[%d]: %w", nxt, err))
+	}
+	st.Slot = lap()
+	// The commit point.
+	if err := m.objs.ZtActive.Update(uint32(0), nxt, ebpf.UpdateAny); err != nil {
+		x.dsync, x.lag = false, nil
+		return fail(fmt.Errorf("flip zt_active to %d: %w", nxt, err))
+	}
+	st.Flip = lap()
+	for k, mp := range x.maps {
+		if mp != nil && mp != target[k] && mp != c.maps[k] {
+			mp.Close() // replaced in outer[nxt]: the kernel frees it
+		}
+	}
+	for k := range numKinds {
+		x.count[k] = now[k].n
+	}
+	x.maps, x.src, x.known = target, [numKinds]any{}, false
+	x.dsync, x.lag = true, nil
+	// The old slot lacks d; its snapshot maps (src) change with the Editor's, so Apply must not
+	// trust them.
+	c.known, c.src = false, [numKinds]any{}
+	c.dsync, c.lag = true, d
+	m.synced = false
+	if err := m.barrier(); err != nil {
+		return fmt.Errorf("%w; the barrier after the flip failed (retried before the next apply): %w", ErrCommitted, err)
+	}
+	m.synced = true
+	st.Barrier = lap() + pre
+	st.Total = time.Since(t0)
+	m.stats = st
+	return nil
+}

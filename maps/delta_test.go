@@ -1,0 +1,140 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/ztgate/ztgate/loader"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// deltaPolicy is a policy of n devices in three segments; device i has a rule of its own to
+// port 1000+i%5, so rule lists repeat.
+func deltaPolicy(n int) *policy.Policy {
+	p := &policy.Policy{APIVersion: policy.APIVersion, Kind: policy.Kind, Metadata: policy.Metadata{Name: "delta"}}
+	p.Spec.Gateway = policy.Gateway{IPv4: []string{"10.9.0.1"}, Services: []policy.Service{policy.ServiceDNS}}
+	for s := range 3 {
+		p.Spec.Segments = append(p.Spec.Segments, policy.Segment{Name: fmt.Sprintf("s%d", s),
+			Allow: []policy.Rule{{To: policy.Target{CIDR: fmt.Sprintf("203.0.%d.0/24", 113+s)}, Proto: "tcp"}}})
+	}
+	for i := range n {
+		p.Spec.Devices = append(p.Spec.Devices, deltaDevice(i, 1000+i%5, i%3))
+	}
+	return p
+}
+
+func deltaDevice(i, port, seg int) policy.Device {
+	return policy.Device{Name: fmt.Sprintf("d%d", i), MAC: fmt.Sprintf("02:10:00:00:%02x:%02x", i>>8, i&0xff),
+		IPv4: []string{fmt.Sprintf("10.9.%d.%d", 1+i>>8, i&0xff)}, Segment: fmt.Sprintf("s%d", seg),
+		Allow: []policy.Rule{{To: policy.Target{CIDR: "198.51.100.0/24"}, Proto: "udp",
+			Ports: []policy.PortRange{{Lo: uint16(port), Hi: uint16(port)}}}}}
+}
+
+// TestApplyDelta: one-device changes (new rule lists, removed rule sets, new and removed
+// devices, new addresses, capacity growth) written with ApplyDelta, with full Applies in
+// between, leave exactly the Editor's snapshot in the kernel's active slot every time; a
+// change over capacity is refused and changes nothing.
+func TestApplyDelta(t *testing.T) {
+	e := setup(t, func(c *loader.Config) { c.MaxDevices, c.MaxAddrs, c.MaxPrefixes, c.MaxRules = 200, 400, 512, 1024 })
+	e.m.SetIncremental(true)
+	rnd := rand.New(rand.NewPCG(3, 4))
+	fresh := func(rev uint64, n int) *policy.Editor {
+		ed, err := policy.NewEditor(deltaPolicy(n), policy.CompileOptions{Revision: rev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustApply(t, e, ed.Snapshot())
+		checkActive(t, e, ed.Snapshot())
+		return ed
+	}
+	ed := fresh(1, 20)
+	next := 20
+	var inPlace int
+	for step := range 120 {
+		if step == 60 {
+			// A whole policy in between: the slots' content is known again from Apply.
+			ed = fresh(ed.Snapshot().Revision+1, 30)
+			next = 30
+		}
+		var d *policy.Delta
+		var err error
+		switch rnd.IntN(4) {
+		case 0:
+			nd := deltaDevice(next, 2000+rnd.IntN(40), rnd.IntN(3))
+			next++
+			d, err = ed.PreparePut("t", "", &nd, nil)
+		case 1:
+			d, err = ed.PrepareDelete(fmt.Sprintf("d%d", rnd.IntN(next)))
+			if err != nil && strings.Contains(err.Error(), "no such device") {
+				continue
+			}
+		default:
+			i := rnd.IntN(next)
+			if _, ok := ed.Device(fmt.Sprintf("d%d", i)); !ok {
+				continue
+			}
+			nd := deltaDevice(i, 1000+rnd.IntN(60), rnd.IntN(3))
+			d, err = ed.PreparePut("t", "", &nd, nil)
+		}
+		if err != nil {
+			t.Fatalf("step %d: prepare: %v", step, err)
+		}
+		before := e.m.LastApply()
+		if err := e.m.ApplyDelta(d, ed.Snapshot(), e.lim); err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		if e.m.LastApply() == before {
+			t.Fatalf("step %d: no apply stats", step)
+		}
+		ed.Commit(d)
+		checkActive(t, e, ed.Snapshot())
+		if st := e.m.slots[0].dsync && e.m.slots[1].dsync; st {
+			inPlace++
+		}
+		use, err := e.m.Usage(e.lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tables, err := e.m.TableUsage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := append(PolicyUsage(ed.Snapshot(), e.lim), tables...); !reflect.DeepEqual(use, want) {
+			t.Fatalf("step %d: usage %+v, content %+v", step, use, want)
+		}
+	}
+	if inPlace < 100 {
+		t.Fatalf("only %d of 120 changes found both slots in step", inPlace)
+	}
+
+	// Over capacity: refused before any write.
+	rev := ed.Snapshot().Revision
+	for i := 0; ; i++ {
+		nd := deltaDevice(500+i, 3000, 0)
+		d, err := ed.PreparePut("t", "", &nd, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = e.m.ApplyDelta(d, ed.Snapshot(), e.lim)
+		if err != nil {
+			var ce *CapacityError
+			if !errors.As(err, &ce) || ce.Map != "zt_devices" {
+				t.Fatalf("over capacity: %v", err)
+			}
+			break
+		}
+		ed.Commit(d)
+		rev = d.Revision
+		if i > 300 {
+			t.Fatal("never over capacity")
+		}
+	}
+	checkActive(t, e, ed.Snapshot())
+	if got, _ := e.m.ActiveRevision(); got != rev {
+		t.Fatalf("revision %d after a refused change, want %d", got, rev)
+	}
+}

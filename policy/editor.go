@@ -1,0 +1,554 @@
+package policy
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/ztgate/ztgate/bpf"
+)
+
+// Editor changes one device of a compiled policy at a time, in time proportional to the
+// change, not to the policy: it keeps the compiler's state (rule sets by content, device ids)
+// and indexes (names, MACs, addresses, references) that a whole Compile rebuilds.
+//
+// A change is prepared (validated and compiled, nothing modified), then either committed or
+// dropped: Prepare, write the Delta to the datapath, and Commit only once that succeeded. The
+// policy and the snapshot the Editor holds are modified in place by Commit: whoever else reads
+// them must be kept out during Commit (the agent holds a lock).
+//
+// Equivalence with Compile: after any sequence of changes the Editor's snapshot decides every
+// frame as Compile(Policy()) does, and holds no entry Compile would not (rule sets no device
+// uses are removed). Rule set and prefix group numbers may differ, as numbers only do.
+type Editor struct {
+	c     *compiler
+	p     *Policy
+	snap  *Snapshot
+	segs  map[string]*Segment
+	quarR uint32 // the quarantine rule set, never removed
+
+	devIdx map[string]int     // device name -> index in p.Spec.Devices
+	val    *validator         // its macs and owners map to device indexes
+	refs   map[string]int     // device name -> rules (device, segment, quarantine) naming it
+	rsUse  map[uint32]int     // rule set -> devices using it
+	rsKeys map[uint32]*rsKeys // rule set -> its entries and the keys that find it
+	ids    idHeap             // free dev_ids below next
+	next   uint32             // every dev_id >= next is free
+}
+
+// rsKeys is what removing a rule set removes.
+type rsKeys struct {
+	rules    []bpf.RuleKey
+	prefixes []bpf.PrefixKey
+	canon    string   // its key in compiler.rulesets
+	lists    []string // its keys in compiler.listCache
+}
+
+// Delta is what one change writes to the policy maps: per map, the keys removed and the
+// entries added or changed (removals first). Count is each map's entry count afterwards.
+type Delta struct {
+	Revision  uint64
+	Config    bpf.Config // the new revision's config (only its revision changes)
+	MaxDevID  uint32     // the largest dev_id afterwards (sizes dev_stats)
+	Devices   Changes[bpf.DevKey, bpf.DevRec]
+	Addrs     Changes[bpf.AddrKey, bpf.AddrVal]
+	Prefixes  Changes[bpf.PrefixKey, bpf.PrefixVal]
+	Rules     Changes[bpf.RuleKey, bpf.RuleVal]
+	Counts    [4]int // entries afterwards: devices, addrs, prefixes, rules
+	Summary   string // "put device x" / "delete device x"
+	committed bool
+	commit    func()
+}
+
+// Changes are the writes of one map: Del first, then Keys[i] = Vals[i].
+type Changes[K comparable, V any] struct {
+	Del  []K
+	Keys []K
+	Vals []V
+}
+
+func (ch *Changes[K, V]) put(k K, v V) { ch.Keys = append(ch.Keys, k); ch.Vals = append(ch.Vals, v) }
+
+// Empty reports whether the change writes nothing.
+func (ch *Changes[K, V]) Empty() bool { return len(ch.Del) == 0 && len(ch.Keys) == 0 }
+
+// ApplyTo makes m what it is after the change.
+func (ch *Changes[K, V]) ApplyTo(m map[K]V) {
+	for _, k := range ch.Del {
+		delete(m, k)
+	}
+	for i, k := range ch.Keys {
+		m[k] = ch.Vals[i]
+	}
+}
+
+// NewEditor compiles p as Compile does and returns an Editor holding the result. The policy
+// must have passed Validate; the Editor owns it (and the snapshot) from now on.
+func NewEditor(p *Policy, opt CompileOptions) (*Editor, error) {
+	s, c, err := compile(p, opt)
+	if err != nil {
+		return nil, err
+	}
+	e := &Editor{c: c, p: p, snap: s, quarR: s.Config.QuarantineRuleset,
+		devIdx: make(map[string]int, len(p.Spec.Devices)),
+		refs:   map[string]int{}, rsUse: map[uint32]int{}, rsKeys: map[uint32]*rsKeys{}}
+	spec := &p.Spec
+	e.segs = make(map[string]*Segment, len(spec.Segments))
+	for i := range spec.Segments {
+		e.segs[spec.Segments[i].Name] = &spec.Segments[i]
+	}
+	v := &validator{spec: spec, single: true, devices: e.devIdx,
+		segments: firstIndex(len(spec.Segments), func(i int) string { return spec.Segments[i].Name }),
+		gateway:  map[netip.Addr]bool{}, macs: make(map[string]int, len(spec.Devices)),
+		owners: make(map[netip.Addr]int, len(s.Addrs))}
+	for _, l := range [2][]string{spec.Gateway.IPv4, spec.Gateway.IPv6} {
+		for _, a := range l {
+			v.gateway[netip.MustParseAddr(a)] = true
+		}
+	}
+	e.val = v
+	used := map[uint32]bool{}
+	for i := range spec.Devices {
+		d := &spec.Devices[i]
+		e.devIdx[d.Name] = i
+		e.index(i, d, 1)
+		used[c.devIDs[d.Name]] = true
+		e.next = max(e.next, c.devIDs[d.Name]+1)
+	}
+	e.next = max(e.next, 1)
+	for id := uint32(1); id < e.next; id++ {
+		if !used[id] {
+			e.ids = append(e.ids, id)
+		}
+	}
+	heap.Init(&e.ids)
+	for i := range spec.Segments {
+		e.countRefs(spec.Segments[i].Allow, 1)
+	}
+	e.countRefs(spec.Quarantine.Allow, 1)
+	for _, rec := range s.Devices {
+		e.rsUse[rec.Ruleset]++
+	}
+	keys := func(rs uint32) *rsKeys {
+		k := e.rsKeys[rs]
+		if k == nil {
+			k = &rsKeys{}
+			e.rsKeys[rs] = k
+		}
+		return k
+	}
+	for k := range s.Rules {
+		keys(k.Ruleset).rules = append(keys(k.Ruleset).rules, k)
+	}
+	for k := range s.Prefixes {
+		keys(k.Ruleset).prefixes = append(keys(k.Ruleset).prefixes, k)
+	}
+	for canon, rs := range c.rulesets {
+		keys(rs).canon = canon
+	}
+	for l, rs := range c.listCache {
+		keys(rs).lists = append(keys(rs).lists, l)
+	}
+	return e, nil
+}
+
+// index adds (n = 1) or removes (n = -1) device i's MAC, addresses and rule references.
+func (e *Editor) index(i int, d *Device, n int) {
+	mac := mustMAC(d.MAC).String()
+	if n > 0 {
+		e.val.macs[mac] = i
+	} else if e.val.macs[mac] == i {
+		delete(e.val.macs, mac)
+	}
+	for _, l := range [2][]string{d.IPv4, d.IPv6} {
+		for _, s := range l {
+			a := netip.MustParseAddr(s)
+			if n > 0 {
+				e.val.owners[a] = i
+			} else if e.val.owners[a] == i {
+				delete(e.val.owners, a)
+			}
+		}
+	}
+	e.countRefs(d.Allow, n)
+}
+
+func (e *Editor) countRefs(rules []Rule, n int) {
+	for _, r := range rules {
+		if r.To.Device != "" {
+			e.refs[r.To.Device] += n
+			if e.refs[r.To.Device] == 0 {
+				delete(e.refs, r.To.Device)
+			}
+		}
+	}
+}
+
+// Policy is the policy as changed so far (owned by the Editor: read it only when no Commit can
+// run).
+func (e *Editor) Policy() *Policy { return e.p }
+
+// Snapshot is the compiled policy as changed so far (same rule as Policy).
+func (e *Editor) Snapshot() *Snapshot { return e.snap }
+
+// Device returns the device named name.
+func (e *Editor) Device(name string) (*Device, bool) {
+	i, ok := e.devIdx[name]
+	if !ok {
+		return nil, false
+	}
+	return &e.p.Spec.Devices[i], true
+}
+
+// ErrNotFound: the device to delete is not in the policy.
+var ErrNotFound = errors.New("no such device")
+
+// ErrReferenced: the device to delete is the destination of rules.
+var ErrReferenced = errors.New("device in use")
+
+// PrepareDelete prepares the removal of device name. It is refused while a rule names the
+// device as its destination.
+func (e *Editor) PrepareDelete(name string) (*Delta, error) {
+	i, ok := e.devIdx[name]
+	if !ok {
+		return nil, fmt.Errorf("device %s: %w", quote(name), ErrNotFound)
+	}
+	od := &e.p.Spec.Devices[i]
+	if n := e.refs[name] - selfRefs(od); n > 0 {
+		return nil, fmt.Errorf("device %s is the destination of %d rule(s) of other devices, segments or the quarantine: remove them first: %w", quote(name), n, ErrReferenced)
+	}
+	okey := devKey(mustMAC(od.MAC))
+	orec := e.snap.Devices[okey]
+	d := e.delta("delete device " + name)
+	d.Devices.Del = append(d.Devices.Del, okey)
+	d.Counts[0]--
+	for _, a := range deviceAddrs(od) {
+		d.Addrs.Del = append(d.Addrs.Del, bpf.AddrKey{Addr: in6(a)})
+		d.Counts[1]--
+	}
+	gone := e.release(orec.Ruleset, d)
+	d.commit = func() {
+		e.index(i, od, -1)
+		last := len(e.p.Spec.Devices) - 1
+		if i != last {
+			// The last device takes the removed one's place: O(1) instead of shifting the rest.
+			moved := &e.p.Spec.Devices[last]
+			e.index(last, moved, -1)
+			e.p.Spec.Devices[i] = *moved
+			e.devIdx[moved.Name] = i
+			e.index(i, &e.p.Spec.Devices[i], 1)
+		}
+		e.p.Spec.Devices[last] = Device{}
+		e.p.Spec.Devices = e.p.Spec.Devices[:last]
+		delete(e.devIdx, name)
+		delete(e.c.devIDs, name)
+		delete(e.snap.DeviceNames, orec.DevId)
+		heap.Push(&e.ids, orec.DevId)
+		e.rsUse[orec.Ruleset]--
+		e.forget(gone)
+	}
+	return d, nil
+}
+
+// PreparePut prepares device nd (checked as a document at path in file) replacing the device
+// of the same name, or joining the policy when there is none. nd is owned by the Editor from
+// now on. The error is an Errors naming the fields, or another error when the device cannot be
+// enforced (a gateway port that does not exist, say).
+func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (int, int)) (*Delta, error) {
+	i, replace := e.devIdx[nd.Name]
+	if !replace {
+		i = len(e.p.Spec.Devices)
+	}
+	errs := &errorList{}
+	v := e.val
+	v.file, v.errs, v.locate, v.singlePath, v.singleIdx, v.singleName = file, errs, locate, path, i, nd.Name
+	if !replace {
+		// A new device may name itself as a destination.
+		e.devIdx[nd.Name] = i
+	}
+	v.device(i, nd)
+	if !replace {
+		delete(e.devIdx, nd.Name)
+	}
+	v.file, v.errs, v.locate = "", nil, nil
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	var od *Device
+	var orec bpf.DevRec
+	okey, nkey := bpf.DevKey{}, devKey(mustMAC(nd.MAC))
+	if replace {
+		od = &e.p.Spec.Devices[i]
+		okey = devKey(mustMAC(od.MAC))
+		orec = e.snap.Devices[okey]
+	}
+	d := e.delta("put device " + nd.Name)
+
+	// The device id follows the MAC, as in Compile: a new MAC is a new identity.
+	id := orec.DevId
+	newID := !replace || okey != nkey
+	if newID {
+		if replace && e.refs[od.Name]-selfRefs(od) > 0 {
+			return nil, fieldError(file, joinPath(path, "mac"), locate, fmt.Sprintf(
+				"changing the MAC address of device %s gives it a new identity, and rules of other devices, segments or the quarantine name it: apply the whole policy instead", quote(nd.Name)))
+		}
+		id = e.peekID()
+	}
+
+	// Compile the record; a rule list no device uses yet becomes a new rule set, compiled
+	// into a scratch snapshot. Then the compiler is put back as it was: Commit redoes what
+	// the change needs.
+	list := string(listKey(nil, nd.Segment, nd.Allow))
+	_, cached := e.c.listCache[list]
+	scratch := &Snapshot{Rules: map[bpf.RuleKey]bpf.RuleVal{}, Prefixes: map[bpf.PrefixKey]bpf.PrefixVal{}}
+	real := e.c.snap
+	e.c.snap = scratch
+	nRS, g0 := len(e.c.rsFlags), e.c.groups
+	prevID, hadID := e.c.devIDs[nd.Name]
+	e.c.devIDs[nd.Name] = id
+	e.c.lastCanon = ""
+	rec, err := e.c.record(path, nd, e.segs)
+	e.c.snap = real
+	if hadID {
+		e.c.devIDs[nd.Name] = prevID
+	} else {
+		delete(e.c.devIDs, nd.Name)
+	}
+	addedRS := len(e.c.rsFlags) > nRS
+	var rsFlag uint16
+	canon := e.c.lastCanon
+	if addedRS {
+		rsFlag = e.c.rsFlags[nRS]
+		e.c.rsFlags = e.c.rsFlags[:nRS]
+		delete(e.c.rulesets, canon)
+	}
+	if !cached {
+		delete(e.c.listCache, list)
+	}
+	gAfter := e.c.groups
+	e.c.groups = g0
+	if err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			return nil, err
+		}
+		return nil, fieldError(file, path, locate, err.Error())
+	}
+
+	// The device map.
+	if replace && okey != nkey {
+		d.Devices.Del = append(d.Devices.Del, okey)
+		d.Counts[0]--
+	}
+	if !replace || okey != nkey {
+		d.Counts[0]++
+	}
+	if !replace || orec != rec {
+		d.Devices.put(nkey, rec)
+	}
+	// The address index.
+	nval := addrVal(&rec)
+	naddrs := deviceAddrs(nd)
+	if replace {
+		for _, a := range deviceAddrs(od) {
+			if !slices.Contains(naddrs, a) {
+				d.Addrs.Del = append(d.Addrs.Del, bpf.AddrKey{Addr: in6(a)})
+				d.Counts[1]--
+			}
+		}
+	}
+	for _, a := range naddrs {
+		k := bpf.AddrKey{Addr: in6(a)}
+		old, had := e.snap.Addrs[k]
+		if !had {
+			d.Counts[1]++
+		}
+		if !had || old != nval {
+			d.Addrs.put(k, nval)
+		}
+	}
+	// The rule sets: the new one's entries; the old one's if no other device uses it.
+	var added *rsKeys
+	if addedRS {
+		added = &rsKeys{canon: canon}
+		for k, v := range scratch.Rules {
+			d.Rules.put(k, v)
+			added.rules = append(added.rules, k)
+		}
+		for k, v := range scratch.Prefixes {
+			d.Prefixes.put(k, v)
+			added.prefixes = append(added.prefixes, k)
+		}
+		d.Counts[3] += len(scratch.Rules)
+		d.Counts[2] += len(scratch.Prefixes)
+	}
+	var gone *rsKeys
+	if replace && orec.Ruleset != rec.Ruleset {
+		gone = e.release(orec.Ruleset, d)
+	}
+	if id >= e.next {
+		d.MaxDevID = max(d.MaxDevID, id)
+	}
+
+	d.commit = func() {
+		if addedRS {
+			e.c.rsFlags = append(e.c.rsFlags, rsFlag)
+			e.c.rulesets[canon] = uint32(nRS)
+			e.c.groups = gAfter
+			e.rsKeys[uint32(nRS)] = added
+		}
+		if !cached {
+			e.c.listCache[list] = rec.Ruleset
+			e.rsKeys[rec.Ruleset].lists = append(e.rsKeys[rec.Ruleset].lists, list)
+		}
+		if !replace || orec.Ruleset != rec.Ruleset {
+			e.rsUse[rec.Ruleset]++
+			if replace {
+				e.rsUse[orec.Ruleset]--
+			}
+		}
+		e.forget(gone)
+		if newID {
+			e.takeID(id) // before the old id is freed: it is not reused in this revision
+		}
+		if replace {
+			e.index(i, od, -1)
+			if okey != nkey {
+				delete(e.snap.DeviceNames, orec.DevId)
+				heap.Push(&e.ids, orec.DevId)
+			}
+		}
+		if replace {
+			e.p.Spec.Devices[i] = *nd
+		} else {
+			e.p.Spec.Devices = append(e.p.Spec.Devices, *nd)
+			e.devIdx[nd.Name] = i
+		}
+		e.index(i, &e.p.Spec.Devices[i], 1)
+		e.c.devIDs[nd.Name] = id
+		e.snap.DeviceNames[id] = nd.Name
+	}
+	return d, nil
+}
+
+// fieldError is one problem of a device document, located when locate is given.
+func fieldError(file, path string, locate func(string) (int, int), msg string) error {
+	fe := &FieldError{File: file, Path: path, Msg: msg}
+	if locate != nil {
+		fe.Line, fe.Col = locate(path)
+	}
+	errs := &errorList{}
+	errs.add(fe)
+	return errs.err()
+}
+
+// delta starts the Delta of a change to the next revision.
+func (e *Editor) delta(summary string) *Delta {
+	d := &Delta{Revision: e.snap.Revision + 1, Config: e.snap.Config, Summary: summary,
+		Counts: [4]int{len(e.snap.Devices), len(e.snap.Addrs), len(e.snap.Prefixes), len(e.snap.Rules)}}
+	d.Config.Revision = d.Revision
+	d.MaxDevID = e.next - 1
+	return d
+}
+
+// release records in d that a device stops using rule set rs, and removes rs's entries when
+// it was the last (returning them, for Commit to forget).
+func (e *Editor) release(rs uint32, d *Delta) *rsKeys {
+	if rs == e.quarR || e.rsUse[rs] > 1 {
+		return nil
+	}
+	k := e.rsKeys[rs]
+	if k == nil {
+		return nil
+	}
+	d.Rules.Del = append(d.Rules.Del, k.rules...)
+	d.Prefixes.Del = append(d.Prefixes.Del, k.prefixes...)
+	d.Counts[3] -= len(k.rules)
+	d.Counts[2] -= len(k.prefixes)
+	return k
+}
+
+// forget drops a removed rule set from the compiler and the indexes (Commit).
+func (e *Editor) forget(k *rsKeys) {
+	if k == nil {
+		return
+	}
+	rs := e.c.rulesets[k.canon]
+	delete(e.c.rulesets, k.canon)
+	for _, l := range k.lists {
+		delete(e.c.listCache, l)
+	}
+	delete(e.rsKeys, rs)
+	delete(e.rsUse, rs)
+}
+
+// Commit makes the prepared change part of the Editor's policy and snapshot: call it once the
+// datapath holds the change. A Delta is committed once, and only the latest prepared one.
+func (e *Editor) Commit(d *Delta) {
+	if d.committed {
+		return
+	}
+	d.committed = true
+	d.commit()
+	d.Devices.ApplyTo(e.snap.Devices)
+	d.Addrs.ApplyTo(e.snap.Addrs)
+	d.Prefixes.ApplyTo(e.snap.Prefixes)
+	d.Rules.ApplyTo(e.snap.Rules)
+	e.snap.Revision = d.Revision
+	e.snap.Config = d.Config
+}
+
+// peekID is the id a new device gets: the lowest free one.
+func (e *Editor) peekID() uint32 {
+	if len(e.ids) > 0 {
+		return e.ids[0]
+	}
+	return e.next
+}
+
+// takeID marks id, the peekID of the same revision, used.
+func (e *Editor) takeID(id uint32) {
+	if id == e.next {
+		e.next++
+		return
+	}
+	heap.Pop(&e.ids)
+}
+
+// selfRefs counts the rules of d that name d itself.
+func selfRefs(d *Device) int {
+	n := 0
+	for _, r := range d.Allow {
+		if r.To.Device == d.Name {
+			n++
+		}
+	}
+	return n
+}
+
+// deviceAddrs are d's bound addresses (d is valid).
+func deviceAddrs(d *Device) []netip.Addr {
+	out := make([]netip.Addr, 0, len(d.IPv4)+len(d.IPv6))
+	for _, l := range [2][]string{d.IPv4, d.IPv6} {
+		for _, s := range l {
+			out = append(out, netip.MustParseAddr(s))
+		}
+	}
+	return out
+}
+
+// idHeap is a min-heap of free device ids.
+type idHeap []uint32
+
+func (h idHeap) Len() int           { return len(h) }
+func (h idHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h idHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *idHeap) Push(x any)        { *h = append(*h, x.(uint32)) }
+func (h *idHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
