@@ -47,8 +47,12 @@ type Agent struct {
 	lim    maps.Limits
 
 	applyMu sync.Mutex              // serialises policy changes
+	// polMu guards the content of the policy and snapshot in force, which a device change
+	// modifies in place (see changeDevice): readers of cur.pol and cur.snap hold it.
+	polMu sync.RWMutex
 	cur     atomic.Pointer[current] // the policy in force (never nil after start)
 	saved   *persisted              // what the state file holds, when known (under applyMu)
+	journal *journal                // the device change journal, once opened (under applyMu)
 
 	access  access // who may use the API
 	events  *hub
@@ -252,6 +256,9 @@ func (a *Agent) close() {
 	}
 	if a.audit != nil {
 		a.audit.Close()
+	}
+	if a.journal != nil {
+		a.journal.f.Close()
 	}
 	if a.unlock != nil {
 		a.unlock()

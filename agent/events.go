@@ -214,7 +214,9 @@ func (a *Agent) toAPIEvent(ev *bpf.Event) api.Event {
 	out.Frame = a.frames.copy(ev.Data[:n])
 	if ev.DevId != 0 {
 		if cur := a.cur.Load(); cur != nil && cur.snap != nil {
+			a.polMu.RLock()
 			out.Device = cur.snap.DeviceNames[ev.DevId]
+			a.polMu.RUnlock()
 		}
 	}
 	if names := a.ifnames.Load(); names != nil {

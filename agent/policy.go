@@ -20,6 +20,9 @@ type current struct {
 	filename string
 	pol      *policy.Policy   // nil when no policy (or its document was lost)
 	snap     *policy.Snapshot // nil when no policy
+	// ed owns pol and snap when they came from a document (nil otherwise): device changes
+	// modify them in place, under Agent.polMu. yaml is nil once a device changed.
+	ed *policy.Editor
 }
 
 // caller identifies who asked for a change (for the audit log).
@@ -94,13 +97,26 @@ func capacityReject(filename string, ce *maps.CapacityError) *rejectError {
 func (a *Agent) compile(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot) (*policy.Snapshot, error) {
 	s, err := policy.Compile(p, policy.CompileOptions{Revision: rev, Ifindex: ifindex, Prev: prev})
 	if err != nil {
-		fields := api.FieldErrors(err)
-		if len(fields) == 0 {
-			fields = []api.FieldError{{File: filename, Message: err.Error()}}
-		}
-		return nil, &rejectError{kind: api.KindRejected, err: fmt.Errorf("cannot enforce the policy: %w", err), fields: fields}
+		return nil, compileReject(filename, err)
 	}
 	return s, nil
+}
+
+// edit is compile keeping the compiler's state, for device changes (the Editor owns p).
+func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot) (*policy.Editor, error) {
+	ed, err := policy.NewEditor(p, policy.CompileOptions{Revision: rev, Ifindex: ifindex, Prev: prev})
+	if err != nil {
+		return nil, compileReject(filename, err)
+	}
+	return ed, nil
+}
+
+func compileReject(filename string, err error) error {
+	fields := api.FieldErrors(err)
+	if len(fields) == 0 {
+		fields = []api.FieldError{{File: filename, Message: err.Error()}}
+	}
+	return &rejectError{kind: api.KindRejected, err: fmt.Errorf("cannot enforce the policy: %w", err), fields: fields}
 }
 
 func meta(p *policy.Policy, rev uint64, hash string, at time.Time) api.PolicyMeta {
@@ -141,15 +157,40 @@ func (a *Agent) restore() error {
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 		}
+		ed, err := a.edit(st.Filename, p, st.Revision, prev)
+		if err != nil {
+			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
+		}
+		// The device changes made since the state file was written.
+		recs, err := a.store.readJournal()
+		if err != nil {
+			return err
+		}
+		last, err := replay(ed, recs, st.Revision)
+		if err != nil {
+			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
+		}
 		rev := st.Revision
+		if last != nil {
+			rev = last.Revision
+		}
 		if pinned > rev {
 			// The maps carry a later revision than the state (only possible if the state
 			// directory was restored from a backup): keep revisions increasing.
 			rev = pinned + 1
 		}
-		snap, err := a.compile(st.Filename, p, rev, prev)
-		if err != nil {
-			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
+		ed.Renumber(rev)
+		snap := ed.Snapshot()
+		if last != nil {
+			// Fold the changes into a new state file; the maps are written again below
+			// (the state file cannot prove what ApplyDelta left in them).
+			doc, err := policy.Marshal(ed.Policy())
+			if err != nil {
+				return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
+			}
+			st = &persisted{Revision: rev, Name: p.Metadata.Name, Hash: policyHash(doc), AppliedAt: last.At,
+				Filename: st.Filename, YAML: string(doc), SnapshotHash: "-"}
+			a.log.Info("replayed device changes", "changes", len(recs), "revision", rev)
 		}
 		hash := snap.Hash()
 		if pinned == rev && hash == st.SnapshotHash {
@@ -164,9 +205,14 @@ func (a *Agent) restore() error {
 			if err := a.maps.Apply(snap, a.lim); err != nil && !errors.Is(err, maps.ErrCommitted) {
 				return fmt.Errorf("restore policy: %w", err)
 			}
+			if last != nil {
+				if err := os.Remove(a.store.journalPath()); err != nil {
+					return fmt.Errorf("empty the journal: %w", err)
+				}
+			}
 			a.log.Info("restored the persisted policy", "revision", rev, "name", p.Metadata.Name, "pinned_revision", pinned)
 		}
-		a.cur.Store(&current{meta: meta(p, rev, st.Hash, st.AppliedAt), yaml: []byte(st.YAML), filename: st.Filename, pol: p, snap: snap})
+		a.cur.Store(&current{meta: meta(p, rev, st.Hash, st.AppliedAt), yaml: []byte(st.YAML), filename: st.Filename, pol: p, snap: snap, ed: ed})
 		a.saved = st
 		return nil
 	case a.cfg.Policy != "":
@@ -273,10 +319,11 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	}
 	ph.parse = since(&t)
 	rev := old.meta.Revision + 1
-	snap, err := a.compile(filename, p, rev, old.snap)
+	ed, err := a.edit(filename, p, rev, old.snap)
 	if err != nil {
 		return nil, err
 	}
+	snap := ed.Snapshot()
 	if err := a.checkCapacity(filename, snap); err != nil {
 		return nil, err
 	}
@@ -322,7 +369,13 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	}
 	ph.maps = since(&t)
 	ph.swap = a.maps.LastApply()
-	a.cur.Store(&current{meta: meta(p, rev, hash, now), yaml: doc, filename: filename, pol: p, snap: snap})
+	if a.journal != nil {
+		// The state file holds every device change now.
+		if err := a.journal.reset(); err != nil {
+			a.log.Warn("empty the device change journal (its records are older than the state file)", "err", err)
+		}
+	}
+	a.cur.Store(&current{meta: meta(p, rev, hash, now), yaml: doc, filename: filename, pol: p, snap: snap, ed: ed})
 	changes := policy.Compare(old.pol, p)
 	ph.compare = since(&t)
 	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: rev, Hash: hash, Changes: changes}, nil

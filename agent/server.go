@@ -21,6 +21,8 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("POST "+api.PathPolicyValidate, a.handleValidate)
 	mux.HandleFunc("POST "+api.PathPolicyDiff, a.handleDiff)
 	mux.HandleFunc("POST "+api.PathPolicyApply, a.handleApply)
+	mux.HandleFunc("PUT "+api.PathPolicyDevices+"{name}", a.handlePutDevice)
+	mux.HandleFunc("DELETE "+api.PathPolicyDevices+"{name}", a.handleDeleteDevice)
 	mux.HandleFunc("POST "+api.PathExplain, a.handleExplain)
 	mux.HandleFunc("GET "+api.PathDevices, a.handleDevices)
 	mux.HandleFunc("GET "+api.PathEvents, a.handleEvents)
@@ -118,7 +120,10 @@ func (a *Agent) handleDiff(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errorFor(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, api.DiffResult{Revision: cur.meta.Revision, Diff: policy.Compare(cur.pol, p)})
+	a.polMu.RLock()
+	diff := policy.Compare(cur.pol, p)
+	a.polMu.RUnlock()
+	writeJSON(w, http.StatusOK, api.DiffResult{Revision: cur.meta.Revision, Diff: diff})
 }
 
 func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
@@ -141,7 +146,19 @@ func (a *Agent) handlePolicy(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, &api.Error{Status: http.StatusNotFound, Kind: api.KindNotFound, Message: "no policy has been applied"})
 		return
 	}
-	writeJSON(w, http.StatusOK, api.PolicyInfo{PolicyMeta: cur.meta, YAML: string(cur.yaml)})
+	doc := cur.yaml
+	if doc == nil {
+		// Changed device by device since the last document: write the policy out.
+		a.polMu.RLock()
+		var err error
+		doc, err = policy.Marshal(cur.pol)
+		a.polMu.RUnlock()
+		if err != nil {
+			writeError(w, errorFor(err))
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, api.PolicyInfo{PolicyMeta: cur.meta, YAML: string(doc)})
 }
 
 func (a *Agent) handleExplain(w http.ResponseWriter, r *http.Request) {
@@ -155,7 +172,9 @@ func (a *Agent) handleExplain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Status: http.StatusNotFound, Kind: api.KindNotFound, Message: "no policy has been applied"})
 		return
 	}
+	a.polMu.RLock()
 	e, err := policy.Explain(cur.pol, cur.snap, q)
+	a.polMu.RUnlock()
 	if err != nil {
 		writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "explain: " + err.Error()})
 		return

@@ -87,6 +87,8 @@ func (a *Agent) devices() ([]api.Device, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.polMu.RLock()
+	defer a.polMu.RUnlock()
 	for _, d := range cur.pol.Spec.Devices {
 		rec, ok := cur.snap.Devices[policy.DevKey(mustParseMAC(d.MAC))]
 		if !ok {
@@ -128,6 +130,8 @@ func (s source) State() metrics.State {
 	cur := s.a.cur.Load()
 	st := metrics.State{Revision: cur.meta.Revision, Segments: map[uint32]string{}}
 	if cur.snap != nil {
+		s.a.polMu.RLock()
+		defer s.a.polMu.RUnlock()
 		for _, rec := range cur.snap.Devices {
 			st.Segments[rec.DevId] = cur.snap.SegmentNames[rec.Segment]
 		}
@@ -143,7 +147,9 @@ func (s source) State() metrics.State {
 // mapUsage is the fill level of the maps: the policy maps from the snapshot in force (the
 // maps hold exactly it), the datapath's tables counted in the kernel.
 func (a *Agent) mapUsage() ([]maps.MapUsage, error) {
+	a.polMu.RLock()
 	out := maps.PolicyUsage(a.cur.Load().snap, a.lim)
+	a.polMu.RUnlock()
 	tables, err := a.maps.TableUsage()
 	if err != nil {
 		return nil, err

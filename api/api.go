@@ -21,6 +21,7 @@ const (
 	PathPolicyValidate = "/v1/policy/validate" // POST policy YAML: ValidateResult
 	PathPolicyDiff     = "/v1/policy/diff"     // POST policy YAML: policy.Diff against the policy in force
 	PathPolicyApply    = "/v1/policy/apply"    // POST policy YAML: ApplyResult
+	PathPolicyDevices  = "/v1/policy/devices/" // PUT .../NAME device YAML, DELETE .../NAME: ApplyResult
 	PathExplain        = "/v1/explain"         // POST ExplainRequest: policy.Explanation
 	PathDevices        = "/v1/devices"         // GET: []Device
 	PathEvents         = "/v1/events"          // GET ?follow=1&device=NAME&reason=R&limit=N: NDJSON Event stream
@@ -211,13 +212,14 @@ type Event struct {
 type AuditRecord struct {
 	Seq         uint64    `json:"seq"`
 	Time        time.Time `json:"time"`
-	Action      string    `json:"action"` // apply, connect
+	Action      string    `json:"action"` // apply, device, connect
 	UID         int64     `json:"uid"`    // -1: unknown
 	GID         int64     `json:"gid"`
 	PID         int64     `json:"pid"`
 	OldRevision uint64    `json:"old_revision"`
 	NewRevision uint64    `json:"new_revision"`
 	PolicyHash  string    `json:"policy_hash,omitempty"`
+	Change      string    `json:"change,omitempty"` // a device action's change: "put device NAME", "delete device NAME"
 	Result      string    `json:"result"` // accepted, rejected, refused
 	Error       string    `json:"error,omitempty"`
 	Prev        string    `json:"prev"` // hash of the previous record (hex), "" for the first
@@ -234,6 +236,7 @@ const (
 // Audit actions.
 const (
 	ActionApply   = "apply"
+	ActionDevice  = "device" // a one-device change (put or delete)
 	ActionConnect = "connect"
 )
 

@@ -224,3 +224,24 @@ func (c *Client) Events(ctx context.Context, f EventFilter, fn func(Event) error
 	}
 	return nil
 }
+
+// PutDevice makes doc, one device document (the fields of a spec.devices entry), the device
+// named in it: it replaces the device of that name or joins the policy, as the next revision.
+func (c *Client) PutDevice(ctx context.Context, filename string, name string, doc []byte) (*ApplyResult, error) {
+	return c.deviceCall(ctx, http.MethodPut, name, bytes.NewReader(doc), policyHeader(filename))
+}
+
+// DeleteDevice removes device name from the policy in force, as the next revision.
+func (c *Client) DeleteDevice(ctx context.Context, name string) (*ApplyResult, error) {
+	return c.deviceCall(ctx, http.MethodDelete, name, nil, nil)
+}
+
+func (c *Client) deviceCall(ctx context.Context, method, name string, body io.Reader, hdr http.Header) (*ApplyResult, error) {
+	resp, err := c.do(ctx, method, PathPolicyDevices+url.PathEscape(name), nil, body, hdr)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var r ApplyResult
+	return &r, decodeBody(resp, &r)
+}

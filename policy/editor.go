@@ -552,3 +552,10 @@ func (h *idHeap) Pop() any {
 	*h = old[:len(old)-1]
 	return x
 }
+
+// Renumber makes the snapshot carry revision rev (an agent restoring a policy whose maps
+// carry a later revision keeps revisions increasing).
+func (e *Editor) Renumber(rev uint64) {
+	e.snap.Revision = rev
+	e.snap.Config.Revision = rev
+}

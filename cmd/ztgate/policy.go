@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/policy"
 )
 
 func (a *app) policyCommand() *cli.Command {
@@ -23,6 +24,8 @@ file:line:col: field: message, one per line, with exit status 4.`,
 			a.policyValidateCommand(),
 			a.policyDiffCommand(),
 			a.policyApplyCommand(),
+			a.policySetDeviceCommand(),
+			a.policyDeleteDeviceCommand(),
 			a.policyGetCommand(),
 			a.policyExplainCommand(),
 		},
@@ -108,20 +111,76 @@ func (a *app) policyDiffCommand() *cli.Command {
 
 func (a *app) policyApplyCommand() *cli.Command {
 	return sendPolicy(a, "apply", "make a policy the one in force (all or nothing)",
-		(*api.Client).Apply, func(w io.Writer, _ string, r *api.ApplyResult) error {
-			ms := float64(r.Duration) / float64(time.Millisecond)
-			if r.NewRevision == r.OldRevision {
-				_, err := fmt.Fprintf(w, "unchanged at revision %d (hash %s)\n", r.NewRevision, shortHash(r.Hash))
+		(*api.Client).Apply, printApplied)
+}
+
+func (a *app) policySetDeviceCommand() *cli.Command {
+	cmd := sendPolicy(a, "set-device", "add or replace one device of the policy in force (FILE: the fields of one spec.devices entry)",
+		func(c *api.Client, ctx context.Context, file string, doc []byte) (*api.ApplyResult, error) {
+			d, _, err := policy.ParseDevice(file, doc)
+			if err != nil {
+				return nil, &codeError{code: exitRejected, err: fmt.Errorf("invalid device:\n%w", err)}
+			}
+			if d.Name == "" {
+				return nil, &codeError{code: exitRejected, err: fmt.Errorf("%s: name: is required", file)}
+			}
+			return c.PutDevice(ctx, file, d.Name, doc)
+		}, printApplied)
+	cmd.Description = `Changes one device as the next revision, without sending the whole policy: the agent checks
+the device against the policy in force (names, MACs and addresses of the other devices,
+segments, rule destinations), writes only what changes and answers once it is enforced. A device
+of the same name is replaced; a new MAC address is a new identity and is refused while rules
+name the device. Example FILE:
+
+  name: cam-07
+  mac: "02:00:0a:0a:00:17"
+  ipv4: [10.10.0.17]
+  segment: cameras
+  allow:
+    - {to: {device: nvr}, proto: tcp, ports: [554]}`
+	return cmd
+}
+
+func (a *app) policyDeleteDeviceCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "delete-device",
+		Usage:     "remove one device from the policy in force (refused while rules name it as a destination)",
+		ArgsUsage: "NAME",
+		Flags:     []cli.Flag{outputFlag(fmtText, fmtJSON)},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if cmd.NArg() != 1 {
+				return usagef(cmd, "one device NAME expected, got %d arguments", cmd.NArg())
+			}
+			var r *api.ApplyResult
+			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
+				r, err = c.DeleteDevice(ctx, cmd.Args().First())
+				return err
+			})
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "applied revision %d -> %d (hash %s, %s ms)\n",
-				r.OldRevision, r.NewRevision, shortHash(r.Hash), strconv.FormatFloat(ms, 'f', 1, 64))
-			if r.Changes.Empty() {
-				return nil
+			if cmd.String("output") == fmtJSON {
+				return writeJSON(a.stdout, r)
 			}
-			_, err := io.WriteString(w, r.Changes.String())
-			return err
-		})
+			return printApplied(a.stdout, "", r)
+		},
+	}
+}
+
+// printApplied prints the answer to an apply or a device change.
+func printApplied(w io.Writer, _ string, r *api.ApplyResult) error {
+	ms := float64(r.Duration) / float64(time.Millisecond)
+	if r.NewRevision == r.OldRevision {
+		_, err := fmt.Fprintf(w, "unchanged at revision %d (hash %s)\n", r.NewRevision, shortHash(r.Hash))
+		return err
+	}
+	fmt.Fprintf(w, "applied revision %d -> %d (hash %s, %s ms)\n",
+		r.OldRevision, r.NewRevision, shortHash(r.Hash), strconv.FormatFloat(ms, 'f', 1, 64))
+	if r.Changes.Empty() {
+		return nil
+	}
+	_, err := io.WriteString(w, r.Changes.String())
+	return err
 }
 
 func (a *app) policyGetCommand() *cli.Command {

@@ -1,0 +1,363 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/maps"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// journalFile holds the device changes made since the state file was written, one JSON record
+// a line, each fsynced before the maps change. A restart replays them over the state file's
+// policy; a whole apply, or a restart, folds them into a new state file and empties it.
+const journalFile = "changes.jsonl"
+
+// maxJournal is the number of journal records after which a change folds the journal into the
+// state file (one whole write of the policy, as an apply does).
+const maxJournal = 10000
+
+// change is one journal record.
+type change struct {
+	Revision uint64         `json:"revision"`
+	Op       string         `json:"op"` // put, delete
+	Name     string         `json:"name"`
+	Device   *policy.Device `json:"device,omitempty"`
+	DevID    uint32         `json:"dev_id,omitempty"`
+	Hash     string         `json:"hash"` // sha256 of the previous hash and this change (see chainHash)
+	At       time.Time      `json:"at"`
+}
+
+// chainHash is the hash of the policy after a device change: sha256 over the previous hash
+// and the change's document (the device YAML, or "delete NAME").
+func chainHash(prev string, doc []byte) string {
+	h := sha256.New()
+	h.Write([]byte(prev))
+	h.Write([]byte{0})
+	h.Write(doc)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// journal is the open journal file.
+type journal struct {
+	f    *os.File
+	size int64
+	n    int // records
+}
+
+func (s *store) journalPath() string { return filepath.Join(s.dir, journalFile) }
+
+// openJournal opens (creating) the journal for appending.
+func (s *store) openJournal() (*journal, error) {
+	f, err := os.OpenFile(s.journalPath(), os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
+	return &journal{f: f, size: st.Size()}, nil
+}
+
+// append writes rec and syncs it.
+func (j *journal) append(rec *change) error {
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if _, err := j.f.Write(b); err != nil {
+		_ = j.f.Truncate(j.size)
+		return fmt.Errorf("write journal: %w", err)
+	}
+	if err := j.f.Sync(); err != nil {
+		_ = j.f.Truncate(j.size)
+		return fmt.Errorf("sync journal: %w", err)
+	}
+	j.size += int64(len(b))
+	j.n++
+	return nil
+}
+
+// undo removes the last record (its change did not reach the maps).
+func (j *journal) undo(size int64) error {
+	if err := j.f.Truncate(size); err != nil {
+		return err
+	}
+	j.size = size
+	j.n--
+	return j.f.Sync()
+}
+
+// reset empties the journal (its records are in the state file now).
+func (j *journal) reset() error {
+	if err := j.f.Truncate(0); err != nil {
+		return fmt.Errorf("empty journal: %w", err)
+	}
+	j.size, j.n = 0, 0
+	return j.f.Sync()
+}
+
+// readJournal returns the journal's records. A last line cut short (a crash while writing it,
+// before its change reached the maps) is dropped.
+func (s *store) readJournal() ([]change, error) {
+	data, err := os.ReadFile(s.journalPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read journal: %w", err)
+	}
+	var out []change
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 4<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		var c change
+		if err := json.Unmarshal(sc.Bytes(), &c); err != nil {
+			if !bytes.HasSuffix(data, []byte("\n")) && line == bytes.Count(data, []byte("\n"))+1 {
+				break // the torn last line
+			}
+			return nil, fmt.Errorf("read journal %s:%d: %w", s.journalPath(), line, err)
+		}
+		out = append(out, c)
+	}
+	return out, sc.Err()
+}
+
+// replay applies the journal's records that follow revision rev to ed (no maps are written)
+// and returns the last one applied (nil when none).
+func replay(ed *policy.Editor, recs []change, rev uint64) (*change, error) {
+	var last *change
+	for i := range recs {
+		c := &recs[i]
+		if c.Revision <= rev {
+			continue // folded into the state file already
+		}
+		if c.Revision != rev+1 {
+			return last, fmt.Errorf("journal: revision %d follows revision %d", c.Revision, rev)
+		}
+		var d *policy.Delta
+		var err error
+		switch c.Op {
+		case "put":
+			if c.Device == nil {
+				return last, fmt.Errorf("journal: revision %d: put without a device", c.Revision)
+			}
+			dev := *c.Device
+			d, err = ed.PreparePut(journalFile, "device", &dev, nil)
+		case "delete":
+			d, err = ed.PrepareDelete(c.Name)
+		default:
+			err = fmt.Errorf("unknown operation %q", c.Op)
+		}
+		if err != nil {
+			return last, fmt.Errorf("journal: revision %d: %w", c.Revision, err)
+		}
+		ed.Commit(d)
+		rev, last = c.Revision, c
+	}
+	return last, nil
+}
+
+func (a *Agent) handlePutDevice(w http.ResponseWriter, r *http.Request) {
+	name, doc, ok := a.readPolicy(w, r)
+	if !ok {
+		return
+	}
+	p := peerFrom(r.Context())
+	res, err := a.changeDevice(r.PathValue("name"), name, doc, caller{uid: int64(p.uid), gid: int64(p.gid), pid: int64(p.pid)})
+	a.answerChange(w, res, err)
+}
+
+func (a *Agent) handleDeleteDevice(w http.ResponseWriter, r *http.Request) {
+	p := peerFrom(r.Context())
+	res, err := a.changeDevice(r.PathValue("name"), "", nil, caller{uid: int64(p.uid), gid: int64(p.gid), pid: int64(p.pid)})
+	a.answerChange(w, res, err)
+}
+
+func (a *Agent) answerChange(w http.ResponseWriter, res *api.ApplyResult, err error) {
+	switch {
+	case errors.Is(err, policy.ErrNotFound):
+		writeError(w, &api.Error{Status: http.StatusNotFound, Kind: api.KindNotFound, Message: err.Error()})
+	case err != nil:
+		writeError(w, errorFor(err))
+	default:
+		writeJSON(w, http.StatusOK, res)
+	}
+}
+
+// changeDevice puts (doc != nil) or deletes device name, as the next revision, all or
+// nothing, and audits the outcome. Its cost follows the change, not the policy: the Editor
+// checks and compiles the one device, the journal gets one record, the maps one delta.
+func (a *Agent) changeDevice(name, filename string, doc []byte, who caller) (*api.ApplyResult, error) {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	t0 := time.Now()
+	old := a.cur.Load()
+	summary := "delete device " + name
+	if doc != nil {
+		summary = "put device " + name
+	}
+	res, hash, err := a.changeLocked(old, name, filename, doc)
+	d := time.Since(t0)
+	rec := api.AuditRecord{Action: api.ActionDevice, Change: summary, UID: who.uid, GID: who.gid, PID: who.pid,
+		OldRevision: old.meta.Revision, NewRevision: old.meta.Revision, PolicyHash: hash, Result: api.ResultAccepted}
+	if err != nil {
+		rec.Result, rec.Error = api.ResultRejected, err.Error()
+	} else {
+		rec.NewRevision = res.NewRevision
+	}
+	if _, aerr := a.audit.Append(rec); aerr != nil {
+		a.log.Error("audit log", "err", aerr)
+	}
+	if a.metrics != nil {
+		a.metrics.ObserveApply(err == nil, d)
+	}
+	if err != nil {
+		a.log.Warn("device change rejected", "change", summary, "uid", who.uid, "revision", old.meta.Revision, "err", err)
+		return nil, err
+	}
+	res.Duration = d
+	a.log.Info("device changed", "change", summary, "uid", who.uid, "old_revision", res.OldRevision,
+		"new_revision", res.NewRevision, "duration", d)
+	return res, nil
+}
+
+func (a *Agent) changeLocked(old *current, name, filename string, doc []byte) (*api.ApplyResult, string, error) {
+	if old.ed == nil {
+		return nil, "", &rejectError{kind: api.KindRejected,
+			err: errors.New("no policy document in force to change: apply a whole policy first")}
+	}
+	ed := old.ed
+	var d *policy.Delta
+	var err error
+	var before, after *policy.Device
+	rec := &change{Revision: old.meta.Revision + 1, Name: name, At: time.Now().UTC()}
+	if doc != nil {
+		if filename == "" {
+			filename = "<device>"
+		}
+		nd, locate, perr := policy.ParseDevice(filename, doc)
+		if perr != nil {
+			return nil, "", &rejectError{kind: api.KindInvalidPolicy, fields: api.FieldErrors(perr),
+				err: fmt.Errorf("invalid device %s: %w", filename, perr)}
+		}
+		if nd.Name != name {
+			msg := fmt.Sprintf("the document names device %q, the request %q", nd.Name, name)
+			return nil, "", &rejectError{kind: api.KindInvalidPolicy, err: fmt.Errorf("%s: %s", filename, msg),
+				fields: []api.FieldError{{File: filename, Field: "name", Message: msg}}}
+		}
+		if od, ok := ed.Device(name); ok {
+			c := *od
+			before = &c
+		}
+		c := *nd
+		after = &c
+		rec.Op, rec.Device = "put", &c
+		d, err = ed.PreparePut(filename, "", nd, locate)
+	} else {
+		rec.Op = "delete"
+		if od, ok := ed.Device(name); ok {
+			c := *od
+			before = &c
+		}
+		d, err = ed.PrepareDelete(name)
+		doc = []byte("delete " + name)
+	}
+	hash := chainHash(old.meta.Hash, doc)
+	rec.Hash = hash
+	if err != nil {
+		if errors.Is(err, policy.ErrNotFound) {
+			return nil, hash, err
+		}
+		if fields := api.FieldErrors(err); len(fields) > 0 {
+			return nil, hash, &rejectError{kind: api.KindInvalidPolicy, fields: fields, err: fmt.Errorf("invalid device: %w", err)}
+		}
+		return nil, hash, &rejectError{kind: api.KindRejected, err: fmt.Errorf("cannot enforce the change: %w", err)}
+	}
+	if err := a.maps.CheckDelta(d, a.lim); err != nil {
+		var ce *maps.CapacityError
+		if errors.As(err, &ce) {
+			return nil, hash, capacityReject(filename, ce)
+		}
+		return nil, hash, err
+	}
+	if len(d.Devices.Keys) > 0 {
+		rec.DevID = d.Devices.Vals[0].DevId
+	}
+
+	// Journal first: after a crash at any point the agent restores a change that was accepted.
+	if a.journal == nil {
+		if a.journal, err = a.store.openJournal(); err != nil {
+			return nil, hash, err
+		}
+	}
+	size := a.journal.size
+	if err := a.journal.append(rec); err != nil {
+		return nil, hash, err
+	}
+	if err := a.maps.ApplyDelta(d, ed.Snapshot(), a.lim); err != nil && !errors.Is(err, maps.ErrCommitted) {
+		if uerr := a.journal.undo(size); uerr != nil {
+			a.log.Error("remove the journal record of a failed change", "err", uerr)
+		}
+		return nil, hash, err
+	} else if err != nil {
+		a.log.Warn("device change committed; the barrier after it failed (retried on the next change)", "err", err)
+	}
+	a.polMu.Lock()
+	ed.Commit(d)
+	a.polMu.Unlock()
+	m := old.meta
+	m.Revision, m.Hash, m.AppliedAt, m.Devices = d.Revision, hash, rec.At, d.Counts[0]
+	a.cur.Store(&current{meta: m, filename: old.filename, pol: old.pol, snap: old.snap, ed: ed})
+	if a.journal.n >= maxJournal {
+		if err := a.fold(); err != nil {
+			a.log.Warn("fold the journal into the state file (retried at the next change)", "err", err)
+		}
+	}
+	var o, n []policy.Device
+	if before != nil {
+		o = []policy.Device{*before}
+	}
+	if after != nil {
+		n = []policy.Device{*after}
+	}
+	diff := policy.Compare(&policy.Policy{Spec: policy.Spec{Devices: o}}, &policy.Policy{Spec: policy.Spec{Devices: n}})
+	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: d.Revision, Hash: hash, Changes: diff}, hash, nil
+}
+
+// fold writes the policy in force, with its device changes, as the state file and empties
+// the journal (under applyMu).
+func (a *Agent) fold() error {
+	cur := a.cur.Load()
+	a.polMu.RLock()
+	doc, err := policy.Marshal(cur.pol)
+	a.polMu.RUnlock()
+	if err != nil {
+		return err
+	}
+	st := &persisted{Revision: cur.meta.Revision, Name: cur.meta.Name, Hash: policyHash(doc), AppliedAt: cur.meta.AppliedAt,
+		Filename: cur.filename, YAML: string(doc), devs: cur.snap.Devices, SnapshotHash: cur.snap.Hash()}
+	if err := a.store.save(st); err != nil {
+		return err
+	}
+	a.saved = st
+	if a.journal != nil {
+		return a.journal.reset()
+	}
+	return os.Remove(a.store.journalPath())
+}
