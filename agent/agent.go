@@ -46,10 +46,10 @@ type Agent struct {
 	maps   *maps.Maps
 	lim    maps.Limits
 
-	applyMu sync.Mutex              // serialises policy changes
+	applyMu sync.Mutex // serialises policy changes
 	// polMu guards the content of the policy and snapshot in force, which a device change
 	// modifies in place (see changeDevice): readers of cur.pol and cur.snap hold it.
-	polMu sync.RWMutex
+	polMu   sync.RWMutex
 	cur     atomic.Pointer[current] // the policy in force (never nil after start)
 	saved   *persisted              // what the state file holds, when known (under applyMu)
 	journal *journal                // the device change journal, once opened (under applyMu)

@@ -220,7 +220,7 @@ type AuditRecord struct {
 	NewRevision uint64    `json:"new_revision"`
 	PolicyHash  string    `json:"policy_hash,omitempty"`
 	Change      string    `json:"change,omitempty"` // a device action's change: "put device NAME", "delete device NAME"
-	Result      string    `json:"result"` // accepted, rejected, refused
+	Result      string    `json:"result"`           // accepted, rejected, refused
 	Error       string    `json:"error,omitempty"`
 	Prev        string    `json:"prev"` // hash of the previous record (hex), "" for the first
 	Hash        string    `json:"hash"` // sha256 over this record with Hash empty, hex
