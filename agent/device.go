@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -212,7 +213,8 @@ func (a *Agent) changeDevice(name, filename string, doc []byte, who caller) (*ap
 	if doc != nil {
 		summary = "put device " + name
 	}
-	res, hash, err := a.changeLocked(old, name, filename, doc)
+	var ph changePhases
+	res, hash, err := a.changeLocked(old, name, filename, doc, &ph)
 	d := time.Since(t0)
 	rec := api.AuditRecord{Action: api.ActionDevice, Change: summary, UID: who.uid, GID: who.gid, PID: who.pid,
 		OldRevision: old.meta.Revision, NewRevision: old.meta.Revision, PolicyHash: hash, Result: api.ResultAccepted}
@@ -233,11 +235,23 @@ func (a *Agent) changeDevice(name, filename string, doc []byte, who caller) (*ap
 	}
 	res.Duration = d
 	a.log.Info("device changed", "change", summary, "uid", who.uid, "old_revision", res.OldRevision,
-		"new_revision", res.NewRevision, "duration", d)
+		"new_revision", res.NewRevision, "duration", d,
+		slog.Group("phases", "prepare", ph.prepare, "journal", ph.journal, "maps", ph.maps, "commit", ph.commit),
+		slog.Group("maps", "build", ph.swap.Build, "slot", ph.swap.Slot, "flip", ph.swap.Flip, "barrier", ph.swap.Barrier))
 	return res, nil
 }
 
-func (a *Agent) changeLocked(old *current, name, filename string, doc []byte) (*api.ApplyResult, string, error) {
+// changePhases is where the time of a device change goes (logged with "device changed").
+type changePhases struct {
+	prepare time.Duration // parse, check and compile the device
+	journal time.Duration // the journal record written and synced
+	maps    time.Duration // maps.ApplyDelta (barrier: the one the previous change left running)
+	commit  time.Duration // the Editor's policy and snapshot updated
+	swap    maps.ApplyStats
+}
+
+func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph *changePhases) (*api.ApplyResult, string, error) {
+	t := time.Now()
 	if old.ed == nil {
 		return nil, "", &rejectError{kind: api.KindRejected,
 			err: errors.New("no policy document in force to change: apply a whole policy first")}
@@ -300,6 +314,7 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte) (*
 		rec.DevID = d.Devices.Vals[0].DevId
 	}
 
+	ph.prepare = since(&t)
 	// Journal first: after a crash at any point the agent restores a change that was accepted.
 	if a.journal == nil {
 		if a.journal, err = a.store.openJournal(); err != nil {
@@ -310,6 +325,7 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte) (*
 	if err := a.journal.append(rec); err != nil {
 		return nil, hash, err
 	}
+	ph.journal = since(&t)
 	if err := a.maps.ApplyDelta(d, ed.Snapshot(), a.lim); err != nil && !errors.Is(err, maps.ErrCommitted) {
 		if uerr := a.journal.undo(size); uerr != nil {
 			a.log.Error("remove the journal record of a failed change", "err", uerr)
@@ -318,9 +334,12 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte) (*
 	} else if err != nil {
 		a.log.Warn("device change committed; the barrier after it failed (retried on the next change)", "err", err)
 	}
+	ph.maps = since(&t)
+	ph.swap = a.maps.LastApply()
 	a.polMu.Lock()
 	ed.Commit(d)
 	a.polMu.Unlock()
+	ph.commit = since(&t)
 	m := old.meta
 	m.Revision, m.Hash, m.AppliedAt, m.Devices = d.Revision, hash, rec.At, d.Counts[0]
 	a.cur.Store(&current{meta: m, filename: old.filename, pol: old.pol, snap: old.snap, ed: ed})

@@ -14,7 +14,9 @@ import (
 // ApplyDelta installs the change d (a policy.Editor's Delta over base, the Editor's snapshot
 // before the change, which must be what the active slot holds) as the next revision, with
 // the same protocol and guarantees as Apply: the change is written into the inactive slot,
-// one write of zt_active makes it active, a barrier follows. What it writes is proportional to
+// one write of zt_active makes it active, a barrier follows (in the background: ApplyDelta
+// returns at the flip, when every frame that starts sees the change; the next write to the
+// maps waits for the barrier). What it writes is proportional to
 // the change, not to the policy, once the two slots have their own inner maps:
 //
 //   - each slot knows (lag) which change it lacks against the other: the inactive slot lacks
@@ -168,11 +170,8 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 	case !m.incremental:
 		return errors.New("a change needs incremental mode (SetIncremental)")
 	}
-	if !m.synced {
-		if err := m.barrier(); err != nil {
-			return err
-		}
-		m.synced = true
+	if err := m.settle(); err != nil {
+		return err
 	}
 	cur, err := m.activeSlot()
 	if err != nil {
@@ -267,13 +266,42 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 	// trust them.
 	c.known, c.src = false, [numKinds]any{}
 	c.dsync, c.lag = true, d
+	// The barrier runs in the background: every frame that starts from now on sees the
+	// change, so it is in force; the next Apply or ApplyDelta waits for the barrier before it
+	// writes the old slot (settle).
 	m.synced = false
-	if err := m.barrier(); err != nil {
-		return fmt.Errorf("%w; the barrier after the flip failed (retried before the next apply): %w", ErrCommitted, err)
-	}
-	m.synced = true
-	st.Barrier = lap() + pre
+	bg := &pendingBarrier{done: make(chan struct{})}
+	go func() {
+		bg.err = m.barrier()
+		close(bg.done)
+	}()
+	m.bg = bg
+	st.Barrier = pre
 	st.Total = time.Since(t0)
 	m.stats = st
+	return nil
+}
+
+// pendingBarrier is a barrier ApplyDelta left running.
+type pendingBarrier struct {
+	done chan struct{}
+	err  error // valid once done is closed
+}
+
+// settle makes sure no frame can still be on the inactive slot before it is written: it waits
+// for a barrier ApplyDelta left running, and runs one when none ran since the last flip.
+// m.mu is held.
+func (m *Maps) settle() error {
+	if m.bg != nil {
+		<-m.bg.done
+		m.synced = m.bg.err == nil
+		m.bg = nil
+	}
+	if !m.synced {
+		if err := m.barrier(); err != nil {
+			return err
+		}
+		m.synced = true
+	}
 	return nil
 }

@@ -3,6 +3,7 @@ package maps
 import (
 	"errors"
 	"fmt"
+	"net"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -137,4 +138,40 @@ func TestApplyDelta(t *testing.T) {
 	if got, _ := e.m.ActiveRevision(); got != rev {
 		t.Fatalf("revision %d after a refused change, want %d", got, rev)
 	}
+}
+
+// TestDeltaNeverMixesRevisions: one-device changes that each replace the device's rule set
+// (and remove the old one) while frames run: a frame that saw the new device record with the
+// old rules, or the reverse, would drop as no_rule. Every frame must pass.
+func TestDeltaNeverMixesRevisions(t *testing.T) {
+	e := setup(t, nil)
+	e.m.SetIncremental(true)
+	p := &policy.Policy{APIVersion: policy.APIVersion, Kind: policy.Kind, Metadata: policy.Metadata{Name: "mix"}}
+	p.Spec.Gateway.IPv4 = []string{"10.0.0.1"}
+	dev := func(extra uint16) policy.Device {
+		return policy.Device{Name: "dev", MAC: net.HardwareAddr(devMAC[:]).String(), IPv4: []string{"10.0.0.2"},
+			Allow: []policy.Rule{{To: policy.Target{Gateway: true}, Proto: "udp", Ports: []policy.PortRange{{Lo: 53, Hi: 53}, {Lo: extra, Hi: extra}}}}}
+	}
+	p.Spec.Devices = []policy.Device{dev(1000)}
+	ed, err := policy.NewEditor(p, policy.CompileOptions{Revision: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, e, ed.Snapshot())
+	neverMixes(t, e, func(rev uint64) error {
+		nd := dev(uint16(1000 + (rev+1)%2))
+		d, err := ed.PreparePut("t", "", &nd, nil)
+		if err != nil {
+			return err
+		}
+		if d.Rules.Empty() {
+			return fmt.Errorf("revision %d: the change does not replace the rule set", rev)
+		}
+		if err := e.m.ApplyDelta(d, ed.Snapshot(), e.lim); err != nil {
+			return err
+		}
+		ed.Commit(d)
+		return nil
+	})
+	checkActive(t, e, ed.Snapshot())
 }

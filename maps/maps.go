@@ -78,8 +78,9 @@ type Maps struct {
 	closed  bool
 	stats   ApplyStats // of the last successful Apply
 
-	incremental bool    // see SetIncremental
-	slots       [2]held // what each slot holds, in incremental mode
+	incremental bool            // see SetIncremental
+	bg          *pendingBarrier // a barrier ApplyDelta left running (see settle)
+	slots       [2]held         // what each slot holds, in incremental mode
 }
 
 // New builds typed access from the loaded objects and the map specs they were created from
@@ -161,6 +162,10 @@ func (m *Maps) Close() error {
 		return nil
 	}
 	m.closed = true
+	if m.bg != nil {
+		<-m.bg.done // it writes zt_barrier with barInr
+		m.bg = nil
+	}
 	for _, e := range m.empty {
 		e.Close()
 	}

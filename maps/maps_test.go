@@ -401,6 +401,12 @@ func swapNeverMixes(t *testing.T, incremental bool) {
 		return s
 	}
 	mustApply(t, e, mk(1, 1))
+	neverMixes(t, e, func(rev uint64) error { return e.m.Apply(mk(rev, uint32(rev%2+1)), e.lim) })
+}
+
+// neverMixes runs a frame from devMAC (10.0.0.2) to the gateway (10.0.0.1) udp 53 on two
+// CPUs while change makes revision after revision for 2 s; every frame must pass.
+func neverMixes(t *testing.T, e *env, change func(rev uint64) error) {
 	frame := ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 17, 40000, 53)
 
 	var stop atomic.Bool
@@ -421,7 +427,7 @@ func swapNeverMixes(t *testing.T, incremental bool) {
 	applies := 0
 	deadline := time.Now().Add(2 * time.Second)
 	for rev := uint64(2); time.Now().Before(deadline); rev++ {
-		if err := e.m.Apply(mk(rev, uint32(rev%2+1)), e.lim); err != nil {
+		if err := change(rev); err != nil {
 			stop.Store(true)
 			wg.Wait()
 			t.Fatal(err)

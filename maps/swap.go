@@ -102,11 +102,8 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 	if m.closed {
 		return errors.New("maps closed")
 	}
-	if !m.synced {
-		if err := m.barrier(); err != nil {
-			return err
-		}
-		m.synced = true
+	if err := m.settle(); err != nil {
+		return err
 	}
 
 	// Step 2.
