@@ -336,6 +336,9 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	}
 	ph.maps = since(&t)
 	ph.swap = a.maps.LastApply()
+	// What the state file holds has not changed, but a.saved formats its device ids from the
+	// snapshot, which the change modifies: read it from the file if it is needed again.
+	a.saved = nil
 	a.polMu.Lock()
 	ed.Commit(d)
 	a.polMu.Unlock()

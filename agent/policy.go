@@ -388,7 +388,9 @@ func (a *Agent) validate(filename string, doc []byte) (*api.ValidateResult, *pol
 		return nil, nil, err
 	}
 	cur := a.cur.Load()
+	a.polMu.RLock() // cur.snap (the ids to keep) changes with device changes
 	snap, err := a.compile(filename, p, cur.meta.Revision+1, cur.snap)
+	a.polMu.RUnlock()
 	if err != nil {
 		return nil, nil, err
 	}

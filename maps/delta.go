@@ -282,6 +282,18 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 	return nil
 }
 
+// Barrier returns once every XDP run that started before it has finished: one RCU grace
+// period (after any barrier ApplyDelta left running). Apply and ApplyDelta run it themselves;
+// it is exported to measure what it costs.
+func (m *Maps) Barrier() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.settle(); err != nil {
+		return err
+	}
+	return m.barrier()
+}
+
 // pendingBarrier is a barrier ApplyDelta left running.
 type pendingBarrier struct {
 	done chan struct{}

@@ -3,8 +3,8 @@ package maps
 import (
 	"errors"
 	"fmt"
-	"net"
 	"math/rand/v2"
+	"net"
 	"reflect"
 	"strings"
 	"testing"
