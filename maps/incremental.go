@@ -29,9 +29,10 @@ import (
 // Step 4 then writes only the outer entries that change (none, once a run of small changes has
 // settled: each map-in-map update waits for an RCU grace period), and step 7 releases nothing:
 // the old slot stays as the base of the next Apply. The price is memory: the inner maps that
-// differ between the two revisions exist twice. Every inner map still holds exactly
-// max(1, entries) entries of capacity (ApplyDelta's maps have room to grow). What a slot holds is known only to
-// the process that wrote it: the first Apply of a process builds fresh maps.
+// differ between the two revisions exist twice. Every inner map Apply creates has exactly
+// max(1, entries) entries of capacity (those ApplyDelta creates have room to grow). What a slot
+// holds is known only to the process that wrote it: the first Apply of a process builds fresh
+// maps.
 //
 // Call it before the first Apply.
 func (m *Maps) SetIncremental(on bool) {
