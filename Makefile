@@ -27,6 +27,7 @@ TEST_LOG    ?= $(BIN_DIR)/test.log
 FUZZTIME    ?= 30s
 FUZZ_TARGETS ?= \
 	./policy:FuzzParse \
+	./policy:FuzzEditor \
 	./bpf:FuzzDifferential
 
 # BPF code generation. bpf2go reads extra clang flags from BPF2GO_CFLAGS; we pass the multiarch

@@ -300,3 +300,39 @@ func TestEditorRefusals(t *testing.T) {
 		t.Fatalf("put then delete did not come back to the start:\n%s", firstDiff(got, before))
 	}
 }
+
+// FuzzEditor drives the Editor with a random walk seeded by the input and checks it against
+// Compile after every committed change (as TestEditorMatchesCompile does).
+func FuzzEditor(f *testing.F) {
+	f.Add(uint64(1), uint64(2), uint8(10))
+	f.Add(uint64(99), uint64(7), uint8(3))
+	f.Fuzz(func(t *testing.T, s1, s2 uint64, n uint8) {
+		g := &editGen{r: rand.New(rand.NewPCG(s1, s2)), segs: []string{"s0", "s1"}}
+		e, err := NewEditor(editBase(g, 1+int(n%16)), CompileOptions{Revision: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for step := range 40 {
+			prev := cloneSnap(e.Snapshot())
+			var d *Delta
+			name := fmt.Sprintf("d%d", g.r.IntN(24))
+			if g.r.IntN(4) == 0 {
+				d, err = e.PrepareDelete(name)
+			} else {
+				nd := g.device(name)
+				d, err = e.PreparePut("f", "", &nd, nil)
+			}
+			if err != nil {
+				continue
+			}
+			e.Commit(d)
+			want, err := Compile(e.Policy(), CompileOptions{Revision: d.Revision, Prev: prev})
+			if err != nil {
+				t.Fatalf("step %d: compile: %v", step, err)
+			}
+			if a, b := canonSnap(e.Snapshot()), canonSnap(want); a != b {
+				t.Fatalf("step %d (%s): editor and Compile differ:\n%s", step, d.Summary, firstDiff(a, b))
+			}
+		}
+	})
+}
