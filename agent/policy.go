@@ -213,6 +213,7 @@ func (a *Agent) restore() error {
 			a.log.Info("restored the persisted policy", "revision", rev, "name", p.Metadata.Name, "pinned_revision", pinned)
 		}
 		a.cur.Store(&current{meta: meta(p, rev, st.Hash, st.AppliedAt), yaml: []byte(st.YAML), filename: st.Filename, pol: p, snap: snap, ed: ed})
+		go a.index(ed)
 		a.saved = st
 		return nil
 	case a.cfg.Policy != "":
@@ -376,9 +377,20 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 		}
 	}
 	a.cur.Store(&current{meta: meta(p, rev, hash, now), yaml: doc, filename: filename, pol: p, snap: snap, ed: ed})
+	go a.index(ed)
 	changes := policy.Compare(old.pol, p)
 	ph.compare = since(&t)
 	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: rev, Hash: hash, Changes: changes}, nil
+}
+
+// index builds the indexes of ed, the policy in force, for the device changes to come: after
+// the apply has answered, unless a change needs them first (it builds them itself).
+func (a *Agent) index(ed *policy.Editor) {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	if a.cur.Load().ed == ed {
+		ed.Index()
+	}
 }
 
 // validate parses, validates and compiles doc without applying it.

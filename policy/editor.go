@@ -36,6 +36,8 @@ type Editor struct {
 	rsKeys map[uint32]*rsKeys // rule set -> its entries and the keys that find it
 	ids    idHeap             // free dev_ids below next
 	next   uint32             // every dev_id >= next is free
+
+	indexed bool // the fields above from devIdx on are built (Index)
 }
 
 // rsKeys is what removing a rule set removes.
@@ -85,15 +87,28 @@ func (ch *Changes[K, V]) ApplyTo(m map[K]V) {
 }
 
 // NewEditor compiles p as Compile does and returns an Editor holding the result. The policy
-// must have passed Validate; the Editor owns it (and the snapshot) from now on.
+// must have passed Validate; the Editor owns it (and the snapshot) from now on. The indexes a
+// change needs are built by Index, or by the first change.
 func NewEditor(p *Policy, opt CompileOptions) (*Editor, error) {
 	s, c, err := compile(p, opt)
 	if err != nil {
 		return nil, err
 	}
-	e := &Editor{c: c, p: p, snap: s, quarR: s.Config.QuarantineRuleset,
-		devIdx: make(map[string]int, len(p.Spec.Devices)),
-		refs:   map[string]int{}, rsUse: map[uint32]int{}, rsKeys: map[uint32]*rsKeys{}}
+	return &Editor{c: c, p: p, snap: s, quarR: s.Config.QuarantineRuleset}, nil
+}
+
+// Index builds what a change needs besides the compiler's state: indexes of names, MACs,
+// addresses, references, rule set users and free device ids. It costs about as much as the
+// compile; the agent runs it after answering a whole apply. It reads the policy and the
+// snapshot and writes only the Editor's own fields.
+func (e *Editor) Index() {
+	if e.indexed {
+		return
+	}
+	e.indexed = true
+	p, s, c := e.p, e.snap, e.c
+	e.devIdx = make(map[string]int, len(p.Spec.Devices))
+	e.refs, e.rsUse, e.rsKeys = map[string]int{}, map[uint32]int{}, map[uint32]*rsKeys{}
 	spec := &p.Spec
 	e.segs = make(map[string]*Segment, len(spec.Segments))
 	for i := range spec.Segments {
@@ -109,18 +124,23 @@ func NewEditor(p *Policy, opt CompileOptions) (*Editor, error) {
 		}
 	}
 	e.val = v
-	used := map[uint32]bool{}
 	for i := range spec.Devices {
 		d := &spec.Devices[i]
 		e.devIdx[d.Name] = i
 		e.index(i, d, 1)
-		used[c.devIDs[d.Name]] = true
-		e.next = max(e.next, c.devIDs[d.Name]+1)
 	}
-	e.next = max(e.next, 1)
-	for id := uint32(1); id < e.next; id++ {
+	used := make([]bool, 0, len(spec.Devices)+1)
+	for _, rec := range s.Devices {
+		for int(rec.DevId) >= len(used) {
+			used = append(used, false)
+		}
+		used[rec.DevId] = true
+		e.rsUse[rec.Ruleset]++
+	}
+	e.next = uint32(max(len(used), 1))
+	for id := 1; id < len(used); id++ {
 		if !used[id] {
-			e.ids = append(e.ids, id)
+			e.ids = append(e.ids, uint32(id))
 		}
 	}
 	heap.Init(&e.ids)
@@ -128,9 +148,6 @@ func NewEditor(p *Policy, opt CompileOptions) (*Editor, error) {
 		e.countRefs(spec.Segments[i].Allow, 1)
 	}
 	e.countRefs(spec.Quarantine.Allow, 1)
-	for _, rec := range s.Devices {
-		e.rsUse[rec.Ruleset]++
-	}
 	keys := func(rs uint32) *rsKeys {
 		k := e.rsKeys[rs]
 		if k == nil {
@@ -151,7 +168,6 @@ func NewEditor(p *Policy, opt CompileOptions) (*Editor, error) {
 	for l, rs := range c.listCache {
 		keys(rs).lists = append(keys(rs).lists, l)
 	}
-	return e, nil
 }
 
 // index adds (n = 1) or removes (n = -1) device i's MAC, addresses and rule references.
@@ -195,6 +211,7 @@ func (e *Editor) Snapshot() *Snapshot { return e.snap }
 
 // Device returns the device named name.
 func (e *Editor) Device(name string) (*Device, bool) {
+	e.Index()
 	i, ok := e.devIdx[name]
 	if !ok {
 		return nil, false
@@ -211,6 +228,7 @@ var ErrReferenced = errors.New("device in use")
 // PrepareDelete prepares the removal of device name. It is refused while a rule names the
 // device as its destination.
 func (e *Editor) PrepareDelete(name string) (*Delta, error) {
+	e.Index()
 	i, ok := e.devIdx[name]
 	if !ok {
 		return nil, fmt.Errorf("device %s: %w", quote(name), ErrNotFound)
@@ -257,6 +275,7 @@ func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 // now on. The error is an Errors naming the fields, or another error when the device cannot be
 // enforced (a gateway port that does not exist, say).
 func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (int, int)) (*Delta, error) {
+	e.Index()
 	i, replace := e.devIdx[nd.Name]
 	if !replace {
 		i = len(e.p.Spec.Devices)
