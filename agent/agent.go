@@ -53,6 +53,9 @@ type Agent struct {
 	cur     atomic.Pointer[current] // the policy in force (never nil after start)
 	saved   *persisted              // what the state file holds, when known (under applyMu)
 	journal *journal                // the device change journal, once opened (under applyMu)
+	// journalBroken: a failed change's record could not be removed nor the journal folded;
+	// device changes are refused until a whole apply (under applyMu).
+	journalBroken bool
 
 	access  access // who may use the API
 	events  *hub

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -30,13 +31,13 @@ const maxJournal = 10000
 
 // change is one journal record.
 type change struct {
-	Revision uint64         `json:"revision"`
-	Op       string         `json:"op"` // put, delete
-	Name     string         `json:"name"`
-	Device   *policy.Device `json:"device,omitempty"`
-	DevID    uint32         `json:"dev_id,omitempty"`
-	Hash     string         `json:"hash"` // sha256 of the previous hash and this change (see chainHash)
-	At       time.Time      `json:"at"`
+	Revision uint64    `json:"revision"`
+	Op       string    `json:"op"` // put, delete
+	Name     string    `json:"name"`
+	Doc      string    `json:"doc,omitempty"`    // put: the device document as sent
+	DevID    uint32    `json:"dev_id,omitempty"` // put: the id the device got (checked on replay)
+	Hash     string    `json:"hash"`             // the policy hash after the change (see chainHash)
+	At       time.Time `json:"at"`
 }
 
 // chainHash is the hash of the policy after a device change: sha256 over the previous hash
@@ -64,12 +65,21 @@ func (s *store) openJournal() (*journal, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
-	st, err := f.Stat()
+	data, err := io.ReadAll(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
-	return &journal{f: f, size: st.Size()}, nil
+	// A record cut short by a crash is not a change (readJournal drops it): cut it off, so
+	// that the next record starts a line of its own.
+	whole := bytes.LastIndexByte(data, '\n') + 1
+	if whole < len(data) {
+		if err := f.Truncate(int64(whole)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("open journal: cut a torn record: %w", err)
+		}
+	}
+	return &journal{f: f, size: int64(whole), n: bytes.Count(data, []byte("\n"))}, nil
 }
 
 // append writes rec and syncs it.
@@ -114,34 +124,36 @@ func (j *journal) reset() error {
 // readJournal returns the journal's records. A last line cut short (a crash while writing it,
 // before its change reached the maps) is dropped.
 func (s *store) readJournal() ([]change, error) {
-	data, err := os.ReadFile(s.journalPath())
+	f, err := os.Open(s.journalPath())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read journal: %w", err)
 	}
+	defer f.Close()
 	var out []change
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 4<<20)
-	line := 0
-	for sc.Scan() {
-		line++
+	r := bufio.NewReader(f)
+	for line := 1; ; line++ {
+		b, err := r.ReadBytes('\n')
+		if errors.Is(err, io.EOF) {
+			return out, nil // a torn last line (no newline) is dropped
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read journal: %w", err)
+		}
 		var c change
-		if err := json.Unmarshal(sc.Bytes(), &c); err != nil {
-			if !bytes.HasSuffix(data, []byte("\n")) && line == bytes.Count(data, []byte("\n"))+1 {
-				break // the torn last line
-			}
+		if err := json.Unmarshal(b, &c); err != nil {
 			return nil, fmt.Errorf("read journal %s:%d: %w", s.journalPath(), line, err)
 		}
 		out = append(out, c)
 	}
-	return out, sc.Err()
 }
 
-// replay applies the journal's records that follow revision rev to ed (no maps are written)
-// and returns the last one applied (nil when none).
-func replay(ed *policy.Editor, recs []change, rev uint64) (*change, error) {
+// replay applies the journal's records that follow revision rev, whose policy hash is hash,
+// to ed (no maps are written) and returns the last one applied (nil when none). A record whose
+// hash or device id differs from what replaying it gives is reported to warn.
+func replay(ed *policy.Editor, recs []change, rev uint64, hash string, warn func(msg string, args ...any)) (*change, error) {
 	var last *change
 	for i := range recs {
 		c := &recs[i]
@@ -153,13 +165,15 @@ func replay(ed *policy.Editor, recs []change, rev uint64) (*change, error) {
 		}
 		var d *policy.Delta
 		var err error
+		doc := []byte("delete " + c.Name)
 		switch c.Op {
 		case "put":
-			if c.Device == nil {
-				return last, fmt.Errorf("journal: revision %d: put without a device", c.Revision)
+			doc = []byte(c.Doc)
+			var nd *policy.Device
+			var locate func(string) (int, int)
+			if nd, locate, err = policy.ParseDevice(journalFile, doc); err == nil {
+				d, err = ed.PreparePut(journalFile, "", nd, locate)
 			}
-			dev := *c.Device
-			d, err = ed.PreparePut(journalFile, "device", &dev, nil)
 		case "delete":
 			d, err = ed.PrepareDelete(c.Name)
 		default:
@@ -167,6 +181,13 @@ func replay(ed *policy.Editor, recs []change, rev uint64) (*change, error) {
 		}
 		if err != nil {
 			return last, fmt.Errorf("journal: revision %d: %w", c.Revision, err)
+		}
+		if hash = chainHash(hash, doc); hash != c.Hash {
+			warn("journal: the policy hash differs from the record's", "revision", c.Revision, "hash", hash, "recorded", c.Hash)
+		}
+		if c.Op == "put" && len(d.Devices.Keys) > 0 && d.Devices.Vals[0].DevId != c.DevID {
+			warn("journal: the device id differs from the record's", "revision", c.Revision, "device", c.Name,
+				"id", d.Devices.Vals[0].DevId, "recorded", c.DevID)
 		}
 		ed.Commit(d)
 		rev, last = c.Revision, c
@@ -281,7 +302,7 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 		}
 		c := *nd
 		after = &c
-		rec.Op, rec.Device = "put", &c
+		rec.Op, rec.Doc = "put", string(doc)
 		d, err = ed.PreparePut(filename, "", nd, locate)
 	} else {
 		rec.Op = "delete"
@@ -315,7 +336,11 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	}
 
 	ph.prepare = since(&t)
-	// Journal first: after a crash at any point the agent restores a change that was accepted.
+	// Journal first: after a crash at any point the agent restores every change it confirmed
+	// (and the one it was making, if its record was complete).
+	if a.journalBroken {
+		return nil, hash, errors.New("the device change journal could not be repaired after a failed change: apply a whole policy to continue")
+	}
 	if a.journal == nil {
 		if a.journal, err = a.store.openJournal(); err != nil {
 			return nil, hash, err
@@ -326,13 +351,17 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 		return nil, hash, err
 	}
 	ph.journal = since(&t)
-	if err := a.maps.ApplyDelta(d, ed.Snapshot(), a.lim); err != nil && !errors.Is(err, maps.ErrCommitted) {
+	if err := a.maps.ApplyDelta(d, ed.Snapshot(), a.lim); err != nil {
 		if uerr := a.journal.undo(size); uerr != nil {
+			// The record of a change that did not happen must not be replayed: write the
+			// policy in force out instead (which empties the journal), else refuse changes.
 			a.log.Error("remove the journal record of a failed change", "err", uerr)
+			if ferr := a.fold(); ferr != nil {
+				a.journalBroken = true
+				a.log.Error("fold the journal after a failed change; device changes are refused until a whole policy is applied", "err", ferr)
+			}
 		}
 		return nil, hash, err
-	} else if err != nil {
-		a.log.Warn("device change committed; the barrier after it failed (retried on the next change)", "err", err)
 	}
 	ph.maps = since(&t)
 	ph.swap = a.maps.LastApply()
@@ -378,8 +407,15 @@ func (a *Agent) fold() error {
 		return err
 	}
 	a.saved = st
+	// The policy hash is the document's from now on, as after a restart.
+	m := cur.meta
+	m.Hash = st.Hash
+	a.cur.Store(&current{meta: m, yaml: doc, filename: cur.filename, pol: cur.pol, snap: cur.snap, ed: cur.ed})
 	if a.journal != nil {
 		return a.journal.reset()
 	}
-	return os.Remove(a.store.journalPath())
+	if err := os.Remove(a.store.journalPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }

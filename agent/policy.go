@@ -166,7 +166,7 @@ func (a *Agent) restore() error {
 		if err != nil {
 			return err
 		}
-		last, err := replay(ed, recs, st.Revision)
+		last, err := replay(ed, recs, st.Revision, st.Hash, a.log.Warn)
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 		}
@@ -376,6 +376,7 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 			a.log.Warn("empty the device change journal (its records are older than the state file)", "err", err)
 		}
 	}
+	a.journalBroken = false
 	a.cur.Store(&current{meta: meta(p, rev, hash, now), yaml: doc, filename: filename, pol: p, snap: snap, ed: ed})
 	go a.index(ed)
 	changes := policy.Compare(old.pol, p)

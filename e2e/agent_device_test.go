@@ -99,6 +99,9 @@ func TestAgentDeviceChanges(t *testing.T) {
 	if !strings.Contains(l.agent.log.String(), "replayed device changes") {
 		t.Fatalf("the restarted agent did not replay the journal:\n%s", l.agent.log.String())
 	}
+	if strings.Contains(l.agent.log.String(), "differs from the record") {
+		t.Fatalf("replaying the journal did not give the recorded hashes and ids:\n%s", l.agent.log.String())
+	}
 	if sendOnce(t, attacker, tp.Upstream.IPv4, 7000) {
 		t.Fatal("the deleted device passes after a restart")
 	}

@@ -192,12 +192,12 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 
 	var target, fresh [numKinds]*ebpf.Map
 	var replace [numKinds]bool
-	var wrote bool
 	fail := func(err error) error {
+		// What nxt holds is unknown now (maps written in place, outer entries replaced):
+		// park it so that it holds nothing of ours, as Apply does.
 		closeAll(fresh[:])
-		if wrote {
-			x.dsync, x.lag = false, nil
-		}
+		m.forget(nxt)
+		_ = m.park(nxt)
 		return err
 	}
 	for k := range numKinds {
@@ -213,7 +213,6 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 			target[k], replace[k] = c.maps[k], x.maps[k] != c.maps[k]
 			continue
 		case xKnown && own && int(x.maps[k].MaxEntries()) >= max(x.count[k], c.count[k], now[k].n):
-			wrote = true
 			if !lagEmpty {
 				if err := lag[k].apply(x.maps[k]); err != nil {
 					return fail(fmt.Errorf("catch %s map up: %w", innerNames[k], err))
@@ -238,17 +237,14 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 	}
 	st.Build = lap()
 	if err := m.setKinds(nxt, target, replace); err != nil {
-		x.dsync, x.lag = false, nil
 		return fail(err)
 	}
 	if err := m.objs.ZtCfg.Update(nxt, &d.Config, ebpf.UpdateAny); err != nil {
-		x.dsync, x.lag = false, nil
 		return fail(fmt.Errorf("write zt_cfg[%d]: %w", nxt, err))
 	}
 	st.Slot = lap()
 	// The commit point.
 	if err := m.objs.ZtActive.Update(uint32(0), nxt, ebpf.UpdateAny); err != nil {
-		x.dsync, x.lag = false, nil
 		return fail(fmt.Errorf("flip zt_active to %d: %w", nxt, err))
 	}
 	st.Flip = lap()

@@ -3,6 +3,7 @@ package maps
 import (
 	"errors"
 	"fmt"
+	stdmaps "maps"
 	"math/rand/v2"
 	"net"
 	"reflect"
@@ -174,4 +175,58 @@ func TestDeltaNeverMixesRevisions(t *testing.T) {
 		return nil
 	})
 	checkActive(t, e, ed.Snapshot())
+}
+
+// TestApplyDeltaFailure: a change that fails while it writes the inactive slot (here: a delete
+// of a key that is not there) leaves the active revision in force, and the next change is
+// written correctly from scratch.
+func TestApplyDeltaFailure(t *testing.T) {
+	e := setup(t, func(c *loader.Config) { c.MaxDevices, c.MaxAddrs, c.MaxPrefixes, c.MaxRules = 200, 400, 512, 1024 })
+	e.m.SetIncremental(true)
+	ed, err := policy.NewEditor(deltaPolicy(20), policy.CompileOptions{Revision: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, e, ed.Snapshot())
+	put := func(i, port int) *policy.Delta {
+		t.Helper()
+		nd := deltaDevice(i, port, 0)
+		d, err := ed.PreparePut("t", "", &nd, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for i := range 3 { // both slots get their own device maps, in step
+		d := put(i, 1500+i)
+		if err := e.m.ApplyDelta(d, ed.Snapshot(), e.lim); err != nil {
+			t.Fatal(err)
+		}
+		ed.Commit(d)
+	}
+	if !e.m.slots[0].dsync || !e.m.slots[1].dsync {
+		t.Fatal("the slots are not in step")
+	}
+	want := cloneForCheck(ed.Snapshot())
+	bad := put(5, 1600)
+	bad.Devices.Del = append(bad.Devices.Del, policy.DevKey(net.HardwareAddr{0x02, 0xee, 0, 0, 0, 1}))
+	if err := e.m.ApplyDelta(bad, ed.Snapshot(), e.lim); err == nil {
+		t.Fatal("a delete of a missing key succeeded")
+	}
+	checkActive(t, e, want)
+	for i := range 4 {
+		d := put(6+i, 1700+i)
+		if err := e.m.ApplyDelta(d, ed.Snapshot(), e.lim); err != nil {
+			t.Fatal(err)
+		}
+		ed.Commit(d)
+		checkActive(t, e, ed.Snapshot())
+	}
+}
+
+// cloneForCheck copies what checkActive compares.
+func cloneForCheck(s *policy.Snapshot) *policy.Snapshot {
+	c := *s
+	c.Devices, c.Addrs, c.Prefixes, c.Rules = stdmaps.Clone(s.Devices), stdmaps.Clone(s.Addrs), stdmaps.Clone(s.Prefixes), stdmaps.Clone(s.Rules)
+	return &c
 }

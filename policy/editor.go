@@ -37,7 +37,8 @@ type Editor struct {
 	ids    idHeap             // free dev_ids below next
 	next   uint32             // every dev_id >= next is free
 
-	indexed bool // the fields above from devIdx on are built (Index)
+	indexed bool   // the fields above from devIdx on are built (Index)
+	pending *Delta // the latest Delta prepared (the only one Commit takes)
 }
 
 // rsKeys is what removing a rule set removes.
@@ -53,7 +54,7 @@ type rsKeys struct {
 type Delta struct {
 	Revision  uint64
 	Config    bpf.Config // the new revision's config (only its revision changes)
-	MaxDevID  uint32     // the largest dev_id afterwards (sizes dev_stats)
+	MaxDevID  uint32     // no dev_id is larger afterwards (an upper bound; sizes dev_stats)
 	Devices   Changes[bpf.DevKey, bpf.DevRec]
 	Addrs     Changes[bpf.AddrKey, bpf.AddrVal]
 	Prefixes  Changes[bpf.PrefixKey, bpf.PrefixVal]
@@ -267,6 +268,7 @@ func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 		e.rsUse[orec.Ruleset]--
 		e.forget(gone)
 	}
+	e.pending = d
 	return d, nil
 }
 
@@ -320,7 +322,13 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 	// into a scratch snapshot. Then the compiler is put back as it was: Commit redoes what
 	// the change needs.
 	list := string(listKey(nil, nd.Segment, nd.Allow))
-	_, cached := e.c.listCache[list]
+	cachedRS, cached := e.c.listCache[list]
+	// A device that names itself and gets a new id needs its list compiled again: the cached
+	// rule set names its old id.
+	stale := cached && newID && selfRefs(nd) > 0
+	if stale {
+		delete(e.c.listCache, list)
+	}
 	scratch := &Snapshot{Rules: map[bpf.RuleKey]bpf.RuleVal{}, Prefixes: map[bpf.PrefixKey]bpf.PrefixVal{}}
 	real := e.c.snap
 	e.c.snap = scratch
@@ -343,8 +351,11 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 		e.c.rsFlags = e.c.rsFlags[:nRS]
 		delete(e.c.rulesets, canon)
 	}
-	if !cached {
+	if !cached || stale {
 		delete(e.c.listCache, list)
+	}
+	if stale {
+		e.c.listCache[list] = cachedRS
 	}
 	gAfter := e.c.groups
 	e.c.groups = g0
@@ -412,23 +423,24 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 	}
 
 	d.commit = func() {
+		// The old rule set first (it may take the list's cache entry with it), then the new.
+		if replace && orec.Ruleset != rec.Ruleset {
+			e.rsUse[orec.Ruleset]--
+		}
+		e.forget(gone)
 		if addedRS {
 			e.c.rsFlags = append(e.c.rsFlags, rsFlag)
 			e.c.rulesets[canon] = uint32(nRS)
 			e.c.groups = gAfter
 			e.rsKeys[uint32(nRS)] = added
 		}
-		if !cached {
+		if !cached || stale {
 			e.c.listCache[list] = rec.Ruleset
 			e.rsKeys[rec.Ruleset].lists = append(e.rsKeys[rec.Ruleset].lists, list)
 		}
 		if !replace || orec.Ruleset != rec.Ruleset {
 			e.rsUse[rec.Ruleset]++
-			if replace {
-				e.rsUse[orec.Ruleset]--
-			}
 		}
-		e.forget(gone)
 		if newID {
 			e.takeID(id) // before the old id is freed: it is not reused in this revision
 		}
@@ -449,6 +461,7 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 		e.c.devIDs[nd.Name] = id
 		e.snap.DeviceNames[id] = nd.Name
 	}
+	e.pending = d
 	return d, nil
 }
 
@@ -465,6 +478,7 @@ func fieldError(file, path string, locate func(string) (int, int), msg string) e
 
 // delta starts the Delta of a change to the next revision.
 func (e *Editor) delta(summary string) *Delta {
+	e.pending = nil
 	d := &Delta{Revision: e.snap.Revision + 1, Config: e.snap.Config, Summary: summary,
 		Counts: [4]int{len(e.snap.Devices), len(e.snap.Addrs), len(e.snap.Prefixes), len(e.snap.Rules)}}
 	d.Config.Revision = d.Revision
@@ -504,10 +518,11 @@ func (e *Editor) forget(k *rsKeys) {
 }
 
 // Commit makes the prepared change part of the Editor's policy and snapshot: call it once the
-// datapath holds the change. A Delta is committed once, and only the latest prepared one.
+// datapath holds the change. Only the latest Delta prepared can be committed (a Delta is
+// prepared against the Editor as it is), once; Commit panics on any other.
 func (e *Editor) Commit(d *Delta) {
-	if d.committed {
-		return
+	if d != e.pending || d.committed {
+		panic("policy: Commit of a Delta that is not the latest one prepared")
 	}
 	d.committed = true
 	d.commit()

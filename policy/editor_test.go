@@ -170,9 +170,15 @@ func TestEditorMatchesCompile(t *testing.T) {
 				var d *Delta
 				var err error
 				name := fmt.Sprintf("d%d", g.r.IntN(20))
-				if g.r.IntN(4) == 0 {
+				switch od, ok := e.Device(name); {
+				case g.r.IntN(4) == 0:
 					d, err = e.PrepareDelete(name)
-				} else {
+				case ok && g.r.IntN(4) == 0:
+					// The same device under a new MAC (a new identity), rules kept.
+					nd := *od
+					nd.MAC = g.device(name).MAC
+					d, err = e.PreparePut("dev.yaml", "", &nd, nil)
+				default:
 					nd := g.device(name)
 					d, err = e.PreparePut("dev.yaml", "", &nd, nil)
 				}
@@ -285,6 +291,44 @@ func TestEditorRefusals(t *testing.T) {
 	if got := canonSnap(e.Snapshot()); got != before {
 		t.Fatal("a refused change changed the snapshot")
 	}
+	// A device that names itself gets a new id with a new MAC, and its rule set follows: the
+	// id it frees goes to the next new device, which its rules must not reach.
+	d0, loc0 := doc("name: selfy\nmac: \"02:00:00:00:00:07\"\nallow: [{to: {device: selfy}, proto: udp}]\n")
+	dl0, err := e.PreparePut("dev.yaml", "", d0, loc0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Commit(dl0)
+	d1, loc1 := doc("name: selfy\nmac: \"02:00:00:00:00:08\"\nallow: [{to: {device: selfy}, proto: udp}]\n")
+	dl1, err := e.PreparePut("dev.yaml", "", d1, loc1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Commit(dl1)
+	prev2 := cloneSnap(e.Snapshot())
+	d2, loc2 := doc("name: other\nmac: \"02:00:00:00:00:0b\"\n")
+	dl2, err := e.PreparePut("dev.yaml", "", d2, loc2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Commit(dl2)
+	want, err := Compile(e.Policy(), CompileOptions{Revision: e.Snapshot().Revision, Prev: prev2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := canonSnap(e.Snapshot()), canonSnap(want); a != b {
+		t.Fatalf("self-referencing device under a new MAC:\n%s", firstDiff(a, b))
+	}
+	if dl, err := e.PrepareDelete("other"); err != nil {
+		t.Fatal(err)
+	} else {
+		e.Commit(dl)
+	}
+	if dl, err := e.PrepareDelete("selfy"); err != nil {
+		t.Fatal(err)
+	} else {
+		e.Commit(dl)
+	}
 	// A device may name itself; then it can be deleted.
 	d, loc := doc("name: self\nmac: \"02:00:00:00:00:09\"\nallow: [{to: {device: self}, proto: udp}]\n")
 	dl, err := e.PreparePut("dev.yaml", "", d, loc)
@@ -296,7 +340,7 @@ func TestEditorRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Commit(dl)
-	if got := canonSnap(e.Snapshot()); strings.Replace(got, "rev 3", "rev 1", 1) != before {
+	if got := canonSnap(e.Snapshot()); strings.Replace(got, "rev 8", "rev 1", 1) != before {
 		t.Fatalf("put then delete did not come back to the start:\n%s", firstDiff(got, before))
 	}
 }
