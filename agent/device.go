@@ -237,19 +237,8 @@ func (a *Agent) changeDevice(name, filename string, doc []byte, who caller) (*ap
 	var ph changePhases
 	res, hash, err := a.changeLocked(old, name, filename, doc, &ph)
 	d := time.Since(t0)
-	rec := api.AuditRecord{Action: api.ActionDevice, Change: summary, UID: who.uid, GID: who.gid, PID: who.pid,
-		OldRevision: old.meta.Revision, NewRevision: old.meta.Revision, PolicyHash: hash, Result: api.ResultAccepted}
-	if err != nil {
-		rec.Result, rec.Error = api.ResultRejected, err.Error()
-	} else {
-		rec.NewRevision = res.NewRevision
-	}
-	if _, aerr := a.audit.Append(rec); aerr != nil {
-		a.log.Error("audit log", "err", aerr)
-	}
-	if a.metrics != nil {
-		a.metrics.ObserveApply(err == nil, d)
-	}
+	a.recordChange(api.AuditRecord{Action: api.ActionDevice, Change: summary, UID: who.uid, GID: who.gid, PID: who.pid,
+		OldRevision: old.meta.Revision, PolicyHash: hash}, res, err, d)
 	if err != nil {
 		a.log.Warn("device change rejected", "change", summary, "uid", who.uid, "revision", old.meta.Revision, "err", err)
 		return nil, err

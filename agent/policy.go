@@ -262,23 +262,8 @@ func (a *Agent) apply(filename string, doc []byte, who caller) (*api.ApplyResult
 	ph.hash = time.Since(t0)
 	res, err := a.applyLocked(old, filename, doc, hash, &ph)
 	d := time.Since(t0)
-	rec := api.AuditRecord{
-		Action: api.ActionApply, UID: who.uid, GID: who.gid, PID: who.pid,
-		OldRevision: old.meta.Revision, PolicyHash: hash, Result: api.ResultAccepted,
-	}
-	if err != nil {
-		rec.NewRevision = old.meta.Revision
-		rec.Result = api.ResultRejected
-		rec.Error = err.Error()
-	} else {
-		rec.NewRevision = res.NewRevision
-	}
-	if _, aerr := a.audit.Append(rec); aerr != nil {
-		a.log.Error("audit log", "err", aerr)
-	}
-	if a.metrics != nil {
-		a.metrics.ObserveApply(err == nil, d)
-	}
+	a.recordChange(api.AuditRecord{Action: api.ActionApply, UID: who.uid, GID: who.gid, PID: who.pid,
+		OldRevision: old.meta.Revision, PolicyHash: hash}, res, err, d)
 	if err != nil {
 		a.log.Warn("policy rejected", "file", filename, "uid", who.uid, "revision", old.meta.Revision, "err", err)
 		return nil, err
@@ -291,6 +276,23 @@ func (a *Agent) apply(filename string, doc []byte, who caller) (*api.ApplyResult
 		slog.Group("maps", "build", ph.swap.Build, "slot", ph.swap.Slot, "flip", ph.swap.Flip,
 			"barrier", ph.swap.Barrier, "release", ph.swap.Release))
 	return res, nil
+}
+
+// recordChange audits a policy change (rec: who, what, the old revision) and counts it in
+// the metrics: accepted with res's revision, or rejected with err.
+func (a *Agent) recordChange(rec api.AuditRecord, res *api.ApplyResult, err error, d time.Duration) {
+	rec.Result, rec.NewRevision = api.ResultAccepted, rec.OldRevision
+	if err != nil {
+		rec.Result, rec.Error = api.ResultRejected, err.Error()
+	} else {
+		rec.NewRevision = res.NewRevision
+	}
+	if _, aerr := a.audit.Append(rec); aerr != nil {
+		a.log.Error("audit log", "err", aerr)
+	}
+	if a.metrics != nil {
+		a.metrics.ObserveApply(err == nil, d)
+	}
 }
 
 // applyPhases is where the time of an apply goes (logged with "policy applied").

@@ -276,14 +276,19 @@ func (a *ctlAgent) apply(ctx context.Context, path string) (ctlApplied, error) {
 	if err := json.Unmarshal(out, &ap.res); err != nil {
 		return ap, fmt.Errorf("policy apply -o json: %w", err)
 	}
-	// The agent logs the record before it answers, but its output reaches us through a pipe.
+	ap.phases, err = a.waitPhases("policy applied", ap.res.NewRevision)
+	return ap, err
+}
+
+// waitPhases waits for the agent's log record msg of revision rev: the agent logs it before
+// it answers, but its output reaches us through a pipe.
+func (a *ctlAgent) waitPhases(msg string, rev uint64) (ctlPhases, error) {
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		if ph, ok := a.phases("policy applied", ap.res.NewRevision); ok {
-			ap.phases = ph
-			return ap, nil
+		if ph, ok := a.phases(msg, rev); ok {
+			return ph, nil
 		}
 		if time.Now().After(deadline) {
-			return ap, fmt.Errorf("no \"policy applied\" log record of revision %d", ap.res.NewRevision)
+			return ctlPhases{}, fmt.Errorf("no %q log record of revision %d", msg, rev)
 		}
 	}
 }
@@ -300,15 +305,8 @@ func (a *ctlAgent) setDevice(ctx context.Context, path string) (ctlApplied, erro
 	if err := json.Unmarshal(out, &ap.res); err != nil {
 		return ap, fmt.Errorf("policy set-device -o json: %w", err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		if ph, ok := a.phases("device changed", ap.res.NewRevision); ok {
-			ap.phases = ph
-			return ap, nil
-		}
-		if time.Now().After(deadline) {
-			return ap, fmt.Errorf("no \"device changed\" log record of revision %d", ap.res.NewRevision)
-		}
-	}
+	ap.phases, err = a.waitPhases("device changed", ap.res.NewRevision)
+	return ap, err
 }
 
 // phases finds the agent's "policy applied" record of revision rev (the agent logs it before

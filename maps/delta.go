@@ -151,29 +151,17 @@ func (m *Maps) CheckDelta(d *policy.Delta, lim Limits) error { return m.checkDel
 func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) error {
 	var st ApplyStats
 	t0 := time.Now()
-	t := t0
-	lap := func() time.Duration {
-		now := time.Now()
-		dt := now.Sub(t)
-		t = now
-		return dt
-	}
+	lap := stopwatch(t0)
 	if err := m.checkDelta(d, lim); err != nil {
 		return err
 	}
 	st.Check = lap()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	switch {
-	case m.closed:
-		return errors.New("maps closed")
-	case !m.incremental:
+	if !m.incremental {
 		return errors.New("a change needs incremental mode (SetIncremental)")
 	}
-	if err := m.settle(); err != nil {
-		return err
-	}
-	cur, err := m.activeSlot()
+	cur, err := m.begin()
 	if err != nil {
 		return err
 	}
@@ -193,11 +181,7 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 	var target, fresh [numKinds]*ebpf.Map
 	var replace [numKinds]bool
 	fail := func(err error) error {
-		// What nxt holds is unknown now (maps written in place, outer entries replaced):
-		// park it so that it holds nothing of ours, as Apply does.
-		closeAll(fresh[:])
-		m.forget(nxt)
-		_ = m.park(nxt)
+		m.abandon(nxt, fresh)
 		return err
 	}
 	for k := range numKinds {
@@ -236,22 +220,8 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 		target[k], replace[k] = mp, true
 	}
 	st.Build = lap()
-	if err := m.setKinds(nxt, target, replace); err != nil {
+	if err := m.install(nxt, target, replace, &d.Config, &st, lap); err != nil {
 		return fail(err)
-	}
-	if err := m.objs.ZtCfg.Update(nxt, &d.Config, ebpf.UpdateAny); err != nil {
-		return fail(fmt.Errorf("write zt_cfg[%d]: %w", nxt, err))
-	}
-	st.Slot = lap()
-	// The commit point.
-	if err := m.objs.ZtActive.Update(uint32(0), nxt, ebpf.UpdateAny); err != nil {
-		return fail(fmt.Errorf("flip zt_active to %d: %w", nxt, err))
-	}
-	st.Flip = lap()
-	for k, mp := range x.maps {
-		if mp != nil && mp != target[k] && mp != c.maps[k] {
-			mp.Close() // replaced in outer[nxt]: the kernel frees it
-		}
 	}
 	for k := range numKinds {
 		x.count[k] = now[k].n

@@ -6,7 +6,6 @@ import (
 	stdmaps "maps"
 	"math/rand/v2"
 	"net"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -97,17 +96,7 @@ func TestApplyDelta(t *testing.T) {
 		if st := e.m.slots[0].dsync && e.m.slots[1].dsync; st {
 			inPlace++
 		}
-		use, err := e.m.Usage(e.lim)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tables, err := e.m.TableUsage()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := append(PolicyUsage(ed.Snapshot(), e.lim), tables...); !reflect.DeepEqual(use, want) {
-			t.Fatalf("step %d: usage %+v, content %+v", step, use, want)
-		}
+		checkUsage(t, e, ed.Snapshot())
 	}
 	if inPlace < 100 {
 		t.Fatalf("only %d of 120 changes found both slots in step", inPlace)

@@ -66,6 +66,15 @@ func (m *Maps) forget(slot uint32) {
 	*x = held{}
 }
 
+// abandon releases the fresh maps of a failed Apply or ApplyDelta into slot (which no frame
+// reads): what the slot holds is unknown now (maps written in place, outer entries replaced),
+// so it is parked to hold nothing of ours.
+func (m *Maps) abandon(slot uint32, fresh [numKinds]*ebpf.Map) {
+	closeAll(fresh[:])
+	m.forget(slot)
+	_ = m.park(slot)
+}
+
 // kindOps are the typed operations on one kind of inner map.
 type kindOps struct {
 	size  func(src any) int
@@ -152,10 +161,7 @@ func (m *Maps) applyIncremental(s *policy.Snapshot, cfg *bpf.Config, cur uint32,
 	var target, fresh [numKinds]*ebpf.Map
 	var replace [numKinds]bool
 	fail := func(err error) error {
-		closeAll(fresh[:])
-		// What nxt holds is unknown now; park it so that it holds nothing of ours.
-		m.forget(nxt)
-		_ = m.park(nxt)
+		m.abandon(nxt, fresh)
 		return err
 	}
 	// Step 3.
@@ -192,24 +198,9 @@ func (m *Maps) applyIncremental(s *policy.Snapshot, cfg *bpf.Config, cur uint32,
 	}
 	st.Build = lap()
 
-	// Step 4: only the outer entries that change.
-	if err := m.setKinds(nxt, target, replace); err != nil {
+	// Steps 4 (only the outer entries that change) and 5.
+	if err := m.install(nxt, target, replace, cfg, st, lap); err != nil {
 		return fail(err)
-	}
-	if err := m.objs.ZtCfg.Update(nxt, cfg, ebpf.UpdateAny); err != nil {
-		return fail(fmt.Errorf("write zt_cfg[%d]: %w", nxt, err))
-	}
-	st.Slot = lap()
-
-	// Step 5: the commit point.
-	if err := m.objs.ZtActive.Update(uint32(0), nxt, ebpf.UpdateAny); err != nil {
-		return fail(fmt.Errorf("flip zt_active to %d: %w", nxt, err))
-	}
-	st.Flip = lap()
-	for k, mp := range x.maps {
-		if mp != nil && mp != target[k] && mp != c.maps[k] {
-			mp.Close() // replaced in outer[nxt]: the kernel frees it
-		}
 	}
 	x.maps, x.src, x.known = target, want, true
 	x.dsync, x.lag, c.dsync, c.lag = true, nil, false, nil
@@ -227,6 +218,33 @@ func (m *Maps) applyIncremental(s *policy.Snapshot, cfg *bpf.Config, cur uint32,
 	// Step 7: nothing to release; slot cur is the base of the next Apply.
 	st.Total = time.Since(t0)
 	m.stats = *st
+	return nil
+}
+
+// install is steps 4 and 5 of Apply in incremental mode: outer[nxt] of the kinds marked in
+// replace points at target, zt_cfg[nxt] is cfg, and the flip of zt_active to nxt commits
+// them. Then this process closes its descriptors of the maps target replaced in slot nxt (the
+// kernel frees them). On error nothing was flipped.
+func (m *Maps) install(nxt uint32, target [numKinds]*ebpf.Map, replace [numKinds]bool, cfg *bpf.Config,
+	st *ApplyStats, lap func() time.Duration) error {
+	if err := m.setKinds(nxt, target, replace); err != nil {
+		return err
+	}
+	if err := m.objs.ZtCfg.Update(nxt, cfg, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write zt_cfg[%d]: %w", nxt, err)
+	}
+	st.Slot = lap()
+	// The commit point.
+	if err := m.objs.ZtActive.Update(uint32(0), nxt, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("flip zt_active to %d: %w", nxt, err)
+	}
+	st.Flip = lap()
+	x, c := &m.slots[nxt], &m.slots[1-nxt]
+	for k, mp := range x.maps {
+		if mp != nil && mp != target[k] && mp != c.maps[k] {
+			mp.Close() // replaced in outer[nxt]: the kernel frees it
+		}
+	}
 	return nil
 }
 

@@ -502,6 +502,22 @@ func TestApplyFailureKeepsRunningPolicy(t *testing.T) {
 	checkActive(t, e, s3)
 }
 
+// checkUsage: Usage, read from the kernel, equals the content of the active snapshot s.
+func checkUsage(t *testing.T, e *env, s *policy.Snapshot) {
+	t.Helper()
+	use, err := e.m.Usage(e.lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := e.m.TableUsage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := append(PolicyUsage(s, e.lim), tables...); !reflect.DeepEqual(use, want) {
+		t.Fatalf("revision %d: usage %+v, content %+v", s.Revision, use, want)
+	}
+}
+
 // TestIncrementalApply: in incremental mode (shared, patched and fresh inner maps), after every
 // Apply of a sequence of changes big and small, the active slot holds exactly the snapshot, and
 // usage still equals the content.
@@ -543,17 +559,7 @@ func TestIncrementalApply(t *testing.T) {
 		}
 		mustApply(t, e, s)
 		checkActive(t, e, s)
-		use, err := e.m.Usage(e.lim)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tables, err := e.m.TableUsage()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := append(PolicyUsage(s, e.lim), tables...); !reflect.DeepEqual(use, want) {
-			t.Fatalf("revision %d: usage %+v, content %+v", rev, use, want)
-		}
+		checkUsage(t, e, s)
 		prev = s
 	}
 }

@@ -82,13 +82,7 @@ func (m *Maps) LastApply() ApplyStats {
 func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 	var st ApplyStats
 	t0 := time.Now()
-	t := t0
-	lap := func() time.Duration {
-		now := time.Now()
-		d := now.Sub(t)
-		t = now
-		return d
-	}
+	lap := stopwatch(t0)
 	// Step 1: everything that can reject the snapshot, before any write.
 	if err := m.check(s, lim); err != nil {
 		return err
@@ -99,15 +93,8 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
-		return errors.New("maps closed")
-	}
-	if err := m.settle(); err != nil {
-		return err
-	}
-
 	// Step 2.
-	cur, err := m.activeSlot()
+	cur, err := m.begin()
 	if err != nil {
 		return err
 	}
@@ -163,6 +150,18 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 	st.Total = time.Since(t0)
 	m.stats = st
 	return nil
+}
+
+// stopwatch returns a function that returns the time since its previous call (the first
+// call: since t0).
+func stopwatch(t0 time.Time) func() time.Duration {
+	t := t0
+	return func() time.Duration {
+		now := time.Now()
+		d := now.Sub(t)
+		t = now
+		return d
+	}
 }
 
 // Check reports whether Apply would accept s under lim (a *CapacityError when it does not
@@ -319,6 +318,18 @@ func (m *Maps) barrier() error {
 		return fmt.Errorf("rcu barrier (zt_barrier update): %w", err)
 	}
 	return nil
+}
+
+// begin is step 2 of Apply and ApplyDelta (m.mu held): it checks the maps are open, makes
+// sure no frame is on the inactive slot (settle) and returns the active slot.
+func (m *Maps) begin() (uint32, error) {
+	if m.closed {
+		return 0, errors.New("maps closed")
+	}
+	if err := m.settle(); err != nil {
+		return 0, err
+	}
+	return m.activeSlot()
 }
 
 // activeSlot reads zt_active.
