@@ -38,7 +38,7 @@ type Options struct {
 	Pcap string
 }
 
-const totalSteps = 7
+const totalSteps = 8
 
 // Timeouts: generous for what must work, short for what must not (the demo waits that long
 // to be sure that nothing came through).
@@ -122,7 +122,7 @@ func run(ctx context.Context, out io.Writer, opts Options) (err error) {
 	if err := d.setup(); err != nil {
 		return err
 	}
-	for _, step := range []func() error{d.buildLab, d.startAgent, d.applyPolicy, d.allowedTraffic, d.attacks, d.observe, d.stopAndUninstall} {
+	for _, step := range []func() error{d.buildLab, d.startAgent, d.applyPolicy, d.allowedTraffic, d.attacks, d.observe, d.changeDevice, d.stopAndUninstall} {
 		if err := d.interrupted(); err != nil {
 			return err
 		}
@@ -372,7 +372,7 @@ func firstLine(s string) string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Step 7: stop the agent, uninstall, tear down.
+// Step 8: stop the agent, uninstall, tear down.
 
 func (d *demo) stopAndUninstall() error {
 	d.heading("Agent stopped, enforcement stays; uninstall; teardown")

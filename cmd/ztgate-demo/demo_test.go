@@ -56,7 +56,8 @@ func TestDemo(t *testing.T) {
 		"Verdict:   pass (allow)",
 		"Verdict:   drop (no_rule)",
 		"$ ztgate events --limit 10\n    TIME ",
-		"Policy:     revision 1, \"demo-site\"",
+		"$ ztgate policy set-device camera.yaml\n    applied revision 1 -> 2 ",
+		"Policy:     revision 2, \"demo-site\"",
 		"the agent exited cleanly",
 		"ztgate: agent unreachable at ",
 		"still dropped without the agent",
@@ -110,7 +111,7 @@ func TestDemoInterrupted(t *testing.T) {
 	pinDir := testPinDir()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	w := &cancelAt{marker: "[4/7]", cancel: cancel}
+	w := &cancelAt{marker: "[4/8]", cancel: cancel}
 	defer func() {
 		if t.Failed() {
 			t.Logf("demo output:\n%s", w.buf.String())
@@ -121,7 +122,7 @@ func TestDemoInterrupted(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "interrupted") {
 		t.Errorf("run: %v, want an interruption", err)
 	}
-	if !strings.Contains(text, "applied revision 0 -> 1") || strings.Contains(text, "[5/7]") {
+	if !strings.Contains(text, "applied revision 0 -> 1") || strings.Contains(text, "[5/8]") {
 		t.Errorf("the demo was not interrupted in step 4")
 	}
 	for _, want := range []string{"stopped the agent (pid ", "uninstalled the datapath", "removed the lab network", "removed the demo directory"} {
