@@ -63,14 +63,14 @@ chain fails with exit status 1, naming the first bad record.`,
 // writeAudit renders audit records as a table.
 func writeAudit(w io.Writer, rs []api.AuditRecord) error {
 	tw := newTable(w)
-	row(tw, "SEQ", "TIME", "ACTION", "RESULT", "UID", "GID", "PID", "REVISION", "POLICY", "ERROR")
+	row(tw, "SEQ", "TIME", "ACTION", "RESULT", "UID", "GID", "PID", "REVISION", "POLICY", "CHANGE", "ERROR")
 	for _, r := range rs {
 		rev := "-"
 		if r.OldRevision != 0 || r.NewRevision != 0 {
 			rev = fmt.Sprintf("%d -> %d", r.OldRevision, r.NewRevision)
 		}
 		row(tw, r.Seq, r.Time.Local().Format(time.RFC3339), r.Action, r.Result, id(r.UID), id(r.GID), id(r.PID),
-			rev, shortHash(r.PolicyHash), orDash(r.Error))
+			rev, shortHash(r.PolicyHash), orDash(r.Change), orDash(r.Error))
 	}
 	return tw.Flush()
 }

@@ -40,6 +40,7 @@ func testAudit(t *testing.T) []api.AuditRecord {
 		{Time: at.Add(time.Hour), Action: api.ActionApply, UID: 1000, GID: 1000, PID: 200, OldRevision: 1, NewRevision: 1, Result: api.ResultRejected, Error: "invalid policy"},
 		{Time: at.Add(2 * time.Hour), Action: api.ActionConnect, UID: 1001, GID: 1001, PID: -1, Result: api.ResultRefused},
 		{Time: at.Add(3 * time.Hour), Action: api.ActionApply, UID: 0, GID: 0, PID: 300, OldRevision: 1, NewRevision: 2, PolicyHash: "bbbb", Result: api.ResultAccepted},
+		{Time: at.Add(4 * time.Hour), Action: api.ActionDevice, Change: "put device cam-07", UID: 0, GID: 0, PID: 400, OldRevision: 2, NewRevision: 3, PolicyHash: "cccc", Result: api.ResultAccepted},
 	})
 }
 
@@ -61,6 +62,9 @@ func TestAuditList(t *testing.T) {
 	if f := strings.Fields(lines[3]); f[6] != "-" {
 		t.Errorf("unknown pid is not '-': %q", lines[3])
 	}
+	if f := strings.Fields(lines[5]); f[2] != "device" || !strings.Contains(lines[5], "put device cam-07") {
+		t.Errorf("a device change's row %q", lines[5])
+	}
 
 	r = fa.run(t, "audit", "-o", "json")
 	wantCode(t, r, exitOK)
@@ -75,7 +79,7 @@ func TestAuditVerify(t *testing.T) {
 	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathAudit: reply(good)})
 	r := fa.run(t, "audit", "--verify")
 	wantCode(t, r, exitOK)
-	if !strings.Contains(r.stderr, "audit chain verified: 4 records") {
+	if !strings.Contains(r.stderr, "audit chain verified: 5 records") {
 		t.Errorf("%s", r)
 	}
 	r = fa.run(t, "audit", "--verify", "-o", "json")
