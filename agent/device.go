@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/ztgate/ztgate/api"
@@ -25,9 +26,16 @@ import (
 // policy; a whole apply, or a restart, folds them into a new state file and empties it.
 const journalFile = "changes.jsonl"
 
-// maxJournal is the number of journal records after which a change folds the journal into the
-// state file (one whole write of the policy, as an apply does).
-const maxJournal = 10000
+// maxJournal and maxJournalBytes bound the journal: past either, a change folds the journal
+// into the state file (one whole write of the policy, as an apply does).
+const (
+	maxJournal      = 10000
+	maxJournalBytes = 64 << 20
+)
+
+// rejectedFile names the revision of a journal record whose change failed but which could not
+// be removed (nor the journal folded away): replay stops before it.
+const rejectedFile = "changes.rejected"
 
 // change is one journal record.
 type change struct {
@@ -79,8 +87,16 @@ func (s *store) openJournal() (*journal, error) {
 			return nil, fmt.Errorf("open journal: cut a torn record: %w", err)
 		}
 	}
+	// The file may be new: its directory entry must survive a power loss with its records.
+	if err := syncDir(s.dir); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open journal: %w", err)
+	}
 	return &journal{f: f, size: int64(whole), n: bytes.Count(data, []byte("\n"))}, nil
 }
+
+// errJournalDamaged: a record that failed may still be in the journal.
+var errJournalDamaged = errors.New("the journal may hold the record of a failed change")
 
 // append writes rec and syncs it.
 func (j *journal) append(rec *change) error {
@@ -90,16 +106,26 @@ func (j *journal) append(rec *change) error {
 	}
 	b = append(b, '\n')
 	if _, err := j.f.Write(b); err != nil {
-		_ = j.f.Truncate(j.size)
-		return fmt.Errorf("write journal: %w", err)
+		return j.cutBack(fmt.Errorf("write journal: %w", err))
 	}
 	if err := j.f.Sync(); err != nil {
-		_ = j.f.Truncate(j.size)
-		return fmt.Errorf("sync journal: %w", err)
+		return j.cutBack(fmt.Errorf("sync journal: %w", err))
 	}
 	j.size += int64(len(b))
 	j.n++
 	return nil
+}
+
+// cutBack removes what a failed append may have written; when it cannot, err is wrapped with
+// errJournalDamaged.
+func (j *journal) cutBack(err error) error {
+	if terr := j.f.Truncate(j.size); terr != nil {
+		return fmt.Errorf("%w: %w (and cutting it back failed: %w)", errJournalDamaged, err, terr)
+	}
+	if serr := j.f.Sync(); serr != nil {
+		return fmt.Errorf("%w: %w (and syncing the cut failed: %w)", errJournalDamaged, err, serr)
+	}
+	return err
 }
 
 // undo removes the last record (its change did not reach the maps).
@@ -150,15 +176,21 @@ func (s *store) readJournal() ([]change, error) {
 	}
 }
 
-// replay applies the journal's records that follow revision rev, whose policy hash is hash,
-// to ed (no maps are written) and returns the last one applied (nil when none). A record whose
-// hash or device id differs from what replaying it gives is reported to warn.
-func replay(ed *policy.Editor, recs []change, rev uint64, hash string, warn func(msg string, args ...any)) (*change, error) {
+// replay applies the journal's records that follow revision rev (the state file's), whose
+// policy hash is hash, to ed (no maps are written), up to the record of revision rejected
+// (0: none; see rejectedFile), and returns the last one applied (nil when none). A record
+// whose hash or device id differs from what replaying it gives is reported to warn.
+func replay(ed *policy.Editor, recs []change, rev uint64, hash string, rejected uint64, warn func(msg string, args ...any)) (*change, error) {
 	var last *change
+	base := rev
 	for i := range recs {
 		c := &recs[i]
-		if c.Revision <= rev {
+		if c.Revision <= base {
 			continue // folded into the state file already
+		}
+		if rejected != 0 && c.Revision >= rejected {
+			warn("journal: not replaying the record of a change that failed", "revision", c.Revision)
+			break
 		}
 		if c.Revision != rev+1 {
 			return last, fmt.Errorf("journal: revision %d follows revision %d", c.Revision, rev)
@@ -275,6 +307,11 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 		if filename == "" {
 			filename = "<device>"
 		}
+		if len(doc) > a.maxPolicyBytes() {
+			msg := fmt.Sprintf("the device document is larger than the agent's max_policy_bytes (%d)", a.maxPolicyBytes())
+			return nil, "", &rejectError{kind: api.KindInvalidPolicy, err: fmt.Errorf("%s: %s", filename, msg),
+				fields: []api.FieldError{{File: filename, Message: msg}}}
+		}
 		nd, locate, perr := policy.ParseDevice(filename, doc)
 		if perr != nil {
 			return nil, "", &rejectError{kind: api.KindInvalidPolicy, fields: api.FieldErrors(perr),
@@ -337,18 +374,16 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	}
 	size := a.journal.size
 	if err := a.journal.append(rec); err != nil {
+		if errors.Is(err, errJournalDamaged) {
+			a.disown(rec.Revision)
+		}
 		return nil, hash, err
 	}
 	ph.journal = since(&t)
 	if err := a.maps.ApplyDelta(d, ed.Snapshot(), a.lim); err != nil {
 		if uerr := a.journal.undo(size); uerr != nil {
-			// The record of a change that did not happen must not be replayed: write the
-			// policy in force out instead (which empties the journal), else refuse changes.
 			a.log.Error("remove the journal record of a failed change", "err", uerr)
-			if ferr := a.fold(); ferr != nil {
-				a.journalBroken = true
-				a.log.Error("fold the journal after a failed change; device changes are refused until a whole policy is applied", "err", ferr)
-			}
+			a.disown(rec.Revision)
 		}
 		return nil, hash, err
 	}
@@ -364,7 +399,7 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	m := old.meta
 	m.Revision, m.Hash, m.AppliedAt, m.Devices = d.Revision, hash, rec.At, d.Counts[0]
 	a.cur.Store(&current{meta: m, filename: old.filename, pol: old.pol, snap: old.snap, ed: ed})
-	if a.journal.n >= maxJournal {
+	if a.journal.n >= maxJournal || a.journal.size >= maxJournalBytes {
 		if err := a.fold(); err != nil {
 			a.log.Warn("fold the journal into the state file (retried at the next change)", "err", err)
 		}
@@ -378,6 +413,56 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	}
 	diff := policy.Compare(&policy.Policy{Spec: policy.Spec{Devices: o}}, &policy.Policy{Spec: policy.Spec{Devices: n}})
 	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: d.Revision, Hash: hash, Changes: diff}, hash, nil
+}
+
+// disown makes sure the journal record of revision rev, whose change failed, is never
+// replayed although it could not be removed: the journal is folded away (the state file takes
+// the policy in force), else a marker tells replay to stop before it, and device changes are
+// refused until a whole apply.
+func (a *Agent) disown(rev uint64) {
+	ferr := a.fold()
+	if ferr == nil {
+		return
+	}
+	a.journalBroken = true
+	merr := writeAtomic(filepath.Join(a.store.dir, rejectedFile), []byte(strconv.FormatUint(rev, 10)+"\n"))
+	a.log.Error("a failed change's journal record could not be removed; device changes are refused until a whole policy is applied",
+		"revision", rev, "fold_err", ferr, "marker_err", merr)
+}
+
+// readRejected returns the revision rejectedFile names (0: none).
+func (s *store) readRejected() (uint64, error) {
+	data, err := os.ReadFile(filepath.Join(s.dir, rejectedFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", rejectedFile, err)
+	}
+	rev, err := strconv.ParseUint(string(bytes.TrimSpace(data)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", rejectedFile, err)
+	}
+	return rev, nil
+}
+
+// clearJournal removes the journal and the rejected-record marker: the state file holds the
+// policy in force (after a whole apply, or a restore).
+func (a *Agent) clearJournal() error {
+	var errs []error
+	if a.journal != nil {
+		errs = append(errs, a.journal.reset())
+	} else if err := os.Remove(a.store.journalPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if err := os.Remove(filepath.Join(a.store.dir, rejectedFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	a.journalBroken = false
+	return nil
 }
 
 // fold writes the policy in force, with its device changes, as the state file and empties
@@ -400,11 +485,5 @@ func (a *Agent) fold() error {
 	m := cur.meta
 	m.Hash = st.Hash
 	a.cur.Store(&current{meta: m, yaml: doc, filename: cur.filename, pol: cur.pol, snap: cur.snap, ed: cur.ed})
-	if a.journal != nil {
-		return a.journal.reset()
-	}
-	if err := os.Remove(a.store.journalPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
+	return a.clearJournal()
 }

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/ztgate/ztgate/policy"
 )
 
 // TestReadJournal: records of any size are read back; a last line cut short (a crash while
@@ -54,4 +56,49 @@ func TestReadJournal(t *testing.T) {
 	if _, err := s.readJournal(); err == nil || !strings.Contains(err.Error(), journalFile+":2:") {
 		t.Fatalf("a damaged record: %v", err)
 	}
+}
+
+// TestReplay: records after the state file's revision are replayed in order, up to a record
+// marked rejected; a revision out of sequence is an error.
+func TestReplay(t *testing.T) {
+	p := &policy.Policy{APIVersion: policy.APIVersion, Kind: policy.Kind, Metadata: policy.Metadata{Name: "r"}}
+	p.Spec.Devices = []policy.Device{{Name: "a", MAC: "02:00:00:00:00:01", IPv4: []string{"10.0.0.1"}}}
+	put := func(rev uint64, name, mac string) change {
+		return change{Revision: rev, Op: "put", Name: name, Doc: "name: " + name + "\nmac: \"" + mac + "\"\n"}
+	}
+	recs := []change{put(4, "old", "02:00:00:00:00:09"), put(6, "b", "02:00:00:00:00:02"), put(7, "c", "02:00:00:00:00:03"),
+		{Revision: 8, Op: "delete", Name: "b"}}
+	noWarn := func(msg string, args ...any) {}
+	for _, tc := range []struct {
+		rejected uint64
+		last     uint64
+		devices  string
+	}{{0, 8, "a,c"}, {8, 7, "a,b,c"}, {7, 6, "a,b"}} {
+		ed, err := policy.NewEditor(clonePolicy(p), policy.CompileOptions{Revision: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := replay(ed, recs, 5, "h", tc.rejected, noWarn)
+		if err != nil || last == nil || last.Revision != tc.last {
+			t.Fatalf("rejected %d: last %+v, %v", tc.rejected, last, err)
+		}
+		var names []string
+		for _, d := range ed.Policy().Spec.Devices {
+			names = append(names, d.Name)
+		}
+		if got := strings.Join(names, ","); got != tc.devices || ed.Snapshot().Revision != tc.last {
+			t.Fatalf("rejected %d: devices %s at revision %d", tc.rejected, got, ed.Snapshot().Revision)
+		}
+	}
+	ed, _ := policy.NewEditor(clonePolicy(p), policy.CompileOptions{Revision: 5})
+	if _, err := replay(ed, append(recs[:2:2], put(6, "c", "02:00:00:00:00:03")), 5, "h", 0, noWarn); err == nil ||
+		!strings.Contains(err.Error(), "revision 6 follows revision 6") {
+		t.Fatalf("a repeated revision: %v", err)
+	}
+}
+
+func clonePolicy(p *policy.Policy) *policy.Policy {
+	c := *p
+	c.Spec.Devices = append([]policy.Device(nil), p.Spec.Devices...)
+	return &c
 }

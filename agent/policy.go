@@ -166,9 +166,19 @@ func (a *Agent) restore() error {
 		if err != nil {
 			return err
 		}
-		last, err := replay(ed, recs, st.Revision, st.Hash, a.log.Warn)
+		rejected, err := a.store.readRejected()
+		if err != nil {
+			return err
+		}
+		last, err := replay(ed, recs, st.Revision, st.Hash, rejected, a.log.Warn)
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
+		}
+		if last == nil && (len(recs) > 0 || rejected != 0) {
+			// Nothing to replay: what the journal holds is in the state file or failed.
+			if err := a.clearJournal(); err != nil {
+				return fmt.Errorf("empty the journal: %w", err)
+			}
 		}
 		rev := st.Revision
 		if last != nil {
@@ -205,8 +215,8 @@ func (a *Agent) restore() error {
 			if err := a.maps.Apply(snap, a.lim); err != nil && !errors.Is(err, maps.ErrCommitted) {
 				return fmt.Errorf("restore policy: %w", err)
 			}
-			if last != nil {
-				if err := os.Remove(a.store.journalPath()); err != nil {
+			if last != nil || rejected != 0 {
+				if err := a.clearJournal(); err != nil {
 					return fmt.Errorf("empty the journal: %w", err)
 				}
 			}
@@ -372,13 +382,10 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	}
 	ph.maps = since(&t)
 	ph.swap = a.maps.LastApply()
-	if a.journal != nil {
-		// The state file holds every device change now.
-		if err := a.journal.reset(); err != nil {
-			a.log.Warn("empty the device change journal (its records are older than the state file)", "err", err)
-		}
+	// The state file holds every device change now.
+	if err := a.clearJournal(); err != nil {
+		a.log.Warn("empty the device change journal (its records are older than the state file)", "err", err)
 	}
-	a.journalBroken = false
 	a.cur.Store(&current{meta: meta(p, rev, hash, now), yaml: doc, filename: filename, pol: p, snap: snap, ed: ed})
 	go a.index(ed)
 	changes := policy.Compare(old.pol, p)
@@ -389,10 +396,8 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 // index builds the indexes of ed, the policy in force, for the device changes to come: after
 // the apply has answered, unless a change needs them first (it builds them itself).
 func (a *Agent) index(ed *policy.Editor) {
-	a.applyMu.Lock()
-	defer a.applyMu.Unlock()
 	if a.cur.Load().ed == ed {
-		ed.Index()
+		ed.Index() // under the Editor's own lock: a change waits for it, a whole apply does not
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/ztgate/ztgate/bpf"
 )
@@ -37,8 +38,9 @@ type Editor struct {
 	ids    idHeap             // free dev_ids below next
 	next   uint32             // every dev_id >= next is free
 
-	indexed bool   // the fields above from devIdx on are built (Index)
-	pending *Delta // the latest Delta prepared (the only one Commit takes)
+	indexMu sync.Mutex // Index may run in the background, before the first change
+	indexed bool       // the fields above from devIdx on are built (Index)
+	pending *Delta     // the latest Delta prepared (the only one Commit takes)
 }
 
 // rsKeys is what removing a rule set removes.
@@ -103,6 +105,8 @@ func NewEditor(p *Policy, opt CompileOptions) (*Editor, error) {
 // compile; the agent runs it after answering a whole apply. It reads the policy and the
 // snapshot and writes only the Editor's own fields.
 func (e *Editor) Index() {
+	e.indexMu.Lock()
+	defer e.indexMu.Unlock()
 	if e.indexed {
 		return
 	}
@@ -230,6 +234,7 @@ var ErrReferenced = errors.New("device in use")
 // device as its destination.
 func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 	e.Index()
+	e.pending = nil
 	i, ok := e.devIdx[name]
 	if !ok {
 		return nil, fmt.Errorf("device %s: %w", quote(name), ErrNotFound)
@@ -278,6 +283,7 @@ func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 // enforced (a gateway port that does not exist, say).
 func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (int, int)) (*Delta, error) {
 	e.Index()
+	e.pending = nil
 	i, replace := e.devIdx[nd.Name]
 	if !replace {
 		i = len(e.p.Spec.Devices)
@@ -478,7 +484,6 @@ func fieldError(file, path string, locate func(string) (int, int), msg string) e
 
 // delta starts the Delta of a change to the next revision.
 func (e *Editor) delta(summary string) *Delta {
-	e.pending = nil
 	d := &Delta{Revision: e.snap.Revision + 1, Config: e.snap.Config, Summary: summary,
 		Counts: [4]int{len(e.snap.Devices), len(e.snap.Addrs), len(e.snap.Prefixes), len(e.snap.Rules)}}
 	d.Config.Revision = d.Revision

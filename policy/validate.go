@@ -113,6 +113,13 @@ func (v *validator) fixed(path, got, want string) {
 	}
 }
 
+// CheckName says why s is not a valid policy, segment or device name, if it is not.
+func CheckName(s string) error {
+	errs := &errorList{}
+	(&validator{errs: errs}).name("name", s)
+	return errs.err()
+}
+
 // name checks a policy, segment or device name and reports whether it is valid.
 func (v *validator) name(path, s string) bool {
 	switch {

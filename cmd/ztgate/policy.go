@@ -151,6 +151,9 @@ func (a *app) policyDeleteDeviceCommand() *cli.Command {
 			if cmd.NArg() != 1 {
 				return usagef(cmd, "one device NAME expected, got %d arguments", cmd.NArg())
 			}
+			if err := policy.CheckName(cmd.Args().First()); err != nil {
+				return usagef(cmd, "%v", err)
+			}
 			var r *api.ApplyResult
 			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
 				r, err = c.DeleteDevice(ctx, cmd.Args().First())
