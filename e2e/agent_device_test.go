@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/ztgate/ztgate/api"
 	"github.com/ztgate/ztgate/policy"
@@ -118,4 +121,102 @@ func TestAgentDeviceChanges(t *testing.T) {
 	if strings.Join(changes, ",") != strings.Join(want, ",") {
 		t.Fatalf("audit: %q, want %q", changes, want)
 	}
+}
+
+// TestAgentDeviceChangeKill: device changes survive SIGKILL. With the probes running, the
+// agent is killed right after a confirmed change, and again while a change is in flight; each
+// restarted agent replays its journal and enforces every confirmed change (the one in flight
+// either wholly or not at all), and no forbidden datagram is delivered meanwhile.
+func TestAgentDeviceChangeKill(t *testing.T) {
+	l := newLab(t, nil)
+	tp := l.tp
+	f := listenFlows(t, tp)
+	v1, _ := binaries(t)
+	l.start(v1)
+	p := basePolicy(t, tp)
+	l.must("policy", "apply", l.writePolicy("policy.yaml", p))
+	f.probe(tp, 5*time.Millisecond)
+	f.waitAllowed("base policy")
+
+	// The sensor's own rule moves from port to port: one device document per port.
+	sensor := p.Spec.Devices[1]
+	doc := func(port uint16) string {
+		d := sensor
+		d.Allow = []policy.Rule{{To: policy.Target{Device: "broker"}, Proto: "udp", Ports: []policy.PortRange{{Lo: port, Hi: port}}}}
+		data, err := yaml.Marshal(&d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(l.dir, fmt.Sprintf("sensor-%d.yaml", port))
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	sensorPort := func() uint16 {
+		got, err := policy.Parse("get", []byte(l.must("policy", "get")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range got.Spec.Devices {
+			if d.Name == "sensor" && len(d.Allow) == 1 && len(d.Allow[0].Ports) == 1 {
+				return d.Allow[0].Ports[0].Lo
+			}
+		}
+		t.Fatal("policy get: no sensor with one rule")
+		return 0
+	}
+
+	// Confirmed changes, then SIGKILL: every one of them is in force after the restart.
+	for port := uint16(7100); port < 7105; port++ {
+		l.must("policy", "set-device", doc(port))
+	}
+	before := l.status()
+	l.agent.kill()
+	f.waitAllowed("killed after confirmed changes")
+	l.start(v1)
+	if st := l.status(); st.Policy.Revision != before.Policy.Revision || st.Policy.Revision != 6 {
+		t.Fatalf("after SIGKILL: revision %d, was %d (want 6)", st.Policy.Revision, before.Policy.Revision)
+	}
+	if got := sensorPort(); got != 7104 {
+		t.Fatalf("after SIGKILL the sensor's rule is to port %d, want 7104", got)
+	}
+	f.waitAllowed("restarted")
+
+	// A change in flight when the agent dies: wholly in force after the restart, or not at all
+	// (and then not confirmed). The kill comes a little later each time.
+	rev, port := uint64(6), uint16(7104)
+	for i, ms := range []int{4, 7, 10, 13} {
+		delay := time.Duration(ms) * time.Millisecond
+		path := doc(7200 + uint16(i))
+		done := make(chan string, 1)
+		go func() {
+			out, _, code := l.ztgate("policy", "set-device", path)
+			done <- fmt.Sprintf("%d %s", code, out)
+		}()
+		time.Sleep(delay)
+		l.agent.kill()
+		reply := <-done
+		l.start(v1)
+		st := l.status()
+		switch got := sensorPort(); {
+		case st.Policy.Revision == rev+1 && got == 7200+uint16(i):
+			rev, port = rev+1, got
+		case st.Policy.Revision == rev && got == port:
+			if strings.HasPrefix(reply, "0 ") {
+				t.Fatalf("kill after %v: a confirmed change is lost: %s", delay, reply)
+			}
+		default:
+			t.Fatalf("kill after %v: revision %d with the sensor's rule to port %d, was %d and %d (reply %q)",
+				delay, st.Policy.Revision, got, rev, port, reply)
+		}
+		t.Logf("kill after %v: revision %d after the restart (CLI: %q)", delay, st.Policy.Revision, strings.TrimSpace(reply))
+	}
+	// Changes go on from there.
+	l.must("policy", "set-device", doc(7300))
+	if got := sensorPort(); got != 7300 {
+		t.Fatalf("a change after the restarts: port %d", got)
+	}
+	f.waitAllowed("after the restarts")
+	f.checkNoLeak("device changes and SIGKILL")
 }
