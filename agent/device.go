@@ -23,7 +23,9 @@ import (
 
 // journalFile holds the device changes made since the state file was written, one JSON record
 // a line, each fsynced before the maps change. A restart replays them over the state file's
-// policy; a whole apply, or a restart, folds them into a new state file and empties it.
+// policy and folds them into a new state file; so does a change that finds the journal past
+// maxJournal or maxJournalBytes, and disown. A whole apply writes its own state file and
+// empties the journal.
 const journalFile = "changes.jsonl"
 
 // maxJournal and maxJournalBytes bound the journal: past either, a change folds the journal
@@ -102,7 +104,7 @@ var errJournalDamaged = errors.New("the journal may hold the record of a failed 
 func (j *journal) append(rec *change) error {
 	b, err := json.Marshal(rec)
 	if err != nil {
-		return err
+		return fmt.Errorf("encode journal record: %w", err)
 	}
 	b = append(b, '\n')
 	if _, err := j.f.Write(b); err != nil {
@@ -304,9 +306,6 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	var before, after *policy.Device
 	rec := &change{Revision: old.meta.Revision + 1, Name: name, At: time.Now().UTC()}
 	if doc != nil {
-		if filename == "" {
-			filename = "<device>"
-		}
 		if len(doc) > a.maxPolicyBytes() {
 			msg := fmt.Sprintf("the device document is larger than the agent's max_policy_bytes (%d)", a.maxPolicyBytes())
 			return nil, "", &rejectError{kind: api.KindInvalidPolicy, err: fmt.Errorf("%s: %s", filename, msg),
@@ -392,16 +391,19 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	// What the state file holds has not changed, but a.saved formats its device ids from the
 	// snapshot, which the change modifies: read it from the file if it is needed again.
 	a.saved = nil
-	a.polMu.Lock()
-	ed.Commit(d)
-	a.polMu.Unlock()
-	ph.commit = since(&t)
 	m := old.meta
 	m.Revision, m.Hash, m.AppliedAt, m.Devices = d.Revision, hash, rec.At, d.Counts[0]
+	// Readers load cur under the read lock: they see the change and its metadata together.
+	a.polMu.Lock()
+	ed.Commit(d)
 	a.cur.Store(&current{meta: m, filename: old.filename, pol: old.pol, snap: old.snap, ed: ed})
+	a.polMu.Unlock()
+	ph.commit = since(&t)
 	if a.journal.n >= maxJournal || a.journal.size >= maxJournalBytes {
 		if err := a.fold(); err != nil {
 			a.log.Warn("fold the journal into the state file (retried at the next change)", "err", err)
+		} else {
+			hash = a.cur.Load().meta.Hash // the written-out document's, as status reports it
 		}
 	}
 	var o, n []policy.Device
@@ -484,6 +486,8 @@ func (a *Agent) fold() error {
 	// The policy hash is the document's from now on, as after a restart.
 	m := cur.meta
 	m.Hash = st.Hash
+	a.polMu.Lock()
 	a.cur.Store(&current{meta: m, yaml: doc, filename: cur.filename, pol: cur.pol, snap: cur.snap, ed: cur.ed})
+	a.polMu.Unlock()
 	return a.clearJournal()
 }

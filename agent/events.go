@@ -213,11 +213,11 @@ func (a *Agent) toAPIEvent(ev *bpf.Event) api.Event {
 	n := min(int(ev.CapLen), len(ev.Data))
 	out.Frame = a.frames.copy(ev.Data[:n])
 	if ev.DevId != 0 {
+		a.polMu.RLock()
 		if cur := a.cur.Load(); cur != nil && cur.snap != nil {
-			a.polMu.RLock()
 			out.Device = cur.snap.DeviceNames[ev.DevId]
-			a.polMu.RUnlock()
 		}
+		a.polMu.RUnlock()
 	}
 	if names := a.ifnames.Load(); names != nil {
 		out.Interface = (*names)[ev.Ifindex]

@@ -198,9 +198,9 @@ func (a *Agent) restore() error {
 			if err != nil {
 				return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 			}
+			a.log.Info("replayed device changes", "changes", last.Revision-st.Revision, "revision", rev)
 			st = &persisted{Revision: rev, Name: p.Metadata.Name, Hash: policyHash(doc), AppliedAt: last.At,
 				Filename: st.Filename, YAML: string(doc), SnapshotHash: "-"}
-			a.log.Info("replayed device changes", "changes", len(recs), "revision", rev)
 		}
 		hash := snap.Hash()
 		if pinned == rev && hash == st.SnapshotHash {
@@ -393,8 +393,8 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: rev, Hash: hash, Changes: changes}, nil
 }
 
-// index builds the indexes of ed, the policy in force, for the device changes to come: after
-// the apply has answered, unless a change needs them first (it builds them itself).
+// index builds the indexes of ed, the policy in force, for the device changes to come, in the
+// background of the apply that made it (a change that comes first waits for them).
 func (a *Agent) index(ed *policy.Editor) {
 	if a.cur.Load().ed == ed {
 		ed.Index() // under the Editor's own lock: a change waits for it, a whole apply does not
@@ -407,8 +407,8 @@ func (a *Agent) validate(filename string, doc []byte) (*api.ValidateResult, *pol
 	if err != nil {
 		return nil, nil, err
 	}
-	cur := a.cur.Load()
 	a.polMu.RLock() // cur.snap (the ids to keep) changes with device changes
+	cur := a.cur.Load()
 	snap, err := a.compile(filename, p, cur.meta.Revision+1, cur.snap)
 	a.polMu.RUnlock()
 	if err != nil {

@@ -114,13 +114,13 @@ func (a *Agent) handleDiff(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	cur := a.cur.Load()
 	_, p, err := a.validate(name, doc)
 	if err != nil {
 		writeError(w, errorFor(err))
 		return
 	}
 	a.polMu.RLock()
+	cur := a.cur.Load()
 	diff := policy.Compare(cur.pol, p)
 	a.polMu.RUnlock()
 	writeJSON(w, http.StatusOK, api.DiffResult{Revision: cur.meta.Revision, Diff: diff})
@@ -141,24 +141,22 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Agent) handlePolicy(w http.ResponseWriter, _ *http.Request) {
+	a.polMu.RLock()
 	cur := a.cur.Load()
-	if cur.pol == nil {
-		writeError(w, &api.Error{Status: http.StatusNotFound, Kind: api.KindNotFound, Message: "no policy has been applied"})
-		return
-	}
-	doc := cur.yaml
-	if doc == nil {
+	doc, err := cur.yaml, error(nil)
+	if doc == nil && cur.pol != nil {
 		// Changed device by device since the last document: write the policy out.
-		a.polMu.RLock()
-		var err error
 		doc, err = policy.Marshal(cur.pol)
-		a.polMu.RUnlock()
-		if err != nil {
-			writeError(w, errorFor(err))
-			return
-		}
 	}
-	writeJSON(w, http.StatusOK, api.PolicyInfo{PolicyMeta: cur.meta, YAML: string(doc)})
+	a.polMu.RUnlock()
+	switch {
+	case cur.pol == nil:
+		writeError(w, &api.Error{Status: http.StatusNotFound, Kind: api.KindNotFound, Message: "no policy has been applied"})
+	case err != nil:
+		writeError(w, errorFor(err))
+	default:
+		writeJSON(w, http.StatusOK, api.PolicyInfo{PolicyMeta: cur.meta, YAML: string(doc)})
+	}
 }
 
 func (a *Agent) handleExplain(w http.ResponseWriter, r *http.Request) {
@@ -167,14 +165,18 @@ func (a *Agent) handleExplain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "explain: " + err.Error()})
 		return
 	}
+	a.polMu.RLock()
 	cur := a.cur.Load()
+	var e *policy.Explanation
+	var err error
+	if cur.pol != nil {
+		e, err = policy.Explain(cur.pol, cur.snap, q)
+	}
+	a.polMu.RUnlock()
 	if cur.pol == nil {
 		writeError(w, &api.Error{Status: http.StatusNotFound, Kind: api.KindNotFound, Message: "no policy has been applied"})
 		return
 	}
-	a.polMu.RLock()
-	e, err := policy.Explain(cur.pol, cur.snap, q)
-	a.polMu.RUnlock()
 	if err != nil {
 		writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "explain: " + err.Error()})
 		return

@@ -78,9 +78,8 @@ func deviceState(rec bpf.DevRec) string {
 
 // devices lists the devices of the policy in force with their counters.
 func (a *Agent) devices() ([]api.Device, error) {
-	cur := a.cur.Load()
 	out := []api.Device{}
-	if cur.pol == nil || cur.snap == nil {
+	if cur := a.cur.Load(); cur.pol == nil || cur.snap == nil {
 		return out, nil
 	}
 	stats, err := a.maps.AllDeviceStats()
@@ -89,6 +88,10 @@ func (a *Agent) devices() ([]api.Device, error) {
 	}
 	a.polMu.RLock()
 	defer a.polMu.RUnlock()
+	cur := a.cur.Load() // under the lock: its metadata and content agree
+	if cur.pol == nil || cur.snap == nil {
+		return out, nil
+	}
 	for _, d := range cur.pol.Spec.Devices {
 		rec, ok := cur.snap.Devices[policy.DevKey(mustParseMAC(d.MAC))]
 		if !ok {
@@ -127,15 +130,15 @@ func (s source) EventStats() (bpf.EventStats, error)              { return s.a.m
 func (s source) MapUsage() ([]maps.MapUsage, error)               { return s.a.mapUsage() }
 
 func (s source) State() metrics.State {
+	s.a.polMu.RLock()
 	cur := s.a.cur.Load()
 	st := metrics.State{Revision: cur.meta.Revision, Segments: map[uint32]string{}}
 	if cur.snap != nil {
-		s.a.polMu.RLock()
-		defer s.a.polMu.RUnlock()
 		for _, rec := range cur.snap.Devices {
 			st.Segments[rec.DevId] = cur.snap.SegmentNames[rec.Segment]
 		}
 	}
+	s.a.polMu.RUnlock()
 	for _, ifc := range s.a.interfaces() {
 		st.Interfaces = append(st.Interfaces, metrics.Interface{Name: ifc.Name, Mode: ifc.Mode, Attached: ifc.Attached})
 	}

@@ -60,21 +60,13 @@ const (
 // ctlSegments is the number of segments of a generated policy.
 const ctlSegments = 8
 
-// ctlVariant selects one generated policy: every device has one rule of its own to port
-// base+i%4 (so changing base changes every device), and device changed (if >= 0) gets port alt
-// instead (a one-device change).
-type ctlVariant struct {
-	base    int
-	changed int
-	alt     int
-}
-
 // ctlWritePolicy writes a policy of n devices in ctlSegments segments: each segment allows
 // three rules (a CIDR with two ports, NTP to the gateway, ICMP within the segment), each device
 // one more rule of its own; every device has a distinct MAC and IPv4 address, one in four an
-// IPv6 address too; no device is bound to a port, so any n compiles on any topology. Devices
-// are written one per line in YAML flow style (about 157 bytes each).
-func ctlWritePolicy(path string, n int, v ctlVariant) (int64, error) {
+// IPv6 address too; no device is bound to a port, so any n compiles on any topology. Device i's
+// own rule is to port base+i%4 (so changing base changes every device). Devices are written
+// one per line in YAML flow style (about 157 bytes each).
+func ctlWritePolicy(path string, n, base int) (int64, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return 0, err
@@ -91,10 +83,7 @@ func ctlWritePolicy(path string, n int, v ctlVariant) (int64, error) {
 	w.WriteString("  devices:\n")
 	var b []byte
 	for i := range n {
-		port := v.base + i%4
-		if i == v.changed {
-			port = v.alt
-		}
+		port := base + i%4
 		b = append(b[:0], "    - {name: d"...)
 		b = strconv.AppendInt(b, int64(i), 10)
 		b = fmt.Appendf(b, ", mac: \"02:20:%02x:%02x:%02x:%02x\", ipv4: [%s]", byte(i>>24), byte(i>>16), byte(i>>8), byte(i), ctlV4(i))
@@ -245,18 +234,19 @@ func (a *ctlAgent) status(ctx context.Context) (api.Status, error) {
 
 // ctlApplied is one apply as the CLI and the agent saw it.
 type ctlApplied struct {
-	wall   time.Duration // exec of `ztgate policy apply` to its exit
+	wall   time.Duration // exec of the CLI (policy apply, policy set-device) to its exit
 	res    api.ApplyResult
 	phases ctlPhases
 }
 
-// ctlPhases is the breakdown of an apply the agent logs with "policy applied" (nanoseconds).
+// ctlPhases is the breakdown the agent logs with "policy applied" or "device changed"
+// (nanoseconds).
 type ctlPhases struct {
 	Duration int64 `json:"duration"`
 	Bytes    int64 `json:"bytes"`
 	Phases   struct {
 		Hash, Parse, Compile, Persist, Maps, Compare int64
-		Prepare, Journal, Commit                     int64 // a device change's
+		Prepare, Journal                             int64 // a device change's
 	} `json:"phases"`
 	Maps struct {
 		Build, Slot, Flip, Barrier, Release int64
@@ -309,8 +299,8 @@ func (a *ctlAgent) setDevice(ctx context.Context, path string) (ctlApplied, erro
 	return ap, err
 }
 
-// phases finds the agent's "policy applied" record of revision rev (the agent logs it before
-// it answers).
+// phases finds the agent's log record msg of revision rev (the agent logs it before it
+// answers).
 func (a *ctlAgent) phases(msg string, rev uint64) (ctlPhases, bool) {
 	a.log.mu.Lock()
 	data := a.log.b.Bytes()
@@ -588,9 +578,8 @@ type ctlChanges struct {
 	n              int     // isolated changes
 }
 
-// ctlAtSize runs an agent sized for n devices and measures the full applies, the one-device
-// changes (ctlChangePlan), kernel memory and RSS. It returns the p99 of the changes and their
-// count.
+// ctlAtSize runs an agent sized for n devices and measures the full applies, kernel memory,
+// RSS and the one-device changes (ctlPlanFor says how many); it returns what the changes gave.
 func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *testenv.Topology, dir string, n int) (ctlChanges, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return ctlChanges{}, err
@@ -599,10 +588,10 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 	plan := ctlPlanFor(cfg, n)
 	t0 := time.Now()
 	// a: the first full apply. b: every device's rule changes (the replacing full apply).
-	docs := map[string]ctlVariant{"a.yaml": {base: 1000, changed: -1}}
+	docs := map[string]int{"a.yaml": 1000}
 	base := "a.yaml"
 	if plan.replace {
-		docs["b.yaml"] = ctlVariant{base: 2000, changed: -1}
+		docs["b.yaml"] = 2000
 		base = "b.yaml"
 	}
 	var docBytes int64
@@ -735,7 +724,7 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 	if plan.changes > 0 {
 		i := n / 2
 		var devDocs [2]string
-		for j, port := range []int{9000, docs[base].base + i%4} {
+		for j, port := range []int{9000, docs[base] + i%4} {
 			devDocs[j] = filepath.Join(dir, fmt.Sprintf("device-%d.yaml", j))
 			if err := os.WriteFile(devDocs[j], ctlDeviceDoc(i, port), 0o644); err != nil {
 				return ch, err
@@ -838,7 +827,7 @@ func ctlSwap(ctx context.Context, cfg *Config, r *Report) error {
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "p.yaml")
-	if _, err := ctlWritePolicy(path, n, ctlVariant{base: 1000, changed: -1}); err != nil {
+	if _, err := ctlWritePolicy(path, n, 1000); err != nil {
 		return err
 	}
 	doc, err := os.ReadFile(path)

@@ -47,8 +47,9 @@ type held struct {
 	maps  [numKinds]*ebpf.Map // this process's descriptors of the slot's inner maps
 	src   [numKinds]any       // the snapshot maps (map[K]V) they hold exactly (when known)
 
-	// For ApplyDelta: dsync says the slot holds what the other slot holds without the change
-	// lag (nil: the same; the active slot's lag is always nil); count is each map's entries.
+	// For ApplyDelta: dsync says this process knows what the slot holds relative to the other
+	// slot: the inactive slot lacks the change lag (nil: holds the same), the active slot holds
+	// the caller's base (its lag is always nil). count is each map's entries.
 	dsync bool
 	lag   *policy.Delta
 	count [numKinds]int

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -215,7 +216,7 @@ func (c *compiler) record(path string, d *Device, segs map[string]*Segment) (bpf
 		}
 		rules = append(rules, d.Allow...)
 		var err error
-		if rs, err = c.ruleset(path+".allow", rules); err != nil {
+		if rs, err = c.ruleset(joinPath(path, "allow"), rules); err != nil {
 			return rec, err
 		}
 		c.listCache[string(c.key)] = rs
@@ -230,18 +231,18 @@ func (c *compiler) record(path string, d *Device, segs map[string]*Segment) (bpf
 	}
 	if d.Port != "" {
 		if c.opt.Ifindex == nil {
-			return rec, fmt.Errorf("%s.port: %q: no interface resolver given", path, d.Port)
+			return rec, atPath(joinPath(path, "port"), fmt.Errorf("%q: no interface resolver given", d.Port))
 		}
 		idx, err := c.opt.Ifindex(d.Port)
 		if err != nil {
-			return rec, fmt.Errorf("%s.port: %q: %w", path, d.Port, err)
+			return rec, atPath(joinPath(path, "port"), fmt.Errorf("%q: %w", d.Port, err))
 		}
 		rec.Ifindex = idx
 	}
-	for _, list := range [2][]string{d.IPv4, d.IPv6} {
+	for i, list := range [2][]string{d.IPv4, d.IPv6} {
 		for _, s := range list {
 			if err := bind(&rec, netip.MustParseAddr(s)); err != nil {
-				return rec, fmt.Errorf("%s.%w", path, err)
+				return rec, atPath(joinPath(path, [2]string{"ipv4", "ipv6"}[i]), err)
 			}
 		}
 	}
@@ -264,6 +265,17 @@ func (c *compiler) write(d *Device, rec *bpf.DevRec) {
 func addrVal(rec *bpf.DevRec) bpf.AddrVal {
 	return bpf.AddrVal{DevId: rec.DevId, Segment: rec.Segment, Kind: bpf.AddrDevice}
 }
+
+// PathError is a compile error at one field of the policy (Path, as in FieldError).
+type PathError struct {
+	Path string
+	Err  error
+}
+
+func (e *PathError) Error() string { return e.Path + ": " + e.Err.Error() }
+func (e *PathError) Unwrap() error { return e.Err }
+
+func atPath(path string, err error) error { return &PathError{Path: path, Err: err} }
 
 // listKey appends to b an encoding of a device's rule list as written: its segment's name (the
 // segment's rules) and its own rules, every string length-prefixed so that different lists
@@ -299,14 +311,14 @@ func listKey(b []byte, segment string, rules []Rule) []byte {
 func bind(rec *bpf.DevRec, a netip.Addr) error {
 	if a.Is4() {
 		if int(rec.N_v4) >= len(rec.V4) {
-			return fmt.Errorf("ipv4: more than %d addresses", len(rec.V4))
+			return fmt.Errorf("more than %d addresses", len(rec.V4))
 		}
 		rec.V4[rec.N_v4] = be32(a)
 		rec.N_v4++
 		return nil
 	}
 	if int(rec.N_v6) >= len(rec.V6) {
-		return fmt.Errorf("ipv6: more than %d addresses", len(rec.V6))
+		return fmt.Errorf("more than %d addresses", len(rec.V6))
 	}
 	rec.V6[rec.N_v6] = in6(a)
 	rec.N_v6++
@@ -387,7 +399,7 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 	for i, r := range rules {
 		proto, err := ParseProto(r.Proto)
 		if err != nil {
-			return 0, fmt.Errorf("%s[%d].proto: %w", path, i, err)
+			return 0, atPath(fmt.Sprintf("%s[%d].proto", path, i), err)
 		}
 		switch {
 		case r.To.Gateway:
@@ -395,19 +407,19 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 		case r.To.Device != "":
 			id, ok := c.devIDs[r.To.Device]
 			if !ok {
-				return 0, fmt.Errorf("%s[%d].to.device: %q is not a device", path, i, r.To.Device)
+				return 0, atPath(fmt.Sprintf("%s[%d].to.device", path, i), fmt.Errorf("%q is not a device", r.To.Device))
 			}
 			addSel(selector{bpf.SelDevice, id}, r, proto)
 		case r.To.Segment != "":
 			id, ok := c.segIDs[r.To.Segment]
 			if !ok {
-				return 0, fmt.Errorf("%s[%d].to.segment: %q is not a segment", path, i, r.To.Segment)
+				return 0, atPath(fmt.Sprintf("%s[%d].to.segment", path, i), fmt.Errorf("%q is not a segment", r.To.Segment))
 			}
 			addSel(selector{bpf.SelSegment, uint32(id)}, r, proto)
 		case r.To.CIDR != "":
 			pfx, err := netip.ParsePrefix(r.To.CIDR)
 			if err != nil {
-				return 0, fmt.Errorf("%s[%d].to.cidr: %w", path, i, err)
+				return 0, atPath(fmt.Sprintf("%s[%d].to.cidr", path, i), err)
 			}
 			pfx = pfx.Masked()
 			if prefixes[pfx] == nil {
@@ -415,7 +427,7 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 			}
 			prefixes[pfx].add(r, proto)
 		default:
-			return 0, fmt.Errorf("%s[%d].to: no destination", path, i)
+			return 0, atPath(fmt.Sprintf("%s[%d].to", path, i), errors.New("no destination"))
 		}
 	}
 	// A v6 prefix that covers ::ffff:0:0/96 would match IPv4 destinations in the trie: an
@@ -505,8 +517,8 @@ func (c *compiler) emit(rs uint32, s selector, pp protoPorts, path string) error
 		} else {
 			m := ps.merged()
 			if len(m) > len(v.Ranges) {
-				return fmt.Errorf("%s: %d distinct port ranges for one destination and protocol %d, at most %d",
-					path, len(m), proto, len(v.Ranges))
+				return atPath(path, fmt.Errorf("%d distinct port ranges for one destination and protocol %d, at most %d",
+					len(m), proto, len(v.Ranges)))
 			}
 			for i, r := range m {
 				v.Ranges[i].Lo, v.Ranges[i].Hi = r.Lo, r.Hi

@@ -39,7 +39,7 @@ type Editor struct {
 	next   uint32             // every dev_id >= next is free
 
 	indexMu sync.Mutex // Index may run in the background, before the first change
-	indexed bool       // the fields above from devIdx on are built (Index)
+	indexed bool       // segs and the fields above from devIdx on are built (Index)
 	pending *Delta     // the latest Delta prepared (the only one Commit takes)
 }
 
@@ -52,11 +52,11 @@ type rsKeys struct {
 }
 
 // Delta is what one change writes to the policy maps: per map, the keys removed and the
-// entries added or changed (removals first). Count is each map's entry count afterwards.
+// entries added or changed (removals first). Counts are the maps' entry counts afterwards.
 type Delta struct {
 	Revision  uint64
 	Config    bpf.Config // the new revision's config (only its revision changes)
-	MaxDevID  uint32     // no dev_id is larger afterwards (an upper bound; sizes dev_stats)
+	MaxDevID  uint32     // no dev_id is larger afterwards (an upper bound, checked against dev_stats)
 	Devices   Changes[bpf.DevKey, bpf.DevRec]
 	Addrs     Changes[bpf.AddrKey, bpf.AddrVal]
 	Prefixes  Changes[bpf.PrefixKey, bpf.PrefixVal]
@@ -102,7 +102,7 @@ func NewEditor(p *Policy, opt CompileOptions) (*Editor, error) {
 
 // Index builds what a change needs besides the compiler's state: indexes of names, MACs,
 // addresses, references, rule set users and free device ids. It costs about as much as the
-// compile; the agent runs it after answering a whole apply. It reads the policy and the
+// compile; the agent runs it in the background of a whole apply. It reads the policy and the
 // snapshot and writes only the Editor's own fields.
 func (e *Editor) Index() {
 	e.indexMu.Lock()
@@ -279,8 +279,8 @@ func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 
 // PreparePut prepares device nd (checked as a document at path in file) replacing the device
 // of the same name, or joining the policy when there is none. nd is owned by the Editor from
-// now on. The error is an Errors naming the fields, or another error when the device cannot be
-// enforced (a gateway port that does not exist, say).
+// now on. The error is an Errors naming the fields and their place in the document, including
+// what only compiling finds (a gateway port that does not exist, say).
 func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (int, int)) (*Delta, error) {
 	e.Index()
 	e.pending = nil
@@ -366,11 +366,11 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 	gAfter := e.c.groups
 	e.c.groups = g0
 	if err != nil {
-		var fe *FieldError
-		if errors.As(err, &fe) {
-			return nil, err
+		var pe *PathError
+		if errors.As(err, &pe) {
+			return nil, fieldError(file, pe.Path, locate, pe.Err.Error())
 		}
-		return nil, fieldError(file, path, locate, err.Error())
+		return nil, err
 	}
 
 	// The device map.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -379,4 +380,24 @@ func FuzzEditor(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestEditorCompileErrors: what only compiling finds (a gateway port that does not exist)
+// names the field and line of the device document.
+func TestEditorCompileErrors(t *testing.T) {
+	p := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "c"}}
+	e, err := NewEditor(p, CompileOptions{Revision: 1, Ifindex: func(name string) (uint32, error) {
+		return 0, errors.New("no such interface")
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, loc, err := ParseDevice("d.yaml", []byte("name: x\nmac: \"02:00:00:00:00:01\"\nport: eth9\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.PreparePut("d.yaml", "", d, loc)
+	if err == nil || err.Error() != `d.yaml:3:7: port: "eth9": no such interface` {
+		t.Fatalf("got %v", err)
+	}
 }

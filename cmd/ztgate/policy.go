@@ -117,12 +117,14 @@ func (a *app) policyApplyCommand() *cli.Command {
 func (a *app) policySetDeviceCommand() *cli.Command {
 	cmd := sendPolicy(a, "set-device", "add or replace one device of the policy in force (FILE: the fields of one spec.devices entry)",
 		func(c *api.Client, ctx context.Context, file string, doc []byte) (*api.ApplyResult, error) {
-			d, _, err := policy.ParseDevice(file, doc)
+			d, locate, err := policy.ParseDevice(file, doc)
 			if err != nil {
 				return nil, &codeError{code: exitRejected, err: fmt.Errorf("invalid device:\n%w", err)}
 			}
 			if d.Name == "" {
-				return nil, &codeError{code: exitRejected, err: fmt.Errorf("%s: name: is required", file)}
+				fe := &policy.FieldError{File: file, Path: "name", Msg: "is required"}
+				fe.Line, fe.Col = locate("name")
+				return nil, &codeError{code: exitRejected, err: fmt.Errorf("invalid device:\n%w", fe)}
 			}
 			return c.PutDevice(ctx, file, d.Name, doc)
 		}, printApplied)
