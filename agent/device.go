@@ -304,6 +304,10 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	var d *policy.Delta
 	var err error
 	var before, after *policy.Device
+	if od, ok := ed.Device(name); ok {
+		c := *od
+		before = &c
+	}
 	rec := &change{Revision: old.meta.Revision + 1, Name: name, At: time.Now().UTC()}
 	if doc != nil {
 		if len(doc) > a.maxPolicyBytes() {
@@ -321,20 +325,12 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 			return nil, "", &rejectError{kind: api.KindInvalidPolicy, err: fmt.Errorf("%s: %s", filename, msg),
 				fields: []api.FieldError{{File: filename, Field: "name", Message: msg}}}
 		}
-		if od, ok := ed.Device(name); ok {
-			c := *od
-			before = &c
-		}
 		c := *nd
 		after = &c
 		rec.Op, rec.Doc = "put", string(doc)
 		d, err = ed.PreparePut(filename, "", nd, locate)
 	} else {
 		rec.Op = "delete"
-		if od, ok := ed.Device(name); ok {
-			c := *od
-			before = &c
-		}
 		d, err = ed.PrepareDelete(name)
 		doc = []byte("delete " + name)
 	}

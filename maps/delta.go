@@ -55,54 +55,19 @@ func deltaOf[K comparable, V any](m *Maps, kind int, base map[K]V, ch *policy.Ch
 	return deltaKind{
 		empty: ch.Empty(),
 		n:     n,
-		apply: func(mp *ebpf.Map) error {
-			for i := range ch.Del {
-				if err := mp.Delete(&ch.Del[i]); err != nil {
-					return fmt.Errorf("delete: %w", err)
-				}
-			}
-			for i := 0; i < len(ch.Keys); i += batchChunk {
-				j := min(len(ch.Keys), i+batchChunk)
-				if err := write(m, kind, mp, ch.Keys[i:j], ch.Vals[i:j]); err != nil {
-					return fmt.Errorf("update: %w", err)
-				}
-			}
-			return nil
-		},
+		apply: func(mp *ebpf.Map) error { return update(m, kind, mp, ch.Del, ch.Keys, ch.Vals) },
 		fill: func(mp *ebpf.Map) error {
-			skip := make(map[K]bool, len(ch.Del)+len(ch.Keys))
+			changed := make(map[K]bool, len(ch.Del)+len(ch.Keys))
 			for _, k := range ch.Del {
-				skip[k] = true
+				changed[k] = true
 			}
 			for _, k := range ch.Keys {
-				skip[k] = true
+				changed[k] = true
 			}
-			keys := make([]K, 0, min(len(base), batchChunk))
-			vals := make([]V, 0, cap(keys))
-			for k, v := range base {
-				if skip[k] {
-					continue
-				}
-				keys, vals = append(keys, k), append(vals, v)
-				if len(keys) == batchChunk {
-					if err := write(m, kind, mp, keys, vals); err != nil {
-						return err
-					}
-					keys, vals = keys[:0], vals[:0]
-				}
+			if err := fillExcept(m, kind, mp, base, changed); err != nil {
+				return err
 			}
-			if len(keys) > 0 {
-				if err := write(m, kind, mp, keys, vals); err != nil {
-					return err
-				}
-			}
-			for i := 0; i < len(ch.Keys); i += batchChunk {
-				j := min(len(ch.Keys), i+batchChunk)
-				if err := write(m, kind, mp, ch.Keys[i:j], ch.Vals[i:j]); err != nil {
-					return err
-				}
-			}
-			return nil
+			return update(m, kind, mp, nil, ch.Keys, ch.Vals)
 		},
 	}
 }

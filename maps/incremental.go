@@ -81,7 +81,7 @@ type kindOps struct {
 	size  func(src any) int
 	equal func(a, b any) bool
 	fill  func(m *Maps, kind int, mp *ebpf.Map, src any) error
-	patch func(m *Maps, kind int, mp *ebpf.Map, old, new any) (int, error)
+	patch func(m *Maps, kind int, mp *ebpf.Map, old, new any) error
 }
 
 func opsFor[K, V comparable]() kindOps {
@@ -95,7 +95,7 @@ func opsFor[K, V comparable]() kindOps {
 			return stdmaps.Equal(am, bm)
 		},
 		fill: func(m *Maps, kind int, mp *ebpf.Map, src any) error { return fill(m, kind, mp, src.(map[K]V)) },
-		patch: func(m *Maps, kind int, mp *ebpf.Map, old, new any) (int, error) {
+		patch: func(m *Maps, kind int, mp *ebpf.Map, old, new any) error {
 			return patch(m, kind, mp, old.(map[K]V), new.(map[K]V))
 		},
 	}
@@ -118,9 +118,9 @@ func patchable(del, upd, n int) bool {
 }
 
 // patch brings mp from holding old to holding new: deletes first (the map is at capacity),
-// then updates of the entries that are new or differ. It returns how many entries it wrote, or
-// errLargeDiff, having written nothing, when a fresh map would be cheaper.
-func patch[K, V comparable](m *Maps, kind int, mp *ebpf.Map, old, new map[K]V) (int, error) {
+// then updates of the entries that are new or differ. It returns errLargeDiff, having written
+// nothing, when a fresh map would be cheaper.
+func patch[K, V comparable](m *Maps, kind int, mp *ebpf.Map, old, new map[K]V) error {
 	var del []K
 	for k := range old {
 		if _, ok := new[k]; !ok {
@@ -136,20 +136,9 @@ func patch[K, V comparable](m *Maps, kind int, mp *ebpf.Map, old, new map[K]V) (
 		}
 	}
 	if !patchable(len(del), len(keys), len(new)) {
-		return 0, errLargeDiff
+		return errLargeDiff
 	}
-	for i := range del {
-		if err := mp.Delete(&del[i]); err != nil {
-			return i, fmt.Errorf("delete: %w", err)
-		}
-	}
-	for i := 0; i < len(keys); i += batchChunk {
-		j := min(len(keys), i+batchChunk)
-		if err := write(m, kind, mp, keys[i:j], vals[i:j]); err != nil {
-			return len(del) + i, fmt.Errorf("update: %w", err)
-		}
-	}
-	return len(del) + len(keys), nil
+	return update(m, kind, mp, del, keys, vals)
 }
 
 // applyIncremental is steps 3 to 7 of Apply in incremental mode (see SetIncremental); cur is
@@ -176,7 +165,7 @@ func (m *Maps) applyIncremental(s *policy.Snapshot, cfg *bpf.Config, cur uint32,
 			continue
 		}
 		if x.known && x.maps[k] != c.maps[k] && int(x.maps[k].MaxEntries()) == max(1, n) {
-			_, err := ops.patch(m, k, x.maps[k], x.src[k], want[k])
+			err := ops.patch(m, k, x.maps[k], x.src[k], want[k])
 			if err == nil {
 				target[k] = x.maps[k]
 				continue

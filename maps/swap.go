@@ -246,6 +246,11 @@ func (m *Maps) build(s *policy.Snapshot) ([numKinds]*ebpf.Map, error) {
 // fill writes src into the fresh map mp in batches, or one by one where the map type has no
 // batch update (remembered per kind).
 func fill[K comparable, V any](m *Maps, kind int, mp *ebpf.Map, src map[K]V) error {
+	return fillExcept(m, kind, mp, src, nil)
+}
+
+// fillExcept is fill, leaving out the keys in skip.
+func fillExcept[K comparable, V any](m *Maps, kind int, mp *ebpf.Map, src map[K]V, skip map[K]bool) error {
 	keys := make([]K, 0, min(len(src), batchChunk))
 	vals := make([]V, 0, cap(keys))
 	flush := func() error {
@@ -257,6 +262,9 @@ func fill[K comparable, V any](m *Maps, kind int, mp *ebpf.Map, src map[K]V) err
 		return err
 	}
 	for k, v := range src {
+		if skip[k] {
+			continue
+		}
 		keys = append(keys, k)
 		vals = append(vals, v)
 		if len(keys) == batchChunk {
@@ -266,6 +274,23 @@ func fill[K comparable, V any](m *Maps, kind int, mp *ebpf.Map, src map[K]V) err
 		}
 	}
 	return flush()
+}
+
+// update deletes del from mp one by one (deletes are few), then writes keys[i] = vals[i] in
+// batches.
+func update[K comparable, V any](m *Maps, kind int, mp *ebpf.Map, del, keys []K, vals []V) error {
+	for i := range del {
+		if err := mp.Delete(&del[i]); err != nil {
+			return fmt.Errorf("delete: %w", err)
+		}
+	}
+	for i := 0; i < len(keys); i += batchChunk {
+		j := min(len(keys), i+batchChunk)
+		if err := write(m, kind, mp, keys[i:j], vals[i:j]); err != nil {
+			return fmt.Errorf("update: %w", err)
+		}
+	}
+	return nil
 }
 
 // write writes keys and vals into mp with one batch update, or one by one where the map type

@@ -240,7 +240,7 @@ func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 		return nil, fmt.Errorf("device %s: %w", quote(name), ErrNotFound)
 	}
 	od := &e.p.Spec.Devices[i]
-	if n := e.refs[name] - selfRefs(od); n > 0 {
+	if n := e.namedByOthers(od); n > 0 {
 		return nil, fmt.Errorf("device %s is the destination of %d rule(s) of other devices, segments or the quarantine: remove them first: %w", quote(name), n, ErrReferenced)
 	}
 	okey := devKey(mustMAC(od.MAC))
@@ -317,7 +317,7 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 	id := orec.DevId
 	newID := !replace || okey != nkey
 	if newID {
-		if replace && e.refs[od.Name]-selfRefs(od) > 0 {
+		if replace && e.namedByOthers(od) > 0 {
 			return nil, fieldError(file, joinPath(path, "mac"), locate, fmt.Sprintf(
 				"changing the MAC address of device %s gives it a new identity, and rules of other devices, segments or the quarantine name it: apply the whole policy instead", quote(nd.Name)))
 		}
@@ -555,6 +555,10 @@ func (e *Editor) takeID(id uint32) {
 	}
 	heap.Pop(&e.ids)
 }
+
+// namedByOthers counts the rules of other devices, segments and the quarantine that name
+// device d (of the policy) as their destination.
+func (e *Editor) namedByOthers(d *Device) int { return e.refs[d.Name] - selfRefs(d) }
 
 // selfRefs counts the rules of d that name d itself.
 func selfRefs(d *Device) int {
