@@ -374,7 +374,7 @@ type ctlKernelMem struct {
 	kind     [4]uint64 // inner maps of the active slot, by kind (devices, addrs, prefixes, rules)
 	entries  [4]int    // their max_entries
 	inactive uint64    // inner maps of the other slot that the active slot does not share
-	devstats uint64    // zt_devstats (per-CPU, sized max_devices+1)
+	devstats uint64    // zt_devstats (a row of max_devices+1 entries per CPU)
 }
 
 func (km ctlKernelMem) active() uint64 { return km.kind[0] + km.kind[1] + km.kind[2] + km.kind[3] }
@@ -688,7 +688,7 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 	perDev := float64(km.active()+km.devstats) / float64(n)
 	fn := float64(n)
 	r.Add(Result{Section: "control", Name: fmt.Sprintf("kernel memory per device, %s devices", name), Value: perDev, Unit: "B/device",
-		Note: fmt.Sprintf("memlock of the active slot's inner maps + zt_devstats over %d devices: devices %.0f B (%d entries), addresses %.0f B (%d entries), prefixes+rules %.1f B, zt_devstats %.0f B (per-CPU, %d CPUs)",
+		Note: fmt.Sprintf("memlock of the active slot's inner maps + zt_devstats over %d devices: devices %.0f B (%d entries), addresses %.0f B (%d entries), prefixes+rules %.1f B, zt_devstats %.0f B (a row per CPU, %d CPUs)",
 			n, float64(km.kind[0])/fn, km.entries[0], float64(km.kind[1])/fn, km.entries[1], float64(km.kind[2]+km.kind[3])/fn,
 			float64(km.devstats)/fn, numCPU())})
 	r.Add(Result{Section: "control", Name: fmt.Sprintf("kernel memory per device incl. the inactive slot, %s devices", name),

@@ -14,6 +14,7 @@ volatile const __u64 zt_event_burst = 10;                        /* events per (
 volatile const __u8 zt_events_enabled = 1;                       /* 0: count only, no events */
 volatile const __u32 zt_event_limit_mask = 4095;                 /* zt_event_limit capacity - 1 */
 volatile const __u32 zt_event_limit_seed = 0;                    /* random per load: slots cannot be aimed at */
+volatile const __u32 zt_devstats_stride = 0;                     /* zt_devstats entries per CPU: max devices + 1 */
 
 /* Per-frame state shared by the decision steps. */
 struct zt_pkt {
@@ -311,9 +312,9 @@ static __always_inline void zt_account(const struct zt_pkt *pkt, __u32 verdict, 
 		c->packets++;
 		c->bytes += len;
 	}
-	if (pkt->counted && pkt->dev && verdict < ZT_V_MAX) {
-		__u32 id = pkt->dev->dev_id;
-		struct zt_dev_stats *s = bpf_map_lookup_elem(&zt_devstats, &id);
+	if (pkt->counted && pkt->dev && verdict < ZT_V_MAX && pkt->dev->dev_id < zt_devstats_stride) {
+		__u32 idx = bpf_get_smp_processor_id() * zt_devstats_stride + pkt->dev->dev_id;
+		struct zt_dev_stats *s = bpf_map_lookup_elem(&zt_devstats, &idx);
 
 		if (s) {
 			s->packets[verdict]++;

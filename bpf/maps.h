@@ -114,10 +114,16 @@ struct {
 	__type(value, struct zt_counter);
 } zt_counters SEC(".maps");
 
-/* Per-device counters, index dev_id (0 unused). */
+/* Per-device counters: one row of zt_devstats_stride entries per possible CPU, index
+ * cpu * zt_devstats_stride + dev_id (dev_id 0 unused). A plain array laid out CPU-major rather
+ * than a per-CPU array: the verifier inlines the lookup into an address computed from the index,
+ * so charging a device costs one memory access where a per-CPU array needs two dependent ones
+ * (its table of per-entry pointers, then the value); with a million devices both miss the cache.
+ * CPU-major keeps each CPU's entries apart: no cache line is written by two CPUs. The loader sets
+ * max_entries to possible CPUs * zt_devstats_stride. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1024);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct zt_dev_stats);
 } zt_devstats SEC(".maps");

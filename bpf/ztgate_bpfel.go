@@ -273,6 +273,7 @@ const (
 	ZtgateVarZtBtfRuleVal     = "zt_btf_rule_val"
 	ZtgateVarZtBtfSelKind     = "zt_btf_sel_kind"
 	ZtgateVarZtBtfVerdict     = "zt_btf_verdict"
+	ZtgateVarZtDevstatsStride = "zt_devstats_stride"
 	ZtgateVarZtEventBurst     = "zt_event_burst"
 	ZtgateVarZtEventLimitMask = "zt_event_limit_mask"
 	ZtgateVarZtEventLimitSeed = "zt_event_limit_seed"
@@ -366,6 +367,7 @@ type ZtgateVariableSpecs struct {
 	ZtBtfRuleVal     *ebpf.VariableSpec `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.VariableSpec `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.VariableSpec `ebpf:"zt_btf_verdict"`
+	ZtDevstatsStride *ebpf.VariableSpec `ebpf:"zt_devstats_stride"`
 	ZtEventBurst     *ebpf.VariableSpec `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.VariableSpec `ebpf:"zt_event_limit_mask"`
 	ZtEventLimitSeed *ebpf.VariableSpec `ebpf:"zt_event_limit_seed"`
@@ -449,6 +451,7 @@ type ZtgateVariables struct {
 	ZtBtfRuleVal     *ebpf.Variable `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.Variable `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.Variable `ebpf:"zt_btf_verdict"`
+	ZtDevstatsStride *ebpf.Variable `ebpf:"zt_devstats_stride"`
 	ZtEventBurst     *ebpf.Variable `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.Variable `ebpf:"zt_event_limit_mask"`
 	ZtEventLimitSeed *ebpf.Variable `ebpf:"zt_event_limit_seed"`

@@ -19,7 +19,8 @@ type Config struct {
 	PinDir string
 
 	// Policy capacities: the largest snapshot Apply accepts. MaxDevices also sizes zt_devstats
-	// (dev_id 1..MaxDevices). The policy maps themselves are sized to each snapshot.
+	// (dev_id 1..MaxDevices, a row per possible CPU). The policy maps themselves are sized to
+	// each snapshot.
 	MaxDevices, MaxAddrs, MaxRules, MaxPrefixes int
 
 	// FragEntries is the capacity of zt_frags (first fragments in flight; full = fail closed).

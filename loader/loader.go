@@ -17,6 +17,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,8 +32,9 @@ import (
 
 // LayoutVersion is the version of the map layout, and the name of the pin subdirectory (v2).
 // v1: zt_event_limit was an LRU hash of (device, reason); v2: it is an array of budget slots,
-// and zt_clock (the per-CPU clock cache) is new.
-const LayoutVersion = 2
+// and zt_clock (the per-CPU clock cache) is new; v3: zt_devstats is a plain array, one row of
+// devices per CPU, instead of a per-CPU array (device counters restart from zero on the upgrade).
+const LayoutVersion = 3
 
 // LayoutDir is the directory that holds the pins of the current layout under pinDir.
 func LayoutDir(pinDir string) string { return layoutDir(pinDir, LayoutVersion) }
@@ -115,7 +117,6 @@ func newSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 		bpf.ZtgateMapZtFrags:      cfg.FragEntries,
 		bpf.ZtgateMapZtEventLimit: cfg.EventLimitEntries,
 		bpf.ZtgateMapZtEvents:     cfg.RingBytes,
-		bpf.ZtgateMapZtDevstats:   cfg.MaxDevices + 1, // index dev_id, 0 = no device
 	}
 	for name, n := range sizes {
 		ms, ok := spec.Maps[name]
@@ -123,6 +124,9 @@ func newSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 			return nil, fmt.Errorf("map %s missing from the object", name)
 		}
 		ms.MaxEntries = uint32(n)
+	}
+	if err := SizeDevstats(spec, cfg.MaxDevices); err != nil {
+		return nil, err
 	}
 	for name, ms := range spec.Maps {
 		if strings.HasPrefix(name, ".") {
@@ -160,6 +164,32 @@ func newSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 		}
 	}
 	return spec, nil
+}
+
+// SizeDevstats sizes zt_devstats in spec for dev_id 1..maxDevices: a row of maxDevices+1
+// entries (dev_id 0 unused) per possible CPU, and sets the datapath's row length to match.
+func SizeDevstats(spec *ebpf.CollectionSpec, maxDevices int) error {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("size zt_devstats: %w", err)
+	}
+	stride := uint64(maxDevices) + 1
+	if maxDevices < 1 || stride*uint64(ncpu) > math.MaxUint32 {
+		return fmt.Errorf("size zt_devstats: %d devices on %d CPUs: more entries than a map holds", maxDevices, ncpu)
+	}
+	ms, ok := spec.Maps[bpf.ZtgateMapZtDevstats]
+	if !ok {
+		return fmt.Errorf("map %s missing from the object", bpf.ZtgateMapZtDevstats)
+	}
+	vs, ok := spec.Variables[bpf.ZtgateVarZtDevstatsStride]
+	if !ok {
+		return fmt.Errorf("variable %s missing from the object", bpf.ZtgateVarZtDevstatsStride)
+	}
+	ms.MaxEntries = uint32(stride) * uint32(ncpu)
+	if err := vs.Set(uint32(stride)); err != nil {
+		return fmt.Errorf("set %s: %w", bpf.ZtgateVarZtDevstatsStride, err)
+	}
+	return nil
 }
 
 // describeLoadError turns the two load failures an operator must act on into clear errors:

@@ -108,8 +108,8 @@ func TestLifecycle(t *testing.T) {
 
 	dp1 := openDatapath(t, cfg)
 	dir := LayoutDir(cfg.PinDir)
-	if dp1.Dir() != dir || !strings.HasSuffix(dir, "/v2") {
-		t.Fatalf("Dir() = %q, want %q ending in /v2", dp1.Dir(), dir)
+	if dp1.Dir() != dir || !strings.HasSuffix(dir, "/v3") {
+		t.Fatalf("Dir() = %q, want %q ending in /v3", dp1.Dir(), dir)
 	}
 	for _, name := range []string{bpf.ZtgateMapZtActive, bpf.ZtgateMapZtCfg, bpf.ZtgateMapZtDevices,
 		bpf.ZtgateMapZtAddrs, bpf.ZtgateMapZtPrefixes, bpf.ZtgateMapZtRules, bpf.ZtgateMapZtBarrier,
@@ -119,8 +119,12 @@ func TestLifecycle(t *testing.T) {
 			t.Errorf("map %s not pinned: %v", name, err)
 		}
 	}
-	if got := dp1.Objects().ZtDevstats.MaxEntries(); got != uint32(cfg.MaxDevices+1) {
-		t.Errorf("zt_devstats max_entries = %d, want %d", got, cfg.MaxDevices+1)
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dp1.Objects().ZtDevstats.MaxEntries(); got != uint32(ncpu*(cfg.MaxDevices+1)) {
+		t.Errorf("zt_devstats max_entries = %d, want a row of %d per CPU (%d CPUs)", got, cfg.MaxDevices+1, ncpu)
 	}
 	if got := dp1.Objects().ZtEvents.MaxEntries(); got != uint32(cfg.RingBytes) {
 		t.Errorf("zt_events max_entries = %d, want %d", got, cfg.RingBytes)

@@ -90,7 +90,10 @@ func (m *Maps) checkDelta(d *policy.Delta, lim Limits) error {
 			return &CapacityError{Map: kindNames[k], Count: d.Counts[k], Capacity: caps[k]}
 		}
 	}
-	statsCap := int(m.objs.ZtDevstats.MaxEntries()) - 1
+	statsCap, err := m.devstatsCap()
+	if err != nil {
+		return err
+	}
 	if id := int(d.MaxDevID); id > statsCap {
 		return &CapacityError{Map: bpf.ZtgateMapZtDevstats, Count: id, Capacity: statsCap}
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"reflect"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,6 +42,69 @@ func checkActive(t *testing.T, e *env, want *policy.Snapshot) {
 	rev, err := e.m.ActiveRevision()
 	if err != nil || rev != want.Revision {
 		t.Fatalf("ActiveRevision() = %d, %v, want %d", rev, err, want.Revision)
+	}
+}
+
+// TestDeviceStatsPerCPU: frames decided on each CPU are charged to that CPU's row of
+// zt_devstats, and DeviceStats and AllDeviceStats add the rows up.
+func TestDeviceStatsPerCPU(t *testing.T) {
+	e := setup(t, nil)
+	mustApply(t, e, smallSnapshot(1))
+	var online unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &online); err != nil {
+		t.Fatal(err)
+	}
+	frame := ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 17, 40000, 53)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer func() { _ = unix.SchedSetaffinity(0, &online) }()
+	want := map[int]uint64{} // frames per CPU
+	var total uint64
+	for cpu := range 1024 {
+		if !online.IsSet(cpu) {
+			continue
+		}
+		var one unix.CPUSet
+		one.Set(cpu)
+		if err := unix.SchedSetaffinity(0, &one); err != nil {
+			t.Fatalf("pin to CPU %d: %v", cpu, err)
+		}
+		n := uint64(len(want) + 2) // a different count on every CPU
+		if _, err := e.dp.Program().Run(&ebpf.RunOptions{Data: frame, Repeat: uint32(n)}); err != nil {
+			t.Fatal(err)
+		}
+		want[cpu] = n
+		total += n
+	}
+	rows, stride, err := e.m.devstatsRows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cpu := range rows {
+		var p bpf.DevStats
+		if err := e.dp.Objects().ZtDevstats.Lookup(uint32(cpu*stride+1), &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Packets[bpf.VerdictPass] != want[cpu] {
+			t.Errorf("CPU %d's entry of device 1: %d frames passed, want %d", cpu, p.Packets[bpf.VerdictPass], want[cpu])
+		}
+	}
+	ds, err := e.m.DeviceStats(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds.Packets[bpf.VerdictPass] != total || ds.Bytes[bpf.VerdictPass] != total*uint64(len(frame)) || ds.LastSeen == 0 {
+		t.Errorf("DeviceStats(1) = %+v, want %d frames of %d bytes on %d CPUs", ds, total, len(frame), len(want))
+	}
+	all, err := e.m.AllDeviceStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1 || all[1] != ds {
+		t.Errorf("AllDeviceStats() = %+v, want only device 1 = %+v", all, ds)
+	}
+	if _, err := e.m.DeviceStats(uint32(stride)); !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Errorf("DeviceStats beyond the capacity: %v, want ErrKeyNotExist", err)
 	}
 }
 

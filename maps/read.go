@@ -154,47 +154,78 @@ func (m *Maps) Counters() ([bpf.NumVerdicts][bpf.NumReasons]bpf.Counter, error) 
 	return out, nil
 }
 
-// sumDevStats folds per-CPU device counters: packets and bytes add up, last_seen is the latest.
-func sumDevStats(per []bpf.DevStats) bpf.DevStats {
-	var s bpf.DevStats
-	for _, p := range per {
-		for v := range p.Packets {
-			s.Packets[v] += p.Packets[v]
-			s.Bytes[v] += p.Bytes[v]
-		}
-		s.LastSeen = max(s.LastSeen, p.LastSeen)
+// devstatsRows is zt_devstats' shape: rows (one per possible CPU) of stride entries, entry
+// cpu*stride + dev_id (see bpf/maps.h).
+func (m *Maps) devstatsRows() (rows, stride int, err error) {
+	rows, err = ebpf.PossibleCPU()
+	if err != nil {
+		return 0, 0, fmt.Errorf("read zt_devstats: %w", err)
 	}
-	return s
+	n := int(m.objs.ZtDevstats.MaxEntries())
+	if n%rows != 0 || n/rows < 1 {
+		return 0, 0, fmt.Errorf("read zt_devstats: %d entries are not a row per CPU (%d CPUs)", n, rows)
+	}
+	return rows, n / rows, nil
+}
+
+// devstatsCap is the largest dev_id zt_devstats counts.
+func (m *Maps) devstatsCap() (int, error) {
+	_, stride, err := m.devstatsRows()
+	return stride - 1, err
+}
+
+// addDevStats folds one CPU's counters of a device into s: packets and bytes add up, last_seen
+// is the latest.
+func addDevStats(s *bpf.DevStats, p *bpf.DevStats) {
+	for v := range p.Packets {
+		s.Packets[v] += p.Packets[v]
+		s.Bytes[v] += p.Bytes[v]
+	}
+	s.LastSeen = max(s.LastSeen, p.LastSeen)
 }
 
 // DeviceStats returns the counters of one device (dev_id), summed over CPUs. LastSeen is in
 // CLOCK_MONOTONIC nanoseconds (the datapath's coarse zt_now, a couple of ticks behind).
 func (m *Maps) DeviceStats(devID uint32) (bpf.DevStats, error) {
-	var per []bpf.DevStats
-	if err := m.objs.ZtDevstats.Lookup(devID, &per); err != nil {
-		return bpf.DevStats{}, fmt.Errorf("read zt_devstats[%d]: %w", devID, err)
+	var s bpf.DevStats
+	rows, stride, err := m.devstatsRows()
+	if err != nil {
+		return s, err
 	}
-	return sumDevStats(per), nil
+	if int(devID) >= stride {
+		return s, fmt.Errorf("read zt_devstats[%d]: %w", devID, ebpf.ErrKeyNotExist)
+	}
+	for cpu := range rows {
+		var p bpf.DevStats
+		if err := m.objs.ZtDevstats.Lookup(uint32(cpu*stride)+devID, &p); err != nil {
+			return bpf.DevStats{}, fmt.Errorf("read zt_devstats[%d] of CPU %d: %w", devID, cpu, err)
+		}
+		addDevStats(&s, &p)
+	}
+	return s, nil
 }
 
 // AllDeviceStats returns the counters of every device that has any, by dev_id, summed over CPUs.
 func (m *Maps) AllDeviceStats() (map[uint32]bpf.DevStats, error) {
-	ncpu, err := ebpf.PossibleCPU()
+	_, stride, err := m.devstatsRows()
 	if err != nil {
-		return nil, fmt.Errorf("read zt_devstats: %w", err)
+		return nil, err
 	}
-	const chunk = 1024
+	const chunk = 4096
 	keys := make([]uint32, chunk)
-	vals := make([]bpf.DevStats, chunk*ncpu)
+	vals := make([]bpf.DevStats, chunk)
 	out := map[uint32]bpf.DevStats{}
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := m.objs.ZtDevstats.BatchLookup(&cursor, keys, vals, nil)
 		for i := range n {
-			s := sumDevStats(vals[i*ncpu : (i+1)*ncpu])
-			if s != (bpf.DevStats{}) {
-				out[keys[i]] = s
+			if vals[i] == (bpf.DevStats{}) {
+				continue
 			}
+			id := keys[i] % uint32(stride)
+			s := out[id]
+			addDevStats(&s, &vals[i])
+			out[id] = s
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return out, nil

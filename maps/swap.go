@@ -188,7 +188,10 @@ func (m *Maps) check(s *policy.Snapshot, lim Limits) error {
 			return &CapacityError{Map: c.name, Count: c.n, Capacity: c.limit}
 		}
 	}
-	statsCap := int(m.objs.ZtDevstats.MaxEntries()) - 1
+	statsCap, err := m.devstatsCap()
+	if err != nil {
+		return err
+	}
 	if id := int(s.MaxDevID()); id > statsCap {
 		return &CapacityError{Map: bpf.ZtgateMapZtDevstats, Count: id, Capacity: statsCap}
 	}

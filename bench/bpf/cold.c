@@ -14,7 +14,7 @@
  * Elimination steps between the control and the datapath: zt_bench_control_rec looks up a
  * table whose values are the fleet's device records (struct zt_dev_rec, as zt_devices) and reads
  * the fields the datapath reads; zt_bench_control_stats then charges the device as zt_account
- * does (a per-CPU zt_dev_stats indexed by the record's dev_id: packets, bytes, last_seen). */
+ * does (zt_devstats' entry of this CPU and the record's dev_id: packets, bytes, last_seen). */
 #ifndef ZT_BENCH_COLD
 #error "build with -DZT_BENCH_COLD"
 #endif
@@ -48,9 +48,10 @@ struct {
 	__type(value, struct zt_dev_rec);
 } zt_bench_rec SEC(".maps");
 
-/* The control's per-device counters, like zt_devstats: index dev_id = idx + 1. */
+/* The control's per-device counters, laid out as zt_devstats: index cpu * zt_devstats_stride +
+ * dev_id (dev_id = idx + 1); max_entries set as zt_devstats'. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct zt_dev_stats);
@@ -157,7 +158,9 @@ int zt_bench_control_stats(struct xdp_md *ctx)
 	rec = zt_bench_record(ctx);
 	if (!rec)
 		return XDP_DROP;
-	id = rec->dev_id;
+	if (rec->dev_id >= zt_devstats_stride)
+		return XDP_DROP;
+	id = bpf_get_smp_processor_id() * zt_devstats_stride + rec->dev_id;
 	s = bpf_map_lookup_elem(&zt_bench_stats, &id);
 	if (s) {
 		s->packets[ZT_V_PASS]++;

@@ -55,6 +55,7 @@ const (
 	ZtgateColdVarZtBtfRuleVal         = "zt_btf_rule_val"
 	ZtgateColdVarZtBtfSelKind         = "zt_btf_sel_kind"
 	ZtgateColdVarZtBtfVerdict         = "zt_btf_verdict"
+	ZtgateColdVarZtDevstatsStride     = "zt_devstats_stride"
 	ZtgateColdVarZtEventBurst         = "zt_event_burst"
 	ZtgateColdVarZtEventLimitMask     = "zt_event_limit_mask"
 	ZtgateColdVarZtEventLimitSeed     = "zt_event_limit_seed"
@@ -156,6 +157,7 @@ type ZtgateColdVariableSpecs struct {
 	ZtBtfRuleVal     *ebpf.VariableSpec `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.VariableSpec `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.VariableSpec `ebpf:"zt_btf_verdict"`
+	ZtDevstatsStride *ebpf.VariableSpec `ebpf:"zt_devstats_stride"`
 	ZtEventBurst     *ebpf.VariableSpec `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.VariableSpec `ebpf:"zt_event_limit_mask"`
 	ZtEventLimitSeed *ebpf.VariableSpec `ebpf:"zt_event_limit_seed"`
@@ -248,6 +250,7 @@ type ZtgateColdVariables struct {
 	ZtBtfRuleVal     *ebpf.Variable `ebpf:"zt_btf_rule_val"`
 	ZtBtfSelKind     *ebpf.Variable `ebpf:"zt_btf_sel_kind"`
 	ZtBtfVerdict     *ebpf.Variable `ebpf:"zt_btf_verdict"`
+	ZtDevstatsStride *ebpf.Variable `ebpf:"zt_devstats_stride"`
 	ZtEventBurst     *ebpf.Variable `ebpf:"zt_event_burst"`
 	ZtEventLimitMask *ebpf.Variable `ebpf:"zt_event_limit_mask"`
 	ZtEventLimitSeed *ebpf.Variable `ebpf:"zt_event_limit_seed"`
