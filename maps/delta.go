@@ -135,6 +135,9 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 	}
 	nxt := 1 - cur
 	pre := lap()
+	if err := m.clearDevStats(d.Fresh); err != nil {
+		return err
+	}
 	c, x := &m.slots[cur], &m.slots[nxt]
 	// The active slot holds base (the caller's promise) and this process knows its maps only
 	// if it wrote them; the inactive slot's content is known relative to it (lag) or not at all.

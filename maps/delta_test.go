@@ -6,9 +6,11 @@ import (
 	stdmaps "maps"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/policy"
 )
@@ -218,4 +220,102 @@ func cloneForCheck(s *policy.Snapshot) *policy.Snapshot {
 	c := *s
 	c.Devices, c.Addrs, c.Prefixes, c.Rules = stdmaps.Clone(s.Devices), stdmaps.Clone(s.Addrs), stdmaps.Clone(s.Prefixes), stdmaps.Clone(s.Rules)
 	return &c
+}
+
+// TestFreshDeviceStartsAtZero: a deleted device's id, given to a new device by a later
+// revision, starts with zeroed counters, through Apply and through ApplyDelta alike; the other
+// devices keep theirs.
+func TestFreshDeviceStartsAtZero(t *testing.T) {
+	e := setup(t, nil)
+	e.m.SetIncremental(true)
+	key := func(i int) bpf.DevKey {
+		hw, err := net.ParseMAC(deltaDevice(i, 0, 0).MAC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return policy.DevKey(hw)
+	}
+	// charge sends one frame from device i (counted, then dropped: no rule for it).
+	charge := func(i int) {
+		d := deltaDevice(i, 0, 0)
+		if ret := run(t, e, ipv4Frame(key(i).Mac, d.IPv4[0], "192.0.2.1", 17, 4000, 9)); ret != xdpDrop {
+			t.Fatalf("frame of d%d: action %d, want XDP_DROP", i, ret)
+		}
+	}
+	frames := func(id uint32) uint64 {
+		t.Helper()
+		ds, err := e.m.DeviceStats(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ds.Packets[bpf.VerdictPass] + ds.Packets[bpf.VerdictDrop]
+	}
+	compile := func(p *policy.Policy, rev uint64, prev *policy.Snapshot) *policy.Snapshot {
+		s, err := policy.Compile(p, policy.CompileOptions{Revision: rev, Prev: prev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	// Whole policies: d1 leaves, then d9 arrives and is given d1's id.
+	p := deltaPolicy(3)
+	s1 := compile(p, 1, nil)
+	mustApply(t, e, s1)
+	charge(0)
+	charge(1)
+	charge(1)
+	id0, id1 := s1.Devices[key(0)].DevId, s1.Devices[key(1)].DevId
+	p.Spec.Devices = slices.Delete(p.Spec.Devices, 1, 2)
+	s2 := compile(p, 2, s1)
+	mustApply(t, e, s2)
+	p.Spec.Devices = append(p.Spec.Devices, deltaDevice(9, 1000, 0))
+	s3 := compile(p, 3, s2)
+	if s3.Devices[key(9)].DevId != id1 || !slices.Equal(s3.Fresh, []uint32{id1}) {
+		t.Fatalf("d9 has id %d (fresh %v), want d1's %d, fresh", s3.Devices[key(9)].DevId, s3.Fresh, id1)
+	}
+	if frames(id1) != 2 {
+		t.Fatalf("before the apply: %d frames on id %d, want d1's 2", frames(id1), id1)
+	}
+	mustApply(t, e, s3)
+	if n := frames(id1); n != 0 {
+		t.Errorf("Apply: d9 starts with %d frames of d1's", n)
+	}
+	if n := frames(id0); n != 1 {
+		t.Errorf("Apply: d0 has %d frames, want its 1 kept", n)
+	}
+
+	// One-device changes: d9 leaves, d10 arrives with its id.
+	charge(9)
+	ed, err := policy.NewEditor(p, policy.CompileOptions{Revision: 4, Prev: s3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, e, ed.Snapshot()) // the same ids: nothing fresh, nothing cleared
+	if n := frames(id1); n != 1 {
+		t.Fatalf("whole apply of the same devices: d9 has %d frames, want its 1 kept", n)
+	}
+	change := func(d *policy.Delta, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.m.ApplyDelta(d, ed.Snapshot(), e.lim); err != nil {
+			t.Fatal(err)
+		}
+		ed.Commit(d)
+	}
+	change(ed.PrepareDelete("d9"))
+	nd := deltaDevice(10, 1000, 1)
+	d, err := ed.PreparePut("t", "", &nd, nil)
+	if err == nil && !slices.Equal(d.Fresh, []uint32{id1}) {
+		t.Fatalf("d10's change: fresh %v, want d9's id %d", d.Fresh, id1)
+	}
+	change(d, err)
+	if n := frames(id1); n != 0 {
+		t.Errorf("ApplyDelta: d10 starts with %d frames of d9's", n)
+	}
+	if n := frames(id0); n != 1 {
+		t.Errorf("ApplyDelta: d0 has %d frames, want its 1 kept", n)
+	}
 }

@@ -100,6 +100,10 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 	}
 	nxt := 1 - cur
 	pre := lap() // the first Apply of a process runs a barrier first
+	// No frame charges the ids the revision in force does not use: a new device starts at zero.
+	if err := m.clearDevStats(s.Fresh); err != nil {
+		return err
+	}
 	if m.incremental {
 		return m.applyIncremental(s, &cfg, cur, &st, t0, pre, lap)
 	}

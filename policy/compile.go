@@ -176,6 +176,7 @@ func (c *compiler) assignDevIDs() {
 		}
 		used[next] = true
 		c.devIDs[d.Name] = next
+		c.snap.Fresh = append(c.snap.Fresh, next)
 	}
 }
 

@@ -57,6 +57,7 @@ type Delta struct {
 	Revision  uint64
 	Config    bpf.Config // the new revision's config (only its revision changes)
 	MaxDevID  uint32     // no dev_id is larger afterwards (an upper bound, checked against dev_stats)
+	Fresh     []uint32   // dev_ids the change gives that the policy in force does not use (see Snapshot.Fresh)
 	Devices   Changes[bpf.DevKey, bpf.DevRec]
 	Addrs     Changes[bpf.AddrKey, bpf.AddrVal]
 	Prefixes  Changes[bpf.PrefixKey, bpf.PrefixVal]
@@ -322,6 +323,7 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 				"changing the MAC address of device %s gives it a new identity, and rules of other devices, segments or the quarantine name it: apply the whole policy instead", quote(nd.Name)))
 		}
 		id = e.peekID()
+		d.Fresh = []uint32{id}
 	}
 
 	// Compile the record; a rule list no device uses yet becomes a new rule set, compiled
@@ -537,6 +539,7 @@ func (e *Editor) Commit(d *Delta) {
 	d.Rules.ApplyTo(e.snap.Rules)
 	e.snap.Revision = d.Revision
 	e.snap.Config = d.Config
+	e.snap.Fresh = nil // the snapshot is no longer the step from CompileOptions.Prev
 }
 
 // peekID is the id a new device gets: the lowest free one.

@@ -168,6 +168,7 @@ func TestEditorMatchesCompile(t *testing.T) {
 			for step := range 400 {
 				before := canonSnap(e.Snapshot())
 				prev := cloneSnap(e.Snapshot())
+				orig := cloneSnap(e.Snapshot()) // prev is rewritten below
 				var d *Delta
 				var err error
 				name := fmt.Sprintf("d%d", g.r.IntN(20))
@@ -224,6 +225,12 @@ func TestEditorMatchesCompile(t *testing.T) {
 				if a, b := canonSnap(got), canonSnap(want); a != b {
 					t.Fatalf("step %d (%s): editor and Compile differ:\n%s", step, d.Summary, firstDiff(a, b))
 				}
+				// Compile over the snapshot before the change gives the same ids fresh.
+				over, err := Compile(e.Policy(), CompileOptions{Revision: d.Revision, Prev: orig})
+				if err != nil {
+					t.Fatalf("step %d: compile: %v", step, err)
+				}
+				checkFresh(t, step, d, orig, got, over)
 			}
 			t.Logf("%d accepted (%d deletes), %d refused", accepted, deleted, refused)
 			if accepted < 100 || refused < 20 || deleted < 5 {
@@ -378,8 +385,35 @@ func FuzzEditor(f *testing.F) {
 			if a, b := canonSnap(e.Snapshot()), canonSnap(want); a != b {
 				t.Fatalf("step %d (%s): editor and Compile differ:\n%s", step, d.Summary, firstDiff(a, b))
 			}
+			checkFresh(t, step, d, prev, e.Snapshot(), want)
 		}
 	})
+}
+
+// checkFresh: the ids a change gives that the snapshot before it did not use are the Delta's
+// Fresh, and Compile over that snapshot says the same; a committed snapshot has none left.
+func checkFresh(t *testing.T, step int, d *Delta, prev, got, want *Snapshot) {
+	t.Helper()
+	used := map[uint32]bool{}
+	for _, r := range prev.Devices {
+		used[r.DevId] = true
+	}
+	var fresh []uint32
+	for _, r := range got.Devices {
+		if !used[r.DevId] {
+			fresh = append(fresh, r.DevId)
+		}
+	}
+	slices.Sort(fresh)
+	if !slices.Equal(slices.Sorted(slices.Values(d.Fresh)), fresh) {
+		t.Fatalf("step %d (%s): delta's fresh ids %v, want %v", step, d.Summary, d.Fresh, fresh)
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(want.Fresh)), fresh) {
+		t.Fatalf("step %d (%s): Compile's fresh ids %v, want %v", step, d.Summary, want.Fresh, fresh)
+	}
+	if got.Fresh != nil {
+		t.Fatalf("step %d (%s): the committed snapshot keeps fresh ids %v", step, d.Summary, got.Fresh)
+	}
 }
 
 // TestEditorCompileErrors: what only compiling finds (a gateway port that does not exist)

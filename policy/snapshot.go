@@ -29,6 +29,12 @@ type Snapshot struct {
 	// For reporting only (not written to the datapath).
 	DeviceNames  map[uint32]string // dev_id -> device name
 	SegmentNames map[uint16]string // segment id -> segment name
+
+	// Fresh are the dev_ids Compile gave to devices the snapshot it compiled over
+	// (CompileOptions.Prev) did not know: an id a deleted device left, or one never used. Their
+	// counters must start from zero (maps.Apply clears them) so that a new device never
+	// inherits a deleted one's. Not part of Hash: it describes the step, not the content.
+	Fresh []uint32
 }
 
 // MaxDevID is the largest dev_id in the snapshot (sizes dev_stats).
