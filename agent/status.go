@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"sort"
@@ -8,6 +9,7 @@ import (
 	"github.com/ztgate/ztgate/api"
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/internal/buildinfo"
+	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/maps"
 	"github.com/ztgate/ztgate/metrics"
 	"github.com/ztgate/ztgate/policy"
@@ -49,7 +51,11 @@ func (a *Agent) interfaces() []api.Interface {
 	}
 	byName := map[string]api.Interface{}
 	for _, l := range links {
-		byName[l.Name] = api.Interface{Name: l.Name, Ifindex: l.Ifindex, Mode: l.Mode.String(), Attached: l.Current && l.Ifindex != 0, Error: l.Err}
+		ifc := api.Interface{Name: l.Name, Ifindex: l.Ifindex, Mode: l.Mode.String(), Attached: l.Current && l.Ifindex != 0, Error: l.Err}
+		if l.Layout != loader.LayoutVersion && ifc.Error == "" {
+			ifc.Error = fmt.Sprintf("pinned by an older ztgate (layout v%d), not migrated yet", l.Layout)
+		}
+		byName[l.Name] = ifc
 	}
 	out := make([]api.Interface, 0, len(a.cfg.Interfaces))
 	for _, name := range a.cfg.Interfaces {

@@ -68,6 +68,23 @@ func (d *Datapath) linkPath(ifname string) string {
 	return filepath.Join(d.dir, linkPinPrefix+ifname)
 }
 
+// findLinkPin is where ifname's link is pinned: the current layout's path, else the newest
+// older layout that pins one (a link not migrated yet), with its layout version. When no pin
+// exists it returns the current path.
+func (d *Datapath) findLinkPin(ifname string) (string, int) {
+	path := d.linkPath(ifname)
+	if _, err := os.Lstat(path); err == nil {
+		return path, LayoutVersion
+	}
+	for v := LayoutVersion - 1; v >= 1; v-- {
+		old := filepath.Join(layoutDir(d.cfg.PinDir, v), linkPinPrefix+ifname)
+		if _, err := os.Lstat(old); err == nil {
+			return old, v
+		}
+	}
+	return path, LayoutVersion
+}
+
 func checkIfname(ifname string) error {
 	if ifname == "" || len(ifname) >= unix.IFNAMSIZ || strings.ContainsAny(ifname, "/ \x00") ||
 		ifname == "." || ifname == ".." {
@@ -334,9 +351,11 @@ func (d *Datapath) detach(ifname string) error {
 	}
 	defer unlock()
 
-	path := d.linkPath(ifname)
+	path, version := d.linkPath(ifname), LayoutVersion
 	l, ok := d.links[ifname]
 	if !ok {
+		// Not adopted by this process: pinned by a previous one, maybe under an older layout.
+		path, version = d.findLinkPin(ifname)
 		l, err = link.LoadPinnedLink(path, nil)
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("not attached: %w", fs.ErrNotExist)
@@ -353,6 +372,9 @@ func (d *Datapath) detach(ifname string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("unpin link: %w", err)
 	}
+	if version != LayoutVersion {
+		_ = removeOldLayout(filepath.Dir(path)) // its maps go with its last link
+	}
 	return nil
 }
 
@@ -364,36 +386,48 @@ type Interface struct {
 	LinkID    link.ID        // the pinned XDP link
 	ProgramID ebpf.ProgramID // program the link runs
 	Current   bool           // the link runs this Datapath's program (false: not adopted yet)
+	Layout    int            // the layout version whose directory pins the link (older: not migrated yet)
 	Err       string         // why the state could not be read, if it could not
 }
 
 // Status lists the interfaces with a pinned link in this Datapath's pin directory, sorted by
-// name, including links pinned by a previous process and not adopted yet. Modes are read in
-// the network namespace of the calling thread.
+// name, including links pinned by a previous process and not adopted yet, also under an older
+// layout (a previous version's links that no Attach has migrated). Modes are read in the network
+// namespace of the calling thread.
 func (d *Datapath) Status() ([]Interface, error) {
-	entries, err := os.ReadDir(d.dir)
-	if err != nil {
-		return nil, fmt.Errorf("status: %w", err)
-	}
 	var ourID ebpf.ProgramID
 	if info, err := d.objs.ZtXdp.Info(); err == nil {
 		ourID, _ = info.ID()
 	}
 	var out []Interface
-	for _, e := range entries {
-		name, ok := strings.CutPrefix(e.Name(), linkPinPrefix)
-		if !ok || e.IsDir() {
+	seen := map[string]bool{}
+	for v := LayoutVersion; v >= 1; v-- {
+		dir := layoutDir(d.cfg.PinDir, v)
+		entries, err := os.ReadDir(dir)
+		if v != LayoutVersion && errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		out = append(out, d.linkStatus(name, ourID))
+		if err != nil {
+			return nil, fmt.Errorf("status: %w", err)
+		}
+		for _, e := range entries {
+			name, ok := strings.CutPrefix(e.Name(), linkPinPrefix)
+			if !ok || e.IsDir() || seen[name] {
+				continue
+			}
+			seen[name] = true
+			st := d.linkStatus(name, filepath.Join(dir, e.Name()), ourID)
+			st.Layout = v
+			out = append(out, st)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-func (d *Datapath) linkStatus(name string, ourID ebpf.ProgramID) Interface {
+func (d *Datapath) linkStatus(name, path string, ourID ebpf.ProgramID) Interface {
 	st := Interface{Name: name, Mode: ModeNone}
-	l, err := link.LoadPinnedLink(d.linkPath(name), nil)
+	l, err := link.LoadPinnedLink(path, nil)
 	if err != nil {
 		st.Err = err.Error()
 		return st

@@ -326,23 +326,21 @@ func pinOldLayoutMap(t *testing.T, pinDir, name string) string {
 	return v1
 }
 
-// TestLayoutMigration: a link pinned by an older layout (v1) is taken over with link.Update (the
-// same link, so the interface never runs without a program), its pin moves to the current
-// layout, and the old layout's directory, left without links, is removed with its map pins.
-func TestLayoutMigration(t *testing.T) {
-	cfg, ns := genericLab(t, "ztm0", "ztm1")
-
-	// What a v1 agent left: its program on ztm0 through a pinned link, and its maps.
+// pinOldLayoutLink attaches an XDP_DROP program to ifname (generic mode) through a link pinned
+// in pinDir/v1 next to a v1 map, as a v1 agent leaves it, and returns the directory and the
+// link's id.
+func pinOldLayoutLink(t *testing.T, cfg Config, ns netns.NsHandle, ifname string) (string, link.ID) {
+	t.Helper()
 	old, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, AttachType: ebpf.AttachXDP, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}}) // XDP_DROP
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer old.Close()
+	defer old.Close() // the link keeps it
 	v1 := pinOldLayoutMap(t, cfg.PinDir, bpf.ZtgateMapZtEventLimit)
 	var linkID link.ID
 	err = inNetns(t, ns, func() error {
-		ifc, err := net.InterfaceByName("ztm0")
+		ifc, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err
 		}
@@ -356,11 +354,20 @@ func TestLayoutMigration(t *testing.T) {
 			return err
 		}
 		linkID = info.ID
-		return l.Pin(filepath.Join(v1, "link-ztm0"))
+		return l.Pin(filepath.Join(v1, linkPinPrefix+ifname))
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return v1, linkID
+}
+
+// TestLayoutMigration: a link pinned by an older layout (v1) is taken over with link.Update (the
+// same link, so the interface never runs without a program), its pin moves to the current
+// layout, and the old layout's directory, left without links, is removed with its map pins.
+func TestLayoutMigration(t *testing.T) {
+	cfg, ns := genericLab(t, "ztm0", "ztm1")
+	v1, linkID := pinOldLayoutLink(t, cfg, ns, "ztm0")
 
 	dp := openDatapath(t, cfg)
 	attachGenericOurs(t, dp, ns, "ztm0", "over a v1 link (generic: the adopted link's mode)")
@@ -374,6 +381,42 @@ func TestLayoutMigration(t *testing.T) {
 	}
 	if _, err := os.Stat(v1); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("v1 directory left behind: %v", err)
+	}
+}
+
+// TestOldLayoutLinkStatusDetach: a link an older layout pinned and no Attach migrated shows in
+// Status (with its layout, not ours) and Detach removes it, with the old layout's directory.
+func TestOldLayoutLinkStatusDetach(t *testing.T) {
+	cfg, ns := genericLab(t, "ztm0", "ztm1")
+	v1, linkID := pinOldLayoutLink(t, cfg, ns, "ztm0")
+	dp := openDatapath(t, cfg)
+	var st []Interface
+	err := inNetns(t, ns, func() error {
+		var err error
+		st, err = dp.Status()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) != 1 || st[0].Name != "ztm0" || st[0].Layout != 1 || st[0].Current || st[0].LinkID != linkID ||
+		st[0].Ifindex == 0 || st[0].Mode != ModeGeneric {
+		t.Fatalf("Status() = %+v, want ztm0's v1 link %d, generic, not ours", st, linkID)
+	}
+	if err := dp.Detach("ztm0"); err != nil {
+		t.Fatalf("detach a v1 link: %v", err)
+	}
+	if x := xdpState(t, ns, "ztm0"); x.Attached {
+		t.Errorf("ztm0 still runs program %d after Detach", x.ProgId)
+	}
+	if _, err := os.Stat(v1); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("v1 directory left after its last link was detached: %v", err)
+	}
+	if st, err := dp.Status(); err != nil || len(st) != 0 {
+		t.Errorf("Status() after Detach = %+v, %v, want nothing", st, err)
+	}
+	if err := dp.Detach("ztm0"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("second Detach: %v, want not attached", err)
 	}
 }
 
