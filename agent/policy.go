@@ -212,6 +212,13 @@ func (a *Agent) restore() error {
 					return err
 				}
 			}
+			// The state file may be ahead of the maps (a crash between persisting a change and
+			// writing it): which ids are new is what the maps enforce, not what the state says.
+			if fresh, err := a.maps.FreshOverActive(snap); err != nil {
+				a.log.Warn("cannot read the pinned policy back; counters of device ids reused since the last state may carry over", "err", err)
+			} else {
+				snap.Fresh = fresh
+			}
 			if err := a.maps.Apply(snap, a.lim); err != nil && !errors.Is(err, maps.ErrCommitted) {
 				return fmt.Errorf("restore policy: %w", err)
 			}

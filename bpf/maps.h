@@ -119,13 +119,12 @@ struct {
  * than a per-CPU array: the verifier inlines the lookup into an address computed from the index,
  * so charging a device costs one memory access where a per-CPU array needs two dependent ones
  * (its table of per-entry pointers, then the value); with a million devices both miss the cache.
- * CPU-major keeps each CPU's entries apart: no cache line is written by two CPUs. The loader sets
- * max_entries to possible CPUs * zt_devstats_stride. Memory-mappable: the agent reads it, and
- * clears the entries of an id given to a new device, without a system call per entry. */
+ * CPU-major keeps each CPU's entries apart (two CPUs share a cache line at most where one row
+ * ends and the next begins). The loader sets max_entries to possible CPUs * zt_devstats_stride.
+ * No device has dev_id 0: row 0's entry 0 is the agent's (maps/devstats.go). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
-	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct zt_dev_stats);
 } zt_devstats SEC(".maps");

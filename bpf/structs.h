@@ -107,7 +107,8 @@ struct zt_counter {
 	__u64 bytes;
 };
 
-/* dev_stats: per-CPU, index dev_id. Counted only after identity and source checks passed. */
+/* zt_devstats entry: one CPU's counters of one device (bpf/maps.h). Counted only after identity
+ * and source checks passed. */
 struct zt_dev_stats {
 	__u64 packets[ZT_V_MAX];
 	__u64 bytes[ZT_V_MAX];

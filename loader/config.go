@@ -99,7 +99,8 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// maxEntries bounds every capacity: max_entries is a u32 and dev_stats needs MaxDevices+1.
+// maxEntries bounds every capacity: max_entries is a u32 (zt_devstats needs (MaxDevices+1) *
+// possible CPUs: SizeDevstats checks that).
 const maxEntries = 1 << 30
 
 func (c Config) validate() error {

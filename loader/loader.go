@@ -30,7 +30,7 @@ import (
 	"github.com/ztgate/ztgate/bpf"
 )
 
-// LayoutVersion is the version of the map layout, and the name of the pin subdirectory (v2).
+// LayoutVersion is the version of the map layout, and the name of the pin subdirectory (v3).
 // v1: zt_event_limit was an LRU hash of (device, reason); v2: it is an array of budget slots,
 // and zt_clock (the per-CPU clock cache) is new; v3: zt_devstats is a plain array, one row of
 // devices per CPU, instead of a per-CPU array (device counters restart from zero on the upgrade).
@@ -209,7 +209,7 @@ func describeLoadError(err error, dir string) error {
 // Config returns the configuration in force (defaults filled in).
 func (d *Datapath) Config() Config { return d.cfg }
 
-// Dir returns the pin directory of the current layout (<PinDir>/v2).
+// Dir returns the pin directory of the current layout (<PinDir>/v3).
 func (d *Datapath) Dir() string { return d.dir }
 
 // Objects returns the loaded program and maps. They stay owned by the Datapath: do not close them.

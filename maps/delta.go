@@ -135,7 +135,7 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 	}
 	nxt := 1 - cur
 	pre := lap()
-	if err := m.clearDevStats(d.Fresh); err != nil {
+	if err := m.prepareDevStats(d.Fresh, d.MaxDevID); err != nil {
 		return err
 	}
 	c, x := &m.slots[cur], &m.slots[nxt]

@@ -319,3 +319,44 @@ func TestFreshDeviceStartsAtZero(t *testing.T) {
 		t.Errorf("ApplyDelta: d0 has %d frames, want its 1 kept", n)
 	}
 }
+
+// TestFreshOverActive: a snapshot compiled over a Prev the maps do not hold (its Fresh is empty
+// although the id it gives d9 was d1's in the maps) gets its fresh ids from the active slot, and
+// d9 starts at zero.
+func TestFreshOverActive(t *testing.T) {
+	e := setup(t, nil)
+	p := deltaPolicy(3)
+	s1, err := policy.Compile(p, policy.CompileOptions{Revision: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh, err := e.m.FreshOverActive(s1); err != nil || len(fresh) != 3 {
+		t.Fatalf("no policy in force: fresh %v, %v, want all 3 ids", fresh, err)
+	}
+	mustApply(t, e, s1)
+	d1 := deltaDevice(1, 0, 0)
+	hw, _ := net.ParseMAC(d1.MAC)
+	id1 := s1.Devices[policy.DevKey(hw)].DevId
+	if ret := run(t, e, ipv4Frame(policy.DevKey(hw).Mac, d1.IPv4[0], "192.0.2.1", 17, 4000, 9)); ret != xdpDrop {
+		t.Fatalf("frame of d1: action %d", ret)
+	}
+	// The state says d1 left at revision 2 (never applied) and d9 took its id at revision 3.
+	p.Spec.Devices = slices.Delete(p.Spec.Devices, 1, 2)
+	s2, err := policy.Compile(p, policy.CompileOptions{Revision: 2, Prev: s1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Spec.Devices = append(p.Spec.Devices, deltaDevice(9, 1000, 0))
+	s3, err := policy.Compile(p, policy.CompileOptions{Revision: 3, Prev: s2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3.Fresh = nil // what a restarted agent knows: the ids of its state, all of them in use
+	if s3.Fresh, err = e.m.FreshOverActive(s3); err != nil || !slices.Equal(s3.Fresh, []uint32{id1}) {
+		t.Fatalf("fresh over the active slot: %v, %v, want [%d]", s3.Fresh, err, id1)
+	}
+	mustApply(t, e, s3)
+	if ds, err := e.m.DeviceStats(id1); err != nil || ds != (bpf.DevStats{}) {
+		t.Errorf("d9 (id %d) starts with %+v, %v, want zero", id1, ds, err)
+	}
+}

@@ -1,21 +1,24 @@
 package maps
 
 import (
-	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/policy"
 )
 
-// zt_devstats (bpf/maps.h) is a memory-mappable array of rows, one per possible CPU, of stride
-// entries each: entry cpu*stride + dev_id holds what that CPU charged the device. The agent
-// reads and clears it through the mapping, without a system call per entry.
+// zt_devstats (bpf/maps.h) is an array of rows, one per possible CPU, of stride entries each:
+// entry cpu*stride + dev_id holds what that CPU charged the device. dev_id 0 is never charged
+// (no device has it), so entry 0, row 0's dev_id 0, is the agent's: its Packets[0] is the
+// watermark, the largest dev_id ever given a device record in these maps. The entries of the
+// ids above it are still zero.
 
-// devStatsSize is the size of one entry: struct zt_dev_stats, 7 u64.
-const devStatsSize = 8 * (2*bpf.NumVerdicts + 1)
+// watermarkKey is the entry of zt_devstats that holds the watermark.
+const watermarkKey = uint32(0)
 
 // devstatsRows is zt_devstats' shape: rows (one per possible CPU) of stride entries.
 func (m *Maps) devstatsRows() (rows, stride int, err error) {
@@ -36,114 +39,121 @@ func (m *Maps) devstatsCap() (int, error) {
 	return stride - 1, err
 }
 
-// devstatsMem is zt_devstats mapped into memory, with its shape.
-func (m *Maps) devstatsMem() (mem *ebpf.Memory, rows, stride int, err error) {
-	if rows, stride, err = m.devstatsRows(); err != nil {
-		return nil, 0, 0, err
+// addDevStats folds one CPU's entry p into s: packets and bytes add up, last_seen is the latest.
+func addDevStats(s *bpf.DevStats, p *bpf.DevStats) {
+	for v := range p.Packets {
+		s.Packets[v] += p.Packets[v]
+		s.Bytes[v] += p.Bytes[v]
 	}
-	if mem, err = m.objs.ZtDevstats.Memory(); err != nil {
-		return nil, 0, 0, fmt.Errorf("map zt_devstats: %w", err)
-	}
-	if int(mem.Size()) < rows*stride*devStatsSize {
-		return nil, 0, 0, fmt.Errorf("zt_devstats: mapping of %d bytes, want %d", mem.Size(), rows*stride*devStatsSize)
-	}
-	return mem, rows, stride, nil
-}
-
-// addDevStats folds one entry (devStatsSize bytes) into s: packets and bytes add up,
-// last_seen is the latest.
-func addDevStats(s *bpf.DevStats, b []byte) {
-	for v := range s.Packets {
-		s.Packets[v] += binary.NativeEndian.Uint64(b[8*v:])
-		s.Bytes[v] += binary.NativeEndian.Uint64(b[8*(bpf.NumVerdicts+v):])
-	}
-	s.LastSeen = max(s.LastSeen, binary.NativeEndian.Uint64(b[8*2*bpf.NumVerdicts:]))
+	s.LastSeen = max(s.LastSeen, p.LastSeen)
 }
 
 // DeviceStats returns the counters of one device (dev_id), summed over CPUs. LastSeen is in
 // CLOCK_MONOTONIC nanoseconds (the datapath's coarse zt_now, a couple of ticks behind).
 func (m *Maps) DeviceStats(devID uint32) (bpf.DevStats, error) {
 	var s bpf.DevStats
-	mem, rows, stride, err := m.devstatsMem()
+	rows, stride, err := m.devstatsRows()
 	if err != nil {
 		return s, err
 	}
-	if int(devID) >= stride {
+	if devID == noDevID || int(devID) >= stride {
 		return s, fmt.Errorf("read zt_devstats[%d]: %w", devID, ebpf.ErrKeyNotExist)
 	}
-	var b [devStatsSize]byte
 	for cpu := range rows {
-		if _, err := mem.ReadAt(b[:], int64((cpu*stride+int(devID))*devStatsSize)); err != nil {
+		var p bpf.DevStats
+		if err := m.objs.ZtDevstats.Lookup(uint32(cpu*stride)+devID, &p); err != nil {
 			return bpf.DevStats{}, fmt.Errorf("read zt_devstats[%d] of CPU %d: %w", devID, cpu, err)
 		}
-		addDevStats(&s, b[:])
+		addDevStats(&s, &p)
 	}
 	return s, nil
 }
 
 // AllDeviceStats returns the counters of every device that has any, by dev_id, summed over CPUs.
 func (m *Maps) AllDeviceStats() (map[uint32]bpf.DevStats, error) {
-	mem, rows, stride, err := m.devstatsMem()
+	_, stride, err := m.devstatsRows()
 	if err != nil {
 		return nil, err
 	}
-	const chunk = 4096 // entries read at a time
-	buf := make([]byte, chunk*devStatsSize)
-	var zero [devStatsSize]byte
+	const chunk = 4096
+	keys := make([]uint32, chunk)
+	vals := make([]bpf.DevStats, chunk)
 	out := map[uint32]bpf.DevStats{}
-	for cpu := range rows {
-		for lo := 0; lo < stride; lo += chunk {
-			n := min(chunk, stride-lo)
-			b := buf[:n*devStatsSize]
-			if _, err := mem.ReadAt(b, int64((cpu*stride+lo)*devStatsSize)); err != nil {
-				return nil, fmt.Errorf("read zt_devstats: %w", err)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.objs.ZtDevstats.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			id := keys[i] % uint32(stride)
+			if id == noDevID || vals[i] == (bpf.DevStats{}) {
+				continue // dev_id 0: the watermark (row 0) or nothing
 			}
-			for i := range n {
-				e := b[i*devStatsSize : (i+1)*devStatsSize]
-				if string(e) == string(zero[:]) {
-					continue
-				}
-				id := uint32(lo + i)
-				s := out[id]
-				addDevStats(&s, e)
-				out[id] = s
-			}
+			s := out[id]
+			addDevStats(&s, &vals[i])
+			out[id] = s
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read zt_devstats: %w", err)
 		}
 	}
-	return out, nil
 }
 
-// clearDevStats zeroes the counters of ids on every CPU. No frame may charge them meanwhile:
-// Apply and ApplyDelta call it for ids the revision in force does not use, once the slot it
-// replaced is settled.
-func (m *Maps) clearDevStats(ids []uint32) error {
-	if len(ids) == 0 {
-		return nil
+// prepareDevStats readies zt_devstats for a revision whose largest dev_id is maxID and which
+// gives the ids fresh to devices the revision in force does not have: their entries are
+// zeroed on every CPU, so that a new device does not inherit a deleted one's counters, and the
+// watermark is raised to maxID. Ids above the watermark were never charged: nothing to clear.
+// Called between settle and the flip, before any write: with a Fresh from Compile or the
+// Editor over the snapshot in force, no frame charges a fresh id meanwhile.
+func (m *Maps) prepareDevStats(fresh []uint32, maxID uint32) error {
+	var wm bpf.DevStats
+	if err := m.objs.ZtDevstats.Lookup(watermarkKey, &wm); err != nil {
+		return fmt.Errorf("read the zt_devstats watermark: %w", err)
 	}
-	mem, rows, stride, err := m.devstatsMem()
-	if err != nil {
-		return err
+	mark := wm.Packets[0]
+	if len(fresh) > 0 && uint64(slices.Min(fresh)) <= mark {
+		rows, stride, err := m.devstatsRows()
+		if err != nil {
+			return err
+		}
+		var keys []uint32
+		for _, id := range fresh {
+			if id == noDevID || int(id) >= stride {
+				return fmt.Errorf("clear zt_devstats[%d]: not a device id below %d", id, stride)
+			}
+			if uint64(id) > mark {
+				continue
+			}
+			for cpu := range rows {
+				keys = append(keys, uint32(cpu*stride)+id)
+			}
+		}
+		if _, err := m.objs.ZtDevstats.BatchUpdate(keys, make([]bpf.DevStats, len(keys)), nil); err != nil {
+			return fmt.Errorf("clear zt_devstats of %d new device ids: %w", len(keys)/rows, err)
+		}
 	}
-	if !slices.IsSorted(ids) { // Compile gives them in order
-		ids = slices.Sorted(slices.Values(ids))
-	}
-	zero := make([]byte, 4096*devStatsSize)
-	for cpu := range rows {
-		// Runs of consecutive ids are cleared with one copy each.
-		for i := 0; i < len(ids); {
-			j := i + 1
-			for j < len(ids) && ids[j] == ids[j-1]+1 && j-i < 4096 {
-				j++
-			}
-			if int(ids[j-1]) >= stride {
-				return fmt.Errorf("clear zt_devstats[%d]: beyond its %d devices", ids[j-1], stride-1)
-			}
-			off := int64((cpu*stride + int(ids[i])) * devStatsSize)
-			if _, err := mem.WriteAt(zero[:(j-i)*devStatsSize], off); err != nil {
-				return fmt.Errorf("clear zt_devstats: %w", err)
-			}
-			i = j
+	if uint64(maxID) > mark {
+		wm.Packets[0] = uint64(maxID)
+		if err := m.objs.ZtDevstats.Update(watermarkKey, &wm, ebpf.UpdateExist); err != nil {
+			return fmt.Errorf("write the zt_devstats watermark: %w", err)
 		}
 	}
 	return nil
+}
+
+// FreshOverActive returns the dev_ids s gives devices that the policy the datapath enforces
+// does not give them (all of them when none is enforced): s's Fresh when s was compiled over a
+// snapshot that may not be what the maps hold (an agent restarting after a crash between
+// persisting a change and writing it). Such an id may still be another device's in the active
+// slot: what that device sends between the clearing and the flip is charged to the new one.
+func (m *Maps) FreshOverActive(s *policy.Snapshot) ([]uint32, error) {
+	active, err := m.ReadActive()
+	if errors.Is(err, ErrNoPolicy) {
+		return s.FreshOver(nil), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.FreshOver(active), nil
 }

@@ -101,7 +101,8 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 	nxt := 1 - cur
 	pre := lap() // the first Apply of a process runs a barrier first
 	// No frame charges the ids the revision in force does not use: a new device starts at zero.
-	if err := m.clearDevStats(s.Fresh); err != nil {
+	// Before any write, so that a failure leaves the slots untouched.
+	if err := m.prepareDevStats(s.Fresh, s.MaxDevID()); err != nil {
 		return err
 	}
 	if m.incremental {

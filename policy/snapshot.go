@@ -37,6 +37,20 @@ type Snapshot struct {
 	Fresh []uint32
 }
 
+// FreshOver returns, in increasing order, the dev_ids s gives devices (MACs) that active does
+// not give them (every id when active is nil): Fresh for s applied over what the datapath
+// enforces. A device that keeps its id keeps its counters.
+func (s *Snapshot) FreshOver(active *Snapshot) []uint32 {
+	var fresh []uint32
+	for k, d := range s.Devices {
+		if active == nil || active.Devices[k].DevId != d.DevId {
+			fresh = append(fresh, d.DevId)
+		}
+	}
+	slices.Sort(fresh)
+	return fresh
+}
+
 // MaxDevID is the largest dev_id in the snapshot (sizes dev_stats).
 func (s *Snapshot) MaxDevID() uint32 {
 	var m uint32

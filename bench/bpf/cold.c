@@ -52,7 +52,6 @@ struct {
  * dev_id (dev_id = idx + 1); max_entries set as zt_devstats'. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct zt_dev_stats);
