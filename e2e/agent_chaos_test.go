@@ -47,8 +47,19 @@ func TestAgentRestart(t *testing.T) {
 		{"graceful", nil, v1},
 		{"new binary", nil, v2},
 	}
+	// allowed is what each device passed so far, by name (the probes keep it growing).
+	allowed := func() map[string]uint64 {
+		var devs []api.Device
+		l.mustJSON(&devs, "devices")
+		out := map[string]uint64{}
+		for _, d := range devs {
+			out[d.Name] = d.Allowed.Packets
+		}
+		return out
+	}
 	for i, s := range steps {
 		before := l.status()
+		passed := allowed()
 		switch {
 		case s.down != nil:
 			s.down()
@@ -73,6 +84,13 @@ func TestAgentRestart(t *testing.T) {
 			t.Errorf("%s: the restarted agent did not adopt the pinned policy:\n%s", s.name, l.agent.log.String())
 		}
 		f.waitAllowed(s.name + ": restarted")
+		// The pinned per-device counters went on counting: none restarted from zero.
+		now := allowed()
+		for name, n := range passed {
+			if now[name] < n || (name == "cam" && n == 0) {
+				t.Errorf("%s: %s passed %d frames before, %d after the restart", s.name, name, n, now[name])
+			}
+		}
 
 		// A new policy through the restarted agent (one more allowed device rule each time).
 		p.Spec.Devices[1].Allow = append(p.Spec.Devices[1].Allow, policy.Rule{To: policy.Target{Device: "broker"}, Proto: "tcp",
