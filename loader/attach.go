@@ -404,8 +404,8 @@ func (d *Datapath) Status() ([]Interface, error) {
 	for v := LayoutVersion; v >= 1; v-- {
 		dir := layoutDir(d.cfg.PinDir, v)
 		entries, err := os.ReadDir(dir)
-		if v != LayoutVersion && errors.Is(err, fs.ErrNotExist) {
-			continue
+		if v != LayoutVersion && err != nil {
+			continue // none pinned there (or unreadable): the current layout's links still count
 		}
 		if err != nil {
 			return nil, fmt.Errorf("status: %w", err)

@@ -315,6 +315,9 @@ func pinOldLayoutMap(t *testing.T, pinDir, name string) string {
 	if err := os.MkdirAll(v1, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := os.Lstat(filepath.Join(v1, name)); err == nil {
+		return v1 // pinned by an earlier call
+	}
 	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -384,11 +387,13 @@ func TestLayoutMigration(t *testing.T) {
 	}
 }
 
-// TestOldLayoutLinkStatusDetach: a link an older layout pinned and no Attach migrated shows in
-// Status (with its layout, not ours) and Detach removes it, with the old layout's directory.
+// TestOldLayoutLinkStatusDetach: links an older layout pinned and no Attach migrated show in
+// Status (with their layout, not ours) and Detach removes them; the old layout's directory goes
+// with its last link.
 func TestOldLayoutLinkStatusDetach(t *testing.T) {
 	cfg, ns := genericLab(t, "ztm0", "ztm1")
 	v1, linkID := pinOldLayoutLink(t, cfg, ns, "ztm0")
+	pinOldLayoutLink(t, cfg, ns, "ztm1")
 	dp := openDatapath(t, cfg)
 	var st []Interface
 	err := inNetns(t, ns, func() error {
@@ -399,15 +404,24 @@ func TestOldLayoutLinkStatusDetach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st) != 1 || st[0].Name != "ztm0" || st[0].Layout != 1 || st[0].Current || st[0].LinkID != linkID ||
-		st[0].Ifindex == 0 || st[0].Mode != ModeGeneric {
-		t.Fatalf("Status() = %+v, want ztm0's v1 link %d, generic, not ours", st, linkID)
+	if len(st) != 2 || st[0].Name != "ztm0" || st[0].Layout != 1 || st[0].Current || st[0].LinkID != linkID ||
+		st[0].Ifindex == 0 || st[0].Mode != ModeGeneric || st[1].Name != "ztm1" || st[1].Layout != 1 {
+		t.Fatalf("Status() = %+v, want ztm0's v1 link %d, generic, not ours, and ztm1's", st, linkID)
 	}
 	if err := dp.Detach("ztm0"); err != nil {
 		t.Fatalf("detach a v1 link: %v", err)
 	}
 	if x := xdpState(t, ns, "ztm0"); x.Attached {
 		t.Errorf("ztm0 still runs program %d after Detach", x.ProgId)
+	}
+	if x := xdpState(t, ns, "ztm1"); !x.Attached {
+		t.Error("detaching ztm0 detached ztm1")
+	}
+	if _, err := os.Stat(filepath.Join(v1, linkPinPrefix+"ztm1")); err != nil {
+		t.Fatalf("v1 lost ztm1's link pin when ztm0's was detached: %v", err)
+	}
+	if err := dp.Detach("ztm1"); err != nil {
+		t.Fatalf("detach the last v1 link: %v", err)
 	}
 	if _, err := os.Stat(v1); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("v1 directory left after its last link was detached: %v", err)

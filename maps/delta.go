@@ -82,7 +82,7 @@ func deltaKinds(m *Maps, d *policy.Delta, base *policy.Snapshot) [numKinds]delta
 }
 
 // checkDelta is check for a change: the counts after it against lim, the ids against
-// dev_stats.
+// zt_devstats.
 func (m *Maps) checkDelta(d *policy.Delta, lim Limits) error {
 	caps := [numKinds]int{lim.Devices, lim.Addrs, lim.Prefixes, lim.Rules}
 	for k := range numKinds {

@@ -278,6 +278,9 @@ func TestFreshDeviceStartsAtZero(t *testing.T) {
 		t.Fatalf("before the apply: %d frames on id %d, want d1's 2", frames(id1), id1)
 	}
 	mustApply(t, e, s3)
+	if s3.Fresh != nil {
+		t.Errorf("Apply left the snapshot's fresh ids %v: applying it again would clear them again", s3.Fresh)
+	}
 	if n := frames(id1); n != 0 {
 		t.Errorf("Apply: d9 starts with %d frames of d1's", n)
 	}

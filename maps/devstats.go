@@ -3,6 +3,7 @@ package maps
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/cilium/ebpf"
@@ -14,8 +15,9 @@ import (
 // zt_devstats (bpf/maps.h) is an array of rows, one per possible CPU, of stride entries each:
 // entry cpu*stride + dev_id holds what that CPU charged the device. dev_id 0 is never charged
 // (no device has it), so entry 0, row 0's dev_id 0, is the agent's: its Packets[0] is the
-// watermark, the largest dev_id ever given a device record in these maps. The entries of the
-// ids above it are still zero.
+// watermark, at least the largest dev_id ever given a device record in these maps (an apply
+// raises it before writing, and a failed one leaves it raised). The entries of the ids above it
+// are still zero.
 
 // watermarkKey is the entry of zt_devstats that holds the watermark.
 const watermarkKey = uint32(0)
@@ -117,7 +119,18 @@ func (m *Maps) prepareDevStats(fresh []uint32, maxID uint32) error {
 		if err != nil {
 			return err
 		}
-		var keys []uint32
+		zeros := make([]bpf.DevStats, min(batchChunk, len(fresh)*rows))
+		keys := make([]uint32, 0, len(zeros))
+		flush := func() error {
+			if len(keys) == 0 {
+				return nil
+			}
+			if _, err := m.objs.ZtDevstats.BatchUpdate(keys, zeros[:len(keys)], nil); err != nil {
+				return fmt.Errorf("clear zt_devstats of new device ids: %w", err)
+			}
+			keys = keys[:0]
+			return nil
+		}
 		for _, id := range fresh {
 			if id == noDevID || int(id) >= stride {
 				return fmt.Errorf("clear zt_devstats[%d]: not a device id below %d", id, stride)
@@ -125,12 +138,17 @@ func (m *Maps) prepareDevStats(fresh []uint32, maxID uint32) error {
 			if uint64(id) > mark {
 				continue
 			}
+			if len(keys)+rows > cap(keys) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
 			for cpu := range rows {
 				keys = append(keys, uint32(cpu*stride)+id)
 			}
 		}
-		if _, err := m.objs.ZtDevstats.BatchUpdate(keys, make([]bpf.DevStats, len(keys)), nil); err != nil {
-			return fmt.Errorf("clear zt_devstats of %d new device ids: %w", len(keys)/rows, err)
+		if err := flush(); err != nil {
+			return err
 		}
 	}
 	if uint64(maxID) > mark {
@@ -148,12 +166,40 @@ func (m *Maps) prepareDevStats(fresh []uint32, maxID uint32) error {
 // persisting a change and writing it). Such an id may still be another device's in the active
 // slot: what that device sends between the clearing and the flip is charged to the new one.
 func (m *Maps) FreshOverActive(s *policy.Snapshot) ([]uint32, error) {
-	active, err := m.ReadActive()
+	devs, err := m.activeDevices()
 	if errors.Is(err, ErrNoPolicy) {
 		return s.FreshOver(nil), nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read the active devices: %w", err)
 	}
-	return s.FreshOver(active), nil
+	return s.FreshOver(&policy.Snapshot{Devices: devs}), nil
+}
+
+// activeDevices reads the device records of the active slot (only them, unlike ReadActive).
+func (m *Maps) activeDevices() (map[bpf.DevKey]bpf.DevRec, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var err error
+	for range 5 { // a swap by another process in between: read again
+		var st slotState
+		if st, err = m.readSlot(); err != nil {
+			return nil, err
+		}
+		var mp *ebpf.Map
+		if mp, err = ebpf.NewMapFromID(st.ids[kDevices]); err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return nil, err
+		}
+		devs, rerr := readAll[bpf.DevKey, bpf.DevRec](mp)
+		mp.Close()
+		after, aerr := m.readSlot()
+		if rerr == nil && aerr == nil && after == st {
+			return devs, nil
+		}
+		err = errors.Join(rerr, aerr, errSlotChanged)
+	}
+	return nil, err
 }

@@ -55,7 +55,11 @@ func (m *Maps) Apply(s *policy.Snapshot, lim Limits) error {
 	if s == nil {
 		return errors.New("apply: nil snapshot")
 	}
-	if err := m.apply(s, lim); err != nil {
+	err := m.apply(s, lim)
+	if err == nil || errors.Is(err, ErrCommitted) {
+		s.Fresh = nil // in force: applying s again is no new step (see Snapshot.Fresh)
+	}
+	if err != nil {
 		return fmt.Errorf("apply revision %d: %w", s.Revision, err)
 	}
 	return nil

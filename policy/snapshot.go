@@ -32,8 +32,9 @@ type Snapshot struct {
 
 	// Fresh are the dev_ids Compile gave to devices the snapshot it compiled over
 	// (CompileOptions.Prev) did not know: an id a deleted device left, or one never used. Their
-	// counters must start from zero (maps.Apply clears them) so that a new device never
-	// inherits a deleted one's. Not part of Hash: it describes the step, not the content.
+	// counters must start from zero so that a new device never inherits a deleted one's:
+	// maps.Apply clears them, and empties Fresh once the snapshot is in force (applying it
+	// again is no new step). Not part of Hash: it describes the step, not the content.
 	Fresh []uint32
 }
 
@@ -51,7 +52,7 @@ func (s *Snapshot) FreshOver(active *Snapshot) []uint32 {
 	return fresh
 }
 
-// MaxDevID is the largest dev_id in the snapshot (sizes dev_stats).
+// MaxDevID is the largest dev_id in the snapshot (checked against zt_devstats).
 func (s *Snapshot) MaxDevID() uint32 {
 	var m uint32
 	for _, d := range s.Devices {
