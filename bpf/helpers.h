@@ -312,7 +312,10 @@ static __always_inline void zt_account(const struct zt_pkt *pkt, __u32 verdict, 
 		c->packets++;
 		c->bytes += len;
 	}
-	if (pkt->counted && pkt->dev && verdict < ZT_V_MAX && pkt->dev->dev_id < zt_devstats_stride) {
+	/* dev_id 0 is no device's (row 0's entry 0 is the agent's); beyond the stride is another
+	 * CPU's row. Userspace installs neither; the datapath does not trust that. */
+	if (pkt->counted && pkt->dev && verdict < ZT_V_MAX && pkt->dev->dev_id != 0 &&
+	    pkt->dev->dev_id < zt_devstats_stride) {
 		__u32 idx = bpf_get_smp_processor_id() * zt_devstats_stride + pkt->dev->dev_id;
 		struct zt_dev_stats *s = bpf_map_lookup_elem(&zt_devstats, &idx);
 

@@ -700,3 +700,53 @@ func TestEventBudgetSharing(t *testing.T) {
 		t.Errorf("EventStats() = %+v, %v; want 2 emitted, 3 suppressed", es, err)
 	}
 }
+
+// TestDevIDZeroNotCharged: a device record with dev_id 0 (which Apply refuses, written here
+// straight into the active slot) is not charged: row 0's entry 0 is the agent's watermark.
+func TestDevIDZeroNotCharged(t *testing.T) {
+	e := setup(t, nil)
+	mustApply(t, e, smallSnapshot(1))
+	var before bpf.DevStats
+	if err := e.dp.Objects().ZtDevstats.Lookup(watermarkKey, &before); err != nil {
+		t.Fatal(err)
+	}
+	if before.Packets[0] != 1 {
+		t.Fatalf("watermark %d after applying dev_id 1, want 1", before.Packets[0])
+	}
+	st, err := e.m.readSlot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs, err := ebpf.NewMapFromID(st.ids[kDevices])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devs.Close()
+	rec := smallSnapshot(1).Devices[bpf.DevKey{Mac: devMAC}]
+	rec.DevId = 0
+	if err := devs.Update(bpf.DevKey{Mac: devMAC}, rec, ebpf.UpdateExist); err != nil {
+		t.Fatal(err)
+	}
+	// On CPU 0, whose row starts with the watermark.
+	var old, cpu0 unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		t.Fatal(err)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer func() { _ = unix.SchedSetaffinity(0, &old) }()
+	cpu0.Set(0)
+	if err := unix.SchedSetaffinity(0, &cpu0); err != nil {
+		t.Fatal(err)
+	}
+	if ret := run(t, e, ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 17, 40000, 53)); ret != xdpPass {
+		t.Fatalf("frame: action %d, want XDP_PASS", ret)
+	}
+	var after bpf.DevStats
+	if err := e.dp.Objects().ZtDevstats.Lookup(watermarkKey, &after); err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Errorf("dev_id 0's frame changed the watermark entry: %+v, was %+v", after, before)
+	}
+}

@@ -158,7 +158,7 @@ int zt_bench_control_stats(struct xdp_md *ctx)
 	rec = zt_bench_record(ctx);
 	if (!rec)
 		return XDP_DROP;
-	if (rec->dev_id >= zt_devstats_stride)
+	if (rec->dev_id == 0 || rec->dev_id >= zt_devstats_stride)
 		return XDP_DROP;
 	id = bpf_get_smp_processor_id() * zt_devstats_stride + rec->dev_id;
 	s = bpf_map_lookup_elem(&zt_bench_stats, &id);
