@@ -56,7 +56,7 @@ type rsKeys struct {
 type Delta struct {
 	Revision  uint64
 	Config    bpf.Config // the new revision's config (only its revision changes)
-	MaxDevID  uint32     // no dev_id is larger afterwards (an upper bound, checked against dev_stats)
+	MaxDevID  uint32     // no dev_id is larger afterwards (an upper bound, checked against zt_devstats)
 	Fresh     []uint32   // dev_ids the change gives that the policy in force does not use (see Snapshot.Fresh)
 	Devices   Changes[bpf.DevKey, bpf.DevRec]
 	Addrs     Changes[bpf.AddrKey, bpf.AddrVal]
