@@ -180,26 +180,15 @@ func (m *Maps) FreshOverActive(s *policy.Snapshot) ([]uint32, error) {
 func (m *Maps) activeDevices() (map[bpf.DevKey]bpf.DevRec, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var err error
-	for range 5 { // a swap by another process in between: read again
-		var st slotState
-		if st, err = m.readSlot(); err != nil {
+	return readStable(m, func(st slotState) (map[bpf.DevKey]bpf.DevRec, error) {
+		mp, err := ebpf.NewMapFromID(st.ids[kDevices])
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, errSlotChanged
+		}
+		if err != nil {
 			return nil, err
 		}
-		var mp *ebpf.Map
-		if mp, err = ebpf.NewMapFromID(st.ids[kDevices]); err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			return nil, err
-		}
-		devs, rerr := readAll[bpf.DevKey, bpf.DevRec](mp)
-		mp.Close()
-		after, aerr := m.readSlot()
-		if rerr == nil && aerr == nil && after == st {
-			return devs, nil
-		}
-		err = errors.Join(rerr, aerr, errSlotChanged)
-	}
-	return nil, err
+		defer mp.Close()
+		return readAll[bpf.DevKey, bpf.DevRec](mp)
+	})
 }

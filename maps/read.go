@@ -62,31 +62,41 @@ func (m *Maps) ActiveRevision() (uint64, error) {
 func (m *Maps) ReadActive() (*policy.Snapshot, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	// Another process may swap while we read: read until the slot is the same before and after.
+	s, err := readStable(m, m.readSlotContents)
+	if err != nil {
+		return nil, fmt.Errorf("read active policy: %w", err)
+	}
+	return s, nil
+}
+
+var errSlotChanged = errors.New("the active slot changed while reading it (concurrent apply)")
+
+// readStable runs read on the active slot until the slot is the same before and after: another
+// process may swap while we read. m.mu is held.
+func readStable[T any](m *Maps, read func(slotState) (T, error)) (T, error) {
+	var zero T
 	var err error
 	for range 5 {
 		var st slotState
 		if st, err = m.readSlot(); err != nil {
-			break
+			return zero, err
 		}
-		var s *policy.Snapshot
-		s, err = m.readSlotContents(st)
+		var v T
+		v, err = read(st)
 		if errors.Is(err, ebpf.ErrKeyNotExist) || errors.Is(err, errSlotChanged) {
 			continue // an inner map was released under us: a swap happened
 		}
 		if err != nil {
-			break
+			return zero, err
 		}
 		after, err2 := m.readSlot()
 		if err2 == nil && after == st {
-			return s, nil
+			return v, nil
 		}
 		err = errSlotChanged
 	}
-	return nil, fmt.Errorf("read active policy: %w", err)
+	return zero, err
 }
-
-var errSlotChanged = errors.New("the active slot changed while reading it (concurrent apply)")
 
 func (m *Maps) readSlotContents(st slotState) (*policy.Snapshot, error) {
 	s := &policy.Snapshot{}
