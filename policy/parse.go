@@ -58,6 +58,31 @@ func ParseLimit(filename string, data []byte, limit int) (*Policy, error) {
 		errs.add(&FieldError{File: filename, Msg: "document is larger than " + sizeText(limit)})
 		return nil, errs.err()
 	}
+	if p := parseJSON(filename, data); p != nil {
+		return p, nil
+	}
+	return parseYAML(filename, data, errs)
+}
+
+// parseJSON is the JSON fast path (see decodeJSON): the valid policy data holds, or nil when
+// data is outside the subset or the policy is invalid (the YAML path then says where).
+func parseJSON(filename string, data []byte) *Policy {
+	if !looksJSON(data) {
+		return nil
+	}
+	var p Policy
+	if !decodeJSON(data, &p) {
+		return nil
+	}
+	errs := &errorList{}
+	if (&validator{file: filename, errs: errs}).policy(&p); errs.len() != 0 {
+		return nil
+	}
+	return &p
+}
+
+// parseYAML decodes and validates data through yaml.v3's node tree, which locates every error.
+func parseYAML(filename string, data []byte, errs *errorList) (*Policy, error) {
 	root, ferr := decodeYAML(data)
 	if ferr != nil {
 		ferr.File = filename

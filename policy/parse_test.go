@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -645,4 +646,23 @@ func TestRoundTripAwkwardStrings(t *testing.T) {
 			t.Errorf("port %q came back as %q", ports[i], got)
 		}
 	}
+}
+
+// TestValidName: the loop accepts exactly what ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$ does.
+func TestValidName(t *testing.T) {
+	re := regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+	alphabet := []string{"", "a", "z", "0", "9", "-", "A", "_", ".", "é", " "}
+	var walk func(s string, depth int)
+	walk = func(s string, depth int) {
+		if validName(s) != re.MatchString(s) {
+			t.Fatalf("validName(%q) = %v, the expression says %v", s, validName(s), re.MatchString(s))
+		}
+		if depth == 0 {
+			return
+		}
+		for _, c := range alphabet[1:] {
+			walk(s+c, depth-1)
+		}
+	}
+	walk("", 4)
 }

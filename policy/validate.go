@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -19,7 +19,24 @@ const (
 	maxIfnameLen   = 15   // IFNAMSIZ - 1
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+// validName reports whether s matches ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$ (a DNS label in lower
+// case); a loop, as it runs for every device of a fleet.
+func validName(s string) bool {
+	if s == "" || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// index appends "[i]" to path.
+func index(path string, i int) string {
+	return path + "[" + strconv.Itoa(i) + "]"
+}
 
 // Validate checks a policy built in Go with the rules Parse applies to a document. The error,
 // when not nil, is an Errors whose entries have no position (Line and Col are 0).
@@ -77,8 +94,8 @@ func (v *validator) policy(p *Policy) {
 	v.segments = firstIndex(len(s.Segments), func(i int) string { return s.Segments[i].Name })
 	v.devices = firstIndex(len(s.Devices), func(i int) string { return s.Devices[i].Name })
 	v.gateway = map[netip.Addr]bool{}
-	v.macs = map[string]int{}
-	v.owners = map[netip.Addr]int{}
+	v.macs = make(map[string]int, len(s.Devices))
+	v.owners = make(map[netip.Addr]int, len(s.Devices))
 
 	v.mode("spec.mode", s.Mode)
 	v.gatewaySpec(&s.Gateway)
@@ -127,7 +144,7 @@ func (v *validator) name(path, s string) bool {
 		v.errorf(path, "is required")
 	case len(s) > maxNameLen:
 		v.errorf(path, "%s is longer than %d characters", quote(s), maxNameLen)
-	case !nameRE.MatchString(s):
+	case !validName(s):
 		v.errorf(path, "%s is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit", quote(s))
 	default:
 		return true
@@ -171,7 +188,7 @@ func (v *validator) segment(i int, s *Segment) {
 }
 
 func (v *validator) device(i int, d *Device) {
-	path := fmt.Sprintf("spec.devices[%d]", i)
+	path := index("spec.devices", i)
 	if v.single {
 		path = v.singlePath
 	}
@@ -267,17 +284,28 @@ func (v *validator) addrList(path string, list []string, v6 bool) []listedAddr {
 		v.errorf(path, "has %d addresses, at most %d are allowed", len(list), maxFamilyAddrs)
 	}
 	var out []listedAddr
-	seen := map[netip.Addr]bool{}
+	var seen map[netip.Addr]bool // for long (invalid) lists; a short one is searched
+	if len(list) > 2*maxFamilyAddrs {
+		seen = make(map[netip.Addr]bool, len(list))
+	}
+	listed := func(a netip.Addr) bool {
+		if seen != nil {
+			return seen[a]
+		}
+		return slices.ContainsFunc(out, func(l listedAddr) bool { return l.addr == a })
+	}
 	for i, s := range list {
-		ipath := fmt.Sprintf("%s[%d]", path, i)
+		ipath := index(path, i)
 		a, why := checkAddr(s, v6)
 		switch {
 		case why != "":
 			v.errorf(ipath, "%s", why)
-		case seen[a]:
+		case listed(a):
 			v.errorf(ipath, "duplicate address %s", a)
 		default:
-			seen[a] = true
+			if seen != nil {
+				seen[a] = true
+			}
 			out = append(out, listedAddr{ipath, a})
 		}
 	}
@@ -349,7 +377,7 @@ func checkIfname(s string) string {
 
 func (v *validator) rules(path string, rules []Rule) {
 	for i := range rules {
-		v.rule(fmt.Sprintf("%s[%d]", path, i), &rules[i])
+		v.rule(index(path, i), &rules[i])
 	}
 }
 
