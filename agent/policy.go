@@ -289,7 +289,7 @@ func (a *Agent) apply(filename string, doc []byte, who caller) (*api.ApplyResult
 	a.log.Info("policy applied", "file", filename, "uid", who.uid, "old_revision", res.OldRevision,
 		"new_revision", res.NewRevision, "hash", hash, "duration", d, "bytes", len(doc),
 		slog.Group("phases", "hash", ph.hash, "parse", ph.parse, "compile", ph.compile, "persist", ph.persist,
-			"maps", ph.maps, "compare", ph.compare),
+			"maps", ph.maps, "compare", ph.compare, "compare_wait", ph.wait),
 		slog.Group("maps", "build", ph.swap.Build, "slot", ph.swap.Slot, "flip", ph.swap.Flip,
 			"barrier", ph.swap.Barrier, "release", ph.swap.Release))
 	return res, nil
@@ -319,7 +319,8 @@ type applyPhases struct {
 	compile time.Duration // compile to a snapshot and capacity check
 	persist time.Duration // state file written (and synced)
 	maps    time.Duration // maps.Apply: inner maps written, flip, barrier, old slot released
-	compare time.Duration // what changed (the reply's changes)
+	compare time.Duration // what changed (the reply's changes), computed while the rest runs
+	wait    time.Duration // waiting for compare once the rest was done
 	swap    maps.ApplyStats
 }
 
@@ -338,6 +339,21 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 		return nil, err
 	}
 	ph.parse = since(&t)
+	// What changed is only for the reply: work it out on another CPU while this one compiles,
+	// persists and writes the maps. Nothing writes either policy meanwhile (device changes
+	// wait for applyMu), and every return waits for it.
+	var changes policy.Diff
+	compared := make(chan time.Duration, 1)
+	go func() {
+		t0 := time.Now()
+		changes = policy.Compare(old.pol, p).Limit(policy.ListedDevices)
+		compared <- time.Since(t0)
+	}()
+	defer func() {
+		if compared != nil {
+			<-compared
+		}
+	}()
 	rev := old.meta.Revision + 1
 	ed, err := a.edit(filename, p, rev, old.snap)
 	if err != nil {
@@ -395,8 +411,9 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	}
 	a.cur.Store(&current{meta: meta(p, rev, hash, now), yaml: doc, filename: filename, pol: p, snap: snap, ed: ed})
 	go a.index(ed)
-	changes := policy.Compare(old.pol, p)
-	ph.compare = since(&t)
+	ph.compare = <-compared // its own duration; the apply waited only for what overlapped nothing
+	compared = nil
+	ph.wait = since(&t)
 	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: rev, Hash: hash, Changes: changes}, nil
 }
 

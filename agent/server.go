@@ -121,7 +121,7 @@ func (a *Agent) handleDiff(w http.ResponseWriter, r *http.Request) {
 	}
 	a.polMu.RLock()
 	cur := a.cur.Load()
-	diff := policy.Compare(cur.pol, p)
+	diff := policy.Compare(cur.pol, p).Limit(policy.ListedDevices)
 	a.polMu.RUnlock()
 	writeJSON(w, http.StatusOK, api.DiffResult{Revision: cur.meta.Revision, Diff: diff})
 }

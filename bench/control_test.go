@@ -6,9 +6,11 @@ import (
 	"math"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
+	"github.com/ztgate/ztgate/policy"
 	"github.com/ztgate/ztgate/testenv"
 )
 
@@ -65,5 +67,32 @@ func TestControlAndEventsQuick(t *testing.T) {
 	}
 	if targets["control"] == 0 || targets["events"] == 0 {
 		t.Errorf("targets by section: %v", targets)
+	}
+}
+
+// TestCtlDocumentsAgree: the JSON and YAML documents of the control section are one policy,
+// and the JSON one is within the agent's JSON fast path (it parses as fast as the JSON of
+// policy's own tests; here, that it parses to the same policy).
+func TestCtlDocumentsAgree(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{1, 9, 70} {
+		y, j := filepath.Join(dir, "p.yaml"), filepath.Join(dir, "p.json")
+		if _, err := ctlWritePolicy(y, n, 1000); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ctlWritePolicyJSON(j, n, 1000); err != nil {
+			t.Fatal(err)
+		}
+		py, err := policy.ParseFile(y)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pj, err := policy.ParseFile(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(py, pj) {
+			t.Fatalf("%d devices: the YAML and JSON documents differ:\n%+v\n%+v", n, py, pj)
+		}
 	}
 }

@@ -19,6 +19,47 @@ type Diff struct {
 	Settings []FieldChange `json:"settings,omitempty"` // spec.mode, spec.gateway.*, spec.quarantine.allow
 	Segments []ItemChange  `json:"segments,omitempty"`
 	Devices  []ItemChange  `json:"devices,omitempty"`
+	// MoreDevices counts the changed devices Devices does not list (Limit), by Op.
+	MoreDevices *ItemCounts `json:"more_devices,omitempty"`
+}
+
+// ItemCounts counts items by Op.
+type ItemCounts struct {
+	Added   int `json:"added"`
+	Removed int `json:"removed"`
+	Changed int `json:"changed"`
+}
+
+func (c *ItemCounts) add(op string) {
+	switch op {
+	case OpAdded:
+		c.Added++
+	case OpRemoved:
+		c.Removed++
+	default:
+		c.Changed++
+	}
+}
+
+// ListedDevices is how many changed devices the agent lists in the answer to a whole-policy
+// apply or diff; the rest are counted (a fleet-wide change would otherwise answer with a line
+// per device, a hundred megabytes at a million devices).
+const ListedDevices = 1000
+
+// Limit keeps the first n devices of d (by name) and counts the others in MoreDevices.
+func (d Diff) Limit(n int) Diff {
+	if len(d.Devices) <= n {
+		return d
+	}
+	more := &ItemCounts{}
+	if d.MoreDevices != nil {
+		*more = *d.MoreDevices
+	}
+	for _, c := range d.Devices[n:] {
+		more.add(c.Op)
+	}
+	d.Devices, d.MoreDevices = d.Devices[:n:n], more
+	return d
 }
 
 // Ops of ItemChange.
@@ -315,7 +356,7 @@ func joinRules(rs []Rule) string {
 
 // Empty reports whether d changes nothing.
 func (d Diff) Empty() bool {
-	return len(d.Settings) == 0 && len(d.Segments) == 0 && len(d.Devices) == 0
+	return len(d.Settings) == 0 && len(d.Segments) == 0 && len(d.Devices) == 0 && d.MoreDevices == nil
 }
 
 // String renders d one change a line: settings first, then devices, then segments.
@@ -358,6 +399,9 @@ func (d Diff) String() string {
 		}
 	}
 	items("device", d.Devices)
+	if m := d.MoreDevices; m != nil {
+		fmt.Fprintf(&b, "... and %d more devices (%d added, %d removed, %d changed)\n", m.Added+m.Removed+m.Changed, m.Added, m.Removed, m.Changed)
+	}
 	items("segment", d.Segments)
 	return b.String()
 }

@@ -278,3 +278,38 @@ func TestCompileDeterministic(t *testing.T) {
 		}
 	}
 }
+
+// TestDiffLimit: past the limit, changed devices are counted by op, not listed.
+func TestDiffLimit(t *testing.T) {
+	dev := func(name, mac string, port uint16) Device {
+		return Device{Name: name, MAC: mac, Allow: []Rule{{To: Target{Gateway: true}, Proto: "tcp", Ports: []PortRange{pr(port, port)}}}}
+	}
+	old := &Policy{Spec: Spec{Devices: []Device{dev("a", "02:00:00:00:00:01", 1), dev("b", "02:00:00:00:00:02", 1),
+		dev("c", "02:00:00:00:00:03", 1), dev("d", "02:00:00:00:00:04", 1), dev("e", "02:00:00:00:00:05", 1)}}}
+	// a unchanged, b changed, c removed, d changed, e changed, f added.
+	new := &Policy{Spec: Spec{Devices: []Device{dev("a", "02:00:00:00:00:01", 1), dev("b", "02:00:00:00:00:02", 2),
+		dev("d", "02:00:00:00:00:04", 2), dev("e", "02:00:00:00:00:05", 2), dev("f", "02:00:00:00:00:06", 1)}}}
+	full := Compare(old, new)
+	if len(full.Devices) != 5 || full.MoreDevices != nil {
+		t.Fatalf("Compare: %+v", full)
+	}
+	if got := full.Limit(5); !reflect.DeepEqual(got, full) {
+		t.Fatalf("Limit(5) changed a diff of 5 devices: %+v", got)
+	}
+	got := full.Limit(2)
+	if len(got.Devices) != 2 || got.Devices[0].Name != "b" || got.Devices[1].Name != "c" {
+		t.Fatalf("Limit(2) lists %+v, want b and c", got.Devices)
+	}
+	if want := (ItemCounts{Added: 1, Changed: 2}); got.MoreDevices == nil || *got.MoreDevices != want {
+		t.Fatalf("Limit(2) counts %+v, want %+v", got.MoreDevices, want)
+	}
+	if again := got.Limit(1); again.MoreDevices == nil || *again.MoreDevices != (ItemCounts{Added: 1, Removed: 1, Changed: 2}) || *got.MoreDevices != (ItemCounts{Added: 1, Changed: 2}) {
+		t.Fatalf("Limit(1) of the limited diff: %+v (and the first one became %+v)", again.MoreDevices, got.MoreDevices)
+	}
+	if s := got.String(); !strings.Contains(s, "... and 3 more devices (1 added, 0 removed, 2 changed)\n") || strings.Contains(s, "device f") {
+		t.Fatalf("String:\n%s", s)
+	}
+	if (Diff{MoreDevices: &ItemCounts{Changed: 1}}).Empty() {
+		t.Fatal("a diff counting unlisted devices is empty")
+	}
+}
