@@ -339,21 +339,6 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 		return nil, err
 	}
 	ph.parse = since(&t)
-	// What changed is only for the reply: work it out on another CPU while this one compiles,
-	// persists and writes the maps. Nothing writes either policy meanwhile (device changes
-	// wait for applyMu), and every return waits for it.
-	var changes policy.Diff
-	compared := make(chan time.Duration, 1)
-	go func() {
-		t0 := time.Now()
-		changes = policy.Compare(old.pol, p).Limit(policy.ListedDevices)
-		compared <- time.Since(t0)
-	}()
-	defer func() {
-		if compared != nil {
-			<-compared
-		}
-	}()
 	rev := old.meta.Revision + 1
 	ed, err := a.edit(filename, p, rev, old.snap)
 	if err != nil {
@@ -364,6 +349,26 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 		return nil, err
 	}
 	ph.compile = since(&t)
+	// What changed is only for the reply: work it out on another CPU while this one persists
+	// and writes the maps. Nothing writes either policy meanwhile (device changes wait for
+	// applyMu), and every return from here waits for it.
+	var changes policy.Diff
+	compared := make(chan time.Duration, 1)
+	go func() {
+		t0 := time.Now()
+		defer func() {
+			if r := recover(); r != nil {
+				a.log.Error("listing the changes of an apply failed", "panic", r)
+			}
+			compared <- time.Since(t0)
+		}()
+		changes = policy.Compare(old.pol, p).Limit(policy.ListedDevices)
+	}()
+	defer func() {
+		if compared != nil {
+			<-compared
+		}
+	}()
 	now := time.Now().UTC()
 	st := &persisted{Revision: rev, Name: p.Metadata.Name, Hash: hash, AppliedAt: now, Filename: filename, YAML: string(doc),
 		devs: snap.Devices, SnapshotHash: snap.Hash()}
@@ -411,7 +416,8 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	}
 	a.cur.Store(&current{meta: meta(p, rev, hash, now), yaml: doc, filename: filename, pol: p, snap: snap, ed: ed})
 	go a.index(ed)
-	ph.compare = <-compared // its own duration; the apply waited only for what overlapped nothing
+	t = time.Now()
+	ph.compare = <-compared // its own duration, on the other CPU
 	compared = nil
 	ph.wait = since(&t)
 	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: rev, Hash: hash, Changes: changes}, nil

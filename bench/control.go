@@ -562,7 +562,7 @@ func ctlPlanFor(cfg *Config, n int) ctlPlan {
 	case 10000, 100000:
 		return ctlPlan{replace: true, changes: 200, min: 50, budget: 30 * time.Second}
 	case 1000000:
-		// One YAML full apply only: it takes most of a minute here.
+		// One YAML full apply only (it takes most of a minute here): a.yaml replaces b.json.
 		return ctlPlan{changes: 200, min: 50, budget: 30 * time.Second}
 	}
 	return ctlPlan{replace: true}
@@ -669,7 +669,7 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 	}
 	r.Add(Result{Section: "control", Name: fmt.Sprintf("YAML decoding alone, %s devices", ctlCount(n)), Value: ctlMs(yf.took), Unit: "ms",
 		Note: fmt.Sprintf("in the bench process: yaml.v3 decoding the %.1f MB document into its node tree, the first step of any YAML apply (no validation, no compile); the tree holds %.0f MB of live heap",
-			float64(docBytes)/1e6, yf.liveMB)})
+			float64(docSize[".yaml"])/1e6, yf.liveMB)})
 	cfg.Logf("control: %s devices: yaml.v3 node tree in %s, %.0f MB live", ctlCount(n), yf.took.Round(time.Millisecond), yf.liveMB)
 	limit := policy.MaxDocumentSize
 	raised := int64(limit) < docBytes
@@ -692,7 +692,7 @@ func ctlAtSize(ctx context.Context, cfg *Config, r *Report, bin string, tp *test
 	name := ctlCount(n)
 	limitNote := ""
 	if raised {
-		limitNote = fmt.Sprintf("; %.0f MB document: max_policy_bytes raised to %d MiB (the 16 MiB default holds about %s devices of this generator)",
+		limitNote = fmt.Sprintf("; documents up to %.0f MB: max_policy_bytes raised to %d MiB (the 16 MiB default holds about %s devices of this generator's YAML)",
 			float64(docBytes)/1e6, limit>>20, ctlCount(int(float64(policy.MaxDocumentSize)/perDevice)/1000*1000))
 	}
 

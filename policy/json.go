@@ -14,7 +14,8 @@ import (
 // The contract: decodeJSON either gives up, and Parse goes on to the YAML path as if it had
 // never run, or it returns exactly the Policy the YAML path decodes from the same bytes. It
 // therefore handles only a conservative subset of JSON and gives up on anything else:
-//   - whitespace is spaces and newlines only, and a key is followed on its own line by ':';
+//   - whitespace is spaces and newlines only, and a key is followed on its own line by ':',
+//     less than maxKeySpan bytes from where the key starts;
 //   - strings are printable ASCII without escapes;
 //   - numbers are unsigned integers without a fraction or an exponent;
 //   - no null; every key is a known field of its struct, and appears once;
@@ -23,6 +24,11 @@ import (
 // Anything the document gets wrong (a bad address, a duplicate name) is only found by the
 // validator; Parse then takes the YAML path too, so that every error carries its position.
 // FuzzJSONFastPath keeps the two paths equal.
+
+// maxKeySpan bounds how far a key's ':' may be from the key's opening quote. yaml.v3 takes a
+// key for a key only when its ':' comes within 1024 characters of its start (a YAML "simple
+// key"); the fast path stays well inside that.
+const maxKeySpan = 1000
 
 // jsonDoc is a cursor over a JSON document.
 type jsonDoc struct {
@@ -207,6 +213,7 @@ func (d *jsonDoc) object(v reflect.Value) bool {
 	}
 	for {
 		d.space()
+		keyStart := d.i
 		key, ok := d.str()
 		if !ok {
 			return false
@@ -223,7 +230,7 @@ func (d *jsonDoc) object(v reflect.Value) bool {
 		}
 		seen |= 1 << f
 		d.blanks()
-		if d.i >= len(d.b) || d.b[d.i] != ':' {
+		if d.i >= len(d.b) || d.b[d.i] != ':' || d.i-keyStart >= maxKeySpan {
 			return false
 		}
 		d.i++
@@ -240,7 +247,8 @@ func (d *jsonDoc) object(v reflect.Value) bool {
 	}
 }
 
-// array decodes a JSON array into slice v; an empty one leaves v nil, as in YAML.
+// array decodes a JSON array into slice v; an empty one leaves v nil, as in YAML. The slice
+// it sets has no spare capacity (a policy lives as long as it is in force).
 func (d *jsonDoc) array(v reflect.Value) bool {
 	if !d.next('[') {
 		return false
@@ -251,7 +259,7 @@ func (d *jsonDoc) array(v reflect.Value) bool {
 	s, n := v, 0
 	for {
 		if n == s.Cap() {
-			grown := reflect.MakeSlice(v.Type(), n, max(4, 2*n))
+			grown := reflect.MakeSlice(v.Type(), n, max(1, 2*n))
 			reflect.Copy(grown, s)
 			s = grown
 		}
@@ -262,6 +270,11 @@ func (d *jsonDoc) array(v reflect.Value) bool {
 		}
 		n++
 		if d.next(']') {
+			if s.Cap() > n {
+				exact := reflect.MakeSlice(v.Type(), n, n)
+				reflect.Copy(exact, s)
+				s = exact
+			}
 			v.Set(s)
 			return true
 		}

@@ -64,7 +64,7 @@ func jsonFleet(n int) []byte {
 // bothPaths parses data through the fast path and the YAML path.
 func bothPaths(t testing.TB, data []byte) (fast, slow *Policy, slowErr error) {
 	t.Helper()
-	fast = parseJSON("f.json", data)
+	fast = ParseJSON("f.json", data)
 	slow, slowErr = parseYAML("f.json", data, &errorList{})
 	return fast, slow, slowErr
 }
@@ -75,10 +75,11 @@ func TestJSONFastPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	docs := map[string][]byte{
-		"valid.yaml compact":  toJSON(t, valid, false),
-		"valid.yaml indented": toJSON(t, valid, true),
-		"fleet":               jsonFleet(40),
-		"fleet indented":      toJSON(t, jsonFleet(40), true),
+		"valid.yaml compact":    toJSON(t, valid, false),
+		"valid.yaml indented":   toJSON(t, valid, true),
+		"fleet":                 jsonFleet(40),
+		"fleet indented":        toJSON(t, jsonFleet(40), true),
+		"spaces before a colon": []byte(strings.Replace(string(jsonFleet(2)), `"name":`, `"name"`+strings.Repeat(" ", 900)+`:`, 1)),
 	}
 	for name, data := range docs {
 		fast, slow, err := bothPaths(t, data)
@@ -94,7 +95,32 @@ func TestJSONFastPath(t *testing.T) {
 		if p, err := Parse("f.json", data); err != nil || !reflect.DeepEqual(p, slow) {
 			t.Fatalf("%s: Parse = %v", name, err)
 		}
+		if path := spareCapacity(reflect.ValueOf(fast).Elem(), "policy"); path != "" {
+			t.Errorf("%s: %s has spare capacity (it lives as long as the policy)", name, path)
+		}
 	}
+}
+
+// spareCapacity names a slice within v whose capacity exceeds its length, or returns "".
+func spareCapacity(v reflect.Value, path string) string {
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if p := spareCapacity(v.Field(i), path+"."+v.Type().Field(i).Name); p != "" {
+				return p
+			}
+		}
+	case reflect.Slice:
+		if v.Cap() != v.Len() {
+			return path
+		}
+		for i := range v.Len() {
+			if p := spareCapacity(v.Index(i), fmt.Sprintf("%s[%d]", path, i)); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
 }
 
 // TestJSONFastPathGivesUp: documents just outside the subset, many of which yaml.v3 reads
@@ -107,6 +133,7 @@ func TestJSONFastPathGivesUp(t *testing.T) {
 	}
 	for _, tc := range []struct{ name, doc string }{
 		{"key and colon on two lines", fmt.Sprintf(base, `, "vlan"`+"\n"+`: 5`)},
+		{"colon far from its key (not a YAML simple key)", fmt.Sprintf(base, `, "vlan"`+strings.Repeat(" ", 1100)+`: 5`)},
 		{"escaped slash (not a YAML escape)", fmt.Sprintf(base, `, "port": "e\/1"`)},
 		{"unicode escape", fmt.Sprintf(base, `, "port": "\u0065th1"`)},
 		{"non-ASCII", fmt.Sprintf(base, `, "port": "éth1"`)},

@@ -58,15 +58,16 @@ func ParseLimit(filename string, data []byte, limit int) (*Policy, error) {
 		errs.add(&FieldError{File: filename, Msg: "document is larger than " + sizeText(limit)})
 		return nil, errs.err()
 	}
-	if p := parseJSON(filename, data); p != nil {
+	if p := ParseJSON(filename, data); p != nil {
 		return p, nil
 	}
 	return parseYAML(filename, data, errs)
 }
 
-// parseJSON is the JSON fast path (see decodeJSON): the valid policy data holds, or nil when
-// data is outside the subset or the policy is invalid (the YAML path then says where).
-func parseJSON(filename string, data []byte) *Policy {
+// ParseJSON is Parse's JSON fast path alone (see decodeJSON): the policy when data is a valid
+// policy within the JSON subset the fast path reads, nil otherwise (Parse then reads data as
+// YAML, which also locates every error). It does not check the size of data.
+func ParseJSON(filename string, data []byte) *Policy {
 	if !looksJSON(data) {
 		return nil
 	}
