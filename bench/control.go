@@ -68,79 +68,73 @@ const ctlSegments = 8
 // own rule is to port base+i%4 (so changing base changes every device). Devices are written
 // one per line in YAML flow style (about 157 bytes each).
 func ctlWritePolicy(path string, n, base int) (int64, error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return 0, err
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	w.WriteString("apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: bench\nspec:\n  gateway:\n" +
-		"    ipv4: [10.0.0.1]\n    ipv6: [\"fd00::1\"]\n    services: [dns]\n  segments:\n")
-	for s := range ctlSegments {
-		fmt.Fprintf(w, "    - name: s%d\n      allow:\n"+
-			"        - {to: {cidr: 203.0.%d.0/24}, proto: tcp, ports: [443, 8883]}\n"+
-			"        - {to: {gateway: true}, proto: udp, ports: [123]}\n"+
-			"        - {to: {segment: s%d}, proto: icmp}\n", s, 100+s, s)
-	}
-	w.WriteString("  devices:\n")
-	var b []byte
-	for i := range n {
-		port := base + i%4
-		b = append(b[:0], "    - {name: d"...)
-		b = strconv.AppendInt(b, int64(i), 10)
-		b = fmt.Appendf(b, ", mac: \"02:20:%02x:%02x:%02x:%02x\", ipv4: [%s]", byte(i>>24), byte(i>>16), byte(i>>8), byte(i), ctlV4(i))
-		if i%4 == 0 {
-			b = fmt.Appendf(b, ", ipv6: [\"fd00:20::%x:%x\"]", (i+1)>>16, (i+1)&0xffff)
+	return ctlWriteFile(path, func(w *bufio.Writer) {
+		w.WriteString("apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: bench\nspec:\n  gateway:\n" +
+			"    ipv4: [10.0.0.1]\n    ipv6: [\"fd00::1\"]\n    services: [dns]\n  segments:\n")
+		for s := range ctlSegments {
+			fmt.Fprintf(w, "    - name: s%d\n      allow:\n"+
+				"        - {to: {cidr: 203.0.%d.0/24}, proto: tcp, ports: [443, 8883]}\n"+
+				"        - {to: {gateway: true}, proto: udp, ports: [123]}\n"+
+				"        - {to: {segment: s%d}, proto: icmp}\n", s, 100+s, s)
 		}
-		b = fmt.Appendf(b, ", segment: s%d, allow: [{to: {cidr: 198.51.100.0/24}, proto: tcp, ports: [%d]}]}\n", i%ctlSegments, port)
-		w.Write(b)
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return 0, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return 0, err
-	}
-	return st.Size(), f.Close()
+		w.WriteString("  devices:\n")
+		var b []byte
+		for i := range n {
+			port := base + i%4
+			b = append(b[:0], "    - {name: d"...)
+			b = strconv.AppendInt(b, int64(i), 10)
+			b = fmt.Appendf(b, ", mac: \"02:20:%02x:%02x:%02x:%02x\", ipv4: [%s]", byte(i>>24), byte(i>>16), byte(i>>8), byte(i), ctlV4(i))
+			if i%4 == 0 {
+				b = fmt.Appendf(b, ", ipv6: [\"fd00:20::%x:%x\"]", (i+1)>>16, (i+1)&0xffff)
+			}
+			b = fmt.Appendf(b, ", segment: s%d, allow: [{to: {cidr: 198.51.100.0/24}, proto: tcp, ports: [%d]}]}\n", i%ctlSegments, port)
+			w.Write(b)
+		}
+	})
 }
 
 // ctlWritePolicyJSON writes the policy of ctlWritePolicy(path, n, base) as JSON, one device a
 // line (about 180 bytes each): the format a program generating a fleet's policy writes, which
 // the agent decodes without yaml.v3 (see policy.Parse).
 func ctlWritePolicyJSON(path string, n, base int) (int64, error) {
+	return ctlWriteFile(path, func(w *bufio.Writer) {
+		w.WriteString(`{"apiVersion": "ztgate/v1", "kind": "Policy", "metadata": {"name": "bench"}, "spec": {` + "\n" +
+			`"gateway": {"ipv4": ["10.0.0.1"], "ipv6": ["fd00::1"], "services": ["dns"]},` + "\n" + `"segments": [`)
+		for s := range ctlSegments {
+			if s > 0 {
+				w.WriteString(",")
+			}
+			fmt.Fprintf(w, "\n"+`{"name": "s%d", "allow": [{"to": {"cidr": "203.0.%d.0/24"}, "proto": "tcp", "ports": [443, 8883]}, `+
+				`{"to": {"gateway": true}, "proto": "udp", "ports": [123]}, {"to": {"segment": "s%d"}, "proto": "icmp"}]}`, s, 100+s, s)
+		}
+		w.WriteString("],\n" + `"devices": [`)
+		var b []byte
+		for i := range n {
+			b = b[:0]
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, "\n{\"name\": \"d"...)
+			b = strconv.AppendInt(b, int64(i), 10)
+			b = fmt.Appendf(b, `", "mac": "02:20:%02x:%02x:%02x:%02x", "ipv4": ["%s"]`, byte(i>>24), byte(i>>16), byte(i>>8), byte(i), ctlV4(i))
+			if i%4 == 0 {
+				b = fmt.Appendf(b, `, "ipv6": ["fd00:20::%x:%x"]`, (i+1)>>16, (i+1)&0xffff)
+			}
+			b = fmt.Appendf(b, `, "segment": "s%d", "allow": [{"to": {"cidr": "198.51.100.0/24"}, "proto": "tcp", "ports": [%d]}]}`, i%ctlSegments, base+i%4)
+			w.Write(b)
+		}
+		w.WriteString("\n]}}\n")
+	})
+}
+
+// ctlWriteFile creates path, writes it with write (buffered) and returns its size.
+func ctlWriteFile(path string, write func(w *bufio.Writer)) (int64, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return 0, err
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
-	w.WriteString(`{"apiVersion": "ztgate/v1", "kind": "Policy", "metadata": {"name": "bench"}, "spec": {` + "\n" +
-		`"gateway": {"ipv4": ["10.0.0.1"], "ipv6": ["fd00::1"], "services": ["dns"]},` + "\n" + `"segments": [`)
-	for s := range ctlSegments {
-		if s > 0 {
-			w.WriteString(",")
-		}
-		fmt.Fprintf(w, "\n"+`{"name": "s%d", "allow": [{"to": {"cidr": "203.0.%d.0/24"}, "proto": "tcp", "ports": [443, 8883]}, `+
-			`{"to": {"gateway": true}, "proto": "udp", "ports": [123]}, {"to": {"segment": "s%d"}, "proto": "icmp"}]}`, s, 100+s, s)
-	}
-	w.WriteString("],\n" + `"devices": [`)
-	var b []byte
-	for i := range n {
-		b = b[:0]
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, "\n{\"name\": \"d"...)
-		b = strconv.AppendInt(b, int64(i), 10)
-		b = fmt.Appendf(b, `", "mac": "02:20:%02x:%02x:%02x:%02x", "ipv4": ["%s"]`, byte(i>>24), byte(i>>16), byte(i>>8), byte(i), ctlV4(i))
-		if i%4 == 0 {
-			b = fmt.Appendf(b, `, "ipv6": ["fd00:20::%x:%x"]`, (i+1)>>16, (i+1)&0xffff)
-		}
-		b = fmt.Appendf(b, `, "segment": "s%d", "allow": [{"to": {"cidr": "198.51.100.0/24"}, "proto": "tcp", "ports": [%d]}]}`, i%ctlSegments, base+i%4)
-		w.Write(b)
-	}
-	w.WriteString("\n]}}\n")
+	write(w)
 	if err := w.Flush(); err != nil {
 		f.Close()
 		return 0, err
