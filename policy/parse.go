@@ -43,6 +43,9 @@ func ParseFile(path string) (*Policy, error) {
 // more than one YAML document and an empty document are errors. The error, when not nil, is
 // an Errors listing every problem found (up to MaxErrors) with its line, column and field
 // path. Parse returns a nil Policy with any error.
+//
+// A document written as plain JSON is decoded without building yaml.v3's node tree (see
+// ParseJSON); the result is the same policy, and an invalid one gets the same errors.
 func Parse(filename string, data []byte) (*Policy, error) {
 	return ParseLimit(filename, data, MaxDocumentSize)
 }
