@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"math"
 	"reflect"
 	"strconv"
 )
@@ -165,11 +164,7 @@ func (d *jsonDoc) value(v reflect.Value, name string) bool {
 		return true
 	case v.CanUint():
 		u, ok := d.uint()
-		limit := uint64(math.MaxUint64) >> (64 - v.Type().Bits())
-		if m, has := uintMax[name]; has {
-			limit = m
-		}
-		if !ok || u > limit {
+		if !ok || u > uintLimit(v.Type(), name) {
 			return false
 		}
 		v.SetUint(u)
@@ -192,10 +187,12 @@ func (d *jsonDoc) portRange(v reflect.Value) bool {
 		}
 	} else {
 		u, ok := d.uint()
-		if !ok || u < 1 || u > math.MaxUint16 {
+		if !ok {
 			return false
 		}
-		pr = PortRange{uint16(u), uint16(u)}
+		if pr, ok = portOf(u); !ok {
+			return false
+		}
 	}
 	v.Set(reflect.ValueOf(pr))
 	return true

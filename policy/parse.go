@@ -301,7 +301,7 @@ func (d *decoder) sequence(n *yaml.Node, path string, v reflect.Value) {
 	}
 	s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
 	for i, item := range n.Content {
-		d.value(item, fmt.Sprintf("%s[%d]", path, i), s.Index(i))
+		d.value(item, index(path, i), s.Index(i))
 	}
 	v.Set(s)
 }
@@ -345,6 +345,22 @@ var uintMax = map[string]uint64{
 	"vlan": maxVLAN,
 }
 
+// uintLimit is the largest value an unsigned field of type t named name takes.
+func uintLimit(t reflect.Type, name string) uint64 {
+	if m, ok := uintMax[name]; ok {
+		return m
+	}
+	return uint64(math.MaxUint64) >> (64 - t.Bits())
+}
+
+// portOf is the port range of the integer port u, if u is a port (1-65535).
+func portOf(u uint64) (PortRange, bool) {
+	if u < 1 || u > math.MaxUint16 {
+		return PortRange{}, false
+	}
+	return PortRange{uint16(u), uint16(u)}, true
+}
+
 func (d *decoder) unsigned(n *yaml.Node, path string, v reflect.Value) {
 	if nodeIsNull(n) {
 		return
@@ -353,10 +369,7 @@ func (d *decoder) unsigned(n *yaml.Node, path string, v reflect.Value) {
 		d.errorf(n, path, "expected an integer, got %s", describeNode(n))
 		return
 	}
-	limit := uint64(math.MaxUint64) >> (64 - v.Type().Bits())
-	if m, ok := uintMax[lastPathElem(path)]; ok {
-		limit = m
-	}
+	limit := uintLimit(v.Type(), lastPathElem(path))
 	if hasLeadingZero(n.Value) {
 		d.errorf(n, path, "%s", leadingZeroMsg(n.Value))
 		return
@@ -378,10 +391,12 @@ func decodePortRange(n *yaml.Node) (PortRange, error) {
 				return PortRange{}, errors.New(leadingZeroMsg(n.Value))
 			}
 			var u uint64
-			if err := n.Decode(&u); err != nil || u < 1 || u > math.MaxUint16 {
+			err := n.Decode(&u)
+			pr, ok := portOf(u)
+			if err != nil || !ok {
 				return PortRange{}, fmt.Errorf("port %s is out of range 1-65535", clip(n.Value))
 			}
-			return PortRange{uint16(u), uint16(u)}, nil
+			return pr, nil
 		case "!!str":
 			return ParsePortRange(n.Value)
 		}
