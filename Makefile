@@ -49,8 +49,8 @@ BENCH_JSON  ?= $(BIN_DIR)/bench.json
 BENCHFLAGS  ?=
 
 # Debian/Ubuntu packages needed to build the BPF program and run the tests (the benchmark
-# sections' quick runs are tests too, so their peers are here). `prometheus` (promtool, for the
-# metrics lint tests) is left to EXTRA_DEPS: it brings a server that starts on install.
+# sections' quick runs are tests too, so their peers are here). The metrics are linted with
+# client_golang's promlint, so no promtool is needed.
 DEPS        := make gcc libc6-dev linux-libc-dev git clang llvm libbpf-dev bpftool iproute2 $(BENCH_DEPS)
 EXTRA_DEPS  ?=
 
