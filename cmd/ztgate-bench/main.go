@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -22,7 +23,13 @@ func main() {
 	ztgate := flag.String("ztgate", "bin/ztgate", "the ztgate binary (agent and CLI) for the control-plane section")
 	only := flag.String("sections", "", "comma-separated sections to run (default: all)")
 	list := flag.Bool("list", false, "list the sections and exit")
+	sender := flag.String("live-sender", bench.LiveSenderAuto, "the live section's sender: "+
+		strings.Join(bench.LiveSenders, ", ")+" (auto: the kernel's live frames where the kernel allows them, else afpacket)")
 	flag.Parse()
+	if !slices.Contains(bench.LiveSenders, *sender) {
+		fmt.Fprintf(os.Stderr, "ztgate-bench: -live-sender %q: want one of %s\n", *sender, strings.Join(bench.LiveSenders, ", "))
+		os.Exit(2)
+	}
 	if *list {
 		for _, s := range bench.Sections() {
 			fmt.Printf("%-8s %s\n", s.Name, s.Desc)
@@ -39,7 +46,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg := &bench.Config{Quick: *quick, Ztgate: *ztgate, Log: os.Stderr}
+	cfg := &bench.Config{Quick: *quick, Ztgate: *ztgate, LiveSender: *sender, Log: os.Stderr}
 	t0 := time.Now()
 	r := bench.Run(ctx, cfg, names)
 	r.Print(os.Stdout)
