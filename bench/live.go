@@ -17,6 +17,14 @@ package bench
 // variant minus that of the generator alone, which sends to a veth whose peer has no NAPI (no
 // XDP program, GRO off): that veth refuses the frames at once and the sender frees them.
 //
+// Where the kernel refuses live frames (probed with one run; forced with Config.LiveSender),
+// the sender is an AF_PACKET socket with a TX ring and PACKET_QDISC_BYPASS on the same pinned
+// thread: each frame is an skb transmitted straight to the veth, whose peer runs its NAPI in the
+// softirq that ends the transmission, so the method stays serial; the sender alone sends to an
+// ifb device that frees every frame at once. The veth copies such an skb into a page before its
+// XDP program runs and NAPI polls one frame at a time, so the absolute costs differ from the
+// kernel sender's: every figure names its sender, and ratios are only taken within one run.
+//
 // The clock is the CPU time of the generator's thread (softirq run inline is charged to it:
 // no IRQ time accounting here) plus ksoftirqd's on that CPU, not the wall clock: each
 // live-frames test run also sleeps, 15-110 ms per call observed here and varying with load
