@@ -30,7 +30,8 @@ import (
 func init() {
 	register(Section{
 		Name: "hot",
-		Desc: "per-packet decision cost, cache-hot (BPF_PROG_TEST_RUN, one frame replayed) vs an XDP_PASS floor and xdp-filter",
+		Desc: "per-packet decision cost, cache-hot (BPF_PROG_TEST_RUN, one frame replayed) vs xdp-filter and the " +
+			"primitives it calls, the XDP_PASS floor as context",
 		Run:  runHot,
 	})
 	register(Section{
