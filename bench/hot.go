@@ -32,7 +32,7 @@ func init() {
 		Name: "hot",
 		Desc: "per-packet decision cost, cache-hot (BPF_PROG_TEST_RUN, one frame replayed) vs xdp-filter and the " +
 			"primitives it calls, the XDP_PASS floor as context",
-		Run:  runHot,
+		Run: runHot,
 	})
 	register(Section{
 		Name: "cold",
