@@ -651,7 +651,8 @@ func runHot(ctx context.Context, cfg *Config, r *Report) error {
 		r.Add(Result{Section: "hot", Name: "primitive: " + name, Value: Median(per), Unit: "ns/op",
 			Note: fmt.Sprintf("(%d in a row - floor) / %d", primOps, primOps)})
 	}
-	hashNs, lpmNs, ktimeNs, lpm3Ns := prim[prims.names[0]], prim[prims.names[1]], prim[prims.names[2]], prim[prims.names[4]]
+	hashNs, lpmNs, ktimeNs := prim[prims.names[0]], prim[prims.names[1]], prim[prims.names[2]]
+	lpm3Ns := prim[prims.names[4]]
 	// need is, per round, the floor plus the primitives a path of k calls makes (clock reads
 	// that came out below zero in the noise count as free).
 	need := func(k [3]int) []float64 {
@@ -691,8 +692,8 @@ func runHot(ctx context.Context, cfg *Config, r *Report) error {
 			Spread: Spread(rx)})
 		k := callsOf(h.class, h.events)
 		rp := Ratios(ns, need(k))
-		r.Add(Result{Section: "hot", Name: name, Value: Median(ns), Unit: "ns/pkt", Ratio: Median(rp), Base: "floor + primitives",
-			Spread: Spread(rp), Note: fmt.Sprintf("%d hash + %d LPM lookups + %d clock reads", k[0], k[1], k[2])})
+		r.Add(Result{Section: "hot", Name: name, Value: Median(ns), Unit: "ns/pkt", Ratio: Median(rp),
+			Base: "floor + primitives", Spread: Spread(rp), Note: fmt.Sprintf("%d hash + %d LPM lookups + %d clock reads", k[0], k[1], k[2])})
 		byKey[hotKey(h.class, h.n, h.events)] = agg{ratio: Median(rf), vsXF: Median(rx), vsPrim: Median(rp), name: name}
 	}
 

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io/fs"
 	"math"
 	"net/netip"
@@ -134,7 +133,8 @@ func TestLiveChooseSender(t *testing.T) {
 		if got != c.got || (err != nil) != c.err {
 			t.Errorf("sender %q: got %q, %v; want %q, error %v", c.want, got, err, c.got, c.err)
 		}
-		if fell := strings.Contains(log.String(), "live frames unavailable on this kernel"); fell != (got == LiveSenderAFPacket && c.want == LiveSenderAuto) {
+		fell := strings.Contains(log.String(), "live frames unavailable on this kernel")
+		if fell != (got == LiveSenderAFPacket && c.want == LiveSenderAuto) {
 			t.Errorf("sender %q: log %q", c.want, log.String())
 		}
 	}
@@ -166,7 +166,11 @@ func TestLiveProbeFrames(t *testing.T) {
 	if err != nil && !liveRefused(err) {
 		t.Fatalf("probe: %v: neither allowed nor a refusal", err)
 	}
-	t.Logf("live frames on this kernel: %v", map[bool]string{true: "allowed", false: "refused: " + fmt.Sprint(err)}[err == nil])
+	if err == nil {
+		t.Log("live frames on this kernel: allowed")
+	} else {
+		t.Logf("live frames on this kernel: refused: %v", err)
+	}
 	t.Setenv(LiveRefuseEnv, "1")
 	if err := tp.Gateway.Do(func() error { return liveProbeFrames(gen) }); !liveRefused(err) {
 		t.Fatalf("probe with %s=1: %v, want a refusal", LiveRefuseEnv, err)

@@ -182,7 +182,8 @@ func (r *Report) Print(w io.Writer) {
 			if t.Sender != "" {
 				note = "sender " + t.Sender + "; " + note
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s %s %s\t%s\t%s\n", t.Section, t.Desc, num(t.Measured), t.Unit, t.Op, num(t.Limit), t.Unit, v, note)
+			fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s %s %s\t%s\t%s\n", t.Section, t.Desc, num(t.Measured), t.Unit, t.Op,
+				num(t.Limit), t.Unit, v, note)
 		}
 		tw.Flush()
 		fmt.Fprintf(w, "%d of %d targets met\n", met, len(r.Targets))

@@ -28,7 +28,8 @@ func main() {
 		strings.Join(bench.LiveSenders, ", ")+" (auto: the kernel's live frames where the kernel allows them, else afpacket)")
 	flag.Parse()
 	if !slices.Contains(bench.LiveSenders, *sender) {
-		fmt.Fprintf(os.Stderr, "ztgate-bench: -live-sender %q: want one of %s\n", *sender, strings.Join(bench.LiveSenders, ", "))
+		fmt.Fprintf(os.Stderr, "ztgate-bench: -live-sender %q: want one of %s\n", *sender,
+			strings.Join(bench.LiveSenders, ", "))
 		os.Exit(2)
 	}
 	if *list {
