@@ -791,8 +791,7 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 		live, hc := ztNs-dropNs, hot[subj]-hot["xdpdrop"]
 		note += fmt.Sprintf("; ztgate's decision adds %.0f ns live, %.0f ns with hot caches (BPF_PROG_TEST_RUN): "+
 			"the decision itself (policy-slot, device and address-binding lookups, per-CPU counters, the event "+
-			"limiter's budget slot and timestamp; every kernel function it calls returns through SRSO's safe-RET "+
-			"thunk on this CPU)", live, hc)
+			"limiter's budget slot and timestamp%s)", live, hc, liveSafeRET())
 		if hc > 0 && live > 1.5*hc {
 			note += ", inflated on live traffic by caches and branch predictors cold after the veth and page-pool code"
 		}
@@ -841,4 +840,14 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 		liveVsIptablesMin, ipt)
 	cheaper("iptnft", fmt.Sprintf("ztgate drop path >= %dx cheaper than iptables-nft, 1,000 rules", liveVsIptablesMin),
 		liveVsIptablesMin, ipt)
+}
+
+// liveSafeRET says, for a note, whether every kernel function returns through SRSO's safe-RET
+// thunk on this CPU ("" if not, or if the kernel does not say).
+func liveSafeRET() string {
+	b, err := os.ReadFile("/sys/devices/system/cpu/vulnerabilities/spec_rstack_overflow")
+	if err != nil || !strings.Contains(string(b), "Safe RET") {
+		return ""
+	}
+	return "; every kernel function it calls returns through SRSO's safe-RET thunk on this CPU"
 }
