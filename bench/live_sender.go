@@ -90,6 +90,7 @@ const (
 	liveRingDataOff   = (unix.SizeofTpacket2Hdr + unix.TPACKET_ALIGNMENT - 1) &^ (unix.TPACKET_ALIGNMENT - 1)
 	liveRingSndBuf    = 4 << 20
 	liveRingTimeout   = 2 * time.Second // bounds the wait for a ring's frames to be sent
+	liveRingRetries   = 8               // sends interrupted by a signal in a row before giving up
 )
 
 // liveAFPacket is an AF_PACKET socket bound to one interface, with a TX ring every frame of
@@ -167,7 +168,13 @@ func (s *liveAFPacket) send(n uint32) (uint32, error) {
 		for j := range k {
 			atomic.StoreUint32(s.status((s.next+j)%liveRingFrames), unix.TP_STATUS_SEND_REQUEST)
 		}
-		_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, 0, 0, 0)
+		// A signal may interrupt the wait for the frames' completion: the next call resumes it.
+		var errno unix.Errno
+		for try := 0; try < liveRingRetries; try++ {
+			if _, _, errno = unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, 0, 0, 0); errno != unix.EINTR {
+				break
+			}
+		}
 		if errno != 0 {
 			return sent, fmt.Errorf("af_packet send: %w", errno)
 		}

@@ -25,7 +25,7 @@ func (l liveTestLog) Write(p []byte) (int, error) {
 }
 
 // TestLiveQuick runs the live section in quick mode with the sender picked as `make bench`
-// does: it must produce positive figures and target verdicts without errors, and leave no
+// does: it must produce finite figures and target verdicts without errors, and leave no
 // namespace or pin behind. No timing is asserted.
 func TestLiveQuick(t *testing.T) {
 	testenv.RequirePriv(t)
@@ -59,11 +59,16 @@ func liveQuickRun(t *testing.T, sender, want string) {
 		if res.Sender == "" || want != "" && res.Sender != want {
 			t.Errorf("%s: sender %q, want %q", res.Name, res.Sender, want)
 		}
-		if math.IsNaN(res.Value) || math.IsInf(res.Value, 0) || res.Value <= 0 {
-			t.Errorf("%s: value %v %s, want a positive figure", res.Name, res.Value, res.Unit)
+		// A cost is a difference of two measurements (the variant's minus the sender's alone, or
+		// ztgate's minus XDP_DROP's): one round under load may put it at or below zero. Rates
+		// and the peers' ratios are quotients of positive figures.
+		diff := strings.HasSuffix(res.Name, ": receiver cost") || strings.HasSuffix(res.Name, ": decision over XDP_DROP")
+		if math.IsNaN(res.Value) || math.IsInf(res.Value, 0) || !diff && res.Value <= 0 {
+			t.Errorf("%s: value %v %s, want a finite figure, positive unless a difference", res.Name, res.Value, res.Unit)
 		}
-		if res.Base != "" && !(res.Ratio > 0) {
-			t.Errorf("%s: ratio %v to %s, want a positive ratio", res.Name, res.Ratio, res.Base)
+		if res.Base != "" && (math.IsNaN(res.Ratio) || math.IsInf(res.Ratio, 0) || !diff && res.Ratio <= 0) {
+			t.Errorf("%s: ratio %v to %s, want a finite ratio, positive unless of a difference", res.Name, res.Ratio,
+				res.Base)
 		}
 	}
 	if n == 0 {
