@@ -44,6 +44,8 @@ GENERATED   := $(BPF_DIR)/ztgate_bpfel.go $(BPF_DIR)/ztgate_bpfel.o \
 	$(BENCH_BPF_DIR)/ztgatecold_bpfel.go $(BENCH_BPF_DIR)/ztgatecold_bpfel.o
 
 # Benchmarks: the peers they compare against (Debian packages) and where the JSON goes.
+# BENCHFLAGS go to ztgate-bench, e.g. '-live-sender afpacket' (the live section's sender: auto
+# picks the kernel's live frames where the kernel allows them, else AF_PACKET) or '-sections live'.
 BENCH_DEPS  := xdp-tools nftables iptables
 BENCH_JSON  ?= $(BIN_DIR)/bench.json
 BENCHFLAGS  ?=

@@ -14,6 +14,9 @@ type Config struct {
 	Quick bool
 	// Ztgate is the path of the ztgate binary (agent + CLI) the control-plane section drives.
 	Ztgate string
+	// LiveSender is the live section's sender: LiveSenderAuto ("" too: the kernel's live frames
+	// where the kernel allows them, else AF_PACKET), LiveSenderKernel or LiveSenderAFPacket.
+	LiveSender string
 	// Log receives progress lines.
 	Log io.Writer
 }

@@ -38,6 +38,7 @@ func TestHotColdQuick(t *testing.T) {
 	want := []string{
 		"hot/floor (XDP_PASS only)/",
 		"hot/xdp-filter 10k MAC + 10k IPv4/floor",
+		"hot/xdp-filter 10k MAC + 10k IPv4/floor + primitives",
 		"hot/primitive: hash lookup (8-byte key, hit)/",
 		"hot/primitive: LPM trie lookup (24-byte key, 124 prefixes)/",
 		"hot/primitive: clock read (bpf_jiffies64, inlined; zt_now adds a per-CPU array read)/",
@@ -53,7 +54,7 @@ func TestHotColdQuick(t *testing.T) {
 		for _, c := range hotClasses {
 			for _, ev := range []bool{true, false} {
 				name := hotName(n, c.name, ev)
-				want = append(want, "hot/"+name+"/floor", "hot/"+name+"/xdp-filter")
+				want = append(want, "hot/"+name+"/floor", "hot/"+name+"/xdp-filter", "hot/"+name+"/floor + primitives")
 			}
 		}
 	}
@@ -75,9 +76,15 @@ func TestHotColdQuick(t *testing.T) {
 			t.Errorf("target %s/%q: note %q does not say quick", tg.Section, tg.Desc, tg.Note)
 		}
 	}
-	// hot: allowed, unknown device, one per frame class against xdp-filter, flatness; cold: one per N.
-	if sections["hot"] != 3+len(hotClasses) || sections["cold"] != 2 {
-		t.Errorf("targets per section %v, want hot %d, cold 2", sections, 3+len(hotClasses))
+	// hot: allowed path and identity drops each against xdp-filter and against their primitives,
+	// flatness; cold: one per N. No hot target is relative to the floor alone.
+	if sections["hot"] != 5 || sections["cold"] != 2 {
+		t.Errorf("targets per section %v, want hot 5, cold 2", sections)
+	}
+	for _, tg := range r.Targets {
+		if tg.Section == "hot" && strings.HasSuffix(tg.Desc, "x the floor") {
+			t.Errorf("target %q: relative to the floor alone", tg.Desc)
+		}
 	}
 }
 

@@ -17,6 +17,14 @@ package bench
 // variant minus that of the generator alone, which sends to a veth whose peer has no NAPI (no
 // XDP program, GRO off): that veth refuses the frames at once and the sender frees them.
 //
+// Where the kernel refuses live frames (probed with one run; forced with Config.LiveSender),
+// the sender is an AF_PACKET socket with a TX ring and PACKET_QDISC_BYPASS on the same pinned
+// thread: each frame is an skb transmitted straight to the veth, whose peer runs its NAPI in the
+// softirq that ends the transmission, so the method stays serial; the sender alone sends to an
+// ifb device that frees every frame at once. The veth copies such an skb into a page before its
+// XDP program runs and NAPI polls one frame at a time, so the absolute costs differ from the
+// kernel sender's: every figure names its sender, and ratios are only taken within one run.
+//
 // The clock is the CPU time of the generator's thread (softirq run inline is charged to it:
 // no IRQ time accounting here) plus ksoftirqd's on that CPU, not the wall clock: each
 // live-frames test run also sleeps, 15-110 ms per call observed here and varying with load
@@ -62,8 +70,9 @@ import (
 func init() {
 	register(Section{
 		Name: "live",
-		Desc: "receiver cost of live traffic over veth (in-kernel generator, serial method): ztgate vs XDP_DROP, xdp-filter, nftables, iptables, the stack",
-		Run:  runLive,
+		Desc: "receiver cost of live traffic over veth (in-kernel generator or AF_PACKET sender, serial method): " +
+			"ztgate vs XDP_DROP, xdp-filter, nftables, iptables, the stack",
+		Run: runLive,
 	})
 }
 
@@ -148,7 +157,8 @@ type liveVariant struct {
 	liveSpec
 	dev    *testenv.Device
 	frame  []byte
-	gen    *ebpf.Program
+	tx     liveSender
+	sink   *testenv.Namespace // the AF_PACKET sender alone's sink (liveSinkName) is in it; nil otherwise
 	repeat uint32
 	zt     *liveZtgate
 	total  []float64 // ns per frame, sender + receiver, per measurement
@@ -260,6 +270,27 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 	}
 	liveRecord(nsNames, nil)
 
+	// The sender: the kernel's live frames if it allows them (or as forced), else AF_PACKET.
+	sender, err := liveChooseSender(cfg, cfg.LiveSender, func() error {
+		gen, err := newLiveKernelSender(tp.Devices[0].Port.Index, liveFrame(liveUnknownHost(), tp.Devices[0].MAC,
+			liveClosedPort))
+		if err != nil {
+			return err
+		}
+		defer gen.Close()
+		return tp.Gateway.Do(func() error { return liveProbeFrames(gen) })
+	})
+	if err != nil {
+		return err
+	}
+	cfg.Logf("live: sender %s", liveSenderDesc(sender))
+	sinkIdx := 0
+	if sender == LiveSenderAFPacket {
+		if sinkIdx, err = liveAddSink(tp.Gateway); err != nil {
+			return err
+		}
+	}
+
 	dropProg, err := liveReturnProg("live_drop", liveXDPDrop)
 	if err != nil {
 		return err
@@ -281,10 +312,10 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 			src = devHost
 		}
 		v.frame = liveFrame(src, v.dev.MAC, s.dport)
-		if v.gen, err = liveGenerator(v.dev.Port.Index); err != nil {
-			return err
+		if err := v.openSender(sender, tp.Gateway, sinkIdx); err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
 		}
-		cleanups = append(cleanups, v.gen.Close)
+		cleanups = append(cleanups, v.tx.Close)
 		ns, ifname := v.dev.NS, v.dev.Ifname
 		// The destination, 10.0.0.1, is the receiver's: what passes is delivered locally.
 		l, err := ns.Netlink().LinkByName(ifname)
@@ -422,8 +453,34 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 	if err != nil {
 		return err
 	}
-	liveReport(cfg, r, vs, total, genEnd, hot, rounds, dur, cpu, skipped)
+	liveReport(cfg, r, vs, total, genEnd, hot, rounds, dur, cpu, skipped, sender)
 	return nil
+}
+
+// openSender opens the variant's sender in gw, the sender namespace. With AF_PACKET, the sender
+// alone sends to the sink (sinkIdx), every other variant from its port, TSO off.
+func (v *liveVariant) openSender(sender string, gw *testenv.Namespace, sinkIdx int) error {
+	if sender == LiveSenderKernel {
+		tx, err := newLiveKernelSender(v.dev.Port.Index, v.frame)
+		if err != nil {
+			return err
+		}
+		v.tx = tx
+		return nil
+	}
+	idx := v.dev.Port.Index
+	if v.kind == liveBaseline {
+		idx, v.sink = sinkIdx, gw
+	} else if err := liveSetTSO(gw, v.dev.Port.Name, false); err != nil {
+		return err
+	}
+	return gw.Do(func() error {
+		tx, err := newLiveAFPacket(idx, v.frame)
+		if err == nil {
+			v.tx = tx
+		}
+		return err
+	})
 }
 
 // probe sends a few frames and checks that the receiver does what the variant says: nothing
@@ -446,9 +503,14 @@ func (v *liveVariant) probe() error {
 			return err
 		}
 	}
-	if _, err := v.gen.Run(&ebpf.RunOptions{Data: v.frame, Repeat: liveProbeN, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES,
-		BatchSize: liveBatch}); err != nil {
-		return fmt.Errorf("generator: %w", err)
+	var sink0 uint64
+	if v.sink != nil {
+		if _, sink0, err = liveLinkStats(v.sink)(liveSinkName); err != nil {
+			return err
+		}
+	}
+	if _, err := v.tx.send(liveProbeN); err != nil {
+		return err
 	}
 	var want uint64 = liveProbeN
 	if v.kind == liveBaseline {
@@ -484,6 +546,16 @@ func (v *liveVariant) probe() error {
 	if np != wantNP {
 		return fmt.Errorf("probe: %d frames sent, %d reached a closed UDP port, want %d", liveProbeN, np, wantNP)
 	}
+	if v.sink != nil {
+		_, sink1, err := liveLinkStats(v.sink)(liveSinkName)
+		if err != nil {
+			return err
+		}
+		if sink1-sink0 != liveProbeN {
+			return fmt.Errorf("probe: %d frames sent, %d dropped by the sink %s, want all", liveProbeN, sink1-sink0,
+				liveSinkName)
+		}
+	}
 	if v.zt != nil {
 		zc1, err := v.zt.counter(v.verdict, v.reason)
 		if err != nil {
@@ -515,14 +587,7 @@ func (v *liveVariant) calibrate(clk *liveClock, target time.Duration, maxRepeat 
 	return nil
 }
 
-func (v *liveVariant) run() (uint32, error) {
-	_, err := v.gen.Run(&ebpf.RunOptions{Data: v.frame, Repeat: v.repeat, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES,
-		BatchSize: liveBatch})
-	if err != nil {
-		return 0, fmt.Errorf("generator: %w", err)
-	}
-	return v.repeat, nil
-}
+func (v *liveVariant) run() (uint32, error) { return v.tx.send(v.repeat) }
 
 // measure sends until d of CPU time was spent on the generator's CPU and returns that CPU
 // time per frame in ns. The frames counted are those sent, or those the receiver's veth saw if
@@ -601,8 +666,9 @@ func (c *liveClock) now() time.Duration {
 
 // liveReport turns the per-round times into rates, receiver costs, ratios and target verdicts.
 func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, genEnd float64, hot map[string]float64,
-	rounds int, dur time.Duration, cpu int, skipped map[string]string) {
+	rounds int, dur time.Duration, cpu int, skipped map[string]string, sender string) {
 	const sec = "live"
+	defer r.tagSender(sec, sender)
 	quick := ""
 	if cfg.Quick {
 		quick = "quick (1 round, 4 variants): figures not meant to be read; "
@@ -645,7 +711,11 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 			note = strings.TrimPrefix(note+fmt.Sprintf("; %.1f%% lost in transit (ring full): cost understated", 100*v.lost), "; ")
 		}
 		if i == 0 {
-			note = fmt.Sprintf("%s; CPU %d, %d rounds x %s of CPU time, batches of %d", note, cpu, rounds, dur, liveBatch)
+			if sender == LiveSenderAFPacket {
+				note = "AF_PACKET to an ifb sink that frees the frames at once: the sender's own cost"
+			}
+			note = fmt.Sprintf("%s; CPU %d, %d rounds x %s of CPU time; sender %s", note, cpu, rounds, dur,
+				liveSenderDesc(sender))
 		}
 		r.Add(Result{Section: sec, Name: v.name + ": rate", Value: Median(rate), Unit: "Mpps/CPU", Spread: Spread(rate), Note: note})
 		if i == 0 {
@@ -721,8 +791,7 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 		live, hc := ztNs-dropNs, hot[subj]-hot["xdpdrop"]
 		note += fmt.Sprintf("; ztgate's decision adds %.0f ns live, %.0f ns with hot caches (BPF_PROG_TEST_RUN): "+
 			"the decision itself (policy-slot, device and address-binding lookups, per-CPU counters, the event "+
-			"limiter's budget slot and timestamp; every kernel function it calls returns through SRSO's safe-RET "+
-			"thunk on this CPU)", live, hc)
+			"limiter's budget slot and timestamp%s)", live, hc, liveSafeRET())
 		if hc > 0 && live > 1.5*hc {
 			note += ", inflated on live traffic by caches and branch predictors cold after the veth and page-pool code"
 		}
@@ -771,4 +840,14 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 		liveVsIptablesMin, ipt)
 	cheaper("iptnft", fmt.Sprintf("ztgate drop path >= %dx cheaper than iptables-nft, 1,000 rules", liveVsIptablesMin),
 		liveVsIptablesMin, ipt)
+}
+
+// liveSafeRET says, for a note, whether every kernel function returns through SRSO's safe-RET
+// thunk on this CPU ("" if not, or if the kernel does not say).
+func liveSafeRET() string {
+	b, err := os.ReadFile("/sys/devices/system/cpu/vulnerabilities/spec_rstack_overflow")
+	if err != nil || !strings.Contains(string(b), "Safe RET") {
+		return ""
+	}
+	return "; every kernel function it calls returns through SRSO's safe-RET thunk on this CPU"
 }

@@ -28,6 +28,7 @@ type Result struct {
 	Base    string  `json:"base,omitempty"`   // what Ratio is relative to
 	Spread  float64 `json:"spread,omitempty"` // (max-min)/median of the per-round ratios, when rounds were run
 	Note    string  `json:"note,omitempty"`
+	Sender  string  `json:"sender,omitempty"` // live section: the sender that made the figure (kernel, afpacket)
 }
 
 // Target is one performance target of the issue and its verdict.
@@ -40,6 +41,7 @@ type Target struct {
 	Unit     string  `json:"unit"`
 	Met      bool    `json:"met"`
 	Note     string  `json:"note,omitempty"`
+	Sender   string  `json:"sender,omitempty"` // live section: the sender that made the figures compared
 }
 
 // Report collects results and targets; safe for concurrent use.
@@ -79,6 +81,22 @@ func (r *Report) Check(section, desc string, measured float64, op string, limit 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.Targets = append(r.Targets, Target{Section: section, Desc: desc, Measured: measured, Op: op, Limit: limit, Unit: unit, Met: met, Note: note})
+}
+
+// tagSender records sender as the sender of every result and target of section.
+func (r *Report) tagSender(section, sender string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.Results {
+		if r.Results[i].Section == section {
+			r.Results[i].Sender = sender
+		}
+	}
+	for i := range r.Targets {
+		if r.Targets[i].Section == section {
+			r.Targets[i].Sender = sender
+		}
+	}
 }
 
 // Fail records a section that could not run.
@@ -127,7 +145,11 @@ func (r *Report) Print(w io.Writer) {
 		}
 	}
 	for _, s := range sections {
-		fmt.Fprintf(w, "\n== %s ==\n", s)
+		head := s
+		if i := slices.IndexFunc(r.Results, func(res Result) bool { return res.Section == s && res.Sender != "" }); i >= 0 {
+			head += " (sender: " + r.Results[i].Sender + ")"
+		}
+		fmt.Fprintf(w, "\n== %s ==\n", head)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "MEASURE\tVALUE\tUNIT\tRATIO\tVS\tSPREAD\tNOTE")
 		for _, res := range r.Results {
@@ -156,7 +178,12 @@ func (r *Report) Print(w io.Writer) {
 				v = "met"
 				met++
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s %s %s\t%s\t%s\n", t.Section, t.Desc, num(t.Measured), t.Unit, t.Op, num(t.Limit), t.Unit, v, t.Note)
+			note := t.Note
+			if t.Sender != "" {
+				note = "sender " + t.Sender + "; " + note
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s %s %s\t%s\t%s\n", t.Section, t.Desc, num(t.Measured), t.Unit, t.Op,
+				num(t.Limit), t.Unit, v, note)
 		}
 		tw.Flush()
 		fmt.Fprintf(w, "%d of %d targets met\n", met, len(r.Targets))

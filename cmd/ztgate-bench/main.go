@@ -1,6 +1,7 @@
 // Command ztgate-bench runs ztgate's benchmark suite (root): `make bench` (full, ~15 min) or
 // `make bench-quick` (reduced, a smoke test of the suite). It prints a table of figures, ratios
-// and target verdicts and writes the same as JSON.
+// and target verdicts and writes the same as JSON. -live-sender picks the live section's sender
+// (auto: the kernel's live frames where the kernel allows them, else an AF_PACKET TX ring).
 package main
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -22,7 +24,14 @@ func main() {
 	ztgate := flag.String("ztgate", "bin/ztgate", "the ztgate binary (agent and CLI) for the control-plane section")
 	only := flag.String("sections", "", "comma-separated sections to run (default: all)")
 	list := flag.Bool("list", false, "list the sections and exit")
+	sender := flag.String("live-sender", bench.LiveSenderAuto, "the live section's sender: "+
+		strings.Join(bench.LiveSenders, ", ")+" (auto: the kernel's live frames where the kernel allows them, else afpacket)")
 	flag.Parse()
+	if !slices.Contains(bench.LiveSenders, *sender) {
+		fmt.Fprintf(os.Stderr, "ztgate-bench: -live-sender %q: want one of %s\n", *sender,
+			strings.Join(bench.LiveSenders, ", "))
+		os.Exit(2)
+	}
 	if *list {
 		for _, s := range bench.Sections() {
 			fmt.Printf("%-8s %s\n", s.Name, s.Desc)
@@ -39,7 +48,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg := &bench.Config{Quick: *quick, Ztgate: *ztgate, Log: os.Stderr}
+	cfg := &bench.Config{Quick: *quick, Ztgate: *ztgate, LiveSender: *sender, Log: os.Stderr}
 	t0 := time.Now()
 	r := bench.Run(ctx, cfg, names)
 	r.Print(os.Stdout)
