@@ -52,6 +52,9 @@ func TestValidateGoodValues(t *testing.T) {
 		{"log_format json", func(c *Config) { c.LogFormat = "json" }},
 		{"events off", func(c *Config) { c.Events = false }},
 		{"no metrics", func(c *Config) { c.MetricsAddress = "" }},
+		{"interface pattern", func(c *Config) { c.Interfaces = []string{"gw-p*", "wlan[0-9]"} }},
+		{"bridges only", func(c *Config) { c.Interfaces, c.Bridges = nil, []string{"br0"} }},
+		{"interfaces and bridges", func(c *Config) { c.Bridges = []string{"br0", "br-iot"} }},
 	} {
 		c := validConfig()
 		tc.mod(&c)
@@ -68,6 +71,11 @@ func TestValidateBadValues(t *testing.T) {
 	}{
 		{"interfaces", func(c *Config) { c.Interfaces = nil }},
 		{"interfaces", func(c *Config) { c.Interfaces = []string{} }},
+		{"interfaces[0]", func(c *Config) { c.Interfaces = []string{"gw-p["} }},
+		{"interfaces[1]", func(c *Config) { c.Interfaces = []string{"eth1", "a/b"} }},
+		{"interfaces[0]", func(c *Config) { c.Interfaces = []string{"averyveryverylongname"} }},
+		{"bridges[0]", func(c *Config) { c.Bridges = []string{"br*"} }},
+		{"bridges[1]", func(c *Config) { c.Bridges = []string{"br0", ""} }},
 		{"state_dir", func(c *Config) { c.StateDir = "" }},
 		{"bpffs_dir", func(c *Config) { c.BPFFSDir = "" }},
 		{"socket", func(c *Config) { c.Socket = "" }},
