@@ -43,6 +43,7 @@ type ifaceState struct {
 	err      string
 	since    time.Time // when state last changed
 	attaches uint64    // attaches by this agent (the first and every re-attach)
+	prev     int       // the ifindex an absent interface had
 }
 
 func isPattern(s string) bool { return strings.ContainsAny(s, `*?[\`) }
@@ -117,12 +118,21 @@ func (a *Agent) ensure(l netlink.Link) {
 	}
 	attrs := l.Attrs()
 	name, idx := attrs.Name, attrs.Index
-	ours := attrs.Xdp != nil && attrs.Xdp.Attached && a.progID != 0 && ebpf.ProgramID(attrs.Xdp.ProgId) == a.progID
+	ours := func(attrs *netlink.LinkAttrs) bool {
+		return attrs.Xdp != nil && attrs.Xdp.Attached && a.progID != 0 && ebpf.ProgramID(attrs.Xdp.ProgId) == a.progID
+	}
+	running := ours(attrs)
+	if !running {
+		// A message may predate the attach (events queue up) or not carry IFLA_XDP: ask the kernel.
+		if fresh, err := netlink.LinkByIndex(idx); err == nil && fresh.Attrs().Name == name {
+			running = ours(fresh.Attrs())
+		}
+	}
 	a.ifMu.Lock()
 	old, known := a.ifaces[name]
 	a.ifMu.Unlock()
 	if known && old.state == ifAttached && old.index == idx {
-		if ours {
+		if running {
 			return
 		}
 		a.log.Error("alert: the XDP program is gone from a protected interface: attaching it again",
@@ -139,8 +149,8 @@ func (a *Agent) ensure(l netlink.Link) {
 	}
 	a.setIface(name, ifaceState{index: idx, mode: mode, state: ifAttached, attaches: 1})
 	switch {
-	case known && old.index != 0 && old.index != idx:
-		a.log.Info("attached (re-created interface)", "interface", name, "ifindex", idx, "old_ifindex", old.index,
+	case known && old.state == ifAbsent && old.prev != 0 && old.prev != idx:
+		a.log.Info("attached (re-created interface)", "interface", name, "ifindex", idx, "old_ifindex", old.prev,
 			"mode", mode.String())
 	case known && old.state == ifAttached:
 		a.log.Info("attached again", "interface", name, "ifindex", idx, "mode", mode.String())
@@ -159,7 +169,7 @@ func (a *Agent) gone(name string, idx int) {
 		return
 	}
 	a.log.Warn("protected interface removed: attached again when it is back", "interface", name, "ifindex", old.index)
-	a.setIface(name, ifaceState{state: ifAbsent, mode: loader.ModeNone})
+	a.setIface(name, ifaceState{state: ifAbsent, mode: loader.ModeNone, prev: old.index})
 }
 
 // reconcile lists every interface: it attaches to the protected ones that need it and marks
@@ -254,6 +264,9 @@ func (a *Agent) watchLinks(ctx context.Context) {
 
 // linkUpdate handles one link event.
 func (a *Agent) linkUpdate(u netlink.LinkUpdate) {
+	if u.Family == unix.AF_BRIDGE {
+		return // a bridge port's bridging state; the port's own messages follow its link
+	}
 	attrs := u.Link.Attrs()
 	if u.Header.Type == unix.RTM_DELLINK {
 		a.gone(attrs.Name, attrs.Index)
