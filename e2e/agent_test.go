@@ -163,6 +163,13 @@ func (s *syncBuffer) String() string {
 // start runs the agent binary bin in the gateway namespace and waits until it is ready.
 func (l *lab) start(bin string) *agentProc {
 	l.t.Helper()
+	return l.startUntil(bin, "ready", func(st api.Status) bool { return st.Ready })
+}
+
+// startUntil runs the agent binary bin in the gateway namespace and waits until its status
+// satisfies ok.
+func (l *lab) startUntil(bin, what string, ok func(api.Status) bool) *agentProc {
+	l.t.Helper()
 	l.bin = bin
 	p := &agentProc{t: l.t, log: &syncBuffer{}, done: make(chan struct{})}
 	args := append([]string{"--net=" + l.tp.Gateway.Path(), "--"}, l.wrap...)
@@ -180,7 +187,7 @@ func (l *lab) start(bin string) *agentProc {
 	for {
 		var st api.Status
 		if out, _, code := l.ztgate("status", "-o", "json"); code == 0 {
-			if err := json.Unmarshal([]byte(out), &st); err == nil && st.Ready {
+			if err := json.Unmarshal([]byte(out), &st); err == nil && ok(st) {
 				return p
 			}
 		}
@@ -190,7 +197,7 @@ func (l *lab) start(bin string) *agentProc {
 		default:
 		}
 		if time.Now().After(deadline) {
-			l.t.Fatalf("agent not ready after 20s:\n%s", p.log.String())
+			l.t.Fatalf("agent not %s after 20s:\n%s", what, p.log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
