@@ -201,4 +201,3 @@ func TestAgentNotifyReady(t *testing.T) {
 	notify.next(t, "STOPPING=1", nil)
 	<-l.agent.done
 }
-
