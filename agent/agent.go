@@ -72,14 +72,8 @@ type Agent struct {
 	frames     frameSlab                         // captured bytes of events
 }
 
-// checkFeatures probes the kernel for what the datapath needs (replaced in tests).
-var checkFeatures = func() error {
-	fs, err := loader.Features()
-	if err != nil {
-		return err
-	}
-	return loader.CheckFeatures(fs)
-}
+// kernelFeatures lists what the datapath needs from the kernel (replaced in tests).
+var kernelFeatures = loader.Features
 
 // Run starts the agent and serves until ctx ends, then stops the agent, leaving enforcement in
 // place.
@@ -104,8 +98,12 @@ func start(cfg Config, log *slog.Logger) (_ *Agent, err error) {
 		}
 	}()
 	// 0. Refuse to run unenforced: check the kernel before anything is pinned or attached.
-	if err := checkFeatures(); err != nil {
+	fs, err := kernelFeatures()
+	if err != nil {
 		return nil, err
+	}
+	if err := loader.CheckFeatures(fs); err != nil {
+		return nil, fmt.Errorf("refusing to run unenforced: %w", err)
 	}
 	if a.store, err = openStore(cfg.StateDir); err != nil {
 		return nil, err
