@@ -44,6 +44,7 @@ type ifaceState struct {
 	since    time.Time // when state last changed
 	attaches uint64    // attaches by this agent (the first and every re-attach)
 	prev     int       // the ifindex an absent interface had
+	repairs  uint64    // program found removed and attached again, or link pin restored
 }
 
 func isPattern(s string) bool { return strings.ContainsAny(s, `*?[\`) }
@@ -103,6 +104,7 @@ func (a *Agent) setIface(name string, st ifaceState) {
 		st.since = time.Now()
 	}
 	st.attaches += old.attaches
+	st.repairs += old.repairs
 	a.ifaces[name] = st
 	a.indexIfaces()
 	a.ifMu.Unlock()
@@ -131,12 +133,15 @@ func (a *Agent) ensure(l netlink.Link) {
 	a.ifMu.Lock()
 	old, known := a.ifaces[name]
 	a.ifMu.Unlock()
+	repairs := uint64(0)
 	if known && old.state == ifAttached && old.index == idx {
 		if running {
+			a.repin(name, old)
 			return
 		}
 		a.log.Error("alert: the XDP program is gone from a protected interface: attaching it again",
 			"interface", name, "ifindex", idx)
+		repairs = 1
 	}
 	mode, err := a.dp.Attach(name)
 	if err != nil {
@@ -147,7 +152,7 @@ func (a *Agent) ensure(l netlink.Link) {
 		a.setIface(name, ifaceState{index: idx, mode: loader.ModeNone, state: ifFailed, err: err.Error()})
 		return
 	}
-	a.setIface(name, ifaceState{index: idx, mode: mode, state: ifAttached, attaches: 1})
+	a.setIface(name, ifaceState{index: idx, mode: mode, state: ifAttached, attaches: 1, repairs: repairs})
 	switch {
 	case known && old.state == ifAbsent && old.prev != 0 && old.prev != idx:
 		a.log.Info("attached (re-created interface)", "interface", name, "ifindex", idx, "old_ifindex", old.prev,
@@ -158,6 +163,22 @@ func (a *Agent) ensure(l netlink.Link) {
 		a.log.Info("attached", "interface", name, "ifindex", idx, "mode", mode.String())
 	}
 	a.rebind(name, idx)
+}
+
+// repin pins the link of an attached interface again if someone removed its pin (the program
+// would go with the agent otherwise).
+func (a *Agent) repin(name string, st ifaceState) {
+	ok, err := a.dp.Repin(name)
+	switch {
+	case err != nil:
+		a.log.Error("alert: the pin of a protected interface's link is gone and cannot be restored: "+
+			"its program goes when the agent stops", "interface", name, "err", err)
+	case ok:
+		a.log.Error("alert: the pin of a protected interface's link was removed: pinned again", "interface", name)
+		st.repairs = 1
+		st.attaches = 0
+		a.setIface(name, st)
+	}
 }
 
 // gone marks a protected interface absent once the kernel removed it.
@@ -381,7 +402,7 @@ func (a *Agent) interfaces() []api.Interface {
 	for _, name := range names {
 		st := states[name]
 		ifc := api.Interface{Name: name, Ifindex: st.index, Mode: st.mode.String(), State: st.state, Error: st.err,
-			Since: st.since.UTC(), Attaches: st.attaches}
+			Since: st.since.UTC(), Attaches: st.attaches, Repairs: st.repairs}
 		if st.state == ifAttached {
 			l, ok := pinned[name]
 			switch {

@@ -117,7 +117,7 @@ func (s source) State() metrics.State {
 	s.a.polMu.RUnlock()
 	for _, ifc := range s.a.interfaces() {
 		st.Interfaces = append(st.Interfaces, metrics.Interface{Name: ifc.Name, Mode: ifc.Mode, Attached: ifc.Attached,
-			State: ifc.State, Attaches: ifc.Attaches})
+			State: ifc.State, Attaches: ifc.Attaches, Repairs: ifc.Repairs})
 	}
 	st.EventsRead = s.a.events.read.Load()
 	st.EventsDropped = s.a.events.dropped.Load()

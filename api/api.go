@@ -128,6 +128,7 @@ type Interface struct {
 	State    string    `json:"state"`    // attached, absent (attached when it appears) or failed (Error says why)
 	Since    time.Time `json:"since,omitzero"`
 	Attaches uint64    `json:"attaches"` // attaches by this agent: more than one after a re-creation or a removal
+	Repairs  uint64    `json:"repairs"`  // program found removed and attached again, or link pin restored
 	Error    string    `json:"error,omitempty"`
 }
 

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +16,7 @@ import (
 	"github.com/ztgate/ztgate/agent"
 	"github.com/ztgate/ztgate/api"
 	"github.com/ztgate/ztgate/internal/frames"
+	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/policy"
 	"github.com/ztgate/ztgate/testenv"
 )
@@ -342,4 +346,59 @@ func TestAgentBridgePort(t *testing.T) {
 	}
 	f.checkNoLeak("bridge port")
 	l.checkIfaceMetrics(port, "attached", 1)
+}
+
+// TestAgentTamper (threat-matrix row 46): `ip link set dev X xdp off` cannot remove the
+// agent's program (the kernel refuses it for a bpf_link); a removed link pin is detected and
+// pinned again (alert in the log, the repair in status and metrics), so enforcement survives
+// the agent being killed afterwards.
+func TestAgentTamper(t *testing.T) {
+	l := newLab(t, nil)
+	tp := l.tp
+	f := listenFlows(t, tp)
+	v1, _ := binaries(t)
+	l.start(v1)
+	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
+	f.probe(tp, 5*time.Millisecond)
+	f.waitAllowed("policy")
+	port := tp.Device("attacker").Port
+
+	for _, off := range []string{"xdp", "xdpgeneric", "xdpdrv"} {
+		out, err := exec.Command("nsenter", "--net="+tp.Gateway.Path(), "ip", "link", "set", "dev", port.Name, off, "off").CombinedOutput()
+		t.Logf("ip link set dev %s %s off: %v: %s", port.Name, off, err, strings.TrimSpace(string(out)))
+		if off == "xdp" && err == nil {
+			t.Errorf("ip link set dev %s xdp off was not refused", port.Name)
+		}
+		if !l.attachedAt(port.Name, port.Index).Attached {
+			t.Fatalf("%s off detached the program", off)
+		}
+	}
+	f.waitAllowed("xdp off refused")
+	f.checkNoLeak("xdp off refused")
+
+	pin := filepath.Join(loader.LayoutDir(l.pinDir), "link-"+port.Name)
+	if err := os.Remove(pin); err != nil {
+		t.Fatal(err)
+	}
+	ifc := l.waitIface(port.Name, "pin removed", func(ifc api.Interface) bool { return ifc.Repairs == 1 })
+	if _, err := os.Stat(pin); err != nil || !ifc.Attached {
+		t.Fatalf("pin %s: %v; %+v", pin, err, ifc)
+	}
+	if !strings.Contains(l.agent.log.String(), "pin of a protected interface's link was removed: pinned again") {
+		t.Errorf("no alert in the agent log:\n%s", l.agent.log.String())
+	}
+	_, expo := l.scrape("/metrics")
+	if v := metricValue(t, expo, fmt.Sprintf(`ztgate_interface_repairs_total{interface=%q}`, port.Name)); v != 1 {
+		t.Errorf("ztgate_interface_repairs_total = %v, want 1", v)
+	}
+	l.agent.kill()
+	lk, err := tp.Gateway.Netlink().LinkByIndex(port.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x := lk.Attrs().Xdp; x == nil || !x.Attached {
+		t.Fatalf("the program went with the agent: %+v", x)
+	}
+	f.waitAllowed("agent killed")
+	f.checkNoLeak("agent killed")
 }

@@ -52,6 +52,7 @@ type Interface struct {
 	Attached bool   // the link runs the agent's program
 	State    string // one of InterfaceStates ("" reports none)
 	Attaches uint64 // attaches by the agent (the first and every re-attach)
+	Repairs  uint64 // program found removed and attached again, or link pin restored
 }
 
 // InterfaceStates are the values of the state label of ztgate_interface_state.
@@ -109,6 +110,9 @@ var (
 	descIfAttaches = desc("interface", "attaches_total",
 		"XDP attaches of the agent to an interface: more than one after a re-creation or a removal of the program.",
 		"interface")
+	descIfRepairs = desc("interface", "repairs_total",
+		"Tampering the agent repaired on an interface: its XDP program found removed and attached again, "+
+			"or its link's pin found removed and pinned again.", "interface")
 	descBuildInfo = desc("", "build_info",
 		"Build information of the agent; the value is always 1.", "version", "goversion")
 )
@@ -175,7 +179,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descPackets, descBytes, descSegPackets, descSegBytes,
 		descEvEmitted, descEvLost, descEvSuppressed, descEvRead, descEvDropped,
-		descMapEntries, descMapCapacity, descRevision, descAttached, descIfState, descIfAttaches, descBuildInfo,
+		descMapEntries, descMapCapacity, descRevision, descAttached, descIfState, descIfAttaches, descIfRepairs,
+		descBuildInfo,
 	} {
 		ch <- d
 	}
@@ -214,6 +219,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descIfState, prometheus.GaugeValue, v, ifc.Name, s)
 		}
 		ch <- counter(descIfAttaches, ifc.Attaches, ifc.Name)
+		ch <- counter(descIfRepairs, ifc.Repairs, ifc.Name)
 	}
 	ch <- c.buildInfo
 

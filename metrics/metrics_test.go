@@ -66,7 +66,7 @@ func newFake() *fakeSource {
 			Revision: 17,
 			Segments: map[uint32]string{1: "cams", 2: "cams", 3: "", 5: "printers"},
 			Interfaces: []Interface{
-				{Name: "lan0", Mode: "native", Attached: true, State: "attached", Attaches: 2},
+				{Name: "lan0", Mode: "native", Attached: true, State: "attached", Attaches: 2, Repairs: 1},
 				{Name: "lan1", Mode: "none", Attached: false, State: "absent", Attaches: 1},
 			},
 			EventsRead:    38,
@@ -170,6 +170,7 @@ var allFamilies = []string{
 	"ztgate_events_suppressed_total",
 	"ztgate_interface_attached",
 	"ztgate_interface_attaches_total",
+	"ztgate_interface_repairs_total",
 	"ztgate_interface_state",
 	"ztgate_map_capacity",
 	"ztgate_map_entries",
@@ -350,12 +351,16 @@ ztgate_interface_state{interface="lan1",state="failed"} 0
 # TYPE ztgate_interface_attaches_total counter
 ztgate_interface_attaches_total{interface="lan0"} 2
 ztgate_interface_attaches_total{interface="lan1"} 1
+# HELP ztgate_interface_repairs_total Tampering the agent repaired on an interface: its XDP program found removed and attached again, or its link's pin found removed and pinned again.
+# TYPE ztgate_interface_repairs_total counter
+ztgate_interface_repairs_total{interface="lan0"} 1
+ztgate_interface_repairs_total{interface="lan1"} 0
 `
 	names := []string{
 		"ztgate_events_emitted_total", "ztgate_events_lost_total", "ztgate_events_suppressed_total",
 		"ztgate_agent_events_read_total", "ztgate_agent_events_dropped_total",
 		"ztgate_map_entries", "ztgate_map_capacity", "ztgate_policy_revision", "ztgate_interface_attached",
-		"ztgate_interface_state", "ztgate_interface_attaches_total",
+		"ztgate_interface_state", "ztgate_interface_attaches_total", "ztgate_interface_repairs_total",
 	}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Error(err)
