@@ -25,7 +25,11 @@ const (
 	ifAttached = "attached" // the agent's program runs on it
 	ifAbsent   = "absent"   // configured, but no such interface now: attached when it appears
 	ifFailed   = "failed"   // present, but the program could not be attached (Error says why)
+	ifDegraded = "degraded" // the program runs, but a check cannot work there (Error says which)
 )
+
+// disableVLANOffload keeps VLAN tags in the frames the program reads (replaced in tests).
+var disableVLANOffload = loader.DisableVLANOffload
 
 // absentPort is the ifindex a device bound to an absent protected port gets: no interface has
 // it, so the device's frames are dropped (wrong port) until the port appears and the policy is
@@ -94,7 +98,8 @@ func (a *Agent) portIndex(name string) (uint32, error) {
 	return 0, err
 }
 
-// setIface records the state of an interface; it logs and returns whether the state changed.
+// setIface records the state of an interface (attaches and repairs add up) and tells the
+// service manager.
 func (a *Agent) setIface(name string, st ifaceState) {
 	a.ifMu.Lock()
 	old, known := a.ifaces[name]
@@ -134,7 +139,7 @@ func (a *Agent) ensure(l netlink.Link) {
 	old, known := a.ifaces[name]
 	a.ifMu.Unlock()
 	repairs := uint64(0)
-	if known && old.state == ifAttached && old.index == idx {
+	if known && (old.state == ifAttached || old.state == ifDegraded) && old.index == idx {
 		if running {
 			a.repin(name, old)
 			return
@@ -152,7 +157,13 @@ func (a *Agent) ensure(l netlink.Link) {
 		a.setIface(name, ifaceState{index: idx, mode: loader.ModeNone, state: ifFailed, err: err.Error()})
 		return
 	}
-	a.setIface(name, ifaceState{index: idx, mode: mode, state: ifAttached, attaches: 1, repairs: repairs})
+	st := ifaceState{index: idx, mode: mode, state: ifAttached, attaches: 1, repairs: repairs}
+	if err := disableVLANOffload(name); err != nil {
+		a.log.Error("protected interface degraded: the program runs, its VLAN checks do not", "interface", name,
+			"err", err)
+		st.state, st.err = ifDegraded, err.Error()
+	}
+	a.setIface(name, st)
 	switch {
 	case known && old.state == ifAbsent && old.prev != 0 && old.prev != idx:
 		a.log.Info("attached (re-created interface)", "interface", name, "ifindex", idx, "old_ifindex", old.prev,
@@ -403,7 +414,7 @@ func (a *Agent) interfaces() []api.Interface {
 		st := states[name]
 		ifc := api.Interface{Name: name, Ifindex: st.index, Mode: st.mode.String(), State: st.state, Error: st.err,
 			Since: st.since.UTC(), Attaches: st.attaches, Repairs: st.repairs}
-		if st.state == ifAttached {
+		if st.state == ifAttached || st.state == ifDegraded {
 			l, ok := pinned[name]
 			switch {
 			case !ok:

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/safchain/ethtool"
+
 	"github.com/ztgate/ztgate/agent"
 	"github.com/ztgate/ztgate/api"
 	"github.com/ztgate/ztgate/internal/frames"
@@ -298,6 +300,30 @@ func TestAgentInterfaceLate(t *testing.T) {
 	}
 	f.checkNoLeak("late device")
 	l.checkIfaceMetrics(port, "attached", 1)
+	// VLAN tags stay in the frames the program reads: the agent turned the offload off.
+	checkVLANOffloadOff(t, tp, port)
+	checkVLANOffloadOff(t, tp, tp.Devices[0].Port.Name)
+}
+
+func checkVLANOffloadOff(t *testing.T, tp *testenv.Topology, port string) {
+	t.Helper()
+	var fs map[string]bool
+	if err := tp.Gateway.Do(func() error {
+		e, err := ethtool.NewEthtool()
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		fs, err = e.Features(port)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range loader.VLANOffloads {
+		if fs[f] {
+			t.Errorf("%s: %s is on under the agent", port, f)
+		}
+	}
 }
 
 // TestAgentBridgePort (issue 12, acceptance 2): the agent protects every port of a bridge; a

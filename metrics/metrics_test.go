@@ -339,13 +339,15 @@ ztgate_policy_revision 17
 # TYPE ztgate_interface_attached gauge
 ztgate_interface_attached{interface="lan0",mode="native"} 1
 ztgate_interface_attached{interface="lan1",mode="none"} 0
-# HELP ztgate_interface_state State of a protected interface: 1 for the state it is in (attached, absent: attached when it appears, failed: present but not enforced), 0 for the others.
+# HELP ztgate_interface_state State of a protected interface: 1 for the state it is in (attached, absent: attached when it appears, failed: present but not enforced, degraded: attached but a check cannot work there), 0 for the others.
 # TYPE ztgate_interface_state gauge
 ztgate_interface_state{interface="lan0",state="absent"} 0
 ztgate_interface_state{interface="lan0",state="attached"} 1
+ztgate_interface_state{interface="lan0",state="degraded"} 0
 ztgate_interface_state{interface="lan0",state="failed"} 0
 ztgate_interface_state{interface="lan1",state="absent"} 1
 ztgate_interface_state{interface="lan1",state="attached"} 0
+ztgate_interface_state{interface="lan1",state="degraded"} 0
 ztgate_interface_state{interface="lan1",state="failed"} 0
 # HELP ztgate_interface_attaches_total XDP attaches of the agent to an interface: more than one after a re-creation or a removal of the program.
 # TYPE ztgate_interface_attaches_total counter
