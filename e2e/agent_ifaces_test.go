@@ -169,7 +169,13 @@ func (l *lab) checkIfaceMetrics(name, state string, attaches int) {
 // forbidden frames the device sends from the moment the link is up none is delivered; the
 // device's allowed flow passes again (the policy binds it to the new port).
 func TestAgentInterfaceRecreated(t *testing.T) {
-	l := newLab(t, nil)
+	for _, mode := range []string{"native", "generic"} {
+		t.Run(mode, func(t *testing.T) { testInterfaceRecreated(t, mode) })
+	}
+}
+
+func testInterfaceRecreated(t *testing.T, mode string) {
+	l := newLab(t, func(c *agent.Config) { c.XDPMode = mode })
 	tp := l.tp
 	f := listenFlows(t, tp)
 	bad := countUpstream(t, tp, forbiddenPort)
@@ -217,8 +223,8 @@ func TestAgentInterfaceRecreated(t *testing.T) {
 		}
 		f.checkNoLeak(d.Name + " re-created")
 		ifc := l.attachedAt(d.Port.Name, d.Port.Index)
-		if ifc.Attaches != 2 {
-			t.Errorf("%s: %d attaches, want 2", d.Port.Name, ifc.Attaches)
+		if ifc.Attaches != 2 || ifc.Mode != mode {
+			t.Errorf("%s: %d attaches in mode %s, want 2 in mode %s", d.Port.Name, ifc.Attaches, ifc.Mode, mode)
 		}
 		l.checkIfaceMetrics(d.Port.Name, "attached", 2)
 		after := l.status()
