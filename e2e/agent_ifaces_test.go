@@ -264,15 +264,30 @@ func lateDevice(tp *testenv.Topology, port string) (testenv.DeviceSpec, policy.D
 	return spec, pd
 }
 
-// TestAgentInterfaceLate (issue 12, acceptance 2): the agent protects the ports by a pattern;
-// a port created after the agent started (named in the policy already) is attached while it is
-// down; its forbidden frames are not delivered, its allowed flow passes.
+// TestAgentInterfaceLate (issue 12, acceptance 2): the agent protects the ports by a pattern,
+// or by their names with one absent at start; a port created after the agent started (named in
+// the policy already) is attached while it is down; its forbidden frames are not delivered,
+// its allowed flow passes.
 func TestAgentInterfaceLate(t *testing.T) {
+	for _, byName := range []bool{false, true} {
+		t.Run(map[bool]string{false: "pattern", true: "absent at start"}[byName], func(t *testing.T) {
+			testInterfaceLate(t, byName)
+		})
+	}
+}
+
+func testInterfaceLate(t *testing.T, byName bool) {
 	tp := topology(t)
-	l := newLabOn(t, tp, func(c *agent.Config) { c.Interfaces = []string{"zt" + tp.ID + "g[0-9]*"} })
+	port := fmt.Sprintf("zt%sg%d", tp.ID, len(tp.Devices)) // the next device's port
+	l := newLabOn(t, tp, func(c *agent.Config) {
+		if byName {
+			c.Interfaces = append(c.Interfaces, port)
+		} else {
+			c.Interfaces = []string{"zt" + tp.ID + "g[0-9]*"}
+		}
+	})
 	f := listenFlows(t, tp)
 	bad := countUpstream(t, tp, forbiddenPort)
-	port := fmt.Sprintf("zt%sg%d", tp.ID, len(tp.Devices)) // the next device's port
 	spec, pd := lateDevice(tp, port)
 	pol := basePolicy(t, tp)
 	pol.Spec.Devices = append(pol.Spec.Devices, pd)
@@ -280,6 +295,14 @@ func TestAgentInterfaceLate(t *testing.T) {
 	v1, _ := binaries(t)
 	l.start(v1)
 	st := l.status()
+	if byName {
+		absent := st.Interfaces[len(st.Interfaces)-1]
+		if absent.Name != port || absent.State != "absent" || absent.Attached {
+			t.Fatalf("the absent port: %+v", absent)
+		}
+		l.checkIfaceMetrics(port, "absent", 0)
+		st.Interfaces = st.Interfaces[:len(st.Interfaces)-1]
+	}
 	checkAttached(t, st, len(tp.Devices))
 	// The policy names a port that does not exist yet: it matches the pattern, so it is
 	// accepted, and the device is bound to no port until it appears.
