@@ -37,8 +37,11 @@ var disableVLANOffload = loader.DisableVLANOffload
 const absentPort = math.MaxUint32
 
 // resync is how often the agent lists the interfaces besides following their events: it
-// retries failed attaches and catches a program removed without an event.
-const resync = 10 * time.Second
+// retries failed attaches and catches a removed link pin, which no event reports.
+var resync = 10 * time.Second
+
+// linkSubscribe subscribes to link events (replaced in tests).
+var linkSubscribe = netlink.LinkSubscribeWithOptions
 
 type ifaceState struct {
 	index    int
@@ -248,21 +251,19 @@ func (a *Agent) watchLinks(ctx context.Context) {
 	for ctx.Err() == nil {
 		ch := make(chan netlink.LinkUpdate, 256)
 		done := make(chan struct{})
-		err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
+		serr := linkSubscribe(ch, done, netlink.LinkSubscribeOptions{
 			ErrorCallback:     func(err error) { a.log.Warn("link events", "err", err) },
 			ReceiveBufferSize: 1 << 20,
 		})
-		if err != nil {
-			a.log.Error("subscribe to link events: listing the interfaces periodically instead", "err", err)
+		if serr != nil {
+			a.log.Error("subscribe to link events: listing the interfaces periodically instead", "err", serr)
 			close(done)
+			ch = nil // wait for the ticker only
 		} else if a.linkResubs.Load() > 0 {
 			a.log.Warn("link events: subscribed again; listing every interface")
 		}
 		if err := a.reconcile(); err != nil {
 			a.log.Error("link events", "err", err)
-		}
-		if err != nil {
-			ch = nil // wait for the ticker only
 		}
 	events:
 		for {
