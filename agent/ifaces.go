@@ -95,7 +95,8 @@ func (a *Agent) portIndex(name string) (uint32, error) {
 		return idx, nil
 	}
 	var nf netlink.LinkNotFoundError
-	if _, lerr := netlink.LinkByName(name); a.matchName(name) && (errors.As(lerr, &nf) || errors.Is(lerr, unix.ENODEV)) {
+	_, lerr := netlink.LinkByName(name)
+	if a.matchName(name) && (errors.As(lerr, &nf) || errors.Is(lerr, unix.ENODEV)) {
 		return absentPort, nil
 	}
 	return 0, err

@@ -125,7 +125,7 @@ type Interface struct {
 	Ifindex  int       `json:"ifindex"`
 	Mode     string    `json:"mode"`     // native, generic, none, unknown
 	Attached bool      `json:"attached"` // the link runs this agent's program
-	State    string    `json:"state"`    // attached, absent (attached when it appears), failed or degraded (Error says why)
+	State    string    `json:"state"`    // attached, absent (attached when it appears), failed, degraded (see Error)
 	Since    time.Time `json:"since,omitzero"`
 	Attaches uint64    `json:"attaches"` // attaches by this agent: more than one after a re-creation or a removal
 	Repairs  uint64    `json:"repairs"`  // program found removed and attached again, or link pin restored

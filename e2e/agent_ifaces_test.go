@@ -156,7 +156,8 @@ func (l *lab) checkIfaceMetrics(name, state string, attaches int) {
 		l.t.Errorf("ztgate_interface_state{interface=%q,state=%q} = %v, want 1", name, state, v)
 	}
 	if attaches >= 0 {
-		if v := metricValue(l.t, expo, fmt.Sprintf(`ztgate_interface_attaches_total{interface=%q}`, name)); v != float64(attaches) {
+		series := fmt.Sprintf(`ztgate_interface_attaches_total{interface=%q}`, name)
+		if v := metricValue(l.t, expo, series); v != float64(attaches) {
 			l.t.Errorf("ztgate_interface_attaches_total{interface=%q} = %v, want %d\nagent log:\n%s", name, v, attaches,
 				l.agent.log.String())
 		}
@@ -419,7 +420,8 @@ func TestAgentTamper(t *testing.T) {
 	port := tp.Device("attacker").Port
 
 	for _, off := range []string{"xdp", "xdpgeneric", "xdpdrv"} {
-		out, err := exec.Command("nsenter", "--net="+tp.Gateway.Path(), "ip", "link", "set", "dev", port.Name, off, "off").CombinedOutput()
+		out, err := exec.Command("nsenter", "--net="+tp.Gateway.Path(), "ip", "link", "set", "dev", port.Name,
+			off, "off").CombinedOutput()
 		t.Logf("ip link set dev %s %s off: %v: %s", port.Name, off, err, strings.TrimSpace(string(out)))
 		if off == "xdp" && err == nil {
 			t.Errorf("ip link set dev %s xdp off was not refused", port.Name)

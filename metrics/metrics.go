@@ -106,7 +106,8 @@ var (
 		"Whether the agent's XDP program is attached to the interface (1) or not (0).", "interface", "mode")
 	descIfState = desc("interface", "state",
 		"State of a protected interface: 1 for the state it is in (attached, absent: attached when it appears, "+
-			"failed: present but not enforced, degraded: attached but a check cannot work there), 0 for the others.", "interface", "state")
+			"failed: present but not enforced, degraded: attached but a check cannot work there), 0 for the others.",
+		"interface", "state")
 	descIfAttaches = desc("interface", "attaches_total",
 		"XDP attaches of the agent to an interface: more than one after a re-creation or a removal of the program.",
 		"interface")

@@ -650,11 +650,7 @@ func (tp *Topology) plug(d *Device, beforeUp func(int) error) error {
 		}
 	}
 	deadline := time.Now().Add(tp.cfg.ReadyTimeout)
-	if tp.Bridge != nil {
-		if err := waitReady(gw, tp.Bridge.Name, []netip.Addr{tp.cfg.GatewayIPv4, tp.cfg.GatewayIPv6}, deadline); err != nil {
-			return err
-		}
-	} else if err := waitReady(gw, d.Port.Name, []netip.Addr{tp.cfg.GatewayIPv4, tp.cfg.GatewayIPv6}, deadline); err != nil {
+	if err := waitReady(gw, viaName, []netip.Addr{tp.cfg.GatewayIPv4, tp.cfg.GatewayIPv6}, deadline); err != nil {
 		return err
 	}
 	return waitReady(ns, d.Ifname, d.Addrs(), deadline)

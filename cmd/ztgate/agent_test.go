@@ -109,7 +109,8 @@ func TestAgentConfigErrors(t *testing.T) {
 		t.Errorf("%s", r)
 	}
 	// A kernel feature missing: a non-zero exit naming it.
-	fakeRun(t, errors.New("refusing to run unenforced: kernel features missing: map type RingBuf: not supported by this kernel"))
+	fakeRun(t, errors.New("refusing to run unenforced: kernel features missing: "+
+		"map type RingBuf: not supported by this kernel"))
 	r = ztgate(t, context.Background(), "", "agent", "--config", empty, "-i", "eth1")
 	wantCode(t, r, exitError)
 	if !strings.Contains(r.stderr, "map type RingBuf: not supported by this kernel") {
