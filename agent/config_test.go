@@ -266,3 +266,20 @@ func TestLoaderConfig(t *testing.T) {
 		t.Errorf("loaderConfig: got %+v from %+v", lc, c)
 	}
 }
+
+// TestPortIndex: a policy's port that is absent resolves to absentPort (its devices are dropped
+// until it appears) when the configuration protects it, and stays an error otherwise.
+func TestPortIndex(t *testing.T) {
+	a := &Agent{cfg: Config{Interfaces: []string{"ztabsent0", "ztpat-*"}}}
+	for _, name := range []string{"ztabsent0", "ztpat-9"} {
+		if idx, err := a.portIndex(name); err != nil || idx != absentPort {
+			t.Errorf("portIndex(%q) = %d, %v; want absentPort", name, idx, err)
+		}
+	}
+	if idx, err := a.portIndex("ztother0"); err == nil {
+		t.Errorf("portIndex of an unprotected absent port = %d, want an error", idx)
+	}
+	if idx, err := a.portIndex("lo"); err != nil || idx == 0 || idx == absentPort {
+		t.Errorf("portIndex(lo) = %d, %v", idx, err)
+	}
+}
