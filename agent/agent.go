@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -62,17 +63,17 @@ type Agent struct {
 	metrics *metrics.Collector
 	ready   atomic.Bool
 
-	ifMu    sync.Mutex
-	ifaces  map[string]ifaceState             // by name
-	ifnames atomic.Pointer[map[uint32]string] // ifaces' names by ifindex (for events)
-	frames  frameSlab                         // captured bytes of events
+	ifMu       sync.Mutex
+	ifaces     map[string]ifaceState             // the protected interfaces by name
+	ifnames    atomic.Pointer[map[uint32]string] // ifaces' names by ifindex (for events)
+	progID     ebpf.ProgramID                    // the program the interfaces should run
+	linkResubs atomic.Uint64                     // link event subscriptions that ended
+	notified   atomic.Bool                       // READY=1 was sent to the service manager
+	frames     frameSlab                         // captured bytes of events
 }
 
-type ifaceState struct {
-	index int
-	mode  loader.Mode
-	err   string
-}
+// kernelFeatures lists what the datapath needs from the kernel (replaced in tests).
+var kernelFeatures = loader.Features
 
 // Run starts the agent and serves until ctx ends, then stops the agent, leaving enforcement in
 // place.
@@ -96,6 +97,14 @@ func start(cfg Config, log *slog.Logger) (_ *Agent, err error) {
 			a.close()
 		}
 	}()
+	// 0. Refuse to run unenforced: check the kernel before anything is pinned or attached.
+	fs, err := kernelFeatures()
+	if err != nil {
+		return nil, err
+	}
+	if err := loader.CheckFeatures(fs); err != nil {
+		return nil, fmt.Errorf("refusing to run unenforced: %w", err)
+	}
 	if a.store, err = openStore(cfg.StateDir); err != nil {
 		return nil, err
 	}
@@ -122,21 +131,13 @@ func start(cfg Config, log *slog.Logger) (_ *Agent, err error) {
 	if err := a.restore(); err != nil {
 		return nil, err
 	}
-	// 2. Program on every interface (adopting pinned links with an atomic update).
-	for _, name := range cfg.Interfaces {
-		mode, err := a.dp.Attach(name)
-		if err != nil {
-			return nil, err
-		}
-		idx := 0
-		if ifc, err := net.InterfaceByName(name); err == nil {
-			idx = ifc.Index
-		}
-		a.ifMu.Lock()
-		a.ifaces[name] = ifaceState{index: idx, mode: mode}
-		a.indexIfaces()
-		a.ifMu.Unlock()
-		log.Info("attached", "interface", name, "mode", mode.String())
+	// 2. Program on every protected interface present (adopting pinned links with an atomic
+	// update); the absent ones get it when they appear (watchLinks).
+	if a.progID, err = a.dp.ProgramID(); err != nil {
+		return nil, err
+	}
+	if err := a.reconcile(); err != nil {
+		return nil, err
 	}
 	// 3. Events.
 	a.events = newHub(cfg.EventHistory)
@@ -177,7 +178,7 @@ func (a *Agent) serve(ctx context.Context) error {
 			api.Close()
 			return fmt.Errorf("metrics: listen %s: %w", a.cfg.MetricsAddress, err)
 		}
-		h := metrics.Handler(reg, a.ready.Load)
+		h := metrics.Handler(reg, a.isReady)
 		if a.cfg.Pprof {
 			mux := http.NewServeMux()
 			mux.Handle("/", h)
@@ -197,11 +198,18 @@ func (a *Agent) serve(ctx context.Context) error {
 	sweepCtx, stopSweep := context.WithCancel(ctx)
 	defer stopSweep()
 	go a.sweepFrags(sweepCtx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		a.watchLinks(sweepCtx)
+	}()
+	defer func() { stopSweep(); <-watched }()
 
 	a.ready.Store(true)
 	cur := a.cur.Load()
 	a.log.Info("ready", "socket", a.cfg.Socket, "revision", cur.meta.Revision, "pid", os.Getpid(),
 		"version", buildinfo.Version())
+	a.notifyReady()
 
 	var runErr error
 	select {
@@ -213,6 +221,7 @@ func (a *Agent) serve(ctx context.Context) error {
 		}
 	}
 	a.ready.Store(false)
+	a.notify("STOPPING=1\nSTATUS=stopping: enforcement stays in place")
 	shut, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	a.events.stop() // ends the event streams, so that Shutdown does not wait for them

@@ -7,7 +7,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"gopkg.in/yaml.v3"
 
@@ -21,8 +25,11 @@ const DefaultConfigFile = "/etc/ztgate/agent.yaml"
 
 // Config is the agent's configuration: a YAML file (every key optional) overridden by flags.
 type Config struct {
-	// Interfaces are the gateway's device-facing interfaces to protect.
+	// Interfaces are the gateway's device-facing interfaces to protect: exact names or glob
+	// patterns (path.Match: gw-p*). One that is absent is protected as soon as it appears.
 	Interfaces []string `yaml:"interfaces"`
+	// Bridges protect every port of these bridges, including ports added later.
+	Bridges []string `yaml:"bridges"`
 	// Policy is a policy file applied at start when the state directory holds none.
 	Policy string `yaml:"policy"`
 	// StateDir holds the applied policy, its revision and the audit log.
@@ -115,8 +122,18 @@ func LoadConfig(path string, optional bool) (Config, error) {
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
-	if len(c.Interfaces) == 0 {
-		errs = append(errs, errors.New("interfaces: at least one interface to protect is required"))
+	if len(c.Interfaces) == 0 && len(c.Bridges) == 0 {
+		errs = append(errs, errors.New("interfaces: at least one interface (or bridges: one bridge) to protect is required"))
+	}
+	for i, name := range c.Interfaces {
+		if err := checkIfaceName(name, true); err != nil {
+			errs = append(errs, fmt.Errorf("interfaces[%d]: %w", i, err))
+		}
+	}
+	for i, name := range c.Bridges {
+		if err := checkIfaceName(name, false); err != nil {
+			errs = append(errs, fmt.Errorf("bridges[%d]: %w", i, err))
+		}
 	}
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("state_dir: required"))
@@ -162,6 +179,22 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log_format: %q is not text or json", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// checkIfaceName accepts an interface name or, when patterns is set, a glob pattern.
+func checkIfaceName(name string, patterns bool) error {
+	if name == "" || len(name) >= unix.IFNAMSIZ || strings.ContainsAny(name, "/ \x00") || name == "." || name == ".." {
+		return fmt.Errorf("invalid interface name %q", name)
+	}
+	if isPattern(name) {
+		if !patterns {
+			return fmt.Errorf("%q: a pattern is not allowed here", name)
+		}
+		if _, err := path.Match(name, ""); err != nil {
+			return fmt.Errorf("pattern %q: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // loaderConfig is the datapath configuration the agent opens.

@@ -52,6 +52,9 @@ func TestValidateGoodValues(t *testing.T) {
 		{"log_format json", func(c *Config) { c.LogFormat = "json" }},
 		{"events off", func(c *Config) { c.Events = false }},
 		{"no metrics", func(c *Config) { c.MetricsAddress = "" }},
+		{"interface pattern", func(c *Config) { c.Interfaces = []string{"gw-p*", "wlan[0-9]"} }},
+		{"bridges only", func(c *Config) { c.Interfaces, c.Bridges = nil, []string{"br0"} }},
+		{"interfaces and bridges", func(c *Config) { c.Bridges = []string{"br0", "br-iot"} }},
 	} {
 		c := validConfig()
 		tc.mod(&c)
@@ -68,6 +71,11 @@ func TestValidateBadValues(t *testing.T) {
 	}{
 		{"interfaces", func(c *Config) { c.Interfaces = nil }},
 		{"interfaces", func(c *Config) { c.Interfaces = []string{} }},
+		{"interfaces[0]", func(c *Config) { c.Interfaces = []string{"gw-p["} }},
+		{"interfaces[1]", func(c *Config) { c.Interfaces = []string{"eth1", "a/b"} }},
+		{"interfaces[0]", func(c *Config) { c.Interfaces = []string{"averyveryverylongname"} }},
+		{"bridges[0]", func(c *Config) { c.Bridges = []string{"br*"} }},
+		{"bridges[1]", func(c *Config) { c.Bridges = []string{"br0", ""} }},
 		{"state_dir", func(c *Config) { c.StateDir = "" }},
 		{"bpffs_dir", func(c *Config) { c.BPFFSDir = "" }},
 		{"socket", func(c *Config) { c.Socket = "" }},
@@ -256,5 +264,22 @@ func TestLoaderConfig(t *testing.T) {
 		lc.MaxDevices != 1 || lc.MaxAddrs != 2 || lc.MaxRules != 3 || lc.MaxPrefixes != 4 ||
 		lc.RingBytes != 8192 || lc.EventBurst != 5 || lc.EventWindow != 3*time.Second {
 		t.Errorf("loaderConfig: got %+v from %+v", lc, c)
+	}
+}
+
+// TestPortIndex: a policy's port that is absent resolves to absentPort (its devices are dropped
+// until it appears) when the configuration protects it, and stays an error otherwise.
+func TestPortIndex(t *testing.T) {
+	a := &Agent{cfg: Config{Interfaces: []string{"ztabsent0", "ztpat-*"}}}
+	for _, name := range []string{"ztabsent0", "ztpat-9"} {
+		if idx, err := a.portIndex(name); err != nil || idx != absentPort {
+			t.Errorf("portIndex(%q) = %d, %v; want absentPort", name, idx, err)
+		}
+	}
+	if idx, err := a.portIndex("ztother0"); err == nil {
+		t.Errorf("portIndex of an unprotected absent port = %d, want an error", idx)
+	}
+	if idx, err := a.portIndex("lo"); err != nil || idx == 0 || idx == absentPort {
+		t.Errorf("portIndex(lo) = %d, %v", idx, err)
 	}
 }

@@ -95,7 +95,7 @@ func capacityReject(filename string, ce *maps.CapacityError) *rejectError {
 
 // compile compiles p as revision rev over the policy in force.
 func (a *Agent) compile(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot) (*policy.Snapshot, error) {
-	s, err := policy.Compile(p, policy.CompileOptions{Revision: rev, Ifindex: ifindex, Prev: prev})
+	s, err := policy.Compile(p, policy.CompileOptions{Revision: rev, Ifindex: a.portIndex, Prev: prev})
 	if err != nil {
 		return nil, compileReject(filename, err)
 	}
@@ -104,7 +104,7 @@ func (a *Agent) compile(filename string, p *policy.Policy, rev uint64, prev *pol
 
 // edit is compile keeping the compiler's state, for device changes (the Editor owns p).
 func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot) (*policy.Editor, error) {
-	ed, err := policy.NewEditor(p, policy.CompileOptions{Revision: rev, Ifindex: ifindex, Prev: prev})
+	ed, err := policy.NewEditor(p, policy.CompileOptions{Revision: rev, Ifindex: a.portIndex, Prev: prev})
 	if err != nil {
 		return nil, compileReject(filename, err)
 	}

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"fmt"
 	"net"
 	"os"
 	"sort"
@@ -9,7 +8,6 @@ import (
 	"github.com/ztgate/ztgate/api"
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/internal/buildinfo"
-	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/maps"
 	"github.com/ztgate/ztgate/metrics"
 	"github.com/ztgate/ztgate/policy"
@@ -22,7 +20,7 @@ func (a *Agent) status() api.Status {
 		Version: buildinfo.Version(),
 		PID:     os.Getpid(),
 		Started: a.started.UTC(),
-		Ready:   a.ready.Load(),
+		Ready:   a.isReady(),
 		Policy:  cur.meta,
 	}
 	st.Interfaces = a.interfaces()
@@ -41,34 +39,6 @@ func (a *Agent) status() api.Status {
 	st.Events.Read = a.events.read.Load()
 	st.Events.Dropped = a.events.dropped.Load()
 	return st
-}
-
-// interfaces reports the protected interfaces as the kernel sees them now.
-func (a *Agent) interfaces() []api.Interface {
-	links, err := a.dp.Status()
-	if err != nil {
-		a.log.Warn("status: interfaces", "err", err)
-	}
-	byName := map[string]api.Interface{}
-	for _, l := range links {
-		ifc := api.Interface{Name: l.Name, Ifindex: l.Ifindex, Mode: l.Mode.String(), Attached: l.Current && l.Ifindex != 0, Error: l.Err}
-		if l.Layout != loader.LayoutVersion && ifc.Error == "" {
-			ifc.Error = fmt.Sprintf("pinned by an older ztgate (layout v%d), not migrated yet", l.Layout)
-		}
-		byName[l.Name] = ifc
-	}
-	out := make([]api.Interface, 0, len(a.cfg.Interfaces))
-	for _, name := range a.cfg.Interfaces {
-		ifc, ok := byName[name]
-		if !ok {
-			ifc = api.Interface{Name: name, Mode: "none", Error: "no link pinned"}
-			if n, err := net.InterfaceByName(name); err == nil {
-				ifc.Ifindex = n.Index
-			}
-		}
-		out = append(out, ifc)
-	}
-	return out
 }
 
 func deviceState(rec bpf.DevRec) string {
@@ -146,7 +116,8 @@ func (s source) State() metrics.State {
 	}
 	s.a.polMu.RUnlock()
 	for _, ifc := range s.a.interfaces() {
-		st.Interfaces = append(st.Interfaces, metrics.Interface{Name: ifc.Name, Mode: ifc.Mode, Attached: ifc.Attached})
+		st.Interfaces = append(st.Interfaces, metrics.Interface{Name: ifc.Name, Mode: ifc.Mode, Attached: ifc.Attached,
+			State: ifc.State, Attaches: ifc.Attaches, Repairs: ifc.Repairs})
 	}
 	st.EventsRead = s.a.events.read.Load()
 	st.EventsDropped = s.a.events.dropped.Load()

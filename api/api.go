@@ -119,13 +119,17 @@ type PolicyMeta struct {
 	Segments  int       `json:"segments"`
 }
 
-// Interface is one protected interface.
+// Interface is one protected interface (or a pattern of the configuration that matches none).
 type Interface struct {
-	Name     string `json:"name"`
-	Ifindex  int    `json:"ifindex"`
-	Mode     string `json:"mode"`     // native, generic, none, unknown
-	Attached bool   `json:"attached"` // the link runs this agent's program
-	Error    string `json:"error,omitempty"`
+	Name     string    `json:"name"`
+	Ifindex  int       `json:"ifindex"`
+	Mode     string    `json:"mode"`     // native, generic, none, unknown
+	Attached bool      `json:"attached"` // the link runs this agent's program
+	State    string    `json:"state"`    // attached, absent (attached when it appears), failed, degraded (see Error)
+	Since    time.Time `json:"since,omitzero"`
+	Attaches uint64    `json:"attaches"` // attaches by this agent: more than one after a re-creation or a removal
+	Repairs  uint64    `json:"repairs"`  // program found removed and attached again, or link pin restored
+	Error    string    `json:"error,omitempty"`
 }
 
 // MapUsage is the fill level of one map.

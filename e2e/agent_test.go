@@ -75,13 +75,19 @@ type lab struct {
 	agent   *agentProc
 	metrics string   // metrics address inside the gateway namespace
 	wrap    []string // command (and args) the agent runs under, e.g. setpriv
+	env     []string // added to the agent's environment
 }
 
 // newLab builds the usual topology and writes an agent configuration protecting every port;
 // edit adjusts it. The agent is not started.
 func newLab(t *testing.T, edit func(*agent.Config)) *lab {
 	t.Helper()
-	tp := topology(t)
+	return newLabOn(t, topology(t), edit)
+}
+
+// newLabOn is newLab on the topology tp.
+func newLabOn(t *testing.T, tp *testenv.Topology, edit func(*agent.Config)) *lab {
+	t.Helper()
 	bin, _ := binaries(t)
 	dir := t.TempDir()
 	l := &lab{t: t, tp: tp, dir: dir, pinDir: pinDir(), bin: bin, metrics: "127.0.0.1:9431"}
@@ -98,16 +104,8 @@ func newLab(t *testing.T, edit func(*agent.Config)) *lab {
 	if edit != nil {
 		edit(&cfg)
 	}
-	l.cfg = cfg
-	l.socket = cfg.Socket
-	data, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	l.cfgPath = filepath.Join(dir, "agent.yaml")
-	if err := os.WriteFile(l.cfgPath, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	l.writeConfig(cfg)
 	t.Cleanup(func() {
 		if l.agent != nil {
 			l.agent.kill()
@@ -120,6 +118,20 @@ func newLab(t *testing.T, edit func(*agent.Config)) *lab {
 		}
 	})
 	return l
+}
+
+// writeConfig makes cfg the configuration the next start uses.
+func (l *lab) writeConfig(cfg agent.Config) {
+	l.t.Helper()
+	l.cfg = cfg
+	l.socket = cfg.Socket
+	data, err := yaml.Marshal(cfg)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.WriteFile(l.cfgPath, data, 0o600); err != nil {
+		l.t.Fatal(err)
+	}
 }
 
 // agentProc is a running `ztgate agent`.
@@ -151,11 +163,21 @@ func (s *syncBuffer) String() string {
 // start runs the agent binary bin in the gateway namespace and waits until it is ready.
 func (l *lab) start(bin string) *agentProc {
 	l.t.Helper()
+	return l.startUntil(bin, "ready", func(st api.Status) bool { return st.Ready })
+}
+
+// startUntil runs the agent binary bin in the gateway namespace and waits until its status
+// satisfies ok.
+func (l *lab) startUntil(bin, what string, ok func(api.Status) bool) *agentProc {
+	l.t.Helper()
 	l.bin = bin
 	p := &agentProc{t: l.t, log: &syncBuffer{}, done: make(chan struct{})}
 	args := append([]string{"--net=" + l.tp.Gateway.Path(), "--"}, l.wrap...)
 	p.cmd = exec.Command("nsenter", append(args, bin, "agent", "--config", l.cfgPath)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if l.env != nil {
+		p.cmd.Env = append(os.Environ(), l.env...)
+	}
 	if err := p.cmd.Start(); err != nil {
 		l.t.Fatalf("start agent: %v", err)
 	}
@@ -165,7 +187,7 @@ func (l *lab) start(bin string) *agentProc {
 	for {
 		var st api.Status
 		if out, _, code := l.ztgate("status", "-o", "json"); code == 0 {
-			if err := json.Unmarshal([]byte(out), &st); err == nil && st.Ready {
+			if err := json.Unmarshal([]byte(out), &st); err == nil && ok(st) {
 				return p
 			}
 		}
@@ -175,7 +197,7 @@ func (l *lab) start(bin string) *agentProc {
 		default:
 		}
 		if time.Now().After(deadline) {
-			l.t.Fatalf("agent not ready after 20s:\n%s", p.log.String())
+			l.t.Fatalf("agent not %s after 20s:\n%s", what, p.log.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -189,6 +211,9 @@ func (l *lab) startFails(bin string) string {
 	cmd := exec.Command("nsenter", append(args, bin, "agent", "--config", l.cfgPath)...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
+	if l.env != nil {
+		cmd.Env = append(os.Environ(), l.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}

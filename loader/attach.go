@@ -467,3 +467,17 @@ func (d *Datapath) Interfaces() ([]string, error) {
 	}
 	return names, nil
 }
+
+// ProgramID is the kernel's id of this Datapath's XDP program (what rtnetlink reports for an
+// interface that runs it).
+func (d *Datapath) ProgramID() (ebpf.ProgramID, error) {
+	info, err := d.objs.ZtXdp.Info()
+	if err != nil {
+		return 0, fmt.Errorf("program info: %w", err)
+	}
+	id, ok := info.ID()
+	if !ok {
+		return 0, errors.New("program info: no id")
+	}
+	return id, nil
+}

@@ -50,7 +50,13 @@ type Interface struct {
 	Name     string // interface name
 	Mode     string // XDP attach mode, e.g. "native" or "generic"
 	Attached bool   // the link runs the agent's program
+	State    string // one of InterfaceStates ("" reports none)
+	Attaches uint64 // attaches by the agent (the first and every re-attach)
+	Repairs  uint64 // program found removed and attached again, or link pin restored
 }
+
+// InterfaceStates are the values of the state label of ztgate_interface_state.
+var InterfaceStates = []string{"attached", "absent", "failed", "degraded"}
 
 // NoSegment is the segment label of devices that belong to no segment.
 const NoSegment = "none"
@@ -98,6 +104,16 @@ var (
 		"Revision of the policy the agent applied.")
 	descAttached = desc("interface", "attached",
 		"Whether the agent's XDP program is attached to the interface (1) or not (0).", "interface", "mode")
+	descIfState = desc("interface", "state",
+		"State of a protected interface: 1 for the state it is in (attached, absent: attached when it appears, "+
+			"failed: present but not enforced, degraded: attached but a check cannot work there), 0 for the others.",
+		"interface", "state")
+	descIfAttaches = desc("interface", "attaches_total",
+		"XDP attaches of the agent to an interface: more than one after a re-creation or a removal of the program.",
+		"interface")
+	descIfRepairs = desc("interface", "repairs_total",
+		"Tampering the agent repaired on an interface: its XDP program found removed and attached again, "+
+			"or its link's pin found removed and pinned again.", "interface")
 	descBuildInfo = desc("", "build_info",
 		"Build information of the agent; the value is always 1.", "version", "goversion")
 )
@@ -164,7 +180,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descPackets, descBytes, descSegPackets, descSegBytes,
 		descEvEmitted, descEvLost, descEvSuppressed, descEvRead, descEvDropped,
-		descMapEntries, descMapCapacity, descRevision, descAttached, descBuildInfo,
+		descMapEntries, descMapCapacity, descRevision, descAttached, descIfState, descIfAttaches, descIfRepairs,
+		descBuildInfo,
 	} {
 		ch <- d
 	}
@@ -192,6 +209,18 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, v, ifc.Name, ifc.Mode)
+		if ifc.State == "" {
+			continue
+		}
+		for _, s := range InterfaceStates {
+			v := 0.0
+			if s == ifc.State {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descIfState, prometheus.GaugeValue, v, ifc.Name, s)
+		}
+		ch <- counter(descIfAttaches, ifc.Attaches, ifc.Name)
+		ch <- counter(descIfRepairs, ifc.Repairs, ifc.Name)
 	}
 	ch <- c.buildInfo
 

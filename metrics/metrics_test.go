@@ -64,8 +64,8 @@ func newFake() *fakeSource {
 			Revision: 17,
 			Segments: map[uint32]string{1: "cams", 2: "cams", 3: "", 5: "printers"},
 			Interfaces: []Interface{
-				{Name: "lan0", Mode: "native", Attached: true},
-				{Name: "lan1", Mode: "generic", Attached: false},
+				{Name: "lan0", Mode: "native", Attached: true, State: "attached", Attaches: 2, Repairs: 1},
+				{Name: "lan1", Mode: "none", Attached: false, State: "absent", Attaches: 1},
 			},
 			EventsRead:    38,
 			EventsDropped: 3,
@@ -167,6 +167,9 @@ var allFamilies = []string{
 	"ztgate_events_lost_total",
 	"ztgate_events_suppressed_total",
 	"ztgate_interface_attached",
+	"ztgate_interface_attaches_total",
+	"ztgate_interface_repairs_total",
+	"ztgate_interface_state",
 	"ztgate_map_capacity",
 	"ztgate_map_entries",
 	"ztgate_policy_applies_total",
@@ -333,12 +336,31 @@ ztgate_policy_revision 17
 # HELP ztgate_interface_attached Whether the agent's XDP program is attached to the interface (1) or not (0).
 # TYPE ztgate_interface_attached gauge
 ztgate_interface_attached{interface="lan0",mode="native"} 1
-ztgate_interface_attached{interface="lan1",mode="generic"} 0
+ztgate_interface_attached{interface="lan1",mode="none"} 0
+# HELP ztgate_interface_state State of a protected interface: 1 for the state it is in (attached, absent: attached when it appears, failed: present but not enforced, degraded: attached but a check cannot work there), 0 for the others.
+# TYPE ztgate_interface_state gauge
+ztgate_interface_state{interface="lan0",state="absent"} 0
+ztgate_interface_state{interface="lan0",state="attached"} 1
+ztgate_interface_state{interface="lan0",state="degraded"} 0
+ztgate_interface_state{interface="lan0",state="failed"} 0
+ztgate_interface_state{interface="lan1",state="absent"} 1
+ztgate_interface_state{interface="lan1",state="attached"} 0
+ztgate_interface_state{interface="lan1",state="degraded"} 0
+ztgate_interface_state{interface="lan1",state="failed"} 0
+# HELP ztgate_interface_attaches_total XDP attaches of the agent to an interface: more than one after a re-creation or a removal of the program.
+# TYPE ztgate_interface_attaches_total counter
+ztgate_interface_attaches_total{interface="lan0"} 2
+ztgate_interface_attaches_total{interface="lan1"} 1
+# HELP ztgate_interface_repairs_total Tampering the agent repaired on an interface: its XDP program found removed and attached again, or its link's pin found removed and pinned again.
+# TYPE ztgate_interface_repairs_total counter
+ztgate_interface_repairs_total{interface="lan0"} 1
+ztgate_interface_repairs_total{interface="lan1"} 0
 `
 	names := []string{
 		"ztgate_events_emitted_total", "ztgate_events_lost_total", "ztgate_events_suppressed_total",
 		"ztgate_agent_events_read_total", "ztgate_agent_events_dropped_total",
 		"ztgate_map_entries", "ztgate_map_capacity", "ztgate_policy_revision", "ztgate_interface_attached",
+		"ztgate_interface_state", "ztgate_interface_attaches_total", "ztgate_interface_repairs_total",
 	}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Error(err)

@@ -55,6 +55,9 @@
 //     the defaults via the gateway addresses with the onlink flag, so ALL of a device's traffic,
 //     including to other devices, goes through the gateway. A nil IPv4/IPv6 slice in the
 //     DeviceSpec means "default"; an empty non-nil slice means "no address of that family".
+//   - With Config.Bridge the device ports are ports of one bridge, Topology.Bridge
+//     ("zt" + id + "br", MAC 02:7a:62:00:00:00), which carries the gateway's addresses and
+//     the host routes to the devices instead of the ports; the uplink stays routed.
 //   - Device MAC: DeviceSpec.MAC or 02:7a:64:00:<n>; gateway port n MAC: 02:7a:67:00:<n>
 //     (<n> as two bytes, big endian). All are locally administered unicast.
 //   - Uplink: Config.UplinkIPv4 (192.0.2.0/24, TEST-NET-1) and Config.UplinkIPv6

@@ -27,6 +27,9 @@ type Config struct {
 	Devices []DeviceSpec
 	// Upstream adds the upstream namespace and the uplink.
 	Upstream bool
+	// Bridge makes the device ports ports of one bridge in the gateway namespace
+	// (Topology.Bridge), which carries the gateway's addresses; the uplink stays routed.
+	Bridge bool
 
 	// GatewayIPv4 and GatewayIPv6 are the gateway's addresses on every port (default
 	// 10.99.0.1 and fd00:99::1); devices route everything via them.
@@ -120,6 +123,7 @@ type Topology struct {
 	Gateway  *Namespace
 	Devices  []*Device
 	Upstream *Upstream // nil without Config.Upstream
+	Bridge   *Port     // the bridge of the device ports, "zt<ID>br"; nil without Config.Bridge
 
 	cfg Config
 
@@ -367,9 +371,14 @@ func (tp *Topology) build(specs []DeviceSpec) error {
 			return err
 		}
 	}
+	if tp.cfg.Bridge {
+		if err := tp.buildBridge(); err != nil {
+			return err
+		}
+	}
 	for n, s := range specs {
 		tp.nextDev = n + 1
-		d, err := tp.addDevice(s, n)
+		d, err := tp.addDevice(s, n, nil)
 		if err != nil {
 			return err
 		}
@@ -425,10 +434,12 @@ func (tp *Topology) newNamespace(name string) (*Namespace, error) {
 	return ns, nil
 }
 
-// veth creates a veth: local end name (with localMAC) in the gateway namespace, peer end
-// peerName (with peerMAC) directly in peerNS; both ends are brought up. It returns the
-// ifindexes.
-func (tp *Topology) veth(name string, localMAC net.HardwareAddr, peerNS *Namespace, peerName string, peerMAC net.HardwareAddr) (int, int, error) {
+// veth creates a veth: local end name (with localMAC) in the gateway namespace, a port of
+// bridge master (an ifindex, 0: none), peer end peerName (with peerMAC) directly in peerNS;
+// both ends are brought up, after beforeUp (if not nil) returned with the local end's ifindex.
+// It returns the ifindexes.
+func (tp *Topology) veth(name string, localMAC net.HardwareAddr, peerNS *Namespace, peerName string,
+	peerMAC net.HardwareAddr, master int, beforeUp func(int) error) (int, int, error) {
 	la := netlink.NewLinkAttrs()
 	la.Name, la.HardwareAddr = name, localMAC
 	if tp.cfg.MTU > 0 {
@@ -446,6 +457,12 @@ func (tp *Topology) veth(name string, localMAC net.HardwareAddr, peerNS *Namespa
 		return 0, 0, fmt.Errorf("testenv: create veth %s/%s: %w", name, peerName, err)
 	}
 	local, err := gw.nl.LinkByName(name)
+	if err == nil && master != 0 {
+		err = gw.nl.LinkSetMasterByIndex(local, master)
+	}
+	if err == nil && beforeUp != nil {
+		err = beforeUp(local.Attrs().Index)
+	}
 	if err == nil {
 		err = gw.nl.LinkSetUp(local)
 	}
@@ -476,7 +493,7 @@ func (tp *Topology) buildUpstream() error {
 		IPv4: up4, IPv6: up6, GwIPv4: gw4, GwIPv6: gw6,
 		Uplink: Port{Name: "zt" + tp.ID + "gu", MAC: slices.Clone(uplinkGatewayMAC)},
 	}
-	u.Uplink.Index, u.Ifindex, err = tp.veth(u.Uplink.Name, u.Uplink.MAC, ns, u.Ifname, u.MAC)
+	u.Uplink.Index, u.Ifindex, err = tp.veth(u.Uplink.Name, u.Uplink.MAC, ns, u.Ifname, u.MAC, 0, nil)
 	if err != nil {
 		return err
 	}
@@ -529,6 +546,33 @@ func (tp *Topology) buildUpstream() error {
 	return nil
 }
 
+// buildBridge creates the bridge of the device ports with the gateway's addresses.
+func (tp *Topology) buildBridge() error {
+	la := netlink.NewLinkAttrs()
+	la.Name, la.HardwareAddr = "zt"+tp.ID+"br", mac(0x62, 0)
+	if tp.cfg.MTU > 0 {
+		la.MTU = tp.cfg.MTU
+	}
+	gw := tp.Gateway
+	if err := gw.nl.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
+		return fmt.Errorf("testenv: create bridge %s: %w", la.Name, err)
+	}
+	br, err := gw.nl.LinkByName(la.Name)
+	if err == nil {
+		err = gw.nl.LinkSetUp(br)
+	}
+	for _, a := range []netip.Addr{tp.cfg.GatewayIPv4, tp.cfg.GatewayIPv6} {
+		if err == nil {
+			err = gw.nl.AddrAdd(br, hostAddr(a))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("testenv: bridge %s in %s: %w", la.Name, gw, err)
+	}
+	tp.Bridge = &Port{Name: la.Name, Index: br.Attrs().Index, MAC: la.HardwareAddr}
+	return nil
+}
+
 // linkIdx is a netlink.Link that only carries an ifindex (all AddrAdd needs).
 func linkIdx(index int) netlink.Link {
 	la := netlink.NewLinkAttrs()
@@ -537,7 +581,7 @@ func linkIdx(index int) netlink.Link {
 }
 
 // addDevice builds device n from a completed spec.
-func (tp *Topology) addDevice(s DeviceSpec, n int) (*Device, error) {
+func (tp *Topology) addDevice(s DeviceSpec, n int, beforeUp func(int) error) (*Device, error) {
 	ns, err := tp.newNamespace(fmt.Sprintf("ztdev-%s-%d", tp.ID, n))
 	if err != nil {
 		return nil, err
@@ -550,27 +594,47 @@ func (tp *Topology) addDevice(s DeviceSpec, n int) (*Device, error) {
 		IPv4: s.IPv4, IPv6: s.IPv6,
 		Port: Port{Name: fmt.Sprintf("zt%sg%d", tp.ID, n), MAC: mac(0x67, n)},
 	}
-	d.Port.Index, d.Ifindex, err = tp.veth(d.Port.Name, d.Port.MAC, ns, d.Ifname, d.MAC)
-	if err != nil {
+	if err := tp.plug(d, beforeUp); err != nil {
 		return nil, err
+	}
+	return d, nil
+}
+
+// plug creates d's veth (see veth for beforeUp), its addresses and routes, and waits until
+// the device can reach the gateway.
+func (tp *Topology) plug(d *Device, beforeUp func(int) error) error {
+	var err error
+	ns := d.NS
+	master := 0
+	if tp.Bridge != nil {
+		master = tp.Bridge.Index
+	}
+	d.Port.Index, d.Ifindex, err = tp.veth(d.Port.Name, d.Port.MAC, ns, d.Ifname, d.MAC, master, beforeUp)
+	if err != nil {
+		return err
 	}
 	gw, gwh, dh := tp.Gateway, tp.Gateway.nl, ns.nl
 	port, dev := linkIdx(d.Port.Index), linkIdx(d.Ifindex)
-	for _, a := range []netip.Addr{tp.cfg.GatewayIPv4, tp.cfg.GatewayIPv6} {
-		if err := gwh.AddrAdd(port, hostAddr(a)); err != nil {
-			return nil, fmt.Errorf("testenv: add %s to %s in %s: %w", a, d.Port.Name, gw, err)
+	via, viaName := d.Port.Index, d.Port.Name
+	if tp.Bridge != nil {
+		via, viaName = tp.Bridge.Index, tp.Bridge.Name // the bridge carries the gateway's addresses
+	} else {
+		for _, a := range []netip.Addr{tp.cfg.GatewayIPv4, tp.cfg.GatewayIPv6} {
+			if err := gwh.AddrAdd(port, hostAddr(a)); err != nil {
+				return fmt.Errorf("testenv: add %s to %s in %s: %w", a, d.Port.Name, gw, err)
+			}
 		}
 	}
 	for _, a := range d.Addrs() {
 		if err := dh.AddrAdd(dev, hostAddr(a)); err != nil {
-			return nil, fmt.Errorf("testenv: add %s to %s in %s: %w", a, d.Ifname, ns, err)
+			return fmt.Errorf("testenv: add %s to %s in %s: %w", a, d.Ifname, ns, err)
 		}
-		r := &netlink.Route{LinkIndex: d.Port.Index, Dst: prefixNet(netip.PrefixFrom(a, a.BitLen()))}
+		r := &netlink.Route{LinkIndex: via, Dst: prefixNet(netip.PrefixFrom(a, a.BitLen()))}
 		if a.Is4() {
 			r.Scope = netlink.SCOPE_LINK
 		}
-		if err := gwh.RouteAdd(r); err != nil {
-			return nil, fmt.Errorf("testenv: route %s via %s in %s: %w", a, d.Port.Name, gw, err)
+		if err := gwh.RouteReplace(r); err != nil {
+			return fmt.Errorf("testenv: route %s via %s in %s: %w", a, viaName, gw, err)
 		}
 	}
 	for _, g := range []struct {
@@ -582,22 +646,26 @@ func (tp *Topology) addDevice(s DeviceSpec, n int) (*Device, error) {
 		}
 		r := &netlink.Route{LinkIndex: d.Ifindex, Gw: g.gw.AsSlice(), Flags: int(netlink.FLAG_ONLINK)}
 		if err := dh.RouteAdd(r); err != nil {
-			return nil, fmt.Errorf("testenv: default route via %s in %s: %w", g.gw, ns, err)
+			return fmt.Errorf("testenv: default route via %s in %s: %w", g.gw, ns, err)
 		}
 	}
 	deadline := time.Now().Add(tp.cfg.ReadyTimeout)
-	if err := waitReady(gw, d.Port.Name, []netip.Addr{tp.cfg.GatewayIPv4, tp.cfg.GatewayIPv6}, deadline); err != nil {
-		return nil, err
+	if err := waitReady(gw, viaName, []netip.Addr{tp.cfg.GatewayIPv4, tp.cfg.GatewayIPv6}, deadline); err != nil {
+		return err
 	}
-	if err := waitReady(ns, d.Ifname, d.Addrs(), deadline); err != nil {
-		return nil, err
-	}
-	return d, nil
+	return waitReady(ns, d.Ifname, d.Addrs(), deadline)
 }
 
 // AddDevice adds a device to a built topology (defaults as for Config.Devices, with the next
 // free device number) and waits until it is usable.
 func (tp *Topology) AddDevice(spec DeviceSpec) (*Device, error) {
+	return tp.AddDeviceHeld(spec, nil)
+}
+
+// AddDeviceHeld is AddDevice with both ends of the device's veth kept down (and, with
+// Config.Bridge, the port already a bridge port) until beforeUp, if not nil, returns with the
+// new gateway port's ifindex; an error from it aborts the addition.
+func (tp *Topology) AddDeviceHeld(spec DeviceSpec, beforeUp func(portIndex int) error) (*Device, error) {
 	tp.mu.Lock()
 	closed := tp.closed
 	n := tp.nextDev
@@ -614,7 +682,7 @@ func (tp *Topology) AddDevice(spec DeviceSpec) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("testenv: %w", err)
 	}
-	d, err := tp.addDevice(s, n)
+	d, err := tp.addDevice(s, n, beforeUp)
 	if err != nil {
 		// Undo what was made of it: its port (if any) and its namespace (if any).
 		_ = tp.removeDevice(&Device{N: n, Port: Port{Name: fmt.Sprintf("zt%sg%d", tp.ID, n)}})

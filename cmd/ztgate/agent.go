@@ -34,7 +34,9 @@ flags that are set override its settings. The global --socket (or $ZTGATE_SOCKET
 the agent listens on. Runs until SIGINT or SIGTERM; enforcement stays in place when it exits.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "configuration `FILE` (required to exist when given)", TakesFile: true},
-			&cli.StringSliceFlag{Name: "interface", Aliases: []string{"i"}, Usage: "device-facing interface to protect (repeat for more)"},
+			&cli.StringSliceFlag{Name: "interface", Aliases: []string{"i"},
+				Usage: "device-facing interface to protect, a name or a pattern such as 'gw-p*' (repeat for more)"},
+			&cli.StringSliceFlag{Name: "bridge", Usage: "bridge whose every port is protected (repeat for more)"},
 			&cli.StringFlag{Name: "policy", Usage: "policy `FILE` applied at start when the state directory holds none", TakesFile: true},
 			&cli.StringFlag{Name: "state-dir", Usage: "directory of the applied policy, its revision and the audit log", TakesFile: true},
 			&cli.StringFlag{Name: "bpffs-dir", Usage: "bpffs directory of the datapath's pins", TakesFile: true},
@@ -90,6 +92,9 @@ func agentConfig(cmd *cli.Command) (agent.Config, error) {
 	}
 	if cmd.IsSet("interface") {
 		cfg.Interfaces = cmd.StringSlice("interface")
+	}
+	if cmd.IsSet("bridge") {
+		cfg.Bridges = cmd.StringSlice("bridge")
 	}
 	str("policy", &cfg.Policy)
 	str("state-dir", &cfg.StateDir)

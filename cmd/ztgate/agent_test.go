@@ -33,11 +33,13 @@ func TestAgentConfigFileAndFlags(t *testing.T) {
 	got := fakeRun(t, nil)
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	r := ztgate(t, context.Background(), "", "--socket", sock, "agent", "--config", cfgFile,
-		"-i", "eth1", "--interface", "eth2", "--no-events", "--log-level", "debug", "--xdp-mode", "generic")
+		"-i", "eth1", "--interface", "gw-p*", "--bridge", "br0", "--no-events", "--log-level", "debug",
+		"--xdp-mode", "generic")
 	wantCode(t, r, exitOK)
 
 	want := agent.DefaultConfig()
-	want.Interfaces = []string{"eth1", "eth2"}
+	want.Interfaces = []string{"eth1", "gw-p*"}
+	want.Bridges = []string{"br0"}
 	want.StateDir = "/srv/ztgate" // file
 	want.MetricsAddress = ""      // file
 	want.XDPMode = "generic"      // flag over file
@@ -104,6 +106,20 @@ func TestAgentConfigErrors(t *testing.T) {
 	r = ztgate(t, context.Background(), "", "agent", "--config", empty, "-i", "eth1")
 	wantCode(t, r, exitError)
 	if !strings.Contains(r.stderr, "ztgate: attach eth1: operation not permitted") {
+		t.Errorf("%s", r)
+	}
+	// A kernel feature missing: a non-zero exit naming it.
+	fakeRun(t, errors.New("refusing to run unenforced: kernel features missing: "+
+		"map type RingBuf: not supported by this kernel"))
+	r = ztgate(t, context.Background(), "", "agent", "--config", empty, "-i", "eth1")
+	wantCode(t, r, exitError)
+	if !strings.Contains(r.stderr, "map type RingBuf: not supported by this kernel") {
+		t.Errorf("%s", r)
+	}
+	// A bad pattern.
+	r = ztgate(t, context.Background(), "", "agent", "--config", empty, "-i", "gw-p[")
+	wantCode(t, r, exitUsage)
+	if !strings.Contains(r.stderr, "interfaces[0]: pattern") {
 		t.Errorf("%s", r)
 	}
 }

@@ -70,9 +70,10 @@ func writeStatus(w io.Writer, st *api.Status) error {
 
 	fmt.Fprintln(w, "\nInterfaces:")
 	tw = newTable(w)
-	row(tw, "  NAME", "IFINDEX", "MODE", "ATTACHED", "ERROR")
+	row(tw, "  NAME", "IFINDEX", "MODE", "ATTACHED", "STATE", "SINCE", "ATTACHES", "ERROR")
 	for _, i := range st.Interfaces {
-		row(tw, "  "+i.Name, i.Ifindex, orDash(i.Mode), yesNo(i.Attached), orDash(i.Error))
+		row(tw, "  "+i.Name, i.Ifindex, orDash(i.Mode), yesNo(i.Attached), orDash(i.State), age(i.Since), i.Attaches,
+			orDash(i.Error))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

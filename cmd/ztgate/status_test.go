@@ -36,8 +36,9 @@ var testStatus = api.Status{
 		Segments:  3,
 	},
 	Interfaces: []api.Interface{
-		{Name: "eth1", Ifindex: 3, Mode: "native", Attached: true},
-		{Name: "wlan0", Ifindex: 4, Mode: "none", Attached: false, Error: "link down"},
+		{Name: "eth1", Ifindex: 3, Mode: "native", Attached: true, State: "attached", Attaches: 2},
+		{Name: "wlan0", Ifindex: 4, Mode: "none", Attached: false, State: "failed", Attaches: 0, Error: "link down"},
+		{Name: "gw-p*", Mode: "none", State: "absent", Error: "no interface matches the pattern"},
 	},
 	Maps: []api.MapUsage{
 		{Map: "zt_devices", Entries: 12, Capacity: 4096},
@@ -59,9 +60,10 @@ func TestStatusTable(t *testing.T) {
 		`Applied:\s+.*\(5m ago\)`,
 		`Devices:\s+12 in 3 segments`,
 		`Events:\s+emitted 100, lost 1, suppressed 20, read 99, dropped 2`,
-		`(?m)^\s+NAME\s+IFINDEX\s+MODE\s+ATTACHED\s+ERROR$`,
-		`(?m)^\s+eth1\s+3\s+native\s+yes\s+-$`,
-		`(?m)^\s+wlan0\s+4\s+none\s+no\s+link down$`,
+		`(?m)^\s+NAME\s+IFINDEX\s+MODE\s+ATTACHED\s+STATE\s+SINCE\s+ATTACHES\s+ERROR$`,
+		`(?m)^\s+eth1\s+3\s+native\s+yes\s+attached\s+-\s+2\s+-$`,
+		`(?m)^\s+wlan0\s+4\s+none\s+no\s+failed\s+-\s+0\s+link down$`,
+		`(?m)^\s+gw-p\*\s+0\s+none\s+no\s+absent\s+-\s+0\s+no interface matches the pattern$`,
 		`(?m)^\s+zt_devices\s+12\s+4096\s+0\.3%$`,
 		`(?m)^\s+zt_rules\s+8192\s+16384\s+50\.0%$`,
 	} {

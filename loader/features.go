@@ -1,0 +1,166 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/ztgate/ztgate/bpf"
+)
+
+// Feature is a kernel feature the datapath needs, with the probe that checks for it.
+type Feature struct {
+	Name  string       // e.g. "map type RingBuf", "helper bpf_xdp_load_bytes"
+	Probe func() error // nil error: the kernel has it
+}
+
+// Features lists what the datapath needs from the kernel: the XDP program type, every map type
+// and helper its object file uses (read from the ELF, so the list follows the program) and XDP
+// bpf_links.
+func Features() ([]Feature, error) {
+	spec, err := bpf.LoadZtgate()
+	if err != nil {
+		return nil, fmt.Errorf("features: %w", err)
+	}
+	out := []Feature{{Name: "program type XDP", Probe: func() error { return features.HaveProgramType(ebpf.XDP) }}}
+
+	mapTypes := map[ebpf.MapType]bool{}
+	for _, m := range spec.Maps {
+		mapTypes[m.Type] = true
+		if m.InnerMap != nil {
+			mapTypes[m.InnerMap.Type] = true
+		}
+	}
+	types := make([]ebpf.MapType, 0, len(mapTypes))
+	for t := range mapTypes {
+		types = append(types, t)
+	}
+	sort.Slice(types, func(i, j int) bool { return types[i] < types[j] })
+	for _, t := range types {
+		out = append(out, Feature{Name: "map type " + t.String(), Probe: func() error { return features.HaveMapType(t) }})
+	}
+
+	helpers := map[asm.BuiltinFunc]bool{}
+	for _, p := range spec.Programs {
+		for _, ins := range p.Instructions {
+			if ins.IsBuiltinCall() {
+				helpers[asm.BuiltinFunc(ins.Constant)] = true
+			}
+		}
+	}
+	fns := make([]asm.BuiltinFunc, 0, len(helpers))
+	for fn := range helpers {
+		fns = append(fns, fn)
+	}
+	sort.Slice(fns, func(i, j int) bool { return fns[i] < fns[j] })
+	for _, fn := range fns {
+		out = append(out, Feature{Name: "helper " + helperName(fn),
+			Probe: func() error { return features.HaveProgramHelper(ebpf.XDP, fn) }})
+	}
+	out = append(out, Feature{Name: "XDP bpf_link", Probe: probeXDPLink})
+	return out, nil
+}
+
+// helperName is the kernel's name of fn (bpf_map_lookup_elem for FnMapLookupElem).
+func helperName(fn asm.BuiltinFunc) string {
+	s := fn.String()
+	if len(s) > 2 && s[:2] == "Fn" {
+		b := []byte{}
+		for i, r := range s[2:] {
+			if r >= 'A' && r <= 'Z' {
+				if i > 0 {
+					b = append(b, '_')
+				}
+				r += 'a' - 'A'
+			}
+			b = append(b, byte(r))
+		}
+		return "bpf_" + string(b)
+	}
+	return s
+}
+
+// CheckFeatures probes every feature and returns an error naming those the kernel lacks (and
+// those that could not be probed).
+func CheckFeatures(fs []Feature) error {
+	var errs []error
+	for _, f := range fs {
+		err := f.Probe()
+		switch {
+		case err == nil:
+		case errors.Is(err, ebpf.ErrNotSupported):
+			errs = append(errs, fmt.Errorf("%s: not supported by this kernel", f.Name))
+		default:
+			errs = append(errs, fmt.Errorf("%s: cannot probe: %w", f.Name, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("kernel features missing: %w", err)
+	}
+	return nil
+}
+
+// probeXDPLink attaches a program that passes every frame, through an XDP bpf_link in generic
+// mode, to a dummy interface it creates for that and removes; where dummy interfaces are not
+// available, to the loopback interface when no XDP program runs there (for an instant, lo runs
+// a program that passes everything, as it does without one).
+func probeXDPLink() error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return err
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.XDP,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}, // XDP_PASS
+	})
+	if err != nil {
+		return fmt.Errorf("load probe program: %w", err)
+	}
+	defer prog.Close()
+	la := netlink.NewLinkAttrs()
+	la.Name = "ztprobe" + strconv.Itoa(os.Getpid()%100000000)
+	dummy := &netlink.Dummy{LinkAttrs: la}
+	created := false
+	target, err := func() (netlink.Link, error) {
+		err := netlink.LinkAdd(dummy)
+		if err == nil {
+			created = true
+			return netlink.LinkByName(la.Name)
+		}
+		if !errors.Is(err, unix.EOPNOTSUPP) {
+			return nil, fmt.Errorf("create dummy interface %s: %w", la.Name, err)
+		}
+		lo, lerr := netlink.LinkByName("lo")
+		if lerr != nil {
+			return nil, fmt.Errorf("create dummy interface %s: %w; loopback: %w", la.Name, err, lerr)
+		}
+		if x := lo.Attrs().Xdp; x != nil && x.Attached {
+			return nil, fmt.Errorf("create dummy interface %s: %w; loopback runs an XDP program", la.Name, err)
+		}
+		return lo, nil
+	}()
+	if created {
+		defer func() { _ = netlink.LinkDel(dummy) }()
+	}
+	if err != nil {
+		return err
+	}
+	xl, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: target.Attrs().Index, Flags: link.XDPGenericMode})
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+		return fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err)
+	}
+	if err != nil {
+		return err
+	}
+	return xl.Close()
+}
