@@ -111,9 +111,8 @@ func CheckFeatures(fs []Feature) error {
 }
 
 // probeXDPLink attaches a program that passes every frame, through an XDP bpf_link in generic
-// mode, to a dummy interface it creates for that and removes; where dummy interfaces are not
-// available, to the loopback interface when no XDP program runs there (for an instant, lo runs
-// a program that passes everything, as it does without one).
+// mode, to one end of a veth pair it creates for that and removes, so that no interface it did not
+// create is touched.
 func probeXDPLink() error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
@@ -128,30 +127,13 @@ func probeXDPLink() error {
 	}
 	defer prog.Close()
 	la := netlink.NewLinkAttrs()
-	la.Name = "ztprobe" + strconv.Itoa(os.Getpid()%100000000)
-	dummy := &netlink.Dummy{LinkAttrs: la}
-	created := false
-	target, err := func() (netlink.Link, error) {
-		err := netlink.LinkAdd(dummy)
-		if err == nil {
-			created = true
-			return netlink.LinkByName(la.Name)
-		}
-		if !errors.Is(err, unix.EOPNOTSUPP) {
-			return nil, fmt.Errorf("create dummy interface %s: %w", la.Name, err)
-		}
-		lo, lerr := netlink.LinkByName("lo")
-		if lerr != nil {
-			return nil, fmt.Errorf("create dummy interface %s: %w; loopback: %w", la.Name, err, lerr)
-		}
-		if x := lo.Attrs().Xdp; x != nil && x.Attached {
-			return nil, fmt.Errorf("create dummy interface %s: %w; loopback runs an XDP program", la.Name, err)
-		}
-		return lo, nil
-	}()
-	if created {
-		defer func() { _ = netlink.LinkDel(dummy) }()
+	la.Name = "ztprb" + strconv.Itoa(os.Getpid()%100000000)
+	pair := &netlink.Veth{LinkAttrs: la, PeerName: la.Name + "p"}
+	if err := netlink.LinkAdd(pair); err != nil {
+		return fmt.Errorf("create veth pair %s: %w", la.Name, err)
 	}
+	defer func() { _ = netlink.LinkDel(pair) }()
+	target, err := netlink.LinkByName(la.Name)
 	if err != nil {
 		return err
 	}
