@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -72,6 +73,15 @@ func compile(p *Policy, opt CompileOptions) (*Snapshot, *compiler, error) {
 	return c.snap, c, nil
 }
 
+// Largest ids the datapath's fields hold: ids count from 1 and wrapping one would alias two
+// destinations, so the compiler refuses a policy that needs more. Variables, for the tests.
+var (
+	maxSegmentID = uint64(math.MaxUint16) // zt_dev_rec.segment, zt_addr_val.segment
+	maxDevID     = uint64(math.MaxUint32) // dev_id
+	maxRulesetID = uint64(math.MaxUint32) // zt_dev_rec.ruleset, the rule and prefix keys
+	maxGroupID   = uint64(math.MaxUint32) // zt_prefix_val.group, the prefix selector id
+)
+
 type compiler struct {
 	p        *Policy
 	opt      CompileOptions
@@ -92,12 +102,17 @@ type compiler struct {
 
 func (c *compiler) run() error {
 	spec := &c.p.Spec
+	if n := len(spec.Segments); uint64(n) > maxSegmentID {
+		return atPath("spec.segments", fmt.Errorf("has %d segments, at most %d are allowed", n, maxSegmentID))
+	}
 	for i, s := range spec.Segments {
 		id := uint16(i + 1)
 		c.segIDs[s.Name] = id
 		c.snap.SegmentNames[id] = s.Name
 	}
-	c.assignDevIDs()
+	if err := c.assignDevIDs(); err != nil {
+		return err
+	}
 	c.rsFlags = []uint16{0} // rule set 0 is never used
 
 	cfg := &c.snap.Config
@@ -156,7 +171,7 @@ func (c *compiler) run() error {
 
 // assignDevIDs keeps the dev_id of every device whose MAC the previous snapshot knew, and gives
 // new devices the lowest ids the previous snapshot did not use.
-func (c *compiler) assignDevIDs() {
+func (c *compiler) assignDevIDs() error {
 	used := map[uint32]bool{ZeroDevID: true}
 	if c.opt.Prev != nil {
 		for _, d := range c.opt.Prev.Devices {
@@ -174,10 +189,14 @@ func (c *compiler) assignDevIDs() {
 		for used[next] {
 			next++
 		}
+		if uint64(next) > maxDevID || next == 0 {
+			return atPath("spec.devices", fmt.Errorf("more than %d device ids needed", maxDevID))
+		}
 		used[next] = true
 		c.devIDs[d.Name] = next
 		c.snap.Fresh = append(c.snap.Fresh, next)
 	}
+	return nil
 }
 
 // ZeroDevID is the dev_id of frames whose device is not identified.
@@ -452,6 +471,9 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 	}
 	// On error nothing of the compiler's state but the snapshot's maps has changed (the
 	// Editor compiles into a scratch snapshot and relies on it).
+	if uint64(len(c.rsFlags)) > maxRulesetID {
+		return 0, atPath(path, fmt.Errorf("more than %d distinct rule lists", maxRulesetID))
+	}
 	id := uint32(len(c.rsFlags))
 	g0 := c.groups
 	defer func() {
@@ -496,6 +518,9 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 					closed[proto].union(ps)
 				}
 			}
+		}
+		if uint64(c.groups) >= maxGroupID {
+			return 0, atPath(path, fmt.Errorf("more than %d prefix groups", maxGroupID))
 		}
 		c.groups++
 		g := c.groups
