@@ -46,6 +46,8 @@ type Agent struct {
 	maps   *maps.Maps
 	lim    maps.Limits
 
+	unlockPins func() // releases the pin directory's owner lock (loader.LockPinDir)
+
 	applyMu sync.Mutex // serialises policy changes
 	// polMu guards the content of the policy and snapshot in force, which a device change
 	// modifies in place (see changeDevice): readers of cur.pol and cur.snap hold it.
@@ -102,10 +104,13 @@ func start(cfg Config, log *slog.Logger) (_ *Agent, err error) {
 	if a.unlock, err = a.store.lock(); err != nil {
 		return nil, err
 	}
+	lc := cfg.loaderConfig()
+	if a.unlockPins, err = loader.LockPinDir(lc.PinDir); err != nil {
+		return nil, err
+	}
 	if a.audit, err = audit.Open(filepath.Join(cfg.StateDir, auditFile)); err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
-	lc := cfg.loaderConfig()
 	if a.dp, err = loader.Open(lc); err != nil {
 		return nil, err
 	}
@@ -262,6 +267,9 @@ func (a *Agent) close() {
 	}
 	if a.journal != nil {
 		a.journal.f.Close()
+	}
+	if a.unlockPins != nil {
+		a.unlockPins()
 	}
 	if a.unlock != nil {
 		a.unlock()
