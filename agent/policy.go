@@ -232,6 +232,7 @@ func (a *Agent) restore() error {
 		a.cur.Store(&current{meta: meta(p, rev, st.Hash, st.AppliedAt), yaml: []byte(st.YAML), filename: st.Filename, pol: p, snap: snap, ed: ed})
 		go a.index(ed)
 		a.saved = st
+		a.auditRestored(rev, st.Hash)
 		return nil
 	case a.cfg.Policy != "":
 		a.cur.Store(&current{meta: api.PolicyMeta{Revision: pinned}, snap: a.readPinned(pinned)})
@@ -252,6 +253,39 @@ func (a *Agent) restore() error {
 		}
 		return nil
 	}
+}
+
+// auditRestored records revision rev (policy hash hash), restored at start, unless the audit
+// log already ends with it in force: the agent may have stopped after recording a change and
+// before making it, or an older agent may have made a change it had not recorded yet.
+func (a *Agent) auditRestored(rev uint64, hash string) {
+	rs, err := a.audit.Records()
+	if err != nil {
+		a.log.Error("audit log: cannot record the restored revision", "revision", rev, "err", err)
+		return
+	}
+	// The revision in force after each change record: its new one if accepted, else its old.
+	var recorded uint64
+	for _, r := range rs {
+		switch {
+		case r.Action != api.ActionApply && r.Action != api.ActionDevice && r.Action != api.ActionRestore:
+		case r.Result == api.ResultAccepted:
+			recorded = r.NewRevision
+		case r.Result == api.ResultRejected:
+			recorded = r.OldRevision
+		}
+	}
+	if recorded == rev {
+		return
+	}
+	rec := api.AuditRecord{Action: api.ActionRestore, UID: self.uid, GID: self.gid, PID: self.pid,
+		OldRevision: recorded, NewRevision: rev, PolicyHash: hash, Result: api.ResultAccepted}
+	if _, err := a.audit.Append(rec); err != nil {
+		a.log.Error("audit log: cannot record the restored revision", "revision", rev, "err", err)
+		return
+	}
+	a.log.Warn("audit log: recorded the restored revision, which the log did not end with",
+		"revision", rev, "recorded_revision", recorded)
 }
 
 // readPinned reads back a pinned policy the state directory does not describe, so that the
@@ -277,10 +311,11 @@ func (a *Agent) apply(filename string, doc []byte, who caller) (*api.ApplyResult
 	var ph applyPhases
 	hash := policyHash(doc)
 	ph.hash = time.Since(t0)
-	res, err := a.applyLocked(old, filename, doc, hash, &ph)
+	rec := api.AuditRecord{Action: api.ActionApply, UID: who.uid, GID: who.gid, PID: who.pid,
+		OldRevision: old.meta.Revision, PolicyHash: hash}
+	res, err := a.applyLocked(old, filename, doc, hash, &ph, &rec)
 	d := time.Since(t0)
-	a.recordChange(api.AuditRecord{Action: api.ActionApply, UID: who.uid, GID: who.gid, PID: who.pid,
-		OldRevision: old.meta.Revision, PolicyHash: hash}, res, err, d)
+	a.recordChange(rec, err, d)
 	if err != nil {
 		a.log.Warn("policy rejected", "file", filename, "uid", who.uid, "revision", old.meta.Revision, "err", err)
 		return nil, err
@@ -295,21 +330,31 @@ func (a *Agent) apply(filename string, doc []byte, who caller) (*api.ApplyResult
 	return res, nil
 }
 
-// recordChange audits a policy change (rec: who, what, the old revision) and counts it in
-// the metrics: accepted with res's revision, or rejected with err.
-func (a *Agent) recordChange(rec api.AuditRecord, res *api.ApplyResult, err error, d time.Duration) {
-	rec.Result, rec.NewRevision = api.ResultAccepted, rec.OldRevision
+// recordChange audits a policy change that failed with err (rec: who, what, the old revision;
+// the accepted record of a change, failed or not, was written by auditAccepted before anything
+// changed) and counts the change in the metrics.
+func (a *Agent) recordChange(rec api.AuditRecord, err error, d time.Duration) {
 	if err != nil {
-		rec.Result, rec.Error = api.ResultRejected, err.Error()
-	} else {
-		rec.NewRevision = res.NewRevision
-	}
-	if _, aerr := a.audit.Append(rec); aerr != nil {
-		a.log.Error("audit log", "err", aerr)
+		rec.Result, rec.NewRevision, rec.Error = api.ResultRejected, rec.OldRevision, err.Error()
+		if _, aerr := a.audit.Append(rec); aerr != nil {
+			a.log.Error("audit log", "err", aerr)
+		}
 	}
 	if a.metrics != nil {
 		a.metrics.ObserveApply(err == nil, d)
 	}
+}
+
+// auditAccepted writes the accepted record of a change to revision rev (rec: who, what, the old
+// revision) before the change is made: a change that cannot be recorded is refused, and changes
+// nothing. Should the change fail after all, recordChange records that too.
+func (a *Agent) auditAccepted(rec *api.AuditRecord, rev uint64) error {
+	r := *rec
+	r.Result, r.NewRevision = api.ResultAccepted, rev
+	if _, err := a.audit.Append(r); err != nil {
+		return fmt.Errorf("the change cannot be recorded in the audit log, nothing was changed: %w", err)
+	}
+	return nil
 }
 
 // applyPhases is where the time of an apply goes (logged with "policy applied").
@@ -332,7 +377,8 @@ func since(t *time.Time) time.Duration {
 	return d
 }
 
-func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash string, ph *applyPhases) (*api.ApplyResult, error) {
+func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash string, ph *applyPhases,
+	rec *api.AuditRecord) (*api.ApplyResult, error) {
 	t := time.Now()
 	p, err := a.parse(filename, doc)
 	if err != nil {
@@ -379,7 +425,11 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 			return nil, err
 		}
 	}
-	// Persist first: after a crash at any point the agent restores a policy that was accepted.
+	// Audit, then persist: after a crash at any point the agent restores a policy that was
+	// accepted and recorded.
+	if err := a.auditAccepted(rec, rev); err != nil {
+		return nil, err
+	}
 	if err := a.store.save(st); err != nil {
 		return nil, err
 	}

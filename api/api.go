@@ -238,6 +238,7 @@ const (
 	ActionApply   = "apply"
 	ActionDevice  = "device" // a one-device change (put or delete)
 	ActionConnect = "connect"
+	ActionRestore = "restore" // the agent put in force at start a revision the log did not end with
 )
 
 // ErrUnreachable wraps every failure to reach the agent (no socket, connection refused).

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/ztgate/ztgate/agent"
+	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/testenv"
 )
 
 // second writes the configuration of another agent on the lab's pin directory, with its own
@@ -77,5 +80,102 @@ func TestAgentPinDirLock(t *testing.T) {
 	}
 	if sendOnce(t, tp.Device("attacker"), tp.Upstream.IPv4, 7000) {
 		t.Error("attacker's forbidden flow passes")
+	}
+}
+
+// TestAgentAuditFull: with the audit log on a full file system a policy change is refused with
+// a clear error and changes nothing (revision, hash and traffic stay); once there is space the
+// same change is accepted and recorded. A revision restored at start that the audit log does
+// not end with (an agent killed between making a change and recording it, as older agents
+// did) gets a restore record.
+func TestAgentAuditFull(t *testing.T) {
+	l := newLab(t, nil)
+	tp := l.tp
+	small := testenv.SmallFS(t, 64<<10)
+	target := filepath.Join(small, "audit.log")
+	if err := os.WriteFile(target, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(l.cfg.StateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(l.cfg.StateDir, "audit.log")); err != nil {
+		t.Fatal(err)
+	}
+	v1, _ := binaries(t)
+	l.start(v1)
+	allow := basePolicy(t, tp) // cam may send udp 7000 upstream
+	deny := basePolicy(t, tp)
+	deny.Spec.Devices[0].Allow = nil
+	docs := []string{l.writePolicy("allow.yaml", allow), l.writePolicy("deny.yaml", deny)}
+	l.must("policy", "apply", docs[0])
+	free := testenv.FillFS(t, filepath.Join(small, "filler"))
+
+	// The records fill what is left of the log's last page: alternate the two policies until
+	// a change is refused.
+	refused, last := -1, 0
+	for i := 1; i < 60; i++ {
+		before := l.status()
+		_, stderr, code := l.ztgate("policy", "apply", docs[i%2])
+		if code == 0 {
+			last = i % 2
+			continue
+		}
+		if !strings.Contains(stderr, "cannot be recorded in the audit log") || !strings.Contains(stderr, "no space left on device") {
+			t.Fatalf("apply refused with exit %d: %s", code, stderr)
+		}
+		after := l.status()
+		if after.Policy.Revision != before.Policy.Revision || after.Policy.Hash != before.Policy.Hash {
+			t.Fatalf("a refused apply changed the policy: revision %d (%s), was %d (%s)",
+				after.Policy.Revision, after.Policy.Hash, before.Policy.Revision, before.Policy.Hash)
+		}
+		refused = i % 2
+		break
+	}
+	if refused < 0 {
+		t.Fatal("no apply was refused on the full file system")
+	}
+	echo, err := tp.Upstream.NS.EchoUDP(":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	if got, want := sendOnce(t, tp.Device("cam"), tp.Upstream.IPv4, 7000), last == 0; got != want {
+		t.Fatalf("cam's flow passes: %v, want %v (the last accepted policy, %s)", got, want, docs[last])
+	}
+
+	free()
+	var ar api.ApplyResult
+	l.mustJSON(&ar, "policy", "apply", docs[refused])
+	if got, want := sendOnce(t, tp.Device("cam"), tp.Upstream.IPv4, 7000), refused == 0; got != want {
+		t.Fatalf("after the apply with space: cam's flow passes: %v, want %v", got, want)
+	}
+	recs := auditRecords(t, l)
+	end := recs[len(recs)-1]
+	if end.Action != api.ActionApply || end.Result != api.ResultAccepted || end.NewRevision != ar.NewRevision {
+		t.Fatalf("last audit record %+v, want the accepted apply of revision %d", end, ar.NewRevision)
+	}
+
+	// Drop the last record, as if the agent had been killed before writing it.
+	l.agent.kill()
+	data, err := os.ReadFile(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := bytes.LastIndexByte(data[:len(data)-1], '\n') + 1
+	if err := os.WriteFile(target, data[:cut], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.start(v1)
+	recs = auditRecords(t, l)
+	end = recs[len(recs)-1]
+	if end.Action != api.ActionRestore || end.Result != api.ResultAccepted || end.NewRevision != ar.NewRevision ||
+		end.OldRevision != ar.OldRevision || end.PolicyHash != ar.Hash {
+		t.Fatalf("last audit record after the restart %+v, want the restore of revision %d", end, ar.NewRevision)
+	}
+	l.agent.stop()
+	l.start(v1) // the log ends with the revision in force now: nothing more is recorded
+	if n := len(auditRecords(t, l)); n != len(recs) {
+		t.Fatalf("%d audit records after a second restart, want %d", n, len(recs))
 	}
 }
