@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +46,7 @@ type Agent struct {
 	lim    maps.Limits
 
 	unlockPins func() // releases the pin directory's owner lock (loader.LockPinDir)
+	damage     damage // what was found damaged at start (reported until an apply)
 
 	applyMu sync.Mutex // serialises policy changes
 	// polMu guards the content of the policy and snapshot in force, which a device change
@@ -108,8 +108,8 @@ func start(cfg Config, log *slog.Logger) (_ *Agent, err error) {
 	if a.unlockPins, err = loader.LockPinDir(lc.PinDir); err != nil {
 		return nil, err
 	}
-	if a.audit, err = audit.Open(filepath.Join(cfg.StateDir, auditFile)); err != nil {
-		return nil, fmt.Errorf("open audit log: %w", err)
+	if err = a.openAudit(); err != nil {
+		return nil, err
 	}
 	if a.dp, err = loader.Open(lc); err != nil {
 		return nil, err
@@ -182,7 +182,7 @@ func (a *Agent) serve(ctx context.Context) error {
 			api.Close()
 			return fmt.Errorf("metrics: listen %s: %w", a.cfg.MetricsAddress, err)
 		}
-		h := metrics.Handler(reg, a.ready.Load)
+		h := metrics.Handler(reg, func() bool { return a.ready.Load() && !a.damage.any() })
 		if a.cfg.Pprof {
 			mux := http.NewServeMux()
 			mux.Handle("/", h)

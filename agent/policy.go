@@ -143,7 +143,7 @@ func (a *Agent) restore() error {
 	}
 	st, err := a.store.load()
 	if err != nil {
-		return err
+		return a.startDamaged(partState, err, pinned)
 	}
 	switch {
 	case st != nil:
@@ -164,15 +164,15 @@ func (a *Agent) restore() error {
 		// The device changes made since the state file was written.
 		recs, err := a.store.readJournal()
 		if err != nil {
-			return err
+			return a.startDamaged(partJournal, err, pinned)
 		}
 		rejected, err := a.store.readRejected()
 		if err != nil {
-			return err
+			return a.startDamaged(partJournal, err, pinned)
 		}
 		last, err := replay(ed, recs, st.Revision, st.Hash, rejected, a.log.Warn)
 		if err != nil {
-			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
+			return a.startDamaged(partJournal, fmt.Errorf("persisted policy revision %d: %w", st.Revision, err), pinned)
 		}
 		if last == nil && (len(recs) > 0 || rejected != 0) {
 			// Nothing to replay: what the journal holds is in the state file or failed.
@@ -421,7 +421,8 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	prevState := a.saved
 	if prevState == nil {
 		var err error
-		if prevState, err = a.store.load(); err != nil {
+		// A state file found damaged at start is replaced (a copy of it was kept).
+		if prevState, err = a.store.load(); err != nil && !a.damage.has(partState) {
 			return nil, err
 		}
 	}
@@ -466,6 +467,10 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	}
 	a.cur.Store(&current{meta: meta(p, rev, hash, now), yaml: doc, filename: filename, pol: p, snap: snap, ed: ed})
 	go a.index(ed)
+	if a.damage.any() {
+		a.damage.clear()
+		a.log.Info("the state directory is repaired: the applied policy replaced what was damaged", "revision", rev)
+	}
 	t = time.Now()
 	ph.compare = <-compared // its own duration, on the other CPU
 	compared = nil

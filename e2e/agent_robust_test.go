@@ -179,3 +179,145 @@ func TestAgentAuditFull(t *testing.T) {
 		t.Fatalf("%d audit records after a second restart, want %d", n, len(recs))
 	}
 }
+
+// TestAgentDamagedState: a damaged state file, journal line or audit record does not keep the
+// agent from starting. It starts fail-closed (after a reboot, with no pins: every frame is
+// dropped as no_policy; with the pins of the previous agent: their policy stays in force),
+// reports the damage (status, /readyz, ztgate_state_damaged, the log), and an apply repairs it.
+func TestAgentDamagedState(t *testing.T) {
+	for _, tc := range []struct {
+		part   string
+		reboot bool // the pins are gone: nothing is enforced but no_policy
+		damage func(t *testing.T, l *lab)
+	}{
+		{"state", true, func(t *testing.T, l *lab) {
+			path := filepath.Join(l.cfg.StateDir, "state.json")
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, data[:len(data)/2], 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"journal", false, func(t *testing.T, l *lab) {
+			appendFile(t, filepath.Join(l.cfg.StateDir, "changes.jsonl"), "{\"revision\": 3, \"op\": put\n")
+		}},
+		{"audit", true, func(t *testing.T, l *lab) {
+			path := filepath.Join(l.cfg.StateDir, "audit.log")
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data = bytes.Replace(data, []byte(`"old_revision":0`), []byte(`"old_revision":7`), 1)
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.part, func(t *testing.T) {
+			l := newLab(t, nil)
+			tp := l.tp
+			v1, _ := binaries(t)
+			l.start(v1)
+			p := basePolicy(t, tp)
+			l.must("policy", "apply", l.writePolicy("p.yaml", p))
+			attacker := tp.Device("attacker")
+			doc := "name: attacker\nmac: \"" + attacker.MAC.String() + "\"\nipv4: [" + attacker.IPv4[0].String() + "]\n"
+			file := filepath.Join(l.dir, "attacker.yaml")
+			if err := os.WriteFile(file, []byte(doc), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			l.must("policy", "set-device", file) // a journal record
+			before := l.status()
+			l.agent.kill()
+			if tc.reboot {
+				l.must("uninstall", "--bpffs-dir", l.pinDir)
+			}
+			tc.damage(t, l)
+
+			l.start(v1)
+			st := l.status()
+			if len(st.Damage) != 1 || !strings.HasPrefix(st.Damage[0], tc.part+": ") {
+				t.Fatalf("status damage %q, want one %s entry", st.Damage, tc.part)
+			}
+			if !strings.Contains(l.agent.log.String(), "damaged") {
+				t.Errorf("the agent did not log the damage:\n%s", l.agent.log.String())
+			}
+			if code, body := l.scrape("/readyz"); code != 503 {
+				t.Errorf("/readyz: %d %s, want 503", code, body)
+			}
+			if _, expo := l.scrape("/metrics"); metricValue(t, expo, `ztgate_state_damaged{part="`+tc.part+`"}`) != 1 {
+				t.Errorf("ztgate_state_damaged{part=%q} is not 1", tc.part)
+			}
+			checkAttached(t, st, len(tp.Devices))
+
+			echo, err := tp.Upstream.NS.EchoUDP(":7000")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer echo.Close()
+			noPolicy := `ztgate_datapath_packets_total{reason="no_policy",verdict="drop"}`
+			_, expo := l.scrape("/metrics")
+			dropped := metricValue(t, expo, noPolicy)
+			passes := sendOnce(t, tp.Device("cam"), tp.Upstream.IPv4, 7000)
+			switch {
+			case tc.part == "audit":
+				// The state is whole: its policy is restored as usual.
+				if st.Policy.Revision != before.Policy.Revision || !passes {
+					t.Errorf("revision %d (was %d), cam passes %v: want the restored policy", st.Policy.Revision,
+						before.Policy.Revision, passes)
+				}
+			case tc.reboot:
+				_, expo := l.scrape("/metrics")
+				if st.Policy.Revision != 0 || passes || metricValue(t, expo, noPolicy) <= dropped {
+					t.Errorf("revision %d, cam passes %v, no_policy drops %v -> %v: want everything dropped",
+						st.Policy.Revision, passes, dropped, metricValue(t, expo, noPolicy))
+				}
+			default:
+				// The pins hold the previous agent's policy: it stays in force.
+				if st.Policy.Revision != before.Policy.Revision || !passes {
+					t.Errorf("revision %d (was %d), cam passes %v: want the pinned policy", st.Policy.Revision,
+						before.Policy.Revision, passes)
+				}
+			}
+
+			// The repair: an apply, which clears the report.
+			p.Spec.Devices[0].Allow = nil // cam may no longer send
+			var ar api.ApplyResult
+			l.mustJSON(&ar, "policy", "apply", l.writePolicy("repair.yaml", p))
+			st = l.status()
+			if len(st.Damage) != 0 || st.Policy.Revision != ar.NewRevision {
+				t.Fatalf("after the repair: damage %q, revision %d, want none and %d", st.Damage, st.Policy.Revision, ar.NewRevision)
+			}
+			if code, body := l.scrape("/readyz"); code != 200 {
+				t.Errorf("/readyz after the repair: %d %s", code, body)
+			}
+			if _, expo := l.scrape("/metrics"); metricValue(t, expo, `ztgate_state_damaged{part="`+tc.part+`"}`) != 0 {
+				t.Errorf("ztgate_state_damaged{part=%q} is not 0 after the repair", tc.part)
+			}
+			if sendOnce(t, tp.Device("cam"), tp.Upstream.IPv4, 7000) {
+				t.Error("cam passes after the repair, which denies it")
+			}
+			auditRecords(t, l) // the log verifies
+			// A restart finds the state whole.
+			l.agent.stop()
+			l.start(v1)
+			if st := l.status(); len(st.Damage) != 0 || st.Policy.Revision != ar.NewRevision {
+				t.Fatalf("after a restart: damage %q, revision %d, want none and %d", st.Damage, st.Policy.Revision, ar.NewRevision)
+			}
+		})
+	}
+}
+
+func appendFile(t *testing.T, path, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(s); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -43,6 +43,7 @@ type State struct {
 	Interfaces    []Interface       // the interfaces the agent manages
 	EventsRead    uint64            // events decoded by the agent
 	EventsDropped uint64            // events not delivered to slow stream consumers
+	Damaged       map[string]bool   // part of the state directory -> found damaged at start, not repaired
 }
 
 // Interface is one interface the agent attaches to.
@@ -98,6 +99,9 @@ var (
 		"Revision of the policy the agent applied.")
 	descAttached = desc("interface", "attached",
 		"Whether the agent's XDP program is attached to the interface (1) or not (0).", "interface", "mode")
+	descDamaged = desc("state", "damaged",
+		"Whether the agent found this part of its state directory damaged at start and enforces fail-closed "+
+			"until a policy is applied (1) or not (0).", "part")
 	descBuildInfo = desc("", "build_info",
 		"Build information of the agent; the value is always 1.", "version", "goversion")
 )
@@ -164,7 +168,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descPackets, descBytes, descSegPackets, descSegBytes,
 		descEvEmitted, descEvLost, descEvSuppressed, descEvRead, descEvDropped,
-		descMapEntries, descMapCapacity, descRevision, descAttached, descBuildInfo,
+		descMapEntries, descMapCapacity, descRevision, descAttached, descDamaged, descBuildInfo,
 	} {
 		ch <- d
 	}
@@ -192,6 +196,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(descAttached, prometheus.GaugeValue, v, ifc.Name, ifc.Mode)
+	}
+	for part, damaged := range st.Damaged {
+		v := 0.0
+		if damaged {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descDamaged, prometheus.GaugeValue, v, part)
 	}
 	ch <- c.buildInfo
 
