@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/maps"
 	"github.com/ztgate/ztgate/policy"
 )
@@ -87,24 +89,71 @@ var capacityFields = map[string][2]string{
 
 // capacityReject turns a capacity error of the maps into a rejection naming the file.
 func capacityReject(filename string, ce *maps.CapacityError) *rejectError {
-	f := capacityFields[ce.Map]
-	msg := fmt.Sprintf("the policy needs %d entries in %s, the agent's capacity is %d (agent setting %s)", ce.Count, ce.Map, ce.Capacity, f[1])
+	return capacityRejectN(filename, ce.Map, strconv.Itoa(ce.Count), ce.Capacity)
+}
+
+// capacityRejectN is capacityReject with the count needed (n) in words.
+func capacityRejectN(filename, mapName, n string, capacity int) *rejectError {
+	f := capacityFields[mapName]
+	msg := fmt.Sprintf("the policy needs %s entries in %s, the agent's capacity is %d (agent setting %s)", n, mapName, capacity, f[1])
 	return &rejectError{kind: api.KindRejected, err: fmt.Errorf("%s: %s", filename, msg),
 		fields: []api.FieldError{{File: filename, Field: f[0], Message: msg}}}
 }
 
-// compile compiles p as revision rev over the policy in force.
+// compileHook, when set (by tests), runs after each compile of a validate or an apply.
+var compileHook func(filename string)
+
+// limits are the datapath's capacities, for Compile to stop as soon as a policy exceeds them.
+func (a *Agent) limits() policy.Limits {
+	return policy.Limits{Devices: a.lim.Devices, Addrs: a.lim.Addrs, Rules: a.lim.Rules, Prefixes: a.lim.Prefixes}
+}
+
+// checkCounts rejects a policy with more devices or addresses than the maps hold (each is one
+// entry) before it is compiled; rules and prefixes are counted as the compile goes.
+func (a *Agent) checkCounts(filename string, p *policy.Policy) error {
+	addrs := 0
+	for i := range p.Spec.Devices {
+		addrs += len(p.Spec.Devices[i].IPv4) + len(p.Spec.Devices[i].IPv6)
+	}
+	for _, c := range []struct {
+		name     string
+		n, limit int
+	}{{bpf.ZtgateMapZtDevices, len(p.Spec.Devices), a.lim.Devices}, {bpf.ZtgateMapZtAddrs, addrs, a.lim.Addrs}} {
+		if c.limit > 0 && c.n > c.limit {
+			return capacityReject(filename, &maps.CapacityError{Map: c.name, Count: c.n, Capacity: c.limit})
+		}
+	}
+	return nil
+}
+
+// compile compiles p as revision rev over the policy whose device ids are prev's, within the
+// datapath's capacities.
 func (a *Agent) compile(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot) (*policy.Snapshot, error) {
-	s, err := policy.Compile(p, policy.CompileOptions{Revision: rev, Ifindex: ifindex, Prev: prev})
+	if err := a.checkCounts(filename, p); err != nil {
+		return nil, err
+	}
+	s, err := policy.Compile(p, policy.CompileOptions{Revision: rev, Ifindex: ifindex, Prev: prev, Limits: a.limits()})
+	if compileHook != nil {
+		compileHook(filename)
+	}
 	if err != nil {
 		return nil, compileReject(filename, err)
 	}
 	return s, nil
 }
 
-// edit is compile keeping the compiler's state, for device changes (the Editor owns p).
-func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot) (*policy.Editor, error) {
-	ed, err := policy.NewEditor(p, policy.CompileOptions{Revision: rev, Ifindex: ifindex, Prev: prev})
+// edit is compile keeping the compiler's state, for device changes (the Editor owns p). lim
+// is zero for a policy accepted before (restored at start), which is never refused for its size.
+func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot, lim policy.Limits) (*policy.Editor, error) {
+	if lim != (policy.Limits{}) {
+		if err := a.checkCounts(filename, p); err != nil {
+			return nil, err
+		}
+	}
+	ed, err := policy.NewEditor(p, policy.CompileOptions{Revision: rev, Ifindex: ifindex, Prev: prev, Limits: lim})
+	if compileHook != nil {
+		compileHook(filename)
+	}
 	if err != nil {
 		return nil, compileReject(filename, err)
 	}
@@ -112,6 +161,14 @@ func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy
 }
 
 func compileReject(filename string, err error) error {
+	var ce *policy.CapacityError
+	if errors.As(err, &ce) {
+		n := strconv.Itoa(ce.Count)
+		if ce.AtLeast {
+			n = "more than " + strconv.Itoa(ce.Capacity)
+		}
+		return capacityRejectN(filename, ce.Map, n, ce.Capacity)
+	}
 	fields := api.FieldErrors(err)
 	if len(fields) == 0 {
 		fields = []api.FieldError{{File: filename, Message: err.Error()}}
@@ -157,7 +214,7 @@ func (a *Agent) restore() error {
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 		}
-		ed, err := a.edit(st.Filename, p, st.Revision, prev)
+		ed, err := a.edit(st.Filename, p, st.Revision, prev, policy.Limits{})
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 		}
@@ -386,7 +443,7 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	}
 	ph.parse = since(&t)
 	rev := old.meta.Revision + 1
-	ed, err := a.edit(filename, p, rev, old.snap)
+	ed, err := a.edit(filename, p, rev, old.snap, a.limits())
 	if err != nil {
 		return nil, err
 	}
@@ -492,10 +549,20 @@ func (a *Agent) validate(filename string, doc []byte) (*api.ValidateResult, *pol
 	if err != nil {
 		return nil, nil, err
 	}
-	a.polMu.RLock() // cur.snap (the ids to keep) changes with device changes
+	// The ids to keep, copied: a device change modifies cur.snap in place, and the compile
+	// must not hold polMu (a change waiting for it would hold up every reader).
+	a.polMu.RLock()
 	cur := a.cur.Load()
-	snap, err := a.compile(filename, p, cur.meta.Revision+1, cur.snap)
+	var prev *policy.Snapshot
+	if cur.snap != nil {
+		devs := make(map[bpf.DevKey]bpf.DevRec, len(cur.snap.Devices))
+		for k, v := range cur.snap.Devices {
+			devs[k] = v
+		}
+		prev = &policy.Snapshot{Devices: devs}
+	}
 	a.polMu.RUnlock()
+	snap, err := a.compile(filename, p, cur.meta.Revision+1, prev)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -3,6 +3,9 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -136,5 +139,125 @@ func TestIDLimits(t *testing.T) {
 				t.Fatalf("limit %d: %v", tc.fits+1, err)
 			}
 		})
+	}
+}
+
+// TestCompileCapacity: devices and addresses over capacity are refused before anything is
+// compiled (the policy's port, which no resolver could resolve, is never looked at), and
+// rules and prefixes as soon as the snapshot holds one more than fits.
+func TestCompileCapacity(t *testing.T) {
+	p := segmentsPolicy(3)
+	p.Spec.Devices[0].Port = "eth9" // compiling it fails: no Ifindex resolver
+	p.Spec.Devices[0].IPv4 = append(p.Spec.Devices[0].IPv4, "10.0.0.9")
+	for _, tc := range []struct {
+		lim   Limits
+		want  string
+		count int
+	}{
+		{Limits{Devices: 2}, bpf.ZtgateMapZtDevices, 3},
+		{Limits{Addrs: 3}, bpf.ZtgateMapZtAddrs, 4},
+	} {
+		_, err := Compile(p, CompileOptions{Revision: 1, Limits: tc.lim})
+		var ce *CapacityError
+		if !errors.As(err, &ce) || ce.Map != tc.want || ce.Count != tc.count || ce.AtLeast {
+			t.Errorf("limits %+v: %v, want %d entries over the capacity of %s", tc.lim, err, tc.count, tc.want)
+		}
+	}
+
+	// A segment of 300 prefixes and 50 devices in it with a rule of their own each: 15,000
+	// prefix entries and more rule entries if compiled whole.
+	big := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "big"}}
+	seg := Segment{Name: "s"}
+	for i := range 300 {
+		seg.Allow = append(seg.Allow, tcpRule(Target{CIDR: fmt.Sprintf("172.16.%d.0/24", i%256)}, one(uint16(1+i))))
+	}
+	big.Spec.Segments = []Segment{seg}
+	for i := range 50 {
+		big.Spec.Devices = append(big.Spec.Devices, Device{Name: fmt.Sprintf("d%d", i), MAC: fmt.Sprintf("02:00:00:00:01:%02x", i),
+			Segment: "s", Allow: []Rule{{To: Target{CIDR: fmt.Sprintf("192.168.0.%d/32", i)}}}})
+	}
+	if err := big.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		lim  Limits
+		want string
+		n    int
+	}{
+		{Limits{Prefixes: 1000}, bpf.ZtgateMapZtPrefixes, 1001},
+		{Limits{Rules: 1000}, bpf.ZtgateMapZtRules, 1001},
+	} {
+		_, err := Compile(big, CompileOptions{Revision: 1, Limits: tc.lim})
+		var ce *CapacityError
+		if !errors.As(err, &ce) || ce.Map != tc.want || ce.Count != tc.n || !ce.AtLeast {
+			t.Errorf("limits %+v: %v, want the compile stopped at %d entries of %s", tc.lim, err, tc.n, tc.want)
+		}
+	}
+}
+
+// TestPrefixClosure checks the compiled prefix groups against their definition: the rules of
+// the longest matching prefix are those of every prefix of the list that contains it.
+func TestPrefixClosure(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for round := range 50 {
+		var rules []Rule
+		for range 1 + rnd.IntN(60) {
+			bits := rnd.IntN(33)
+			a := netip.AddrFrom4([4]byte{10, byte(rnd.IntN(4)), byte(rnd.IntN(4)), 0})
+			if rnd.IntN(4) == 0 {
+				a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(rnd.IntN(4))})
+				bits = 16 + rnd.IntN(113)
+			}
+			pfx := netip.PrefixFrom(a, bits).Masked()
+			r := Rule{To: Target{CIDR: pfx.String()}, Proto: []string{"tcp", "udp", "icmp"}[rnd.IntN(3)]}
+			if r.Proto != "icmp" && rnd.IntN(3) > 0 {
+				lo := uint16(1 + rnd.IntN(100))
+				r.Ports = []PortRange{{lo, lo + uint16(rnd.IntN(3))}}
+			}
+			rules = append(rules, r)
+		}
+		p := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "closure"}, Spec: Spec{
+			Devices: []Device{{Name: "d", MAC: "02:00:00:00:00:01", Allow: rules}}}}
+		s, err := Compile(p, CompileOptions{Revision: 1})
+		if err != nil {
+			continue // over 16 port ranges for one destination: refused, nothing to check
+		}
+		rs := s.Devices[DevKey(mustMAC("02:00:00:00:00:01"))].Ruleset
+		for k, v := range s.Prefixes {
+			if k.Ruleset != rs {
+				continue
+			}
+			pfx := netip.PrefixFrom(netip.AddrFrom16(k.Addr.B).Unmap(), int(k.Prefixlen)-32)
+			if pfx.Addr().Is4() {
+				pfx = netip.PrefixFrom(pfx.Addr(), pfx.Bits()-96)
+			}
+			want := protoPorts{}
+			for _, r := range rules {
+				q := netip.MustParsePrefix(r.To.CIDR)
+				if contains(q, pfx) {
+					proto, _ := ParseProto(r.Proto)
+					want.add(r, proto)
+				}
+			}
+			for proto, ps := range want {
+				got, ok := s.Rules[bpf.RuleKey{Ruleset: rs, SelId: v.Group, SelKind: bpf.SelPrefix, Proto: proto}]
+				if !ok {
+					t.Fatalf("round %d: %s: no rule for proto %d", round, pfx, proto)
+				}
+				if ps.all != (got.Flags&bpf.RuleAllPorts != 0) {
+					t.Fatalf("round %d: %s proto %d: all ports %v, want %v", round, pfx, proto, !ps.all, ps.all)
+				}
+				if ps.all {
+					continue
+				}
+				var gotRanges []PortRange
+				for _, r := range got.Ranges[:got.N] {
+					gotRanges = append(gotRanges, PortRange{r.Lo, r.Hi})
+				}
+				if m := ps.merged(); !slices.Equal(m, gotRanges) {
+					t.Fatalf("round %d: %s proto %d: ranges %v, want %v", round, pfx, proto, gotRanges, m)
+				}
+			}
+		}
 	}
 }
