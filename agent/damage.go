@@ -107,7 +107,8 @@ func (a *Agent) startDamaged(part string, err error, pinned uint64) error {
 		msg += "; no policy is in force (every frame is dropped) until a policy is applied"
 	}
 	a.damage.set(part, msg)
-	a.log.Error("the state directory is damaged: starting fail-closed; apply a policy to repair it", "part", part, "err", msg)
+	a.log.Error("the state directory is damaged: starting fail-closed; apply a policy to repair it",
+		"part", part, "err", msg)
 	a.cur.Store(&current{meta: api.PolicyMeta{Revision: pinned}, snap: a.readPinned(pinned)})
 	return nil
 }

@@ -344,7 +344,8 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 			return nil, err
 		}
 		if fields := api.FieldErrors(err); len(fields) > 0 {
-			return nil, &rejectError{kind: api.KindInvalidPolicy, fields: fields, err: fmt.Errorf("invalid device: %w", err)}
+			return nil, &rejectError{kind: api.KindInvalidPolicy, fields: fields,
+				err: fmt.Errorf("invalid device: %w", err)}
 		}
 		return nil, &rejectError{kind: api.KindRejected, err: fmt.Errorf("cannot enforce the change: %w", err)}
 	}
@@ -363,7 +364,8 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	// Journal first: after a crash at any point the agent restores every change it confirmed
 	// (and the one it was making, if its record was complete).
 	if a.journalBroken {
-		return nil, errors.New("the device change journal could not be repaired after a failed change: apply a whole policy to continue")
+		return nil, errors.New("the device change journal could not be repaired after a failed change: " +
+			"apply a whole policy to continue")
 	}
 	if a.journal == nil {
 		if a.journal, err = a.store.openJournal(); err != nil {

@@ -95,7 +95,8 @@ func capacityReject(filename string, ce *maps.CapacityError) *rejectError {
 // capacityRejectN is capacityReject with the count needed (n) in words.
 func capacityRejectN(filename, mapName, n string, capacity int) *rejectError {
 	f := capacityFields[mapName]
-	msg := fmt.Sprintf("the policy needs %s entries in %s, the agent's capacity is %d (agent setting %s)", n, mapName, capacity, f[1])
+	msg := fmt.Sprintf("the policy needs %s entries in %s, the agent's capacity is %d (agent setting %s)",
+		n, mapName, capacity, f[1])
 	return &rejectError{kind: api.KindRejected, err: fmt.Errorf("%s: %s", filename, msg),
 		fields: []api.FieldError{{File: filename, Field: f[0], Message: msg}}}
 }
@@ -144,7 +145,8 @@ func (a *Agent) compile(filename string, p *policy.Policy, rev uint64, prev *pol
 
 // edit is compile keeping the compiler's state, for device changes (the Editor owns p). lim
 // is zero for a policy accepted before (restored at start), which is never refused for its size.
-func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot, lim policy.Limits) (*policy.Editor, error) {
+func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot,
+	lim policy.Limits) (*policy.Editor, error) {
 	if lim != (policy.Limits{}) {
 		if err := a.checkCounts(filename, p); err != nil {
 			return nil, err

@@ -121,7 +121,8 @@ func TestAgentAuditFull(t *testing.T) {
 			last = i % 2
 			continue
 		}
-		if !strings.Contains(stderr, "cannot be recorded in the audit log") || !strings.Contains(stderr, "no space left on device") {
+		if !strings.Contains(stderr, "cannot be recorded in the audit log") ||
+			!strings.Contains(stderr, "no space left on device") {
 			t.Fatalf("apply refused with exit %d: %s", code, stderr)
 		}
 		after := l.status()
@@ -288,7 +289,8 @@ func TestAgentDamagedState(t *testing.T) {
 			l.mustJSON(&ar, "policy", "apply", l.writePolicy("repair.yaml", p))
 			st = l.status()
 			if len(st.Damage) != 0 || st.Policy.Revision != ar.NewRevision {
-				t.Fatalf("after the repair: damage %q, revision %d, want none and %d", st.Damage, st.Policy.Revision, ar.NewRevision)
+				t.Fatalf("after the repair: damage %q, revision %d, want none and %d", st.Damage, st.Policy.Revision,
+					ar.NewRevision)
 			}
 			if code, body := l.scrape("/readyz"); code != 200 {
 				t.Errorf("/readyz after the repair: %d %s", code, body)
@@ -304,7 +306,8 @@ func TestAgentDamagedState(t *testing.T) {
 			l.agent.stop()
 			l.start(v1)
 			if st := l.status(); len(st.Damage) != 0 || st.Policy.Revision != ar.NewRevision {
-				t.Fatalf("after a restart: damage %q, revision %d, want none and %d", st.Damage, st.Policy.Revision, ar.NewRevision)
+				t.Fatalf("after a restart: damage %q, revision %d, want none and %d", st.Damage, st.Policy.Revision,
+					ar.NewRevision)
 			}
 		})
 	}

@@ -65,9 +65,10 @@ func TestSegmentLimit(t *testing.T) {
 // TestPortLimits: a port that does not fit 16 bits is an error in YAML and JSON (never a
 // wrapped port), and more distinct ranges for one destination than a rule holds are refused.
 func TestPortLimits(t *testing.T) {
+	rule := "  quarantine:\n    allow:\n      - to: {gateway: true}\n        proto: tcp\n        ports: "
 	for _, doc := range []string{
-		withSpec("  quarantine:\n    allow:\n      - to: {gateway: true}\n        proto: tcp\n        ports: [65536]\n"),
-		withSpec("  quarantine:\n    allow:\n      - to: {gateway: true}\n        proto: tcp\n        ports: [65536-65999]\n"),
+		withSpec(rule + "[65536]\n"),
+		withSpec(rule + "[65536-65999]\n"),
 		`{"apiVersion": "ztgate/v1", "kind": "Policy", "metadata": {"name": "p"}, "spec": {"quarantine": ` +
 			`{"allow": [{"to": {"gateway": true}, "proto": "tcp", "ports": [65536]}]}}}`,
 		`{"apiVersion": "ztgate/v1", "kind": "Policy", "metadata": {"name": "p"}, "spec": {"quarantine": ` +
@@ -173,8 +174,9 @@ func TestCompileCapacity(t *testing.T) {
 	}
 	big.Spec.Segments = []Segment{seg}
 	for i := range 50 {
-		big.Spec.Devices = append(big.Spec.Devices, Device{Name: fmt.Sprintf("d%d", i), MAC: fmt.Sprintf("02:00:00:00:01:%02x", i),
-			Segment: "s", Allow: []Rule{{To: Target{CIDR: fmt.Sprintf("192.168.0.%d/32", i)}}}})
+		big.Spec.Devices = append(big.Spec.Devices, Device{Name: fmt.Sprintf("d%d", i),
+			MAC: fmt.Sprintf("02:00:00:00:01:%02x", i), Segment: "s",
+			Allow: []Rule{{To: Target{CIDR: fmt.Sprintf("192.168.0.%d/32", i)}}}})
 	}
 	if err := big.Validate(); err != nil {
 		t.Fatal(err)

@@ -20,7 +20,8 @@ func SmallFS(t testing.TB, size int) string {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
+	opts := fmt.Sprintf("size=%d,mode=0700", size)
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		t.Fatalf("mount a tmpfs on %s: %v", dir, err)
 	}
 	t.Cleanup(func() {

@@ -155,7 +155,8 @@ func (l *Log) Append(r api.AuditRecord) (api.AuditRecord, error) {
 	}
 	if l.broken != nil {
 		if err := l.cutBack(); err != nil {
-			return api.AuditRecord{}, fmt.Errorf("audit log %s unusable after a failed write (%w): %w", l.path, l.broken, err)
+			return api.AuditRecord{}, fmt.Errorf("audit log %s unusable after a failed write (%w): %w",
+				l.path, l.broken, err)
 		}
 	}
 	if r.Time.IsZero() {
