@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +45,9 @@ type Agent struct {
 	dp     *loader.Datapath
 	maps   *maps.Maps
 	lim    maps.Limits
+
+	unlockPins func() // releases the pin directory's owner lock (loader.LockPinDir)
+	damage     damage // what was found damaged at start (reported until an apply)
 
 	applyMu sync.Mutex // serialises policy changes
 	// polMu guards the content of the policy and snapshot in force, which a device change
@@ -111,10 +113,13 @@ func start(cfg Config, log *slog.Logger) (_ *Agent, err error) {
 	if a.unlock, err = a.store.lock(); err != nil {
 		return nil, err
 	}
-	if a.audit, err = audit.Open(filepath.Join(cfg.StateDir, auditFile)); err != nil {
-		return nil, fmt.Errorf("open audit log: %w", err)
-	}
 	lc := cfg.loaderConfig()
+	if a.unlockPins, err = loader.LockPinDir(lc.PinDir); err != nil {
+		return nil, err
+	}
+	if err = a.openAudit(); err != nil {
+		return nil, err
+	}
 	if a.dp, err = loader.Open(lc); err != nil {
 		return nil, err
 	}
@@ -178,7 +183,7 @@ func (a *Agent) serve(ctx context.Context) error {
 			api.Close()
 			return fmt.Errorf("metrics: listen %s: %w", a.cfg.MetricsAddress, err)
 		}
-		h := metrics.Handler(reg, a.isReady)
+		h := metrics.Handler(reg, func() bool { return a.isReady() && !a.damage.any() })
 		if a.cfg.Pprof {
 			mux := http.NewServeMux()
 			mux.Handle("/", h)
@@ -271,6 +276,9 @@ func (a *Agent) close() {
 	}
 	if a.journal != nil {
 		a.journal.f.Close()
+	}
+	if a.unlockPins != nil {
+		a.unlockPins()
 	}
 	if a.unlock != nil {
 		a.unlock()

@@ -269,10 +269,11 @@ func (a *Agent) changeDevice(name, filename string, doc []byte, who caller) (*ap
 		summary = "put device " + name
 	}
 	var ph changePhases
-	res, hash, err := a.changeLocked(old, name, filename, doc, &ph)
+	rec := api.AuditRecord{Action: api.ActionDevice, Change: summary, UID: who.uid, GID: who.gid, PID: who.pid,
+		OldRevision: old.meta.Revision}
+	res, err := a.changeLocked(old, name, filename, doc, &ph, &rec)
 	d := time.Since(t0)
-	a.recordChange(api.AuditRecord{Action: api.ActionDevice, Change: summary, UID: who.uid, GID: who.gid, PID: who.pid,
-		OldRevision: old.meta.Revision, PolicyHash: hash}, res, err, d)
+	a.recordChange(rec, err, d)
 	if err != nil {
 		a.log.Warn("device change rejected", "change", summary, "uid", who.uid, "revision", old.meta.Revision, "err", err)
 		return nil, err
@@ -294,10 +295,11 @@ type changePhases struct {
 	swap    maps.ApplyStats
 }
 
-func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph *changePhases) (*api.ApplyResult, string, error) {
+func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph *changePhases,
+	audit *api.AuditRecord) (*api.ApplyResult, error) {
 	t := time.Now()
 	if old.ed == nil {
-		return nil, "", &rejectError{kind: api.KindRejected,
+		return nil, &rejectError{kind: api.KindRejected,
 			err: errors.New("no policy document in force to change: apply a whole policy first")}
 	}
 	ed := old.ed
@@ -312,17 +314,17 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	if doc != nil {
 		if len(doc) > a.maxPolicyBytes() {
 			msg := fmt.Sprintf("the device document is larger than the agent's max_policy_bytes (%d)", a.maxPolicyBytes())
-			return nil, "", &rejectError{kind: api.KindInvalidPolicy, err: fmt.Errorf("%s: %s", filename, msg),
+			return nil, &rejectError{kind: api.KindInvalidPolicy, err: fmt.Errorf("%s: %s", filename, msg),
 				fields: []api.FieldError{{File: filename, Message: msg}}}
 		}
 		nd, locate, perr := policy.ParseDevice(filename, doc)
 		if perr != nil {
-			return nil, "", &rejectError{kind: api.KindInvalidPolicy, fields: api.FieldErrors(perr),
+			return nil, &rejectError{kind: api.KindInvalidPolicy, fields: api.FieldErrors(perr),
 				err: fmt.Errorf("invalid device %s: %w", filename, perr)}
 		}
 		if nd.Name != name {
 			msg := fmt.Sprintf("the document names device %q, the request %q", nd.Name, name)
-			return nil, "", &rejectError{kind: api.KindInvalidPolicy, err: fmt.Errorf("%s: %s", filename, msg),
+			return nil, &rejectError{kind: api.KindInvalidPolicy, err: fmt.Errorf("%s: %s", filename, msg),
 				fields: []api.FieldError{{File: filename, Field: "name", Message: msg}}}
 		}
 		c := *nd
@@ -336,21 +338,23 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	}
 	hash := chainHash(old.meta.Hash, doc)
 	rec.Hash = hash
+	audit.PolicyHash = hash
 	if err != nil {
 		if errors.Is(err, policy.ErrNotFound) {
-			return nil, hash, err
+			return nil, err
 		}
 		if fields := api.FieldErrors(err); len(fields) > 0 {
-			return nil, hash, &rejectError{kind: api.KindInvalidPolicy, fields: fields, err: fmt.Errorf("invalid device: %w", err)}
+			return nil, &rejectError{kind: api.KindInvalidPolicy, fields: fields,
+				err: fmt.Errorf("invalid device: %w", err)}
 		}
-		return nil, hash, &rejectError{kind: api.KindRejected, err: fmt.Errorf("cannot enforce the change: %w", err)}
+		return nil, &rejectError{kind: api.KindRejected, err: fmt.Errorf("cannot enforce the change: %w", err)}
 	}
 	if err := a.maps.CheckDelta(d, a.lim); err != nil {
 		var ce *maps.CapacityError
 		if errors.As(err, &ce) {
-			return nil, hash, capacityReject(filename, ce)
+			return nil, capacityReject(filename, ce)
 		}
-		return nil, hash, err
+		return nil, err
 	}
 	if len(d.Devices.Keys) > 0 {
 		rec.DevID = d.Devices.Vals[0].DevId
@@ -360,19 +364,23 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 	// Journal first: after a crash at any point the agent restores every change it confirmed
 	// (and the one it was making, if its record was complete).
 	if a.journalBroken {
-		return nil, hash, errors.New("the device change journal could not be repaired after a failed change: apply a whole policy to continue")
+		return nil, errors.New("the device change journal could not be repaired after a failed change: " +
+			"apply a whole policy to continue")
 	}
 	if a.journal == nil {
 		if a.journal, err = a.store.openJournal(); err != nil {
-			return nil, hash, err
+			return nil, err
 		}
+	}
+	if err := a.auditAccepted(audit, rec.Revision); err != nil {
+		return nil, err
 	}
 	size := a.journal.size
 	if err := a.journal.append(rec); err != nil {
 		if errors.Is(err, errJournalDamaged) {
 			a.disown(rec.Revision)
 		}
-		return nil, hash, err
+		return nil, err
 	}
 	ph.journal = since(&t)
 	if err := a.maps.ApplyDelta(d, ed.Snapshot(), a.lim); err != nil {
@@ -380,7 +388,7 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 			a.log.Error("remove the journal record of a failed change", "err", uerr)
 			a.disown(rec.Revision)
 		}
-		return nil, hash, err
+		return nil, err
 	}
 	ph.maps = since(&t)
 	ph.swap = a.maps.LastApply()
@@ -410,7 +418,7 @@ func (a *Agent) changeLocked(old *current, name, filename string, doc []byte, ph
 		n = []policy.Device{*after}
 	}
 	diff := policy.Compare(&policy.Policy{Spec: policy.Spec{Devices: o}}, &policy.Policy{Spec: policy.Spec{Devices: n}})
-	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: d.Revision, Hash: hash, Changes: diff}, hash, nil
+	return &api.ApplyResult{OldRevision: old.meta.Revision, NewRevision: d.Revision, Hash: hash, Changes: diff}, nil
 }
 
 // disown makes sure the journal record of revision rev, whose change failed, is never

@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/maps"
 	"github.com/ztgate/ztgate/policy"
 )
@@ -87,24 +89,73 @@ var capacityFields = map[string][2]string{
 
 // capacityReject turns a capacity error of the maps into a rejection naming the file.
 func capacityReject(filename string, ce *maps.CapacityError) *rejectError {
-	f := capacityFields[ce.Map]
-	msg := fmt.Sprintf("the policy needs %d entries in %s, the agent's capacity is %d (agent setting %s)", ce.Count, ce.Map, ce.Capacity, f[1])
+	return capacityRejectN(filename, ce.Map, strconv.Itoa(ce.Count), ce.Capacity)
+}
+
+// capacityRejectN is capacityReject with the count needed (n) in words.
+func capacityRejectN(filename, mapName, n string, capacity int) *rejectError {
+	f := capacityFields[mapName]
+	msg := fmt.Sprintf("the policy needs %s entries in %s, the agent's capacity is %d (agent setting %s)",
+		n, mapName, capacity, f[1])
 	return &rejectError{kind: api.KindRejected, err: fmt.Errorf("%s: %s", filename, msg),
 		fields: []api.FieldError{{File: filename, Field: f[0], Message: msg}}}
 }
 
-// compile compiles p as revision rev over the policy in force.
+// compileHook, when set (by tests), runs after each compile of a validate or an apply.
+var compileHook func(filename string)
+
+// limits are the datapath's capacities, for Compile to stop as soon as a policy exceeds them.
+func (a *Agent) limits() policy.Limits {
+	return policy.Limits{Devices: a.lim.Devices, Addrs: a.lim.Addrs, Rules: a.lim.Rules, Prefixes: a.lim.Prefixes}
+}
+
+// checkCounts rejects a policy with more devices or addresses than the maps hold (each is one
+// entry) before it is compiled; rules and prefixes are counted as the compile goes.
+func (a *Agent) checkCounts(filename string, p *policy.Policy) error {
+	addrs := 0
+	for i := range p.Spec.Devices {
+		addrs += len(p.Spec.Devices[i].IPv4) + len(p.Spec.Devices[i].IPv6)
+	}
+	for _, c := range []struct {
+		name     string
+		n, limit int
+	}{{bpf.ZtgateMapZtDevices, len(p.Spec.Devices), a.lim.Devices}, {bpf.ZtgateMapZtAddrs, addrs, a.lim.Addrs}} {
+		if c.limit > 0 && c.n > c.limit {
+			return capacityReject(filename, &maps.CapacityError{Map: c.name, Count: c.n, Capacity: c.limit})
+		}
+	}
+	return nil
+}
+
+// compile compiles p as revision rev over the policy whose device ids are prev's, within the
+// datapath's capacities.
 func (a *Agent) compile(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot) (*policy.Snapshot, error) {
-	s, err := policy.Compile(p, policy.CompileOptions{Revision: rev, Ifindex: a.portIndex, Prev: prev})
+	if err := a.checkCounts(filename, p); err != nil {
+		return nil, err
+	}
+	s, err := policy.Compile(p, policy.CompileOptions{Revision: rev, Ifindex: a.portIndex, Prev: prev, Limits: a.limits()})
+	if compileHook != nil {
+		compileHook(filename)
+	}
 	if err != nil {
 		return nil, compileReject(filename, err)
 	}
 	return s, nil
 }
 
-// edit is compile keeping the compiler's state, for device changes (the Editor owns p).
-func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot) (*policy.Editor, error) {
-	ed, err := policy.NewEditor(p, policy.CompileOptions{Revision: rev, Ifindex: a.portIndex, Prev: prev})
+// edit is compile keeping the compiler's state, for device changes (the Editor owns p). lim
+// is zero for a policy accepted before (restored at start), which is never refused for its size.
+func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot,
+	lim policy.Limits) (*policy.Editor, error) {
+	if lim != (policy.Limits{}) {
+		if err := a.checkCounts(filename, p); err != nil {
+			return nil, err
+		}
+	}
+	ed, err := policy.NewEditor(p, policy.CompileOptions{Revision: rev, Ifindex: a.portIndex, Prev: prev, Limits: lim})
+	if compileHook != nil {
+		compileHook(filename)
+	}
 	if err != nil {
 		return nil, compileReject(filename, err)
 	}
@@ -112,6 +163,14 @@ func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy
 }
 
 func compileReject(filename string, err error) error {
+	var ce *policy.CapacityError
+	if errors.As(err, &ce) {
+		n := strconv.Itoa(ce.Count)
+		if ce.AtLeast {
+			n = "more than " + strconv.Itoa(ce.Capacity)
+		}
+		return capacityRejectN(filename, ce.Map, n, ce.Capacity)
+	}
 	fields := api.FieldErrors(err)
 	if len(fields) == 0 {
 		fields = []api.FieldError{{File: filename, Message: err.Error()}}
@@ -143,7 +202,7 @@ func (a *Agent) restore() error {
 	}
 	st, err := a.store.load()
 	if err != nil {
-		return err
+		return a.startDamaged(partState, err, pinned)
 	}
 	switch {
 	case st != nil:
@@ -157,22 +216,22 @@ func (a *Agent) restore() error {
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 		}
-		ed, err := a.edit(st.Filename, p, st.Revision, prev)
+		ed, err := a.edit(st.Filename, p, st.Revision, prev, policy.Limits{})
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 		}
 		// The device changes made since the state file was written.
 		recs, err := a.store.readJournal()
 		if err != nil {
-			return err
+			return a.startDamaged(partJournal, err, pinned)
 		}
 		rejected, err := a.store.readRejected()
 		if err != nil {
-			return err
+			return a.startDamaged(partJournal, err, pinned)
 		}
 		last, err := replay(ed, recs, st.Revision, st.Hash, rejected, a.log.Warn)
 		if err != nil {
-			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
+			return a.startDamaged(partJournal, fmt.Errorf("persisted policy revision %d: %w", st.Revision, err), pinned)
 		}
 		if last == nil && (len(recs) > 0 || rejected != 0) {
 			// Nothing to replay: what the journal holds is in the state file or failed.
@@ -232,6 +291,7 @@ func (a *Agent) restore() error {
 		a.cur.Store(&current{meta: meta(p, rev, st.Hash, st.AppliedAt), yaml: []byte(st.YAML), filename: st.Filename, pol: p, snap: snap, ed: ed})
 		go a.index(ed)
 		a.saved = st
+		a.auditRestored(rev, st.Hash)
 		return nil
 	case a.cfg.Policy != "":
 		a.cur.Store(&current{meta: api.PolicyMeta{Revision: pinned}, snap: a.readPinned(pinned)})
@@ -252,6 +312,39 @@ func (a *Agent) restore() error {
 		}
 		return nil
 	}
+}
+
+// auditRestored records revision rev (policy hash hash), restored at start, unless the audit
+// log already ends with it in force: the agent may have stopped after recording a change and
+// before making it, or an older agent may have made a change it had not recorded yet.
+func (a *Agent) auditRestored(rev uint64, hash string) {
+	rs, err := a.audit.Records()
+	if err != nil {
+		a.log.Error("audit log: cannot record the restored revision", "revision", rev, "err", err)
+		return
+	}
+	// The revision in force after each change record: its new one if accepted, else its old.
+	var recorded uint64
+	for _, r := range rs {
+		switch {
+		case r.Action != api.ActionApply && r.Action != api.ActionDevice && r.Action != api.ActionRestore:
+		case r.Result == api.ResultAccepted:
+			recorded = r.NewRevision
+		case r.Result == api.ResultRejected:
+			recorded = r.OldRevision
+		}
+	}
+	if recorded == rev {
+		return
+	}
+	rec := api.AuditRecord{Action: api.ActionRestore, UID: self.uid, GID: self.gid, PID: self.pid,
+		OldRevision: recorded, NewRevision: rev, PolicyHash: hash, Result: api.ResultAccepted}
+	if _, err := a.audit.Append(rec); err != nil {
+		a.log.Error("audit log: cannot record the restored revision", "revision", rev, "err", err)
+		return
+	}
+	a.log.Warn("audit log: recorded the restored revision, which the log did not end with",
+		"revision", rev, "recorded_revision", recorded)
 }
 
 // readPinned reads back a pinned policy the state directory does not describe, so that the
@@ -277,10 +370,11 @@ func (a *Agent) apply(filename string, doc []byte, who caller) (*api.ApplyResult
 	var ph applyPhases
 	hash := policyHash(doc)
 	ph.hash = time.Since(t0)
-	res, err := a.applyLocked(old, filename, doc, hash, &ph)
+	rec := api.AuditRecord{Action: api.ActionApply, UID: who.uid, GID: who.gid, PID: who.pid,
+		OldRevision: old.meta.Revision, PolicyHash: hash}
+	res, err := a.applyLocked(old, filename, doc, hash, &ph, &rec)
 	d := time.Since(t0)
-	a.recordChange(api.AuditRecord{Action: api.ActionApply, UID: who.uid, GID: who.gid, PID: who.pid,
-		OldRevision: old.meta.Revision, PolicyHash: hash}, res, err, d)
+	a.recordChange(rec, err, d)
 	if err != nil {
 		a.log.Warn("policy rejected", "file", filename, "uid", who.uid, "revision", old.meta.Revision, "err", err)
 		return nil, err
@@ -295,21 +389,31 @@ func (a *Agent) apply(filename string, doc []byte, who caller) (*api.ApplyResult
 	return res, nil
 }
 
-// recordChange audits a policy change (rec: who, what, the old revision) and counts it in
-// the metrics: accepted with res's revision, or rejected with err.
-func (a *Agent) recordChange(rec api.AuditRecord, res *api.ApplyResult, err error, d time.Duration) {
-	rec.Result, rec.NewRevision = api.ResultAccepted, rec.OldRevision
+// recordChange audits a policy change that failed with err (rec: who, what, the old revision;
+// the accepted record of a change, failed or not, was written by auditAccepted before anything
+// changed) and counts the change in the metrics.
+func (a *Agent) recordChange(rec api.AuditRecord, err error, d time.Duration) {
 	if err != nil {
-		rec.Result, rec.Error = api.ResultRejected, err.Error()
-	} else {
-		rec.NewRevision = res.NewRevision
-	}
-	if _, aerr := a.audit.Append(rec); aerr != nil {
-		a.log.Error("audit log", "err", aerr)
+		rec.Result, rec.NewRevision, rec.Error = api.ResultRejected, rec.OldRevision, err.Error()
+		if _, aerr := a.audit.Append(rec); aerr != nil {
+			a.log.Error("audit log", "err", aerr)
+		}
 	}
 	if a.metrics != nil {
 		a.metrics.ObserveApply(err == nil, d)
 	}
+}
+
+// auditAccepted writes the accepted record of a change to revision rev (rec: who, what, the old
+// revision) before the change is made: a change that cannot be recorded is refused, and changes
+// nothing. Should the change fail after all, recordChange records that too.
+func (a *Agent) auditAccepted(rec *api.AuditRecord, rev uint64) error {
+	r := *rec
+	r.Result, r.NewRevision = api.ResultAccepted, rev
+	if _, err := a.audit.Append(r); err != nil {
+		return fmt.Errorf("the change cannot be recorded in the audit log, nothing was changed: %w", err)
+	}
+	return nil
 }
 
 // applyPhases is where the time of an apply goes (logged with "policy applied").
@@ -332,7 +436,8 @@ func since(t *time.Time) time.Duration {
 	return d
 }
 
-func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash string, ph *applyPhases) (*api.ApplyResult, error) {
+func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash string, ph *applyPhases,
+	rec *api.AuditRecord) (*api.ApplyResult, error) {
 	t := time.Now()
 	p, err := a.parse(filename, doc)
 	if err != nil {
@@ -340,7 +445,7 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	}
 	ph.parse = since(&t)
 	rev := old.meta.Revision + 1
-	ed, err := a.edit(filename, p, rev, old.snap)
+	ed, err := a.edit(filename, p, rev, old.snap, a.limits())
 	if err != nil {
 		return nil, err
 	}
@@ -375,11 +480,16 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	prevState := a.saved
 	if prevState == nil {
 		var err error
-		if prevState, err = a.store.load(); err != nil {
+		// A state file found damaged at start is replaced (a copy of it was kept).
+		if prevState, err = a.store.load(); err != nil && !a.damage.has(partState) {
 			return nil, err
 		}
 	}
-	// Persist first: after a crash at any point the agent restores a policy that was accepted.
+	// Audit, then persist: after a crash at any point the agent restores a policy that was
+	// accepted and recorded.
+	if err := a.auditAccepted(rec, rev); err != nil {
+		return nil, err
+	}
 	if err := a.store.save(st); err != nil {
 		return nil, err
 	}
@@ -416,6 +526,10 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	}
 	a.cur.Store(&current{meta: meta(p, rev, hash, now), yaml: doc, filename: filename, pol: p, snap: snap, ed: ed})
 	go a.index(ed)
+	if a.damage.any() {
+		a.damage.clear()
+		a.log.Info("the state directory is repaired: the applied policy replaced what was damaged", "revision", rev)
+	}
 	t = time.Now()
 	ph.compare = <-compared // its own duration, on the other CPU
 	compared = nil
@@ -437,10 +551,20 @@ func (a *Agent) validate(filename string, doc []byte) (*api.ValidateResult, *pol
 	if err != nil {
 		return nil, nil, err
 	}
-	a.polMu.RLock() // cur.snap (the ids to keep) changes with device changes
+	// The ids to keep, copied: a device change modifies cur.snap in place, and the compile
+	// must not hold polMu (a change waiting for it would hold up every reader).
+	a.polMu.RLock()
 	cur := a.cur.Load()
-	snap, err := a.compile(filename, p, cur.meta.Revision+1, cur.snap)
+	var prev *policy.Snapshot
+	if cur.snap != nil {
+		devs := make(map[bpf.DevKey]bpf.DevRec, len(cur.snap.Devices))
+		for k, v := range cur.snap.Devices {
+			devs[k] = v
+		}
+		prev = &policy.Snapshot{Devices: devs}
+	}
 	a.polMu.RUnlock()
+	snap, err := a.compile(filename, p, cur.meta.Revision+1, prev)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -38,6 +38,7 @@ func (a *Agent) status() api.Status {
 	}
 	st.Events.Read = a.events.read.Load()
 	st.Events.Dropped = a.events.dropped.Load()
+	st.Damage = a.damage.report()
 	return st
 }
 
@@ -121,6 +122,10 @@ func (s source) State() metrics.State {
 	}
 	st.EventsRead = s.a.events.read.Load()
 	st.EventsDropped = s.a.events.dropped.Load()
+	st.Damaged = map[string]bool{}
+	for _, p := range damageParts {
+		st.Damaged[p] = s.a.damage.has(p)
+	}
 	return st
 }
 

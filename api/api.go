@@ -106,6 +106,9 @@ type Status struct {
 	Interfaces []Interface `json:"interfaces"`
 	Maps       []MapUsage  `json:"maps"`
 	Events     EventStats  `json:"events"`
+	// Damage lists what the agent found damaged in its state directory at start ("part:
+	// problem"): it enforces fail-closed and reports it until a policy is applied.
+	Damage []string `json:"damage,omitempty"`
 }
 
 // PolicyMeta identifies the policy in force. Revision 0: none (the datapath drops everything
@@ -242,6 +245,7 @@ const (
 	ActionApply   = "apply"
 	ActionDevice  = "device" // a one-device change (put or delete)
 	ActionConnect = "connect"
+	ActionRestore = "restore" // the agent put in force at start a revision the log did not end with
 )
 
 // ErrUnreachable wraps every failure to reach the agent (no socket, connection refused).

@@ -120,6 +120,66 @@ func lockDir(dir string) (func(), error) {
 	return func() { unix.Close(fd) }, nil
 }
 
+// ownerDir is the directory below the pin directory whose flock an agent holds for its
+// lifetime (bpffs holds no regular files, so the lock is a directory's).
+const ownerDir = "owner"
+
+// LockPinDir takes the owner lock of pinDir without waiting, creating the directory when
+// needed: one agent per datapath, released by the kernel when the process ends however it
+// ends. When another process holds it, the error names its pid. unlock releases the lock.
+func LockPinDir(pinDir string) (unlock func(), err error) {
+	if pinDir == "" || !filepath.IsAbs(pinDir) {
+		return nil, fmt.Errorf("lock pin dir %q: must be an absolute path", pinDir)
+	}
+	pinDir = filepath.Clean(pinDir)
+	if err := ensureBPFFS(pinDir); err != nil {
+		return nil, fmt.Errorf("lock pin dir: %w", err)
+	}
+	dir := filepath.Join(pinDir, ownerDir)
+	if err := mkdirPins(dir); err != nil {
+		return nil, fmt.Errorf("lock pin dir: %w", err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("lock pin dir: %w", err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		defer unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			if pid := flockHolder(fd); pid > 0 {
+				return nil, fmt.Errorf("pin dir %s is in use by another agent (pid %d)", pinDir, pid)
+			}
+			return nil, fmt.Errorf("pin dir %s is in use by another agent", pinDir)
+		}
+		return nil, fmt.Errorf("lock pin dir %s: %w", pinDir, err)
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// flockHolder returns the pid /proc/locks gives for the flock on the file of fd, or 0.
+func flockHolder(fd int) int {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return 0
+	}
+	data, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return 0
+	}
+	want := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	for _, line := range strings.Split(string(data), "\n") {
+		// "1: FLOCK  ADVISORY  WRITE 1234 00:27:44055 0 EOF"; waiters are marked "->".
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[1] == "FLOCK" && f[5] == want {
+			var pid int
+			if _, err := fmt.Sscan(f[4], &pid); err == nil {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
 // Uninstall removes the datapath pinned under pinDir (the PinDir of Config, e.g.
 // /sys/fs/bpf/ztgate): it detaches and unpins every XDP link (enforcement stops), unpins every
 // map (the kernel frees each one when its last user is gone) and removes the directory, for

@@ -43,6 +43,7 @@ type State struct {
 	Interfaces    []Interface       // the interfaces the agent manages
 	EventsRead    uint64            // events decoded by the agent
 	EventsDropped uint64            // events not delivered to slow stream consumers
+	Damaged       map[string]bool   // part of the state directory -> found damaged at start, not repaired
 }
 
 // Interface is one interface the agent attaches to.
@@ -114,6 +115,9 @@ var (
 	descIfRepairs = desc("interface", "repairs_total",
 		"Tampering the agent repaired on an interface: its XDP program found removed and attached again, "+
 			"or its link's pin found removed and pinned again.", "interface")
+	descDamaged = desc("state", "damaged",
+		"Whether the agent found this part of its state directory damaged at start and enforces fail-closed "+
+			"until a policy is applied (1) or not (0).", "part")
 	descBuildInfo = desc("", "build_info",
 		"Build information of the agent; the value is always 1.", "version", "goversion")
 )
@@ -181,7 +185,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descPackets, descBytes, descSegPackets, descSegBytes,
 		descEvEmitted, descEvLost, descEvSuppressed, descEvRead, descEvDropped,
 		descMapEntries, descMapCapacity, descRevision, descAttached, descIfState, descIfAttaches, descIfRepairs,
-		descBuildInfo,
+		descDamaged, descBuildInfo,
 	} {
 		ch <- d
 	}
@@ -221,6 +225,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- counter(descIfAttaches, ifc.Attaches, ifc.Name)
 		ch <- counter(descIfRepairs, ifc.Repairs, ifc.Name)
+	}
+	for part, damaged := range st.Damaged {
+		v := 0.0
+		if damaged {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descDamaged, prometheus.GaugeValue, v, part)
 	}
 	ch <- c.buildInfo
 

@@ -69,6 +69,7 @@ func newFake() *fakeSource {
 			},
 			EventsRead:    38,
 			EventsDropped: 3,
+			Damaged:       map[string]bool{"state": false, "journal": true, "audit": false},
 		},
 	}
 	f.counters[bpf.VerdictPass][bpf.ReasonAllow] = bpf.Counter{Packets: 100, Bytes: 6400}
@@ -177,6 +178,7 @@ var allFamilies = []string{
 	"ztgate_policy_revision",
 	"ztgate_segment_bytes_total",
 	"ztgate_segment_packets_total",
+	"ztgate_state_damaged",
 }
 
 func TestAllFamiliesPresent(t *testing.T) {

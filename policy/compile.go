@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -34,6 +35,46 @@ type CompileOptions struct {
 	// Prev is the snapshot in force, if any: devices keep their dev_id (and so their counters)
 	// across revisions, and ids it used are not handed to other devices in this revision.
 	Prev *Snapshot
+	// Limits, when set, are the datapath's capacities: Compile fails with a *CapacityError as
+	// soon as the snapshot needs more, so that a policy far over capacity costs little.
+	Limits Limits
+}
+
+// Limits are the capacities of the datapath's policy maps (see loader.Config); 0 is no limit.
+type Limits struct {
+	Devices, Addrs, Rules, Prefixes int
+}
+
+// CapacityError is a policy that needs more entries in a datapath map than it holds.
+type CapacityError struct {
+	Map      string // e.g. zt_rules
+	Count    int    // entries needed, or (AtLeast) entries when Compile stopped
+	Capacity int
+	AtLeast  bool
+}
+
+func (e *CapacityError) Error() string {
+	more := ""
+	if e.AtLeast {
+		more = "at least "
+	}
+	return fmt.Sprintf("%s: %s%d entries exceed the capacity of %d", e.Map, more, e.Count, e.Capacity)
+}
+
+// over reports a count over a limit (0: none).
+func over(name string, n, limit int, atLeast bool) error {
+	if limit > 0 && n > limit {
+		return &CapacityError{Map: name, Count: n, Capacity: limit, AtLeast: atLeast}
+	}
+	return nil
+}
+
+// capacity fails once the snapshot being compiled holds more rules or prefixes than fit.
+func (c *compiler) capacity() error {
+	if err := over(bpf.ZtgateMapZtRules, len(c.snap.Rules), c.opt.Limits.Rules, true); err != nil {
+		return err
+	}
+	return over(bpf.ZtgateMapZtPrefixes, len(c.snap.Prefixes), c.opt.Limits.Prefixes, true)
 }
 
 // Compile turns a valid policy into the content of one datapath policy slot. It is pure: no
@@ -48,6 +89,13 @@ func compile(p *Policy, opt CompileOptions) (*Snapshot, *compiler, error) {
 	n, addrs := len(p.Spec.Devices), 0
 	for i := range p.Spec.Devices {
 		addrs += len(p.Spec.Devices[i].IPv4) + len(p.Spec.Devices[i].IPv6)
+	}
+	// Every device and address is one entry: what does not fit is refused before any work.
+	if err := over(bpf.ZtgateMapZtDevices, n, opt.Limits.Devices, false); err != nil {
+		return nil, nil, err
+	}
+	if err := over(bpf.ZtgateMapZtAddrs, addrs, opt.Limits.Addrs, false); err != nil {
+		return nil, nil, err
 	}
 	c := &compiler{
 		p:         p,
@@ -72,6 +120,15 @@ func compile(p *Policy, opt CompileOptions) (*Snapshot, *compiler, error) {
 	return c.snap, c, nil
 }
 
+// Largest ids the datapath's fields hold: ids count from 1 and wrapping one would alias two
+// destinations, so the compiler refuses a policy that needs more. Variables, for the tests.
+var (
+	maxSegmentID = uint64(math.MaxUint16) // zt_dev_rec.segment, zt_addr_val.segment
+	maxDevID     = uint64(math.MaxUint32) // dev_id
+	maxRulesetID = uint64(math.MaxUint32) // zt_dev_rec.ruleset, the rule and prefix keys
+	maxGroupID   = uint64(math.MaxUint32) // zt_prefix_val.group, the prefix selector id
+)
+
 type compiler struct {
 	p        *Policy
 	opt      CompileOptions
@@ -92,12 +149,17 @@ type compiler struct {
 
 func (c *compiler) run() error {
 	spec := &c.p.Spec
+	if n := len(spec.Segments); uint64(n) > maxSegmentID {
+		return atPath("spec.segments", fmt.Errorf("has %d segments, at most %d are allowed", n, maxSegmentID))
+	}
 	for i, s := range spec.Segments {
 		id := uint16(i + 1)
 		c.segIDs[s.Name] = id
 		c.snap.SegmentNames[id] = s.Name
 	}
-	c.assignDevIDs()
+	if err := c.assignDevIDs(); err != nil {
+		return err
+	}
 	c.rsFlags = []uint16{0} // rule set 0 is never used
 
 	cfg := &c.snap.Config
@@ -156,7 +218,7 @@ func (c *compiler) run() error {
 
 // assignDevIDs keeps the dev_id of every device whose MAC the previous snapshot knew, and gives
 // new devices the lowest ids the previous snapshot did not use.
-func (c *compiler) assignDevIDs() {
+func (c *compiler) assignDevIDs() error {
 	used := map[uint32]bool{ZeroDevID: true}
 	if c.opt.Prev != nil {
 		for _, d := range c.opt.Prev.Devices {
@@ -174,10 +236,14 @@ func (c *compiler) assignDevIDs() {
 		for used[next] {
 			next++
 		}
+		if uint64(next) > maxDevID || next == 0 {
+			return atPath("spec.devices", fmt.Errorf("more than %d device ids needed", maxDevID))
+		}
 		used[next] = true
 		c.devIDs[d.Name] = next
 		c.snap.Fresh = append(c.snap.Fresh, next)
 	}
+	return nil
 }
 
 // ZeroDevID is the dev_id of frames whose device is not identified.
@@ -452,6 +518,9 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 	}
 	// On error nothing of the compiler's state but the snapshot's maps has changed (the
 	// Editor compiles into a scratch snapshot and relies on it).
+	if uint64(len(c.rsFlags)) > maxRulesetID {
+		return 0, atPath(path, fmt.Errorf("more than %d distinct rule lists", maxRulesetID))
+	}
 	id := uint32(len(c.rsFlags))
 	g0 := c.groups
 	defer func() {
@@ -485,17 +554,35 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 		}
 		return a.Bits() - b.Bits()
 	})
+	// In that order every prefix comes after the prefixes that contain it, and those form a
+	// chain: a stack of the chain gives the closest one, whose closure already holds the others.
+	type link struct {
+		p      netip.Prefix
+		closed protoPorts
+	}
+	var chain []link
 	for _, p := range order {
+		for len(chain) > 0 && !contains(chain[len(chain)-1].p, p) {
+			chain = chain[:len(chain)-1]
+		}
 		closed := protoPorts{}
-		for q, pp := range prefixes {
-			if q.Addr().Is4() == p.Addr().Is4() && q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
-				for proto, ps := range pp {
-					if closed[proto] == nil {
-						closed[proto] = &portSet{}
-					}
-					closed[proto].union(ps)
-				}
+		if len(chain) > 0 {
+			for proto, ps := range chain[len(chain)-1].closed {
+				closed[proto] = &portSet{all: ps.all, ranges: slices.Clone(ps.ranges)}
 			}
+		}
+		for proto, ps := range prefixes[p] {
+			if closed[proto] == nil {
+				closed[proto] = &portSet{}
+			}
+			closed[proto].union(ps)
+			if !closed[proto].all {
+				closed[proto].ranges = closed[proto].merged()
+			}
+		}
+		chain = append(chain, link{p, closed})
+		if uint64(c.groups) >= maxGroupID {
+			return 0, atPath(path, fmt.Errorf("more than %d prefix groups", maxGroupID))
 		}
 		c.groups++
 		g := c.groups
@@ -528,7 +615,12 @@ func (c *compiler) emit(rs uint32, s selector, pp protoPorts, path string) error
 		}
 		c.snap.Rules[bpf.RuleKey{Ruleset: rs, SelId: s.id, SelKind: s.kind, Proto: proto}] = v
 	}
-	return nil
+	return c.capacity()
+}
+
+// contains reports whether prefix q contains prefix p (of the same family).
+func contains(q, p netip.Prefix) bool {
+	return q.Addr().Is4() == p.Addr().Is4() && q.Bits() <= p.Bits() && q.Contains(p.Addr())
 }
 
 // canonical is a stable text form of a compiled rule list, to share rule sets.

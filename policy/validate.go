@@ -13,10 +13,11 @@ import (
 
 // Limits of the document format.
 const (
-	maxNameLen     = 63   // metadata, segment and device names
-	maxFamilyAddrs = 4    // addresses per family, of the gateway and of each device
-	maxVLAN        = 4094 // largest VLAN id; 0 is untagged
-	maxIfnameLen   = 15   // IFNAMSIZ - 1
+	maxNameLen     = 63    // metadata, segment and device names
+	maxFamilyAddrs = 4     // addresses per family, of the gateway and of each device
+	maxVLAN        = 4094  // largest VLAN id; 0 is untagged
+	maxIfnameLen   = 15    // IFNAMSIZ - 1
+	maxSegments    = 65535 // segment ids are 16-bit and 0 means no segment
 )
 
 // validName reports whether s matches ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$ (a DNS label in lower
@@ -97,6 +98,9 @@ func (v *validator) policy(p *Policy) {
 	v.macs = make(map[string]int, len(s.Devices))
 	v.owners = make(map[netip.Addr]int, len(s.Devices))
 
+	if n := len(s.Segments); n > maxSegments {
+		v.errorf("spec.segments", "has %d segments, at most %d are allowed", n, maxSegments)
+	}
 	v.mode("spec.mode", s.Mode)
 	v.gatewaySpec(&s.Gateway)
 	v.rules("spec.quarantine.allow", s.Quarantine.Allow)

@@ -51,7 +51,7 @@ type Log struct {
 	seq    uint64 // Seq of the last record (0: empty log)
 	last   string // Hash of the last record ("": empty log)
 	size   int64  // bytes of complete records in the file
-	broken error  // a failed write: the file may end in a partial line, refuse to append
+	broken error  // a failed write not cut back yet: the file may end in a partial line
 	closed bool
 }
 
@@ -144,8 +144,9 @@ func syncDir(dir string) error {
 // converted to UTC), Prev and Hash (whatever r held in them is ignored), writes the record as one
 // line and fsyncs it. It returns the record as stored.
 //
-// After a failed write or fsync the log refuses further appends (the file may end in a partial
-// line); reopening it recovers.
+// A failed write or fsync is cut back off the file (the record is not in the log, and the next
+// Append continues the chain after the last complete record); while that cut fails, Append
+// tries it again first and refuses to append.
 func (l *Log) Append(r api.AuditRecord) (api.AuditRecord, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -153,7 +154,10 @@ func (l *Log) Append(r api.AuditRecord) (api.AuditRecord, error) {
 		return api.AuditRecord{}, errors.New("audit log closed")
 	}
 	if l.broken != nil {
-		return api.AuditRecord{}, fmt.Errorf("audit log %s unusable after a failed write: %w", l.path, l.broken)
+		if err := l.cutBack(); err != nil {
+			return api.AuditRecord{}, fmt.Errorf("audit log %s unusable after a failed write (%w): %w",
+				l.path, l.broken, err)
+		}
 	}
 	if r.Time.IsZero() {
 		r.Time = time.Now()
@@ -174,15 +178,30 @@ func (l *Log) Append(r api.AuditRecord) (api.AuditRecord, error) {
 	line = append(line, '\n')
 	if _, err := l.f.Write(line); err != nil {
 		l.broken = err
+		_ = l.cutBack()
 		return api.AuditRecord{}, fmt.Errorf("write audit log %s: %w", l.path, err)
 	}
 	if err := l.f.Sync(); err != nil {
 		l.broken = err
+		_ = l.cutBack()
 		return api.AuditRecord{}, fmt.Errorf("sync audit log %s: %w", l.path, err)
 	}
 	l.seq, l.last = r.Seq, r.Hash
 	l.size += int64(len(line))
 	return r, nil
+}
+
+// cutBack removes what a failed write may have left after the last complete record, and
+// makes the log usable again when it can.
+func (l *Log) cutBack() error {
+	if err := l.f.Truncate(l.size); err != nil {
+		return fmt.Errorf("cut back the failed record: %w", err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("cut back the failed record: %w", err)
+	}
+	l.broken = nil
+	return nil
 }
 
 // Records reads the log back, oldest first, verifying the chain again.

@@ -48,6 +48,9 @@ func writeStatus(w io.Writer, st *api.Status) error {
 	}
 	row(tw, "Agent:", fmt.Sprintf("%s (pid %d, up %s)", orDash(st.Version), st.PID, up))
 	row(tw, "Ready:", yesNo(st.Ready))
+	for _, d := range st.Damage {
+		row(tw, "Damaged:", d+" (apply a policy to repair)")
+	}
 	p := st.Policy
 	if p.Revision == 0 {
 		row(tw, "Policy:", "none (every frame is dropped as no_policy)")
