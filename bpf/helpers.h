@@ -16,10 +16,18 @@ volatile const __u32 zt_event_limit_mask = 4095;                 /* zt_event_lim
 volatile const __u32 zt_event_limit_seed = 0;                    /* random per load: slots cannot be aimed at */
 volatile const __u32 zt_devstats_stride = 0;                     /* zt_devstats entries per CPU: max devices + 1 */
 
+/* Destination MAC classes (struct zt_pkt.l2). */
+#define ZT_L2_UNKNOWN 0 /* unicast to neither the gateway nor a known device */
+#define ZT_L2_GW 1      /* one of the gateway's MACs (zt_gwmacs or the policy's) */
+#define ZT_L2_DEV 2     /* a known device's MAC: lateral traffic to that device */
+#define ZT_L2_BCAST 3   /* ff:ff:ff:ff:ff:ff */
+#define ZT_L2_MCAST 4   /* any other group address */
+
 /* Per-frame state shared by the decision steps. */
 struct zt_pkt {
 	const struct zt_config *cfg;
 	const struct zt_dev_rec *dev;
+	const struct zt_dev_rec *peer; /* the device the destination MAC names (ZT_L2_DEV) */
 	struct zt_in6 saddr;
 	struct zt_in6 daddr;
 	__u32 slot;
@@ -33,6 +41,9 @@ struct zt_pkt {
 	__u16 sport;
 	__u16 dport;
 	__u8 smac[6];
+	__u8 dmac[6];
+	__u8 l2;         /* ZT_L2_* class of dmac */
+	__u8 hoplimit;   /* IPv6 hop limit */
 	__u8 family;     /* 4 or 6 */
 	__u8 l4proto;
 	__u8 mf;         /* more-fragments flag */
@@ -135,6 +146,97 @@ static __always_inline int zt_is_gateway(const struct zt_pkt *pkt)
 		if (i < cfg->n_gw6 && zt_in6_eq(&cfg->gw6[i], &pkt->daddr))
 			return 1;
 	return 0;
+}
+
+/* Is mac one the policy names for the gateway (a router behind a bridged gateway)? */
+static __always_inline int zt_cfg_gwmac(const struct zt_config *cfg, const __u8 *mac)
+{
+	__u32 i;
+
+#pragma unroll
+	for (i = 0; i < ZT_MAX_GW; i++)
+		if (i < cfg->n_gwmac && zt_mac_eq(cfg->gwmac[i].b, mac))
+			return 1;
+	return 0;
+}
+
+/* Step 3b: classify the destination MAC (looked up in the slot's devices map when it is
+ * neither a group address nor the gateway's). The class is enforced after the identity
+ * checks, by zt_arp and zt_l2_ip. */
+static __always_inline void zt_l2_dst(void *devices, struct zt_pkt *pkt)
+{
+	const __u8 *d = pkt->dmac;
+	struct zt_dev_key k = {};
+
+	if (d[0] & 1) {
+		pkt->l2 = (d[0] & d[1] & d[2] & d[3] & d[4] & d[5]) == 0xff ? ZT_L2_BCAST : ZT_L2_MCAST;
+		return;
+	}
+	__builtin_memcpy(k.mac, d, 6);
+	if (bpf_map_lookup_elem(&zt_gwmacs, &k) || zt_cfg_gwmac(pkt->cfg, d)) {
+		pkt->l2 = ZT_L2_GW;
+		return;
+	}
+	pkt->peer = bpf_map_lookup_elem(devices, &k);
+	pkt->l2 = pkt->peer ? ZT_L2_DEV : ZT_L2_UNKNOWN;
+}
+
+/* Does the destination MAC fit the IP destination? The gateway's MACs take any destination
+ * (the IP decision follows); a device's MAC only an address bound to that device; broadcast
+ * only 255.255.255.255; a group MAC only the IP group it maps to. Returns a reason or -1. */
+static __always_inline int zt_l2_ip(const struct zt_pkt *pkt)
+{
+	const __u8 *m = pkt->dmac, *a = pkt->daddr.b;
+
+	switch (pkt->l2) {
+	case ZT_L2_GW:
+		return -1;
+	case ZT_L2_DEV:
+		if (!pkt->peer)
+			break;
+		if (pkt->family == 4 ? zt_bound_v4(pkt->peer, zt_in6_v4(&pkt->daddr))
+				     : zt_bound_v6(pkt->peer, &pkt->daddr))
+			return -1;
+		break;
+	case ZT_L2_BCAST:
+		if (pkt->family == 4 && zt_in6_v4(&pkt->daddr) == 0xffffffff)
+			return -1;
+		break;
+	case ZT_L2_MCAST:
+		if (pkt->family == 4) {
+			if ((a[12] >> 4) == 0xe && m[0] == 0x01 && m[1] == 0x00 && m[2] == 0x5e &&
+			    m[3] == (a[13] & 0x7f) && m[4] == a[14] && m[5] == a[15])
+				return -1;
+		} else if (a[0] == 0xff && m[0] == 0x33 && m[1] == 0x33 && m[2] == a[12] &&
+			   m[3] == a[13] && m[4] == a[14] && m[5] == a[15]) {
+			return -1;
+		}
+		break;
+	}
+	return ZT_R_L2_DST_DENIED;
+}
+
+/* Is a neighbour discovery message confined to the link? Hop limit 255 (RFC 4861), and a
+ * destination no router forwards: link-local unicast, link-local multicast, the gateway, or a
+ * device on the link addressed by its own MAC (zt_l2_ip holds its address to it). */
+static __always_inline int zt_nd_link_scope(const struct zt_pkt *pkt)
+{
+	const __u8 *a = pkt->daddr.b;
+
+	if (pkt->hoplimit != 255)
+		return 0;
+	if (pkt->l2 == ZT_L2_DEV)
+		return 1;
+	if ((a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || (a[0] == 0xff && a[1] == 0x02))
+		return 1;
+	return zt_is_gateway(pkt);
+}
+
+/* The six bytes of a MAC address as an integer (a scalar a global function can take). */
+static __always_inline __u64 zt_mac_u64(const __u8 *m)
+{
+	return ((__u64)m[0] << 40) | ((__u64)m[1] << 32) | ((__u64)m[2] << 24) | ((__u64)m[3] << 16) |
+	       ((__u64)m[4] << 8) | m[5];
 }
 
 /* Does a rule value allow this frame? proto_key is the protocol the rule was stored under. */
