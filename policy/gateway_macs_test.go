@@ -9,8 +9,8 @@ import (
 
 func gwPolicy() *Policy {
 	return &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "gw"}, Spec: Spec{
-		Mode:    ModeAudit,
-		Gateway: Gateway{IPv4: []string{"10.0.0.1"}, MACs: []string{"02:00:00:00:00:fe", "02:00:00:00:00:fd"}},
+		Mode:     ModeAudit,
+		Gateway:  Gateway{IPv4: []string{"10.0.0.1"}, MACs: []string{"02:00:00:00:00:fe", "02:00:00:00:00:fd"}},
 		Segments: []Segment{{Name: "open", AuditIdentity: true}},
 		Devices: []Device{
 			{Name: "a", MAC: "02:00:00:00:00:01", IPv4: []string{"10.0.0.11"}},
