@@ -31,7 +31,7 @@ static __always_inline int zt_arp(const struct xdp_md *ctx, struct zt_pkt *pkt)
 	}
 	pkt->counted = 1;
 	/* ARP goes to the gateway, to a device on the link, or to everyone; never to a group. */
-	if (pkt->l2 == ZT_L2_UNKNOWN || pkt->l2 == ZT_L2_MCAST)
+	if (zt_l2_of(pkt) == ZT_L2_DENY)
 		return ZT_R_L2_DST_DENIED;
 	return ZT_R_ALLOW;
 }
@@ -386,9 +386,7 @@ static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 		return ZT_R_SPOOF_MAC_PORT;
 	if (pkt->vid != pkt->dev->vlan)
 		return ZT_R_VLAN_DENIED;
-	/* Step 3b: whom the frame is for (enforced after the sender's identity checks). */
 	__builtin_memcpy(pkt->dmac, eth, 6);
-	zt_l2_dst(devices, pkt);
 	/* Step 4 (quarantine) selects the rule set in step 13. Step 5: ethertype. */
 	if (proto == ETH_P_ARP_)
 		return zt_arp(ctx, pkt);
@@ -403,20 +401,17 @@ static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 	}
 	if (r >= 0)
 		return r;
+	/* Step 8b: whom the frame is for. Enforced after the sender's identity checks, so that a
+	 * spoof is reported as one whatever its destination MAC. */
+	pkt->l2 = zt_l2_of(pkt);
 	/* Step 9: later fragments follow their first fragment, to the same receiver. */
-	if (pkt->foff) {
-		r = zt_l2_ip(pkt);
-		return r >= 0 ? r : zt_frag_later(pkt);
-	}
+	if (pkt->foff)
+		return pkt->l2 == ZT_L2_DENY ? ZT_R_L2_DST_DENIED : zt_frag_later(pkt);
 	/* Steps 10-11, 13. The destination MAC must fit the IP destination: a frame the guards
 	 * let through as plumbing too. */
 	r = zt_guards(ctx, pkt);
-	if (r < 0 || r == ZT_R_ALLOW) {
-		int l2 = zt_l2_ip(pkt);
-
-		if (l2 >= 0)
-			r = l2;
-	}
+	if ((r < 0 || r == ZT_R_ALLOW) && pkt->l2 == ZT_L2_DENY)
+		r = ZT_R_L2_DST_DENIED;
 	if (r < 0)
 		r = zt_allow_list(pkt);
 	if (r == ZT_R_ALLOW && pkt->first_frag)

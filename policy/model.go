@@ -75,7 +75,6 @@ type pkt struct {
 	f         []byte
 	cfg       *bpf.Config
 	dev       *bpf.DevRec
-	peer      *bpf.DevRec // the device the destination MAC names (l2DevMAC)
 	saddr     [16]byte
 	daddr     [16]byte
 	l3off     int
@@ -89,7 +88,7 @@ type pkt struct {
 	dport     uint16
 	smac      []byte
 	dmac      []byte
-	l2        int   // l2* class of dmac
+	l2        int   // m.l2 of the frame
 	hoplimit  uint8 // IPv6 hop limit
 	family    int
 	l4proto   uint8
@@ -103,11 +102,11 @@ type pkt struct {
 
 // Destination MAC classes, as ZT_L2_* in bpf/helpers.h.
 const (
-	l2Unknown = iota // unicast to neither the gateway nor a known device
+	l2Deny    = iota // the destination MAC does not fit the frame: l2_dst_denied
 	l2Gateway        // one of the gateway's MACs (zt_gwmacs or the policy's)
-	l2DevMAC         // a known device's MAC: lateral traffic to that device
+	l2DevMAC         // a known device's MAC, and the IP destination is bound to it
 	l2Bcast          // ff:ff:ff:ff:ff:ff
-	l2Mcast          // any other group address
+	l2Mcast          // the group MAC of the IP destination
 )
 
 const (
@@ -217,9 +216,7 @@ func (m *Model) decide(p *pkt, ingress uint32) bpf.Reason {
 	if p.vid != dev.Vlan {
 		return bpf.ReasonVLANDenied
 	}
-	// Step 3b: whom the frame is for (enforced after the sender's identity checks).
 	p.dmac = eth[0:6]
-	m.l2Dst(p)
 	// Step 5: ethertype (step 4, quarantine, picks the rule set in step 13).
 	var r int
 	switch proto {
@@ -237,20 +234,20 @@ func (m *Model) decide(p *pkt, ingress uint32) bpf.Reason {
 	if r >= 0 {
 		return bpf.Reason(r)
 	}
+	// Step 8b: whom the frame is for, enforced after the sender's identity checks.
+	p.l2 = m.l2(p)
 	// Step 9: later fragments follow their first fragment, to the same receiver.
 	if p.foff != 0 {
-		if r := m.l2IP(p); r >= 0 {
-			return bpf.Reason(r)
+		if p.l2 == l2Deny {
+			return bpf.ReasonL2DstDenied
 		}
 		return m.fragLater(p)
 	}
 	// Steps 10-11, 13. The destination MAC must fit the IP destination: a frame the guards
 	// let through as plumbing too.
 	r = m.guards(p)
-	if r < 0 || r == int(bpf.ReasonAllow) {
-		if l2 := m.l2IP(p); l2 >= 0 {
-			r = l2
-		}
+	if (r < 0 || r == int(bpf.ReasonAllow)) && p.l2 == l2Deny {
+		r = int(bpf.ReasonL2DstDenied)
 	}
 	if r < 0 {
 		r = int(m.allowList(p))
@@ -283,66 +280,48 @@ func (m *Model) arp(p *pkt) bpf.Reason {
 		return bpf.ReasonARPSpoof
 	}
 	p.counted = true
-	if p.l2 == l2Unknown || p.l2 == l2Mcast {
+	if m.l2(p) == l2Deny {
 		return bpf.ReasonL2DstDenied
 	}
 	return bpf.ReasonAllow
 }
 
-// l2Dst mirrors zt_l2_dst (step 3b).
-func (m *Model) l2Dst(p *pkt) {
-	d := p.dmac
+// l2 mirrors zt_l2: the class of the destination MAC, or l2Deny when it does not fit the frame
+// (family 0: ARP).
+func (m *Model) l2(p *pkt) int {
+	d, a := p.dmac, p.daddr
 	if d[0]&1 != 0 {
-		p.l2 = l2Mcast
 		if bytes.Equal(d, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) {
-			p.l2 = l2Bcast
+			if p.family == 6 || (p.family == 4 && a != bcast4) {
+				return l2Deny
+			}
+			return l2Bcast
 		}
-		return
+		if p.family == 4 && a[12]>>4 == 0xe && bytes.Equal(d, []byte{0x01, 0x00, 0x5e, a[13] & 0x7f, a[14], a[15]}) {
+			return l2Mcast
+		}
+		if p.family == 6 && a[0] == 0xff && bytes.Equal(d, []byte{0x33, 0x33, a[12], a[13], a[14], a[15]}) {
+			return l2Mcast
+		}
+		return l2Deny
 	}
-	var mac [6]byte
-	copy(mac[:], d)
+	mac := [6]byte(d)
 	if m.gwMACs[mac] {
-		p.l2 = l2Gateway
-		return
+		return l2Gateway
 	}
 	for i := 0; i < int(p.cfg.N_gwmac) && i < len(p.cfg.Gwmac); i++ {
 		if p.cfg.Gwmac[i].B == mac {
-			p.l2 = l2Gateway
-			return
+			return l2Gateway
 		}
 	}
-	if peer, ok := m.snap.Devices[bpf.DevKey{Mac: mac}]; ok {
-		p.peer = &peer
-		p.l2 = l2DevMAC
-		return
+	peer, ok := m.snap.Devices[bpf.DevKey{Mac: mac}]
+	if !ok {
+		return l2Deny
 	}
-	p.l2 = l2Unknown
-}
-
-// l2IP mirrors zt_l2_ip: a reason, or goOn when the destination MAC fits the IP destination.
-func (m *Model) l2IP(p *pkt) int {
-	d, a := p.dmac, p.daddr
-	switch p.l2 {
-	case l2Gateway:
-		return goOn
-	case l2DevMAC:
-		if (p.family == 4 && boundV4(p.peer, a[12:])) || (p.family == 6 && boundV6(p.peer, a[:])) {
-			return goOn
-		}
-	case l2Bcast:
-		if p.family == 4 && a == bcast4 {
-			return goOn
-		}
-	case l2Mcast:
-		if p.family == 4 {
-			if a[12]>>4 == 0xe && bytes.Equal(d, []byte{0x01, 0x00, 0x5e, a[13] & 0x7f, a[14], a[15]}) {
-				return goOn
-			}
-		} else if a[0] == 0xff && bytes.Equal(d, []byte{0x33, 0x33, a[12], a[13], a[14], a[15]}) {
-			return goOn
-		}
+	if p.family == 0 || (p.family == 4 && boundV4(&peer, a[12:])) || (p.family == 6 && boundV6(&peer, a[:])) {
+		return l2DevMAC
 	}
-	return int(bpf.ReasonL2DstDenied)
+	return l2Deny
 }
 
 // ndLinkScope mirrors zt_nd_link_scope: hop limit 255 and a destination no router forwards.
