@@ -38,7 +38,7 @@ enum zt_reason {
 	ZT_R_ENCAP_DENIED = 21,     /* tunnel (IPIP, 6in4, GRE, VXLAN, Geneve) without an explicit rule */
 	ZT_R_NO_RULE = 22,          /* default deny: no allow rule matched */
 	ZT_R_NO_POLICY = 23,        /* no policy revision installed yet: fail closed */
-	ZT_R_L2_DST_DENIED = 24,    /* destination MAC neither the gateway's, nor the IP destination's owner's, nor its group */
+	ZT_R_L2_DST_DENIED = 24,    /* destination MAC not the gateway's, the IP owner's, or its group */
 	ZT_R_MAX = 25,              /* sentinel: number of reasons */
 };
 
