@@ -63,16 +63,17 @@ func New(t testing.TB, cfg loader.Config) *Harness {
 	if cfg.FragEntries == 0 {
 		cfg.FragEntries = def.FragEntries
 	}
-	dp, err := loader.Open(cfg)
-	if err != nil {
-		t.Fatalf("open datapath: %+v", err)
-	}
+	// Registered before Open: a load that fails after pinning maps leaves them behind.
 	t.Cleanup(func() {
-		_ = dp.Close()
 		if err := loader.Uninstall(cfg.PinDir); err != nil {
 			t.Errorf("uninstall %s: %v", cfg.PinDir, err)
 		}
 	})
+	dp, err := loader.Open(cfg)
+	if err != nil {
+		t.Fatalf("open datapath: %+v", err)
+	}
+	t.Cleanup(func() { _ = dp.Close() })
 	m, err := maps.New(dp.Objects(), dp.MapSpecs())
 	if err != nil {
 		t.Fatalf("maps: %v", err)
