@@ -109,8 +109,10 @@ var (
 // profiles: 48 rule sets whatever n). DNS and DHCP are gateway services.
 func fleetPolicy(n int) *policy.Policy {
 	p := &policy.Policy{APIVersion: policy.APIVersion, Kind: policy.Kind, Metadata: policy.Metadata{Name: "bench"}}
+	// The frames go to fleetGwMAC: a gateway MAC the policy names, as nothing is attached (the
+	// loader registers an interface's own MACs when it attaches).
 	p.Spec.Gateway = policy.Gateway{IPv4: []string{"10.0.0.1"}, IPv6: []string{"fd00::1"},
-		Services: []policy.Service{policy.ServiceDHCP, policy.ServiceDNS}}
+		Services: []policy.Service{policy.ServiceDHCP, policy.ServiceDNS}, MACs: []string{fleetGwMAC.String()}}
 	p.Spec.Quarantine.Allow = []policy.Rule{{To: policy.Target{Gateway: true}, Proto: "icmp"}}
 	port := func(p uint16) []policy.PortRange { return []policy.PortRange{{Lo: p, Hi: p}} }
 	for s := range fleetSegments {

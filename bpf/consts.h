@@ -38,7 +38,8 @@ enum zt_reason {
 	ZT_R_ENCAP_DENIED = 21,     /* tunnel (IPIP, 6in4, GRE, VXLAN, Geneve) without an explicit rule */
 	ZT_R_NO_RULE = 22,          /* default deny: no allow rule matched */
 	ZT_R_NO_POLICY = 23,        /* no policy revision installed yet: fail closed */
-	ZT_R_MAX = 24,              /* sentinel: number of reasons */
+	ZT_R_L2_DST_DENIED = 24,    /* destination MAC not the gateway's, the IP owner's, or its group */
+	ZT_R_MAX = 25,              /* sentinel: number of reasons */
 };
 
 /* Device record flags (struct zt_dev_rec.flags). */
@@ -47,6 +48,7 @@ enum zt_dev_flags {
 	ZT_DEV_QUARANTINED = 1 << 1,  /* use the quarantine rule set */
 	ZT_DEV_PEER_RULES = 1 << 2,   /* rule set names devices or segments: look up the destination */
 	ZT_DEV_PREFIX_RULES = 1 << 3, /* rule set has CIDR rules: look up the prefix trie */
+	ZT_DEV_AUDIT_IDENTITY = 1 << 4, /* audit mode covers identity failures too (spoofs pass as audit) */
 };
 
 /* Slot configuration flags (struct zt_config.flags). */
@@ -79,7 +81,9 @@ enum zt_addr_kind {
 #define ZT_PROTO_ANY 255        /* rule protocol wildcard (IANA reserved value) */
 #define ZT_MAX_V4 4             /* IPv4 addresses bound to one device (inline in the record) */
 #define ZT_MAX_V6 4             /* IPv6 addresses bound to one device (inline in the record) */
-#define ZT_MAX_GW 4             /* gateway addresses per family */
+#define ZT_MAX_GW 4             /* gateway addresses per family, and MACs the policy names */
+#define ZT_MAX_GWMACS 64        /* entries of zt_gwmacs: MACs of the protected interfaces and their masters */
+#define ZT_MAX_ND_OPTS 8        /* neighbour discovery options walked before dropping the frame */
 #define ZT_MAX_PORT_RANGES 16   /* port ranges per (rule set, selector, protocol) */
 #define ZT_MAX_EXT_HDRS 8       /* IPv6 extension headers walked before dropping the frame */
 #define ZT_MAX_IPV4_OPTS 40     /* bytes of IPv4 options (IHL 15 - 5) x 4 */
@@ -105,5 +109,7 @@ enum zt_addr_kind {
 #define ZT_ICMP6_NA 136
 #define ZT_ICMP6_REDIRECT 137
 #define ZT_ND_LEN 24            /* ICMPv6 header (8) + target address (16) */
+#define ZT_ND_SLLA 1            /* ND option: source link-layer address */
+#define ZT_ND_TLLA 2            /* ND option: target link-layer address */
 
 #endif

@@ -16,6 +16,13 @@ volatile const __u32 zt_event_limit_mask = 4095;                 /* zt_event_lim
 volatile const __u32 zt_event_limit_seed = 0;                    /* random per load: slots cannot be aimed at */
 volatile const __u32 zt_devstats_stride = 0;                     /* zt_devstats entries per CPU: max devices + 1 */
 
+/* Destination MAC classes (struct zt_pkt.l2). */
+#define ZT_L2_DENY 0  /* the destination MAC does not fit the frame: drop as l2_dst_denied */
+#define ZT_L2_GW 1    /* one of the gateway's MACs (zt_gwmacs or the policy's) */
+#define ZT_L2_DEV 2   /* a known device's MAC, and the IP destination is bound to it */
+#define ZT_L2_BCAST 3 /* ff:ff:ff:ff:ff:ff */
+#define ZT_L2_MCAST 4 /* the group MAC of the IP destination */
+
 /* Per-frame state shared by the decision steps. */
 struct zt_pkt {
 	const struct zt_config *cfg;
@@ -33,6 +40,9 @@ struct zt_pkt {
 	__u16 sport;
 	__u16 dport;
 	__u8 smac[6];
+	__u8 dmac[6];
+	__u8 l2;         /* zt_l2 of the frame */
+	__u8 hoplimit;   /* IPv6 hop limit */
 	__u8 family;     /* 4 or 6 */
 	__u8 l4proto;
 	__u8 mf;         /* more-fragments flag */
@@ -135,6 +145,109 @@ static __always_inline int zt_is_gateway(const struct zt_pkt *pkt)
 		if (i < cfg->n_gw6 && zt_in6_eq(&cfg->gw6[i], &pkt->daddr))
 			return 1;
 	return 0;
+}
+
+/* Is mac one the policy names for the gateway (a router behind a bridged gateway)? */
+static __always_inline int zt_cfg_gwmac(const struct zt_config *cfg, const __u8 *mac)
+{
+	__u32 i;
+
+#pragma unroll
+	for (i = 0; i < ZT_MAX_GW; i++)
+		if (i < cfg->n_gwmac && zt_mac_eq(cfg->gwmac[i].b, mac))
+			return 1;
+	return 0;
+}
+
+/* What zt_l2 needs of a frame: no pointers, so that it can be a global function's argument. */
+struct zt_l2q {
+	struct zt_in6 daddr;
+	__u32 slot;
+	__u8 dmac[6];
+	__u8 family; /* 4 or 6; 0 for ARP */
+	__u8 pad;
+};
+
+/* Whom is the frame for, and may it go there? Returns the ZT_L2_* class of the destination
+ * MAC, or ZT_L2_DENY: unicast to neither the gateway (zt_gwmacs, the policy's MACs) nor a
+ * known device; a device's MAC with an IP destination not bound to that device; broadcast
+ * other than 255.255.255.255 or ARP; a group MAC other than the one the IP group maps to (ARP
+ * never). A global function: the verifier checks it once, and the caller sees one unknown
+ * class instead of a path per class. */
+__noinline int zt_l2(struct zt_l2q *q)
+{
+	const struct zt_dev_rec *peer;
+	const struct zt_config *cfg;
+	struct zt_dev_key k = {};
+	const __u8 *m, *a;
+	void *devices;
+	__u32 slot;
+
+	if (!q)
+		return ZT_L2_DENY;
+	m = q->dmac;
+	a = q->daddr.b;
+	if (m[0] & 1) {
+		if ((m[0] & m[1] & m[2] & m[3] & m[4] & m[5]) == 0xff)
+			return q->family == 6 || (q->family == 4 && zt_in6_v4(&q->daddr) != 0xffffffff)
+				       ? ZT_L2_DENY : ZT_L2_BCAST;
+		if (q->family == 4 && (a[12] >> 4) == 0xe && m[0] == 0x01 && m[1] == 0x00 && m[2] == 0x5e &&
+		    m[3] == (a[13] & 0x7f) && m[4] == a[14] && m[5] == a[15])
+			return ZT_L2_MCAST;
+		if (q->family == 6 && a[0] == 0xff && m[0] == 0x33 && m[1] == 0x33 && m[2] == a[12] &&
+		    m[3] == a[13] && m[4] == a[14] && m[5] == a[15])
+			return ZT_L2_MCAST;
+		return ZT_L2_DENY;
+	}
+	slot = q->slot;
+	__builtin_memcpy(k.mac, m, 6);
+	if (bpf_map_lookup_elem(&zt_gwmacs, &k))
+		return ZT_L2_GW;
+	cfg = bpf_map_lookup_elem(&zt_cfg, &slot);
+	if (cfg && zt_cfg_gwmac(cfg, m))
+		return ZT_L2_GW;
+	devices = bpf_map_lookup_elem(&zt_devices, &slot);
+	if (!devices)
+		return ZT_L2_DENY;
+	peer = bpf_map_lookup_elem(devices, &k);
+	if (!peer)
+		return ZT_L2_DENY;
+	if (q->family == 0 || (q->family == 4 ? zt_bound_v4(peer, zt_in6_v4(&q->daddr))
+					      : zt_bound_v6(peer, &q->daddr)))
+		return ZT_L2_DEV;
+	return ZT_L2_DENY;
+}
+
+/* zt_l2 for the frame pkt describes (its IP destination once parsed). */
+static __always_inline int zt_l2_of(const struct zt_pkt *pkt)
+{
+	struct zt_l2q q = {.daddr = pkt->daddr, .slot = pkt->slot, .family = pkt->family};
+
+	__builtin_memcpy(q.dmac, pkt->dmac, 6);
+	return zt_l2(&q);
+}
+
+/* Is a neighbour discovery message confined to the link? Hop limit 255 (RFC 4861), and a
+ * destination no router forwards: link-local unicast, link-local multicast, the gateway, or a
+ * device on the link addressed by its own MAC (zt_l2 holds the IP destination to it). */
+static __always_inline int zt_nd_link_scope(const struct zt_pkt *pkt)
+{
+	const __u8 *a = pkt->daddr.b;
+
+	if (pkt->hoplimit != 255)
+		return 0;
+	if (pkt->l2 == ZT_L2_DEV)
+		return 1;
+	if ((a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || (a[0] == 0xff && a[1] == 0x02))
+		return 1;
+	return zt_is_gateway(pkt);
+}
+
+/* The six bytes of a MAC address as an integer (a scalar a global function can take). */
+static __always_inline __u64 zt_mac_u64(const __u8 *m)
+{
+	return ((__u64)m[0] << 40) | ((__u64)m[1] << 32) | ((__u64)m[2] << 24) | ((__u64)m[3] << 16) |
+	       ((__u64)m[4] << 8) | m[5];
 }
 
 /* Does a rule value allow this frame? proto_key is the protocol the rule was stored under. */

@@ -98,6 +98,15 @@ struct {
 	__array(values, struct zt_barrier_inner);
 } zt_barrier SEC(".maps");
 
+/* MACs of the gateway itself (the protected interfaces and their bridge masters) -> ifindex that
+ * owns it. Filled by the loader before it attaches; frames to these MACs are to the gateway. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ZT_MAX_GWMACS);
+	__type(key, struct zt_dev_key);
+	__type(value, __u32);
+} zt_gwmacs SEC(".maps");
+
 /* First-fragment verdicts; full table = fail closed. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

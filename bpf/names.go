@@ -28,6 +28,7 @@ var reasonNames = [...]string{
 	ZtgateZtReasonZT_R_ENCAP_DENIED:     "encap_denied",
 	ZtgateZtReasonZT_R_NO_RULE:          "no_rule",
 	ZtgateZtReasonZT_R_NO_POLICY:        "no_policy",
+	ZtgateZtReasonZT_R_L2DST_DENIED:     "l2_dst_denied",
 }
 
 var verdictNames = [...]string{

@@ -74,6 +74,10 @@ struct zt_rule_val {
 	struct zt_port_range ranges[ZT_MAX_PORT_RANGES];
 };
 
+struct zt_mac {
+	__u8 b[6];
+};
+
 /* config[slot]: policy-wide settings of one revision. */
 struct zt_config {
 	__u64 revision;
@@ -83,6 +87,9 @@ struct zt_config {
 	__u8 n_gw6;
 	__be32 gw4[ZT_MAX_GW];
 	struct zt_in6 gw6[ZT_MAX_GW];
+	struct zt_mac gwmac[ZT_MAX_GW]; /* MACs frames to the gateway may carry beyond zt_gwmacs (routers) */
+	__u8 n_gwmac;
+	__u8 pad[7];
 };
 
 /* frags: first-fragment verdicts, keyed by datagram. */

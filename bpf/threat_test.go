@@ -265,6 +265,88 @@ func threatCases() []threatCase {
 		threatCase{38, "mdns to 224.0.0.251", frames.UDP(cam4, to("224.0.0.251"), 5353, 5353, nil), 1, drop, bpf.ReasonNoRule},
 		threatCase{38, "mdns to ff02::fb", frames.UDP(cam6, to("ff02::fb"), 5353, 5353, nil), 1, drop, bpf.ReasonNoRule},
 	)
+	// 51: layer-2 lateral movement. The destination MAC must be the gateway's, the owner's of the
+	// IP destination, or the group the IP destination maps to.
+	sensor4, sensor6 := v4(dptest.Sensor), v6(dptest.Sensor)
+	at := func(mac string, ip string) frames.Host { return withIP(withMAC(frames.Host{}, mac), ip) }
+	sensorMAC, brokerMAC := sensor4.MAC.String(), v4(dptest.Broker).MAC.String()
+	const bcastMAC, unknownMAC = "ff:ff:ff:ff:ff:ff", "02:00:00:00:99:99"
+	ns := func(src, dst frames.Host, target string, opts ...byte) []byte {
+		return frames.ICMP(src, dst, 135, 0, cat(make([]byte, 4), netip.MustParseAddr(target).AsSlice(), opts))
+	}
+	arpTo := func(mac []byte) []byte {
+		return set(frames.ARP(cam4, 2, cam4.MAC, cam4.IP, netip.MustParseAddr("10.0.0.12")), 0, mac...)
+	}
+	cs = append(cs,
+		threatCase{51, "upstream-allowed ip to another device's mac", frames.TCP(cam4, at(sensorMAC, "203.0.113.5"), 1, 443, true, nil), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "upstream-allowed ip to another device's mac v6", frames.TCP(cam6, at(sensorMAC, "2001:db8:443::5"), 1, 443, true, nil), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "upstream-allowed ip to the broadcast mac", frames.TCP(cam4, at(bcastMAC, "203.0.113.5"), 1, 443, true, nil), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "upstream-allowed ip to a multicast mac", frames.TCP(cam4, at("01:00:5e:00:00:fb", "203.0.113.5"), 1, 443, true, nil), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "upstream-allowed ip to an unknown unicast mac", frames.TCP(cam4, at(unknownMAC, "203.0.113.5"), 1, 443, true, nil), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "upstream-allowed ip to an unknown unicast mac v6", frames.TCP(cam6, at(unknownMAC, "2001:db8:443::5"), 1, 443, true, nil), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "upstream-allowed ip to the policy's router mac", frames.TCP(cam4, at(dptest.RouterMAC.String(), "203.0.113.5"), 1, 443, true, nil), 1, pass, bpf.ReasonAllow},
+		threatCase{51, "lateral: device mac, its address, allowed", frames.UDP(sensor4, at(cam4.MAC.String(), "10.0.0.11"), 1, 5683, nil), 1, pass, bpf.ReasonAllow},
+		threatCase{51, "lateral: device mac, its address, allowed v6", frames.UDP(sensor6, at(cam4.MAC.String(), "fd00::11"), 1, 5683, nil), 1, pass, bpf.ReasonAllow},
+		threatCase{51, "lateral: device mac, its address, no rule", frames.TCP(cam4, at(sensorMAC, "10.0.0.12"), 1, 443, true, nil), 1, drop, bpf.ReasonNoRule},
+		threatCase{51, "lateral: device mac, another device's allowed address", frames.UDP(sensor4, at(brokerMAC, "10.0.0.11"), 1, 5683, nil), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "lateral: device mac, the gateway's address", frames.UDP(cam4, at(sensorMAC, "10.0.0.1"), 1, 53, nil), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "later fragment to another device's mac", frames.IPv4(cam4, at(sensorMAC, "203.0.113.5"), 6, 77, 0x0001, nil, tcp443), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "spoofed source to an unknown mac stays spoof_ip", frames.TCP(withIP(cam4, "10.0.0.12"), at(unknownMAC, "203.0.113.5"), 1, 443, true, nil), 1, drop, bpf.ReasonSpoofIP},
+		threatCase{51, "dhcp discover to the broadcast mac", dhcp(unspec, at(bcastMAC, "255.255.255.255"), layers.DHCPOpRequest, cam4.MAC, 68, 67), 1, pass, bpf.ReasonAllow},
+		threatCase{51, "dhcp discover to an unknown mac", dhcp(unspec, at(unknownMAC, "255.255.255.255"), layers.DHCPOpRequest, cam4.MAC, 68, 67), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "dhcp discover to a device's mac", dhcp(unspec, at(sensorMAC, "255.255.255.255"), layers.DHCPOpRequest, cam4.MAC, 68, 67), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "dhcpv6 solicit to its group mac", frames.UDP(cam6, at("33:33:00:01:00:02", "ff02::1:2"), 546, 547, make([]byte, 8)), 1, pass, bpf.ReasonAllow},
+		threatCase{51, "mdns to its group mac, no rule", frames.UDP(cam4, at("01:00:5e:00:00:fb", "224.0.0.251"), 5353, 5353, nil), 1, drop, bpf.ReasonNoRule},
+		threatCase{51, "mdns to another group's mac", frames.UDP(cam4, at("01:00:5e:00:00:fc", "224.0.0.251"), 5353, 5353, nil), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "mdns v6 to another group's mac", frames.UDP(cam6, at("33:33:00:00:00:fc", "ff02::fb"), 5353, 5353, nil), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "ns to the solicited-node group mac", ns(cam6, at("33:33:ff:00:00:01", "ff02::1:ff00:1"), "fd00::1"), 1, pass, bpf.ReasonAllow},
+		threatCase{51, "arp reply to a device's mac", arpTo(v4(dptest.Sensor).MAC), 1, pass, bpf.ReasonAllow},
+		threatCase{51, "arp to a multicast mac", arpTo([]byte{1, 0, 0x5e, 0, 0, 1}), 1, drop, bpf.ReasonL2DstDenied},
+		threatCase{51, "arp to an unknown mac", arpTo([]byte{2, 0, 0, 0, 0x99, 0x99}), 1, drop, bpf.ReasonL2DstDenied},
+	)
+	// 52: neighbour discovery passes without a rule only when it stays on the link.
+	lladdr := func(typ uint8, mac net.HardwareAddr) []byte { return cat([]byte{typ, 1}, mac) }
+	cs = append(cs,
+		threatCase{52, "ns to a global upstream address", ns(cam6, to("2001:db8::1"), "2001:db8::1"), 1, drop, bpf.ReasonNoRule},
+		threatCase{52, "ns with hop limit 64 to the solicited-node group", set(ns(cam6, to("ff02::1:ff00:1"), "fd00::1"), 14+7, 64), 1, drop, bpf.ReasonNoRule},
+		threatCase{52, "na to another device's address through the gateway", frames.NA(cam6, to("fd00::12"), cam6.IP), 1, drop, bpf.ReasonNoRule},
+		threatCase{52, "na to a device by its mac and address", frames.NA(cam6, at(sensorMAC, "fd00::12"), cam6.IP), 1, pass, bpf.ReasonAllow},
+		threatCase{52, "ns to a link-local address", ns(cam6, to("fe80::1"), "fe80::1"), 1, pass, bpf.ReasonAllow},
+		threatCase{52, "rs upstream", frames.ICMP(cam6, to("2001:db8::1"), 133, 0, make([]byte, 4)), 1, drop, bpf.ReasonNoRule},
+		threatCase{52, "dad ns from :: to a global address", ns(withIP(cam6, "::"), to("2001:db8::1"), "2001:db8::1"), 1, drop, bpf.ReasonSpoofIP},
+		threatCase{52, "ns to the gateway, not link scope, icmpv6 rule", set(ns(cam6, gw6, "fd00::1"), 14+7, 64), 1, pass, bpf.ReasonAllow},
+	)
+	// 53: neighbour discovery link-layer address options must name the Ethernet source.
+	cs = append(cs,
+		threatCase{53, "ns with its own source lladdr", ns(cam6, to("ff02::1:ff00:1"), "fd00::1", lladdr(1, cam6.MAC)...), 1, pass, bpf.ReasonAllow},
+		threatCase{53, "ns with another device's source lladdr", ns(cam6, to("ff02::1:ff00:1"), "fd00::1", lladdr(1, sensor6.MAC)...), 1, drop, bpf.ReasonNDSpoof},
+		threatCase{53, "na without lladdr", frames.NA(cam6, gw6, cam6.IP), 1, pass, bpf.ReasonAllow},
+		threatCase{53, "na with another device's target lladdr", set(cat(frames.NA(cam6, gw6, cam6.IP), lladdr(2, sensor6.MAC)), 14+5, 32), 1, drop, bpf.ReasonNDSpoof},
+		threatCase{53, "na, spoofed lladdr after a nonce option", set(cat(frames.NA(cam6, gw6, cam6.IP), []byte{14, 1, 1, 2, 3, 4, 5, 6}, lladdr(2, sensor6.MAC)), 14+5, 40), 1, drop, bpf.ReasonNDSpoof},
+		threatCase{53, "rs with another device's source lladdr", frames.ICMP(cam6, to("ff02::2"), 133, 0, cat(make([]byte, 4), lladdr(1, sensor6.MAC))), 1, drop, bpf.ReasonNDSpoof},
+		threatCase{53, "rs with its own source lladdr", frames.ICMP(cam6, to("ff02::2"), 133, 0, cat(make([]byte, 4), lladdr(1, cam6.MAC))), 1, pass, bpf.ReasonAllow},
+		threatCase{53, "nd option of length 0", ns(cam6, to("ff02::1:ff00:1"), "fd00::1", 1, 0, 0, 0, 0, 0, 0, 0), 1, drop, bpf.ReasonMalformed},
+		threatCase{53, "nd option past the datagram", ns(cam6, to("ff02::1:ff00:1"), "fd00::1", 1, 2, 2, 0, 0, 0, 0, 0x0b), 1, drop, bpf.ReasonMalformed},
+		threatCase{53, "more nd options than the walk follows", ns(cam6, to("ff02::1:ff00:1"), "fd00::1", cat(chainOpts(9)...)...), 1, drop, bpf.ReasonMalformed},
+		threatCase{53, "as many nd options as the walk follows", ns(cam6, to("ff02::1:ff00:1"), "fd00::1", cat(chainOpts(8)...)...), 1, pass, bpf.ReasonAllow},
+	)
+	// 54: audit mode does not cover identity failures unless the policy says so.
+	ap, ai := v4(dptest.AuditPin), v4(dptest.AuditID)
+	cs = append(cs,
+		threatCase{54, "audit device's mac on another port", frames.UDP(ap, gw4, 1, 53, nil), 1, drop, bpf.ReasonSpoofMACPort},
+		threatCase{54, "audit device, spoofed ip", frames.UDP(withIP(v4(dptest.Auditor), "10.0.0.11"), gw4, 1, 9, nil), 1, drop, bpf.ReasonSpoofIP},
+		threatCase{54, "audit device, arp for a foreign ip", frames.ARP(v4(dptest.Auditor), 2, v4(dptest.Auditor).MAC, cam4.IP, gw4.IP), 1, drop, bpf.ReasonARPSpoof},
+		threatCase{54, "audit device, no rule: still audit", frames.UDP(v4(dptest.Auditor), gw4, 1, 9, nil), 1, audit, bpf.ReasonNoRule},
+		threatCase{54, "audit device, lateral to another device's mac: audit", frames.UDP(v4(dptest.Auditor), at(sensorMAC, "203.0.113.5"), 1, 9, nil), 1, audit, bpf.ReasonL2DstDenied},
+		threatCase{54, "auditIdentity device, spoofed ip: audit", frames.UDP(withIP(ai, "10.0.0.11"), gw4, 1, 9, nil), 1, audit, bpf.ReasonSpoofIP},
+	)
+	// 24: UDP length lies.
+	cs = append(cs,
+		threatCase{24, "udp length past the datagram", set16(frames.UDP(cam4, gw4, 1, 53, make([]byte, 8)), 14+20+4, 17), 1, drop, bpf.ReasonMalformed},
+		threatCase{24, "udp length past the datagram v6", set16(frames.UDP(cam6, gw6, 1, 53, make([]byte, 8)), 14+40+4, 17), 1, drop, bpf.ReasonMalformed},
+		threatCase{24, "udp length short of the datagram", set16(frames.UDP(cam4, gw4, 1, 53, make([]byte, 8)), 14+20+4, 8), 1, pass, bpf.ReasonAllow},
+		threatCase{24, "udp first fragment, length of the whole datagram", frames.IPv4(cam4, web4, 17, 78, 0x2000, nil, cat(frames.UDPHeader(1, 443, make([]byte, 64))[:8], make([]byte, 16))), 1, drop, bpf.ReasonNoRule},
+	)
 	// Quarantine.
 	q := v4(dptest.Quar)
 	cs = append(cs,
@@ -273,6 +355,15 @@ func threatCases() []threatCase {
 		threatCase{47, "quarantined: its segment's rule no longer applies", frames.TCP(q, web4, 1, 443, true, nil), 1, drop, bpf.ReasonQuarantined},
 	)
 	return cs
+}
+
+// chainOpts is n ND nonce options (8 bytes each).
+func chainOpts(n int) [][]byte {
+	var out [][]byte
+	for range n {
+		out = append(out, []byte{14, 1, 1, 2, 3, 4, 5, 6})
+	}
+	return out
 }
 
 // chain is n Destination Options headers each followed by another.

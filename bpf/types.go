@@ -24,10 +24,11 @@ type (
 
 // Short names for the flag and kind enums of consts.h.
 const (
-	DevAudit       = uint16(ZtgateZtDevFlagsZT_DEV_AUDIT)
-	DevQuarantined = uint16(ZtgateZtDevFlagsZT_DEV_QUARANTINED)
-	DevPeerRules   = uint16(ZtgateZtDevFlagsZT_DEV_PEER_RULES)
-	DevPrefixRules = uint16(ZtgateZtDevFlagsZT_DEV_PREFIX_RULES)
+	DevAudit         = uint16(ZtgateZtDevFlagsZT_DEV_AUDIT)
+	DevQuarantined   = uint16(ZtgateZtDevFlagsZT_DEV_QUARANTINED)
+	DevPeerRules     = uint16(ZtgateZtDevFlagsZT_DEV_PEER_RULES)
+	DevPrefixRules   = uint16(ZtgateZtDevFlagsZT_DEV_PREFIX_RULES)
+	DevAuditIdentity = uint16(ZtgateZtDevFlagsZT_DEV_AUDIT_IDENTITY)
 
 	CfgAudit        = uint16(ZtgateZtConfigFlagsZT_CFG_AUDIT)
 	CfgSvcDHCP      = uint16(ZtgateZtConfigFlagsZT_CFG_SVC_DHCP)
@@ -71,4 +72,5 @@ const (
 	ReasonEncapDenied     = ZtgateZtReasonZT_R_ENCAP_DENIED
 	ReasonNoRule          = ZtgateZtReasonZT_R_NO_RULE
 	ReasonNoPolicy        = ZtgateZtReasonZT_R_NO_POLICY
+	ReasonL2DstDenied     = ZtgateZtReasonZT_R_L2DST_DENIED
 )

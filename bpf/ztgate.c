@@ -30,6 +30,9 @@ static __always_inline int zt_arp(const struct xdp_md *ctx, struct zt_pkt *pkt)
 		return ZT_R_ARP_SPOOF;
 	}
 	pkt->counted = 1;
+	/* ARP goes to the gateway, to a device on the link, or to everyone; never to a group. */
+	if (zt_l2_of(pkt) == ZT_L2_DENY)
+		return ZT_R_L2_DST_DENIED;
 	return ZT_R_ALLOW;
 }
 
@@ -67,6 +70,34 @@ __noinline int zt_ipv4_options(struct xdp_md *ctx, __u32 start, __u32 len)
 		i += o[1];
 	}
 	return -1;
+}
+
+/* Neighbour discovery options in [start, end): a source or target link-layer address option
+ * must name the Ethernet source (mac, from zt_mac_u64). -1 if acceptable, else a reason. A
+ * global function, like zt_ipv4_options. */
+__noinline int zt_nd_options(struct xdp_md *ctx, __u32 start, __u32 end, __u64 mac)
+{
+	__u32 i, off = start;
+
+	if (!ctx)
+		return ZT_R_MALFORMED;
+	for (i = 0; i < ZT_MAX_ND_OPTS; i++) {
+		const __u8 *o;
+
+		if (off >= end)
+			return -1;
+		if (off + 8 > end)
+			return ZT_R_MALFORMED;
+		o = zt_ptr(ctx, off, 8);
+		if (!o)
+			return ZT_R_TRUNCATED;
+		if (o[1] == 0 || off + o[1] * 8 > end)
+			return ZT_R_MALFORMED;
+		if ((o[0] == ZT_ND_SLLA || o[0] == ZT_ND_TLLA) && zt_mac_u64(o + 2) != mac)
+			return ZT_R_ND_SPOOF;
+		off += o[1] * 8;
+	}
+	return off >= end ? -1 : ZT_R_MALFORMED; /* more options than the walk follows */
 }
 
 /* Step 7 for IPv4: header consistency, source binding, options. */
@@ -133,6 +164,7 @@ static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 	__builtin_memcpy(pkt->saddr.b, ip + 8, 16);
 	__builtin_memcpy(pkt->daddr.b, ip + 24, 16);
 	nh = ip[6];
+	pkt->hoplimit = ip[7];
 
 	{
 		const __u64 *s = (const __u64 *)pkt->saddr.b;
@@ -219,8 +251,13 @@ static __always_inline int zt_guards(const struct xdp_md *ctx, struct zt_pkt *pk
 		pkt->sport = zt_be16(l4);
 		pkt->dport = zt_be16(l4 + 2);
 	}
-	if (pkt->l4proto == IPPROTO_UDP_ && l4 && zt_be16(l4 + 4) < 8)
-		return ZT_R_MALFORMED;
+	if (pkt->l4proto == IPPROTO_UDP_ && l4) {
+		__u32 ulen = zt_be16(l4 + 4);
+
+		/* A first fragment's UDP length covers the whole datagram, not this fragment. */
+		if (ulen < 8 || (!pkt->first_frag && pkt->l4off + ulen > pkt->end))
+			return ZT_R_MALFORMED;
+	}
 
 	if (pkt->family == 4) {
 		if (pkt->l4proto == IPPROTO_UDP_) {
@@ -274,21 +311,31 @@ static __always_inline int zt_guards(const struct xdp_md *ctx, struct zt_pkt *pk
 		case ZT_ICMP6_RA:
 		case ZT_ICMP6_REDIRECT:
 			return ZT_R_ROUTER_GUARD;
-		case ZT_ICMP6_NA: {
-			const struct zt_in6 *t;
-
-			if (pkt->l4off + ZT_ND_LEN > pkt->end)
-				return tiny;
-			t = zt_ptr(ctx, pkt->l4off + 8, 16);
-			if (!t)
-				return tiny;
-			if (!zt_bound_v6(pkt->dev, t))
-				return ZT_R_ND_SPOOF;
-			return ZT_R_ALLOW;
-		}
-		case ZT_ICMP6_RS:
+		case ZT_ICMP6_NA:
 		case ZT_ICMP6_NS:
-			return ZT_R_ALLOW;
+		case ZT_ICMP6_RS: {
+			__u32 opts = pkt->l4off + (pkt->icmp_type == ZT_ICMP6_RS ? 8 : ZT_ND_LEN);
+			int r;
+
+			if (opts > pkt->end)
+				return tiny;
+			if (pkt->icmp_type == ZT_ICMP6_NA) {
+				const struct zt_in6 *t = zt_ptr(ctx, pkt->l4off + 8, 16);
+
+				if (!t)
+					return tiny;
+				if (!zt_bound_v6(pkt->dev, t))
+					return ZT_R_ND_SPOOF;
+			}
+			r = zt_nd_options((struct xdp_md *)ctx, opts, pkt->end, zt_mac_u64(pkt->smac));
+			if (r >= 0)
+				return r;
+			/* Plumbing only on the link; anything else needs a rule like any packet. */
+			if (zt_nd_link_scope(pkt))
+				return ZT_R_ALLOW;
+			if (pkt->unspec)
+				return ZT_R_SPOOF_IP;
+		}
 		}
 	}
 	return -1;
@@ -339,6 +386,7 @@ static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 		return ZT_R_SPOOF_MAC_PORT;
 	if (pkt->vid != pkt->dev->vlan)
 		return ZT_R_VLAN_DENIED;
+	__builtin_memcpy(pkt->dmac, eth, 6);
 	/* Step 4 (quarantine) selects the rule set in step 13. Step 5: ethertype. */
 	if (proto == ETH_P_ARP_)
 		return zt_arp(ctx, pkt);
@@ -353,16 +401,39 @@ static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 	}
 	if (r >= 0)
 		return r;
-	/* Step 9: later fragments follow their first fragment. */
+	/* Step 8b: whom the frame is for. Enforced after the sender's identity checks, so that a
+	 * spoof is reported as one whatever its destination MAC. */
+	pkt->l2 = zt_l2_of(pkt);
+	/* Step 9: later fragments follow their first fragment, to the same receiver. */
 	if (pkt->foff)
-		return zt_frag_later(pkt);
-	/* Steps 10-11, 13. */
+		return pkt->l2 == ZT_L2_DENY ? ZT_R_L2_DST_DENIED : zt_frag_later(pkt);
+	/* Steps 10-11, 13. The destination MAC must fit the IP destination: a frame the guards
+	 * let through as plumbing too. */
 	r = zt_guards(ctx, pkt);
+	if ((r < 0 || r == ZT_R_ALLOW) && pkt->l2 == ZT_L2_DENY)
+		r = ZT_R_L2_DST_DENIED;
 	if (r < 0)
 		r = zt_allow_list(pkt);
 	if (r == ZT_R_ALLOW && pkt->first_frag)
 		r = zt_frag_record(pkt);
 	return r;
+}
+
+/* Does the device's audit mode pass a frame dropped for reason? Identity failures (the sender
+ * is not who it claims) stay enforced unless the device's audit covers identity too. */
+static __always_inline __u32 zt_dev_audits(__u16 flags, int reason)
+{
+	if (!(flags & ZT_DEV_AUDIT))
+		return 0;
+	switch (reason) {
+	case ZT_R_SPOOF_MAC_PORT:
+	case ZT_R_SPOOF_IP:
+	case ZT_R_ARP_SPOOF:
+	case ZT_R_ND_SPOOF:
+	case ZT_R_DHCP_CHADDR:
+		return flags & ZT_DEV_AUDIT_IDENTITY;
+	}
+	return 1;
 }
 
 SEC("xdp")
@@ -386,7 +457,7 @@ int zt_xdp(struct xdp_md *ctx)
 		reason = ZT_R_MALFORMED;
 	verdict = ZT_V_PASS;
 	if (reason != ZT_R_ALLOW) {
-		__u32 audit = pkt.dev ? pkt.dev->flags & ZT_DEV_AUDIT
+		__u32 audit = pkt.dev ? zt_dev_audits(pkt.dev->flags, reason)
 				      : pkt.cfg && (pkt.cfg->flags & ZT_CFG_AUDIT);
 
 		verdict = reason != ZT_R_NO_POLICY && audit ? ZT_V_AUDIT : ZT_V_DROP;

@@ -47,6 +47,9 @@ type ZtgateZtConfig struct {
 	N_gw6             uint8
 	Gw4               [4]uint32
 	Gw6               [4]ZtgateZtIn6
+	Gwmac             [4]ZtgateZtMac
+	N_gwmac           uint8
+	Pad               [7]uint8
 }
 
 type ZtgateZtConfigFlags uint32
@@ -68,10 +71,11 @@ type ZtgateZtCounter struct {
 type ZtgateZtDevFlags uint32
 
 const (
-	ZtgateZtDevFlagsZT_DEV_AUDIT        ZtgateZtDevFlags = 1
-	ZtgateZtDevFlagsZT_DEV_QUARANTINED  ZtgateZtDevFlags = 2
-	ZtgateZtDevFlagsZT_DEV_PEER_RULES   ZtgateZtDevFlags = 4
-	ZtgateZtDevFlagsZT_DEV_PREFIX_RULES ZtgateZtDevFlags = 8
+	ZtgateZtDevFlagsZT_DEV_AUDIT          ZtgateZtDevFlags = 1
+	ZtgateZtDevFlagsZT_DEV_QUARANTINED    ZtgateZtDevFlags = 2
+	ZtgateZtDevFlagsZT_DEV_PEER_RULES     ZtgateZtDevFlags = 4
+	ZtgateZtDevFlagsZT_DEV_PREFIX_RULES   ZtgateZtDevFlags = 8
+	ZtgateZtDevFlagsZT_DEV_AUDIT_IDENTITY ZtgateZtDevFlags = 16
 )
 
 type ZtgateZtDevKey struct {
@@ -152,6 +156,11 @@ type ZtgateZtLimitSlot struct {
 	Count       uint64
 }
 
+type ZtgateZtMac struct {
+	_ structs.HostLayout
+	B [6]uint8
+}
+
 type ZtgateZtPrefixKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -191,7 +200,8 @@ const (
 	ZtgateZtReasonZT_R_ENCAP_DENIED     ZtgateZtReason = 21
 	ZtgateZtReasonZT_R_NO_RULE          ZtgateZtReason = 22
 	ZtgateZtReasonZT_R_NO_POLICY        ZtgateZtReason = 23
-	ZtgateZtReasonZT_R_MAX              ZtgateZtReason = 24
+	ZtgateZtReasonZT_R_L2DST_DENIED     ZtgateZtReason = 24
+	ZtgateZtReasonZT_R_MAX              ZtgateZtReason = 25
 )
 
 type ZtgateZtRuleFlags uint32
@@ -254,6 +264,7 @@ const (
 	ZtgateMapZtEvents         = "zt_events"
 	ZtgateMapZtEvstats        = "zt_evstats"
 	ZtgateMapZtFrags          = "zt_frags"
+	ZtgateMapZtGwmacs         = "zt_gwmacs"
 	ZtgateMapZtPrefixes       = "zt_prefixes"
 	ZtgateMapZtRules          = "zt_rules"
 	ZtgateProgZtXdp           = "zt_xdp"
@@ -343,6 +354,7 @@ type ZtgateMapSpecs struct {
 	ZtEvents     *ebpf.MapSpec `ebpf:"zt_events"`
 	ZtEvstats    *ebpf.MapSpec `ebpf:"zt_evstats"`
 	ZtFrags      *ebpf.MapSpec `ebpf:"zt_frags"`
+	ZtGwmacs     *ebpf.MapSpec `ebpf:"zt_gwmacs"`
 	ZtPrefixes   *ebpf.MapSpec `ebpf:"zt_prefixes"`
 	ZtRules      *ebpf.MapSpec `ebpf:"zt_rules"`
 }
@@ -408,6 +420,7 @@ type ZtgateMaps struct {
 	ZtEvents     *ebpf.Map `ebpf:"zt_events"`
 	ZtEvstats    *ebpf.Map `ebpf:"zt_evstats"`
 	ZtFrags      *ebpf.Map `ebpf:"zt_frags"`
+	ZtGwmacs     *ebpf.Map `ebpf:"zt_gwmacs"`
 	ZtPrefixes   *ebpf.Map `ebpf:"zt_prefixes"`
 	ZtRules      *ebpf.Map `ebpf:"zt_rules"`
 }
@@ -426,6 +439,7 @@ func (m *ZtgateMaps) Close() error {
 		m.ZtEvents,
 		m.ZtEvstats,
 		m.ZtFrags,
+		m.ZtGwmacs,
 		m.ZtPrefixes,
 		m.ZtRules,
 	)

@@ -102,16 +102,17 @@ func basePolicy(t *testing.T, tp *testenv.Topology) *policy.Policy {
 func attach(t *testing.T, tp *testenv.Topology, mode loader.Mode, p *policy.Policy) *gateway {
 	t.Helper()
 	dir := pinDir()
-	dp, err := loader.Open(loader.Config{PinDir: dir, Mode: mode, EventBurst: 1 << 30, EventsEnabled: true})
-	if err != nil {
-		t.Fatalf("open datapath: %+v", err)
-	}
+	// Registered before Open: a load that fails after pinning maps leaves them behind.
 	t.Cleanup(func() {
-		_ = dp.Close()
 		if err := loader.Uninstall(dir); err != nil {
 			t.Errorf("uninstall: %v", err)
 		}
 	})
+	dp, err := loader.Open(loader.Config{PinDir: dir, Mode: mode, EventBurst: 1 << 30, EventsEnabled: true})
+	if err != nil {
+		t.Fatalf("open datapath: %+v", err)
+	}
+	t.Cleanup(func() { _ = dp.Close() })
 	m, err := maps.New(dp.Objects(), dp.MapSpecs())
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/ztgate/ztgate/maps/gwmacs"
 )
 
 // Mode is an XDP attach mode.
@@ -137,6 +139,10 @@ func (d *Datapath) attach(ifname string, want Mode) (Mode, error) {
 	}
 	defer unlock()
 
+	// The interface's MACs first: frames to them are the gateway's, also under this program.
+	if err := gwmacs.AddInterface(d.objs.ZtGwmacs, nlink); err != nil {
+		return ModeNone, err
+	}
 	path := d.linkPath(ifname)
 	l, adopted, err := d.adopt(ifname, ifindex, path)
 	if err != nil {

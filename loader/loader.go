@@ -30,11 +30,13 @@ import (
 	"github.com/ztgate/ztgate/bpf"
 )
 
-// LayoutVersion is the version of the map layout, and the name of the pin subdirectory (v3).
+// LayoutVersion is the version of the map layout, and the name of the pin subdirectory (v4).
 // v1: zt_event_limit was an LRU hash of (device, reason); v2: it is an array of budget slots,
 // and zt_clock (the per-CPU clock cache) is new; v3: zt_devstats is a plain array, one row of
-// devices per CPU, instead of a per-CPU array (device counters restart from zero on the upgrade).
-const LayoutVersion = 3
+// devices per CPU, instead of a per-CPU array (device counters restart from zero on the upgrade);
+// v4: zt_config carries the policy's gateway MACs, zt_counters the l2_dst_denied reason, and
+// zt_gwmacs (the gateway's own MACs) is new.
+const LayoutVersion = 4
 
 // LayoutDir is the directory that holds the pins of the current layout under pinDir.
 func LayoutDir(pinDir string) string { return layoutDir(pinDir, LayoutVersion) }

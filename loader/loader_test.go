@@ -108,8 +108,8 @@ func TestLifecycle(t *testing.T) {
 
 	dp1 := openDatapath(t, cfg)
 	dir := LayoutDir(cfg.PinDir)
-	if dp1.Dir() != dir || !strings.HasSuffix(dir, "/v3") {
-		t.Fatalf("Dir() = %q, want %q ending in /v3", dp1.Dir(), dir)
+	if dp1.Dir() != dir || !strings.HasSuffix(dir, "/v4") {
+		t.Fatalf("Dir() = %q, want %q ending in /v4", dp1.Dir(), dir)
 	}
 	for _, name := range []string{bpf.ZtgateMapZtActive, bpf.ZtgateMapZtCfg, bpf.ZtgateMapZtDevices,
 		bpf.ZtgateMapZtAddrs, bpf.ZtgateMapZtPrefixes, bpf.ZtgateMapZtRules, bpf.ZtgateMapZtBarrier,

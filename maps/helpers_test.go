@@ -13,6 +13,7 @@ import (
 
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/loader"
+	"github.com/ztgate/ztgate/maps/gwmacs"
 	"github.com/ztgate/ztgate/policy"
 )
 
@@ -52,6 +53,10 @@ func setup(t *testing.T, mod func(*loader.Config)) *env {
 		t.Fatalf("open datapath: %v", err)
 	}
 	t.Cleanup(func() { dp.Close() })
+	// The test frames' destination is the gateway, as the loader registers an interface's MAC.
+	if err := gwmacs.Add(dp.Objects().ZtGwmacs, gwMAC[:], 1); err != nil {
+		t.Fatal(err)
+	}
 	m, err := New(dp.Objects(), dp.MapSpecs())
 	if err != nil {
 		t.Fatal(err)

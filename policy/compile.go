@@ -191,6 +191,14 @@ func (c *compiler) run() error {
 		cfg.Gw6[cfg.N_gw6] = in6(a)
 		cfg.N_gw6++
 	}
+	for _, s := range spec.Gateway.MACs {
+		hw, err := net.ParseMAC(s)
+		if err != nil || len(hw) != 6 || hw[0]&1 != 0 || int(cfg.N_gwmac) >= len(cfg.Gwmac) {
+			return fmt.Errorf("spec.gateway.macs: %q: not a usable unicast MAC address", s)
+		}
+		cfg.Gwmac[cfg.N_gwmac].B = [6]byte(hw)
+		cfg.N_gwmac++
+	}
 
 	qrs, err := c.ruleset("spec.quarantine.allow", spec.Quarantine.Allow)
 	if err != nil {
@@ -263,6 +271,7 @@ func (c *compiler) device(i int, d *Device, segs map[string]*Segment) error {
 func (c *compiler) record(path string, d *Device, segs map[string]*Segment) (bpf.DevRec, error) {
 	rec := bpf.DevRec{DevId: c.devIDs[d.Name], Vlan: d.VLAN}
 	mode := c.p.Spec.Mode
+	auditIdentity := c.p.Spec.AuditIdentity || d.AuditIdentity
 	var seg *Segment
 	if d.Segment != "" {
 		seg = segs[d.Segment]
@@ -270,6 +279,7 @@ func (c *compiler) record(path string, d *Device, segs map[string]*Segment) (bpf
 		if seg.Mode != "" {
 			mode = seg.Mode
 		}
+		auditIdentity = auditIdentity || seg.AuditIdentity
 	}
 	if d.Mode != "" {
 		mode = d.Mode
@@ -292,6 +302,9 @@ func (c *compiler) record(path string, d *Device, segs map[string]*Segment) (bpf
 	rec.Flags = c.rsFlags[rs]
 	if mode == ModeAudit {
 		rec.Flags |= bpf.DevAudit
+		if auditIdentity {
+			rec.Flags |= bpf.DevAuditIdentity
+		}
 	}
 	if d.Quarantined {
 		rec.Flags |= bpf.DevQuarantined

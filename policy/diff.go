@@ -177,6 +177,8 @@ func Compare(old, new *Policy) Diff {
 	d.Settings = appendField(d.Settings, "spec.gateway.ipv4", joinList(os.Gateway.IPv4), joinList(ns.Gateway.IPv4), normAddrs)
 	d.Settings = appendField(d.Settings, "spec.gateway.ipv6", joinList(os.Gateway.IPv6), joinList(ns.Gateway.IPv6), normAddrs)
 	d.Settings = appendField(d.Settings, "spec.gateway.services", joinList(os.Gateway.Services), joinList(ns.Gateway.Services), normSet)
+	d.Settings = appendField(d.Settings, "spec.gateway.macs", joinList(os.Gateway.MACs), joinList(ns.Gateway.MACs), normSet)
+	d.Settings = appendField(d.Settings, "spec.auditIdentity", boolString(os.AuditIdentity), boolString(ns.AuditIdentity), nil)
 	if added, removed := ruleDiff(os.Quarantine.Allow, ns.Quarantine.Allow); len(added)+len(removed) > 0 {
 		d.Settings = append(d.Settings, FieldChange{Field: "spec.quarantine.allow",
 			Old: joinRules(os.Quarantine.Allow), New: joinRules(ns.Quarantine.Allow)})
@@ -185,6 +187,7 @@ func Compare(old, new *Policy) Diff {
 	d.Segments = compareItems(os.Segments, ns.Segments, func(s *Segment) string { return s.Name },
 		func(o, n *Segment) ItemChange {
 			c := ItemChange{Fields: appendField(nil, "mode", string(o.Mode), string(n.Mode), nil)}
+			c.Fields = appendField(c.Fields, "auditIdentity", boolString(o.AuditIdentity), boolString(n.AuditIdentity), nil)
 			c.RulesAdded, c.RulesRemoved = ruleDiff(o.Allow, n.Allow)
 			return c
 		})
@@ -202,6 +205,7 @@ func Compare(old, new *Policy) Diff {
 			fs = appendField(fs, "segment", o.Segment, n.Segment, nil)
 			fs = appendField(fs, "mode", string(o.Mode), string(n.Mode), nil)
 			fs = appendField(fs, "quarantined", boolString(o.Quarantined), boolString(n.Quarantined), nil)
+			fs = appendField(fs, "auditIdentity", boolString(o.AuditIdentity), boolString(n.AuditIdentity), nil)
 			c := ItemChange{Fields: fs}
 			c.RulesAdded, c.RulesRemoved = ruleDiff(o.Allow, n.Allow)
 			return c
@@ -249,6 +253,7 @@ func compareItems[T any](old, new []T, name func(*T) string, changed func(o, n *
 func sameDevice(o, n *Device) bool {
 	return o.MAC == n.MAC && slices.Equal(o.IPv4, n.IPv4) && slices.Equal(o.IPv6, n.IPv6) && o.Port == n.Port &&
 		o.VLAN == n.VLAN && o.Segment == n.Segment && o.Mode == n.Mode && o.Quarantined == n.Quarantined &&
+		o.AuditIdentity == n.AuditIdentity &&
 		slices.EqualFunc(o.Allow, n.Allow, func(a, b Rule) bool {
 			return a.To == b.To && a.Proto == b.Proto && slices.Equal(a.Ports, b.Ports)
 		})

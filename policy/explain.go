@@ -123,7 +123,10 @@ func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 	if rec, ok := s.Devices[DevKey(mac)]; ok {
 		ifindex = rec.Ifindex
 	}
-	dec := NewModel(s, 16, time.Minute).Decide(frame, ifindex, 0)
+	m := NewModel(s, 16, time.Minute)
+	m.AddGatewayMAC([6]byte(explainDstMAC)) // the probe is sent to the gateway, as on a routed gateway
+	m.AddGatewayMAC([6]byte(explainAltDstMAC))
+	dec := m.Decide(frame, ifindex, 0)
 	e.Verdict, e.Reason = dec.Verdict.String(), dec.Reason.String()
 	if dec.Reason != bpf.ReasonAllow {
 		return e, nil

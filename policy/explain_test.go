@@ -312,6 +312,7 @@ func TestExplainConsistent(t *testing.T) {
 	for _, p := range []*Policy{explainPolicy(), withServices} {
 		s := compileForExplain(t, p)
 		model := NewModel(s, 16, time.Minute)
+		model.AddGatewayMAC([6]byte{2, 0, 0, 0, 0, 0xaa}) // independentFrame's destination: the gateway
 		var dests []string
 		for _, d := range p.Spec.Devices {
 			dests = append(dests, d.Name)

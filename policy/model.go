@@ -28,6 +28,7 @@ type Model struct {
 	frags        map[bpf.FragKey]bpf.FragVal
 	fragCapacity int
 	fragTimeout  time.Duration
+	gwMACs       map[[6]byte]bool // zt_gwmacs: the gateway's own MACs, from the loader
 }
 
 type trieEntry struct {
@@ -39,7 +40,8 @@ type trieEntry struct {
 // NewModel returns a model deciding from s (nil: no policy installed) with a first-fragment
 // table of fragCapacity entries whose records live for fragTimeout.
 func NewModel(s *Snapshot, fragCapacity int, fragTimeout time.Duration) *Model {
-	m := &Model{frags: map[bpf.FragKey]bpf.FragVal{}, fragCapacity: fragCapacity, fragTimeout: fragTimeout}
+	m := &Model{frags: map[bpf.FragKey]bpf.FragVal{}, fragCapacity: fragCapacity, fragTimeout: fragTimeout,
+		gwMACs: map[[6]byte]bool{}}
 	m.SetSnapshot(s)
 	return m
 }
@@ -58,6 +60,9 @@ func (m *Model) SetSnapshot(s *Snapshot) {
 		sort.Slice(es, func(i, j int) bool { return es[i].bits > es[j].bits })
 	}
 }
+
+// AddGatewayMAC records one of the gateway's own MACs, as the loader writes it into zt_gwmacs.
+func (m *Model) AddGatewayMAC(mac [6]byte) { m.gwMACs[mac] = true }
 
 // Snapshot returns the revision the model decides from.
 func (m *Model) Snapshot() *Snapshot { return m.snap }
@@ -82,6 +87,9 @@ type pkt struct {
 	sport     uint16
 	dport     uint16
 	smac      []byte
+	dmac      []byte
+	l2        int   // m.l2 of the frame
+	hoplimit  uint8 // IPv6 hop limit
 	family    int
 	l4proto   uint8
 	mf        bool
@@ -92,8 +100,18 @@ type pkt struct {
 	now       time.Duration
 }
 
+// Destination MAC classes, as ZT_L2_* in bpf/helpers.h.
+const (
+	l2Deny    = iota // the destination MAC does not fit the frame: l2_dst_denied
+	l2Gateway        // one of the gateway's MACs (zt_gwmacs or the policy's)
+	l2DevMAC         // a known device's MAC, and the IP destination is bound to it
+	l2Bcast          // ff:ff:ff:ff:ff:ff
+	l2Mcast          // the group MAC of the IP destination
+)
+
 const (
 	maxOff        = 0x3fff // ZT_MAX_OFF
+	maxNDOpts     = 8      // ZT_MAX_ND_OPTS
 	maxIPv4Opts   = 40     // ZT_MAX_IPV4_OPTS
 	maxExtHeaders = 8      // ZT_MAX_EXT_HDRS
 	goOn          = -1     // a step that did not decide
@@ -121,7 +139,7 @@ func (m *Model) Decide(frame []byte, ingress uint32, now time.Duration) Decision
 	if r != bpf.ReasonAllow {
 		audit := false
 		if p.dev != nil {
-			audit = p.dev.Flags&bpf.DevAudit != 0
+			audit = devAudits(p.dev.Flags, r)
 		} else if p.cfg != nil {
 			audit = p.cfg.Flags&bpf.CfgAudit != 0
 		}
@@ -135,6 +153,22 @@ func (m *Model) Decide(frame []byte, ingress uint32, now time.Duration) Decision
 		d.Counted = p.counted
 	}
 	return d
+}
+
+// identityReasons are the drops that say the sender is not who it claims to be.
+var identityReasons = map[bpf.Reason]bool{bpf.ReasonSpoofMACPort: true, bpf.ReasonSpoofIP: true,
+	bpf.ReasonARPSpoof: true, bpf.ReasonNDSpoof: true, bpf.ReasonDHCPChaddr: true}
+
+// devAudits mirrors zt_dev_audits: audit mode passes a drop, except an identity failure unless
+// the device's audit covers identity too.
+func devAudits(flags uint16, r bpf.Reason) bool {
+	if flags&bpf.DevAudit == 0 {
+		return false
+	}
+	if identityReasons[r] {
+		return flags&bpf.DevAuditIdentity != 0
+	}
+	return true
 }
 
 func (m *Model) decide(p *pkt, ingress uint32) bpf.Reason {
@@ -182,6 +216,7 @@ func (m *Model) decide(p *pkt, ingress uint32) bpf.Reason {
 	if p.vid != dev.Vlan {
 		return bpf.ReasonVLANDenied
 	}
+	p.dmac = eth[0:6]
 	// Step 5: ethertype (step 4, quarantine, picks the rule set in step 13).
 	var r int
 	switch proto {
@@ -199,12 +234,21 @@ func (m *Model) decide(p *pkt, ingress uint32) bpf.Reason {
 	if r >= 0 {
 		return bpf.Reason(r)
 	}
-	// Step 9: later fragments follow their first fragment.
+	// Step 8b: whom the frame is for, enforced after the sender's identity checks.
+	p.l2 = m.l2(p)
+	// Step 9: later fragments follow their first fragment, to the same receiver.
 	if p.foff != 0 {
+		if p.l2 == l2Deny {
+			return bpf.ReasonL2DstDenied
+		}
 		return m.fragLater(p)
 	}
-	// Steps 10-11, 13.
+	// Steps 10-11, 13. The destination MAC must fit the IP destination: a frame the guards
+	// let through as plumbing too.
 	r = m.guards(p)
+	if (r < 0 || r == int(bpf.ReasonAllow)) && p.l2 == l2Deny {
+		r = int(bpf.ReasonL2DstDenied)
+	}
 	if r < 0 {
 		r = int(m.allowList(p))
 	}
@@ -236,7 +280,95 @@ func (m *Model) arp(p *pkt) bpf.Reason {
 		return bpf.ReasonARPSpoof
 	}
 	p.counted = true
+	if m.l2(p) == l2Deny {
+		return bpf.ReasonL2DstDenied
+	}
 	return bpf.ReasonAllow
+}
+
+// l2 mirrors zt_l2: the class of the destination MAC, or l2Deny when it does not fit the frame
+// (family 0: ARP).
+func (m *Model) l2(p *pkt) int {
+	d, a := p.dmac, p.daddr
+	if d[0]&1 != 0 {
+		if bytes.Equal(d, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) {
+			if p.family == 6 || (p.family == 4 && a != bcast4) {
+				return l2Deny
+			}
+			return l2Bcast
+		}
+		if p.family == 4 && a[12]>>4 == 0xe && bytes.Equal(d, []byte{0x01, 0x00, 0x5e, a[13] & 0x7f, a[14], a[15]}) {
+			return l2Mcast
+		}
+		if p.family == 6 && a[0] == 0xff && bytes.Equal(d, []byte{0x33, 0x33, a[12], a[13], a[14], a[15]}) {
+			return l2Mcast
+		}
+		return l2Deny
+	}
+	mac := [6]byte(d)
+	if m.gwMACs[mac] {
+		return l2Gateway
+	}
+	for i := 0; i < int(p.cfg.N_gwmac) && i < len(p.cfg.Gwmac); i++ {
+		if p.cfg.Gwmac[i].B == mac {
+			return l2Gateway
+		}
+	}
+	peer, ok := m.snap.Devices[bpf.DevKey{Mac: mac}]
+	if !ok {
+		return l2Deny
+	}
+	if p.family == 0 || (p.family == 4 && boundV4(&peer, a[12:])) || (p.family == 6 && boundV6(&peer, a[:])) {
+		return l2DevMAC
+	}
+	return l2Deny
+}
+
+// ndLinkScope mirrors zt_nd_link_scope: hop limit 255 and a destination no router forwards.
+func (m *Model) ndLinkScope(p *pkt) bool {
+	a := p.daddr
+	if p.hoplimit != 255 {
+		return false
+	}
+	if p.l2 == l2DevMAC {
+		return true
+	}
+	if (a[0] == 0xfe && a[1]&0xc0 == 0x80) || (a[0] == 0xff && a[1] == 0x02) {
+		return true
+	}
+	return m.isGateway(p)
+}
+
+func macU64(b []byte) uint64 {
+	return uint64(b[0])<<40 | uint64(b[1])<<32 | uint64(b[2])<<24 | uint64(b[3])<<16 | uint64(b[4])<<8 | uint64(b[5])
+}
+
+// ndOptions mirrors zt_nd_options: link-layer address options must name the Ethernet source.
+func (p *pkt) ndOptions(start, end int, mac uint64) int {
+	off := start
+	for range maxNDOpts {
+		if off >= end {
+			return goOn
+		}
+		if off+8 > end {
+			return int(bpf.ReasonMalformed)
+		}
+		o := p.ptr(off, 8)
+		if o == nil {
+			return int(bpf.ReasonTruncated)
+		}
+		if o[1] == 0 || off+int(o[1])*8 > end {
+			return int(bpf.ReasonMalformed)
+		}
+		if (o[0] == ndSLLA || o[0] == ndTLLA) && macU64(o[2:8]) != mac {
+			return int(bpf.ReasonNDSpoof)
+		}
+		off += int(o[1]) * 8
+	}
+	if off >= end {
+		return goOn
+	}
+	return int(bpf.ReasonMalformed)
 }
 
 func boundV4(d *bpf.DevRec, a []byte) bool {
@@ -362,6 +494,7 @@ func (m *Model) ipv6(p *pkt) int {
 	copy(p.saddr[:], ip[8:24])
 	copy(p.daddr[:], ip[24:40])
 	nh := ip[6]
+	p.hoplimit = ip[7]
 	if p.saddr == [16]byte{} {
 		p.unspec = true
 	} else if !boundV6(p.dev, p.saddr[:]) {
@@ -443,6 +576,8 @@ const (
 	icmp6NS          = 135
 	icmp6NA          = 136
 	icmp6Redirect    = 137
+	ndSLLA           = 1 // ND option: source link-layer address
+	ndTLLA           = 2 // ND option: target link-layer address
 )
 
 // guards mirrors zt_guards (step 10 and the DHCP/ND plumbing).
@@ -481,8 +616,11 @@ func (m *Model) guards(p *pkt) int {
 		p.sport = be16(l4)
 		p.dport = be16(l4[2:])
 	}
-	if p.l4proto == ProtoUDP && l4 != nil && be16(l4[4:]) < 8 {
-		return int(bpf.ReasonMalformed)
+	if p.l4proto == ProtoUDP && l4 != nil {
+		ulen := int(be16(l4[4:]))
+		if ulen < 8 || (!p.firstFrag && p.l4off+ulen > p.end) {
+			return int(bpf.ReasonMalformed)
+		}
 	}
 
 	if p.family == 4 {
@@ -536,20 +674,32 @@ func (m *Model) guards(p *pkt) int {
 		switch p.icmpType {
 		case icmp6RA, icmp6Redirect:
 			return int(bpf.ReasonRouterGuard)
-		case icmp6NA:
-			if p.l4off+24 > p.end {
+		case icmp6NA, icmp6NS, icmp6RS:
+			opts := p.l4off + 24
+			if p.icmpType == icmp6RS {
+				opts = p.l4off + 8
+			}
+			if opts > p.end {
 				return tiny
 			}
-			t := p.ptr(p.l4off+8, 16)
-			if t == nil {
-				return tiny
+			if p.icmpType == icmp6NA {
+				t := p.ptr(p.l4off+8, 16)
+				if t == nil {
+					return tiny
+				}
+				if !boundV6(p.dev, t) {
+					return int(bpf.ReasonNDSpoof)
+				}
 			}
-			if !boundV6(p.dev, t) {
-				return int(bpf.ReasonNDSpoof)
+			if r := p.ndOptions(opts, p.end, macU64(p.smac)); r >= 0 {
+				return r
 			}
-			return int(bpf.ReasonAllow)
-		case icmp6RS, icmp6NS:
-			return int(bpf.ReasonAllow)
+			if m.ndLinkScope(p) {
+				return int(bpf.ReasonAllow)
+			}
+			if p.unspec {
+				return int(bpf.ReasonSpoofIP)
+			}
 		}
 	}
 	return goOn

@@ -114,7 +114,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown top-level field", header + "spec: {}\nextra: 1\n", []string{
 			`t.yaml:6:1: extra: unknown field "extra", allowed fields are apiVersion, kind, metadata, spec`}, 1},
 		{"unknown device field", withSpec(device + "      macc: x\n"), []string{
-			`t.yaml:9:7: spec.devices[0].macc: unknown field "macc", allowed fields are name, mac, ipv4, ipv6, port, vlan, segment, mode, quarantined, allow`}, 1},
+			`t.yaml:9:7: spec.devices[0].macc: unknown field "macc", allowed fields are name, mac, ipv4, ipv6, port, vlan, segment, mode, quarantined, auditIdentity, allow`}, 1},
 		{"duplicate field", withSpec("  gateway:\n    ipv4: [10.0.0.1]\n    ipv4: [10.0.0.2]\n"), []string{
 			`t.yaml:8:5: spec.gateway.ipv4: duplicate field "ipv4", first defined at line 7`}, 1},
 		{"merge key", withSpec("  gateway: &g {ipv4: [10.0.0.1]}\n  quarantine:\n    <<: *g\n"), []string{

@@ -35,11 +35,15 @@ const (
 
 // Spec is the body of a policy.
 type Spec struct {
-	Mode       Mode       `yaml:"mode,omitempty"`
-	Gateway    Gateway    `yaml:"gateway"`
-	Quarantine Quarantine `yaml:"quarantine,omitempty"`
-	Segments   []Segment  `yaml:"segments,omitempty"`
-	Devices    []Device   `yaml:"devices,omitempty"`
+	Mode Mode `yaml:"mode,omitempty"`
+	// AuditIdentity extends audit mode to identity failures (spoof_mac_port, spoof_ip, arp_spoof,
+	// nd_spoof, dhcp_chaddr): without it, an audit-mode device's impersonations still drop.
+	// True here, on a segment or on a device applies to the devices under it.
+	AuditIdentity bool       `yaml:"auditIdentity,omitempty"`
+	Gateway       Gateway    `yaml:"gateway"`
+	Quarantine    Quarantine `yaml:"quarantine,omitempty"`
+	Segments      []Segment  `yaml:"segments,omitempty"`
+	Devices       []Device   `yaml:"devices,omitempty"`
 }
 
 // Service names a gateway service devices may use without a rule.
@@ -52,11 +56,14 @@ const (
 	ServiceNTP    Service = "ntp"    // UDP 123 to the gateway
 )
 
-// Gateway describes the gateway itself: its own addresses (at most 4 per family) and services.
+// Gateway describes the gateway itself: its own addresses (at most 4 per family), services, and
+// MACs (at most 4) that frames to the gateway may carry besides its interfaces' own, which the
+// agent registers: on a bridged gateway, the upstream router's.
 type Gateway struct {
 	IPv4     []string  `yaml:"ipv4,omitempty"`
 	IPv6     []string  `yaml:"ipv6,omitempty"`
 	Services []Service `yaml:"services,omitempty"`
+	MACs     []string  `yaml:"macs,omitempty"`
 }
 
 // Quarantine is the allow-set of quarantined devices (in addition to gateway dhcp/dhcpv6/dns
@@ -67,9 +74,10 @@ type Quarantine struct {
 
 // Segment is a trust segment: its rules apply to every device in it.
 type Segment struct {
-	Name  string `yaml:"name"`
-	Mode  Mode   `yaml:"mode,omitempty"`
-	Allow []Rule `yaml:"allow,omitempty"`
+	Name          string `yaml:"name"`
+	Mode          Mode   `yaml:"mode,omitempty"`
+	AuditIdentity bool   `yaml:"auditIdentity,omitempty"` // see Spec.AuditIdentity
+	Allow         []Rule `yaml:"allow,omitempty"`
 }
 
 // Device is one device: its identity (MAC, addresses, optional gateway port and VLAN) and
@@ -84,7 +92,9 @@ type Device struct {
 	Segment     string   `yaml:"segment,omitempty"`
 	Mode        Mode     `yaml:"mode,omitempty"`
 	Quarantined bool     `yaml:"quarantined,omitempty"`
-	Allow       []Rule   `yaml:"allow,omitempty"`
+	// AuditIdentity: see Spec.AuditIdentity.
+	AuditIdentity bool   `yaml:"auditIdentity,omitempty"`
+	Allow         []Rule `yaml:"allow,omitempty"`
 }
 
 // Rule allows traffic to a destination, for a protocol, to destination ports.

@@ -16,6 +16,7 @@ const (
 	maxNameLen     = 63    // metadata, segment and device names
 	maxFamilyAddrs = 4     // addresses per family, of the gateway and of each device
 	maxVLAN        = 4094  // largest VLAN id; 0 is untagged
+	maxGatewayMACs = 4     // spec.gateway.macs (ZT_MAX_GW)
 	maxIfnameLen   = 15    // IFNAMSIZ - 1
 	maxSegments    = 65535 // segment ids are 16-bit and 0 means no segment
 )
@@ -169,6 +170,27 @@ func (v *validator) gatewaySpec(g *Gateway) {
 	for _, la := range v.addrList("spec.gateway.ipv6", g.IPv6, true) {
 		v.gateway[la.addr] = true
 	}
+	if len(g.MACs) > maxGatewayMACs {
+		v.errorf("spec.gateway.macs", "%d MAC addresses, at most %d", len(g.MACs), maxGatewayMACs)
+	}
+	seenMAC := map[string]int{}
+	for i, s := range g.MACs {
+		path := index("spec.gateway.macs", i)
+		hw, err := net.ParseMAC(s)
+		switch {
+		case err != nil || len(hw) != 6:
+			v.errorf(path, "%s is not a 6-byte MAC address", quote(s))
+		case hw[0]&1 != 0:
+			v.errorf(path, "%s is a multicast or broadcast MAC address", quote(s))
+		case bytes.Equal(hw, make(net.HardwareAddr, 6)):
+			v.errorf(path, "%s is the all-zero MAC address", quote(s))
+		default:
+			if j, dup := seenMAC[hw.String()]; dup {
+				v.errorf(path, "duplicate MAC address %s, also spec.gateway.macs[%d]", hw, j)
+			}
+			seenMAC[hw.String()] = i
+		}
+	}
 	seen := map[Service]bool{}
 	for i, s := range g.Services {
 		path := fmt.Sprintf("spec.gateway.services[%d]", i)
@@ -250,6 +272,10 @@ func (v *validator) mac(dev int, path, s string) {
 		v.errorf(path, "%s is the all-zero MAC address", quote(s))
 	default:
 		key := hw.String()
+		if v.isGatewayMAC(hw) {
+			v.errorf(path, "MAC address %s is the gateway's (spec.gateway.macs)", key)
+			return
+		}
 		if other, dup := v.macs[key]; dup && other != dev {
 			v.errorf(path, "MAC address %s is already used by device %s", key, v.deviceLabel(other))
 			return
@@ -258,6 +284,19 @@ func (v *validator) mac(dev int, path, s string) {
 			v.macs[key] = dev
 		}
 	}
+}
+
+// isGatewayMAC reports whether hw is one of spec.gateway.macs.
+func (v *validator) isGatewayMAC(hw net.HardwareAddr) bool {
+	if v.spec == nil {
+		return false
+	}
+	for _, s := range v.spec.Gateway.MACs {
+		if g, err := net.ParseMAC(s); err == nil && bytes.Equal(g, hw) {
+			return true
+		}
+	}
+	return false
 }
 
 func (v *validator) deviceAddrs(dev int, path string, list []string, v6 bool) {

@@ -32,6 +32,7 @@ const (
 	ZtgateColdMapZtEvents             = "zt_events"
 	ZtgateColdMapZtEvstats            = "zt_evstats"
 	ZtgateColdMapZtFrags              = "zt_frags"
+	ZtgateColdMapZtGwmacs             = "zt_gwmacs"
 	ZtgateColdMapZtPrefixes           = "zt_prefixes"
 	ZtgateColdMapZtRules              = "zt_rules"
 	ZtgateColdProgZtBenchControl      = "zt_bench_control"
@@ -132,6 +133,7 @@ type ZtgateColdMapSpecs struct {
 	ZtEvents     *ebpf.MapSpec `ebpf:"zt_events"`
 	ZtEvstats    *ebpf.MapSpec `ebpf:"zt_evstats"`
 	ZtFrags      *ebpf.MapSpec `ebpf:"zt_frags"`
+	ZtGwmacs     *ebpf.MapSpec `ebpf:"zt_gwmacs"`
 	ZtPrefixes   *ebpf.MapSpec `ebpf:"zt_prefixes"`
 	ZtRules      *ebpf.MapSpec `ebpf:"zt_rules"`
 }
@@ -202,6 +204,7 @@ type ZtgateColdMaps struct {
 	ZtEvents     *ebpf.Map `ebpf:"zt_events"`
 	ZtEvstats    *ebpf.Map `ebpf:"zt_evstats"`
 	ZtFrags      *ebpf.Map `ebpf:"zt_frags"`
+	ZtGwmacs     *ebpf.Map `ebpf:"zt_gwmacs"`
 	ZtPrefixes   *ebpf.Map `ebpf:"zt_prefixes"`
 	ZtRules      *ebpf.Map `ebpf:"zt_rules"`
 }
@@ -224,6 +227,7 @@ func (m *ZtgateColdMaps) Close() error {
 		m.ZtEvents,
 		m.ZtEvstats,
 		m.ZtFrags,
+		m.ZtGwmacs,
 		m.ZtPrefixes,
 		m.ZtRules,
 	)

@@ -40,11 +40,17 @@ const (
 	Quar     = 18 // quarantined, segment cameras
 	Tunneler = 19 // gre and vxlan (udp 4789) to the gateway, explicitly
 	AnyProto = 20 // any protocol to 198.51.100.0/24
+	AuditPin = 21 // mode audit, port ghost, no rules
+	AuditID  = 22 // mode audit with auditIdentity, no rules
 	Gateway  = 1  // the gateway's addresses: 10.0.0.1, fd00::1
 )
 
-// GatewayMAC is the destination MAC of fixture frames.
-var GatewayMAC = net.HardwareAddr{2, 0, 0, 0, 0, 0xfe}
+// GatewayMAC is the destination MAC of fixture frames (the harness registers it as the
+// gateway interface's); RouterMAC is a router's the policy lists in spec.gateway.macs.
+var (
+	GatewayMAC = net.HardwareAddr{2, 0, 0, 0, 0, 0xfe}
+	RouterMAC  = net.HardwareAddr{2, 0, 0, 0, 0, 0xfd}
+)
 
 // To returns a destination host with the gateway's MAC.
 func To(ip string) frames.Host {
@@ -68,7 +74,8 @@ func port(p uint16) policy.PortRange { return policy.PortRange{Lo: p, Hi: p} }
 func Fixture() *policy.Policy {
 	p := &policy.Policy{APIVersion: policy.APIVersion, Kind: policy.Kind, Metadata: policy.Metadata{Name: "fixture"}}
 	p.Spec.Gateway = policy.Gateway{IPv4: []string{"10.0.0.1"}, IPv6: []string{"fd00::1"},
-		Services: []policy.Service{policy.ServiceDHCP, policy.ServiceDHCPv6, policy.ServiceDNS, policy.ServiceNTP}}
+		Services: []policy.Service{policy.ServiceDHCP, policy.ServiceDHCPv6, policy.ServiceDNS, policy.ServiceNTP},
+		MACs:     []string{RouterMAC.String()}}
 	p.Spec.Quarantine.Allow = []policy.Rule{rule(policy.Target{Gateway: true}, "icmp")}
 	p.Spec.Segments = []policy.Segment{
 		{Name: "cameras", Allow: []policy.Rule{
@@ -93,6 +100,12 @@ func Fixture() *policy.Policy {
 	tagged.VLAN = 20
 	auditor := dev(Auditor, "auditor", "")
 	auditor.Mode = policy.ModeAudit
+	auditPin := dev(AuditPin, "auditpin", "")
+	auditPin.Mode = policy.ModeAudit
+	auditPin.Port = "ghost"
+	auditID := dev(AuditID, "auditid", "")
+	auditID.Mode = policy.ModeAudit
+	auditID.AuditIdentity = true
 	quar := dev(Quar, "quar", "cameras")
 	quar.Quarantined = true
 	p.Spec.Devices = []policy.Device{
@@ -104,6 +117,7 @@ func Fixture() *policy.Policy {
 			rule(policy.Target{Gateway: true}, "47"),
 			rule(policy.Target{Gateway: true}, "udp", port(4789))),
 		dev(AnyProto, "anyproto", "", rule(policy.Target{CIDR: "198.51.100.0/24"}, "any")),
+		auditPin, auditID,
 	}
 	return p
 }

@@ -87,7 +87,70 @@ func (g *Gen) dst(v6 bool) frames.Host {
 			d.IP = netip.MustParseAddr(dests4[g.pick(len(dests4))])
 		}
 	}
+	if g.chance(25) {
+		d.MAC = g.dstMAC(d.IP)
+	}
 	return d
+}
+
+// dstMAC picks a destination MAC other than the gateway's: a device's (sometimes the owner of
+// ip), broadcast, the group ip maps to (or another group), an unknown unicast MAC.
+func (g *Gen) dstMAC(ip netip.Addr) net.HardwareAddr {
+	a := ip.As16()
+	switch g.pick(6) {
+	case 0:
+		return g.b.Hosts[g.pick(len(g.b.Hosts))].MAC
+	case 1:
+		for i, h := range g.b.Hosts {
+			for _, b := range append(h.IPv4, h.IPv6...) {
+				if b == ip {
+					return g.b.Hosts[i].MAC
+				}
+			}
+		}
+		return g.b.Hosts[g.pick(len(g.b.Hosts))].MAC
+	case 2:
+		return net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	case 3:
+		if ip.Is4() {
+			return net.HardwareAddr{1, 0, 0x5e, a[13] & 0x7f, a[14], a[15]}
+		}
+		return net.HardwareAddr{0x33, 0x33, a[12], a[13], a[14], a[15]}
+	case 4:
+		return [][]byte{{1, 0, 0x5e, 0, 0, 0xfb}, {0x33, 0x33, 0, 0, 0, 1}, {0x33, 0x33, 0xff, 0, 0, 1}}[g.pick(3)]
+	}
+	return net.HardwareAddr{2, 0x98, 0, 0, 0, byte(g.pick(256))}
+}
+
+// nd returns a neighbour solicitation, advertisement or router solicitation body (after the
+// 4-byte ICMPv6 header) with link-layer address options naming src or another device, and
+// now and then a nonce option, a zero length or an option past the end.
+func (g *Gen) nd(src frames.Host, typ uint8) []byte {
+	var body []byte
+	if typ == 133 {
+		body = make([]byte, 4)
+	} else {
+		t := src.IP
+		if g.chance(30) {
+			t = g.dst(true).IP
+		}
+		body = append(make([]byte, 4), t.AsSlice()...)
+	}
+	for range g.pick(4) {
+		mac := src.MAC
+		if g.chance(30) {
+			mac = g.b.Hosts[g.pick(len(g.b.Hosts))].MAC
+		}
+		switch g.pick(8) {
+		case 0:
+			body = append(body, 14, 1, 1, 2, 3, 4, 5, 6)
+		case 1:
+			body = append(body, 1, byte(g.pick(3)), 0, 0, 0, 0, 0, 0)
+		default:
+			body = append(append(body, byte(1+g.pick(2)), 1), mac...)
+		}
+	}
+	return body
 }
 
 func (g *Gen) port() uint16 {
@@ -112,7 +175,11 @@ func (g *Gen) l4(v6 bool) (uint8, []byte) {
 			b[8] = byte(1 + g.pick(2))
 			return 17, b
 		}
-		return 17, frames.UDPHeader(g.port(), g.port(), payload)
+		u := frames.UDPHeader(g.port(), g.port(), payload)
+		if g.chance(10) { // a length lie: past the datagram, or short of it
+			binary.BigEndian.PutUint16(u[4:], uint16(len(u)+[]int{-1, 1, 8, 200, -len(u)}[g.pick(5)]))
+		}
+		return 17, u
 	case 6, 7:
 		icmp := []byte{byte(g.pick(256)), 0, 0, 0, 0, 0, 0, 0}
 		if v6 {
@@ -160,11 +227,23 @@ func (g *Gen) Frame() []byte {
 		d := frames.Host{MAC: gwMAC, IP: netip.MustParseAddr([]string{"255.255.255.255", "10.0.0.1", "10.9.9.9"}[g.pick(3)])}
 		f = frames.DHCPRequest(s, d, layers.DHCPOp(1+g.pick(2)), ch, []uint16{68, 67, 1000}[g.pick(3)], 67)
 	case kind == 2 && v6: // neighbour discovery
-		t := src.IP
-		if g.chance(30) {
-			t = g.dst(true).IP
+		switch g.pick(3) {
+		case 0:
+			t := src.IP
+			if g.chance(30) {
+				t = g.dst(true).IP
+			}
+			f = frames.NA(src, dst, t)
+		default:
+			typ := []uint8{133, 135, 136}[g.pick(3)]
+			if g.chance(50) {
+				dst.IP = netip.MustParseAddr([]string{"ff02::1:ff00:1", "ff02::2", "ff02::1", "fe80::1", "fd00::1"}[g.pick(5)])
+			}
+			f = frames.ICMP(src, dst, typ, 0, g.nd(src, typ))
+			if g.chance(20) {
+				f[14+7] = 64 // hop limit: not link scope
+			}
 		}
-		f = frames.NA(src, dst, t)
 	case v6:
 		proto, l4 := g.l4(true)
 		ext, nh := g.ext6(proto, len(l4))

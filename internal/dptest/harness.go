@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/maps"
+	"github.com/ztgate/ztgate/maps/gwmacs"
 	"github.com/ztgate/ztgate/policy"
 	"github.com/ztgate/ztgate/testenv"
 )
@@ -61,16 +63,17 @@ func New(t testing.TB, cfg loader.Config) *Harness {
 	if cfg.FragEntries == 0 {
 		cfg.FragEntries = def.FragEntries
 	}
-	dp, err := loader.Open(cfg)
-	if err != nil {
-		t.Fatalf("open datapath: %+v", err)
-	}
+	// Registered before Open: a load that fails after pinning maps leaves them behind.
 	t.Cleanup(func() {
-		_ = dp.Close()
 		if err := loader.Uninstall(cfg.PinDir); err != nil {
 			t.Errorf("uninstall %s: %v", cfg.PinDir, err)
 		}
 	})
+	dp, err := loader.Open(cfg)
+	if err != nil {
+		t.Fatalf("open datapath: %+v", err)
+	}
+	t.Cleanup(func() { _ = dp.Close() })
 	m, err := maps.New(dp.Objects(), dp.MapSpecs())
 	if err != nil {
 		t.Fatalf("maps: %v", err)
@@ -81,11 +84,26 @@ func New(t testing.TB, cfg loader.Config) *Harness {
 	}
 	t.Cleanup(func() { _ = ev.Close() })
 	c := dp.Config()
-	return &Harness{
+	h := &Harness{
 		t: t, DP: dp, Maps: m, Events: ev, start: time.Now(),
 		Model:  policy.NewModel(nil, c.FragEntries, c.FragTimeout),
 		Limits: maps.Limits{Devices: c.MaxDevices, Addrs: c.MaxAddrs, Rules: c.MaxRules, Prefixes: c.MaxPrefixes},
 	}
+	// The fixture frames' destination: the gateway's MAC, as the loader registers an interface's.
+	if err := h.AddGatewayMAC(GatewayMAC); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// AddGatewayMAC registers mac as one of the gateway's own in the kernel (zt_gwmacs) and in the
+// model.
+func (h *Harness) AddGatewayMAC(mac net.HardwareAddr) error {
+	if err := gwmacs.Add(h.DP.Objects().ZtGwmacs, mac, IfLoopback); err != nil {
+		return err
+	}
+	h.Model.AddGatewayMAC([6]byte(mac))
+	return nil
 }
 
 // Apply installs s in the kernel and in the model.

@@ -62,13 +62,16 @@ func TCP(src, dst Host, sport, dport uint16, syn bool, payload []byte) []byte {
 }
 
 // ICMP is an ICMP (IPv4) or ICMPv6 message of the given type and code with body after the
-// 4-byte type/code/checksum header.
+// 4-byte type/code/checksum header. Neighbour discovery messages (133-137) get hop limit 255.
 func ICMP(src, dst Host, typ, code uint8, body []byte) []byte {
 	if src.IP.Is4() {
 		e, ip, _ := ipLayers(src, dst, layers.IPProtocolICMPv4)
 		return Build(e, ip, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code)}, gopacket.Payload(body))
 	}
 	e, ip, nl := ipLayers(src, dst, layers.IPProtocolICMPv6)
+	if typ >= 133 && typ <= 137 {
+		ip.(*layers.IPv6).HopLimit = 255 // neighbour discovery is sent with the link-only hop limit
+	}
 	ic := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, code)}
 	_ = ic.SetNetworkLayerForChecksum(nl)
 	return Build(e, ip, ic, gopacket.Payload(body))
