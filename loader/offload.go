@@ -42,6 +42,17 @@ func DisableVLANOffload(ifname string) error {
 	return nil
 }
 
+// VLANOffloadsOn lists the VLANOffloads that are on for ifname (in the network namespace of the
+// calling process).
+func VLANOffloadsOn(ifname string) ([]string, error) {
+	e, err := ethtool.NewEthtool()
+	if err != nil {
+		return nil, fmt.Errorf("vlan offload: %w", err)
+	}
+	defer e.Close()
+	return vlanOffloadsOn(e, ifname)
+}
+
 func vlanOffloadsOn(e *ethtool.Ethtool, ifname string) ([]string, error) {
 	fs, err := e.Features(ifname)
 	if err != nil {
