@@ -21,18 +21,33 @@ import (
 	"github.com/ztgate/ztgate/testenv"
 )
 
+// testConfig is an agent configuration for tests protecting ifaces, with its own state, socket
+// and pin directories (the pins are removed when the test ends) and no metrics server.
+func testConfig(t *testing.T, ifaces ...string) Config {
+	t.Helper()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	cfg := DefaultConfig()
+	cfg.Interfaces = ifaces
+	cfg.StateDir = filepath.Join(t.TempDir(), "state")
+	cfg.BPFFSDir = filepath.Join("/sys/fs/bpf", "zt-agent-test-"+hex.EncodeToString(b[:]))
+	cfg.Socket = filepath.Join(t.TempDir(), "ztgate.sock")
+	cfg.MetricsAddress = ""
+	t.Cleanup(func() {
+		if err := loader.Uninstall(cfg.BPFFSDir); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+	return cfg
+}
+
 // startTestAgent starts an agent (without its servers) on the port of a one-device topology,
 // with its own state and pin directories, and a capacity of maxDevices devices.
 func startTestAgent(t *testing.T, maxDevices int) *Agent {
 	t.Helper()
 	testenv.RequirePriv(t)
 	tp := testenv.New(t, testenv.Config{Devices: []testenv.DeviceSpec{{Name: "cam"}}})
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	cfg := DefaultConfig()
-	cfg.Interfaces = []string{tp.Devices[0].Port.Name}
-	cfg.StateDir = filepath.Join(t.TempDir(), "state")
-	cfg.BPFFSDir = "/sys/fs/bpf/zt-agent-test-" + hex.EncodeToString(b[:])
+	cfg := testConfig(t, tp.Devices[0].Port.Name)
 	cfg.MaxDevices = maxDevices
 	cfg.Events = false
 	var a *Agent
@@ -44,9 +59,6 @@ func startTestAgent(t *testing.T, maxDevices int) *Agent {
 	t.Cleanup(func() {
 		if a != nil {
 			a.close()
-		}
-		if err := loader.Uninstall(cfg.BPFFSDir); err != nil {
-			t.Errorf("uninstall: %v", err)
 		}
 	})
 	if err != nil {

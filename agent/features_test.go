@@ -2,14 +2,11 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io"
 	"io/fs"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -41,19 +38,7 @@ func TestStartMissingFeature(t *testing.T) {
 		return fs, err
 	}
 
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	cfg := DefaultConfig()
-	cfg.Interfaces = []string{port.Name}
-	cfg.StateDir = filepath.Join(t.TempDir(), "state")
-	cfg.BPFFSDir = filepath.Join("/sys/fs/bpf", "zt-agent-test-"+hex.EncodeToString(b[:]))
-	cfg.Socket = filepath.Join(t.TempDir(), "ztgate.sock")
-	cfg.MetricsAddress = ""
-	t.Cleanup(func() {
-		if err := loader.Uninstall(cfg.BPFFSDir); err != nil {
-			t.Error(err)
-		}
-	})
+	cfg := testConfig(t, port.Name)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // should it start after all, it stops at once
 	var runErr error

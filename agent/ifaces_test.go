@@ -2,20 +2,16 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/ztgate/ztgate/api"
-	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/testenv"
 )
 
@@ -38,19 +34,7 @@ func TestStartInterfaceStates(t *testing.T) {
 		return orig(name)
 	}
 
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	cfg := DefaultConfig()
-	cfg.Interfaces = []string{ok.Name, stuck.Name, absent, pattern}
-	cfg.StateDir = filepath.Join(t.TempDir(), "state")
-	cfg.BPFFSDir = filepath.Join("/sys/fs/bpf", "zt-agent-test-"+hex.EncodeToString(b[:]))
-	cfg.Socket = filepath.Join(t.TempDir(), "ztgate.sock")
-	cfg.MetricsAddress = ""
-	t.Cleanup(func() {
-		if err := loader.Uninstall(cfg.BPFFSDir); err != nil {
-			t.Error(err)
-		}
-	})
+	cfg := testConfig(t, ok.Name, stuck.Name, absent, pattern)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -124,19 +108,7 @@ func TestWatchLinksResubscribe(t *testing.T) {
 		return nil
 	}
 
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	cfg := DefaultConfig()
-	cfg.Interfaces = []string{d.Port.Name}
-	cfg.StateDir = filepath.Join(t.TempDir(), "state")
-	cfg.BPFFSDir = filepath.Join("/sys/fs/bpf", "zt-agent-test-"+hex.EncodeToString(b[:]))
-	cfg.Socket = filepath.Join(t.TempDir(), "ztgate.sock")
-	cfg.MetricsAddress = ""
-	t.Cleanup(func() {
-		if err := loader.Uninstall(cfg.BPFFSDir); err != nil {
-			t.Error(err)
-		}
-	})
+	cfg := testConfig(t, d.Port.Name)
 	state := func(a *Agent) ifaceState {
 		a.ifMu.Lock()
 		defer a.ifMu.Unlock()
