@@ -338,12 +338,15 @@ func liveUnknownHost() frames.Host { return frames.Host{MAC: liveUnknownMAC, IP:
 // gateway's port 9 the policy drops for want of a rule and whose DNS query passes: a device
 // identified, source checked, and its rule set searched.
 func (f *liveFleet) pickDevice() (frames.Host, error) {
+	// The receiver's MAC stands for any: attach registers the receiving port's own MAC as the
+	// gateway's, as the model is told here.
+	mac := net.HardwareAddr{0x02, 0x7a, 0x64, 0, 0, 1}
+	f.model.AddGatewayMAC([6]byte(mac))
 	for _, h := range f.big.Hosts {
 		if h.VLAN != 0 || len(h.IPv4) == 0 {
 			continue
 		}
 		src := frames.Host{MAC: h.MAC, IP: h.IPv4[0]}
-		mac := net.HardwareAddr{0x02, 0x7a, 0x64, 0, 0, 1}
 		drop := f.model.Decide(liveFrame(src, mac, liveClosedPort), 7, 0)
 		pass := f.model.Decide(liveFrame(src, mac, liveDNSPort), 7, 0)
 		if drop.Verdict == bpf.VerdictDrop && drop.Reason == bpf.ReasonNoRule &&
