@@ -52,6 +52,7 @@ type ifaceState struct {
 	attaches uint64    // attaches by this agent (the first and every re-attach)
 	prev     int       // the ifindex an absent interface had
 	repairs  uint64    // program found removed and attached again, or link pin restored
+	mac      string    // the address it had when attached (a gateway MAC of the datapath)
 }
 
 func isPattern(s string) bool { return strings.ContainsAny(s, `*?[\`) }
@@ -96,7 +97,9 @@ func (a *Agent) portIndex(name string) (uint32, error) {
 	}
 	var nf netlink.LinkNotFoundError
 	_, lerr := netlink.LinkByName(name)
-	if a.matchName(name) && (errors.As(lerr, &nf) || errors.Is(lerr, unix.ENODEV)) {
+	// A port of a protected bridge cannot be told from others while it is absent: with bridges
+	// configured, any absent port binds its devices to no interface (fail closed).
+	if (a.matchName(name) || len(a.cfg.Bridges) > 0) && (errors.As(lerr, &nf) || errors.Is(lerr, unix.ENODEV)) {
 		return absentPort, nil
 	}
 	return 0, err
@@ -143,7 +146,8 @@ func (a *Agent) ensure(l netlink.Link) {
 	old, known := a.ifaces[name]
 	a.ifMu.Unlock()
 	repairs := uint64(0)
-	if known && (old.state == ifAttached || old.state == ifDegraded) && old.index == idx {
+	macChanged := known && old.mac != attrs.HardwareAddr.String()
+	if known && (old.state == ifAttached || old.state == ifDegraded) && old.index == idx && !macChanged {
 		if running {
 			a.repin(name, old)
 			return
@@ -151,6 +155,12 @@ func (a *Agent) ensure(l netlink.Link) {
 		a.log.Error("alert: the XDP program is gone from a protected interface: attaching it again",
 			"interface", name, "ifindex", idx)
 		repairs = 1
+	}
+	// Tags stay in the frame before the program sees any; MACs of removed or re-addressed
+	// interfaces leave the gateway's set before this one's is added (Attach, or a MAC change).
+	offloadErr := disableVLANOffload(name)
+	if err := a.dp.PruneGatewayMACs(); err != nil {
+		a.log.Warn("prune gateway macs", "err", err)
 	}
 	mode, err := a.dp.Attach(name)
 	if err != nil {
@@ -161,13 +171,18 @@ func (a *Agent) ensure(l netlink.Link) {
 		a.setIface(name, ifaceState{index: idx, mode: loader.ModeNone, state: ifFailed, err: err.Error()})
 		return
 	}
-	st := ifaceState{index: idx, mode: mode, state: ifAttached, attaches: 1, repairs: repairs}
-	if err := disableVLANOffload(name); err != nil {
+	st := ifaceState{index: idx, mode: mode, state: ifAttached, attaches: 1, repairs: repairs,
+		mac: attrs.HardwareAddr.String()}
+	if offloadErr != nil {
 		a.log.Error("protected interface degraded: the program runs, its VLAN checks do not", "interface", name,
-			"err", err)
-		st.state, st.err = ifDegraded, err.Error()
+			"err", offloadErr)
+		st.state, st.err = ifDegraded, offloadErr.Error()
 	}
 	a.setIface(name, st)
+	if attrs.MasterIndex != 0 && !a.namesRouters() {
+		a.log.Warn("protected interface is a bridge port and the policy names no router MAC (spec.gateway.macs): "+
+			"frames to a router beyond the bridge drop as l2_dst_denied", "interface", name)
+	}
 	switch {
 	case known && old.state == ifAbsent && old.prev != 0 && old.prev != idx:
 		a.log.Info("attached (re-created interface)", "interface", name, "ifindex", idx, "old_ifindex", old.prev,
@@ -202,6 +217,20 @@ func (a *Agent) gone(name string, idx int) {
 	old, known := a.ifaces[name]
 	a.ifMu.Unlock()
 	if !known || old.state == ifAbsent || (idx != 0 && old.index != idx) {
+		return
+	}
+	if err := a.dp.PruneGatewayMACs(); err != nil {
+		a.log.Warn("prune gateway macs", "err", err)
+	}
+	if !slices.Contains(a.cfg.Interfaces, name) {
+		// Matched by a pattern or as a bridge port: forgotten, so that churn does not grow the
+		// status and the metrics; it is attached again when it is back.
+		a.log.Warn("protected interface removed", "interface", name, "ifindex", old.index)
+		a.ifMu.Lock()
+		delete(a.ifaces, name)
+		a.indexIfaces()
+		a.ifMu.Unlock()
+		a.notifyReady()
 		return
 	}
 	a.log.Warn("protected interface removed: attached again when it is back", "interface", name, "ifindex", old.index)
@@ -313,43 +342,60 @@ func (a *Agent) linkUpdate(u netlink.LinkUpdate) {
 // ifindex than idx (a re-created or late port): until then their frames are dropped as
 // arriving on the wrong port.
 func (a *Agent) rebind(name string, idx int) {
+	if !a.boundElsewhere(name, idx) {
+		return
+	}
+	// Under applyMu from the check to the apply: no change may come between, or its policy
+	// would be replaced by the older one read here.
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	if !a.boundElsewhere(name, idx) {
+		return
+	}
 	a.polMu.RLock()
 	cur := a.cur.Load()
-	stale := false
-	if cur != nil && cur.pol != nil && cur.snap != nil {
-		for _, d := range cur.pol.Spec.Devices {
-			if d.Port != name {
-				continue
-			}
-			if rec, ok := cur.snap.Devices[policy.DevKey(mustParseMAC(d.MAC))]; ok && rec.Ifindex != uint32(idx) {
-				stale = true
-				break
-			}
-		}
-	}
-	var doc []byte
+	filename, doc := cur.filename, cur.yaml
 	var err error
-	filename := ""
-	if stale {
-		filename, doc = cur.filename, cur.yaml
-		if doc == nil {
-			doc, err = policy.Marshal(cur.pol)
-		}
+	if doc == nil {
+		doc, err = policy.Marshal(cur.pol)
 	}
 	a.polMu.RUnlock()
-	if !stale {
-		return
+	if err == nil {
+		var res *api.ApplyResult
+		if res, err = a.applyHeld(filename, doc, self); err == nil {
+			a.log.Info("devices bound to the new port", "interface", name, "ifindex", idx, "revision", res.NewRevision)
+			return
+		}
 	}
-	if err != nil {
-		a.log.Error("rebind devices to a new port: their frames stay dropped", "interface", name, "err", err)
-		return
+	a.log.Error("rebind devices to a new port: their frames stay dropped", "interface", name, "err", err)
+}
+
+// namesRouters reports whether the policy in force lists MACs of routers beyond a bridge.
+func (a *Agent) namesRouters() bool {
+	a.polMu.RLock()
+	defer a.polMu.RUnlock()
+	cur := a.cur.Load()
+	return cur != nil && cur.pol != nil && len(cur.pol.Spec.Gateway.MACs) > 0
+}
+
+// boundElsewhere reports whether the policy in force binds a device to port name under another
+// ifindex than idx.
+func (a *Agent) boundElsewhere(name string, idx int) bool {
+	a.polMu.RLock()
+	defer a.polMu.RUnlock()
+	cur := a.cur.Load()
+	if cur == nil || cur.pol == nil || cur.snap == nil {
+		return false
 	}
-	res, err := a.apply(filename, doc, self)
-	if err != nil {
-		a.log.Error("rebind devices to a new port: their frames stay dropped", "interface", name, "err", err)
-		return
+	for _, d := range cur.pol.Spec.Devices {
+		if d.Port != name {
+			continue
+		}
+		if rec, ok := cur.snap.Devices[policy.DevKey(mustParseMAC(d.MAC))]; ok && rec.Ifindex != uint32(idx) {
+			return true
+		}
 	}
-	a.log.Info("devices bound to the new port", "interface", name, "ifindex", idx, "revision", res.NewRevision)
+	return false
 }
 
 // isReady: the policy is in the maps and every present protected interface runs the program.

@@ -365,6 +365,11 @@ func (a *Agent) readPinned(rev uint64) *policy.Snapshot {
 func (a *Agent) apply(filename string, doc []byte, who caller) (*api.ApplyResult, error) {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
+	return a.applyHeld(filename, doc, who)
+}
+
+// applyHeld is apply for a caller that holds applyMu.
+func (a *Agent) applyHeld(filename string, doc []byte, who caller) (*api.ApplyResult, error) {
 	t0 := time.Now()
 	old := a.cur.Load()
 	var ph applyPhases

@@ -487,3 +487,14 @@ func (d *Datapath) ProgramID() (ebpf.ProgramID, error) {
 	}
 	return id, nil
 }
+
+// PruneGatewayMACs removes the gateway MACs of interfaces that are gone or changed their address
+// (gwmacs.Prune), in the caller's network namespace: for an agent that attaches in one namespace.
+func (d *Datapath) PruneGatewayMACs() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("datapath closed")
+	}
+	return gwmacs.Prune(d.objs.ZtGwmacs)
+}

@@ -111,8 +111,8 @@ func CheckFeatures(fs []Feature) error {
 }
 
 // probeXDPLink attaches a program that passes every frame, through an XDP bpf_link in generic
-// mode, to one end of a veth pair it creates for that and removes, so that no interface it did not
-// create is touched.
+// mode, to one end of a veth pair (or a dummy interface, without veth) it creates for that and
+// removes, so that no interface it did not create is touched.
 func probeXDPLink() error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
@@ -128,11 +128,16 @@ func probeXDPLink() error {
 	defer prog.Close()
 	la := netlink.NewLinkAttrs()
 	la.Name = "ztprb" + strconv.Itoa(os.Getpid()%100000000)
-	pair := &netlink.Veth{LinkAttrs: la, PeerName: la.Name + "p"}
-	if err := netlink.LinkAdd(pair); err != nil {
-		return fmt.Errorf("create veth pair %s: %w", la.Name, err)
+	var created netlink.Link = &netlink.Veth{LinkAttrs: la, PeerName: la.Name + "p"}
+	err = netlink.LinkAdd(created)
+	if errors.Is(err, unix.EOPNOTSUPP) { // a kernel without veth: a dummy interface will do
+		created = &netlink.Dummy{LinkAttrs: la}
+		err = netlink.LinkAdd(created)
 	}
-	defer func() { _ = netlink.LinkDel(pair) }()
+	if err != nil {
+		return fmt.Errorf("create interface %s (veth or dummy): %w", la.Name, err)
+	}
+	defer func() { _ = netlink.LinkDel(created) }()
 	target, err := netlink.LinkByName(la.Name)
 	if err != nil {
 		return err

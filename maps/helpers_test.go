@@ -54,7 +54,7 @@ func setup(t *testing.T, mod func(*loader.Config)) *env {
 	}
 	t.Cleanup(func() { dp.Close() })
 	// The test frames' destination is the gateway, as the loader registers an interface's MAC.
-	if err := gwmacs.Add(dp.Objects().ZtGwmacs, gwMAC[:], 1); err != nil {
+	if err := gwmacs.Add(dp.Objects().ZtGwmacs, gwMAC[:], 0); err != nil {
 		t.Fatal(err)
 	}
 	m, err := New(dp.Objects(), dp.MapSpecs())

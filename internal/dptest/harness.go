@@ -99,7 +99,7 @@ func New(t testing.TB, cfg loader.Config) *Harness {
 // AddGatewayMAC registers mac as one of the gateway's own in the kernel (zt_gwmacs) and in the
 // model.
 func (h *Harness) AddGatewayMAC(mac net.HardwareAddr) error {
-	if err := gwmacs.Add(h.DP.Objects().ZtGwmacs, mac, IfLoopback); err != nil {
+	if err := gwmacs.Add(h.DP.Objects().ZtGwmacs, mac, 0); err != nil {
 		return err
 	}
 	h.Model.AddGatewayMAC([6]byte(mac))
