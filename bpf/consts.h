@@ -66,6 +66,8 @@ enum zt_sel_kind {
 	ZT_SEL_DEVICE = 2,  /* destination bound to device sel_id */
 	ZT_SEL_SEGMENT = 3, /* destination bound to a device of segment sel_id */
 	ZT_SEL_PREFIX = 4,  /* destination inside prefix group sel_id (from the LPM trie) */
+	ZT_SEL_MCAST = 5,   /* as ZT_SEL_PREFIX for a broadcast or multicast frame: only rules whose
+			     * prefix lies inside 224.0.0.0/4 or ff00::/8 */
 };
 
 /* Rule value flags (struct zt_rule_val.flags). */

@@ -1,6 +1,7 @@
 package bpf_test
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"os"
 	"strconv"
@@ -25,6 +26,28 @@ func TestDifferential(t *testing.T) {
 	}
 	h := dptest.New(t, loader.Config{})
 	big := dptest.NewBig(1000, 1)
+	// Rules to multicast prefixes next to wide ones (Big draws 0.0.0.0/0, ::/0 and 224.0.0.0/4
+	// too), so that broadcast and multicast frames meet both, and closures that mix them.
+	rule := func(cidr, proto string, ports ...uint16) policy.Rule {
+		r := policy.Rule{To: policy.Target{CIDR: cidr}, Proto: proto}
+		for _, p := range ports {
+			r.Ports = append(r.Ports, policy.PortRange{Lo: p, Hi: p})
+		}
+		return r
+	}
+	for i, r := range []policy.Rule{
+		rule("0.0.0.0/0", "udp", 53, 1900),
+		rule("224.0.0.251/32", "udp", 5353),
+		rule("::/0", "udp", 5353),
+		rule("ff02::fb/128", "udp", 5353),
+		rule("ff00::/8", "udp", 1900),
+		rule("239.255.255.250/32", "any"),
+		rule("255.255.255.255/32", "udp"),
+		rule("ff02::/16", "any"),
+	} {
+		seg := &big.Policy.Spec.Segments[i%4]
+		seg.Allow = append(seg.Allow, r)
+	}
 	if err := big.Policy.Validate(); err != nil {
 		t.Fatalf("generated policy is invalid: %v", err)
 	}
@@ -37,6 +60,7 @@ func TestDifferential(t *testing.T) {
 	}
 	g := dptest.NewGen(big, 2)
 	seen := map[[2]int]int{}
+	groups := map[bpf.Reason]int{} // broadcast and multicast UDP frames, outside DHCP, by reason
 	bad := 0
 	for i := range n {
 		f := g.Frame()
@@ -46,6 +70,9 @@ func TestDifferential(t *testing.T) {
 			t.Fatal(err)
 		}
 		seen[[2]int{int(want.Verdict), int(want.Reason)}]++
+		if groupUDP(f) {
+			groups[want.Reason]++
+		}
 		if !ok {
 			bad++
 			if bad <= 10 {
@@ -61,6 +88,11 @@ func TestDifferential(t *testing.T) {
 	for k, c := range seen {
 		t.Logf("  %-5s %-16s %d", bpf.Verdict(k[0]), bpf.Reason(k[1]), c)
 	}
+	t.Logf("broadcast and multicast udp frames: %d allowed (by a multicast prefix rule), %d no_rule",
+		groups[bpf.ReasonAllow], groups[bpf.ReasonNoRule])
+	if groups[bpf.ReasonAllow] == 0 || groups[bpf.ReasonNoRule] == 0 {
+		t.Errorf("generator never produced an allowed and a denied broadcast or multicast udp frame")
+	}
 	for _, r := range []bpf.Reason{bpf.ReasonAllow, bpf.ReasonNoRule, bpf.ReasonUnknownDevice, bpf.ReasonSpoofIP,
 		bpf.ReasonBadL2Src, bpf.ReasonVLANDenied, bpf.ReasonMalformed, bpf.ReasonTruncated, bpf.ReasonExtDenied,
 		bpf.ReasonFragNoState, bpf.ReasonEncapDenied, bpf.ReasonARPSpoof, bpf.ReasonL2DstDenied, bpf.ReasonNDSpoof} {
@@ -68,4 +100,30 @@ func TestDifferential(t *testing.T) {
 			t.Errorf("generator never produced reason %s", r)
 		}
 	}
+}
+
+// groupUDP reports whether f is an untagged, unfragmented UDP frame to a group MAC (broadcast
+// or multicast) outside DHCP: only a rule to a multicast prefix can allow it.
+func groupUDP(f []byte) bool {
+	if len(f) < 14+40+8 || f[0]&1 == 0 {
+		return false
+	}
+	var l4 []byte
+	switch binary.BigEndian.Uint16(f[12:]) {
+	case 0x0800:
+		ihl := int(f[14]&0xf) * 4
+		if f[14+9] != policy.ProtoUDP || binary.BigEndian.Uint16(f[14+6:])&0x3fff != 0 || len(f) < 14+ihl+8 {
+			return false
+		}
+		l4 = f[14+ihl:]
+	case 0x86dd:
+		if f[14+6] != policy.ProtoUDP {
+			return false
+		}
+		l4 = f[14+40:]
+	default:
+		return false
+	}
+	dport := binary.BigEndian.Uint16(l4[2:])
+	return dport != 67 && dport != 547
 }

@@ -11,7 +11,7 @@ import (
 // fixtureMACs are the source MACs a fuzz input can select, so that fuzzed frames get past
 // identity and exercise the deeper steps.
 var fixtureMACs = []int{dptest.Cam, dptest.Sensor, dptest.Broker, dptest.Pinned, dptest.Ghost,
-	dptest.Tagged, dptest.Auditor, dptest.Quar, dptest.Tunneler, dptest.AnyProto}
+	dptest.Tagged, dptest.Auditor, dptest.Quar, dptest.Tunneler, dptest.AnyProto, dptest.Wide, dptest.MDNS}
 
 // FuzzDifferential: for arbitrary bytes the kernel and the model agree on verdict and reason.
 // The first input byte selects a fixture source MAC (written over bytes 6..11) unless its top

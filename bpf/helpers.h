@@ -285,6 +285,8 @@ struct zt_match {
 	__u16 dport;
 	__u8 l4proto;
 	__u8 to_gateway;
+	__u8 l2;        /* ZT_L2_* of the destination MAC */
+	__u8 pad[3];
 };
 
 /* Try (rule set, selector) under the frame's protocol, then under the wildcard. */
@@ -302,24 +304,26 @@ static __always_inline int zt_try(void *rules, const struct zt_match *m, __u8 ki
 }
 
 /* Step 13 (with step 11): the allow-list of the device (device + segment rules) or the
- * quarantine set. Returns the reason. */
+ * quarantine set. A broadcast or multicast frame (which a bridge floods) matches only the
+ * rules that name a multicast prefix: ZT_SEL_MCAST. Returns the reason. */
 __noinline int zt_match_rules(struct zt_match *m)
 {
-	__u32 p, tunnel, slot;
+	__u32 p, tunnel, slot, group;
 	void *rules, *inner;
 
 	if (!m)
 		return ZT_R_NO_POLICY;
 	p = m->l4proto;
 	slot = m->slot;
+	group = m->l2 == ZT_L2_BCAST || m->l2 == ZT_L2_MCAST;
 	tunnel = p == IPPROTO_IPIP_ || p == IPPROTO_IPV6_ || p == IPPROTO_GRE_ ||
 		 (p == IPPROTO_UDP_ && (m->dport == ZT_PORT_VXLAN || m->dport == ZT_PORT_GENEVE));
 	rules = bpf_map_lookup_elem(&zt_rules, &slot);
 	if (!rules)
 		return ZT_R_NO_POLICY;
-	if (m->to_gateway && zt_try(rules, m, ZT_SEL_GATEWAY, 0, tunnel))
+	if (!group && m->to_gateway && zt_try(rules, m, ZT_SEL_GATEWAY, 0, tunnel))
 		return ZT_R_ALLOW;
-	if ((m->flags & ZT_DEV_PEER_RULES) && (inner = bpf_map_lookup_elem(&zt_addrs, &slot))) {
+	if (!group && (m->flags & ZT_DEV_PEER_RULES) && (inner = bpf_map_lookup_elem(&zt_addrs, &slot))) {
 		struct zt_addr_key ak = {.addr = m->daddr};
 		struct zt_addr_val *a = bpf_map_lookup_elem(inner, &ak);
 
@@ -334,7 +338,7 @@ __noinline int zt_match_rules(struct zt_match *m)
 		struct zt_prefix_key k = {.prefixlen = 32 + 128, .ruleset = m->ruleset, .addr = m->daddr};
 		struct zt_prefix_val *g = bpf_map_lookup_elem(inner, &k);
 
-		if (g && zt_try(rules, m, ZT_SEL_PREFIX, g->group, tunnel))
+		if (g && zt_try(rules, m, group ? ZT_SEL_MCAST : ZT_SEL_PREFIX, g->group, tunnel))
 			return ZT_R_ALLOW;
 	}
 	if (m->flags & ZT_DEV_QUARANTINED)
@@ -353,6 +357,7 @@ static __always_inline int zt_allow_list(const struct zt_pkt *pkt)
 		.dport = pkt->dport,
 		.l4proto = pkt->l4proto,
 		.to_gateway = zt_is_gateway(pkt),
+		.l2 = pkt->l2,
 	};
 
 	if (dev->flags & ZT_DEV_QUARANTINED) {

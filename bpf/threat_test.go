@@ -265,6 +265,22 @@ func threatCases() []threatCase {
 		threatCase{38, "mdns to 224.0.0.251", frames.UDP(cam4, to("224.0.0.251"), 5353, 5353, nil), 1, drop, bpf.ReasonNoRule},
 		threatCase{38, "mdns to ff02::fb", frames.UDP(cam6, to("ff02::fb"), 5353, 5353, nil), 1, drop, bpf.ReasonNoRule},
 	)
+	// 38: a broadcast or multicast frame (a bridge floods it) passes a CIDR rule only when the
+	// rule's prefix lies inside 224.0.0.0/4 or ff00::/8, whatever wider rules allow.
+	wide4, wide6, mdns := v4(dptest.Wide), v6(dptest.Wide), v4(dptest.MDNS)
+	group := func(mac, ip string) frames.Host { return withIP(withMAC(frames.Host{}, mac), ip) }
+	cs = append(cs,
+		threatCase{38, "0.0.0.0/0 udp 53: 255.255.255.255:53 to the broadcast mac", frames.UDP(wide4, group("ff:ff:ff:ff:ff:ff", "255.255.255.255"), 1, 53, nil), 1, drop, bpf.ReasonNoRule},
+		threatCase{38, "0.0.0.0/0 udp 53: 224.0.0.1:53 to its group mac", frames.UDP(wide4, group("01:00:5e:00:00:01", "224.0.0.1"), 1, 53, nil), 1, drop, bpf.ReasonNoRule},
+		threatCase{38, "::/0 udp 5353: ff02::1:5353 to its group mac", frames.UDP(wide6, group("33:33:00:00:00:01", "ff02::1"), 1, 5353, nil), 1, drop, bpf.ReasonNoRule},
+		threatCase{38, "0.0.0.0/0 udp 53: unicast 8.8.8.8:53", frames.UDP(wide4, to("8.8.8.8"), 1, 53, nil), 1, pass, bpf.ReasonAllow},
+		threatCase{38, "::/0 udp 5353: unicast 2001:db8::1:5353", frames.UDP(wide6, to("2001:db8::1"), 1, 5353, nil), 1, pass, bpf.ReasonAllow},
+		threatCase{38, "224.0.0.251/32 udp 5353: mdns to its group mac", frames.UDP(mdns, group("01:00:5e:00:00:fb", "224.0.0.251"), 5353, 5353, nil), 1, pass, bpf.ReasonAllow},
+		threatCase{38, "224.0.0.251/32 udp 5353: port 53 of 0.0.0.0/0 does not leak in", frames.UDP(mdns, group("01:00:5e:00:00:fb", "224.0.0.251"), 1, 53, nil), 1, drop, bpf.ReasonNoRule},
+		threatCase{38, "224.0.0.251/32 udp 5353: another group", frames.UDP(mdns, group("01:00:5e:00:00:fc", "224.0.0.252"), 5353, 5353, nil), 1, drop, bpf.ReasonNoRule},
+		threatCase{38, "255.255.255.255/32 udp 1900: ssdp to the broadcast mac", frames.UDP(mdns, group("ff:ff:ff:ff:ff:ff", "255.255.255.255"), 1, 1900, nil), 1, drop, bpf.ReasonNoRule},
+		threatCase{38, "0.0.0.0/0 udp 53 next to 224.0.0.251/32: unicast 8.8.8.8:53", frames.UDP(mdns, to("8.8.8.8"), 1, 53, nil), 1, pass, bpf.ReasonAllow},
+	)
 	// 51: layer-2 lateral movement. The destination MAC must be the gateway's, the owner's of the
 	// IP destination, or the group the IP destination maps to.
 	sensor4, sensor6 := v4(dptest.Sensor), v6(dptest.Sensor)

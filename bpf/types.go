@@ -39,6 +39,7 @@ const (
 	SelDevice       = uint8(ZtgateZtSelKindZT_SEL_DEVICE)
 	SelSegment      = uint8(ZtgateZtSelKindZT_SEL_SEGMENT)
 	SelPrefix       = uint8(ZtgateZtSelKindZT_SEL_PREFIX)
+	SelMcast        = uint8(ZtgateZtSelKindZT_SEL_MCAST)
 	RuleAllPorts    = uint16(ZtgateZtRuleFlagsZT_RULE_ALL_PORTS)
 	AddrDevice      = uint8(ZtgateZtAddrKindZT_ADDR_DEVICE)
 	VerdictPass     = ZtgateZtVerdictZT_V_PASS

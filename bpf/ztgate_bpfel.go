@@ -237,6 +237,7 @@ const (
 	ZtgateZtSelKindZT_SEL_DEVICE  ZtgateZtSelKind = 2
 	ZtgateZtSelKindZT_SEL_SEGMENT ZtgateZtSelKind = 3
 	ZtgateZtSelKindZT_SEL_PREFIX  ZtgateZtSelKind = 4
+	ZtgateZtSelKindZT_SEL_MCAST   ZtgateZtSelKind = 5
 )
 
 type ZtgateZtVerdict uint32

@@ -569,31 +569,29 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 	})
 	// In that order every prefix comes after the prefixes that contain it, and those form a
 	// chain: a stack of the chain gives the closest one, whose closure already holds the others.
+	// A multicast prefix is closed a second time, over the multicast prefixes of its chain only
+	// (they end the chain: a prefix that contains one and is not one contains all multicast),
+	// for broadcast and multicast frames (ZT_SEL_MCAST): a wide rule must not let them flood.
 	type link struct {
 		p      netip.Prefix
 		closed protoPorts
+		mcast  protoPorts // nil unless p lies inside 224.0.0.0/4 or ff00::/8
 	}
 	var chain []link
 	for _, p := range order {
 		for len(chain) > 0 && !contains(chain[len(chain)-1].p, p) {
 			chain = chain[:len(chain)-1]
 		}
-		closed := protoPorts{}
+		var parent link
 		if len(chain) > 0 {
-			for proto, ps := range chain[len(chain)-1].closed {
-				closed[proto] = &portSet{all: ps.all, ranges: slices.Clone(ps.ranges)}
-			}
+			parent = chain[len(chain)-1]
 		}
-		for proto, ps := range prefixes[p] {
-			if closed[proto] == nil {
-				closed[proto] = &portSet{}
-			}
-			closed[proto].union(ps)
-			if !closed[proto].all {
-				closed[proto].ranges = closed[proto].merged()
-			}
+		closed := closure(parent.closed, prefixes[p])
+		var mcast protoPorts
+		if multicast(p) {
+			mcast = closure(parent.mcast, prefixes[p])
 		}
-		chain = append(chain, link{p, closed})
+		chain = append(chain, link{p, closed, mcast})
 		if uint64(c.groups) >= maxGroupID {
 			return 0, atPath(path, fmt.Errorf("more than %d prefix groups", maxGroupID))
 		}
@@ -601,6 +599,9 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 		g := c.groups
 		c.snap.Prefixes[prefixKey(id, p)] = bpf.PrefixVal{Group: g}
 		if err := c.emit(id, selector{bpf.SelPrefix, g}, closed, path); err != nil {
+			return 0, err
+		}
+		if err := c.emit(id, selector{bpf.SelMcast, g}, mcast, path); err != nil {
 			return 0, err
 		}
 	}
@@ -629,6 +630,36 @@ func (c *compiler) emit(rs uint32, s selector, pp protoPorts, path string) error
 		c.snap.Rules[bpf.RuleKey{Ruleset: rs, SelId: s.id, SelKind: s.kind, Proto: proto}] = v
 	}
 	return c.capacity()
+}
+
+// closure is a copy of the ports of an enclosing prefix (nil: none) with own added.
+func closure(outer, own protoPorts) protoPorts {
+	closed := protoPorts{}
+	for proto, ps := range outer {
+		closed[proto] = &portSet{all: ps.all, ranges: slices.Clone(ps.ranges)}
+	}
+	for proto, ps := range own {
+		if closed[proto] == nil {
+			closed[proto] = &portSet{}
+		}
+		closed[proto].union(ps)
+		if !closed[proto].all {
+			closed[proto].ranges = closed[proto].merged()
+		}
+	}
+	return closed
+}
+
+// Multicast ranges: a broadcast or multicast frame is allowed only by a rule to a prefix inside
+// one of them.
+var (
+	multicast4 = netip.MustParsePrefix("224.0.0.0/4")
+	multicast6 = netip.MustParsePrefix("ff00::/8")
+)
+
+// multicast reports whether prefix p lies inside 224.0.0.0/4 or ff00::/8.
+func multicast(p netip.Prefix) bool {
+	return contains(multicast4, p) || contains(multicast6, p)
 }
 
 // contains reports whether prefix q contains prefix p (of the same family).

@@ -114,8 +114,11 @@ func canonSnap(s *Snapshot) string {
 	content := map[uint32][]string{}
 	for k, v := range s.Rules {
 		sel := fmt.Sprintf("%d/%d", k.SelKind, k.SelId)
-		if k.SelKind == bpf.SelPrefix {
+		switch k.SelKind {
+		case bpf.SelPrefix:
 			sel = "p" + groups[[2]uint32{k.Ruleset, k.SelId}]
+		case bpf.SelMcast:
+			sel = "m" + groups[[2]uint32{k.Ruleset, k.SelId}]
 		}
 		content[k.Ruleset] = append(content[k.Ruleset], fmt.Sprintf("%s/%d=%v", sel, k.Proto, v))
 	}

@@ -263,3 +263,84 @@ func TestPrefixClosure(t *testing.T) {
 		}
 	}
 }
+
+// TestMulticastClosure checks the entries broadcast and multicast frames are decided by
+// (ZT_SEL_MCAST) against their definition: the rules of every prefix of the list that contains
+// the longest match and lies inside 224.0.0.0/4 or ff00::/8; none for a prefix outside them,
+// whatever wider rules allow.
+func TestMulticastClosure(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(3, 4))
+	v4 := []string{"0.0.0.0/0", "128.0.0.0/1", "224.0.0.0/3", "224.0.0.0/4", "224.0.0.0/24", "224.0.0.251/32",
+		"239.0.0.0/8", "239.255.255.250/32", "255.255.255.255/32", "10.0.0.0/8"}
+	v6 := []string{"::/0", "ff00::/8", "ff02::/16", "ff02::fb/128", "fe00::/7", "2001:db8::/32"}
+	for round := range 50 {
+		var rules []Rule
+		for range 1 + rnd.IntN(12) {
+			cidr := v4[rnd.IntN(len(v4))]
+			if rnd.IntN(3) == 0 {
+				cidr = v6[rnd.IntN(len(v6))]
+			}
+			r := Rule{To: Target{CIDR: cidr}, Proto: []string{"tcp", "udp", "icmp", "any"}[rnd.IntN(4)]}
+			if (r.Proto == "tcp" || r.Proto == "udp") && rnd.IntN(3) > 0 {
+				lo := uint16(1 + rnd.IntN(100))
+				r.Ports = []PortRange{{lo, lo + uint16(rnd.IntN(3))}}
+			}
+			rules = append(rules, r)
+		}
+		p := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "mcast"}, Spec: Spec{
+			Devices: []Device{{Name: "d", MAC: "02:00:00:00:00:01", Allow: rules}}}}
+		s, err := Compile(p, CompileOptions{Revision: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs := s.Devices[DevKey(mustMAC("02:00:00:00:00:01"))].Ruleset
+		groups := map[uint32]bool{}
+		for k, v := range s.Prefixes {
+			if k.Ruleset != rs {
+				continue
+			}
+			groups[v.Group] = true
+			a, bits := netip.AddrFrom16(k.Addr.B), int(k.Prefixlen)-32
+			if a.Is4In6() {
+				a, bits = a.Unmap(), bits-96
+			}
+			pfx := netip.PrefixFrom(a, bits)
+			if !pfx.IsValid() {
+				t.Fatalf("round %d: prefix key %+v", round, k)
+			}
+			want := protoPorts{}
+			for _, r := range rules {
+				q := netip.MustParsePrefix(r.To.CIDR)
+				if contains(q, pfx) && multicast(q) {
+					proto, _ := ParseProto(r.Proto)
+					want.add(r, proto)
+				}
+			}
+			for proto := range 256 {
+				got, ok := s.Rules[bpf.RuleKey{Ruleset: rs, SelId: v.Group, SelKind: bpf.SelMcast, Proto: uint8(proto)}]
+				ps := want[uint8(proto)]
+				if ok != (ps != nil) {
+					t.Fatalf("round %d: %s proto %d: entry %v, want %v (rules %+v)", round, pfx, proto, ok, ps != nil, rules)
+				}
+				if !ok {
+					continue
+				}
+				if ps.all != (got.Flags&bpf.RuleAllPorts != 0) {
+					t.Fatalf("round %d: %s proto %d: all ports %v, want %v", round, pfx, proto, !ps.all, ps.all)
+				}
+				var gotRanges []PortRange
+				for _, r := range got.Ranges[:got.N] {
+					gotRanges = append(gotRanges, PortRange{r.Lo, r.Hi})
+				}
+				if m := ps.merged(); !ps.all && !slices.Equal(m, gotRanges) {
+					t.Fatalf("round %d: %s proto %d: ranges %v, want %v", round, pfx, proto, gotRanges, m)
+				}
+			}
+		}
+		for k := range s.Rules {
+			if k.SelKind == bpf.SelMcast && (k.Ruleset != rs || !groups[k.SelId]) {
+				t.Fatalf("round %d: entry %+v of no prefix group", round, k)
+			}
+		}
+	}
+}

@@ -740,6 +740,8 @@ func (m *Model) allowList(p *pkt) bpf.Reason {
 		}
 	}
 	pr := p.l4proto
+	// A broadcast or multicast frame matches only the rules that name a multicast prefix.
+	group := p.l2 == l2Bcast || p.l2 == l2Mcast
 	tunnel := pr == ProtoIPIP || pr == ProtoIPv6 || pr == ProtoGRE ||
 		(pr == ProtoUDP && (p.dport == 4789 || p.dport == 6081))
 	try := func(kind uint8, id uint32) bool {
@@ -751,10 +753,10 @@ func (m *Model) allowList(p *pkt) bpf.Reason {
 		v, ok := m.snap.Rules[k]
 		return ok && portsOK(&v, ProtoAny, pr, p.dport, tunnel)
 	}
-	if m.isGateway(p) && try(bpf.SelGateway, 0) {
+	if !group && m.isGateway(p) && try(bpf.SelGateway, 0) {
 		return bpf.ReasonAllow
 	}
-	if flags&bpf.DevPeerRules != 0 {
+	if !group && flags&bpf.DevPeerRules != 0 {
 		if a, ok := m.snap.Addrs[bpf.AddrKey{Addr: bpf.In6{B: p.daddr}}]; ok && a.Kind == bpf.AddrDevice {
 			if try(bpf.SelDevice, a.DevId) {
 				return bpf.ReasonAllow
@@ -765,7 +767,11 @@ func (m *Model) allowList(p *pkt) bpf.Reason {
 		}
 	}
 	if flags&bpf.DevPrefixRules != 0 {
-		if g, ok := m.longestMatch(rs, p.daddr); ok && try(bpf.SelPrefix, g) {
+		kind := bpf.SelPrefix
+		if group {
+			kind = bpf.SelMcast
+		}
+		if g, ok := m.longestMatch(rs, p.daddr); ok && try(kind, g) {
 			return bpf.ReasonAllow
 		}
 	}

@@ -42,6 +42,8 @@ const (
 	AnyProto = 20 // any protocol to 198.51.100.0/24
 	AuditPin = 21 // mode audit, port ghost, no rules
 	AuditID  = 22 // mode audit with auditIdentity, no rules
+	Wide     = 23 // udp 53 to 0.0.0.0/0, udp 5353 to ::/0
+	MDNS     = 24 // udp 53 to 0.0.0.0/0, udp 5353 to 224.0.0.251/32, udp 1900 to 255.255.255.255/32
 	Gateway  = 1  // the gateway's addresses: 10.0.0.1, fd00::1
 )
 
@@ -118,6 +120,13 @@ func Fixture() *policy.Policy {
 			rule(policy.Target{Gateway: true}, "udp", port(4789))),
 		dev(AnyProto, "anyproto", "", rule(policy.Target{CIDR: "198.51.100.0/24"}, "any")),
 		auditPin, auditID,
+		dev(Wide, "wide", "",
+			rule(policy.Target{CIDR: "0.0.0.0/0"}, "udp", port(53)),
+			rule(policy.Target{CIDR: "::/0"}, "udp", port(5353))),
+		dev(MDNS, "mdns", "",
+			rule(policy.Target{CIDR: "0.0.0.0/0"}, "udp", port(53)),
+			rule(policy.Target{CIDR: "224.0.0.251/32"}, "udp", port(5353)),
+			rule(policy.Target{CIDR: "255.255.255.255/32"}, "udp", port(1900))),
 	}
 	return p
 }

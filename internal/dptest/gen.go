@@ -34,9 +34,11 @@ var (
 	special4 = []string{"0.0.0.0", "127.0.0.1", "255.255.255.255", "224.0.0.5", "240.0.0.1", "10.0.0.1"}
 	special6 = []string{"::", "::1", "ff02::1", "fd00::1", "::ffff:10.1.0.1", "fe80::1"}
 	dests4   = []string{"10.0.0.1", "10.255.0.1", "203.0.113.7", "203.0.113.200", "198.51.100.9", "8.8.8.8",
-		"255.255.255.255", "224.0.0.251", "239.255.255.250", "10.9.9.9"}
-	dests6 = []string{"fd00::1", "2001:db8::1", "2001:db8:1::5", "2001:db9::1", "ff02::1", "ff02::1:2", "ff02::fb", "fd00:9::9"}
-	ports  = []uint16{53, 67, 68, 123, 443, 546, 547, 1443, 2443, 4789, 6081, 8883, 5683, 80, 1, 150, 1100, 65535}
+		"255.255.255.255", "224.0.0.251", "239.255.255.250", "10.9.9.9", "224.0.0.1", "224.0.0.252"}
+	dests6 = []string{"fd00::1", "2001:db8::1", "2001:db8:1::5", "2001:db9::1", "ff02::1", "ff02::1:2", "ff02::fb",
+		"fd00:9::9", "ff05::fb", "ff02::fc"}
+	ports = []uint16{53, 67, 68, 123, 443, 546, 547, 1443, 2443, 4789, 6081, 8883, 5683, 80, 1, 150, 1100, 65535,
+		5353, 1900}
 )
 
 func (g *Gen) host(i int, v6 bool) frames.Host {
@@ -87,10 +89,27 @@ func (g *Gen) dst(v6 bool) frames.Host {
 			d.IP = netip.MustParseAddr(dests4[g.pick(len(dests4))])
 		}
 	}
-	if g.chance(25) {
+	switch {
+	case (d.IP.IsMulticast() || d.IP == bcast4) && g.chance(50):
+		d.MAC = groupMAC(d.IP) // what a bridge floods: against the wide and the multicast rules
+	case g.chance(25):
 		d.MAC = g.dstMAC(d.IP)
 	}
 	return d
+}
+
+var bcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// groupMAC is the destination MAC of a frame to ip, a multicast or the broadcast address.
+func groupMAC(ip netip.Addr) net.HardwareAddr {
+	a := ip.As16()
+	switch {
+	case ip == bcast4:
+		return net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	case ip.Is4():
+		return net.HardwareAddr{1, 0, 0x5e, a[13] & 0x7f, a[14], a[15]}
+	}
+	return net.HardwareAddr{0x33, 0x33, a[12], a[13], a[14], a[15]}
 }
 
 // dstMAC picks a destination MAC other than the gateway's: a device's (sometimes the owner of
