@@ -247,6 +247,9 @@ func probe(mac net.HardwareAddr, src, dst netip.Addr, proto uint8, port uint16) 
 	if mac.String() == dstMAC.String() {
 		dstMAC = explainAltDstMAC
 	}
+	if g := frames.GroupMAC(dst); g != nil {
+		dstMAC = g // a group or the broadcast: the frame goes to its MAC, as a sender's would
+	}
 	sh, dh := frames.Host{MAC: mac, IP: src}, frames.Host{MAC: dstMAC, IP: dst}
 	switch {
 	case proto == ProtoTCP:
@@ -342,6 +345,9 @@ func findRule(p *Policy, di int, dst netip.Addr, proto uint8, port uint16) (stri
 	return "", Rule{}, false
 }
 
+// limitedBroadcast is 255.255.255.255, which no CIDR rule opens.
+var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
 // ruleAllows reports whether r allows traffic to dst with proto to port, with the datapath's
 // semantics: a rule for any protocol, or for every port, does not allow tunnels (IPIP, IPv6
 // in IP, GRE, VXLAN and Geneve by UDP port), and a tunnel port must be listed on its own.
@@ -362,6 +368,11 @@ func ruleAllows(p *Policy, r Rule, dst netip.Addr, proto uint8, port uint16) boo
 	case t.CIDR != "":
 		pfx, err := netip.ParsePrefix(t.CIDR)
 		if err != nil || !pfx.Contains(dst) {
+			return false
+		}
+		// A group or the limited broadcast travels to a group or broadcast MAC, which only a
+		// prefix within the multicast ranges opens.
+		if (dst.IsMulticast() || dst == limitedBroadcast) && !multicast(pfx.Masked()) {
 			return false
 		}
 	default:

@@ -280,6 +280,9 @@ func independentFrame(t *testing.T, e *Explanation, mac string) []byte {
 	}
 	src := frames.Host{MAC: hw, IP: netip.MustParseAddr(e.Src)}
 	dst := frames.Host{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 0xaa}, IP: netip.MustParseAddr(e.Dst)}
+	if g := frames.GroupMAC(dst.IP); g != nil {
+		dst.MAC = g
+	}
 	switch {
 	case e.Proto == "tcp":
 		return frames.TCP(src, dst, 40000, e.Port, true, []byte("x"))

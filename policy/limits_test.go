@@ -229,9 +229,13 @@ func TestPrefixClosure(t *testing.T) {
 			if k.Ruleset != rs {
 				continue
 			}
-			pfx := netip.PrefixFrom(netip.AddrFrom16(k.Addr.B).Unmap(), int(k.Prefixlen)-32)
-			if pfx.Addr().Is4() {
-				pfx = netip.PrefixFrom(pfx.Addr(), pfx.Bits()-96)
+			addr, bits := netip.AddrFrom16(k.Addr.B), int(k.Prefixlen)-32
+			if addr.Is4In6() {
+				addr, bits = addr.Unmap(), bits-96
+			}
+			pfx := netip.PrefixFrom(addr, bits)
+			if !pfx.IsValid() {
+				t.Fatalf("round %d: key %+v is no prefix", round, k)
 			}
 			want := protoPorts{}
 			for _, r := range rules {

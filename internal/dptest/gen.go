@@ -90,26 +90,12 @@ func (g *Gen) dst(v6 bool) frames.Host {
 		}
 	}
 	switch {
-	case (d.IP.IsMulticast() || d.IP == bcast4) && g.chance(50):
-		d.MAC = groupMAC(d.IP) // what a bridge floods: against the wide and the multicast rules
+	case frames.GroupMAC(d.IP) != nil && g.chance(50):
+		d.MAC = frames.GroupMAC(d.IP) // what a bridge floods: against the wide and the multicast rules
 	case g.chance(25):
 		d.MAC = g.dstMAC(d.IP)
 	}
 	return d
-}
-
-var bcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
-
-// groupMAC is the destination MAC of a frame to ip, a multicast or the broadcast address.
-func groupMAC(ip netip.Addr) net.HardwareAddr {
-	a := ip.As16()
-	switch {
-	case ip == bcast4:
-		return net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	case ip.Is4():
-		return net.HardwareAddr{1, 0, 0x5e, a[13] & 0x7f, a[14], a[15]}
-	}
-	return net.HardwareAddr{0x33, 0x33, a[12], a[13], a[14], a[15]}
 }
 
 // dstMAC picks a destination MAC other than the gateway's: a device's (sometimes the owner of

@@ -245,3 +245,19 @@ func checksum(b []byte) uint16 {
 	}
 	return ^uint16(s)
 }
+
+// GroupMAC is the destination MAC of a frame to ip, a multicast group (01:00:5e or 33:33 and the
+// group's low bits) or the limited broadcast 255.255.255.255 (ff:ff:ff:ff:ff:ff); nil for
+// another address.
+func GroupMAC(ip netip.Addr) net.HardwareAddr {
+	a := ip.As16()
+	switch {
+	case ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	case !ip.IsMulticast():
+		return nil
+	case ip.Is4():
+		return net.HardwareAddr{1, 0, 0x5e, a[13] & 0x7f, a[14], a[15]}
+	}
+	return net.HardwareAddr{0x33, 0x33, a[12], a[13], a[14], a[15]}
+}
