@@ -341,6 +341,7 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 				cfg.Logf("live: ztgate with %s devices loaded and applied in %s", count(s.zt), time.Since(t1).Round(time.Millisecond))
 			}
 			v.zt = z
+			z.fleet.model.AddGatewayMAC([6]byte(v.dev.MAC)) // as the attach below registers it
 			if want := z.fleet.model.Decide(v.frame, uint32(v.dev.Ifindex), 0); want.Verdict != s.verdict || want.Reason != s.reason {
 				return fmt.Errorf("%s: the model decides %s/%s, want %s/%s", s.name, want.Verdict, want.Reason, s.verdict, s.reason)
 			}
