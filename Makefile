@@ -121,7 +121,7 @@ demo: build ## (root) the walkthrough: lab network, bin/ztgate agent + CLI, atta
 	@bash scripts/ensure-bpffs.sh
 	$(GO) run ./cmd/ztgate-demo -ztgate $(BINARY) -pcap $(BIN_DIR)/demo-events.pcap
 
-bench: build ## (root) the benchmark suite (~15 min): table with ratios and target verdicts, JSON in BENCH_JSON
+bench: build ## (root) the benchmark suite (~7 min): table with ratios and target verdicts, JSON in BENCH_JSON
 	@if [[ $$(id -u) -ne 0 ]]; then echo "bench: needs root: sudo make bench"; exit 1; fi
 	@bash scripts/ensure-bpffs.sh
 	bash scripts/install-deps.sh $(BENCH_DEPS)
