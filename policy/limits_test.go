@@ -197,6 +197,20 @@ func TestCompileCapacity(t *testing.T) {
 	}
 }
 
+// keyPrefix is the prefix a zt_prefixes key stands for (IPv4 as itself, not v4-mapped).
+func keyPrefix(t *testing.T, k bpf.PrefixKey) netip.Prefix {
+	t.Helper()
+	addr, bits := netip.AddrFrom16(k.Addr.B), int(k.Prefixlen)-32
+	if addr.Is4In6() {
+		addr, bits = addr.Unmap(), bits-96
+	}
+	pfx := netip.PrefixFrom(addr, bits)
+	if !pfx.IsValid() {
+		t.Fatalf("prefix key %+v is no prefix", k)
+	}
+	return pfx
+}
+
 // TestPrefixClosure checks the compiled prefix groups against their definition: the rules of
 // the longest matching prefix are those of every prefix of the list that contains it.
 func TestPrefixClosure(t *testing.T) {
@@ -229,14 +243,7 @@ func TestPrefixClosure(t *testing.T) {
 			if k.Ruleset != rs {
 				continue
 			}
-			addr, bits := netip.AddrFrom16(k.Addr.B), int(k.Prefixlen)-32
-			if addr.Is4In6() {
-				addr, bits = addr.Unmap(), bits-96
-			}
-			pfx := netip.PrefixFrom(addr, bits)
-			if !pfx.IsValid() {
-				t.Fatalf("round %d: key %+v is no prefix", round, k)
-			}
+			pfx := keyPrefix(t, k)
 			want := protoPorts{}
 			for _, r := range rules {
 				q := netip.MustParsePrefix(r.To.CIDR)
@@ -304,14 +311,7 @@ func TestMulticastClosure(t *testing.T) {
 				continue
 			}
 			groups[v.Group] = true
-			a, bits := netip.AddrFrom16(k.Addr.B), int(k.Prefixlen)-32
-			if a.Is4In6() {
-				a, bits = a.Unmap(), bits-96
-			}
-			pfx := netip.PrefixFrom(a, bits)
-			if !pfx.IsValid() {
-				t.Fatalf("round %d: prefix key %+v", round, k)
-			}
+			pfx := keyPrefix(t, k)
 			want := protoPorts{}
 			for _, r := range rules {
 				q := netip.MustParsePrefix(r.To.CIDR)
