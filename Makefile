@@ -28,6 +28,7 @@ FUZZTIME    ?= 30s
 FUZZ_TARGETS ?= \
 	./policy:FuzzParse \
 	./policy:FuzzEditor \
+	./policy:FuzzJSONFastPath \
 	./bpf:FuzzDifferential
 
 # BPF code generation. bpf2go reads extra clang flags from BPF2GO_CFLAGS; we pass the multiarch
@@ -38,6 +39,11 @@ ifneq ($(MULTIARCH),)
 BPF2GO_CFLAGS ?= -I/usr/include/$(MULTIARCH)
 endif
 export BPF2GO_CFLAGS
+# The committed object depends on the compiler's version: `make generate` uses this clang, and
+# refuses any other major version (Debian 12's clang-14 is what CI and the committed files use).
+CLANG_MAJOR ?= 14
+BPF2GO_CC   ?= clang-$(CLANG_MAJOR)
+export BPF2GO_CC
 BPF_DIR     := bpf
 BENCH_BPF_DIR := bench/bpf
 GENERATED   := $(BPF_DIR)/ztgate_bpfel.go $(BPF_DIR)/ztgate_bpfel.o \
@@ -52,11 +58,12 @@ BENCHFLAGS  ?=
 
 # Debian/Ubuntu packages needed to build the BPF program and run the tests (the benchmark
 # sections' quick runs are tests too, so their peers are here). The metrics are linted with
-# client_golang's promlint, so no promtool is needed.
-DEPS        := make gcc libc6-dev linux-libc-dev git clang llvm libbpf-dev bpftool iproute2 $(BENCH_DEPS)
+# client_golang's promlint, so no promtool is needed; clang-format checks the C in `make lint`.
+DEPS        := make gcc libc6-dev linux-libc-dev git clang llvm libbpf-dev bpftool iproute2 clang-format $(BENCH_DEPS)
 EXTRA_DEPS  ?=
 
-.PHONY: help deps generate check-generated build test fuzz demo bench bench-quick fmt vet shellcheck lint clean
+.PHONY: help deps check-clang generate check-generated build test fuzz demo bench bench-quick fmt vet staticcheck \
+	clang-format style shellcheck lint clean
 
 help: ## list the targets
 	@echo "ztgate make targets (privileged ones need root: sudo make TARGET):"
@@ -70,8 +77,17 @@ deps: ## (root) install build/test deps with apt-get (+ Go from go.dev if missin
 	bash scripts/install-deps.sh $(DEPS) $(EXTRA_DEPS)
 	bash scripts/install-go.sh
 
-generate: ## regenerate the BPF object and Go bindings (bpf2go + clang)
-	@echo "generate: go generate ./$(BPF_DIR)/ ./$(BENCH_BPF_DIR)/ (BPF2GO_CFLAGS='$(BPF2GO_CFLAGS)')"
+check-clang: ## check that BPF2GO_CC is the pinned clang major version (CLANG_MAJOR)
+	@version=$$($(BPF2GO_CC) --version 2>/dev/null | sed -nE '1s/.*clang version ([0-9]+)\..*/\1/p'); \
+	if [[ "$$version" != "$(CLANG_MAJOR)" ]]; then \
+		echo "check-clang: FAIL: $(BPF2GO_CC) is clang '$${version:-missing}', the committed object needs clang $(CLANG_MAJOR)"; \
+		echo "check-clang: install it (make deps) or set BPF2GO_CC to a clang $(CLANG_MAJOR) binary"; \
+		exit 1; \
+	fi; \
+	echo "check-clang: ok: $(BPF2GO_CC) is clang $(CLANG_MAJOR)"
+
+generate: check-clang ## regenerate the BPF object and Go bindings (bpf2go + the pinned clang)
+	@echo "generate: go generate ./$(BPF_DIR)/ ./$(BENCH_BPF_DIR)/ (BPF2GO_CC=$(BPF2GO_CC) BPF2GO_CFLAGS='$(BPF2GO_CFLAGS)')"
 	$(GO) generate ./$(BPF_DIR)/ ./$(BENCH_BPF_DIR)/
 
 check-generated: generate ## regenerate and fail if the committed generated files differ
@@ -82,7 +98,7 @@ check-generated: generate ## regenerate and fail if the committed generated file
 		echo "$$changes"; \
 		git --no-pager diff --stat -- $(BPF_DIR) $(BENCH_BPF_DIR); \
 		echo "check-generated: run 'make generate' and commit $(GENERATED)"; \
-		echo "check-generated: (they must be built with Debian 12's clang 14, as CI does)"; \
+		echo "check-generated: (they must be built with clang $(CLANG_MAJOR), as CI does)"; \
 		exit 1; \
 	fi; \
 	echo "check-generated: ok: $(GENERATED) match their sources"
@@ -143,6 +159,24 @@ fmt: ## check formatting (gofmt -l lists nothing)
 vet: ## go vet
 	$(GO) vet ./...
 
+staticcheck: ## staticcheck (go tool; checks chosen in staticcheck.conf)
+	$(GO) tool staticcheck ./...
+	@echo "staticcheck: ok"
+
+C_SOURCES   := $(shell git ls-files 'bpf/*.c' 'bpf/*.h' 'bench/bpf/*.c' 2>/dev/null)
+CLANG_FORMAT ?= clang-format
+
+clang-format: ## check the C sources' formatting against .clang-format (fix: clang-format -i FILE)
+	@if ! command -v $(CLANG_FORMAT) >/dev/null 2>&1; then \
+		echo "clang-format: FAIL: $(CLANG_FORMAT) not installed (make deps)"; exit 1; \
+	fi
+	$(CLANG_FORMAT) --dry-run -Werror $(C_SOURCES)
+	@echo "clang-format: ok"
+
+style: ## the rules no formatter checks: line length, no issue numbers, timings or outside paths in comments
+	bash scripts/check-style.sh
+	@echo "style: ok"
+
 shellcheck: ## shellcheck the scripts (skipped when shellcheck is not installed)
 	@if command -v shellcheck >/dev/null 2>&1; then \
 		shellcheck .ci/run scripts/*.sh && echo "shellcheck: ok"; \
@@ -150,7 +184,7 @@ shellcheck: ## shellcheck the scripts (skipped when shellcheck is not installed)
 		echo "shellcheck: not installed, skipped"; \
 	fi
 
-lint: fmt vet shellcheck ## fmt + vet + shellcheck
+lint: fmt vet staticcheck clang-format style shellcheck ## every static check: what CI runs before the tests
 
 clean: ## remove build outputs and test logs (not the committed generated files)
 	rm -rf $(BIN_DIR) coverage.out coverage.html *.coverprofile

@@ -137,7 +137,10 @@ func TestReadersDuringLongCompile(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- op.run() }()
 		answers(t, op.name+": reaching the hook", func() { <-entered })
-		answers(t, op.name+": a device change's write lock", func() { a.polMu.Lock(); a.polMu.Unlock() })
+		answers(t, op.name+": a device change's write lock", func() {
+			a.polMu.Lock()
+			defer a.polMu.Unlock() // taking the lock is what is checked
+		})
 		for _, path := range []string{api.PathStatus, api.PathPolicy, api.PathDevices} {
 			answers(t, op.name+": GET "+path, func() {
 				if code := get(path); code != http.StatusOK {

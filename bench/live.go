@@ -161,8 +161,7 @@ type liveVariant struct {
 	sink   *testenv.Namespace // the AF_PACKET sender alone's sink (liveSinkName) is in it; nil otherwise
 	repeat uint32
 	zt     *liveZtgate
-	total  []float64 // ns per frame, sender + receiver, per measurement
-	lost   float64   // largest fraction of frames lost in transit (ring full) in a measurement
+	lost   float64 // largest fraction of frames lost in transit (ring full) in a measurement
 }
 
 // liveTrace records what the last run of the section created (for its test: all gone after).

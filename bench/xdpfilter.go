@@ -27,9 +27,6 @@ const (
 	xfFlagDst = 1 << 1
 )
 
-// xdpFilterMax is the capacity of each of xdp-filter's address maps.
-const xdpFilterMax = 10000
-
 // xdpFilterObject finds xdpfilt_alw_all.o: in the files of the Debian packages that ship it,
 // else where Debian puts it.
 func xdpFilterObject() (string, error) {

@@ -225,10 +225,10 @@ func (e *Editor) Device(name string) (*Device, bool) {
 	return &e.p.Spec.Devices[i], true
 }
 
-// ErrNotFound: the device to delete is not in the policy.
+// ErrNotFound reports that the device to delete is not in the policy.
 var ErrNotFound = errors.New("no such device")
 
-// ErrReferenced: the device to delete is the destination of rules.
+// ErrReferenced reports that the device to delete is the destination of rules.
 var ErrReferenced = errors.New("device in use")
 
 // PrepareDelete prepares the removal of device name. It is refused while a rule names the

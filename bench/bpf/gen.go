@@ -4,4 +4,4 @@
 // and one bare hash lookup. The generated files are committed, like bpf's.
 package benchbpf
 
-//go:generate go tool bpf2go -cc clang -no-strip -no-global-types -target bpfel ZtgateCold cold.c -- -I/usr/include/x86_64-linux-gnu -O2 -g -Wall -Werror -DZT_BENCH_COLD
+//go:generate go tool bpf2go -no-strip -no-global-types -target bpfel ZtgateCold cold.c -- -O2 -g -Wall -Werror -DZT_BENCH_COLD
