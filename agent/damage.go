@@ -11,6 +11,7 @@ import (
 
 	"github.com/ztgate/ztgate/agent/audit"
 	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/internal/fsutil"
 )
 
 // The parts of the state directory whose damage the agent reports (status, /readyz, the
@@ -82,7 +83,7 @@ func (a *Agent) keepDamaged(name string) string {
 		return ""
 	}
 	dst := src + ".damaged-" + time.Now().UTC().Format("20060102T150405Z")
-	if err := writeAtomic(dst, data); err != nil {
+	if err := fsutil.WriteAtomic(dst, data); err != nil {
 		a.log.Warn("keep a copy of the damaged file", "file", src, "err", err)
 		return ""
 	}

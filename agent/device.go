@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/internal/fsutil"
 	"github.com/ztgate/ztgate/maps"
 	"github.com/ztgate/ztgate/policy"
 )
@@ -90,7 +91,7 @@ func (s *store) openJournal() (*journal, error) {
 		}
 	}
 	// The file may be new: its directory entry must survive a power loss with its records.
-	if err := syncDir(s.dir); err != nil {
+	if err := fsutil.SyncDir(s.dir); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
@@ -431,7 +432,7 @@ func (a *Agent) disown(rev uint64) {
 		return
 	}
 	a.journalBroken = true
-	merr := writeAtomic(filepath.Join(a.store.dir, rejectedFile), []byte(strconv.FormatUint(rev, 10)+"\n"))
+	merr := fsutil.WriteAtomic(filepath.Join(a.store.dir, rejectedFile), []byte(strconv.FormatUint(rev, 10)+"\n"))
 	a.log.Error("a failed change's journal record could not be removed; device changes are refused until a whole policy is applied",
 		"revision", rev, "fold_err", ferr, "marker_err", merr)
 }

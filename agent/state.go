@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/internal/fsutil"
 )
 
 // stateFile is the applied policy and its revision, written atomically (one file, renamed into
@@ -110,7 +111,7 @@ func (s *store) save(p *persisted) error {
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	return writeAtomic(filepath.Join(s.dir, stateFile), data)
+	return fsutil.WriteAtomic(filepath.Join(s.dir, stateFile), data)
 }
 
 // marshal encodes p as encoding/json would (one field a line), but writes the device ids
@@ -198,45 +199,4 @@ func appendMAC(b []byte, mac [6]byte) []byte {
 		b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
 	}
 	return b
-}
-
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("save %s: %w", path, err)
-	}
-	return nil
-}
-
-// syncDir makes the entries of directory dir (a file created, renamed or removed) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
 }

@@ -139,28 +139,6 @@ func TestStoreLoadCorrupt(t *testing.T) {
 	}
 }
 
-func TestWriteAtomicFailure(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "missing", "f")
-	if err := writeAtomic(path, []byte("x")); err == nil || !strings.Contains(err.Error(), path) {
-		t.Errorf("writeAtomic into a missing dir: got %v", err)
-	}
-	// The target is a directory: the rename fails and the temporary file is removed.
-	dir := t.TempDir()
-	target := filepath.Join(dir, "target")
-	if err := os.Mkdir(target, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(target, "keep"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeAtomic(target, []byte("x")); err == nil {
-		t.Error("writeAtomic over a non-empty directory: no error")
-	}
-	if names := dirNames(t, dir); !reflect.DeepEqual(names, []string{"target"}) {
-		t.Errorf("after a failed writeAtomic the dir holds %v, want only target", names)
-	}
-}
-
 func TestStoreLock(t *testing.T) {
 	s := newTestStore(t)
 	unlock, err := s.lock()

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/internal/fsutil"
 )
 
 // ErrIncomplete is wrapped (in a *LineError) when the last line of a log has no newline: a write
@@ -103,7 +104,7 @@ func open(path string) (*Log, error) {
 	}
 	if created {
 		// Make the new directory entry durable too.
-		if err := syncDir(filepath.Dir(path)); err != nil {
+		if err := fsutil.SyncDir(filepath.Dir(path)); err != nil {
 			return nil, err
 		}
 	}
@@ -126,18 +127,6 @@ func open(path string) (*Log, error) {
 	l.seq, l.last, l.size = sc.seq, sc.last, sc.end
 	ok = true
 	return l, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // Append adds r to the log. It sets Seq (the previous one + 1), Time (now, if zero; always
