@@ -270,21 +270,14 @@ func (a *Agent) changeDevice(name, filename string, doc []byte, who caller) (*ap
 		summary = "put device " + name
 	}
 	var ph changePhases
-	rec := api.AuditRecord{Action: api.ActionDevice, Change: summary, UID: who.uid, GID: who.gid, PID: who.pid,
-		OldRevision: old.meta.Revision}
+	rec := who.record(api.ActionDevice, old.meta.Revision)
+	rec.Change = summary
 	res, err := a.changeLocked(old, name, filename, doc, &ph, &rec)
-	d := time.Since(t0)
-	a.recordChange(rec, err, d)
-	if err != nil {
-		a.log.Warn("device change rejected", "change", summary, "uid", who.uid, "revision", old.meta.Revision, "err", err)
-		return nil, err
-	}
-	res.Duration = d
-	a.log.Info("device changed", "change", summary, "uid", who.uid, "old_revision", res.OldRevision,
-		"new_revision", res.NewRevision, "duration", d,
+	return a.finishChange(changeLog{rejected: "device change rejected", applied: "device changed",
+		subject: []any{"change", summary, "uid", who.uid}}, rec, t0, res, err,
 		slog.Group("phases", "prepare", ph.prepare, "journal", ph.journal, "maps", ph.maps, "commit", ph.commit),
-		slog.Group("maps", "build", ph.swap.Build, "slot", ph.swap.Slot, "flip", ph.swap.Flip, "barrier", ph.swap.Barrier))
-	return res, nil
+		slog.Group("maps", "build", ph.swap.Build, "slot", ph.swap.Slot, "flip", ph.swap.Flip,
+			"barrier", ph.swap.Barrier))
 }
 
 // changePhases is where the time of a device change goes (logged with "device changed").

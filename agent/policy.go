@@ -375,22 +375,44 @@ func (a *Agent) applyHeld(filename string, doc []byte, who caller) (*api.ApplyRe
 	var ph applyPhases
 	hash := policyHash(doc)
 	ph.hash = time.Since(t0)
-	rec := api.AuditRecord{Action: api.ActionApply, UID: who.uid, GID: who.gid, PID: who.pid,
-		OldRevision: old.meta.Revision, PolicyHash: hash}
+	rec := who.record(api.ActionApply, old.meta.Revision)
+	rec.PolicyHash = hash
 	res, err := a.applyLocked(old, filename, doc, hash, &ph, &rec)
-	d := time.Since(t0)
-	a.recordChange(rec, err, d)
-	if err != nil {
-		a.log.Warn("policy rejected", "file", filename, "uid", who.uid, "revision", old.meta.Revision, "err", err)
-		return nil, err
-	}
-	res.Duration = d
-	a.log.Info("policy applied", "file", filename, "uid", who.uid, "old_revision", res.OldRevision,
-		"new_revision", res.NewRevision, "hash", hash, "duration", d, "bytes", len(doc),
+	return a.finishChange(changeLog{rejected: "policy rejected", applied: "policy applied",
+		subject: []any{"file", filename, "uid", who.uid}}, rec, t0, res, err,
+		"hash", hash, "bytes", len(doc),
 		slog.Group("phases", "hash", ph.hash, "parse", ph.parse, "compile", ph.compile, "persist", ph.persist,
 			"maps", ph.maps, "compare", ph.compare, "compare_wait", ph.wait),
 		slog.Group("maps", "build", ph.swap.Build, "slot", ph.swap.Slot, "flip", ph.swap.Flip,
 			"barrier", ph.swap.Barrier, "release", ph.swap.Release))
+}
+
+// record is the audit record of a change by c of the given action to the policy at revision old.
+func (c caller) record(action string, old uint64) api.AuditRecord {
+	return api.AuditRecord{Action: action, UID: c.uid, GID: c.gid, PID: c.pid, OldRevision: old}
+}
+
+// changeLog is how the agent logs one kind of change: its two messages and the attributes that
+// say what changed and who asked.
+type changeLog struct {
+	rejected, applied string
+	subject           []any
+}
+
+// finishChange audits and counts a change that started at t0 and ended with res or err (see
+// recordChange), logs it as l says (details: more attributes of an applied change) and returns
+// res, its Duration set, or err.
+func (a *Agent) finishChange(l changeLog, rec api.AuditRecord, t0 time.Time, res *api.ApplyResult, err error,
+	details ...any) (*api.ApplyResult, error) {
+	d := time.Since(t0)
+	a.recordChange(rec, err, d)
+	if err != nil {
+		a.log.Warn(l.rejected, append(l.subject, "revision", rec.OldRevision, "err", err)...)
+		return nil, err
+	}
+	res.Duration = d
+	attrs := append(l.subject, "old_revision", res.OldRevision, "new_revision", res.NewRevision, "duration", d)
+	a.log.Info(l.applied, append(attrs, details...)...)
 	return res, nil
 }
 
