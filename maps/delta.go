@@ -3,7 +3,6 @@ package maps
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -117,28 +116,22 @@ func (m *Maps) checkDelta(d *policy.Delta, lim Limits) error {
 func (m *Maps) CheckDelta(d *policy.Delta, lim Limits) error { return m.checkDelta(d, lim) }
 
 func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) error {
-	var st ApplyStats
-	t0 := time.Now()
-	lap := stopwatch(t0)
-	if err := m.checkDelta(d, lim); err != nil {
-		return err
+	check := func() error { return m.checkDelta(d, lim) }
+	ready := func() error {
+		if !m.incremental {
+			return errors.New("a change needs incremental mode (SetIncremental)")
+		}
+		return nil
 	}
-	st.Check = lap()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.incremental {
-		return errors.New("a change needs incremental mode (SetIncremental)")
-	}
-	cur, err := m.begin()
-	if err != nil {
-		return err
-	}
-	nxt := 1 - cur
-	pre := lap()
-	if err := m.prepareDevStats(d.Fresh, d.MaxDevID); err != nil {
-		return err
-	}
-	c, x := &m.slots[cur], &m.slots[nxt]
+	return m.transact(check, ready, d.Fresh, d.MaxDevID, func(r *applyRun) error {
+		return m.writeDelta(d, base, r)
+	})
+}
+
+// writeDelta is steps 3 to 6 of ApplyDelta: the change written into slot r.nxt, the flip, and
+// the barrier started in the background.
+func (m *Maps) writeDelta(d *policy.Delta, base *policy.Snapshot, r *applyRun) error {
+	c, x := &m.slots[r.cur], &m.slots[r.nxt]
 	// The active slot holds base (the caller's promise) and this process knows its maps only
 	// if it wrote them; the inactive slot's content is known relative to it (lag) or not at all.
 	cKnown := c.dsync && c.lag == nil
@@ -152,7 +145,7 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 	var target, fresh [numKinds]*ebpf.Map
 	var replace [numKinds]bool
 	fail := func(err error) error {
-		m.abandon(nxt, fresh)
+		m.abandon(r.nxt, fresh)
 		return err
 	}
 	for k := range numKinds {
@@ -180,18 +173,14 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 			continue
 		}
 		n := now[k].n
-		mp, err := m.newInner(k, n+headroom(n))
+		mp, err := m.newFilled(k, n+headroom(n), now[k].fill)
 		if err != nil {
-			return fail(fmt.Errorf("create %s map of %d entries: %w", innerNames[k], n+headroom(n), err))
+			return fail(err)
 		}
-		fresh[k] = mp
-		if err := now[k].fill(mp); err != nil {
-			return fail(fmt.Errorf("fill %s map: %w", innerNames[k], err))
-		}
-		target[k], replace[k] = mp, true
+		fresh[k], target[k], replace[k] = mp, mp, true
 	}
-	st.Build = lap()
-	if err := m.install(nxt, target, replace, &d.Config, &st, lap); err != nil {
+	r.st.Build = r.lap()
+	if err := m.install(r, target, replace, &d.Config); err != nil {
 		return fail(err)
 	}
 	for k := range numKinds {
@@ -213,9 +202,7 @@ func (m *Maps) applyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) er
 		close(bg.done)
 	}()
 	m.bg = bg
-	st.Barrier = pre
-	st.Total = time.Since(t0)
-	m.stats = st
+	r.st.Barrier = r.pre
 	return nil
 }
 

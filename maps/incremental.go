@@ -5,7 +5,6 @@ import (
 	"fmt"
 	stdmaps "maps"
 	"reflect"
-	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -141,17 +140,15 @@ func patch[K, V comparable](m *Maps, kind int, mp *ebpf.Map, old, new map[K]V) e
 	return update(m, kind, mp, del, keys, vals)
 }
 
-// applyIncremental is steps 3 to 7 of Apply in incremental mode (see SetIncremental); cur is
-// the active slot, m.mu is held and no frame reads the other slot.
-func (m *Maps) applyIncremental(s *policy.Snapshot, cfg *bpf.Config, cur uint32, st *ApplyStats, t0 time.Time,
-	pre time.Duration, lap func() time.Duration) error {
-	nxt := 1 - cur
-	c, x := &m.slots[cur], &m.slots[nxt]
+// applyIncremental is steps 3 to 7 of Apply in incremental mode (see SetIncremental); no frame
+// reads slot r.nxt.
+func (m *Maps) applyIncremental(s *policy.Snapshot, cfg *bpf.Config, r *applyRun) error {
+	c, x := &m.slots[r.cur], &m.slots[r.nxt]
 	want := [numKinds]any{s.Devices, s.Addrs, s.Prefixes, s.Rules}
 	var target, fresh [numKinds]*ebpf.Map
 	var replace [numKinds]bool
 	fail := func(err error) error {
-		m.abandon(nxt, fresh)
+		m.abandon(r.nxt, fresh)
 		return err
 	}
 	// Step 3.
@@ -175,21 +172,16 @@ func (m *Maps) applyIncremental(s *policy.Snapshot, cfg *bpf.Config, cur uint32,
 			}
 		}
 		// A fresh map, as in the default mode.
-		mp, err := m.newInner(k, n)
+		mp, err := m.newFilled(k, n, func(mp *ebpf.Map) error { return ops.fill(m, k, mp, want[k]) })
 		if err != nil {
-			return fail(fmt.Errorf("create %s map of %d entries: %w", innerNames[k], n, err))
+			return fail(err)
 		}
-		fresh[k] = mp
-		if err := ops.fill(m, k, mp, want[k]); err != nil {
-			return fail(fmt.Errorf("fill %s map: %w", innerNames[k], err))
-		}
-		target[k] = mp
-		replace[k] = true
+		fresh[k], target[k], replace[k] = mp, mp, true
 	}
-	st.Build = lap()
+	r.st.Build = r.lap()
 
 	// Steps 4 (only the outer entries that change) and 5.
-	if err := m.install(nxt, target, replace, cfg, st, lap); err != nil {
+	if err := m.install(r, target, replace, cfg); err != nil {
 		return fail(err)
 	}
 	x.maps, x.src, x.known = target, want, true
@@ -198,73 +190,22 @@ func (m *Maps) applyIncremental(s *policy.Snapshot, cfg *bpf.Config, cur uint32,
 		x.count[k] = kinds[k].size(want[k])
 	}
 
-	// Step 6.
-	m.synced = false
-	if err := m.barrier(); err != nil {
-		return fmt.Errorf("%w; the barrier after the flip failed (retried before the next apply): %w", ErrCommitted, err)
-	}
-	m.synced = true
-	st.Barrier = lap() + pre
-	// Step 7: nothing to release; slot cur is the base of the next Apply.
-	st.Total = time.Since(t0)
-	m.stats = *st
-	return nil
+	// Step 6; step 7 releases nothing: slot cur is the base of the next Apply.
+	return m.flipBarrier(r, "the barrier after the flip failed (retried before the next apply)")
 }
 
-// install is steps 4 and 5 of Apply in incremental mode: outer[nxt] of the kinds marked in
-// replace points at target, zt_cfg[nxt] is cfg, and the flip of zt_active to nxt commits
-// them. Then this process closes its descriptors of the maps target replaced in slot nxt (the
-// kernel frees them). On error nothing was flipped.
-func (m *Maps) install(nxt uint32, target [numKinds]*ebpf.Map, replace [numKinds]bool, cfg *bpf.Config,
-	st *ApplyStats, lap func() time.Duration) error {
-	if err := m.setKinds(nxt, target, replace); err != nil {
+// install is steps 4 and 5 in incremental mode (commit), then this process closes its
+// descriptors of the maps target replaced in slot r.nxt (the kernel frees them). On error
+// nothing was flipped.
+func (m *Maps) install(r *applyRun, target [numKinds]*ebpf.Map, replace [numKinds]bool, cfg *bpf.Config) error {
+	if err := m.commit(r, target, replace, cfg); err != nil {
 		return err
 	}
-	if err := m.objs.ZtCfg.Update(nxt, cfg, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("write zt_cfg[%d]: %w", nxt, err)
-	}
-	st.Slot = lap()
-	// The commit point.
-	if err := m.objs.ZtActive.Update(uint32(0), nxt, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("flip zt_active to %d: %w", nxt, err)
-	}
-	st.Flip = lap()
-	x, c := &m.slots[nxt], &m.slots[1-nxt]
+	x, c := &m.slots[r.nxt], &m.slots[r.cur]
 	for k, mp := range x.maps {
 		if mp != nil && mp != target[k] && mp != c.maps[k] {
 			mp.Close() // replaced in outer[nxt]: the kernel frees it
 		}
 	}
 	return nil
-}
-
-// setKinds points outer[slot] of the kinds marked in which at inner, concurrently (one RCU
-// grace period for all).
-func (m *Maps) setKinds(slot uint32, inner [numKinds]*ebpf.Map, which [numKinds]bool) error {
-	n := 0
-	for _, w := range which {
-		if w {
-			n++
-		}
-	}
-	if n == 0 {
-		return nil
-	}
-	errs := make([]error, numKinds)
-	done := make(chan struct{}, numKinds)
-	for k := range numKinds {
-		if !which[k] {
-			continue
-		}
-		go func() {
-			if err := m.outer[k].Update(slot, inner[k], ebpf.UpdateAny); err != nil {
-				errs[k] = fmt.Errorf("write %s[%d]: %w", kindNames[k], slot, err)
-			}
-			done <- struct{}{}
-		}()
-	}
-	for range n {
-		<-done
-	}
-	return errors.Join(errs...)
 }

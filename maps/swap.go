@@ -18,39 +18,13 @@ const batchChunk = 10000
 // noDevID is ZT_NO_DEVICE: the dev_id of frames without an identified device.
 const noDevID = 0
 
-// Apply installs the snapshot s as the active policy, atomically for every frame.
+// Apply installs the snapshot s as the active policy, atomically for every frame: each frame
+// sees exactly one revision (docs/maps.md describes the slots, the flip and the barrier).
 //
-// Why one frame sees exactly one revision. The policy lives in two slots: zt_cfg[slot] and
-// outer[slot] of the four ARRAY_OF_MAPS zt_devices, zt_addrs, zt_prefixes and zt_rules, each
-// entry an inner map holding one revision's entries. The XDP program reads zt_active once per
-// frame and makes every policy lookup in that slot. XDP programs run inside an RCU read-side
-// critical section, so once synchronize_rcu() has returned, no frame that could have read an
-// older zt_active value is still running. The kernel calls synchronize_rcu() before returning
-// from any update of a map-in-map (maybe_wait_bpf_programs() in kernel/bpf/syscall.c); writing
-// zt_barrier[0], which the program never reads, is therefore a userspace RCU barrier.
-//
-// The protocol:
-//  1. Check every capacity and the snapshot's consistency. A snapshot that does not fit is
-//     rejected before any write (a *CapacityError names the map, the count and the capacity).
-//  2. Read the active slot cur; the other slot is nxt = 1-cur. No frame reads nxt: after the
-//     previous Apply flipped away from it, a barrier let every frame that had read it finish
-//     (the first Apply of a process runs one barrier first, in case the previous process died
-//     between its flip and its barrier).
-//  3. Create fresh inner maps sized to the snapshot (max_entries = max(1, len)) from the inner
-//     map templates, and fill them (batched). They are not reachable from the program yet.
-//  4. Point outer[nxt] of all four maps at the fresh maps and write zt_cfg[nxt]. Still nothing
-//     a frame can see: frames read slot cur.
-//  5. Flip zt_active to nxt: a single 4-byte array write, the commit point. A frame reads
-//     either the old value (and sees the old revision throughout) or the new one (and sees the
-//     new revision throughout); a revision is never modified while it can be read.
-//  6. Barrier: every frame that read cur has finished.
-//  7. Park outer[cur] on empty placeholder maps and clear zt_cfg[cur]. The kernel drops the
-//     outer map's reference to the old inner maps; this process closed its own descriptors in
-//     step 4, so their memory is freed (after an RCU grace period).
-//
-// If anything fails before step 5 the running revision stays fully in force, the fresh maps are
-// released, and the error is returned. An error after step 5 wraps ErrCommitted: the new
-// revision is in force and only the release of the old slot failed (the next Apply retries it).
+// A snapshot that does not fit is rejected before any write with a *CapacityError. If anything
+// fails before the flip, the running revision stays fully in force and the error is returned; an
+// error after the flip wraps ErrCommitted: the new revision is in force and only the release of
+// the old slot failed (the next Apply retries it).
 func (m *Maps) Apply(s *policy.Snapshot, lim Limits) error {
 	if s == nil {
 		return errors.New("apply: nil snapshot")
@@ -65,13 +39,15 @@ func (m *Maps) Apply(s *policy.Snapshot, lim Limits) error {
 	return nil
 }
 
-// ApplyStats is where the time of the last successful Apply went.
+// ApplyStats is where the time of the last successful Apply went (the steps of docs/maps.md).
 type ApplyStats struct {
-	Check   time.Duration // step 1: capacities and consistency
-	Build   time.Duration // step 3: fresh inner maps created and filled
-	Slot    time.Duration // step 4: outer[nxt] and zt_cfg[nxt] written
-	Flip    time.Duration // step 5: zt_active written (the commit point)
-	Barrier time.Duration // step 6: every frame that read the old slot has finished (plus step 2's barrier at a process's first Apply)
+	Check time.Duration // step 1: capacities and consistency
+	Build time.Duration // step 3: fresh inner maps created and filled
+	Slot  time.Duration // step 4: outer[nxt] and zt_cfg[nxt] written
+	Flip  time.Duration // step 5: zt_active written (the commit point)
+	// Barrier is step 6: every frame that read the old slot has finished (plus step 2's
+	// barrier at a process's first Apply).
+	Barrier time.Duration
 	Release time.Duration // step 7: old slot parked, its zt_cfg cleared
 	Total   time.Duration
 }
@@ -83,36 +59,69 @@ func (m *Maps) LastApply() ApplyStats {
 	return m.stats
 }
 
-func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
-	var st ApplyStats
-	t0 := time.Now()
-	lap := stopwatch(t0)
-	// Step 1: everything that can reject the snapshot, before any write.
-	if err := m.check(s, lim); err != nil {
+// applyRun is one Apply or ApplyDelta under way (m.mu held): the active slot cur, the inactive
+// slot nxt it writes, and where its time goes.
+type applyRun struct {
+	cur, nxt uint32
+	st       ApplyStats
+	t0       time.Time
+	lap      func() time.Duration // the time since its previous call
+	pre      time.Duration        // the barrier begin ran, if any
+}
+
+// transact runs what Apply and ApplyDelta share around their writes (steps 3 to 7, in write):
+// check, which writes nothing; then, holding m.mu, ready (if not nil), step 2 (begin) and the
+// counters of the fresh device ids. It keeps the stats of a run that succeeds.
+func (m *Maps) transact(check, ready func() error, fresh []uint32, maxID uint32,
+	write func(r *applyRun) error) error {
+	r := applyRun{t0: time.Now()}
+	r.lap = stopwatch(r.t0)
+	if err := check(); err != nil {
 		return err
 	}
-	cfg := s.Config
-	cfg.Revision = s.Revision
-	st.Check = lap()
+	r.st.Check = r.lap()
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	// Step 2.
+	if ready != nil {
+		if err := ready(); err != nil {
+			return err
+		}
+	}
 	cur, err := m.begin()
 	if err != nil {
 		return err
 	}
-	nxt := 1 - cur
-	pre := lap() // the first Apply of a process runs a barrier first
+	r.cur, r.nxt = cur, 1-cur
+	r.pre = r.lap() // the first Apply of a process runs a barrier first
 	// No frame charges the ids the revision in force does not use: a new device starts at zero.
 	// Before any write, so that a failure leaves the slots untouched.
-	if err := m.prepareDevStats(s.Fresh, s.MaxDevID()); err != nil {
+	if err := m.prepareDevStats(fresh, maxID); err != nil {
 		return err
 	}
-	if m.incremental {
-		return m.applyIncremental(s, &cfg, cur, &st, t0, pre, lap)
+	if err := write(&r); err != nil {
+		return err
 	}
+	r.st.Total = time.Since(r.t0)
+	m.stats = r.st
+	return nil
+}
 
+func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
+	check := func() error { return m.check(s, lim) }
+	return m.transact(check, nil, s.Fresh, s.MaxDevID(), func(r *applyRun) error {
+		cfg := s.Config
+		cfg.Revision = s.Revision
+		if m.incremental {
+			return m.applyIncremental(s, &cfg, r)
+		}
+		return m.applyFull(s, &cfg, r)
+	})
+}
+
+// applyFull is steps 3 to 7 of Apply in the default mode: fresh inner maps for the whole
+// snapshot, the old slot released.
+func (m *Maps) applyFull(s *policy.Snapshot, cfg *bpf.Config, r *applyRun) error {
 	// Step 3. Our descriptors of the fresh maps are closed on return: once in outer[nxt], the
 	// outer map holds them; on failure they are freed.
 	fresh, err := m.build(s)
@@ -120,44 +129,58 @@ func (m *Maps) apply(s *policy.Snapshot, lim Limits) error {
 	if err != nil {
 		return err
 	}
-	st.Build = lap()
+	r.st.Build = r.lap()
 
-	// Step 4.
-	if err := m.setSlot(nxt, fresh); err != nil {
-		m.park(nxt) // release what was inserted; nxt is not read by any frame
+	// Steps 4 and 5.
+	if err := m.commit(r, fresh, allKinds, cfg); err != nil {
+		m.park(r.nxt) // release what was inserted; nxt is not read by any frame
 		return err
 	}
-	if err := m.objs.ZtCfg.Update(nxt, &cfg, ebpf.UpdateAny); err != nil {
-		m.park(nxt)
-		return fmt.Errorf("write zt_cfg[%d]: %w", nxt, err)
-	}
-	st.Slot = lap()
-
-	// Step 5: the commit point.
-	if err := m.objs.ZtActive.Update(uint32(0), nxt, ebpf.UpdateAny); err != nil {
-		m.park(nxt)
-		return fmt.Errorf("flip zt_active to %d: %w", nxt, err)
-	}
-	st.Flip = lap()
 
 	// Step 6.
-	m.synced = false
-	if err := m.barrier(); err != nil {
-		return fmt.Errorf("%w; the old slot %d is kept until the next apply: %w", ErrCommitted, cur, err)
+	if err := m.flipBarrier(r, fmt.Sprintf("the old slot %d is kept until the next apply", r.cur)); err != nil {
+		return err
 	}
-	m.synced = true
-	st.Barrier = lap() + pre
 
 	// Step 7.
-	if err := m.park(cur); err != nil {
-		return fmt.Errorf("%w; releasing the old slot %d: %w", ErrCommitted, cur, err)
+	if err := m.park(r.cur); err != nil {
+		return fmt.Errorf("%w; releasing the old slot %d: %w", ErrCommitted, r.cur, err)
 	}
-	if err := m.objs.ZtCfg.Update(cur, &bpf.Config{}, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("%w; clearing zt_cfg[%d]: %w", ErrCommitted, cur, err)
+	if err := m.objs.ZtCfg.Update(r.cur, &bpf.Config{}, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("%w; clearing zt_cfg[%d]: %w", ErrCommitted, r.cur, err)
 	}
-	st.Release = lap()
-	st.Total = time.Since(t0)
-	m.stats = st
+	r.st.Release = r.lap()
+	return nil
+}
+
+// commit is steps 4 and 5: outer[nxt] of the kinds marked in replace points at target,
+// zt_cfg[nxt] is cfg, and the flip of zt_active to nxt commits them. On error nothing was
+// flipped.
+func (m *Maps) commit(r *applyRun, target [numKinds]*ebpf.Map, replace [numKinds]bool, cfg *bpf.Config) error {
+	if err := m.setKinds(r.nxt, target, replace); err != nil {
+		return err
+	}
+	if err := m.objs.ZtCfg.Update(r.nxt, cfg, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write zt_cfg[%d]: %w", r.nxt, err)
+	}
+	r.st.Slot = r.lap()
+	// The commit point.
+	if err := m.objs.ZtActive.Update(uint32(0), r.nxt, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("flip zt_active to %d: %w", r.nxt, err)
+	}
+	r.st.Flip = r.lap()
+	return nil
+}
+
+// flipBarrier is step 6: the barrier after the flip. Should it fail, the error wraps
+// ErrCommitted and says what is left (undone).
+func (m *Maps) flipBarrier(r *applyRun, undone string) error {
+	m.synced = false
+	if err := m.barrier(); err != nil {
+		return fmt.Errorf("%w; %s: %w", ErrCommitted, undone, err)
+	}
+	m.synced = true
+	r.st.Barrier = r.lap() + r.pre
 	return nil
 }
 
@@ -233,26 +256,34 @@ func (m *Maps) check(s *policy.Snapshot, lim Limits) error {
 // too, for the caller to close.
 func (m *Maps) build(s *policy.Snapshot) ([numKinds]*ebpf.Map, error) {
 	var fresh [numKinds]*ebpf.Map
+	fills := [numKinds]func(*ebpf.Map) error{
+		kDevices:  func(mp *ebpf.Map) error { return fill(m, kDevices, mp, s.Devices) },
+		kAddrs:    func(mp *ebpf.Map) error { return fill(m, kAddrs, mp, s.Addrs) },
+		kPrefixes: func(mp *ebpf.Map) error { return fill(m, kPrefixes, mp, s.Prefixes) },
+		kRules:    func(mp *ebpf.Map) error { return fill(m, kRules, mp, s.Rules) },
+	}
 	sizes := [numKinds]int{len(s.Devices), len(s.Addrs), len(s.Prefixes), len(s.Rules)}
 	for k := range numKinds {
-		mp, err := m.newInner(k, sizes[k])
+		mp, err := m.newFilled(k, sizes[k], fills[k])
 		if err != nil {
-			return fresh, fmt.Errorf("create %s map of %d entries: %w", innerNames[k], sizes[k], err)
+			return fresh, err
 		}
 		fresh[k] = mp
 	}
-	fills := [numKinds]func() error{
-		kDevices:  func() error { return fill(m, kDevices, fresh[kDevices], s.Devices) },
-		kAddrs:    func() error { return fill(m, kAddrs, fresh[kAddrs], s.Addrs) },
-		kPrefixes: func() error { return fill(m, kPrefixes, fresh[kPrefixes], s.Prefixes) },
-		kRules:    func() error { return fill(m, kRules, fresh[kRules], s.Rules) },
-	}
-	for k, f := range fills {
-		if err := f(); err != nil {
-			return fresh, fmt.Errorf("fill %s map: %w", innerNames[k], err)
-		}
-	}
 	return fresh, nil
+}
+
+// newFilled creates an inner map of kind k with room for n entries and fills it with fill.
+func (m *Maps) newFilled(k, n int, fill func(mp *ebpf.Map) error) (*ebpf.Map, error) {
+	mp, err := m.newInner(k, n)
+	if err != nil {
+		return nil, fmt.Errorf("create %s map of %d entries: %w", innerNames[k], n, err)
+	}
+	if err := fill(mp); err != nil {
+		mp.Close()
+		return nil, fmt.Errorf("fill %s map: %w", innerNames[k], err)
+	}
+	return mp, nil
 }
 
 // fill writes src into the fresh map mp in batches, or one by one where the map type has no
@@ -329,16 +360,22 @@ func write[K comparable, V any](m *Maps, kind int, mp *ebpf.Map, keys []K, vals 
 // park points outer[slot] of every policy map at the empty placeholders (dropping the kernel's
 // references to whatever was there). Only for a slot no frame can read.
 func (m *Maps) park(slot uint32) error {
-	return m.setSlot(slot, m.empty)
+	return m.setKinds(slot, m.empty, allKinds)
 }
 
-// setSlot points outer[slot] of every policy map at inner. Every map-in-map update waits for
-// an RCU grace period before returning; the four updates run concurrently so that they share
-// one grace period instead of waiting for four in a row.
-func (m *Maps) setSlot(slot uint32, inner [numKinds]*ebpf.Map) error {
+// allKinds marks every kind of policy map (for setKinds).
+var allKinds = [numKinds]bool{true, true, true, true}
+
+// setKinds points outer[slot] of the kinds marked in which at inner. Every map-in-map update
+// waits for an RCU grace period before returning; the updates run concurrently so that they
+// share one grace period instead of waiting for one each in a row.
+func (m *Maps) setKinds(slot uint32, inner [numKinds]*ebpf.Map, which [numKinds]bool) error {
 	var wg sync.WaitGroup
 	errs := make([]error, numKinds)
 	for k := range numKinds {
+		if !which[k] {
+			continue
+		}
 		wg.Go(func() {
 			if err := m.outer[k].Update(slot, inner[k], ebpf.UpdateAny); err != nil {
 				errs[k] = fmt.Errorf("write %s[%d]: %w", kindNames[k], slot, err)
