@@ -11,23 +11,9 @@ import (
 )
 
 // ApplyDelta installs the change d (a policy.Editor's Delta over base, the Editor's snapshot
-// before the change, which must be what the active slot holds) as the next revision, with
-// the same protocol and guarantees as Apply: the change is written into the inactive slot,
-// one write of zt_active makes it active, a barrier follows (in the background: ApplyDelta
-// returns at the flip, when every frame that starts sees the change; the next write to the
-// maps waits for the barrier). What it writes is proportional to
-// the change, not to the policy, once the two slots have their own inner maps:
-//
-//   - each slot knows (lag) which change it lacks against the other: the inactive slot lacks
-//     the change the previous ApplyDelta made active; it gets that change, then d, written in
-//     place (removals first);
-//   - an inner map the two slots share (Apply shares what a revision keeps), a map too small
-//     for the new count, or one whose content this process does not know, is replaced by a
-//     fresh map filled from base with d applied, sized with room to grow (see headroom). That
-//     costs as much as Apply for that map, once.
-//
-// It needs incremental mode (SetIncremental). Inner maps it creates are larger than their
-// content, so Usage counts entries instead of reading max_entries.
+// before the change, which the active slot must hold) as the next revision, with Apply's
+// guarantees but writing in proportion to the change (docs/maps.md). It returns at the flip,
+// leaving the barrier to the next write, and needs incremental mode (SetIncremental).
 func (m *Maps) ApplyDelta(d *policy.Delta, base *policy.Snapshot, lim Limits) error {
 	if d == nil || base == nil {
 		return errors.New("apply delta: nil delta or base")

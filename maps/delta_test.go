@@ -142,7 +142,8 @@ func TestDeltaNeverMixesRevisions(t *testing.T) {
 	p.Spec.Gateway.IPv4 = []string{"10.0.0.1"}
 	dev := func(extra uint16) policy.Device {
 		return policy.Device{Name: "dev", MAC: net.HardwareAddr(devMAC[:]).String(), IPv4: []string{"10.0.0.2"},
-			Allow: []policy.Rule{{To: policy.Target{Gateway: true}, Proto: "udp", Ports: []policy.PortRange{{Lo: 53, Hi: 53}, {Lo: extra, Hi: extra}}}}}
+			Allow: []policy.Rule{{To: policy.Target{Gateway: true}, Proto: "udp",
+				Ports: []policy.PortRange{{Lo: 53, Hi: 53}, {Lo: extra, Hi: extra}}}}}
 	}
 	p.Spec.Devices = []policy.Device{dev(1000)}
 	ed, err := policy.NewEditor(p, policy.CompileOptions{Revision: 1})
@@ -218,7 +219,8 @@ func TestApplyDeltaFailure(t *testing.T) {
 // cloneForCheck copies what checkActive compares.
 func cloneForCheck(s *policy.Snapshot) *policy.Snapshot {
 	c := *s
-	c.Devices, c.Addrs, c.Prefixes, c.Rules = stdmaps.Clone(s.Devices), stdmaps.Clone(s.Addrs), stdmaps.Clone(s.Prefixes), stdmaps.Clone(s.Rules)
+	c.Devices, c.Addrs = stdmaps.Clone(s.Devices), stdmaps.Clone(s.Addrs)
+	c.Prefixes, c.Rules = stdmaps.Clone(s.Prefixes), stdmaps.Clone(s.Rules)
 	return &c
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"github.com/ztgate/ztgate/testenv"
 	"net/netip"
 	"testing"
 
@@ -15,10 +14,9 @@ import (
 	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/maps/gwmacs"
 	"github.com/ztgate/ztgate/policy"
+	"github.com/ztgate/ztgate/testenv"
 )
 
-// requirePriv skips (or, with ZTGATE_REQUIRE_PRIV=1, fails) a test that needs root.
-// TODO: replace with testenv.RequirePriv once it lands.
 // requirePriv skips (or, with ZTGATE_REQUIRE_PRIV=1, fails) the test when not root.
 func requirePriv(t *testing.T) { testenv.RequirePriv(t) }
 

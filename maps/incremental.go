@@ -12,28 +12,9 @@ import (
 	"github.com/ztgate/ztgate/policy"
 )
 
-// SetIncremental selects how Apply fills the inactive slot. Off (the default), every Apply
-// builds fresh inner maps for the whole snapshot and releases the old slot (see Apply). On,
-// Apply keeps both slots populated and writes only what differs:
-//
-//   - an inner map whose content the new revision keeps (the addresses when only rules
-//     change, say) is shared by both slots: the same map in outer[0] and outer[1];
-//   - an inner map of the inactive slot that this process wrote, that the active slot does not
-//     share and whose capacity is the new content's size, is brought to the new content in
-//     place (deletes, then batched updates), unless that would write more than a fresh map
-//     (see patchable). No frame reads the inactive slot: the barrier after the previous flip
-//     let every frame that had read it finish. A shared map is never written;
-//   - otherwise a fresh inner map is built, as in the default mode.
-//
-// Step 4 then writes only the outer entries that change (none, once a run of small changes has
-// settled: each map-in-map update waits for an RCU grace period), and step 7 releases nothing:
-// the old slot stays as the base of the next Apply. The price is memory: the inner maps that
-// differ between the two revisions exist twice. Every inner map Apply creates has exactly
-// max(1, entries) entries of capacity (those ApplyDelta creates have room to grow). What a slot
-// holds is known only to the process that wrote it: the first Apply of a process builds fresh
-// maps.
-//
-// Call it before the first Apply.
+// SetIncremental selects how Apply fills the inactive slot: off (the default), with fresh inner
+// maps for the whole snapshot; on, sharing, patching or building each inner map so that only
+// what differs is written (docs/maps.md). Call it before the first Apply.
 func (m *Maps) SetIncremental(on bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

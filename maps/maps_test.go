@@ -616,7 +616,8 @@ func TestIncrementalApply(t *testing.T) {
 				break
 			}
 		case 2: // a rule is added or changed
-			s.Rules[bpf.RuleKey{Ruleset: 1, SelKind: bpf.SelGateway, Proto: uint8(1 + rnd.IntN(20))}] = bpf.RuleVal{Flags: bpf.RuleAllPorts}
+			key := bpf.RuleKey{Ruleset: 1, SelKind: bpf.SelGateway, Proto: uint8(1 + rnd.IntN(20))}
+			s.Rules[key] = bpf.RuleVal{Flags: bpf.RuleAllPorts}
 		case 3: // everything is new
 			s = bigSnapshot(rev, 10+rnd.IntN(50))
 		case 4: // only the revision changes
@@ -645,16 +646,16 @@ func TestEventBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The datapath's clock is CLOCK_MONOTONIC_COARSE read once per jiffy: up to two ticks
-	// (20 ms at HZ=100) behind.
+	// behind (two ticks at HZ=100 is the margin below).
 	before := uint64(ts.Nano()) - uint64(20*time.Millisecond)
 	for _, c := range []struct {
 		frame []byte
 		n     int
 	}{
-		{ipv4Frame(unknownMAC, "10.0.0.9", "10.0.0.1", 17, 40000, 53), 10}, // (no device, unknown_device)
-		{ipv4Frame(devMAC, "10.0.0.2", "10.1.2.3", 6, 40000, 81), 5},       // (device 1, no_rule)
-		{ipv4Frame(devMAC, "10.0.0.66", "10.1.2.3", 6, 40000, 81), 1},      // (device 1, spoof_ip)
-		{ipv4Frame(unknownMAC, "10.0.0.10", "10.0.0.1", 17, 40000, 53), 2}, // the first key again
+		{frame: ipv4Frame(unknownMAC, "10.0.0.9", "10.0.0.1", 17, 40000, 53), n: 10}, // (no device, unknown_device)
+		{frame: ipv4Frame(devMAC, "10.0.0.2", "10.1.2.3", 6, 40000, 81), n: 5},       // (device 1, no_rule)
+		{frame: ipv4Frame(devMAC, "10.0.0.66", "10.1.2.3", 6, 40000, 81), n: 1},      // (device 1, spoof_ip)
+		{frame: ipv4Frame(unknownMAC, "10.0.0.10", "10.0.0.1", 17, 40000, 53), n: 2}, // the first key again
 	} {
 		for range c.n {
 			if ret := run(t, e, c.frame); ret != xdpDrop {

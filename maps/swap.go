@@ -18,13 +18,9 @@ const batchChunk = 10000
 // noDevID is ZT_NO_DEVICE: the dev_id of frames without an identified device.
 const noDevID = 0
 
-// Apply installs the snapshot s as the active policy, atomically for every frame: each frame
-// sees exactly one revision (docs/maps.md describes the slots, the flip and the barrier).
-//
-// A snapshot that does not fit is rejected before any write with a *CapacityError. If anything
-// fails before the flip, the running revision stays fully in force and the error is returned; an
-// error after the flip wraps ErrCommitted: the new revision is in force and only the release of
-// the old slot failed (the next Apply retries it).
+// Apply installs the snapshot s as the active policy, atomically for every frame (docs/maps.md).
+// It rejects a snapshot that does not fit with a *CapacityError before any write; an error after
+// the flip wraps ErrCommitted (s is in force, releasing the old slot failed).
 func (m *Maps) Apply(s *policy.Snapshot, lim Limits) error {
 	if s == nil {
 		return errors.New("apply: nil snapshot")

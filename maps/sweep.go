@@ -11,19 +11,12 @@ import (
 	"github.com/ztgate/ztgate/bpf"
 )
 
-// SweepFrags deletes fragment records (zt_frags) older than timeout plus sweepSlack, using the
-// kernel's monotonic clock (CLOCK_MONOTONIC) as now. Returns how many were deleted.
-//
-// The program stamps records with zt_now, which lags CLOCK_MONOTONIC by about two ticks: the
-// slack keeps the sweep from deleting a record the program would still honour (the program
-// itself expires records at exactly timeout, on its own clock). The program inserts and
-// deletes records concurrently: the walk collects the expired keys first (at most max_entries
-// of them; an iteration the churn aborts deletes what it collected, the next sweep gets the
-// rest), then re-reads each record right before deleting it, so a record re-created in between
-// is kept. Records already gone are not counted.
-// sweepSlack covers zt_now's lag behind CLOCK_MONOTONIC (two ticks: 20 ms at HZ=100).
+// sweepSlack covers zt_now's lag behind CLOCK_MONOTONIC (a couple of timer ticks).
 const sweepSlack = 50 * time.Millisecond
 
+// SweepFrags deletes the fragment records (zt_frags) older than timeout plus sweepSlack on
+// CLOCK_MONOTONIC, keeping any the program re-created meanwhile, and returns how many it deleted
+// (docs/maps.md).
 func (m *Maps) SweepFrags(timeout time.Duration) (int, error) {
 	if timeout <= 0 {
 		return 0, fmt.Errorf("sweep %s: timeout %v is not positive", bpf.ZtgateMapZtFrags, timeout)
