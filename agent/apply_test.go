@@ -129,8 +129,8 @@ func TestReadersDuringLongCompile(t *testing.T) {
 		name string
 		run  func() error
 	}{
-		{"apply", func() error { _, err := a.apply("block.yaml", doc, self); return err }},
-		{"validate", func() error { _, _, err := a.validate("block.yaml", doc); return err }},
+		{name: "apply", run: func() error { _, err := a.apply("block.yaml", doc, self); return err }},
+		{name: "validate", run: func() error { _, _, err := a.validate("block.yaml", doc); return err }},
 	} {
 		release = make(chan struct{})
 		before := a.cur.Load().meta.Revision

@@ -150,14 +150,21 @@ func (c Config) Validate() error {
 	for _, v := range []struct {
 		name string
 		n    int
-	}{{"max_devices", c.MaxDevices}, {"max_addresses", c.MaxAddrs}, {"max_rules", c.MaxRules}, {"max_prefixes", c.MaxPrefixes}, {"event_history", c.EventHistory},
-		{"max_policy_bytes", c.MaxPolicyBytes}} {
+	}{
+		{name: "max_devices", n: c.MaxDevices},
+		{name: "max_addresses", n: c.MaxAddrs},
+		{name: "max_rules", n: c.MaxRules},
+		{name: "max_prefixes", n: c.MaxPrefixes},
+		{name: "event_history", n: c.EventHistory},
+		{name: "max_policy_bytes", n: c.MaxPolicyBytes},
+	} {
 		if v.n <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %d", v.name, v.n))
 		}
 	}
 	if page := max(4096, os.Getpagesize()); c.EventRingBytes < page || c.EventRingBytes&(c.EventRingBytes-1) != 0 {
-		errs = append(errs, fmt.Errorf("event_ring_bytes: must be a power of two of at least the page size (%d), got %d", page, c.EventRingBytes))
+		errs = append(errs, fmt.Errorf("event_ring_bytes: must be a power of two of at least the page size (%d), got %d",
+			page, c.EventRingBytes))
 	}
 	if c.EventBurst == 0 {
 		errs = append(errs, errors.New("event_burst: must be positive"))

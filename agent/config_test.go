@@ -23,7 +23,8 @@ func TestDefaultConfig(t *testing.T) {
 	if len(d.Interfaces) != 0 {
 		t.Errorf("default interfaces: got %v, want none", d.Interfaces)
 	}
-	if err := d.Validate(); err == nil || !strings.HasPrefix(err.Error(), "interfaces:") || strings.Contains(err.Error(), "\n") {
+	err := d.Validate()
+	if err == nil || !strings.HasPrefix(err.Error(), "interfaces:") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("DefaultConfig().Validate(): got %v, want only the interfaces error", err)
 	}
 	if err := validConfig().Validate(); err != nil {
@@ -39,22 +40,22 @@ func TestValidateGoodValues(t *testing.T) {
 		name string
 		mod  func(*Config)
 	}{
-		{"xdp_mode native", func(c *Config) { c.XDPMode = "native" }},
-		{"xdp_mode generic", func(c *Config) { c.XDPMode = "generic" }},
-		{"event_ring_bytes 4096", func(c *Config) { c.EventRingBytes = 4096 }},
-		{"event_ring_bytes 1<<24", func(c *Config) { c.EventRingBytes = 1 << 24 }},
-		{"event_burst 1", func(c *Config) { c.EventBurst = 1 }},
-		{"event_window 1ns", func(c *Config) { c.EventWindow = 1 }},
-		{"max_devices 1", func(c *Config) { c.MaxDevices = 1 }},
-		{"log_level debug", func(c *Config) { c.LogLevel = "debug" }},
-		{"log_level warn", func(c *Config) { c.LogLevel = "warn" }},
-		{"log_level error", func(c *Config) { c.LogLevel = "error" }},
-		{"log_format json", func(c *Config) { c.LogFormat = "json" }},
-		{"events off", func(c *Config) { c.Events = false }},
-		{"no metrics", func(c *Config) { c.MetricsAddress = "" }},
-		{"interface pattern", func(c *Config) { c.Interfaces = []string{"gw-p*", "wlan[0-9]"} }},
-		{"bridges only", func(c *Config) { c.Interfaces, c.Bridges = nil, []string{"br0"} }},
-		{"interfaces and bridges", func(c *Config) { c.Bridges = []string{"br0", "br-iot"} }},
+		{name: "xdp_mode native", mod: func(c *Config) { c.XDPMode = "native" }},
+		{name: "xdp_mode generic", mod: func(c *Config) { c.XDPMode = "generic" }},
+		{name: "event_ring_bytes 4096", mod: func(c *Config) { c.EventRingBytes = 4096 }},
+		{name: "event_ring_bytes 1<<24", mod: func(c *Config) { c.EventRingBytes = 1 << 24 }},
+		{name: "event_burst 1", mod: func(c *Config) { c.EventBurst = 1 }},
+		{name: "event_window 1ns", mod: func(c *Config) { c.EventWindow = 1 }},
+		{name: "max_devices 1", mod: func(c *Config) { c.MaxDevices = 1 }},
+		{name: "log_level debug", mod: func(c *Config) { c.LogLevel = "debug" }},
+		{name: "log_level warn", mod: func(c *Config) { c.LogLevel = "warn" }},
+		{name: "log_level error", mod: func(c *Config) { c.LogLevel = "error" }},
+		{name: "log_format json", mod: func(c *Config) { c.LogFormat = "json" }},
+		{name: "events off", mod: func(c *Config) { c.Events = false }},
+		{name: "no metrics", mod: func(c *Config) { c.MetricsAddress = "" }},
+		{name: "interface pattern", mod: func(c *Config) { c.Interfaces = []string{"gw-p*", "wlan[0-9]"} }},
+		{name: "bridges only", mod: func(c *Config) { c.Interfaces, c.Bridges = nil, []string{"br0"} }},
+		{name: "interfaces and bridges", mod: func(c *Config) { c.Bridges = []string{"br0", "br-iot"} }},
 	} {
 		c := validConfig()
 		tc.mod(&c)
@@ -69,36 +70,36 @@ func TestValidateBadValues(t *testing.T) {
 		key string
 		mod func(*Config)
 	}{
-		{"interfaces", func(c *Config) { c.Interfaces = nil }},
-		{"interfaces", func(c *Config) { c.Interfaces = []string{} }},
-		{"interfaces[0]", func(c *Config) { c.Interfaces = []string{"gw-p["} }},
-		{"interfaces[1]", func(c *Config) { c.Interfaces = []string{"eth1", "a/b"} }},
-		{"interfaces[0]", func(c *Config) { c.Interfaces = []string{"averyveryverylongname"} }},
-		{"bridges[0]", func(c *Config) { c.Bridges = []string{"br*"} }},
-		{"bridges[1]", func(c *Config) { c.Bridges = []string{"br0", ""} }},
-		{"state_dir", func(c *Config) { c.StateDir = "" }},
-		{"bpffs_dir", func(c *Config) { c.BPFFSDir = "" }},
-		{"socket", func(c *Config) { c.Socket = "" }},
-		{"xdp_mode", func(c *Config) { c.XDPMode = "turbo" }},
-		{"event_ring_bytes", func(c *Config) { c.EventRingBytes = 6000 }},  // not a power of two
-		{"event_ring_bytes", func(c *Config) { c.EventRingBytes = 12288 }}, // page multiple, not a power of two
-		{"event_ring_bytes", func(c *Config) { c.EventRingBytes = 2048 }},  // power of two < 4096
-		{"event_ring_bytes", func(c *Config) { c.EventRingBytes = 0 }},
-		{"event_ring_bytes", func(c *Config) { c.EventRingBytes = -4096 }},
-		{"event_burst", func(c *Config) { c.EventBurst = 0 }},
-		{"event_window", func(c *Config) { c.EventWindow = 0 }},
-		{"event_window", func(c *Config) { c.EventWindow = -time.Second }},
-		{"event_history", func(c *Config) { c.EventHistory = 0 }},
-		{"max_devices", func(c *Config) { c.MaxDevices = 0 }},
-		{"max_addresses", func(c *Config) { c.MaxAddrs = 0 }},
-		{"max_rules", func(c *Config) { c.MaxRules = -1 }},
-		{"max_prefixes", func(c *Config) { c.MaxPrefixes = 0 }},
-		{"frag_sweep", func(c *Config) { c.FragSweep = 0 }},
-		{"log_level", func(c *Config) { c.LogLevel = "trace" }},
-		{"log_level", func(c *Config) { c.LogLevel = "" }},
-		{"log_level", func(c *Config) { c.LogLevel = "INFO" }},
-		{"log_format", func(c *Config) { c.LogFormat = "xml" }},
-		{"log_format", func(c *Config) { c.LogFormat = "" }},
+		{key: "interfaces", mod: func(c *Config) { c.Interfaces = nil }},
+		{key: "interfaces", mod: func(c *Config) { c.Interfaces = []string{} }},
+		{key: "interfaces[0]", mod: func(c *Config) { c.Interfaces = []string{"gw-p["} }},
+		{key: "interfaces[1]", mod: func(c *Config) { c.Interfaces = []string{"eth1", "a/b"} }},
+		{key: "interfaces[0]", mod: func(c *Config) { c.Interfaces = []string{"averyveryverylongname"} }},
+		{key: "bridges[0]", mod: func(c *Config) { c.Bridges = []string{"br*"} }},
+		{key: "bridges[1]", mod: func(c *Config) { c.Bridges = []string{"br0", ""} }},
+		{key: "state_dir", mod: func(c *Config) { c.StateDir = "" }},
+		{key: "bpffs_dir", mod: func(c *Config) { c.BPFFSDir = "" }},
+		{key: "socket", mod: func(c *Config) { c.Socket = "" }},
+		{key: "xdp_mode", mod: func(c *Config) { c.XDPMode = "turbo" }},
+		{key: "event_ring_bytes", mod: func(c *Config) { c.EventRingBytes = 6000 }},  // not a power of two
+		{key: "event_ring_bytes", mod: func(c *Config) { c.EventRingBytes = 12288 }}, // page multiple, not a power of two
+		{key: "event_ring_bytes", mod: func(c *Config) { c.EventRingBytes = 2048 }},  // power of two < 4096
+		{key: "event_ring_bytes", mod: func(c *Config) { c.EventRingBytes = 0 }},
+		{key: "event_ring_bytes", mod: func(c *Config) { c.EventRingBytes = -4096 }},
+		{key: "event_burst", mod: func(c *Config) { c.EventBurst = 0 }},
+		{key: "event_window", mod: func(c *Config) { c.EventWindow = 0 }},
+		{key: "event_window", mod: func(c *Config) { c.EventWindow = -time.Second }},
+		{key: "event_history", mod: func(c *Config) { c.EventHistory = 0 }},
+		{key: "max_devices", mod: func(c *Config) { c.MaxDevices = 0 }},
+		{key: "max_addresses", mod: func(c *Config) { c.MaxAddrs = 0 }},
+		{key: "max_rules", mod: func(c *Config) { c.MaxRules = -1 }},
+		{key: "max_prefixes", mod: func(c *Config) { c.MaxPrefixes = 0 }},
+		{key: "frag_sweep", mod: func(c *Config) { c.FragSweep = 0 }},
+		{key: "log_level", mod: func(c *Config) { c.LogLevel = "trace" }},
+		{key: "log_level", mod: func(c *Config) { c.LogLevel = "" }},
+		{key: "log_level", mod: func(c *Config) { c.LogLevel = "INFO" }},
+		{key: "log_format", mod: func(c *Config) { c.LogFormat = "xml" }},
+		{key: "log_format", mod: func(c *Config) { c.LogFormat = "" }},
 	} {
 		c := validConfig()
 		tc.mod(&c)
@@ -206,7 +207,7 @@ func TestLoadConfigUnknownKey(t *testing.T) {
 func TestLoadConfigBadValues(t *testing.T) {
 	for _, doc := range []string{
 		"event_window: fast\n",
-		"event_window: 1\n", // a bare number is not a duration (it would be 1ns)
+		"event_window: 1\n", // a bare number is not a duration (it would be one nanosecond)
 		"frag_sweep: [1s]\n",
 		"max_devices: many\n",
 		"allow_uids: [-1]\n",

@@ -24,14 +24,18 @@ func TestAuditRestored(t *testing.T) {
 		record   bool   // a restore record is wanted
 		from     uint64 // its old revision
 	}{
-		{"ends with it", []api.AuditRecord{accepted(api.ActionApply, 0, 1), accepted(api.ActionDevice, 1, 2), refused},
-			2, false, 0},
-		{"failed after its record", []api.AuditRecord{accepted(api.ActionApply, 0, 1), accepted(api.ActionApply, 1, 2),
-			rejected(1)}, 1, false, 0},
-		{"recorded, never made", []api.AuditRecord{accepted(api.ActionApply, 0, 1), accepted(api.ActionDevice, 1, 2)},
-			1, true, 2},
-		{"made, not recorded", []api.AuditRecord{accepted(api.ActionApply, 0, 1)}, 2, true, 1},
-		{"empty log", nil, 3, true, 0},
+		{name: "ends with it",
+			log:      []api.AuditRecord{accepted(api.ActionApply, 0, 1), accepted(api.ActionDevice, 1, 2), refused},
+			restored: 2, record: false, from: 0},
+		{name: "failed after its record",
+			log:      []api.AuditRecord{accepted(api.ActionApply, 0, 1), accepted(api.ActionApply, 1, 2), rejected(1)},
+			restored: 1, record: false, from: 0},
+		{name: "recorded, never made",
+			log:      []api.AuditRecord{accepted(api.ActionApply, 0, 1), accepted(api.ActionDevice, 1, 2)},
+			restored: 1, record: true, from: 2},
+		{name: "made, not recorded", log: []api.AuditRecord{accepted(api.ActionApply, 0, 1)},
+			restored: 2, record: true, from: 1},
+		{name: "empty log", log: nil, restored: 3, record: true, from: 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := testAgent(t, access{})

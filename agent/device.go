@@ -183,7 +183,8 @@ func (s *store) readJournal() ([]change, error) {
 // policy hash is hash, to ed (no maps are written), up to the record of revision rejected
 // (0: none; see rejectedFile), and returns the last one applied (nil when none). A record
 // whose hash or device id differs from what replaying it gives is reported to warn.
-func replay(ed *policy.Editor, recs []change, rev uint64, hash string, rejected uint64, warn func(msg string, args ...any)) (*change, error) {
+func replay(ed *policy.Editor, recs []change, rev uint64, hash string, rejected uint64,
+	warn func(msg string, args ...any)) (*change, error) {
 	var last *change
 	base := rev
 	for i := range recs {
@@ -235,14 +236,12 @@ func (a *Agent) handlePutDevice(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	p := peerFrom(r.Context())
-	res, err := a.changeDevice(r.PathValue("name"), name, doc, caller{uid: int64(p.uid), gid: int64(p.gid), pid: int64(p.pid)})
+	res, err := a.changeDevice(r.PathValue("name"), name, doc, callerOf(r))
 	a.answerChange(w, res, err)
 }
 
 func (a *Agent) handleDeleteDevice(w http.ResponseWriter, r *http.Request) {
-	p := peerFrom(r.Context())
-	res, err := a.changeDevice(r.PathValue("name"), "", nil, caller{uid: int64(p.uid), gid: int64(p.gid), pid: int64(p.pid)})
+	res, err := a.changeDevice(r.PathValue("name"), "", nil, callerOf(r))
 	a.answerChange(w, res, err)
 }
 
@@ -426,8 +425,8 @@ func (a *Agent) disown(rev uint64) {
 	}
 	a.journalBroken = true
 	merr := fsutil.WriteAtomic(filepath.Join(a.store.dir, rejectedFile), []byte(strconv.FormatUint(rev, 10)+"\n"))
-	a.log.Error("a failed change's journal record could not be removed; device changes are refused until a whole policy is applied",
-		"revision", rev, "fold_err", ferr, "marker_err", merr)
+	a.log.Error("a failed change's journal record could not be removed; "+
+		"device changes are refused until a whole policy is applied", "revision", rev, "fold_err", ferr, "marker_err", merr)
 }
 
 // readRejected returns the revision rejectedFile names (0: none).
@@ -475,8 +474,9 @@ func (a *Agent) fold() error {
 	if err != nil {
 		return err
 	}
-	st := &persisted{Revision: cur.meta.Revision, Name: cur.meta.Name, Hash: policyHash(doc), AppliedAt: cur.meta.AppliedAt,
-		Filename: cur.filename, YAML: string(doc), devs: cur.snap.Devices, SnapshotHash: cur.snap.Hash()}
+	st := &persisted{Revision: cur.meta.Revision, Name: cur.meta.Name, Hash: policyHash(doc),
+		AppliedAt: cur.meta.AppliedAt, Filename: cur.filename, YAML: string(doc), devs: cur.snap.Devices,
+		SnapshotHash: cur.snap.Hash()}
 	if err := a.store.save(st); err != nil {
 		return err
 	}

@@ -66,14 +66,18 @@ func TestReplay(t *testing.T) {
 	put := func(rev uint64, name, mac string) change {
 		return change{Revision: rev, Op: "put", Name: name, Doc: "name: " + name + "\nmac: \"" + mac + "\"\n"}
 	}
-	recs := []change{put(4, "old", "02:00:00:00:00:09"), put(6, "b", "02:00:00:00:00:02"), put(7, "c", "02:00:00:00:00:03"),
-		{Revision: 8, Op: "delete", Name: "b"}}
+	recs := []change{put(4, "old", "02:00:00:00:00:09"), put(6, "b", "02:00:00:00:00:02"),
+		put(7, "c", "02:00:00:00:00:03"), {Revision: 8, Op: "delete", Name: "b"}}
 	noWarn := func(msg string, args ...any) {}
 	for _, tc := range []struct {
 		rejected uint64
 		last     uint64
 		devices  string
-	}{{0, 8, "a,c"}, {8, 7, "a,b,c"}, {7, 6, "a,b"}} {
+	}{
+		{rejected: 0, last: 8, devices: "a,c"},
+		{rejected: 8, last: 7, devices: "a,b,c"},
+		{rejected: 7, last: 6, devices: "a,b"},
+	} {
 		ed, err := policy.NewEditor(clonePolicy(p), policy.CompileOptions{Revision: 5})
 		if err != nil {
 			t.Fatal(err)

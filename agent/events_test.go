@@ -236,9 +236,9 @@ func TestKtimeToWall(t *testing.T) {
 		ns   uint64
 		want time.Time
 	}{
-		{mono, now},
-		{mono - uint64(90*time.Second), now.Add(-90 * time.Second)},
-		{mono + uint64(time.Hour), now.Add(time.Hour)}, // a clock a little ahead stays sane
+		{ns: mono, want: now},
+		{ns: mono - uint64(90*time.Second), want: now.Add(-90 * time.Second)},
+		{ns: mono + uint64(time.Hour), want: now.Add(time.Hour)}, // a clock a little ahead stays sane
 	} {
 		got := ktimeToWall(tc.ns)
 		if d := got.Sub(tc.want); d < -time.Second || d > time.Second {

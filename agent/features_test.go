@@ -16,7 +16,7 @@ import (
 	"github.com/ztgate/ztgate/testenv"
 )
 
-// TestStartMissingFeature (issue 12, acceptance 4): a kernel that lacks a feature the datapath
+// TestStartMissingFeature: a kernel that lacks a feature the datapath
 // needs (the prober reports the ring buffer map type missing) makes the agent fail with an
 // error naming the feature, before anything is pinned or attached.
 func TestStartMissingFeature(t *testing.T) {

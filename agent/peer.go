@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -29,6 +30,12 @@ type peerKey struct{}
 // withPeer is the http.Server ConnContext: it reads the peer's credentials once per connection.
 func withPeer(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, peerKey{}, readPeer(c))
+}
+
+// callerOf is who sent r (an allowed peer: see checkPeer), for the audit log.
+func callerOf(r *http.Request) caller {
+	p := peerFrom(r.Context())
+	return caller{uid: int64(p.uid), gid: int64(p.gid), pid: int64(p.pid)}
 }
 
 func peerFrom(ctx context.Context) *peer {
@@ -188,7 +195,8 @@ func (a *Agent) listenSocket() (net.Listener, error) {
 	if created {
 		perms = append(perms, perm{dir, dirMode})
 	} else if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o007 != 0 {
-		a.log.Warn("the socket directory is open to other users; the socket's mode and the peer check still apply", "dir", dir, "mode", fi.Mode().Perm().String())
+		a.log.Warn("the socket directory is open to other users; the socket's mode and the peer check still apply",
+			"dir", dir, "mode", fi.Mode().Perm().String())
 	}
 	for _, f := range perms {
 		if err := os.Chown(f.path, 0, gid); err != nil && os.Getuid() == 0 {

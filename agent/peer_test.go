@@ -50,17 +50,19 @@ func TestAccessAllowed(t *testing.T) {
 		p    peer
 		ok   bool
 	}{
-		{"root", plain, peer{uid: 0, gid: strangerGID}, true},
-		{"root, group access", group, peer{uid: 0, gid: strangerGID}, true},
-		{"own uid", plain, peer{uid: me, gid: strangerGID}, true},
-		{"allow_uids", plain, peer{uid: 4242, gid: strangerGID}, true},
-		{"allow_uids is not in the group access", group, peer{uid: 4242, gid: strangerGID}, false},
-		{"stranger", plain, peer{uid: strangerUID, gid: strangerGID, groups: []uint32{groupGID}}, false},
+		{name: "root", ac: plain, p: peer{uid: 0, gid: strangerGID}, ok: true},
+		{name: "root, group access", ac: group, p: peer{uid: 0, gid: strangerGID}, ok: true},
+		{name: "own uid", ac: plain, p: peer{uid: me, gid: strangerGID}, ok: true},
+		{name: "allow_uids", ac: plain, p: peer{uid: 4242, gid: strangerGID}, ok: true},
+		{name: "allow_uids is not in the group access", ac: group, p: peer{uid: 4242, gid: strangerGID}, ok: false},
+		{name: "stranger", ac: plain, p: peer{uid: strangerUID, gid: strangerGID, groups: []uint32{groupGID}}, ok: false},
 		// No socket_group: gid 0 (the zero gid of access) must not let anyone in.
-		{"gid 0 without socket_group", plain, peer{uid: strangerUID, gid: 0, groups: []uint32{0}}, false},
-		{"group as primary gid", group, peer{uid: strangerUID, gid: groupGID}, true},
-		{"group as supplementary group", group, peer{uid: strangerUID, gid: strangerGID, groups: []uint32{1, groupGID, 9000}}, true},
-		{"other groups", group, peer{uid: strangerUID, gid: strangerGID, groups: []uint32{1, groupGID + 1}}, false},
+		{name: "gid 0 without socket_group", ac: plain, p: peer{uid: strangerUID, gid: 0, groups: []uint32{0}}, ok: false},
+		{name: "group as primary gid", ac: group, p: peer{uid: strangerUID, gid: groupGID}, ok: true},
+		{name: "group as supplementary group", ac: group,
+			p: peer{uid: strangerUID, gid: strangerGID, groups: []uint32{1, groupGID, 9000}}, ok: true},
+		{name: "other groups", ac: group,
+			p: peer{uid: strangerUID, gid: strangerGID, groups: []uint32{1, groupGID + 1}}, ok: false},
 	} {
 		err := tc.ac.allowed(&tc.p)
 		switch {
@@ -101,7 +103,8 @@ func TestNewAccessGroup(t *testing.T) {
 		!slices.Contains(ac.uids, 10) || !slices.Contains(ac.uids, 11) {
 		t.Errorf("newAccess: got %+v", ac)
 	}
-	if _, err := newAccess(Config{SocketGroup: "ztgate-no-such-group"}); err == nil || !strings.HasPrefix(err.Error(), "socket_group:") {
+	_, err = newAccess(Config{SocketGroup: "ztgate-no-such-group"})
+	if err == nil || !strings.HasPrefix(err.Error(), "socket_group:") {
 		t.Errorf("unknown socket_group: got %v", err)
 	}
 	if _, err := newAccess(Config{SocketGroup: "4294967296"}); err == nil {
@@ -133,7 +136,8 @@ func checkSelf(t *testing.T, what string, p *peer) {
 		t.Fatalf("%s: readPeer: %v", what, p.err)
 	}
 	if p.uid != uint32(os.Getuid()) || p.gid != uint32(os.Getgid()) || p.pid != int32(os.Getpid()) {
-		t.Errorf("%s: got uid %d gid %d pid %d, want %d %d %d", what, p.uid, p.gid, p.pid, os.Getuid(), os.Getgid(), os.Getpid())
+		t.Errorf("%s: got uid %d gid %d pid %d, want %d %d %d", what, p.uid, p.gid, p.pid,
+			os.Getuid(), os.Getgid(), os.Getpid())
 	}
 	got := append([]uint32{}, p.groups...)
 	slices.Sort(got)

@@ -129,7 +129,8 @@ func (a *Agent) checkCounts(filename string, p *policy.Policy) error {
 
 // compile compiles p as revision rev over the policy whose device ids are prev's, within the
 // datapath's capacities.
-func (a *Agent) compile(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot) (*policy.Snapshot, error) {
+func (a *Agent) compile(filename string, p *policy.Policy, rev uint64,
+	prev *policy.Snapshot) (*policy.Snapshot, error) {
 	if err := a.checkCounts(filename, p); err != nil {
 		return nil, err
 	}
@@ -274,7 +275,8 @@ func (a *Agent) restore() error {
 			// The state file may be ahead of the maps (a crash between persisting a change and
 			// writing it): which ids are new is what the maps enforce, not what the state says.
 			if fresh, err := a.maps.FreshOverActive(snap); err != nil {
-				a.log.Warn("cannot read the pinned policy back; counters of device ids reused since the last state may carry over", "err", err)
+				a.log.Warn("cannot read the pinned policy back; "+
+					"counters of device ids reused since the last state may carry over", "err", err)
 			} else {
 				snap.Fresh = fresh
 			}
@@ -288,7 +290,8 @@ func (a *Agent) restore() error {
 			}
 			a.log.Info("restored the persisted policy", "revision", rev, "name", p.Metadata.Name, "pinned_revision", pinned)
 		}
-		a.cur.Store(&current{meta: meta(p, rev, st.Hash, st.AppliedAt), yaml: []byte(st.YAML), filename: st.Filename, pol: p, snap: snap, ed: ed})
+		a.cur.Store(&current{meta: meta(p, rev, st.Hash, st.AppliedAt), yaml: []byte(st.YAML), filename: st.Filename,
+			pol: p, snap: snap, ed: ed})
 		go a.index(ed)
 		a.saved = st
 		a.auditRestored(rev, st.Hash)
@@ -306,7 +309,8 @@ func (a *Agent) restore() error {
 	default:
 		a.cur.Store(&current{meta: api.PolicyMeta{Revision: pinned}, snap: a.readPinned(pinned)})
 		if pinned > 0 {
-			a.log.Warn("the pinned policy stays in force but its document is not in the state directory; apply a policy", "revision", pinned)
+			a.log.Warn("the pinned policy stays in force but its document is not in the state directory; "+
+				"apply a policy", "revision", pinned)
 		} else {
 			a.log.Warn("no policy: every frame is dropped (no_policy) until one is applied")
 		}
@@ -502,8 +506,8 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 		}
 	}()
 	now := time.Now().UTC()
-	st := &persisted{Revision: rev, Name: p.Metadata.Name, Hash: hash, AppliedAt: now, Filename: filename, YAML: string(doc),
-		devs: snap.Devices, SnapshotHash: snap.Hash()}
+	st := &persisted{Revision: rev, Name: p.Metadata.Name, Hash: hash, AppliedAt: now, Filename: filename,
+		YAML: string(doc), devs: snap.Devices, SnapshotHash: snap.Hash()}
 	prevState := a.saved
 	if prevState == nil {
 		var err error
@@ -598,7 +602,9 @@ func (a *Agent) validate(filename string, doc []byte) (*api.ValidateResult, *pol
 	if err := a.checkCapacity(filename, snap); err != nil {
 		return nil, nil, err
 	}
-	return &api.ValidateResult{Name: p.Metadata.Name, Hash: policyHash(doc), Devices: len(p.Spec.Devices), Segments: len(p.Spec.Segments)}, p, nil
+	res := &api.ValidateResult{Name: p.Metadata.Name, Hash: policyHash(doc), Devices: len(p.Spec.Devices),
+		Segments: len(p.Spec.Segments)}
+	return res, p, nil
 }
 
 // checkCapacity rejects a snapshot that does not fit the datapath's maps.

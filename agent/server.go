@@ -65,6 +65,11 @@ func writeError(w http.ResponseWriter, e *api.Error) {
 	writeJSON(w, e.Status, e)
 }
 
+// badRequest answers 400 with msg.
+func badRequest(w http.ResponseWriter, msg string) {
+	writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: msg})
+}
+
 // errorFor maps an error to its API form.
 func errorFor(err error) *api.Error {
 	var re *rejectError
@@ -90,7 +95,7 @@ func (a *Agent) readPolicy(w http.ResponseWriter, r *http.Request) (string, []by
 	}
 	data, err := io.ReadAll(io.LimitReader(r.Body, int64(a.maxPolicyBytes())+1))
 	if err != nil {
-		writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "read policy: " + err.Error()})
+		badRequest(w, "read policy: "+err.Error())
 		return "", nil, false
 	}
 	return name, data, true
@@ -131,8 +136,7 @@ func (a *Agent) handleApply(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	p := peerFrom(r.Context())
-	res, err := a.apply(name, doc, caller{uid: int64(p.uid), gid: int64(p.gid), pid: int64(p.pid)})
+	res, err := a.apply(name, doc, callerOf(r))
 	if err != nil {
 		writeError(w, errorFor(err))
 		return
@@ -162,7 +166,7 @@ func (a *Agent) handlePolicy(w http.ResponseWriter, _ *http.Request) {
 func (a *Agent) handleExplain(w http.ResponseWriter, r *http.Request) {
 	var q api.ExplainRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&q); err != nil {
-		writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "explain: " + err.Error()})
+		badRequest(w, "explain: "+err.Error())
 		return
 	}
 	a.polMu.RLock()
@@ -178,7 +182,7 @@ func (a *Agent) handleExplain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "explain: " + err.Error()})
+		badRequest(w, "explain: "+err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, api.Explanation{Revision: cur.meta.Revision, Explanation: *e})
@@ -215,7 +219,7 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 	device, reason := q.Get("device"), q.Get("reason")
 	if reason != "" {
 		if _, ok := bpf.ParseReason(reason); !ok {
-			writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: fmt.Sprintf("unknown reason %q", reason)})
+			badRequest(w, fmt.Sprintf("unknown reason %q", reason))
 			return
 		}
 	}
@@ -223,7 +227,7 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 {
-			writeError(w, &api.Error{Status: http.StatusBadRequest, Kind: api.KindBadRequest, Message: "limit: not a non-negative number"})
+			badRequest(w, "limit: not a non-negative number")
 			return
 		}
 		limit = n

@@ -31,16 +31,21 @@ func TestErrorFor(t *testing.T) {
 		err  error
 		want api.Error
 	}{
-		{"invalid policy", &rejectError{kind: api.KindInvalidPolicy, err: errors.New("invalid policy p.yaml: 2 problem(s): ..."), fields: fields},
-			api.Error{Status: 422, Kind: api.KindInvalidPolicy, Message: "invalid policy: 2 problem(s)", Fields: fields}},
-		{"rejected", &rejectError{kind: api.KindRejected, err: errors.New("cannot enforce"), fields: fields[:1]},
-			api.Error{Status: 422, Kind: api.KindRejected, Message: "policy rejected: 1 problem(s)", Fields: fields[:1]}},
-		{"rejected without fields", &rejectError{kind: api.KindRejected, err: errors.New("gateway port \"eth9\": no such interface")},
-			api.Error{Status: 422, Kind: api.KindRejected, Message: "gateway port \"eth9\": no such interface"}},
-		{"wrapped rejection", fmt.Errorf("persisted policy revision 3: %w", &rejectError{kind: api.KindInvalidPolicy, err: errors.New("x"), fields: fields}),
-			api.Error{Status: 422, Kind: api.KindInvalidPolicy, Message: "invalid policy: 2 problem(s)", Fields: fields}},
-		{"other", errors.New("read state: disk on fire"),
-			api.Error{Status: 500, Kind: api.KindInternal, Message: "read state: disk on fire"}},
+		{name: "invalid policy",
+			err: &rejectError{kind: api.KindInvalidPolicy, err: errors.New("invalid policy p.yaml: 2 problem(s): ..."),
+				fields: fields},
+			want: api.Error{Status: 422, Kind: api.KindInvalidPolicy, Message: "invalid policy: 2 problem(s)", Fields: fields}},
+		{name: "rejected", err: &rejectError{kind: api.KindRejected, err: errors.New("cannot enforce"), fields: fields[:1]},
+			want: api.Error{Status: 422, Kind: api.KindRejected, Message: "policy rejected: 1 problem(s)", Fields: fields[:1]}},
+		{name: "rejected without fields",
+			err:  &rejectError{kind: api.KindRejected, err: errors.New("gateway port \"eth9\": no such interface")},
+			want: api.Error{Status: 422, Kind: api.KindRejected, Message: "gateway port \"eth9\": no such interface"}},
+		{name: "wrapped rejection",
+			err: fmt.Errorf("persisted policy revision 3: %w",
+				&rejectError{kind: api.KindInvalidPolicy, err: errors.New("x"), fields: fields}),
+			want: api.Error{Status: 422, Kind: api.KindInvalidPolicy, Message: "invalid policy: 2 problem(s)", Fields: fields}},
+		{name: "other", err: errors.New("read state: disk on fire"),
+			want: api.Error{Status: 500, Kind: api.KindInternal, Message: "read state: disk on fire"}},
 	} {
 		if got := errorFor(tc.err); !reflect.DeepEqual(*got, tc.want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", tc.name, *got, tc.want)
@@ -48,7 +53,8 @@ func TestErrorFor(t *testing.T) {
 	}
 
 	// What parse returns for a broken document.
-	_, err := parseLimit("bad.yaml", []byte("apiVersion: ztgate/v1\nkind: Policy\nspec:\n  devices:\n    - name: d1\n      mac: nope\n"), policy.MaxDocumentSize)
+	bad := "apiVersion: ztgate/v1\nkind: Policy\nspec:\n  devices:\n    - name: d1\n      mac: nope\n"
+	_, err := parseLimit("bad.yaml", []byte(bad), policy.MaxDocumentSize)
 	if err == nil {
 		t.Fatal("parse accepted a bad document")
 	}
@@ -100,9 +106,11 @@ func TestCheckPeerRefused(t *testing.T) {
 		uid, gid, pid int64
 		msg           string
 	}{
-		{"stranger", &peer{uid: strangerUID, gid: strangerGID, pid: 4321}, strangerUID, strangerGID, 4321, "uid 7777"},
-		{"unreadable credentials", &peer{uid: 0, err: errors.New("SO_PEERCRED: boom")}, -1, -1, -1, "SO_PEERCRED: boom"},
-		{"no credentials", nil, -1, -1, -1, "no peer credentials"},
+		{name: "stranger", p: &peer{uid: strangerUID, gid: strangerGID, pid: 4321},
+			uid: strangerUID, gid: strangerGID, pid: 4321, msg: "uid 7777"},
+		{name: "unreadable credentials", p: &peer{uid: 0, err: errors.New("SO_PEERCRED: boom")},
+			uid: -1, gid: -1, pid: -1, msg: "SO_PEERCRED: boom"},
+		{name: "no credentials", p: nil, uid: -1, gid: -1, pid: -1, msg: "no peer credentials"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := testAgent(t, access{uids: []uint32{4242}, gid: groupGID, group: true})
@@ -177,13 +185,15 @@ func TestRoutesWithoutDatapath(t *testing.T) {
 		return w
 	}
 
-	if w := do("GET", api.PathPolicy, ""); w.Code != http.StatusNotFound || decodeError(t, w.Body).Kind != api.KindNotFound {
+	if w := do("GET", api.PathPolicy, ""); w.Code != http.StatusNotFound ||
+		decodeError(t, w.Body).Kind != api.KindNotFound {
 		t.Errorf("GET policy without one: %d %s", w.Code, w.Body)
 	}
 	bad := "apiVersion: ztgate/v1\nkind: Policy\nspec: [\n"
 	if w := do("POST", api.PathPolicyValidate, bad); w.Code != http.StatusUnprocessableEntity {
 		t.Errorf("validate of a broken policy: %d %s", w.Code, w.Body)
-	} else if e := decodeError(t, w.Body); e.Kind != api.KindInvalidPolicy || len(e.Fields) == 0 || e.Fields[0].File != "site.yaml" {
+	} else if e := decodeError(t, w.Body); e.Kind != api.KindInvalidPolicy || len(e.Fields) == 0 ||
+		e.Fields[0].File != "site.yaml" {
 		t.Errorf("validate of a broken policy: %+v", e)
 	}
 	// A rejected apply is audited with the caller, and changes nothing.
@@ -252,15 +262,15 @@ func TestHandleEvents(t *testing.T) {
 		status int
 		want   []uint64
 	}{
-		{"", 200, seq(1, 6)},
-		{"?limit=2", 200, []uint64{5, 6}},
-		{"?limit=0", 200, seq(1, 6)},
-		{"?reason=spoof_ip", 200, []uint64{2, 4, 6}},
-		{"?device=cam-1&limit=1", 200, []uint64{6}},
-		{"?reason=no_rule&device=cam-1", 200, nil},
-		{"?reason=bogus", 400, nil},
-		{"?limit=-1", 400, nil},
-		{"?limit=x", 400, nil},
+		{query: "", status: 200, want: seq(1, 6)},
+		{query: "?limit=2", status: 200, want: []uint64{5, 6}},
+		{query: "?limit=0", status: 200, want: seq(1, 6)},
+		{query: "?reason=spoof_ip", status: 200, want: []uint64{2, 4, 6}},
+		{query: "?device=cam-1&limit=1", status: 200, want: []uint64{6}},
+		{query: "?reason=no_rule&device=cam-1", status: 200, want: nil},
+		{query: "?reason=bogus", status: 400, want: nil},
+		{query: "?limit=-1", status: 400, want: nil},
+		{query: "?limit=x", status: 400, want: nil},
 	} {
 		status, got := get(tc.query)
 		if status != tc.status || !reflect.DeepEqual(got, tc.want) {

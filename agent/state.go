@@ -100,7 +100,8 @@ func (s *store) load() (*persisted, error) {
 		return nil, fmt.Errorf("read state %s: %w", filepath.Join(s.dir, stateFile), err)
 	}
 	if got := policyHash([]byte(p.YAML)); got != p.Hash {
-		return nil, fmt.Errorf("read state %s: policy hash %s does not match its content (%s)", filepath.Join(s.dir, stateFile), p.Hash, got)
+		return nil, fmt.Errorf("read state %s: policy hash %s does not match its content (%s)",
+			filepath.Join(s.dir, stateFile), p.Hash, got)
 	}
 	return &p, nil
 }

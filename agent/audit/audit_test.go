@@ -168,23 +168,23 @@ func TestTamper(t *testing.T) {
 		line   int
 		substr string
 	}{
-		{"edit field", func(ls []string) []string {
+		{name: "edit field", edit: func(ls []string) []string {
 			ls[2] = strings.Replace(ls[2], `"pid":1002`, `"pid":1`, 1)
 			return ls
-		}, 3, "hash"},
-		{"edit time", func(ls []string) []string {
+		}, line: 3, substr: "hash"},
+		{name: "edit time", edit: func(ls []string) []string {
 			ls[1] = strings.Replace(ls[1], `"time":"20`, `"time":"19`, 1)
 			return ls
-		}, 2, "hash"},
-		{"delete line", func(ls []string) []string {
+		}, line: 2, substr: "hash"},
+		{name: "delete line", edit: func(ls []string) []string {
 			return append(ls[:1:1], ls[2:]...)
-		}, 2, "seq 3, want 2"},
-		{"delete first", func(ls []string) []string { return ls[1:] }, 1, "seq 2, want 1"},
-		{"reorder", func(ls []string) []string {
+		}, line: 2, substr: "seq 3, want 2"},
+		{name: "delete first", edit: func(ls []string) []string { return ls[1:] }, line: 1, substr: "seq 2, want 1"},
+		{name: "reorder", edit: func(ls []string) []string {
 			ls[2], ls[3] = ls[3], ls[2]
 			return ls
-		}, 3, "seq 4, want 3"},
-		{"change hash", func(ls []string) []string {
+		}, line: 3, substr: "seq 4, want 3"},
+		{name: "change hash", edit: func(ls []string) []string {
 			i := strings.Index(ls[1], `"hash":"`) + len(`"hash":"`)
 			c := byte('0')
 			if ls[1][i] == '0' {
@@ -192,26 +192,26 @@ func TestTamper(t *testing.T) {
 			}
 			ls[1] = ls[1][:i] + string(c) + ls[1][i+1:]
 			return ls
-		}, 2, "hash"},
-		{"rewrite hash and seq", func(ls []string) []string {
+		}, line: 2, substr: "hash"},
+		{name: "rewrite hash and seq", edit: func(ls []string) []string {
 			// Delete record 2 and renumber record 3: its prev no longer matches.
 			ls[2] = strings.Replace(ls[2], `"seq":3`, `"seq":2`, 1)
 			return append(ls[:1:1], ls[2:]...)
-		}, 2, "prev"},
-		{"unknown field", func(ls []string) []string {
+		}, line: 2, substr: "prev"},
+		{name: "unknown field", edit: func(ls []string) []string {
 			ls[4] = strings.Replace(ls[4], `{`, `{"extra":1,`, 1)
 			return ls
-		}, 5, "canonical"},
-		{"garbage line", func(ls []string) []string {
+		}, line: 5, substr: "canonical"},
+		{name: "garbage line", edit: func(ls []string) []string {
 			return append(ls[:3:3], append([]string{"{not json\n"}, ls[3:]...)...)
-		}, 4, "not a record"},
-		{"empty line", func(ls []string) []string {
+		}, line: 4, substr: "not a record"},
+		{name: "empty line", edit: func(ls []string) []string {
 			return append(ls[:1:1], append([]string{"\n"}, ls[1:]...)...)
-		}, 2, "empty"},
-		{"partial line in the middle", func(ls []string) []string {
+		}, line: 2, substr: "empty"},
+		{name: "partial line in the middle", edit: func(ls []string) []string {
 			ls[1] = ls[1][:20] + "\n"
 			return ls
-		}, 2, "not a record"},
+		}, line: 2, substr: "not a record"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
