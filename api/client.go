@@ -46,7 +46,8 @@ func (c *Client) Socket() string { return c.socket }
 // Close releases idle connections.
 func (c *Client) Close() { c.hc.CloseIdleConnections() }
 
-func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader, hdr http.Header) (*http.Response, error) {
+func (c *Client) do(ctx context.Context, method, path string, q url.Values, body io.Reader,
+	hdr http.Header) (*http.Response, error) {
 	u := "http://ztgate" + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -236,7 +237,8 @@ func (c *Client) DeleteDevice(ctx context.Context, name string) (*ApplyResult, e
 	return c.deviceCall(ctx, http.MethodDelete, name, nil, nil)
 }
 
-func (c *Client) deviceCall(ctx context.Context, method, name string, body io.Reader, hdr http.Header) (*ApplyResult, error) {
+func (c *Client) deviceCall(ctx context.Context, method, name string, body io.Reader,
+	hdr http.Header) (*ApplyResult, error) {
 	resp, err := c.do(ctx, method, PathPolicyDevices+url.PathEscape(name), nil, body, hdr)
 	if err != nil {
 		return nil, err

@@ -477,12 +477,13 @@ func TestConfigValidation(t *testing.T) {
 		mod  func(*Config)
 		want string
 	}{
-		{"ring not power of two", func(c *Config) { c.RingBytes = 3 << 12 }, "ring bytes"},
-		{"ring below page", func(c *Config) { c.RingBytes = 1024 }, "ring bytes"},
-		{"relative pin dir", func(c *Config) { c.PinDir = "ztgate" }, "absolute"},
-		{"negative devices", func(c *Config) { c.MaxDevices = -1 }, "max devices"},
-		{"bad mode", func(c *Config) { c.Mode = ModeNone }, "attach mode"},
-		{"event limit not power of two", func(c *Config) { c.EventLimitEntries = 1000 }, "event limit entries"},
+		{name: "ring not power of two", mod: func(c *Config) { c.RingBytes = 3 << 12 }, want: "ring bytes"},
+		{name: "ring below page", mod: func(c *Config) { c.RingBytes = 1024 }, want: "ring bytes"},
+		{name: "relative pin dir", mod: func(c *Config) { c.PinDir = "ztgate" }, want: "absolute"},
+		{name: "negative devices", mod: func(c *Config) { c.MaxDevices = -1 }, want: "max devices"},
+		{name: "bad mode", mod: func(c *Config) { c.Mode = ModeNone }, want: "attach mode"},
+		{name: "event limit not power of two", mod: func(c *Config) { c.EventLimitEntries = 1000 },
+			want: "event limit entries"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := DefaultConfig()

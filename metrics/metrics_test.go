@@ -249,15 +249,15 @@ func TestDatapath(t *testing.T) {
 		want                  float64
 		exists                bool
 	}{
-		{"ztgate_datapath_packets_total", "pass", "allow", 100, true},
-		{"ztgate_datapath_bytes_total", "pass", "allow", 6400, true},
-		{"ztgate_datapath_packets_total", "drop", "no_rule", 7, true},
-		{"ztgate_datapath_bytes_total", "drop", "no_rule", 420, true},
-		{"ztgate_datapath_packets_total", "audit", "spoof_ip", 3, true},
-		{"ztgate_datapath_packets_total", "drop", "arp_spoof", 0, true},
-		{"ztgate_datapath_packets_total", "pass", "no_rule", 0, false},
-		{"ztgate_datapath_packets_total", "drop", "allow", 0, false},
-		{"ztgate_datapath_packets_total", "audit", "allow", 0, false},
+		{name: "ztgate_datapath_packets_total", verdict: "pass", reason: "allow", want: 100, exists: true},
+		{name: "ztgate_datapath_bytes_total", verdict: "pass", reason: "allow", want: 6400, exists: true},
+		{name: "ztgate_datapath_packets_total", verdict: "drop", reason: "no_rule", want: 7, exists: true},
+		{name: "ztgate_datapath_bytes_total", verdict: "drop", reason: "no_rule", want: 420, exists: true},
+		{name: "ztgate_datapath_packets_total", verdict: "audit", reason: "spoof_ip", want: 3, exists: true},
+		{name: "ztgate_datapath_packets_total", verdict: "drop", reason: "arp_spoof", want: 0, exists: true},
+		{name: "ztgate_datapath_packets_total", verdict: "pass", reason: "no_rule", want: 0, exists: false},
+		{name: "ztgate_datapath_packets_total", verdict: "drop", reason: "allow", want: 0, exists: false},
+		{name: "ztgate_datapath_packets_total", verdict: "audit", reason: "allow", want: 0, exists: false},
 	} {
 		got, ok := value(samples, tc.name, "verdict", tc.verdict, "reason", tc.reason)
 		if ok != tc.exists || got != tc.want {
@@ -339,7 +339,9 @@ ztgate_policy_revision 17
 # TYPE ztgate_interface_attached gauge
 ztgate_interface_attached{interface="lan0",mode="native"} 1
 ztgate_interface_attached{interface="lan1",mode="none"} 0
-# HELP ztgate_interface_state State of a protected interface: 1 for the state it is in (attached, absent: attached when it appears, failed: present but not enforced, degraded: attached but a check cannot work there), 0 for the others.
+# HELP ztgate_interface_state State of a protected interface: 1 for the state it is in (attached, absent: ` +
+		`attached when it appears, failed: present but not enforced, degraded: attached but a check cannot work ` +
+		`there), 0 for the others.
 # TYPE ztgate_interface_state gauge
 ztgate_interface_state{interface="lan0",state="absent"} 0
 ztgate_interface_state{interface="lan0",state="attached"} 1
@@ -349,11 +351,13 @@ ztgate_interface_state{interface="lan1",state="absent"} 1
 ztgate_interface_state{interface="lan1",state="attached"} 0
 ztgate_interface_state{interface="lan1",state="degraded"} 0
 ztgate_interface_state{interface="lan1",state="failed"} 0
-# HELP ztgate_interface_attaches_total XDP attaches of the agent to an interface: more than one after a re-creation or a removal of the program.
+# HELP ztgate_interface_attaches_total XDP attaches of the agent to an interface: more than one after a ` +
+		`re-creation or a removal of the program.
 # TYPE ztgate_interface_attaches_total counter
 ztgate_interface_attaches_total{interface="lan0"} 2
 ztgate_interface_attaches_total{interface="lan1"} 1
-# HELP ztgate_interface_repairs_total Tampering the agent repaired on an interface: its XDP program found removed and attached again, or its link's pin found removed and pinned again.
+# HELP ztgate_interface_repairs_total Tampering the agent repaired on an interface: its XDP program found ` +
+		`removed and attached again, or its link's pin found removed and pinned again.
 # TYPE ztgate_interface_repairs_total counter
 ztgate_interface_repairs_total{interface="lan0"} 1
 ztgate_interface_repairs_total{interface="lan1"} 0
@@ -396,7 +400,8 @@ func TestNoDeviceLabels(t *testing.T) {
 	if len(samples) == 0 {
 		t.Fatal("no samples")
 	}
-	forbidden := []string{"mac", "ip", "ipv4", "ipv6", "addr", "address", "device", "dev", "dev_id", "device_id", "name", "host", "hostname"}
+	forbidden := []string{"mac", "ip", "ipv4", "ipv6", "addr", "address", "device", "dev", "dev_id", "device_id",
+		"name", "host", "hostname"}
 	for _, s := range samples {
 		for l := range s.labels {
 			if slices.Contains(forbidden, strings.ToLower(l)) {
@@ -413,14 +418,14 @@ func TestSourceErrors(t *testing.T) {
 		set     func(*fakeSource)
 		missing []string
 	}{
-		{"counters", func(f *fakeSource) { f.countersErr = boom },
-			[]string{"ztgate_datapath_packets_total", "ztgate_datapath_bytes_total"}},
-		{"device_stats", func(f *fakeSource) { f.devsErr = boom },
-			[]string{"ztgate_segment_packets_total", "ztgate_segment_bytes_total"}},
-		{"event_stats", func(f *fakeSource) { f.evErr = boom },
-			[]string{"ztgate_events_emitted_total", "ztgate_events_lost_total", "ztgate_events_suppressed_total"}},
-		{"map_usage", func(f *fakeSource) { f.usageErr = boom },
-			[]string{"ztgate_map_entries", "ztgate_map_capacity"}},
+		{source: "counters", set: func(f *fakeSource) { f.countersErr = boom },
+			missing: []string{"ztgate_datapath_packets_total", "ztgate_datapath_bytes_total"}},
+		{source: "device_stats", set: func(f *fakeSource) { f.devsErr = boom },
+			missing: []string{"ztgate_segment_packets_total", "ztgate_segment_bytes_total"}},
+		{source: "event_stats", set: func(f *fakeSource) { f.evErr = boom },
+			missing: []string{"ztgate_events_emitted_total", "ztgate_events_lost_total", "ztgate_events_suppressed_total"}},
+		{source: "map_usage", set: func(f *fakeSource) { f.usageErr = boom },
+			missing: []string{"ztgate_map_entries", "ztgate_map_capacity"}},
 	} {
 		t.Run(tc.source, func(t *testing.T) {
 			f := newFake()

@@ -19,7 +19,8 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // gateway port, where the XDP program sees it.
 func (ns *Namespace) SendFrame(ifname string, frame []byte) error {
 	if len(frame) < 14 {
-		return fmt.Errorf("testenv: send on %s in %s: frame of %d bytes is shorter than an Ethernet header", ifname, ns, len(frame))
+		return fmt.Errorf("testenv: send on %s in %s: frame of %d bytes is shorter than an Ethernet header",
+			ifname, ns, len(frame))
 	}
 	index, err := ns.LinkIndex(ifname)
 	if err != nil {

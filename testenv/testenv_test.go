@@ -92,7 +92,8 @@ func TestTopology(t *testing.T) {
 				}
 			}
 		}
-		checkLink(t, tp.Gateway, up.Uplink.Name, up.Uplink.Index, up.Uplink.MAC, []string{"192.0.2.1/24", "2001:db8:99::1/64"}, true)
+		checkLink(t, tp.Gateway, up.Uplink.Name, up.Uplink.Index, up.Uplink.MAC,
+			[]string{"192.0.2.1/24", "2001:db8:99::1/64"}, true)
 		checkLink(t, up.NS, up.Ifname, up.Ifindex, up.MAC, []string{"192.0.2.2/24", "2001:db8:99::2/64"}, true)
 
 		for _, name := range []string{cam.Port.Name, cam.Ifname, lock.Port.Name, up.Uplink.Name, up.Ifname} {
@@ -102,46 +103,34 @@ func TestTopology(t *testing.T) {
 		}
 	})
 
-	t.Run("TCPEcho", func(t *testing.T) {
-		srv, err := up.NS.EchoTCP(":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range tp.Devices {
-			for _, dst := range []netip.Addr{up.IPv4, up.IPv6} {
-				raddr := netip.AddrPortFrom(dst, uint16(srv.Port())).String()
-				c, err := d.NS.Dial("tcp", raddr, wait)
-				if err != nil {
-					t.Fatal(err)
-				}
-				echo(t, c, d, fmt.Sprintf("hello over tcp from %s to %s", d.Name, raddr))
-				c.Close()
+	// TCPEcho and UDPEcho: every device reaches an echo server upstream over both families.
+	for _, network := range []string{"tcp", "udp"} {
+		t.Run(strings.ToUpper(network)+"Echo", func(t *testing.T) {
+			echoOn := map[string]func(string) (*EchoServer, error){"tcp": up.NS.EchoTCP, "udp": up.NS.EchoUDP}
+			srv, err := echoOn[network](":0")
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-	})
-
-	t.Run("UDPEcho", func(t *testing.T) {
-		srv, err := up.NS.EchoUDP(":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range tp.Devices {
-			for _, dst := range []netip.Addr{up.IPv4, up.IPv6} {
-				raddr := netip.AddrPortFrom(dst, uint16(srv.Port())).String()
-				c, err := d.NS.Dial("udp", raddr, wait)
-				if err != nil {
-					t.Fatal(err)
+			for _, d := range tp.Devices {
+				for _, dst := range []netip.Addr{up.IPv4, up.IPv6} {
+					raddr := netip.AddrPortFrom(dst, uint16(srv.Port())).String()
+					c, err := d.NS.Dial(network, raddr, wait)
+					if err != nil {
+						t.Fatal(err)
+					}
+					echo(t, c, d, fmt.Sprintf("hello over %s from %s to %s", network, d.Name, raddr))
+					c.Close()
 				}
-				echo(t, c, d, fmt.Sprintf("hello over udp from %s to %s", d.Name, raddr))
-				c.Close()
 			}
-		}
-	})
+		})
+	}
 
 	t.Run("Ping", func(t *testing.T) {
 		for _, d := range tp.Devices {
 			// Upstream replies cross the gateway: TTL 64 - 1. The gateway itself answers with 64.
-			for dst, wantTTL := range map[netip.Addr]int{up.IPv4: 63, up.IPv6: 63, tp.Config().GatewayIPv4: 64, tp.Config().GatewayIPv6: 64} {
+			wantTTLs := map[netip.Addr]int{up.IPv4: 63, up.IPv6: 63, tp.Config().GatewayIPv4: 64,
+				tp.Config().GatewayIPv6: 64}
+			for dst, wantTTL := range wantTTLs {
 				ttl, err := d.NS.PingTTL(dst, wait)
 				if err != nil {
 					t.Error(err)
@@ -212,8 +201,8 @@ func TestTopology(t *testing.T) {
 		port := uint16(pc.LocalAddr().(*net.UDPAddr).Port)
 		// Spoofed sources: the kernel forwards them (no rp_filter), so only XDP can stop them.
 		for _, c := range []struct{ src, dst netip.Addr }{
-			{netip.MustParseAddr("10.99.0.200"), up.IPv4},
-			{netip.MustParseAddr("fd00:99::200"), up.IPv6},
+			{src: netip.MustParseAddr("10.99.0.200"), dst: up.IPv4},
+			{src: netip.MustParseAddr("fd00:99::200"), dst: up.IPv6},
 		} {
 			payload := []byte("spoofed from " + c.src.String())
 			frame := udpFrame(cam.MAC, cam.Port.MAC, netip.AddrPortFrom(c.src, 4242), netip.AddrPortFrom(c.dst, port), payload)
@@ -242,7 +231,8 @@ func TestTopology(t *testing.T) {
 		// Nothing answers for 10.99.0.99 (the gateway sends it on to the upstream, which does
 		// not forward): Ping times out.
 		start := time.Now()
-		if err := cam.NS.Ping(netip.MustParseAddr("10.99.0.99"), 200*time.Millisecond); err == nil || time.Since(start) < 200*time.Millisecond {
+		err := cam.NS.Ping(netip.MustParseAddr("10.99.0.99"), 200*time.Millisecond)
+		if err == nil || time.Since(start) < 200*time.Millisecond {
 			t.Errorf("ping of an absent host: %v after %v", err, time.Since(start))
 		}
 		// An ICMP error about the request ends the wait at once.
@@ -528,10 +518,13 @@ func TestConfigErrors(t *testing.T) {
 	// Validation happens before anything is created: no privileges needed.
 	mc := net.HardwareAddr{0x03, 0, 0, 0, 0, 1}
 	for name, cfg := range map[string]Config{
-		"multicast MAC":   {Devices: []DeviceSpec{{MAC: mc}}},
-		"short MAC":       {Devices: []DeviceSpec{{MAC: net.HardwareAddr{2, 0, 0}}}},
-		"duplicate name":  {Devices: []DeviceSpec{{Name: "a"}, {Name: "a"}}},
-		"duplicate addr":  {Devices: []DeviceSpec{{IPv4: []netip.Addr{netip.MustParseAddr("10.99.0.5")}}, {IPv4: []netip.Addr{netip.MustParseAddr("10.99.0.5")}}}},
+		"multicast MAC":  {Devices: []DeviceSpec{{MAC: mc}}},
+		"short MAC":      {Devices: []DeviceSpec{{MAC: net.HardwareAddr{2, 0, 0}}}},
+		"duplicate name": {Devices: []DeviceSpec{{Name: "a"}, {Name: "a"}}},
+		"duplicate addr": {Devices: []DeviceSpec{
+			{IPv4: []netip.Addr{netip.MustParseAddr("10.99.0.5")}},
+			{IPv4: []netip.Addr{netip.MustParseAddr("10.99.0.5")}},
+		}},
 		"gateway addr":    {Devices: []DeviceSpec{{IPv6: []netip.Addr{netip.MustParseAddr("fd00:99::1")}}}},
 		"v6 in v4 list":   {Devices: []DeviceSpec{{IPv4: []netip.Addr{netip.MustParseAddr("fd00::5")}}}},
 		"v4 gateway6":     {GatewayIPv6: netip.MustParseAddr("10.0.0.1")},
@@ -624,7 +617,8 @@ func checkLink(t *testing.T, ns *Namespace, ifname string, index int, mac net.Ha
 		return
 	}
 	if l.Attrs().Name != ifname || !bytes.Equal(l.Attrs().HardwareAddr, mac) || l.Attrs().OperState != netlink.OperUp {
-		t.Errorf("%s: link %d is %s %s %s, want %s %s up", ns, index, l.Attrs().Name, l.Attrs().HardwareAddr, l.Attrs().OperState, ifname, mac)
+		t.Errorf("%s: link %d is %s %s %s, want %s %s up", ns, index, l.Attrs().Name, l.Attrs().HardwareAddr,
+			l.Attrs().OperState, ifname, mac)
 	}
 	list, err := ns.Netlink().AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
@@ -735,7 +729,8 @@ type ipPacket struct {
 }
 
 func (p ipPacket) isEchoRequest() bool {
-	return len(p.l4) > 0 && (p.proto == unix.IPPROTO_ICMP && p.l4[0] == 8 || p.proto == unix.IPPROTO_ICMPV6 && p.l4[0] == 128)
+	return len(p.l4) > 0 &&
+		(p.proto == unix.IPPROTO_ICMP && p.l4[0] == 8 || p.proto == unix.IPPROTO_ICMPV6 && p.l4[0] == 128)
 }
 
 // parseIP parses the IP header of an untagged Ethernet frame (no IPv6 extension headers).
@@ -749,12 +744,14 @@ func parseIP(f []byte) (ipPacket, bool) {
 		if len(b) < 20 || len(b) < int(b[0]&0xf)*4 {
 			return ipPacket{}, false
 		}
-		return ipPacket{netip.AddrFrom4([4]byte(b[12:16])), netip.AddrFrom4([4]byte(b[16:20])), int(b[8]), b[9], b[int(b[0]&0xf)*4:]}, true
+		return ipPacket{src: netip.AddrFrom4([4]byte(b[12:16])), dst: netip.AddrFrom4([4]byte(b[16:20])),
+			ttl: int(b[8]), proto: b[9], l4: b[int(b[0]&0xf)*4:]}, true
 	case 0x86dd:
 		if len(b) < 40 {
 			return ipPacket{}, false
 		}
-		return ipPacket{netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40])), int(b[7]), b[6], b[40:]}, true
+		return ipPacket{src: netip.AddrFrom16([16]byte(b[8:24])), dst: netip.AddrFrom16([16]byte(b[24:40])),
+			ttl: int(b[7]), proto: b[6], l4: b[40:]}, true
 	}
 	return ipPacket{}, false
 }

@@ -266,7 +266,8 @@ func (tp *Topology) usedAddrs() map[netip.Addr]string {
 
 // completeSpec fills in the defaults of device n and validates it against the addresses and
 // names already used (which it then extends).
-func (tp *Topology) completeSpec(s DeviceSpec, n int, used map[netip.Addr]string, names map[string]bool) (DeviceSpec, error) {
+func (tp *Topology) completeSpec(s DeviceSpec, n int, used map[netip.Addr]string,
+	names map[string]bool) (DeviceSpec, error) {
 	if s.Name == "" {
 		s.Name = fmt.Sprintf("dev%d", n)
 	}
@@ -326,7 +327,8 @@ var (
 
 // hostAddr is a as a /32 or /128 address, usable at once and without a prefix route.
 func hostAddr(a netip.Addr) *netlink.Addr {
-	return &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(a, a.BitLen())), Flags: unix.IFA_F_NODAD | unix.IFA_F_NOPREFIXROUTE}
+	return &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(a, a.BitLen())),
+		Flags: unix.IFA_F_NODAD | unix.IFA_F_NOPREFIXROUTE}
 }
 
 func prefixNet(p netip.Prefix) *net.IPNet {

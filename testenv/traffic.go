@@ -21,12 +21,7 @@ import (
 // Listen listens on a stream network ("tcp", "tcp4", "tcp6") inside the namespace, e.g.
 // Listen("tcp", ":0").
 func (ns *Namespace) Listen(network, addr string) (net.Listener, error) {
-	var l net.Listener
-	err := ns.Do(func() error {
-		var err error
-		l, err = net.Listen(network, addr)
-		return err
-	})
+	l, err := inside(ns, func() (net.Listener, error) { return net.Listen(network, addr) })
 	if err != nil {
 		return nil, fmt.Errorf("testenv: listen %s %s in %s: %w", network, addr, ns, err)
 	}
@@ -36,12 +31,7 @@ func (ns *Namespace) Listen(network, addr string) (net.Listener, error) {
 
 // ListenPacket listens on a packet network ("udp", "udp4", "udp6") inside the namespace.
 func (ns *Namespace) ListenPacket(network, addr string) (net.PacketConn, error) {
-	var pc net.PacketConn
-	err := ns.Do(func() error {
-		var err error
-		pc, err = net.ListenPacket(network, addr)
-		return err
-	})
+	pc, err := inside(ns, func() (net.PacketConn, error) { return net.ListenPacket(network, addr) })
 	if err != nil {
 		return nil, fmt.Errorf("testenv: listen %s %s in %s: %w", network, addr, ns, err)
 	}
@@ -57,17 +47,23 @@ func (ns *Namespace) Dial(network, raddr string, timeout time.Duration) (net.Con
 	if _, err := netip.ParseAddrPort(raddr); err != nil {
 		return nil, fmt.Errorf("testenv: dial %s: want an IP literal with a port: %w", raddr, err)
 	}
-	var c net.Conn
-	err := ns.Do(func() error {
-		var err error
-		c, err = (&net.Dialer{Timeout: timeout}).Dial(network, raddr)
-		return err
-	})
+	c, err := inside(ns, func() (net.Conn, error) { return (&net.Dialer{Timeout: timeout}).Dial(network, raddr) })
 	if err != nil {
 		return nil, fmt.Errorf("testenv: dial %s %s from %s: %w", network, raddr, ns, err)
 	}
 	ns.tp.track(c)
 	return c, nil
+}
+
+// inside runs open inside the namespace and returns what it opened.
+func inside[T any](ns *Namespace, open func() (T, error)) (T, error) {
+	var v T
+	err := ns.Do(func() error {
+		var err error
+		v, err = open()
+		return err
+	})
+	return v, err
 }
 
 // EchoServer echoes back what it receives, until closed (at the latest with the topology).
@@ -101,12 +97,7 @@ func (s *EchoServer) Close() error {
 // EchoTCP starts a TCP echo server inside the namespace on addr (":0" picks a free port on
 // all addresses of both families); each connection gets back every byte it sends.
 func (ns *Namespace) EchoTCP(addr string) (*EchoServer, error) {
-	var l net.Listener
-	err := ns.Do(func() error {
-		var err error
-		l, err = net.Listen("tcp", addr)
-		return err
-	})
+	l, err := inside(ns, func() (net.Listener, error) { return net.Listen("tcp", addr) })
 	if err != nil {
 		return nil, fmt.Errorf("testenv: tcp echo on %s in %s: %w", addr, ns, err)
 	}
@@ -157,12 +148,7 @@ func (ns *Namespace) EchoTCP(addr string) (*EchoServer, error) {
 // EchoUDP starts a UDP echo server inside the namespace on addr (":0" picks a free port on
 // all addresses of both families); each datagram is sent back to its source.
 func (ns *Namespace) EchoUDP(addr string) (*EchoServer, error) {
-	var pc net.PacketConn
-	err := ns.Do(func() error {
-		var err error
-		pc, err = net.ListenPacket("udp", addr)
-		return err
-	})
+	pc, err := inside(ns, func() (net.PacketConn, error) { return net.ListenPacket("udp", addr) })
 	if err != nil {
 		return nil, fmt.Errorf("testenv: udp echo on %s in %s: %w", addr, ns, err)
 	}
@@ -318,7 +304,8 @@ func quotesEcho(v4 bool, typ byte, quoted []byte, idseq [4]byte) bool {
 			return false
 		}
 		ihl := int(quoted[0]&0x0f) * 4
-		return quoted[9] == unix.IPPROTO_ICMP && len(quoted) >= ihl+8 && quoted[ihl] == 8 && [4]byte(quoted[ihl+4:ihl+8]) == idseq
+		return quoted[9] == unix.IPPROTO_ICMP && len(quoted) >= ihl+8 && quoted[ihl] == 8 &&
+			[4]byte(quoted[ihl+4:ihl+8]) == idseq
 	}
 	if typ < 1 || typ > 4 || len(quoted) < 48 {
 		return false
