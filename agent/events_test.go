@@ -25,6 +25,17 @@ func revisions(evs []api.Event) []uint64 {
 	return out
 }
 
+// publishEvery publishes events 1..n to h, every kth of reason spoof_ip, the others no_rule.
+func publishEvery(h *hub, n, k uint64) {
+	for i := uint64(1); i <= n; i++ {
+		reason := "no_rule"
+		if i%k == 0 {
+			reason = "spoof_ip"
+		}
+		h.publish(ev(i, reason))
+	}
+}
+
 func seq(from, to uint64) []uint64 {
 	out := []uint64{}
 	for n := from; n <= to; n++ {
@@ -63,13 +74,7 @@ func TestHubHistory(t *testing.T) {
 
 func TestHubRecentMatch(t *testing.T) {
 	h := newHub(10)
-	for n := uint64(1); n <= 14; n++ {
-		reason := "no_rule"
-		if n%3 == 0 {
-			reason = "spoof_ip"
-		}
-		h.publish(ev(n, reason))
-	}
+	publishEvery(h, 14, 3)
 	spoof := func(e *api.Event) bool { return e.Reason == "spoof_ip" }
 	// History holds 5..14; of those, 6, 9 and 12 match.
 	if got := revisions(h.recent(spoof, 0)); !slices.Equal(got, []uint64{6, 9, 12}) {
@@ -111,13 +116,7 @@ func drain(s *subscriber) []api.Event {
 
 func TestHubSubscribe(t *testing.T) {
 	h := newHub(8)
-	for n := uint64(1); n <= 6; n++ {
-		reason := "no_rule"
-		if n%2 == 0 {
-			reason = "spoof_ip"
-		}
-		h.publish(ev(n, reason))
-	}
+	publishEvery(h, 6, 2)
 	spoof := func(e *api.Event) bool { return e.Reason == "spoof_ip" }
 	recent, s := h.subscribe(spoof, 2)
 	if got := revisions(recent); !slices.Equal(got, []uint64{4, 6}) {

@@ -101,27 +101,30 @@ func (a *Agent) readPolicy(w http.ResponseWriter, r *http.Request) (string, []by
 	return name, data, true
 }
 
-func (a *Agent) handleValidate(w http.ResponseWriter, r *http.Request) {
+// readValid reads a POSTed policy document and validates it; when either fails it has answered
+// the request.
+func (a *Agent) readValid(w http.ResponseWriter, r *http.Request) (*api.ValidateResult, *policy.Policy, bool) {
 	name, doc, ok := a.readPolicy(w, r)
 	if !ok {
-		return
+		return nil, nil, false
 	}
-	res, _, err := a.validate(name, doc)
+	res, p, err := a.validate(name, doc)
 	if err != nil {
 		writeError(w, errorFor(err))
-		return
+		return nil, nil, false
 	}
-	writeJSON(w, http.StatusOK, res)
+	return res, p, true
+}
+
+func (a *Agent) handleValidate(w http.ResponseWriter, r *http.Request) {
+	if res, _, ok := a.readValid(w, r); ok {
+		writeJSON(w, http.StatusOK, res)
+	}
 }
 
 func (a *Agent) handleDiff(w http.ResponseWriter, r *http.Request) {
-	name, doc, ok := a.readPolicy(w, r)
+	_, p, ok := a.readValid(w, r)
 	if !ok {
-		return
-	}
-	_, p, err := a.validate(name, doc)
-	if err != nil {
-		writeError(w, errorFor(err))
 		return
 	}
 	a.polMu.RLock()

@@ -135,17 +135,25 @@ func addVeth(t *testing.T, ns netns.NsHandle, a, b string) {
 	}
 }
 
-func delLink(t *testing.T, ns netns.NsHandle, name string) {
+// linkIn opens a netlink handle in ns (the caller closes it) and looks up the link name.
+func linkIn(t *testing.T, ns netns.NsHandle, name string) (*netlink.Handle, netlink.Link) {
 	t.Helper()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
 	l, err := h.LinkByName(name)
 	if err != nil {
+		h.Close()
 		t.Fatal(err)
 	}
+	return h, l
+}
+
+func delLink(t *testing.T, ns netns.NsHandle, name string) {
+	t.Helper()
+	h, l := linkIn(t, ns, name)
+	defer h.Close()
 	if err := h.LinkDel(l); err != nil {
 		t.Fatal(err)
 	}
@@ -154,15 +162,8 @@ func delLink(t *testing.T, ns netns.NsHandle, name string) {
 // xdpState reads the XDP attachment of name in ns from rtnetlink.
 func xdpState(t *testing.T, ns netns.NsHandle, name string) *netlink.LinkXdp {
 	t.Helper()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	l, err := h.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, l := linkIn(t, ns, name)
+	h.Close()
 	if x := l.Attrs().Xdp; x != nil {
 		return x
 	}

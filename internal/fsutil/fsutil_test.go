@@ -8,17 +8,17 @@ import (
 	"testing"
 )
 
+// dirNames lists the names in dir, hidden ones (the temporary files) included.
 func dirNames(t *testing.T, dir string) []string {
 	t.Helper()
-	ents, err := os.ReadDir(dir)
+	paths, err := filepath.Glob(filepath.Join(dir, "*"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
+	for i, p := range paths {
+		paths[i] = filepath.Base(p)
 	}
-	return names
+	return paths
 }
 
 func TestWriteAtomic(t *testing.T) {
