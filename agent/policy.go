@@ -119,7 +119,10 @@ func (a *Agent) checkCounts(filename string, p *policy.Policy) error {
 	for _, c := range []struct {
 		name     string
 		n, limit int
-	}{{bpf.ZtgateMapZtDevices, len(p.Spec.Devices), a.lim.Devices}, {bpf.ZtgateMapZtAddrs, addrs, a.lim.Addrs}} {
+	}{
+		{name: bpf.ZtgateMapZtDevices, n: len(p.Spec.Devices), limit: a.lim.Devices},
+		{name: bpf.ZtgateMapZtAddrs, n: addrs, limit: a.lim.Addrs},
+	} {
 		if c.limit > 0 && c.n > c.limit {
 			return capacityReject(filename, &maps.CapacityError{Map: c.name, Count: c.n, Capacity: c.limit})
 		}

@@ -112,9 +112,9 @@ func (c Config) validate() error {
 		name string
 		v    int
 	}{
-		{"max devices", c.MaxDevices}, {"max addrs", c.MaxAddrs}, {"max rules", c.MaxRules},
-		{"max prefixes", c.MaxPrefixes}, {"frag entries", c.FragEntries},
-		{"event limit entries", c.EventLimitEntries},
+		{name: "max devices", v: c.MaxDevices}, {name: "max addrs", v: c.MaxAddrs}, {name: "max rules", v: c.MaxRules},
+		{name: "max prefixes", v: c.MaxPrefixes}, {name: "frag entries", v: c.FragEntries},
+		{name: "event limit entries", v: c.EventLimitEntries},
 	} {
 		if f.v < 1 || f.v > maxEntries {
 			errs = append(errs, fmt.Errorf("%s %d: must be between 1 and %d", f.name, f.v, maxEntries))

@@ -207,10 +207,10 @@ func (m *Maps) check(s *policy.Snapshot, lim Limits) error {
 		name     string
 		n, limit int
 	}{
-		{bpf.ZtgateMapZtDevices, len(s.Devices), lim.Devices},
-		{bpf.ZtgateMapZtAddrs, len(s.Addrs), lim.Addrs},
-		{bpf.ZtgateMapZtPrefixes, len(s.Prefixes), lim.Prefixes},
-		{bpf.ZtgateMapZtRules, len(s.Rules), lim.Rules},
+		{name: bpf.ZtgateMapZtDevices, n: len(s.Devices), limit: lim.Devices},
+		{name: bpf.ZtgateMapZtAddrs, n: len(s.Addrs), limit: lim.Addrs},
+		{name: bpf.ZtgateMapZtPrefixes, n: len(s.Prefixes), limit: lim.Prefixes},
+		{name: bpf.ZtgateMapZtRules, n: len(s.Rules), limit: lim.Rules},
 	} {
 		if c.n > c.limit {
 			return &CapacityError{Map: c.name, Count: c.n, Capacity: c.limit}

@@ -507,28 +507,28 @@ func (tp *Topology) buildUpstream() error {
 		what string
 		do   func(h *netlink.Handle) error
 	}{
-		{tp.Gateway, "uplink address", func(h *netlink.Handle) error {
+		{ns: tp.Gateway, what: "uplink address", do: func(h *netlink.Handle) error {
 			return h.AddrAdd(linkIdx(u.Uplink.Index), nodad(gw4, tp.cfg.UplinkIPv4))
 		}},
-		{tp.Gateway, "uplink address", func(h *netlink.Handle) error {
+		{ns: tp.Gateway, what: "uplink address", do: func(h *netlink.Handle) error {
 			return h.AddrAdd(linkIdx(u.Uplink.Index), nodad(gw6, tp.cfg.UplinkIPv6))
 		}},
-		{ns, "upstream address", func(h *netlink.Handle) error {
+		{ns: ns, what: "upstream address", do: func(h *netlink.Handle) error {
 			return h.AddrAdd(linkIdx(u.Ifindex), nodad(up4, tp.cfg.UplinkIPv4))
 		}},
-		{ns, "upstream address", func(h *netlink.Handle) error {
+		{ns: ns, what: "upstream address", do: func(h *netlink.Handle) error {
 			return h.AddrAdd(linkIdx(u.Ifindex), nodad(up6, tp.cfg.UplinkIPv6))
 		}},
-		{ns, "upstream default route", func(h *netlink.Handle) error {
+		{ns: ns, what: "upstream default route", do: func(h *netlink.Handle) error {
 			return h.RouteAdd(&netlink.Route{LinkIndex: u.Ifindex, Gw: gw4.AsSlice()})
 		}},
-		{ns, "upstream default route", func(h *netlink.Handle) error {
+		{ns: ns, what: "upstream default route", do: func(h *netlink.Handle) error {
 			return h.RouteAdd(&netlink.Route{LinkIndex: u.Ifindex, Gw: gw6.AsSlice()})
 		}},
-		{tp.Gateway, "gateway default route", func(h *netlink.Handle) error {
+		{ns: tp.Gateway, what: "gateway default route", do: func(h *netlink.Handle) error {
 			return h.RouteAdd(&netlink.Route{LinkIndex: u.Uplink.Index, Gw: up4.AsSlice()})
 		}},
-		{tp.Gateway, "gateway default route", func(h *netlink.Handle) error {
+		{ns: tp.Gateway, what: "gateway default route", do: func(h *netlink.Handle) error {
 			return h.RouteAdd(&netlink.Route{LinkIndex: u.Uplink.Index, Gw: up6.AsSlice()})
 		}},
 	}
@@ -642,7 +642,7 @@ func (tp *Topology) plug(d *Device, beforeUp func(int) error) error {
 	for _, g := range []struct {
 		gw   netip.Addr
 		have bool
-	}{{tp.cfg.GatewayIPv4, len(d.IPv4) > 0}, {tp.cfg.GatewayIPv6, len(d.IPv6) > 0}} {
+	}{{gw: tp.cfg.GatewayIPv4, have: len(d.IPv4) > 0}, {gw: tp.cfg.GatewayIPv6, have: len(d.IPv6) > 0}} {
 		if !g.have {
 			continue
 		}
