@@ -116,8 +116,8 @@ func (s *store) save(p *persisted) error {
 }
 
 // marshal encodes p as encoding/json would (one field a line), but writes the device ids
-// unsorted and straight from devs when DevIDs is nil: for a million devices, sorting and
-// formatting the map through encoding/json took seconds.
+// unsorted and straight from devs when DevIDs is nil, sparing encoding/json's sorting and
+// formatting of a map that can hold a million devices.
 func (p *persisted) marshal() ([]byte, error) {
 	var fields [][2]any
 	add := func(name string, v any) { fields = append(fields, [2]any{name, v}) }

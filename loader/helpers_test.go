@@ -12,8 +12,6 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// requirePriv skips (or, with ZTGATE_REQUIRE_PRIV=1, fails) a test that needs root.
-// TODO: replace with testenv.RequirePriv once it lands.
 // requirePriv skips (or, with ZTGATE_REQUIRE_PRIV=1, fails) the test when not root.
 func requirePriv(t *testing.T) { testenv.RequirePriv(t) }
 

@@ -109,9 +109,9 @@ func (r *EventReader) available() int {
 // SetCoalesce makes Read, once it has read every event of a batch, sleep d before it waits for
 // the next event (0, the default: wait at once). Sleeping d lets a flood's events gather into
 // batches, at the price of up to d of delivery latency: the program wakes a waiting reader up
-// when it submits into a ring buffer the reader had caught up with (an irq_work, some hundreds
-// of nanoseconds here), so a reader that waits at once after each event makes the program pay
-// that for nearly every event of a flood. Not for concurrent use with Read.
+// when it submits into a ring buffer the reader had caught up with (an irq_work), so a reader
+// that waits at once after each event makes the program pay that for nearly every event of a
+// flood. Not for concurrent use with Read.
 func (r *EventReader) SetCoalesce(d time.Duration) { r.coalesce = d }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded once t has passed (zero: no deadline).
