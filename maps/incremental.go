@@ -121,7 +121,7 @@ func patch[K, V comparable](m *Maps, kind int, mp *ebpf.Map, old, new map[K]V) e
 	return update(m, kind, mp, del, keys, vals)
 }
 
-// applyIncremental is steps 3 to 7 of Apply in incremental mode (see SetIncremental); no frame
+// applyIncremental is steps 3 to 7 of Apply in incremental mode (docs/maps.md); no frame
 // reads slot r.nxt.
 func (m *Maps) applyIncremental(s *policy.Snapshot, cfg *bpf.Config, r *applyRun) error {
 	c, x := &m.slots[r.cur], &m.slots[r.nxt]

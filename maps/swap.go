@@ -382,7 +382,7 @@ func (m *Maps) setKinds(slot uint32, inner [numKinds]*ebpf.Map, which [numKinds]
 	return errors.Join(errs...)
 }
 
-// barrier returns once every XDP run that started before it has finished (see Apply).
+// barrier returns once every XDP run that started before it has finished (docs/maps.md).
 func (m *Maps) barrier() error {
 	if err := m.objs.ZtBarrier.Update(uint32(0), m.barInr, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("rcu barrier (zt_barrier update): %w", err)
