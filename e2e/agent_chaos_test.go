@@ -45,9 +45,9 @@ func TestAgentRestart(t *testing.T) {
 		down func()
 		bin  string
 	}{
-		{"kill -9", l.agent.kill, v1},
-		{"graceful", nil, v1},
-		{"new binary", nil, v2},
+		{name: "kill -9", down: l.agent.kill, bin: v1},
+		{name: "graceful", down: nil, bin: v1},
+		{name: "new binary", down: nil, bin: v2},
 	}
 	// allowed is what each device passed so far, by name (the probes keep it growing).
 	allowed := func() map[string]uint64 {
@@ -394,10 +394,13 @@ func TestAgentMetrics(t *testing.T) {
 		series string
 		want   float64
 	}{
-		{`ztgate_datapath_packets_total{reason="spoof_ip",verdict="drop"}`, nSpoof},
-		{`ztgate_datapath_bytes_total{reason="spoof_ip",verdict="drop"}`, nSpoof * float64(len(spoof))},
-		{`ztgate_datapath_packets_total{reason="unknown_device",verdict="drop"}`, nUnknown},
-		{`ztgate_datapath_bytes_total{reason="unknown_device",verdict="drop"}`, nUnknown * float64(len(unknown))},
+		{series: `ztgate_datapath_packets_total{reason="spoof_ip",verdict="drop"}`, want: nSpoof},
+		{series: `ztgate_datapath_bytes_total{reason="spoof_ip",verdict="drop"}`, want: nSpoof * float64(len(spoof))},
+		{series: `ztgate_datapath_packets_total{reason="unknown_device",verdict="drop"}`, want: nUnknown},
+		{
+			series: `ztgate_datapath_bytes_total{reason="unknown_device",verdict="drop"}`,
+			want:   nUnknown * float64(len(unknown)),
+		},
 	}
 	for _, c := range checks {
 		if got := delta(c.series); got != c.want {

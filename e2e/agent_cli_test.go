@@ -414,11 +414,19 @@ func TestAgentRejects(t *testing.T) {
 		doc  []byte
 		want []string // substrings of stderr
 	}{
-		{"syntax.yaml", []byte("apiVersion: ztgate/v1\nkind: Policy\nspec: [\n"), []string{"syntax.yaml:"}},
-		{"unknown-field.yaml", bytes.Replace(good, []byte("  devices:\n"), []byte("  devcies: []\n  devices:\n"), 1), []string{"unknown-field.yaml:", "devcies"}},
-		{"bad-mac.yaml", bytes.Replace(good, []byte(tp.Device("sensor").MAC.String()), []byte("02:00:zz:00:00:01"), 1), []string{"bad-mac.yaml:", "spec.devices[1].mac"}},
-		{"oversized.yaml", huge, []string{"oversized.yaml", "larger than"}},
-		{"over-capacity.yaml", over, []string{"over-capacity.yaml", "spec.devices", "max_devices"}},
+		{name: "syntax.yaml", doc: []byte("apiVersion: ztgate/v1\nkind: Policy\nspec: [\n"), want: []string{"syntax.yaml:"}},
+		{
+			name: "unknown-field.yaml",
+			doc:  bytes.Replace(good, []byte("  devices:\n"), []byte("  devcies: []\n  devices:\n"), 1),
+			want: []string{"unknown-field.yaml:", "devcies"},
+		},
+		{
+			name: "bad-mac.yaml",
+			doc:  bytes.Replace(good, []byte(tp.Device("sensor").MAC.String()), []byte("02:00:zz:00:00:01"), 1),
+			want: []string{"bad-mac.yaml:", "spec.devices[1].mac"},
+		},
+		{name: "oversized.yaml", doc: huge, want: []string{"oversized.yaml", "larger than"}},
+		{name: "over-capacity.yaml", doc: over, want: []string{"over-capacity.yaml", "spec.devices", "max_devices"}},
 	}
 	for i, c := range cases {
 		path := filepath.Join(l.dir, c.name)

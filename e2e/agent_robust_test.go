@@ -191,7 +191,7 @@ func TestAgentDamagedState(t *testing.T) {
 		reboot bool // the pins are gone: nothing is enforced but no_policy
 		damage func(t *testing.T, l *lab)
 	}{
-		{"state", true, func(t *testing.T, l *lab) {
+		{part: "state", reboot: true, damage: func(t *testing.T, l *lab) {
 			path := filepath.Join(l.cfg.StateDir, "state.json")
 			data, err := os.ReadFile(path)
 			if err != nil {
@@ -201,10 +201,10 @@ func TestAgentDamagedState(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"journal", false, func(t *testing.T, l *lab) {
+		{part: "journal", reboot: false, damage: func(t *testing.T, l *lab) {
 			appendFile(t, filepath.Join(l.cfg.StateDir, "changes.jsonl"), "{\"revision\": 3, \"op\": put\n")
 		}},
-		{"audit", true, func(t *testing.T, l *lab) {
+		{part: "audit", reboot: true, damage: func(t *testing.T, l *lab) {
 			path := filepath.Join(l.cfg.StateDir, "audit.log")
 			data, err := os.ReadFile(path)
 			if err != nil {

@@ -74,9 +74,9 @@ func TestNDLinkScope(t *testing.T) {
 			sn     *testenv.Sniffer
 			typ    uint8
 		}{
-			{"ns to the upstream's address", up.IPv6, up.IPv6, upSn, 135},
-			{"na to the upstream's address", up.IPv6, sensor.IPv6[0], upSn, 136},
-			{"ns to another device's address", broker.IPv6[0], broker.IPv6[0], brSn, 135},
+			{name: "ns to the upstream's address", dst: up.IPv6, target: up.IPv6, sn: upSn, typ: 135},
+			{name: "na to the upstream's address", dst: up.IPv6, target: sensor.IPv6[0], sn: upSn, typ: 136},
+			{name: "ns to another device's address", dst: broker.IPv6[0], target: broker.IPv6[0], sn: brSn, typ: 135},
 		} {
 			t.Run(c.name+" is not forwarded", func(t *testing.T) {
 				before := g.counter(bpf.VerdictDrop, bpf.ReasonNoRule)

@@ -279,13 +279,31 @@ func TestEditorRefusals(t *testing.T) {
 		return d, loc
 	}
 	for _, c := range []struct{ doc, want string }{
-		{"name: x\nmac: \"02:00:00:00:00:01\"\n", `dev.yaml:2:6: mac: MAC address 02:00:00:00:00:01 is already used by device "cam"`},
-		{"name: x\nmac: \"02:00:00:00:00:09\"\nipv4: [10.0.0.20]\n", `dev.yaml:3:8: ipv4[0]: address 10.0.0.20 of device "x" is already bound to device "nvr"`},
-		{"name: x\nmac: \"02:00:00:00:00:09\"\nipv4: [10.0.0.1]\n", `dev.yaml:3:8: ipv4[0]: 10.0.0.1 is a gateway address`},
-		{"name: x\nmac: \"02:00:00:00:00:09\"\nsegment: nope\n", `dev.yaml:3:10: segment: segment "nope" is not defined in spec.segments`},
-		{"name: x\nmac: \"02:00:00:00:00:09\"\nallow: [{to: {device: ghost}}]\n", `dev.yaml:3:23: allow[0].to.device: device "ghost" is not defined in spec.devices`},
-		{"name: cam\nmac: \"02:00:00:00:00:0a\"\n", `dev.yaml:2:6: mac: changing the MAC address of device "cam" gives it a new identity`},
-		{"name: X\nmac: \"02:00:00:00:00:09\"\n", `dev.yaml:1:7: name: "X" is not a valid name`},
+		{
+			doc:  "name: x\nmac: \"02:00:00:00:00:01\"\n",
+			want: `dev.yaml:2:6: mac: MAC address 02:00:00:00:00:01 is already used by device "cam"`,
+		},
+		{
+			doc:  "name: x\nmac: \"02:00:00:00:00:09\"\nipv4: [10.0.0.20]\n",
+			want: `dev.yaml:3:8: ipv4[0]: address 10.0.0.20 of device "x" is already bound to device "nvr"`,
+		},
+		{
+			doc:  "name: x\nmac: \"02:00:00:00:00:09\"\nipv4: [10.0.0.1]\n",
+			want: `dev.yaml:3:8: ipv4[0]: 10.0.0.1 is a gateway address`,
+		},
+		{
+			doc:  "name: x\nmac: \"02:00:00:00:00:09\"\nsegment: nope\n",
+			want: `dev.yaml:3:10: segment: segment "nope" is not defined in spec.segments`,
+		},
+		{
+			doc:  "name: x\nmac: \"02:00:00:00:00:09\"\nallow: [{to: {device: ghost}}]\n",
+			want: `dev.yaml:3:23: allow[0].to.device: device "ghost" is not defined in spec.devices`,
+		},
+		{
+			doc:  "name: cam\nmac: \"02:00:00:00:00:0a\"\n",
+			want: `dev.yaml:2:6: mac: changing the MAC address of device "cam" gives it a new identity`,
+		},
+		{doc: "name: X\nmac: \"02:00:00:00:00:09\"\n", want: `dev.yaml:1:7: name: "X" is not a valid name`},
 	} {
 		d, loc := doc(c.doc)
 		_, err := e.PreparePut("dev.yaml", "", d, loc)

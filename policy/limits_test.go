@@ -120,11 +120,11 @@ func TestIDLimits(t *testing.T) {
 		fits  uint64 // the largest limit that still fails; one more compiles
 		path  string
 	}{
-		{"devices", &maxDevID, 1, "spec.devices"},
+		{name: "devices", limit: &maxDevID, fits: 1, path: "spec.devices"},
 		// Rule set 1 is the quarantine's, 2 device a's, 3 device b's.
-		{"rule sets", &maxRulesetID, 2, "spec.devices[1].allow"},
+		{name: "rule sets", limit: &maxRulesetID, fits: 2, path: "spec.devices[1].allow"},
 		// Groups 1 for a's prefix, 2 and 3 for b's.
-		{"prefix groups", &maxGroupID, 2, "spec.devices[1].allow"},
+		{name: "prefix groups", limit: &maxGroupID, fits: 2, path: "spec.devices[1].allow"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			old := *tc.limit
@@ -155,8 +155,8 @@ func TestCompileCapacity(t *testing.T) {
 		want  string
 		count int
 	}{
-		{Limits{Devices: 2}, bpf.ZtgateMapZtDevices, 3},
-		{Limits{Addrs: 3}, bpf.ZtgateMapZtAddrs, 4},
+		{lim: Limits{Devices: 2}, want: bpf.ZtgateMapZtDevices, count: 3},
+		{lim: Limits{Addrs: 3}, want: bpf.ZtgateMapZtAddrs, count: 4},
 	} {
 		_, err := Compile(p, CompileOptions{Revision: 1, Limits: tc.lim})
 		var ce *CapacityError
@@ -186,8 +186,8 @@ func TestCompileCapacity(t *testing.T) {
 		want string
 		n    int
 	}{
-		{Limits{Prefixes: 1000}, bpf.ZtgateMapZtPrefixes, 1001},
-		{Limits{Rules: 1000}, bpf.ZtgateMapZtRules, 1001},
+		{lim: Limits{Prefixes: 1000}, want: bpf.ZtgateMapZtPrefixes, n: 1001},
+		{lim: Limits{Rules: 1000}, want: bpf.ZtgateMapZtRules, n: 1001},
 	} {
 		_, err := Compile(big, CompileOptions{Revision: 1, Limits: tc.lim})
 		var ce *CapacityError
