@@ -173,12 +173,14 @@ func Compare(old, new *Policy) Diff {
 	}
 	var d Diff
 	os, ns := &old.Spec, &new.Spec
+	og, ng := &os.Gateway, &ns.Gateway
 	d.Settings = appendField(d.Settings, "spec.mode", string(os.Mode), string(ns.Mode), nil)
-	d.Settings = appendField(d.Settings, "spec.gateway.ipv4", joinList(os.Gateway.IPv4), joinList(ns.Gateway.IPv4), normAddrs)
-	d.Settings = appendField(d.Settings, "spec.gateway.ipv6", joinList(os.Gateway.IPv6), joinList(ns.Gateway.IPv6), normAddrs)
-	d.Settings = appendField(d.Settings, "spec.gateway.services", joinList(os.Gateway.Services), joinList(ns.Gateway.Services), normSet)
-	d.Settings = appendField(d.Settings, "spec.gateway.macs", joinList(os.Gateway.MACs), joinList(ns.Gateway.MACs), normSet)
-	d.Settings = appendField(d.Settings, "spec.auditIdentity", boolString(os.AuditIdentity), boolString(ns.AuditIdentity), nil)
+	d.Settings = appendField(d.Settings, "spec.gateway.ipv4", joinList(og.IPv4), joinList(ng.IPv4), normAddrs)
+	d.Settings = appendField(d.Settings, "spec.gateway.ipv6", joinList(og.IPv6), joinList(ng.IPv6), normAddrs)
+	d.Settings = appendField(d.Settings, "spec.gateway.services", joinList(og.Services), joinList(ng.Services), normSet)
+	d.Settings = appendField(d.Settings, "spec.gateway.macs", joinList(og.MACs), joinList(ng.MACs), normSet)
+	d.Settings = appendField(d.Settings, "spec.auditIdentity", boolString(os.AuditIdentity),
+		boolString(ns.AuditIdentity), nil)
 	if added, removed := ruleDiff(os.Quarantine.Allow, ns.Quarantine.Allow); len(added)+len(removed) > 0 {
 		d.Settings = append(d.Settings, FieldChange{Field: "spec.quarantine.allow",
 			Old: joinRules(os.Quarantine.Allow), New: joinRules(ns.Quarantine.Allow)})
@@ -369,12 +371,11 @@ func (d Diff) Empty() bool {
 //	~ spec.mode: enforce -> audit
 //	+ device cam-2
 //	- device old-sensor
-//	~ device thermostat: ipv4 10.0.0.5 -> 10.0.0.6
 //	~ device thermostat: + to device hvac proto udp ports 5683
 //	~ segment sensors: - to cidr 0.0.0.0/0 proto any
 //
-// A changed item lists its fields, then its removed rules, then its added rules. An unset
-// value is "". An empty Diff renders "no changes\n".
+// A changed item lists its fields, then its removed and added rules; an empty Diff renders
+// "no changes\n".
 func (d Diff) String() string {
 	if d.Empty() {
 		return "no changes\n"
@@ -405,7 +406,8 @@ func (d Diff) String() string {
 	}
 	items("device", d.Devices)
 	if m := d.MoreDevices; m != nil {
-		fmt.Fprintf(&b, "... and %d more devices (%d added, %d removed, %d changed)\n", m.Added+m.Removed+m.Changed, m.Added, m.Removed, m.Changed)
+		fmt.Fprintf(&b, "... and %d more devices (%d added, %d removed, %d changed)\n",
+			m.Added+m.Removed+m.Changed, m.Added, m.Removed, m.Changed)
 	}
 	items("segment", d.Segments)
 	return b.String()

@@ -148,7 +148,8 @@ func decodeYAML(data []byte) (root *yaml.Node, ferr *FieldError) {
 	case err != nil:
 		return nil, syntaxError(err)
 	default:
-		return nil, &FieldError{Line: next.Line, Col: next.Column, Msg: "more than one YAML document, a policy file holds exactly one"}
+		return nil, &FieldError{Line: next.Line, Col: next.Column,
+			Msg: "more than one YAML document, a policy file holds exactly one"}
 	}
 	if len(doc.Content) == 0 || nodeIsNull(doc.Content[0]) {
 		return nil, &FieldError{Line: doc.Line, Col: doc.Column, Msg: "empty document"}

@@ -150,7 +150,8 @@ func (v *validator) name(path, s string) bool {
 	case len(s) > maxNameLen:
 		v.errorf(path, "%s is longer than %d characters", quote(s), maxNameLen)
 	case !validName(s):
-		v.errorf(path, "%s is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit", quote(s))
+		v.errorf(path, "%s is not a valid name: use lowercase letters, digits and '-', "+
+			"starting and ending with a letter or digit", quote(s))
 	default:
 		return true
 	}
@@ -306,7 +307,8 @@ func (v *validator) deviceAddrs(dev int, path string, list []string, v6 bool) {
 			continue
 		}
 		if other, taken := v.owners[la.addr]; taken && other != dev {
-			v.errorf(la.path, "address %s of device %s is already bound to device %s", la.addr, v.deviceLabel(dev), v.deviceLabel(other))
+			v.errorf(la.path, "address %s of device %s is already bound to device %s",
+				la.addr, v.deviceLabel(dev), v.deviceLabel(other))
 			continue
 		}
 		if !v.single {
