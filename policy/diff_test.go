@@ -29,7 +29,8 @@ func TestRuleString(t *testing.T) {
 		{r: Rule{To: Target{Gateway: true}, Proto: "47"}, want: "to gateway proto 47"},
 		// Numbers of named protocols, unsorted and repeated ports, a non-canonical prefix.
 		{
-			r:    Rule{To: Target{CIDR: "2001:DB8::/32"}, Proto: "6", Ports: []PortRange{pr(8000, 8080), pr(443, 443), pr(443, 443)}},
+			r: Rule{To: Target{CIDR: "2001:DB8::/32"}, Proto: "6",
+				Ports: []PortRange{pr(8000, 8080), pr(443, 443), pr(443, 443)}},
 			want: "to cidr 2001:db8::/32 proto tcp ports 443,8000-8080",
 		},
 		{
@@ -80,19 +81,24 @@ func TestCompare(t *testing.T) {
 			p.Spec.Segments[0].Allow = []Rule{{To: Target{CIDR: "0.0.0.0/0"}, Proto: "any"}}
 			p.Spec.Quarantine.Allow = append(p.Spec.Quarantine.Allow, p.Spec.Quarantine.Allow[0])
 		}, want: Diff{}},
-		{name: "settings", change: func(p *Policy) {
-			p.Spec.Mode = ModeAudit
-			p.Spec.Gateway.IPv4 = []string{"10.0.0.1", "10.0.1.1"}
-			p.Spec.Gateway.IPv6 = nil
-			p.Spec.Gateway.Services = []Service{ServiceDNS, ServiceNTP}
-			p.Spec.Quarantine.Allow = append(p.Spec.Quarantine.Allow, Rule{To: Target{Gateway: true}, Proto: "udp", Ports: []PortRange{pr(53, 53)}})
-		}, want: Diff{Settings: []FieldChange{
-			{"spec.mode", "enforce", "audit"},
-			{"spec.gateway.ipv4", "10.0.0.1", "10.0.0.1,10.0.1.1"},
-			{"spec.gateway.ipv6", "fd00::1", ""},
-			{"spec.gateway.services", "dns", "dns,ntp"},
-			{"spec.quarantine.allow", "to gateway proto icmp", "to gateway proto icmp; to gateway proto udp ports 53"},
-		}}},
+		{
+			name: "settings",
+			change: func(p *Policy) {
+				p.Spec.Mode = ModeAudit
+				p.Spec.Gateway.IPv4 = []string{"10.0.0.1", "10.0.1.1"}
+				p.Spec.Gateway.IPv6 = nil
+				p.Spec.Gateway.Services = []Service{ServiceDNS, ServiceNTP}
+				dns := Rule{To: Target{Gateway: true}, Proto: "udp", Ports: []PortRange{pr(53, 53)}}
+				p.Spec.Quarantine.Allow = append(p.Spec.Quarantine.Allow, dns)
+			},
+			want: Diff{Settings: []FieldChange{
+				{"spec.mode", "enforce", "audit"},
+				{"spec.gateway.ipv4", "10.0.0.1", "10.0.0.1,10.0.1.1"},
+				{"spec.gateway.ipv6", "fd00::1", ""},
+				{"spec.gateway.services", "dns", "dns,ntp"},
+				{"spec.quarantine.allow", "to gateway proto icmp", "to gateway proto icmp; to gateway proto udp ports 53"},
+			}},
+		},
 		{name: "devices added, removed and changed", change: func(p *Policy) {
 			p.Spec.Devices = []Device{
 				{Name: "thermostat", MAC: "02:00:00:00:00:15", IPv4: []string{"10.0.0.15"}, IPv6: []string{"fd00::15"},
@@ -122,22 +128,27 @@ func TestCompare(t *testing.T) {
 			}
 		}, want: Diff{Devices: []ItemChange{{Op: OpChanged, Name: "hvac",
 			RulesAdded: []string{"to cidr 203.0.113.0/24 proto tcp ports 443", "to gateway proto icmp"}}}}},
-		{name: "segments added, removed and changed", change: func(p *Policy) {
-			p.Spec.Segments = []Segment{
-				{Name: "sensors", Mode: ModeAudit, Allow: []Rule{{To: Target{Segment: "brokers"}, Proto: "tcp", Ports: []PortRange{pr(8883, 8883)}}}},
-				{Name: "cameras"},
-			}
-			p.Spec.Devices[2].Segment = ""
-		}, want: Diff{
-			Segments: []ItemChange{
-				{Op: OpRemoved, Name: "brokers"},
-				{Op: OpAdded, Name: "cameras"},
-				{Op: OpChanged, Name: "sensors", Fields: []FieldChange{{"mode", "", "audit"}},
-					RulesAdded:   []string{"to segment brokers proto tcp ports 8883"},
-					RulesRemoved: []string{"to cidr 0.0.0.0/0 proto any"}},
+		{
+			name: "segments added, removed and changed",
+			change: func(p *Policy) {
+				p.Spec.Segments = []Segment{
+					{Name: "sensors", Mode: ModeAudit, Allow: []Rule{
+						{To: Target{Segment: "brokers"}, Proto: "tcp", Ports: []PortRange{pr(8883, 8883)}}}},
+					{Name: "cameras"},
+				}
+				p.Spec.Devices[2].Segment = ""
 			},
-			Devices: []ItemChange{{Op: OpChanged, Name: "hvac", Fields: []FieldChange{{"segment", "brokers", ""}}}},
-		}},
+			want: Diff{
+				Segments: []ItemChange{
+					{Op: OpRemoved, Name: "brokers"},
+					{Op: OpAdded, Name: "cameras"},
+					{Op: OpChanged, Name: "sensors", Fields: []FieldChange{{"mode", "", "audit"}},
+						RulesAdded:   []string{"to segment brokers proto tcp ports 8883"},
+						RulesRemoved: []string{"to cidr 0.0.0.0/0 proto any"}},
+				},
+				Devices: []ItemChange{{Op: OpChanged, Name: "hvac", Fields: []FieldChange{{"segment", "brokers", ""}}}},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -183,7 +194,8 @@ func TestCompareNil(t *testing.T) {
 			{"spec.quarantine.allow", "", "to gateway proto icmp"},
 		},
 		Segments: []ItemChange{{Op: OpAdded, Name: "brokers"}, {Op: OpAdded, Name: "sensors"}},
-		Devices:  []ItemChange{{Op: OpAdded, Name: "hvac"}, {Op: OpAdded, Name: "old-sensor"}, {Op: OpAdded, Name: "thermostat"}},
+		Devices: []ItemChange{
+			{Op: OpAdded, Name: "hvac"}, {Op: OpAdded, Name: "old-sensor"}, {Op: OpAdded, Name: "thermostat"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Compare(nil, p):\n got %+v\nwant %+v", got, want)
@@ -195,7 +207,8 @@ func TestCompareNil(t *testing.T) {
 		t.Errorf("Compare(nil, nil) = %+v, want empty", d)
 	}
 	rev := Compare(p, nil)
-	if len(rev.Devices) != 3 || rev.Devices[0].Op != OpRemoved || len(rev.Segments) != 2 || rev.Segments[1].Op != OpRemoved {
+	if len(rev.Devices) != 3 || rev.Devices[0].Op != OpRemoved ||
+		len(rev.Segments) != 2 || rev.Segments[1].Op != OpRemoved {
 		t.Errorf("Compare(p, nil) = %+v, want everything removed", rev)
 	}
 }
@@ -269,7 +282,9 @@ func TestCompileDeterministic(t *testing.T) {
 	p.Spec.Gateway = Gateway{IPv4: []string{"10.0.0.1"}}
 	var rules []Rule
 	for i := range 12 {
-		rules = append(rules, Rule{To: Target{CIDR: fmt.Sprintf("10.%d.0.0/%d", i, 16+i%8)}, Proto: "tcp", Ports: []PortRange{{Lo: uint16(100 + i), Hi: uint16(100 + i)}}})
+		port := uint16(100 + i)
+		rules = append(rules, Rule{To: Target{CIDR: fmt.Sprintf("10.%d.0.0/%d", i, 16+i%8)}, Proto: "tcp",
+			Ports: []PortRange{{Lo: port, Hi: port}}})
 	}
 	rules = append(rules, Rule{To: Target{CIDR: "10.0.0.0/8"}, Proto: "udp"}, Rule{To: Target{CIDR: "2001:db8::/32"}})
 	p.Spec.Devices = []Device{{Name: "d", MAC: "02:00:00:00:00:01", IPv4: []string{"10.0.0.5"}, Allow: rules}}
@@ -285,7 +300,8 @@ func TestCompileDeterministic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(first.Prefixes, again.Prefixes) || !reflect.DeepEqual(first.Rules, again.Rules) || !reflect.DeepEqual(first.Devices, again.Devices) {
+		if !reflect.DeepEqual(first.Prefixes, again.Prefixes) || !reflect.DeepEqual(first.Rules, again.Rules) ||
+			!reflect.DeepEqual(first.Devices, again.Devices) {
 			t.Fatal("two compilations of one policy differ")
 		}
 	}
@@ -294,7 +310,8 @@ func TestCompileDeterministic(t *testing.T) {
 // TestDiffLimit: past the limit, changed devices are counted by op, not listed.
 func TestDiffLimit(t *testing.T) {
 	dev := func(name, mac string, port uint16) Device {
-		return Device{Name: name, MAC: mac, Allow: []Rule{{To: Target{Gateway: true}, Proto: "tcp", Ports: []PortRange{pr(port, port)}}}}
+		rule := Rule{To: Target{Gateway: true}, Proto: "tcp", Ports: []PortRange{pr(port, port)}}
+		return Device{Name: name, MAC: mac, Allow: []Rule{rule}}
 	}
 	old := &Policy{Spec: Spec{Devices: []Device{dev("a", "02:00:00:00:00:01", 1), dev("b", "02:00:00:00:00:02", 1),
 		dev("c", "02:00:00:00:00:03", 1), dev("d", "02:00:00:00:00:04", 1), dev("e", "02:00:00:00:00:05", 1)}}}
@@ -315,10 +332,13 @@ func TestDiffLimit(t *testing.T) {
 	if want := (ItemCounts{Added: 1, Changed: 2}); got.MoreDevices == nil || *got.MoreDevices != want {
 		t.Fatalf("Limit(2) counts %+v, want %+v", got.MoreDevices, want)
 	}
-	if again := got.Limit(1); again.MoreDevices == nil || *again.MoreDevices != (ItemCounts{Added: 1, Removed: 1, Changed: 2}) || *got.MoreDevices != (ItemCounts{Added: 1, Changed: 2}) {
+	again := got.Limit(1)
+	if again.MoreDevices == nil || *again.MoreDevices != (ItemCounts{Added: 1, Removed: 1, Changed: 2}) ||
+		*got.MoreDevices != (ItemCounts{Added: 1, Changed: 2}) {
 		t.Fatalf("Limit(1) of the limited diff: %+v (and the first one became %+v)", again.MoreDevices, got.MoreDevices)
 	}
-	if s := got.String(); !strings.Contains(s, "... and 3 more devices (1 added, 0 removed, 2 changed)\n") || strings.Contains(s, "device f") {
+	const more = "... and 3 more devices (1 added, 0 removed, 2 changed)\n"
+	if s := got.String(); !strings.Contains(s, more) || strings.Contains(s, "device f") {
 		t.Fatalf("String:\n%s", s)
 	}
 	if (Diff{MoreDevices: &ItemCounts{Changed: 1}}).Empty() {

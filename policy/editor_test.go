@@ -26,7 +26,8 @@ func (g *editGen) rules() []Rule {
 		var r Rule
 		switch g.r.IntN(5) {
 		case 0:
-			r.To.CIDR = []string{"198.51.100.0/24", "198.51.0.0/16", "2001:db8::/32", "2001:db8:1::/48", "0.0.0.0/0"}[g.r.IntN(5)]
+			cidrs := []string{"198.51.100.0/24", "198.51.0.0/16", "2001:db8::/32", "2001:db8:1::/48", "0.0.0.0/0"}
+			r.To.CIDR = cidrs[g.r.IntN(len(cidrs))]
 		case 1:
 			if len(g.names) > 0 {
 				r.To.Device = g.names[g.r.IntN(len(g.names))]
@@ -91,7 +92,8 @@ func editBase(g *editGen, n int) *Policy {
 		}
 		p.Spec.Segments = append(p.Spec.Segments, seg)
 	}
-	p.Spec.Quarantine.Allow = []Rule{{To: Target{CIDR: "192.0.2.0/24"}, Proto: "tcp", Ports: []PortRange{{Lo: 443, Hi: 443}}}}
+	p.Spec.Quarantine.Allow = []Rule{
+		{To: Target{CIDR: "192.0.2.0/24"}, Proto: "tcp", Ports: []PortRange{{Lo: 443, Hi: 443}}}}
 	for i := 0; len(p.Spec.Devices) < n; i++ {
 		d := g.device(fmt.Sprintf("d%d", i))
 		q := *p
@@ -149,7 +151,8 @@ func canonSnap(s *Snapshot) string {
 
 func cloneSnap(s *Snapshot) *Snapshot {
 	c := *s
-	c.Devices, c.Addrs, c.Prefixes, c.Rules = maps.Clone(s.Devices), maps.Clone(s.Addrs), maps.Clone(s.Prefixes), maps.Clone(s.Rules)
+	c.Devices, c.Addrs = maps.Clone(s.Devices), maps.Clone(s.Addrs)
+	c.Prefixes, c.Rules = maps.Clone(s.Prefixes), maps.Clone(s.Rules)
 	c.DeviceNames = maps.Clone(s.DeviceNames)
 	return &c
 }
@@ -216,7 +219,8 @@ func TestEditorMatchesCompile(t *testing.T) {
 					t.Fatalf("step %d (%s): counts %v, delta says %v", step, d.Summary, c, d.Counts)
 				}
 				if got.MaxDevID() > d.MaxDevID {
-					t.Fatalf("step %d (%s): max dev id %d above the delta's %d (next %d heap %v)", step, d.Summary, got.MaxDevID(), d.MaxDevID, e.next, e.ids)
+					t.Fatalf("step %d (%s): max dev id %d above the delta's %d (next %d heap %v)",
+						step, d.Summary, got.MaxDevID(), d.MaxDevID, e.next, e.ids)
 				}
 				if err := e.Policy().Validate(); err != nil {
 					t.Fatalf("step %d (%s): the edited policy is invalid: %v", step, d.Summary, err)
@@ -311,7 +315,8 @@ func TestEditorRefusals(t *testing.T) {
 			t.Errorf("put %q: got %v, want %q", c.doc, err, c.want)
 		}
 	}
-	if _, err := e.PrepareDelete("cam"); err == nil || !strings.Contains(err.Error(), `device "cam" is the destination of 1 rule(s)`) {
+	const referenced = `device "cam" is the destination of 1 rule(s)`
+	if _, err := e.PrepareDelete("cam"); err == nil || !strings.Contains(err.Error(), referenced) {
 		t.Errorf("delete cam: got %v", err)
 	}
 	if _, err := e.PrepareDelete("ghost"); err == nil || !strings.Contains(err.Error(), "no such device") {

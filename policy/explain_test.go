@@ -95,30 +95,53 @@ func TestExplain(t *testing.T) {
 		q    Query
 		want Explanation
 	}{
-		{name: "device rule, to a device name", q: Query{From: "thermostat", To: "hvac", Proto: "udp", Port: 5683},
+		{
+			name: "device rule, to a device name",
+			q:    Query{From: "thermostat", To: "hvac", Proto: "udp", Port: 5683},
 			want: Explanation{Src: "10.0.0.11", Dst: "10.0.0.12", DstDevice: "hvac", Proto: "udp", Port: 5683, Mode: "enforce",
-				Verdict: "pass", Reason: "allow", Rule: "spec.devices[0].allow[0]", RuleText: "to device hvac proto udp ports 5683"}},
-		{name: "a device rule does not name other destinations", q: Query{From: "thermostat", To: "broker", Proto: "udp", Port: 5683},
+				Verdict: "pass", Reason: "allow", Rule: "spec.devices[0].allow[0]",
+				RuleText: "to device hvac proto udp ports 5683"},
+		},
+		{
+			name: "a device rule does not name other destinations",
+			q:    Query{From: "thermostat", To: "broker", Proto: "udp", Port: 5683},
 			want: Explanation{Src: "10.0.0.11", Dst: "10.0.0.13", DstDevice: "broker", Proto: "udp", Port: 5683, Mode: "enforce",
-				Verdict: "pass", Reason: "allow", Rule: "spec.devices[0].allow[3]", RuleText: "to segment brokers proto udp ports 5683"}},
-		{name: "segment rule to a segment", q: Query{From: "thermostat", To: "broker", Proto: "tcp", Port: 8883},
+				Verdict: "pass", Reason: "allow", Rule: "spec.devices[0].allow[3]",
+				RuleText: "to segment brokers proto udp ports 5683"},
+		},
+		{
+			name: "segment rule to a segment",
+			q:    Query{From: "thermostat", To: "broker", Proto: "tcp", Port: 8883},
 			want: Explanation{Src: "10.0.0.11", Dst: "10.0.0.13", DstDevice: "broker", Proto: "tcp", Port: 8883, Mode: "enforce",
-				Verdict: "pass", Reason: "allow", Rule: "spec.segments[0].allow[0]", RuleText: "to segment brokers proto tcp ports 8883"}},
-		{name: "segment rule to a device outside the segment of an earlier rule", q: Query{From: "thermostat", To: "hvac", Proto: "tcp", Port: 8883},
+				Verdict: "pass", Reason: "allow", Rule: "spec.segments[0].allow[0]",
+				RuleText: "to segment brokers proto tcp ports 8883"},
+		},
+		{
+			name: "segment rule to a device outside the segment of an earlier rule",
+			q:    Query{From: "thermostat", To: "hvac", Proto: "tcp", Port: 8883},
 			want: Explanation{Src: "10.0.0.11", Dst: "10.0.0.12", DstDevice: "hvac", Proto: "tcp", Port: 8883, Mode: "enforce",
-				Verdict: "pass", Reason: "allow", Rule: "spec.segments[0].allow[2]", RuleText: "to device hvac proto tcp ports 8883"}},
-		{name: "segment rule to a cidr, empty proto with a port is tcp", q: Query{From: "thermostat", To: "203.0.113.7", Port: 8080},
+				Verdict: "pass", Reason: "allow", Rule: "spec.segments[0].allow[2]",
+				RuleText: "to device hvac proto tcp ports 8883"},
+		},
+		{
+			name: "segment rule to a cidr, empty proto with a port is tcp",
+			q:    Query{From: "thermostat", To: "203.0.113.7", Port: 8080},
 			want: Explanation{Src: "10.0.0.11", Dst: "203.0.113.7", Proto: "tcp", Port: 8080, Mode: "enforce",
-				Verdict: "pass", Reason: "allow", Rule: "spec.segments[0].allow[1]", RuleText: "to cidr 203.0.113.0/24 proto tcp ports 443,8000-8080"}},
+				Verdict: "pass", Reason: "allow", Rule: "spec.segments[0].allow[1]",
+				RuleText: "to cidr 203.0.113.0/24 proto tcp ports 443,8000-8080"},
+		},
 		{name: "port outside the rule's ranges", q: Query{From: "thermostat", To: "203.0.113.7", Proto: "tcp", Port: 8081},
 			want: Explanation{Src: "10.0.0.11", Dst: "203.0.113.7", Proto: "tcp", Port: 8081, Mode: "enforce",
 				Verdict: "drop", Reason: "no_rule"}},
 		{name: "gateway service dns over udp", q: Query{From: "thermostat", To: "gateway", Proto: "udp", Port: 53},
 			want: Explanation{Src: "10.0.0.11", Dst: "10.0.0.1", Proto: "udp", Port: 53, Mode: "enforce",
 				Verdict: "pass", Reason: "allow", Rule: "spec.gateway.services: dns"}},
-		{name: "gateway service dns over tcp to the second gateway address", q: Query{From: "thermostat", To: "10.0.0.2", Proto: "tcp", Port: 53},
+		{
+			name: "gateway service dns over tcp to the second gateway address",
+			q:    Query{From: "thermostat", To: "10.0.0.2", Proto: "tcp", Port: 53},
 			want: Explanation{Src: "10.0.0.11", Dst: "10.0.0.2", Proto: "tcp", Port: 53, Mode: "enforce",
-				Verdict: "pass", Reason: "allow", Rule: "spec.gateway.services: dns"}},
+				Verdict: "pass", Reason: "allow", Rule: "spec.gateway.services: dns"},
+		},
 		{name: "ntp is not offered", q: Query{From: "thermostat", To: "gateway", Proto: "udp", Port: 123},
 			want: Explanation{Src: "10.0.0.11", Dst: "10.0.0.1", Proto: "udp", Port: 123, Mode: "enforce",
 				Verdict: "drop", Reason: "no_rule"}},
@@ -134,9 +157,13 @@ func TestExplain(t *testing.T) {
 		{name: "denied no_rule", q: Query{From: "thermostat", To: "198.51.100.1", Proto: "tcp", Port: 22},
 			want: Explanation{Src: "10.0.0.11", Dst: "198.51.100.1", Proto: "tcp", Port: 22, Mode: "enforce",
 				Verdict: "drop", Reason: "no_rule"}},
-		{name: "ipv6 to a device address", q: Query{From: "thermostat", To: "fd00::12", Proto: "udp", Port: 5683},
+		{
+			name: "ipv6 to a device address",
+			q:    Query{From: "thermostat", To: "fd00::12", Proto: "udp", Port: 5683},
 			want: Explanation{Src: "fd00::11", Dst: "fd00::12", DstDevice: "hvac", Proto: "udp", Port: 5683, Mode: "enforce",
-				Verdict: "pass", Reason: "allow", Rule: "spec.devices[0].allow[0]", RuleText: "to device hvac proto udp ports 5683"}},
+				Verdict: "pass", Reason: "allow", Rule: "spec.devices[0].allow[0]",
+				RuleText: "to device hvac proto udp ports 5683"},
+		},
 		{name: "ipv6-only device to gateway, any is an icmpv6 echo", q: Query{From: "v6only", To: "gateway"},
 			want: Explanation{Src: "fd00::17", Dst: "fd00::1", Proto: "icmpv6", Mode: "enforce",
 				Verdict: "pass", Reason: "allow", Rule: "spec.segments[1].allow[0]", RuleText: "to gateway proto icmpv6"}},
@@ -158,27 +185,40 @@ func TestExplain(t *testing.T) {
 		{name: "an any-protocol rule does not name a tunnel", q: Query{From: "labrat", To: "gateway", Proto: "47"},
 			want: Explanation{Src: "10.0.0.18", Dst: "10.0.0.1", Proto: "47", Mode: "audit",
 				Verdict: "pass", Reason: "allow", Rule: "spec.devices[7].allow[1]", RuleText: "to gateway proto 47"}},
-		{name: "a gateway rule does not name other destinations", q: Query{From: "labrat", To: "192.0.2.1", Proto: "udp", Port: 9},
+		{
+			name: "a gateway rule does not name other destinations",
+			q:    Query{From: "labrat", To: "192.0.2.1", Proto: "udp", Port: 9},
 			want: Explanation{Src: "10.0.0.18", Dst: "192.0.2.1", Proto: "udp", Port: 9, Mode: "audit",
-				Verdict: "pass", Reason: "allow", Rule: "spec.devices[7].allow[2]", RuleText: "to cidr 192.0.2.0/24 proto any"}},
+				Verdict: "pass", Reason: "allow", Rule: "spec.devices[7].allow[2]", RuleText: "to cidr 192.0.2.0/24 proto any"},
+		},
 		{name: "audit-mode segment, not allowed", q: Query{From: "labrat", To: "hvac", Proto: "udp", Port: 9},
 			want: Explanation{Src: "10.0.0.18", Dst: "10.0.0.12", DstDevice: "hvac", Proto: "udp", Port: 9, Mode: "audit",
 				Verdict: "audit", Reason: "no_rule"}},
 		{name: "quarantined device, quarantine rule", q: Query{From: "quar", To: "gateway", Proto: "icmp"},
 			want: Explanation{Src: "10.0.0.16", Dst: "10.0.0.1", Proto: "icmp", Mode: "enforce",
 				Verdict: "pass", Reason: "allow", Rule: "spec.quarantine.allow[0]", RuleText: "to gateway proto icmp"}},
-		{name: "quarantined device, its segment's rule no longer applies", q: Query{From: "quar", To: "broker", Proto: "tcp", Port: 8883},
+		{
+			name: "quarantined device, its segment's rule no longer applies",
+			q:    Query{From: "quar", To: "broker", Proto: "tcp", Port: 8883},
 			want: Explanation{Src: "10.0.0.16", Dst: "10.0.0.13", DstDevice: "broker", Proto: "tcp", Port: 8883, Mode: "enforce",
-				Verdict: "drop", Reason: "quarantined"}},
+				Verdict: "drop", Reason: "quarantined"},
+		},
 		{name: "quarantined device, dns", q: Query{From: "quar", To: "gateway", Proto: "udp", Port: 53},
 			want: Explanation{Src: "10.0.0.16", Dst: "10.0.0.1", Proto: "udp", Port: 53, Mode: "enforce",
 				Verdict: "pass", Reason: "allow", Rule: "spec.gateway.services: dns"}},
-		{name: "vlan-tagged device", q: Query{From: "tagged", To: "broker", Proto: "tcp", Port: 8883},
+		{
+			name: "vlan-tagged device",
+			q:    Query{From: "tagged", To: "broker", Proto: "tcp", Port: 8883},
 			want: Explanation{Src: "10.0.0.14", Dst: "10.0.0.13", DstDevice: "broker", Proto: "tcp", Port: 8883, Mode: "enforce",
-				Verdict: "pass", Reason: "allow", Rule: "spec.segments[0].allow[0]", RuleText: "to segment brokers proto tcp ports 8883"}},
-		{name: "device whose MAC is the usual destination MAC", q: Query{From: "clash", To: "192.0.2.1", Proto: "tcp", Port: 1},
+				Verdict: "pass", Reason: "allow", Rule: "spec.segments[0].allow[0]",
+				RuleText: "to segment brokers proto tcp ports 8883"},
+		},
+		{
+			name: "device whose MAC is the usual destination MAC",
+			q:    Query{From: "clash", To: "192.0.2.1", Proto: "tcp", Port: 1},
 			want: Explanation{Src: "10.0.0.19", Dst: "192.0.2.1", Proto: "tcp", Port: 1, Mode: "enforce",
-				Verdict: "pass", Reason: "allow", Rule: "spec.devices[8].allow[0]", RuleText: "to cidr 0.0.0.0/0 proto tcp"}},
+				Verdict: "pass", Reason: "allow", Rule: "spec.devices[8].allow[0]", RuleText: "to cidr 0.0.0.0/0 proto tcp"},
+		},
 		{name: "gre by number", q: Query{From: "thermostat", To: "gateway", Proto: "47"},
 			want: Explanation{Src: "10.0.0.11", Dst: "10.0.0.1", Proto: "47", Mode: "enforce",
 				Verdict: "pass", Reason: "allow", Rule: "spec.devices[0].allow[1]", RuleText: "to gateway proto 47"}},
@@ -320,11 +360,13 @@ func TestExplainConsistent(t *testing.T) {
 		for _, d := range p.Spec.Devices {
 			dests = append(dests, d.Name)
 		}
-		dests = append(dests, "gateway", "10.0.0.2", "203.0.113.9", "198.51.100.1", "2001:db8::5", "fd00::99", "255.255.255.255", "ff02::1:2")
+		dests = append(dests, "gateway", "10.0.0.2", "203.0.113.9", "198.51.100.1", "2001:db8::5", "fd00::99",
+			"255.255.255.255", "ff02::1:2")
 		protos := []Query{
 			{Proto: "tcp", Port: 443}, {Proto: "tcp", Port: 8883}, {Proto: "tcp", Port: 53}, {Proto: "udp", Port: 53},
 			{Proto: "udp", Port: 123}, {Proto: "udp", Port: 5683}, {Proto: "udp", Port: 67}, {Proto: "udp", Port: 547},
-			{Proto: "udp", Port: 4789}, {Proto: "any"}, {Proto: "icmp"}, {Proto: "icmpv6"}, {Proto: "47"}, {Proto: "4"}, {Proto: "132"},
+			{Proto: "udp", Port: 4789}, {Proto: "any"}, {Proto: "icmp"}, {Proto: "icmpv6"},
+			{Proto: "47"}, {Proto: "4"}, {Proto: "132"},
 		}
 		var allowed, denied int
 		for i, from := range p.Spec.Devices {
@@ -356,7 +398,8 @@ func TestExplainConsistent(t *testing.T) {
 					}
 					dec := model.Decide(independentFrame(t, e, p.Spec.Devices[i].MAC), ifindex, 0)
 					if dec.Verdict.String() != e.Verdict || dec.Reason.String() != e.Reason {
-						t.Errorf("Explain(%+v) = %s/%s, model on an independent frame %s/%s", q, e.Verdict, e.Reason, dec.Verdict, dec.Reason)
+						t.Errorf("Explain(%+v) = %s/%s, model on an independent frame %s/%s",
+							q, e.Verdict, e.Reason, dec.Verdict, dec.Reason)
 					}
 				}
 			}

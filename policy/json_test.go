@@ -40,7 +40,8 @@ func jsonFleet(n int) []byte {
   "gateway": {"ipv4": ["10.0.0.1"], "ipv6": ["fd00::1"], "services": ["dhcp", "dns", "ntp"]},
   "quarantine": {"allow": [{"to": {"gateway": true}, "proto": "udp", "ports": [53]}]},
   "segments": [
-   {"name": "s0", "mode": "enforce", "allow": [{"to": {"cidr": "203.0.113.0/24"}, "proto": "tcp", "ports": [443, "8000-8080"]},
+   {"name": "s0", "mode": "enforce",
+    "allow": [{"to": {"cidr": "203.0.113.0/24"}, "proto": "tcp", "ports": [443, "8000-8080"]},
      {"to": {"segment": "s1"}, "proto": "icmp"}]},
    {"name": "s1", "allow": []}],
   "devices": [`)
@@ -48,14 +49,16 @@ func jsonFleet(n int) []byte {
 		if i > 0 {
 			b.WriteString(",\n")
 		}
-		fmt.Fprintf(&b, `{"name": "d%d", "mac": "02:00:00:00:%02x:%02x", "ipv4": ["10.0.%d.%d"], "segment": "s%d"`, i, i>>8, i&0xff, 1+i>>8, i&0xff, i%2)
+		fmt.Fprintf(&b, `{"name": "d%d", "mac": "02:00:00:00:%02x:%02x", "ipv4": ["10.0.%d.%d"], "segment": "s%d"`,
+			i, i>>8, i&0xff, 1+i>>8, i&0xff, i%2)
 		if i%3 == 0 {
 			fmt.Fprintf(&b, `, "ipv6": ["fd00::%x"], "port": "eth%d", "vlan": %d, "mode": "enforce"`, i+16, i%4, 1+i%4094)
 		}
 		if i%5 == 0 {
 			b.WriteString(`, "quarantined": true`)
 		}
-		fmt.Fprintf(&b, `, "allow": [{"to": {"device": "d%d"}, "proto": "any"}, {"to": {"cidr": "198.51.100.0/24"}, "proto": "6", "ports": ["%d"]}]}`, (i+1)%n, 1000+i)
+		fmt.Fprintf(&b, `, "allow": [{"to": {"device": "d%d"}, "proto": "any"}, `+
+			`{"to": {"cidr": "198.51.100.0/24"}, "proto": "6", "ports": ["%d"]}]}`, (i+1)%n, 1000+i)
 	}
 	b.WriteString("]}}\n")
 	return []byte(b.String())
@@ -75,11 +78,12 @@ func TestJSONFastPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	docs := map[string][]byte{
-		"valid.yaml compact":    toJSON(t, valid, false),
-		"valid.yaml indented":   toJSON(t, valid, true),
-		"fleet":                 jsonFleet(40),
-		"fleet indented":        toJSON(t, jsonFleet(40), true),
-		"spaces before a colon": []byte(strings.Replace(string(jsonFleet(2)), `"name":`, `"name"`+strings.Repeat(" ", 900)+`:`, 1)),
+		"valid.yaml compact":  toJSON(t, valid, false),
+		"valid.yaml indented": toJSON(t, valid, true),
+		"fleet":               jsonFleet(40),
+		"fleet indented":      toJSON(t, jsonFleet(40), true),
+		"spaces before a colon": []byte(strings.Replace(string(jsonFleet(2)),
+			`"name":`, `"name"`+strings.Repeat(" ", 900)+`:`, 1)),
 	}
 	for name, data := range docs {
 		fast, slow, err := bothPaths(t, data)
@@ -126,7 +130,8 @@ func spareCapacity(v reflect.Value, path string) string {
 // TestJSONFastPathGivesUp: documents just outside the subset, many of which yaml.v3 reads
 // differently from a JSON parser or not at all, are left to the YAML path, which decides.
 func TestJSONFastPathGivesUp(t *testing.T) {
-	base := `{"apiVersion": "ztgate/v1", "kind": "Policy", "metadata": {"name": "t"}, "spec": {"devices": [{"name": "d1", "mac": "02:00:00:00:00:01"%s}]}}`
+	base := `{"apiVersion": "ztgate/v1", "kind": "Policy", "metadata": {"name": "t"}, ` +
+		`"spec": {"devices": [{"name": "d1", "mac": "02:00:00:00:00:01"%s}]}}`
 	ok := fmt.Sprintf(base, "")
 	if fast, _, err := bothPaths(t, []byte(ok)); fast == nil || err != nil {
 		t.Fatalf("the base document: fast %v, YAML error %v", fast, err)
@@ -183,7 +188,8 @@ func TestJSONErrorsAreLocated(t *testing.T) {
 		"  \"spec\": {\"devices\": [\n    {\"name\": \"d1\", \"mac\": \"02:00:00:00:00:01\"},\n" +
 		"    {\"name\": \"d2\", \"mac\": \"01:00:00:00:00:02\"}\n  ]}\n}\n"
 	_, err := Parse("fleet.json", []byte(doc))
-	if err == nil || !strings.Contains(err.Error(), "fleet.json:7:") || !strings.Contains(err.Error(), "spec.devices[1].mac") {
+	if err == nil || !strings.Contains(err.Error(), "fleet.json:7:") ||
+		!strings.Contains(err.Error(), "spec.devices[1].mac") {
 		t.Fatalf("error = %v, want it at fleet.json:7 naming spec.devices[1].mac", err)
 	}
 }

@@ -128,8 +128,14 @@ func TestParseErrors(t *testing.T) {
 		// Strict decoding.
 		{name: "unknown top-level field", doc: header + "spec: {}\nextra: 1\n", want: []string{
 			`t.yaml:6:1: extra: unknown field "extra", allowed fields are apiVersion, kind, metadata, spec`}, n: 1},
-		{name: "unknown device field", doc: withSpec(device + "      macc: x\n"), want: []string{
-			`t.yaml:9:7: spec.devices[0].macc: unknown field "macc", allowed fields are name, mac, ipv4, ipv6, port, vlan, segment, mode, quarantined, auditIdentity, allow`}, n: 1},
+		{
+			name: "unknown device field",
+			doc:  withSpec(device + "      macc: x\n"),
+			want: []string{
+				`t.yaml:9:7: spec.devices[0].macc: unknown field "macc", allowed fields are name, mac, ipv4, ipv6, ` +
+					`port, vlan, segment, mode, quarantined, auditIdentity, allow`},
+			n: 1,
+		},
 		{name: "duplicate field", doc: withSpec("  gateway:\n    ipv4: [10.0.0.1]\n    ipv4: [10.0.0.2]\n"), want: []string{
 			`t.yaml:8:5: spec.gateway.ipv4: duplicate field "ipv4", first defined at line 7`}, n: 1},
 		{name: "merge key", doc: withSpec("  gateway: &g {ipv4: [10.0.0.1]}\n  quarantine:\n    <<: *g\n"), want: []string{
@@ -142,8 +148,13 @@ func TestParseErrors(t *testing.T) {
 		},
 		{name: "string for list", doc: withSpec("  gateway:\n    ipv4: 10.0.0.1\n"), want: []string{
 			`t.yaml:7:11: spec.gateway.ipv4: expected a list, got string "10.0.0.1"`}, n: 1},
-		{name: "list for string", doc: withSpec("  devices:\n    - name: [d1]\n      mac: 02:00:00:00:00:01\n"), want: []string{
-			"t.yaml:7:13: spec.devices[0].name: expected a string, got a list"}, n: 1},
+		{
+			name: "list for string",
+			doc:  withSpec("  devices:\n    - name: [d1]\n      mac: 02:00:00:00:00:01\n"),
+			want: []string{
+				"t.yaml:7:13: spec.devices[0].name: expected a string, got a list"},
+			n: 1,
+		},
 		{
 			name: "mapping for string",
 			doc:  withSpec("  mode: {a: b}\n"),
@@ -180,8 +191,13 @@ func TestParseErrors(t *testing.T) {
 			want: []string{`spec.devices[0].vlan: expected an integer, got string "10"`},
 			n:    1,
 		},
-		{name: "revision string", doc: "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: abc}\n", want: []string{
-			`t.yaml:3:31: metadata.revision: expected an integer, got string "abc"`}, n: 1},
+		{
+			name: "revision string",
+			doc:  "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: abc}\n",
+			want: []string{
+				`t.yaml:3:31: metadata.revision: expected an integer, got string "abc"`},
+			n: 1,
+		},
 		{name: "leading zeros", doc: withSpec(device + `      vlan: 010
       allow:
         - {to: {gateway: true}, proto: tcp, ports: [0443, "0443"]}
@@ -190,14 +206,29 @@ func TestParseErrors(t *testing.T) {
 			"spec.devices[0].vlan: 010 has a leading zero, which YAML reads as octal: remove it (or write 0o for octal)",
 			"spec.devices[0].allow[0].ports[0]: 0443 has a leading zero",
 			`spec.devices[0].allow[1].proto: protocol "017" has a leading zero, remove it`}, n: 3},
-		{name: "revision float", doc: "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: 1.5}\n", want: []string{
-			"metadata.revision: expected an integer, got number 1.5"}, n: 1},
-		{name: "revision negative", doc: "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: -3}\n", want: []string{
-			"metadata.revision: -3 is out of range 0-18446744073709551615"}, n: 1},
+		{
+			name: "revision float",
+			doc:  "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: 1.5}\n",
+			want: []string{
+				"metadata.revision: expected an integer, got number 1.5"},
+			n: 1,
+		},
+		{
+			name: "revision negative",
+			doc:  "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: -3}\n",
+			want: []string{
+				"metadata.revision: -3 is out of range 0-18446744073709551615"},
+			n: 1,
+		},
 		{name: "bool as string", doc: withSpec(device + "      quarantined: \"yes\"\n"), want: []string{
 			`spec.devices[0].quarantined: expected true or false, got string "yes"`}, n: 1},
-		{name: "target gateway not bool", doc: withSpec("  quarantine:\n    allow:\n      - to: {gateway: 1}\n"), want: []string{
-			"spec.quarantine.allow[0].to.gateway: expected true or false, got integer 1"}, n: 1},
+		{
+			name: "target gateway not bool",
+			doc:  withSpec("  quarantine:\n    allow:\n      - to: {gateway: 1}\n"),
+			want: []string{
+				"spec.quarantine.allow[0].to.gateway: expected true or false, got integer 1"},
+			n: 1,
+		},
 		{name: "ports", doc: withSpec(`  quarantine:
     allow:
       - to: {gateway: true}
@@ -227,10 +258,21 @@ func TestParseErrors(t *testing.T) {
 			`t.yaml:2:7: kind: must be "Policy", got "Pod"`}, n: 2},
 		{name: "missing name", doc: "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name:\n", want: []string{
 			"t.yaml:4:3: metadata.name: is required"}, n: 1},
-		{name: "name too long", doc: "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: " + strings.Repeat("a", 64) + "\n", want: []string{
-			"metadata.name: \"" + strings.Repeat("a", 64) + "\" is longer than 63 characters"}, n: 1},
-		{name: "name syntax", doc: "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: Site_A\n", want: []string{
-			`metadata.name: "Site_A" is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit`}, n: 1},
+		{
+			name: "name too long",
+			doc:  "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: " + strings.Repeat("a", 64) + "\n",
+			want: []string{
+				"metadata.name: \"" + strings.Repeat("a", 64) + "\" is longer than 63 characters"},
+			n: 1,
+		},
+		{
+			name: "name syntax",
+			doc:  "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: Site_A\n",
+			want: []string{
+				`metadata.name: "Site_A" is not a valid name: use lowercase letters, digits and '-', ` +
+					`starting and ending with a letter or digit`},
+			n: 1,
+		},
 		{name: "name trailing dash", doc: "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: site-\n", want: []string{
 			`metadata.name: "site-" is not a valid name`}, n: 1},
 
@@ -274,15 +316,25 @@ func TestParseErrors(t *testing.T) {
 			"spec.gateway.services[2]: duplicate service dns"}, n: 2},
 
 		// Segments.
-		{name: "segment names", doc: withSpec("  segments:\n    - name: a\n    - name: a\n    - name: B\n    - mode: audit\n"), want: []string{
-			`t.yaml:8:13: spec.segments[1].name: duplicate segment name "a", also used by spec.segments[0]`,
-			`spec.segments[2].name: "B" is not a valid name`,
-			"t.yaml:10:7: spec.segments[3].name: is required"}, n: 3},
+		{
+			name: "segment names",
+			doc:  withSpec("  segments:\n    - name: a\n    - name: a\n    - name: B\n    - mode: audit\n"),
+			want: []string{
+				`t.yaml:8:13: spec.segments[1].name: duplicate segment name "a", also used by spec.segments[0]`,
+				`spec.segments[2].name: "B" is not a valid name`,
+				"t.yaml:10:7: spec.segments[3].name: is required"},
+			n: 3,
+		},
 
 		// Devices.
-		{name: "device names", doc: withSpec(device + "    - name: d1\n      mac: 02:00:00:00:00:02\n    - mac: 02:00:00:00:00:03\n"), want: []string{
-			`spec.devices[1].name: duplicate device name "d1", also used by spec.devices[0]`,
-			"spec.devices[2].name: is required"}, n: 2},
+		{
+			name: "device names",
+			doc:  withSpec(device + "    - name: d1\n      mac: 02:00:00:00:00:02\n    - mac: 02:00:00:00:00:03\n"),
+			want: []string{
+				`spec.devices[1].name: duplicate device name "d1", also used by spec.devices[0]`,
+				"spec.devices[2].name: is required"},
+			n: 2,
+		},
 		{name: "macs", doc: withSpec(`  devices:
     - {name: a, mac: "02:00:00:zz:00:01"}
     - {name: b, mac: "02:00:00:00:00:00:00:01"}
@@ -361,7 +413,9 @@ func TestParseErrors(t *testing.T) {
 			`spec.devices[0].allow[7].to.segment: segment "nope" is not defined in spec.segments`,
 			"spec.devices[0].allow[8].to: must set one of cidr",
 			"t.yaml:19:11: spec.devices[0].allow[9].to: must set one of cidr"}, n: 10},
-		{name: "rule protos and ports", doc: withSpec(`  quarantine:
+		{
+			name: "rule protos and ports",
+			doc: withSpec(`  quarantine:
     allow:
       - {to: {gateway: true}, proto: ftp}
       - {to: {gateway: true}, proto: "255"}
@@ -372,14 +426,18 @@ func TestParseErrors(t *testing.T) {
       - {to: {gateway: true}, proto: TCP}
       - {to: {gateway: true}, proto: 17, ports: [53]}
       - {to: {gateway: true}, proto: 0}
-`), want: []string{
-			`t.yaml:8:38: spec.quarantine.allow[0].proto: "ftp" is not a protocol, use tcp, udp, icmp, icmpv6, any or a number 0-254`,
-			"spec.quarantine.allow[1].proto: protocol 255 is reserved, use any for every protocol",
-			"spec.quarantine.allow[2].proto: protocol 300 is out of range 0-254",
-			"t.yaml:11:51: spec.quarantine.allow[3].ports: ports are only allowed with proto tcp or udp",
-			"spec.quarantine.allow[4].ports: ports are only allowed with proto tcp or udp",
-			"spec.quarantine.allow[5].ports: ports are only allowed with proto tcp or udp",
-			`spec.quarantine.allow[6].proto: "TCP" is not a protocol`}, n: 7},
+`),
+			want: []string{
+				`t.yaml:8:38: spec.quarantine.allow[0].proto: "ftp" is not a protocol, ` +
+					`use tcp, udp, icmp, icmpv6, any or a number 0-254`,
+				"spec.quarantine.allow[1].proto: protocol 255 is reserved, use any for every protocol",
+				"spec.quarantine.allow[2].proto: protocol 300 is out of range 0-254",
+				"t.yaml:11:51: spec.quarantine.allow[3].ports: ports are only allowed with proto tcp or udp",
+				"spec.quarantine.allow[4].ports: ports are only allowed with proto tcp or udp",
+				"spec.quarantine.allow[5].ports: ports are only allowed with proto tcp or udp",
+				`spec.quarantine.allow[6].proto: "TCP" is not a protocol`},
+			n: 7,
+		},
 
 		// An error in decoding a field is not followed by validation errors about it.
 		{name: "no follow-up errors", doc: withSpec(`  devices:
@@ -500,7 +558,8 @@ func TestErrorsAs(t *testing.T) {
 	if !errors.As(err, &fe) {
 		t.Fatalf("errors.As(*FieldError) failed for %v", err)
 	}
-	want := FieldError{File: "site.yaml", Line: 9, Col: 13, Path: "spec.devices[0].vlan", Msg: "9000 is out of range 0-4094"}
+	want := FieldError{File: "site.yaml", Line: 9, Col: 13, Path: "spec.devices[0].vlan",
+		Msg: "9000 is out of range 0-4094"}
 	if *fe != want {
 		t.Errorf("got %+v, want %+v", *fe, want)
 	}
