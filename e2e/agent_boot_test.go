@@ -89,12 +89,12 @@ func passProgram(t *testing.T) *ebpf.Program {
 	return p
 }
 
-// TestAgentNotifyReady (issue 12, acceptance 3 and boot): with a configured interface absent
-// and another one held by a foreign XDP program, the agent starts, enforces on the others and
-// serves status (that interface failed, with the reason; not ready; /readyz 503), and tells
-// systemd nothing but STATUS=. Once the foreign program is gone the agent attaches, and only
-// then READY=1 arrives: at that moment every present port runs the agent's program and the
-// configured policy is in force. SIGTERM sends STOPPING=1.
+// TestAgentNotifyReady: with a configured interface absent and another one held by a foreign XDP
+// program, the agent starts, enforces on the others and serves status (that interface failed,
+// with the reason; not ready; /readyz 503), and tells systemd nothing but STATUS=. Once the
+// foreign program is gone the agent attaches, and only then READY=1 arrives: at that moment every
+// present port runs the agent's program and the configured policy is in force. SIGTERM sends
+// STOPPING=1.
 func TestAgentNotifyReady(t *testing.T) {
 	tp := topology(t)
 	absent := "zt" + tp.ID + "gx"

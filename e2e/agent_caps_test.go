@@ -48,9 +48,9 @@ func without(caps []string, c string) []string {
 	return out
 }
 
-// TestAgentCapabilities (issue 3, operations): the agent does its whole job with exactly the
-// capabilities of the systemd unit (first start, policy apply, restart adopting the pins,
-// status and metrics), and each of them is needed: without it, the agent fails.
+// TestAgentCapabilities: the agent does its whole job with exactly the capabilities of the
+// systemd unit (first start, policy apply, restart adopting the pins, status and metrics), and
+// each of them is needed: without it, the agent fails.
 func TestAgentCapabilities(t *testing.T) {
 	caps := unitCaps(t)
 	l := newLab(t, func(c *agent.Config) { c.SocketGroup = strconv.Itoa(4300) })

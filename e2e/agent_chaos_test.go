@@ -25,10 +25,10 @@ import (
 	"github.com/ztgate/ztgate/testenv"
 )
 
-// TestAgentRestart (issue 3, acceptance 4): with the allowed and forbidden probes running, the
-// agent is killed with SIGKILL, stopped with SIGTERM, or replaced by a new binary; each time
-// the restarted agent adopts the pins and reports the same revision, a new policy is pushed,
-// and at no point is a forbidden datagram delivered while the allowed flow keeps flowing.
+// TestAgentRestart: with the allowed and forbidden probes running, the agent is killed with
+// SIGKILL, stopped with SIGTERM, or replaced by a new binary; each time the restarted agent
+// adopts the pins and reports the same revision, a new policy is pushed, and at no point is a
+// forbidden datagram delivered while the allowed flow keeps flowing.
 func TestAgentRestart(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
@@ -150,10 +150,10 @@ func metricValue(t *testing.T, expo, series string) float64 {
 	return 0
 }
 
-// TestAgentFlood (issue 3, acceptance 5): a flood of denied frames while the agent is stopped
-// (SIGSTOP): enforcement is unchanged, the event rate stays within the per-(device, reason)
-// budget, the full ring buffer loses events and counts every one of them; once resumed, the
-// agent reads the rest and status and metrics show the losses.
+// TestAgentFlood: a flood of denied frames while the agent is stopped (SIGSTOP): enforcement is
+// unchanged, the event rate stays within the per-(device, reason) budget, the full ring buffer
+// loses events and counts every one of them; once resumed, the agent reads the rest and status
+// and metrics show the losses.
 func TestAgentFlood(t *testing.T) {
 	l := newLab(t, func(c *agent.Config) {
 		c.EventRingBytes = 4096 // about 24 events: a stopped agent overflows it quickly
@@ -245,10 +245,10 @@ func TestAgentFlood(t *testing.T) {
 	f.checkNoLeak("after the flood")
 }
 
-// TestAgentPeerCheck (issue 3, acceptance 3): the API checks the caller's uid/gid from the
-// kernel on every connection. A uid that gets through the socket's file permissions (here with
-// CAP_DAC_OVERRIDE) but is neither root nor allowed is refused with exit code 5 and audited; a
-// member of the configured socket group is served.
+// TestAgentPeerCheck: the API checks the caller's uid/gid from the kernel on every connection. A
+// uid that gets through the socket's file permissions (here with CAP_DAC_OVERRIDE) but is neither
+// root nor allowed is refused with exit code 5 and audited; a member of the configured socket
+// group is served.
 func TestAgentPeerCheck(t *testing.T) {
 	const group = 4300
 	base, err := os.MkdirTemp("", "zt-e2e-sock-")

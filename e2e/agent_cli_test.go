@@ -159,10 +159,10 @@ func sendOnce(t *testing.T, dev *testenv.Device, dst netip.Addr, port uint16) bo
 	return false
 }
 
-// TestAgentCLI (issue 3, acceptance 1): the operator's whole loop through the real agent and
-// CLI binaries: validate, diff, apply, traffic enforced, get -> apply round trip, explain,
-// devices, events (json and a pcap re-read), status, audit, then SIGTERM (enforcement stays)
-// and uninstall (enforcement and pins gone).
+// TestAgentCLI: the operator's whole loop through the real agent and CLI binaries: validate,
+// diff, apply, traffic enforced, get -> apply round trip, explain, devices, events (json and a
+// pcap re-read), status, audit, then SIGTERM (enforcement stays) and uninstall (enforcement and
+// pins gone).
 func TestAgentCLI(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
@@ -388,9 +388,9 @@ func auditRecords(t *testing.T, l *lab) []api.AuditRecord {
 	return recs
 }
 
-// TestAgentRejects (issue 3, acceptance 2): malformed, oversized, invalid and over-capacity
-// policies are rejected with file:line:col and field, exit code 4 and an audit record; the
-// running policy and revision stay in force, checked by traffic.
+// TestAgentRejects: malformed, oversized, invalid and over-capacity policies are rejected with
+// file:line:col and field, exit code 4 and an audit record; the running policy and revision stay
+// in force, checked by traffic.
 func TestAgentRejects(t *testing.T) {
 	l := newLab(t, func(c *agent.Config) { c.MaxDevices = 6 })
 	tp := l.tp

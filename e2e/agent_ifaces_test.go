@@ -162,11 +162,11 @@ func (l *lab) checkIfaceMetrics(name, state string, attaches int) {
 	}
 }
 
-// TestAgentInterfaceRecreated (issue 12, acceptance 2): under a running agent, a protected
-// port is deleted and re-created under the same name (a new ifindex). Status and metrics show
-// it absent, then attached again; the agent attaches while the link is still down, and of the
-// forbidden frames the device sends from the moment the link is up none is delivered; the
-// device's allowed flow passes again (the policy binds it to the new port).
+// TestAgentInterfaceRecreated: under a running agent, a protected port is deleted and re-created
+// under the same name (a new ifindex). Status and metrics show it absent, then attached again;
+// the agent attaches while the link is still down, and of the forbidden frames the device sends
+// from the moment the link is up none is delivered; the device's allowed flow passes again (the
+// policy binds it to the new port).
 func TestAgentInterfaceRecreated(t *testing.T) {
 	for _, mode := range []string{"native", "generic"} {
 		t.Run(mode, func(t *testing.T) { testInterfaceRecreated(t, mode) })
@@ -263,10 +263,9 @@ func lateDevice(tp *testenv.Topology, port string) (testenv.DeviceSpec, policy.D
 	return spec, pd
 }
 
-// TestAgentInterfaceLate (issue 12, acceptance 2): the agent protects the ports by a pattern,
-// or by their names with one absent at start; a port created after the agent started (named in
-// the policy already) is attached while it is down; its forbidden frames are not delivered,
-// its allowed flow passes.
+// TestAgentInterfaceLate: the agent protects the ports by a pattern, or by their names with one
+// absent at start; a port created after the agent started (named in the policy already) is
+// attached while it is down; its forbidden frames are not delivered, its allowed flow passes.
 func TestAgentInterfaceLate(t *testing.T) {
 	for _, byName := range []bool{false, true} {
 		t.Run(map[bool]string{false: "pattern", true: "absent at start"}[byName], func(t *testing.T) {
@@ -347,9 +346,9 @@ func checkVLANOffloadOff(t *testing.T, tp *testenv.Topology, port string) {
 	}
 }
 
-// TestAgentBridgePort (issue 12, acceptance 2): the agent protects every port of a bridge; a
-// port added to the bridge while the agent runs is attached while it is down; its forbidden
-// frames are not delivered, its allowed flow passes.
+// TestAgentBridgePort: the agent protects every port of a bridge; a port added to the bridge
+// while the agent runs is attached while it is down; its forbidden frames are not delivered, its
+// allowed flow passes.
 func TestAgentBridgePort(t *testing.T) {
 	testenv.RequirePriv(t)
 	tp := testenv.New(t, testenv.Config{
@@ -395,10 +394,9 @@ func TestAgentBridgePort(t *testing.T) {
 	l.checkIfaceMetrics(port, "attached", 1)
 }
 
-// TestAgentTamper (threat-matrix row 46): `ip link set dev X xdp off` cannot remove the
-// agent's program (the kernel refuses it for a bpf_link); a removed link pin is detected and
-// pinned again (alert in the log, the repair in status and metrics), so enforcement survives
-// the agent being killed afterwards.
+// TestAgentTamper: `ip link set dev X xdp off` cannot remove the agent's program (the kernel
+// refuses it for a bpf_link); a removed link pin is detected and pinned again (alert in the log,
+// the repair in status and metrics), so enforcement survives the agent being killed afterwards.
 func TestAgentTamper(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp

@@ -352,7 +352,7 @@ func (l *lab) scrape(path string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// mode is the XDP mode every protected interface reports.
+// checkAttached checks that st lists n interfaces, each attached in native or generic mode.
 func checkAttached(t *testing.T, st api.Status, n int) {
 	t.Helper()
 	if len(st.Interfaces) != n {

@@ -57,12 +57,12 @@ func bridgePorts(t *testing.T, tp *testenv.Topology, names ...string) *netlink.B
 	return br
 }
 
-// TestBridgedLateral (threat row 51 over veth): on a bridged gateway (device ports in a bridge,
-// XDP on each port) a device's frame whose IP header its rules allow upstream, but whose
-// destination MAC is another device's, the broadcast address or an unknown unicast MAC, is
-// dropped as l2_dst_denied and never reaches the other device; a frame to the other device's
-// MAC that a rule allows for that device's address is delivered. Attach registers the ports'
-// and the bridge's MACs as the gateway's.
+// TestBridgedLateral: on a bridged gateway (device ports in a bridge, XDP on each port) a
+// device's frame whose IP header its rules allow upstream, but whose destination MAC is another
+// device's, the broadcast address or an unknown unicast MAC, is dropped as l2_dst_denied and
+// never reaches the other device; a frame to the other device's MAC that a rule allows for that
+// device's address is delivered. Attach registers the ports' and the bridge's MACs as the
+// gateway's.
 func TestBridgedLateral(t *testing.T) {
 	modes(t, func(t *testing.T, mode loader.Mode) {
 		tp := topology(t)

@@ -31,10 +31,11 @@ func ndFrame(src, dst frames.Host, typ uint8, target netip.Addr, opt uint8, llad
 	return frames.ICMP(src, dst, typ, 0, body), nonce
 }
 
-// TestNDLinkScope (threat rows 52-53 over veth): neighbour discovery from a device passes
-// without a rule only on the link: a solicitation or advertisement to an upstream or another
-// device's global address, from a device no rule lets reach them, is not forwarded; and a solicitation whose source link-layer address option names
-// another device's MAC is dropped as nd_spoof, leaving the gateway's neighbour entry alone.
+// TestNDLinkScope: neighbour discovery from a device passes without a rule only on the link: a
+// solicitation or advertisement to an upstream or another device's global address, from a device
+// no rule lets reach them, is not forwarded; and a solicitation whose source link-layer address
+// option names another device's MAC is dropped as nd_spoof, leaving the gateway's neighbour entry
+// alone.
 func TestNDLinkScope(t *testing.T) {
 	modes(t, func(t *testing.T, mode loader.Mode) {
 		tp := topology(t)

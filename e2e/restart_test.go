@@ -130,9 +130,9 @@ func xdpAttached(t *testing.T, tp *testenv.Topology, port string) bool {
 	return l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
 }
 
-// TestPinsSurviveTheLoader (acceptance 6): a process loads, applies and attaches, then exits;
-// enforcement stays in force; a new process adopts the pins (same revision, links updated in
-// place) and uninstalls, after which nothing is attached or pinned.
+// TestPinsSurviveTheLoader: a process loads, applies and attaches, then exits; enforcement stays
+// in force; a new process adopts the pins (same revision, links updated in place) and uninstalls,
+// after which nothing is attached or pinned.
 func TestPinsSurviveTheLoader(t *testing.T) {
 	tp := topology(t)
 	dir := pinDir()

@@ -41,9 +41,9 @@ func swapPolicies(t *testing.T, g *gateway) (a, b *policy.Snapshot) {
 	return mk("open", "closed"), mk("closed", "open")
 }
 
-// TestAtomicSwap (acceptance 5, threat row 44): flip between A and B thousands of times while
-// cam sends both flows as fast as it can. The forbidden flow is never delivered; the allowed
-// one keeps flowing. ZTGATE_SWAP_FLIPS overrides the number of flips (default 2000).
+// TestAtomicSwap: flip between A and B thousands of times while cam sends both flows as fast as
+// it can. The forbidden flow is never delivered; the allowed one keeps flowing. ZTGATE_SWAP_FLIPS
+// overrides the number of flips (default 2000).
 func TestAtomicSwap(t *testing.T) {
 	flips := 2000
 	if s := os.Getenv("ZTGATE_SWAP_FLIPS"); s != "" {

@@ -37,9 +37,9 @@ func echoOnce(t *testing.T, c net.Conn, msg []byte) {
 
 func addrPort(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }
 
-// TestTraffic (issue acceptance 4; threat rows 1-5, 8, 26 over veth): allowed TCP, UDP and ICMP
-// to the upstream pass for real sockets; forbidden ports, lateral movement and MAC/IP/ARP
-// spoofing are blocked, counted and reported by events; a fragmented UDP datagram arrives whole.
+// TestTraffic: allowed TCP, UDP and ICMP to the upstream pass for real sockets; forbidden ports,
+// lateral movement and MAC/IP/ARP spoofing are blocked, counted and reported by events; a
+// fragmented UDP datagram arrives whole.
 func TestTraffic(t *testing.T) {
 	modes(t, func(t *testing.T, mode loader.Mode) {
 		tp := topology(t)
