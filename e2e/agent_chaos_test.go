@@ -32,13 +32,10 @@ import (
 func TestAgentRestart(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
-	f := listenFlows(t, tp)
-	v1, v2 := binaries(t)
-	l.start(v1)
 	p := basePolicy(t, tp)
-	l.must("policy", "apply", l.writePolicy("p0.yaml", p))
-	f.probe(tp, 5*time.Millisecond)
-	f.waitAllowed("first policy")
+	v1 := l.run(p)
+	f := l.probeFlows(5*time.Millisecond, "first policy")
+	_, v2 := binaries(t)
 
 	steps := []struct {
 		name string
@@ -161,12 +158,8 @@ func TestAgentFlood(t *testing.T) {
 		c.EventWindow = time.Second
 	})
 	tp := l.tp
-	f := listenFlows(t, tp)
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
-	f.probe(tp, 5*time.Millisecond)
-	f.waitAllowed("policy")
+	l.run(basePolicy(t, tp))
+	f := l.probeFlows(5*time.Millisecond, "policy")
 
 	before := l.status()
 	l.agent.signal(syscall.SIGSTOP)
@@ -453,9 +446,7 @@ func TestAgentMetrics(t *testing.T) {
 func TestAgentReboot(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
+	v1 := l.run(basePolicy(t, tp))
 	var before []api.Device
 	l.mustJSON(&before, "devices")
 	st := l.status()

@@ -71,6 +71,16 @@ func listenFlows(t *testing.T, tp *testenv.Topology) *flows {
 	return f
 }
 
+// probeFlows starts the two probes, each sending every interval, and waits until the allowed
+// flow passes (what names the moment in a failure).
+func (l *lab) probeFlows(interval time.Duration, what string) *flows {
+	l.t.Helper()
+	f := listenFlows(l.t, l.tp)
+	f.probe(l.tp, interval)
+	f.waitAllowed(what)
+	return f
+}
+
 // probe sends from both devices every interval until close.
 func (f *flows) probe(tp *testenv.Topology, interval time.Duration) {
 	f.t.Helper()
@@ -394,15 +404,11 @@ func auditRecords(t *testing.T, l *lab) []api.AuditRecord {
 func TestAgentRejects(t *testing.T) {
 	l := newLab(t, func(c *agent.Config) { c.MaxDevices = 6 })
 	tp := l.tp
-	f := listenFlows(t, tp)
 	l.cfg.Policy = ""
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("good.yaml", basePolicy(t, tp)))
-	f.probe(tp, 10*time.Millisecond)
-	f.waitAllowed("good policy")
+	l.run(basePolicy(t, tp))
+	f := l.probeFlows(10*time.Millisecond, "good policy")
 
-	good, _ := os.ReadFile(filepath.Join(l.dir, "good.yaml"))
+	good, _ := os.ReadFile(filepath.Join(l.dir, "p.yaml")) // the policy in force
 	tooMany := basePolicy(t, tp)
 	for i := range 3 {
 		tooMany.Spec.Devices = append(tooMany.Spec.Devices, policy.Device{Name: fmt.Sprintf("extra-%d", i), MAC: fmt.Sprintf("02:00:00:aa:00:%02x", i+1)})
@@ -484,9 +490,7 @@ var lineColRE = regexp.MustCompile(`\.yaml:\d+:\d+: spec\.`)
 func TestAgentEventsFollow(t *testing.T) {
 	l := newLab(t, func(c *agent.Config) { c.EventBurst = 1 << 20 })
 	tp := l.tp
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
+	v1 := l.run(basePolicy(t, tp))
 
 	cmd := exec.Command(v1, "--socket", l.socket, "events", "-f", "--device", "attacker", "--reason", "no_rule", "-o", "json")
 	out, err := cmd.StdoutPipe()

@@ -23,13 +23,9 @@ import (
 func TestAgentDeviceChanges(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
-	f := listenFlows(t, tp)
 	attacker := tp.Device("attacker")
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("policy.yaml", basePolicy(t, tp)))
-	f.probe(tp, 10*time.Millisecond)
-	f.waitAllowed("base policy")
+	v1 := l.run(basePolicy(t, tp))
+	f := l.probeFlows(10*time.Millisecond, "base policy")
 	if sendOnce(t, attacker, tp.Upstream.IPv4, 7000) {
 		t.Fatal("attacker passes under the base policy")
 	}
@@ -130,13 +126,9 @@ func TestAgentDeviceChanges(t *testing.T) {
 func TestAgentDeviceChangeKill(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
-	f := listenFlows(t, tp)
-	v1, _ := binaries(t)
-	l.start(v1)
 	p := basePolicy(t, tp)
-	l.must("policy", "apply", l.writePolicy("policy.yaml", p))
-	f.probe(tp, 5*time.Millisecond)
-	f.waitAllowed("base policy")
+	v1 := l.run(p)
+	f := l.probeFlows(5*time.Millisecond, "base policy")
 
 	// The sensor's own rule moves from port to port: one device document per port.
 	sensor := p.Spec.Devices[1]

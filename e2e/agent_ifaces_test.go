@@ -186,9 +186,7 @@ func testInterfaceRecreated(t *testing.T, mode string) {
 	waitCount(t, &bad.n, 1, "forbidden frames without the agent")
 	delivered := bad.n.Load()
 
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
+	l.run(basePolicy(t, tp))
 	f.probe(tp, 5*time.Millisecond)
 	f.waitAllowed("policy")
 	if bad.n.Load() != delivered {
@@ -400,12 +398,8 @@ func TestAgentBridgePort(t *testing.T) {
 func TestAgentTamper(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
-	f := listenFlows(t, tp)
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
-	f.probe(tp, 5*time.Millisecond)
-	f.waitAllowed("policy")
+	l.run(basePolicy(t, tp))
+	f := l.probeFlows(5*time.Millisecond, "policy")
 	port := tp.Device("attacker").Port
 
 	for _, off := range []string{"xdp", "xdpgeneric", "xdpdrv"} {

@@ -219,10 +219,8 @@ func TestAgentDamagedState(t *testing.T) {
 		t.Run(tc.part, func(t *testing.T) {
 			l := newLab(t, nil)
 			tp := l.tp
-			v1, _ := binaries(t)
-			l.start(v1)
 			p := basePolicy(t, tp)
-			l.must("policy", "apply", l.writePolicy("p.yaml", p))
+			v1 := l.run(p)
 			attacker := tp.Device("attacker")
 			doc := "name: attacker\nmac: \"" + attacker.MAC.String() + "\"\nipv4: [" + attacker.IPv4[0].String() + "]\n"
 			file := filepath.Join(l.dir, "attacker.yaml")

@@ -312,6 +312,16 @@ func (l *lab) mustJSON(v any, args ...string) {
 	}
 }
 
+// run starts the agent (the first binary) and applies p, written to p.yaml in the lab; it
+// returns the binary.
+func (l *lab) run(p *policy.Policy) string {
+	l.t.Helper()
+	v1, _ := binaries(l.t)
+	l.start(v1)
+	l.must("policy", "apply", l.writePolicy("p.yaml", p))
+	return v1
+}
+
 // writePolicy writes p to a file in the lab and returns its path.
 func (l *lab) writePolicy(name string, p *policy.Policy) string {
 	l.t.Helper()
