@@ -92,8 +92,9 @@ func TestAgentRestart(t *testing.T) {
 		}
 
 		// A new policy through the restarted agent (one more allowed device rule each time).
-		p.Spec.Devices[1].Allow = append(p.Spec.Devices[1].Allow, policy.Rule{To: policy.Target{Device: "broker"}, Proto: "tcp",
-			Ports: []policy.PortRange{{Lo: uint16(8000 + i), Hi: uint16(8000 + i)}}})
+		port := uint16(8000 + i)
+		p.Spec.Devices[1].Allow = append(p.Spec.Devices[1].Allow, policy.Rule{To: policy.Target{Device: "broker"},
+			Proto: "tcp", Ports: []policy.PortRange{{Lo: port, Hi: port}}})
 		var ar api.ApplyResult
 		l.mustJSON(&ar, "policy", "apply", l.writePolicy(fmt.Sprintf("p%d.yaml", i+1), p))
 		if ar.OldRevision != before.Policy.Revision || ar.NewRevision != before.Policy.Revision+1 {
@@ -288,7 +289,8 @@ func TestAgentPeerCheck(t *testing.T) {
 		return o.String(), e.String(), code
 	}
 	// A member of the socket group (supplementary group) is served.
-	if out, stderr, code := run(&syscall.Credential{Uid: 4301, Gid: 4301, Groups: []uint32{group}}, nil); code != 0 || !strings.Contains(out, `"ready": true`) {
+	member := &syscall.Credential{Uid: 4301, Gid: 4301, Groups: []uint32{group}}
+	if out, stderr, code := run(member, nil); code != 0 || !strings.Contains(out, `"ready": true`) {
 		t.Errorf("group member: exit %d: %s %s", code, out, stderr)
 	}
 	// Without the group, the file permissions stop it (the kernel refuses the connect).
@@ -318,7 +320,8 @@ func TestAgentPeerCheck(t *testing.T) {
 
 var sampleRE = regexp.MustCompile(`^ztgate_`)
 
-// TestAgentMetrics: the scraped exposition passes the lint of `promtool check metrics`, and the datapath counters match the frames the test sent.
+// TestAgentMetrics: the scraped exposition passes the lint of `promtool check metrics`, and the
+// datapath counters match the frames the test sent.
 func TestAgentMetrics(t *testing.T) {
 	l := newLab(t, func(c *agent.Config) { c.EventBurst = 1 << 20 })
 	tp := l.tp
@@ -341,8 +344,10 @@ func TestAgentMetrics(t *testing.T) {
 	// an unknown MAC (unknown_device); and allowed datagrams from cam.
 	attacker, cam := tp.Device("attacker"), tp.Device("cam")
 	gw := frames.Host{MAC: attacker.Port.MAC, IP: tp.Upstream.IPv4}
-	spoof := frames.UDP(frames.Host{MAC: attacker.MAC, IP: netip.MustParseAddr("10.251.0.7")}, gw, 1, 7000, []byte("spoofed"))
-	unknown := frames.UDP(frames.Host{MAC: net.HardwareAddr{0x02, 0xdd, 0, 0, 0, 1}, IP: netip.MustParseAddr("10.99.0.200")}, gw, 1, 7000, nil)
+	spoofed := frames.Host{MAC: attacker.MAC, IP: netip.MustParseAddr("10.251.0.7")}
+	spoof := frames.UDP(spoofed, gw, 1, 7000, []byte("spoofed"))
+	stranger := frames.Host{MAC: net.HardwareAddr{0x02, 0xdd, 0, 0, 0, 1}, IP: netip.MustParseAddr("10.99.0.200")}
+	unknown := frames.UDP(stranger, gw, 1, 7000, nil)
 	noRule := frames.UDP(frames.Host{MAC: attacker.MAC, IP: attacker.IPv4[0]}, gw, 1, 7000, []byte("no rule"))
 	const nSpoof, nUnknown, nNoRule, nAllowed = 37, 23, 29, 50
 	for range nNoRule {
@@ -405,7 +410,8 @@ func TestAgentMetrics(t *testing.T) {
 	}
 	// Per-device (and so per-segment) counters count only frames from identified devices with
 	// their own addresses: attacker's no_rule frames, not its spoofed ones.
-	if got := delta(`ztgate_segment_packets_total{segment="untrusted",verdict="drop"}`); got < nNoRule || got >= nNoRule+nSpoof {
+	const untrusted = `ztgate_segment_packets_total{segment="untrusted",verdict="drop"}`
+	if got := delta(untrusted); got < nNoRule || got >= nNoRule+nSpoof {
 		t.Errorf("untrusted segment drops grew by %v, attacker sent %d no_rule frames (and %d spoofed)", got, nNoRule, nSpoof)
 	}
 	if got := delta(`ztgate_datapath_packets_total{reason="no_rule",verdict="drop"}`); got < nNoRule {
@@ -425,7 +431,9 @@ func TestAgentMetrics(t *testing.T) {
 		if !sampleRE.MatchString(line) {
 			continue
 		}
-		for _, bad := range []string{cam.MAC.String(), attacker.MAC.String(), cam.IPv4[0].String(), `"cam"`, `"attacker"`, "mac=", "ip=", "device="} {
+		identities := []string{cam.MAC.String(), attacker.MAC.String(), cam.IPv4[0].String(),
+			`"cam"`, `"attacker"`, "mac=", "ip=", "device="}
+		for _, bad := range identities {
 			if strings.Contains(line, bad) {
 				t.Errorf("metric line carries %q: %s", bad, line)
 			}
@@ -456,7 +464,8 @@ func TestAgentReboot(t *testing.T) {
 	l.start(v1)
 	after := l.status()
 	if after.Policy.Revision != st.Policy.Revision || after.Policy.Hash != st.Policy.Hash {
-		t.Fatalf("after the reboot: revision %d (%s), was %d (%s)", after.Policy.Revision, after.Policy.Hash, st.Policy.Revision, st.Policy.Hash)
+		t.Fatalf("after the reboot: revision %d (%s), was %d (%s)",
+			after.Policy.Revision, after.Policy.Hash, st.Policy.Revision, st.Policy.Hash)
 	}
 	if !strings.Contains(l.agent.log.String(), "restored the persisted policy") {
 		t.Errorf("agent log:\n%s", l.agent.log.String())

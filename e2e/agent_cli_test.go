@@ -47,7 +47,8 @@ func listenFlows(t *testing.T, tp *testenv.Topology) *flows {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &flows{t: t, conn: c, camIP: tp.Device("cam").IPv4[0], attackerIP: tp.Device("attacker").IPv4[0], stop: make(chan struct{})}
+	f := &flows{t: t, conn: c, camIP: tp.Device("cam").IPv4[0], attackerIP: tp.Device("attacker").IPv4[0],
+		stop: make(chan struct{})}
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
@@ -233,7 +234,8 @@ func TestAgentCLI(t *testing.T) {
 
 	// A real change shows in diff before it is applied.
 	p2 := basePolicy(t, tp)
-	p2.Spec.Devices[3].Allow = []policy.Rule{{To: policy.Target{Device: "broker"}, Proto: "tcp", Ports: []policy.PortRange{{Lo: 8080, Hi: 8080}}}}
+	p2.Spec.Devices[3].Allow = []policy.Rule{
+		{To: policy.Target{Device: "broker"}, Proto: "tcp", Ports: []policy.PortRange{{Lo: 8080, Hi: 8080}}}}
 	f2 := l.writePolicy("policy2.yaml", p2)
 	diff = l.must("policy", "diff", f2)
 	if !strings.Contains(diff, "attacker") || !strings.Contains(diff, "to device broker proto tcp ports 8080") {
@@ -245,16 +247,18 @@ func TestAgentCLI(t *testing.T) {
 
 	// explain answers from the model, naming the deciding rule.
 	var ex api.Explanation
-	l.mustJSON(&ex, "policy", "explain", "--from", "cam", "--to", tp.Upstream.IPv4.String(), "--proto", "udp", "--port", "7000")
+	upstream := tp.Upstream.IPv4.String()
+	l.mustJSON(&ex, "policy", "explain", "--from", "cam", "--to", upstream, "--proto", "udp", "--port", "7000")
 	if ex.Verdict != "pass" || ex.Reason != "allow" || ex.Rule != "spec.devices[0].allow[2]" || ex.Revision != 2 {
 		t.Errorf("explain allowed flow: %+v", ex)
 	}
 	ex = api.Explanation{}
-	l.mustJSON(&ex, "policy", "explain", "--from", "attacker", "--to", tp.Upstream.IPv4.String(), "--proto", "udp", "--port", "7000")
+	l.mustJSON(&ex, "policy", "explain", "--from", "attacker", "--to", upstream, "--proto", "udp", "--port", "7000")
 	if ex.Verdict != "drop" || ex.Reason != "no_rule" || ex.Rule != "" {
 		t.Errorf("explain forbidden flow: %+v", ex)
 	}
-	if out, _, code := l.ztgate("policy", "explain", "--from", "nosuch", "--to", "gateway", "--proto", "udp", "--port", "53"); code == 0 {
+	nosuch := []string{"policy", "explain", "--from", "nosuch", "--to", "gateway", "--proto", "udp", "--port", "53"}
+	if out, _, code := l.ztgate(nosuch...); code == 0 {
 		t.Errorf("explain from an unknown device succeeded: %s", out)
 	}
 
@@ -266,7 +270,8 @@ func TestAgentCLI(t *testing.T) {
 	for _, d := range devs {
 		byName[d.Name] = d
 	}
-	if d := byName["cam"]; d.Allowed.Packets == 0 || d.LastSeen.IsZero() || d.State != "enforce" || d.MAC != cam.MAC.String() {
+	if d := byName["cam"]; d.Allowed.Packets == 0 || d.LastSeen.IsZero() || d.State != "enforce" ||
+		d.MAC != cam.MAC.String() {
 		t.Errorf("devices: cam %+v", d)
 	}
 	if d := byName["attacker"]; d.Dropped.Packets == 0 {
@@ -311,7 +316,8 @@ func TestAgentCLI(t *testing.T) {
 
 	// Audit: two accepted applies, a valid chain.
 	recs := auditRecords(t, l)
-	if len(recs) != 2 || recs[0].NewRevision != 1 || recs[1].OldRevision != 1 || recs[1].NewRevision != 2 || recs[1].Result != api.ResultAccepted || recs[0].UID != 0 {
+	if len(recs) != 2 || recs[0].NewRevision != 1 || recs[0].UID != 0 ||
+		recs[1].OldRevision != 1 || recs[1].NewRevision != 2 || recs[1].Result != api.ResultAccepted {
 		t.Errorf("audit records: %+v", recs)
 	}
 	l.must("audit", "--verify")
@@ -411,7 +417,8 @@ func TestAgentRejects(t *testing.T) {
 	good, _ := os.ReadFile(filepath.Join(l.dir, "p.yaml")) // the policy in force
 	tooMany := basePolicy(t, tp)
 	for i := range 3 {
-		tooMany.Spec.Devices = append(tooMany.Spec.Devices, policy.Device{Name: fmt.Sprintf("extra-%d", i), MAC: fmt.Sprintf("02:00:00:aa:00:%02x", i+1)})
+		extra := policy.Device{Name: fmt.Sprintf("extra-%d", i), MAC: fmt.Sprintf("02:00:00:aa:00:%02x", i+1)}
+		tooMany.Spec.Devices = append(tooMany.Spec.Devices, extra)
 	}
 	over, _ := policy.Marshal(tooMany)
 	huge := append(bytes.Repeat([]byte("# padding\n"), policy.MaxDocumentSize/10+1), good...)
@@ -470,12 +477,14 @@ func TestAgentRejects(t *testing.T) {
 		f.checkNoLeak(c.name)
 		recs := auditRecords(t, l)
 		last := recs[len(recs)-1]
-		if len(recs) != i+2 || last.Result != api.ResultRejected || last.OldRevision != 1 || last.NewRevision != 1 || last.Error == "" {
+		if len(recs) != i+2 || last.Result != api.ResultRejected || last.OldRevision != 1 || last.NewRevision != 1 ||
+			last.Error == "" {
 			t.Errorf("%s: audit record %+v (of %d)", c.name, last, len(recs))
 		}
 	}
 	// validate reports the same errors without an audit record (it changes nothing).
-	if _, stderr, code := l.ztgate("policy", "validate", filepath.Join(l.dir, "bad-mac.yaml")); code != 4 || !strings.Contains(stderr, "spec.devices[1].mac") {
+	_, stderr, code := l.ztgate("policy", "validate", filepath.Join(l.dir, "bad-mac.yaml"))
+	if code != 4 || !strings.Contains(stderr, "spec.devices[1].mac") {
 		t.Errorf("validate bad-mac: exit %d: %s", code, stderr)
 	}
 	if got := l.must("policy", "get"); got != string(good) {
@@ -492,7 +501,8 @@ func TestAgentEventsFollow(t *testing.T) {
 	tp := l.tp
 	v1 := l.run(basePolicy(t, tp))
 
-	cmd := exec.Command(v1, "--socket", l.socket, "events", "-f", "--device", "attacker", "--reason", "no_rule", "-o", "json")
+	cmd := exec.Command(v1, "--socket", l.socket, "events", "-f", "--device", "attacker", "--reason", "no_rule",
+		"-o", "json")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

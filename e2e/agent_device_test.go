@@ -52,7 +52,8 @@ func TestAgentDeviceChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stderr, code := l.ztgate("policy", "set-device", badFile)
-	if code != 4 || !regexp.MustCompile(`bad\.yaml:2:6: mac: MAC address \S+ is already used by device "cam"`).MatchString(stderr) {
+	taken := regexp.MustCompile(`bad\.yaml:2:6: mac: MAC address \S+ is already used by device "cam"`)
+	if code != 4 || !taken.MatchString(stderr) {
 		t.Fatalf("bad device: exit %d:\n%s", code, stderr)
 	}
 	if st := l.status(); st.Policy.Revision != 2 {
@@ -62,7 +63,8 @@ func TestAgentDeviceChanges(t *testing.T) {
 		t.Fatal("a rejected change changed the policy in force")
 	}
 	// A device that rules name cannot be deleted.
-	if _, stderr, code := l.ztgate("policy", "delete-device", "broker"); code != 4 || !strings.Contains(stderr, "destination of 1 rule") {
+	_, stderr, code = l.ztgate("policy", "delete-device", "broker")
+	if code != 4 || !strings.Contains(stderr, "destination of 1 rule") {
 		t.Fatalf("delete broker: exit %d:\n%s", code, stderr)
 	}
 
@@ -113,7 +115,8 @@ func TestAgentDeviceChanges(t *testing.T) {
 			changes = append(changes, r.Change+" "+r.Result)
 		}
 	}
-	want := []string{"put device attacker accepted", "put device attacker rejected", "delete device broker rejected", "delete device attacker accepted"}
+	want := []string{"put device attacker accepted", "put device attacker rejected",
+		"delete device broker rejected", "delete device attacker accepted"}
 	if strings.Join(changes, ",") != strings.Join(want, ",") {
 		t.Fatalf("audit: %q, want %q", changes, want)
 	}
@@ -134,7 +137,8 @@ func TestAgentDeviceChangeKill(t *testing.T) {
 	sensor := p.Spec.Devices[1]
 	doc := func(port uint16) string {
 		d := sensor
-		d.Allow = []policy.Rule{{To: policy.Target{Device: "broker"}, Proto: "udp", Ports: []policy.PortRange{{Lo: port, Hi: port}}}}
+		d.Allow = []policy.Rule{
+			{To: policy.Target{Device: "broker"}, Proto: "udp", Ports: []policy.PortRange{{Lo: port, Hi: port}}}}
 		data, err := yaml.Marshal(&d)
 		if err != nil {
 			t.Fatal(err)

@@ -77,7 +77,8 @@ func child(mode string) error {
 		}); err != nil {
 			return err
 		}
-		if err := m.Apply(s, maps.Limits{Devices: cfg.MaxDevices, Addrs: cfg.MaxAddrs, Rules: cfg.MaxRules, Prefixes: cfg.MaxPrefixes}); err != nil {
+		lim := maps.Limits{Devices: cfg.MaxDevices, Addrs: cfg.MaxAddrs, Rules: cfg.MaxRules, Prefixes: cfg.MaxPrefixes}
+		if err := m.Apply(s, lim); err != nil {
 			return err
 		}
 	case "adopt":

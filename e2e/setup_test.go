@@ -92,7 +92,8 @@ func basePolicy(t *testing.T, tp *testenv.Topology) *policy.Policy {
 		policy.Rule{To: policy.Target{CIDR: up4}, Proto: "icmp"},
 		policy.Rule{To: policy.Target{CIDR: up6}, Proto: "icmpv6"},
 	)
-	sensor := device(t, tp.Device("sensor"), policy.Rule{To: policy.Target{Device: "broker"}, Proto: "udp", Ports: port(7001)})
+	sensor := device(t, tp.Device("sensor"),
+		policy.Rule{To: policy.Target{Device: "broker"}, Proto: "udp", Ports: port(7001)})
 	p.Spec.Devices = []policy.Device{cam, sensor, device(t, tp.Device("broker")), device(t, tp.Device("attacker"))}
 	return p
 }

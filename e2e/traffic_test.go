@@ -165,7 +165,8 @@ func TestTraffic(t *testing.T) {
 			if got := g.counter(bpf.VerdictDrop, reason) - before; got < 3 {
 				t.Errorf("%s counter moved by %d, want 3", reason, got)
 			}
-			if f, ok := sn.WaitFor(300*time.Millisecond, func(f testenv.Frame) bool { return bytes.Contains(f.Data, []byte(marker)) }); ok {
+			marked := func(f testenv.Frame) bool { return bytes.Contains(f.Data, []byte(marker)) }
+			if f, ok := sn.WaitFor(300*time.Millisecond, marked); ok {
 				t.Errorf("upstream received the spoofed frame: % x", f.Data)
 			}
 		}
