@@ -202,6 +202,29 @@ func keyPrefix(t *testing.T, k bpf.PrefixKey) netip.Prefix {
 	return pfx
 }
 
+// randomPorts is no port range (all ports) one time in three, else one range of up to three
+// ports within 1-102.
+func randomPorts(rnd *rand.Rand) []PortRange {
+	if rnd.IntN(3) == 0 {
+		return nil
+	}
+	lo := uint16(1 + rnd.IntN(100))
+	return []PortRange{{Lo: lo, Hi: lo + uint16(rnd.IntN(3))}}
+}
+
+// compileOneDevice compiles the policy name of one device allowed rules; it returns the
+// snapshot and the device's rule set.
+func compileOneDevice(name string, rules []Rule) (*Snapshot, uint32, error) {
+	const mac = "02:00:00:00:00:01"
+	p := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: name}, Spec: Spec{
+		Devices: []Device{{Name: "d", MAC: mac, Allow: rules}}}}
+	s, err := Compile(p, CompileOptions{Revision: 1})
+	if err != nil {
+		return nil, 0, err
+	}
+	return s, s.Devices[DevKey(mustMAC(mac))].Ruleset, nil
+}
+
 // TestPrefixClosure checks the compiled prefix groups against their definition: the rules of
 // the longest matching prefix are those of every prefix of the list that contains it.
 func TestPrefixClosure(t *testing.T) {
@@ -217,19 +240,15 @@ func TestPrefixClosure(t *testing.T) {
 			}
 			pfx := netip.PrefixFrom(a, bits).Masked()
 			r := Rule{To: Target{CIDR: pfx.String()}, Proto: []string{"tcp", "udp", "icmp"}[rnd.IntN(3)]}
-			if r.Proto != "icmp" && rnd.IntN(3) > 0 {
-				lo := uint16(1 + rnd.IntN(100))
-				r.Ports = []PortRange{{lo, lo + uint16(rnd.IntN(3))}}
+			if r.Proto != "icmp" {
+				r.Ports = randomPorts(rnd)
 			}
 			rules = append(rules, r)
 		}
-		p := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "closure"}, Spec: Spec{
-			Devices: []Device{{Name: "d", MAC: "02:00:00:00:00:01", Allow: rules}}}}
-		s, err := Compile(p, CompileOptions{Revision: 1})
+		s, rs, err := compileOneDevice("closure", rules)
 		if err != nil {
 			continue // over 16 port ranges for one destination: refused, nothing to check
 		}
-		rs := s.Devices[DevKey(mustMAC("02:00:00:00:00:01"))].Ruleset
 		for k, v := range s.Prefixes {
 			if k.Ruleset != rs {
 				continue
@@ -256,7 +275,7 @@ func TestPrefixClosure(t *testing.T) {
 				}
 				var gotRanges []PortRange
 				for _, r := range got.Ranges[:got.N] {
-					gotRanges = append(gotRanges, PortRange{r.Lo, r.Hi})
+					gotRanges = append(gotRanges, PortRange{Lo: r.Lo, Hi: r.Hi})
 				}
 				if m := ps.merged(); !slices.Equal(m, gotRanges) {
 					t.Fatalf("round %d: %s proto %d: ranges %v, want %v", round, pfx, proto, gotRanges, m)
@@ -283,19 +302,15 @@ func TestMulticastClosure(t *testing.T) {
 				cidr = v6[rnd.IntN(len(v6))]
 			}
 			r := Rule{To: Target{CIDR: cidr}, Proto: []string{"tcp", "udp", "icmp", "any"}[rnd.IntN(4)]}
-			if (r.Proto == "tcp" || r.Proto == "udp") && rnd.IntN(3) > 0 {
-				lo := uint16(1 + rnd.IntN(100))
-				r.Ports = []PortRange{{lo, lo + uint16(rnd.IntN(3))}}
+			if r.Proto == "tcp" || r.Proto == "udp" {
+				r.Ports = randomPorts(rnd)
 			}
 			rules = append(rules, r)
 		}
-		p := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "mcast"}, Spec: Spec{
-			Devices: []Device{{Name: "d", MAC: "02:00:00:00:00:01", Allow: rules}}}}
-		s, err := Compile(p, CompileOptions{Revision: 1})
+		s, rs, err := compileOneDevice("mcast", rules)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rs := s.Devices[DevKey(mustMAC("02:00:00:00:00:01"))].Ruleset
 		groups := map[uint32]bool{}
 		for k, v := range s.Prefixes {
 			if k.Ruleset != rs {
@@ -325,7 +340,7 @@ func TestMulticastClosure(t *testing.T) {
 				}
 				var gotRanges []PortRange
 				for _, r := range got.Ranges[:got.N] {
-					gotRanges = append(gotRanges, PortRange{r.Lo, r.Hi})
+					gotRanges = append(gotRanges, PortRange{Lo: r.Lo, Hi: r.Hi})
 				}
 				if m := ps.merged(); !ps.all && !slices.Equal(m, gotRanges) {
 					t.Fatalf("round %d: %s proto %d: ranges %v, want %v", round, pfx, proto, gotRanges, m)

@@ -51,11 +51,11 @@ func TestParseValid(t *testing.T) {
 	if cam.VLAN != 10 || cam.Port != "eth1" || cam.Segment != "cameras" {
 		t.Errorf("cam-1: got %+v", cam)
 	}
-	wantPorts := []PortRange{{8000, 8080}, {443, 443}}
+	wantPorts := []PortRange{{Lo: 8000, Hi: 8080}, {Lo: 443, Hi: 443}}
 	if got := cam.Allow[0].Ports; !reflect.DeepEqual(got, wantPorts) {
 		t.Errorf("cam-1 ports: got %v, want %v", got, wantPorts)
 	}
-	wantPorts = []PortRange{{514, 514}, {5000, 5010}}
+	wantPorts = []PortRange{{Lo: 514, Hi: 514}, {Lo: 5000, Hi: 5010}}
 	if got := p.Spec.Segments[0].Allow[0].Ports; !reflect.DeepEqual(got, wantPorts) {
 		t.Errorf("segment ports: got %v, want %v", got, wantPorts)
 	}
@@ -571,10 +571,11 @@ func TestValidateGoValue(t *testing.T) {
 		Kind:       Kind,
 		Metadata:   Metadata{Name: "t"},
 		Spec: Spec{Devices: []Device{{
-			Name:  "d1",
-			MAC:   "02:00:00:zz:00:01",
-			VLAN:  5000,
-			Allow: []Rule{{To: Target{Gateway: true}, Proto: "tcp", Ports: []PortRange{{0, 0}, {9, 8}, {1, 65535}}}},
+			Name: "d1",
+			MAC:  "02:00:00:zz:00:01",
+			VLAN: 5000,
+			Allow: []Rule{{To: Target{Gateway: true}, Proto: "tcp",
+				Ports: []PortRange{{Lo: 0, Hi: 0}, {Lo: 9, Hi: 8}, {Lo: 1, Hi: 65535}}}},
 		}}},
 	}
 	err := p.Validate()
