@@ -35,6 +35,17 @@ func echoOnce(t *testing.T, c net.Conn, msg []byte) {
 	}
 }
 
+// echoFrom dials addr over network from d and expects msg back.
+func echoFrom(t *testing.T, d *testenv.Device, network, addr string, msg []byte) {
+	t.Helper()
+	c, err := d.NS.Dial(network, addr, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echoOnce(t, c, msg)
+}
+
 func addrPort(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }
 
 // TestTraffic: allowed TCP, UDP and ICMP to the upstream pass for real sockets; forbidden ports,
@@ -60,20 +71,10 @@ func TestTraffic(t *testing.T) {
 
 		for _, ip := range []netip.Addr{up.IPv4, up.IPv6} {
 			t.Run("allowed tcp to "+ip.String(), func(t *testing.T) {
-				c, err := cam.NS.Dial("tcp", addrPort(ip, 7000), 3*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				echoOnce(t, c, []byte("hello over tcp"))
+				echoFrom(t, cam, "tcp", addrPort(ip, 7000), []byte("hello over tcp"))
 			})
 			t.Run("allowed udp to "+ip.String(), func(t *testing.T) {
-				c, err := cam.NS.Dial("udp", addrPort(ip, 7000), 3*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				echoOnce(t, c, []byte("hello over udp"))
+				echoFrom(t, cam, "udp", addrPort(ip, 7000), []byte("hello over udp"))
 			})
 			t.Run("allowed icmp to "+ip.String(), func(t *testing.T) {
 				if err := cam.NS.Ping(ip, 3*time.Second); err != nil {
@@ -81,12 +82,7 @@ func TestTraffic(t *testing.T) {
 				}
 			})
 			t.Run("fragmented udp to "+ip.String(), func(t *testing.T) {
-				c, err := cam.NS.Dial("udp", addrPort(ip, 7000), 3*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				echoOnce(t, c, bytes.Repeat([]byte("fragment"), 375)) // 3000 bytes, MTU 1500
+				echoFrom(t, cam, "udp", addrPort(ip, 7000), bytes.Repeat([]byte("fragment"), 375)) // 3000 bytes, MTU 1500
 			})
 		}
 
