@@ -17,11 +17,13 @@ import (
 )
 
 // notifications listens on a NOTIFY_SOCKET and collects the datagrams the agent sends.
+// notifications are the messages the agent sends to a NOTIFY_SOCKET.
 type notifications struct {
 	conn *net.UnixConn
 	ch   chan string
 }
 
+// listenNotify listens on a fresh notify socket and returns it with its path.
 func listenNotify(t *testing.T) (*notifications, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "notify.sock")
@@ -68,6 +70,7 @@ func (n *notifications) next(t *testing.T, want string, seen func(string)) strin
 	}
 }
 
+// containsLine reports whether one of msg's lines is line.
 func containsLine(msg, line string) bool {
 	for _, l := range strings.Split(msg, "\n") {
 		if l == line {

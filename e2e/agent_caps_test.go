@@ -38,6 +38,7 @@ func setpriv(caps []string) []string {
 	return []string{"setpriv", "--bounding-set=" + set, "--inh-caps=-all", "--no-new-privs", "--"}
 }
 
+// without is caps less c.
 func without(caps []string, c string) []string {
 	var out []string
 	for _, x := range caps {
@@ -92,6 +93,7 @@ func TestAgentCapabilities(t *testing.T) {
 	f.checkNoLeak("capabilities")
 }
 
+// firstLine is the first "ztgate:" line of the agent's output (its error), else all of it.
 func firstLine(s string) string {
 	for _, line := range strings.Split(s, "\n") {
 		if strings.HasPrefix(line, "ztgate:") {

@@ -41,6 +41,7 @@ type flows struct {
 	stop               chan struct{}
 }
 
+// listenFlows starts the upstream's udp 7000 echo, which counts the datagrams of both flows.
 func listenFlows(t *testing.T, tp *testenv.Topology) *flows {
 	t.Helper()
 	c, err := tp.Upstream.NS.ListenPacket("udp", ":7000")
@@ -117,6 +118,7 @@ func (f *flows) probe(tp *testenv.Topology, interval time.Duration) {
 	}()
 }
 
+// close stops the probes and the listener (once).
 func (f *flows) close() {
 	select {
 	case <-f.stop:
@@ -141,6 +143,7 @@ func (f *flows) waitAllowed(what string) {
 	}
 }
 
+// checkNoLeak fails the test if any forbidden datagram was delivered.
 func (f *flows) checkNoLeak(what string) {
 	f.t.Helper()
 	if n := f.forbidden.Load(); n != 0 {
@@ -390,6 +393,8 @@ func checkPcap(t *testing.T, path string, evs []api.Event, attacker *testenv.Dev
 	}
 }
 
+// auditRecords lists the audit records through the CLI and checks the log on disk holds as many,
+// intact.
 func auditRecords(t *testing.T, l *lab) []api.AuditRecord {
 	t.Helper()
 	var recs []api.AuditRecord

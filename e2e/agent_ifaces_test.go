@@ -34,6 +34,7 @@ type counter struct {
 	wg   sync.WaitGroup
 }
 
+// countUpstream counts the datagrams the upstream receives on udp port.
 func countUpstream(t *testing.T, tp *testenv.Topology, port int) *counter {
 	t.Helper()
 	c, err := tp.Upstream.NS.ListenPacket("udp", fmt.Sprintf(":%d", port))
@@ -93,6 +94,7 @@ func probe(t *testing.T, d *testenv.Device, frame []byte) *prober {
 	return p
 }
 
+// end stops the prober (once) and waits for it.
 func (p *prober) end() {
 	select {
 	case <-p.stop:
@@ -173,6 +175,7 @@ func TestAgentInterfaceRecreated(t *testing.T) {
 	}
 }
 
+// testInterfaceRecreated is TestAgentInterfaceRecreated in XDP mode mode.
 func testInterfaceRecreated(t *testing.T, mode string) {
 	l := newLab(t, func(c *agent.Config) { c.XDPMode = mode })
 	tp := l.tp
@@ -272,6 +275,7 @@ func TestAgentInterfaceLate(t *testing.T) {
 	}
 }
 
+// testInterfaceLate is TestAgentInterfaceLate with the ports configured by name or by pattern.
 func testInterfaceLate(t *testing.T, byName bool) {
 	tp := topology(t)
 	port := fmt.Sprintf("zt%sg%d", tp.ID, len(tp.Devices)) // the next device's port
@@ -330,6 +334,7 @@ func testInterfaceLate(t *testing.T, byName bool) {
 	checkVLANOffloadOff(t, tp, tp.Devices[0].Port.Name)
 }
 
+// checkVLANOffloadOff checks that no VLAN offload is on for the gateway port.
 func checkVLANOffloadOff(t *testing.T, tp *testenv.Topology, port string) {
 	t.Helper()
 	var on []string

@@ -311,6 +311,7 @@ func TestAgentDamagedState(t *testing.T) {
 	}
 }
 
+// appendFile appends s to the file at path.
 func appendFile(t *testing.T, path, s string) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)

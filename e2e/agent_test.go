@@ -143,6 +143,7 @@ type agentProc struct {
 	err  error
 }
 
+// syncBuffer is a bytes.Buffer that the agent's output and the test may use at once.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -232,6 +233,7 @@ func (l *lab) startFails(bin string) string {
 	return out.String()
 }
 
+// signal sends sig to the agent.
 func (p *agentProc) signal(sig syscall.Signal) {
 	p.t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
@@ -269,6 +271,7 @@ func (l *lab) ztgate(args ...string) (stdout, stderr string, code int) {
 	return l.ztgateIn(nil, args...)
 }
 
+// ztgateIn runs the CLI against the lab's agent with stdin as its input.
 func (l *lab) ztgateIn(stdin []byte, args ...string) (stdout, stderr string, code int) {
 	l.t.Helper()
 	bin := l.bin
@@ -336,6 +339,7 @@ func (l *lab) writePolicy(name string, p *policy.Policy) string {
 	return path
 }
 
+// status is the agent's status, as the CLI reports it.
 func (l *lab) status() api.Status {
 	l.t.Helper()
 	var st api.Status

@@ -107,6 +107,8 @@ func child(mode string) error {
 	return nil
 }
 
+// runChild runs this test binary as a child process in mode (with env added) and returns its
+// output.
 func runChild(t *testing.T, mode string, env ...string) string {
 	t.Helper()
 	exe, err := os.Executable()
@@ -192,6 +194,7 @@ func TestPinsSurviveTheLoader(t *testing.T) {
 	}
 }
 
+// isTimeout reports whether err is a network timeout.
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

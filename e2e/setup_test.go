@@ -27,6 +27,7 @@ type gateway struct {
 	rev  uint64
 }
 
+// pinDir is a fresh, unique pin directory name in bpffs.
 func pinDir() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -151,6 +152,7 @@ func (g *gateway) apply(p *policy.Policy) {
 	}
 }
 
+// compile validates and compiles p as the next revision.
 func (g *gateway) compile(p *policy.Policy) (*policy.Snapshot, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -162,6 +164,7 @@ func (g *gateway) compile(p *policy.Policy) (*policy.Snapshot, error) {
 	}})
 }
 
+// limits are the map capacities dp was loaded with.
 func limits(dp *loader.Datapath) maps.Limits {
 	c := dp.Config()
 	return maps.Limits{Devices: c.MaxDevices, Addrs: c.MaxAddrs, Rules: c.MaxRules, Prefixes: c.MaxPrefixes}

@@ -55,6 +55,7 @@ func TestAtomicSwap(t *testing.T) {
 	t.Run("incremental", func(t *testing.T) { atomicSwap(t, flips/2, true) })
 }
 
+// atomicSwap is TestAtomicSwap with flips swaps, the inactive slot filled fresh or incrementally.
 func atomicSwap(t *testing.T, flips int, incremental bool) {
 	tp := topology(t)
 	g := attach(t, tp, loader.ModeNative, basePolicy(t, tp))

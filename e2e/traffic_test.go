@@ -46,6 +46,7 @@ func echoFrom(t *testing.T, d *testenv.Device, network, addr string, msg []byte)
 	echoOnce(t, c, msg)
 }
 
+// addrPort is a:p as a dial address.
 func addrPort(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }
 
 // TestTraffic: allowed TCP, UDP and ICMP to the upstream pass for real sockets; forbidden ports,
