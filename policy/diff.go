@@ -30,6 +30,7 @@ type ItemCounts struct {
 	Changed int `json:"changed"`
 }
 
+// add counts one item changed by op.
 func (c *ItemCounts) add(op string) {
 	switch op {
 	case OpAdded:
@@ -274,6 +275,7 @@ func appendField(fs []FieldChange, field, old, new string, norm func(string) str
 	return append(fs, FieldChange{Field: field, Old: old, New: new})
 }
 
+// joinList joins l with ",".
 func joinList[S ~string](l []S) string {
 	s := make([]string, len(l))
 	for i, v := range l {
@@ -307,6 +309,7 @@ func normSet(s string) string {
 	return strings.Join(slices.Compact(parts), ",")
 }
 
+// normMAC is s in the canonical MAC address form, or s itself if it is none.
 func normMAC(s string) string {
 	if m, err := net.ParseMAC(s); err == nil {
 		return m.String()
@@ -314,6 +317,7 @@ func normMAC(s string) string {
 	return s
 }
 
+// vlanString is v in decimal, or "" (unset) for 0.
 func vlanString(v uint16) string {
 	if v == 0 {
 		return ""
@@ -321,6 +325,7 @@ func vlanString(v uint16) string {
 	return strconv.Itoa(int(v))
 }
 
+// boolString is "true", or "" (unset) for false.
 func boolString(b bool) string {
 	if b {
 		return "true"
@@ -353,6 +358,7 @@ func ruleDiff(old, new []Rule) (added, removed []string) {
 	return added, removed
 }
 
+// joinRules joins the rules' String forms with "; ".
 func joinRules(rs []Rule) string {
 	s := make([]string, len(rs))
 	for i, r := range rs {
@@ -413,6 +419,7 @@ func (d Diff) String() string {
 	return b.String()
 }
 
+// showValue is s as a diff line shows it ("" for an unset value).
 func showValue(s string) string {
 	if s == "" {
 		return `""`

@@ -191,6 +191,7 @@ func (e *Editor) index(i int, d *Device, n int) {
 	e.countRefs(d.Allow, n)
 }
 
+// countRefs adds n to the reference count of every device that rules name.
 func (e *Editor) countRefs(rules []Rule, n int) {
 	for _, r := range rules {
 		if r.To.Device != "" {

@@ -284,6 +284,7 @@ func deviceOwning(p *Policy, a netip.Addr) *Device {
 	return nil
 }
 
+// hasAddr reports whether one of the addresses in list is a.
 func hasAddr(list []string, a netip.Addr) bool {
 	for _, s := range list {
 		if b, err := netip.ParseAddr(s); err == nil && b == a {
@@ -293,6 +294,7 @@ func hasAddr(list []string, a netip.Addr) bool {
 	return false
 }
 
+// isGatewayAddr reports whether a is one of the gateway's addresses.
 func isGatewayAddr(p *Policy, a netip.Addr) bool {
 	return hasAddr(p.Spec.Gateway.IPv4, a) || hasAddr(p.Spec.Gateway.IPv6, a)
 }
