@@ -477,15 +477,5 @@ func TestAgentReboot(t *testing.T) {
 			t.Errorf("device %s: id %d after the reboot, %d before", devs[i].Name, devs[i].ID, before[i].ID)
 		}
 	}
-	echo, err := tp.Upstream.NS.EchoUDP(":7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	if !sendOnce(t, tp.Device("cam"), tp.Upstream.IPv4, 7000) {
-		t.Error("cam's allowed flow does not pass after the reboot")
-	}
-	if sendOnce(t, tp.Device("attacker"), tp.Upstream.IPv4, 7000) {
-		t.Error("attacker's forbidden flow passes after the reboot")
-	}
+	checkEnforced(t, tp, "after the reboot")
 }

@@ -151,6 +151,23 @@ func (f *flows) checkNoLeak(what string) {
 	}
 }
 
+// checkEnforced checks, with an echo on the upstream's udp 7000, that cam's allowed flow passes
+// and attacker's forbidden one does not (what names the moment in a failure).
+func checkEnforced(t *testing.T, tp *testenv.Topology, what string) {
+	t.Helper()
+	echo, err := tp.Upstream.NS.EchoUDP(":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	if !sendOnce(t, tp.Device("cam"), tp.Upstream.IPv4, 7000) {
+		t.Errorf("%s: cam's allowed flow does not pass", what)
+	}
+	if sendOnce(t, tp.Device("attacker"), tp.Upstream.IPv4, 7000) {
+		t.Errorf("%s: attacker's forbidden flow passes", what)
+	}
+}
+
 // sendOnce sends one datagram from dev to the upstream's udp port and reports whether the
 // echo came back.
 func sendOnce(t *testing.T, dev *testenv.Device, dst netip.Addr, port uint16) bool {

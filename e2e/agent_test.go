@@ -173,12 +173,7 @@ func (l *lab) startUntil(bin, what string, ok func(api.Status) bool) *agentProc 
 	l.t.Helper()
 	l.bin = bin
 	p := &agentProc{t: l.t, log: &syncBuffer{}, done: make(chan struct{})}
-	args := append([]string{"--net=" + l.tp.Gateway.Path(), "--"}, l.wrap...)
-	p.cmd = exec.Command("nsenter", append(args, bin, "agent", "--config", l.cfgPath)...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if l.env != nil {
-		p.cmd.Env = append(os.Environ(), l.env...)
-	}
+	p.cmd = l.agentCmd(bin, p.log)
 	if err := p.cmd.Start(); err != nil {
 		l.t.Fatalf("start agent: %v", err)
 	}
@@ -204,17 +199,24 @@ func (l *lab) startUntil(bin, what string, ok func(api.Status) bool) *agentProc 
 	}
 }
 
-// startFails runs the agent binary and expects it to exit with an error before it is ready;
-// it returns the agent's output.
-func (l *lab) startFails(bin string) string {
-	l.t.Helper()
+// agentCmd is the command running the agent binary bin in the gateway namespace (under l.wrap,
+// with l.env added), its output going to out.
+func (l *lab) agentCmd(bin string, out io.Writer) *exec.Cmd {
 	args := append([]string{"--net=" + l.tp.Gateway.Path(), "--"}, l.wrap...)
 	cmd := exec.Command("nsenter", append(args, bin, "agent", "--config", l.cfgPath)...)
-	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if l.env != nil {
 		cmd.Env = append(os.Environ(), l.env...)
 	}
+	return cmd
+}
+
+// startFails runs the agent binary and expects it to exit with an error before it is ready;
+// it returns the agent's output.
+func (l *lab) startFails(bin string) string {
+	l.t.Helper()
+	out := &syncBuffer{}
+	cmd := l.agentCmd(bin, out)
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}
