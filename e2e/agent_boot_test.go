@@ -17,11 +17,13 @@ import (
 )
 
 // notifications listens on a NOTIFY_SOCKET and collects the datagrams the agent sends.
+// notifications are the messages the agent sends to a NOTIFY_SOCKET.
 type notifications struct {
 	conn *net.UnixConn
 	ch   chan string
 }
 
+// listenNotify listens on a fresh notify socket and returns it with its path.
 func listenNotify(t *testing.T) (*notifications, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "notify.sock")
@@ -68,6 +70,7 @@ func (n *notifications) next(t *testing.T, want string, seen func(string)) strin
 	}
 }
 
+// containsLine reports whether one of msg's lines is line.
 func containsLine(msg, line string) bool {
 	for _, l := range strings.Split(msg, "\n") {
 		if l == line {
@@ -89,12 +92,12 @@ func passProgram(t *testing.T) *ebpf.Program {
 	return p
 }
 
-// TestAgentNotifyReady (issue 12, acceptance 3 and boot): with a configured interface absent
-// and another one held by a foreign XDP program, the agent starts, enforces on the others and
-// serves status (that interface failed, with the reason; not ready; /readyz 503), and tells
-// systemd nothing but STATUS=. Once the foreign program is gone the agent attaches, and only
-// then READY=1 arrives: at that moment every present port runs the agent's program and the
-// configured policy is in force. SIGTERM sends STOPPING=1.
+// TestAgentNotifyReady: with a configured interface absent and another one held by a foreign XDP
+// program, the agent starts, enforces on the others and serves status (that interface failed,
+// with the reason; not ready; /readyz 503), and tells systemd nothing but STATUS=. Once the
+// foreign program is gone the agent attaches, and only then READY=1 arrives: at that moment every
+// present port runs the agent's program and the configured policy is in force. SIGTERM sends
+// STOPPING=1.
 func TestAgentNotifyReady(t *testing.T) {
 	tp := topology(t)
 	absent := "zt" + tp.ID + "gx"

@@ -38,6 +38,7 @@ func setpriv(caps []string) []string {
 	return []string{"setpriv", "--bounding-set=" + set, "--inh-caps=-all", "--no-new-privs", "--"}
 }
 
+// without is caps less c.
 func without(caps []string, c string) []string {
 	var out []string
 	for _, x := range caps {
@@ -48,20 +49,16 @@ func without(caps []string, c string) []string {
 	return out
 }
 
-// TestAgentCapabilities (issue 3, operations): the agent does its whole job with exactly the
-// capabilities of the systemd unit (first start, policy apply, restart adopting the pins,
-// status and metrics), and each of them is needed: without it, the agent fails.
+// TestAgentCapabilities: the agent does its whole job with exactly the capabilities of the
+// systemd unit (first start, policy apply, restart adopting the pins, status and metrics), and
+// each of them is needed: without it, the agent fails.
 func TestAgentCapabilities(t *testing.T) {
 	caps := unitCaps(t)
 	l := newLab(t, func(c *agent.Config) { c.SocketGroup = strconv.Itoa(4300) })
 	tp := l.tp
-	f := listenFlows(t, tp)
-	v1, _ := binaries(t)
 	l.wrap = setpriv(caps)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
-	f.probe(tp, 10*time.Millisecond)
-	f.waitAllowed("with the unit's capabilities")
+	v1 := l.run(basePolicy(t, tp))
+	f := l.probeFlows(10*time.Millisecond, "with the unit's capabilities")
 	l.agent.stop()
 	l.start(v1)
 	st := l.status()
@@ -96,6 +93,7 @@ func TestAgentCapabilities(t *testing.T) {
 	f.checkNoLeak("capabilities")
 }
 
+// firstLine is the first "ztgate:" line of the agent's output (its error), else all of it.
 func firstLine(s string) string {
 	for _, line := range strings.Split(s, "\n") {
 		if strings.HasPrefix(line, "ztgate:") {

@@ -25,29 +25,26 @@ import (
 	"github.com/ztgate/ztgate/testenv"
 )
 
-// TestAgentRestart (issue 3, acceptance 4): with the allowed and forbidden probes running, the
-// agent is killed with SIGKILL, stopped with SIGTERM, or replaced by a new binary; each time
-// the restarted agent adopts the pins and reports the same revision, a new policy is pushed,
-// and at no point is a forbidden datagram delivered while the allowed flow keeps flowing.
+// TestAgentRestart: with the allowed and forbidden probes running, the agent is killed with
+// SIGKILL, stopped with SIGTERM, or replaced by a new binary; each time the restarted agent
+// adopts the pins and reports the same revision, a new policy is pushed, and at no point is a
+// forbidden datagram delivered while the allowed flow keeps flowing.
 func TestAgentRestart(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
-	f := listenFlows(t, tp)
-	v1, v2 := binaries(t)
-	l.start(v1)
 	p := basePolicy(t, tp)
-	l.must("policy", "apply", l.writePolicy("p0.yaml", p))
-	f.probe(tp, 5*time.Millisecond)
-	f.waitAllowed("first policy")
+	v1 := l.run(p)
+	f := l.probeFlows(5*time.Millisecond, "first policy")
+	_, v2 := binaries(t)
 
 	steps := []struct {
 		name string
 		down func()
 		bin  string
 	}{
-		{"kill -9", l.agent.kill, v1},
-		{"graceful", nil, v1},
-		{"new binary", nil, v2},
+		{name: "kill -9", down: l.agent.kill, bin: v1},
+		{name: "graceful", down: nil, bin: v1},
+		{name: "new binary", down: nil, bin: v2},
 	}
 	// allowed is what each device passed so far, by name (the probes keep it growing).
 	allowed := func() map[string]uint64 {
@@ -95,8 +92,9 @@ func TestAgentRestart(t *testing.T) {
 		}
 
 		// A new policy through the restarted agent (one more allowed device rule each time).
-		p.Spec.Devices[1].Allow = append(p.Spec.Devices[1].Allow, policy.Rule{To: policy.Target{Device: "broker"}, Proto: "tcp",
-			Ports: []policy.PortRange{{Lo: uint16(8000 + i), Hi: uint16(8000 + i)}}})
+		port := uint16(8000 + i)
+		p.Spec.Devices[1].Allow = append(p.Spec.Devices[1].Allow, policy.Rule{To: policy.Target{Device: "broker"},
+			Proto: "tcp", Ports: []policy.PortRange{{Lo: port, Hi: port}}})
 		var ar api.ApplyResult
 		l.mustJSON(&ar, "policy", "apply", l.writePolicy(fmt.Sprintf("p%d.yaml", i+1), p))
 		if ar.OldRevision != before.Policy.Revision || ar.NewRevision != before.Policy.Revision+1 {
@@ -150,10 +148,10 @@ func metricValue(t *testing.T, expo, series string) float64 {
 	return 0
 }
 
-// TestAgentFlood (issue 3, acceptance 5): a flood of denied frames while the agent is stopped
-// (SIGSTOP): enforcement is unchanged, the event rate stays within the per-(device, reason)
-// budget, the full ring buffer loses events and counts every one of them; once resumed, the
-// agent reads the rest and status and metrics show the losses.
+// TestAgentFlood: a flood of denied frames while the agent is stopped (SIGSTOP): enforcement is
+// unchanged, the event rate stays within the per-(device, reason) budget, the full ring buffer
+// loses events and counts every one of them; once resumed, the agent reads the rest and status
+// and metrics show the losses.
 func TestAgentFlood(t *testing.T) {
 	l := newLab(t, func(c *agent.Config) {
 		c.EventRingBytes = 4096 // about 24 events: a stopped agent overflows it quickly
@@ -161,12 +159,8 @@ func TestAgentFlood(t *testing.T) {
 		c.EventWindow = time.Second
 	})
 	tp := l.tp
-	f := listenFlows(t, tp)
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
-	f.probe(tp, 5*time.Millisecond)
-	f.waitAllowed("policy")
+	l.run(basePolicy(t, tp))
+	f := l.probeFlows(5*time.Millisecond, "policy")
 
 	before := l.status()
 	l.agent.signal(syscall.SIGSTOP)
@@ -245,10 +239,10 @@ func TestAgentFlood(t *testing.T) {
 	f.checkNoLeak("after the flood")
 }
 
-// TestAgentPeerCheck (issue 3, acceptance 3): the API checks the caller's uid/gid from the
-// kernel on every connection. A uid that gets through the socket's file permissions (here with
-// CAP_DAC_OVERRIDE) but is neither root nor allowed is refused with exit code 5 and audited; a
-// member of the configured socket group is served.
+// TestAgentPeerCheck: the API checks the caller's uid/gid from the kernel on every connection. A
+// uid that gets through the socket's file permissions (here with CAP_DAC_OVERRIDE) but is neither
+// root nor allowed is refused with exit code 5 and audited; a member of the configured socket
+// group is served.
 func TestAgentPeerCheck(t *testing.T) {
 	const group = 4300
 	base, err := os.MkdirTemp("", "zt-e2e-sock-")
@@ -295,7 +289,8 @@ func TestAgentPeerCheck(t *testing.T) {
 		return o.String(), e.String(), code
 	}
 	// A member of the socket group (supplementary group) is served.
-	if out, stderr, code := run(&syscall.Credential{Uid: 4301, Gid: 4301, Groups: []uint32{group}}, nil); code != 0 || !strings.Contains(out, `"ready": true`) {
+	member := &syscall.Credential{Uid: 4301, Gid: 4301, Groups: []uint32{group}}
+	if out, stderr, code := run(member, nil); code != 0 || !strings.Contains(out, `"ready": true`) {
 		t.Errorf("group member: exit %d: %s %s", code, out, stderr)
 	}
 	// Without the group, the file permissions stop it (the kernel refuses the connect).
@@ -325,7 +320,8 @@ func TestAgentPeerCheck(t *testing.T) {
 
 var sampleRE = regexp.MustCompile(`^ztgate_`)
 
-// TestAgentMetrics: the scraped exposition passes the lint of `promtool check metrics`, and the datapath counters match the frames the test sent.
+// TestAgentMetrics: the scraped exposition passes the lint of `promtool check metrics`, and the
+// datapath counters match the frames the test sent.
 func TestAgentMetrics(t *testing.T) {
 	l := newLab(t, func(c *agent.Config) { c.EventBurst = 1 << 20 })
 	tp := l.tp
@@ -348,8 +344,10 @@ func TestAgentMetrics(t *testing.T) {
 	// an unknown MAC (unknown_device); and allowed datagrams from cam.
 	attacker, cam := tp.Device("attacker"), tp.Device("cam")
 	gw := frames.Host{MAC: attacker.Port.MAC, IP: tp.Upstream.IPv4}
-	spoof := frames.UDP(frames.Host{MAC: attacker.MAC, IP: netip.MustParseAddr("10.251.0.7")}, gw, 1, 7000, []byte("spoofed"))
-	unknown := frames.UDP(frames.Host{MAC: net.HardwareAddr{0x02, 0xdd, 0, 0, 0, 1}, IP: netip.MustParseAddr("10.99.0.200")}, gw, 1, 7000, nil)
+	spoofed := frames.Host{MAC: attacker.MAC, IP: netip.MustParseAddr("10.251.0.7")}
+	spoof := frames.UDP(spoofed, gw, 1, 7000, []byte("spoofed"))
+	stranger := frames.Host{MAC: net.HardwareAddr{0x02, 0xdd, 0, 0, 0, 1}, IP: netip.MustParseAddr("10.99.0.200")}
+	unknown := frames.UDP(stranger, gw, 1, 7000, nil)
 	noRule := frames.UDP(frames.Host{MAC: attacker.MAC, IP: attacker.IPv4[0]}, gw, 1, 7000, []byte("no rule"))
 	const nSpoof, nUnknown, nNoRule, nAllowed = 37, 23, 29, 50
 	for range nNoRule {
@@ -394,10 +392,13 @@ func TestAgentMetrics(t *testing.T) {
 		series string
 		want   float64
 	}{
-		{`ztgate_datapath_packets_total{reason="spoof_ip",verdict="drop"}`, nSpoof},
-		{`ztgate_datapath_bytes_total{reason="spoof_ip",verdict="drop"}`, nSpoof * float64(len(spoof))},
-		{`ztgate_datapath_packets_total{reason="unknown_device",verdict="drop"}`, nUnknown},
-		{`ztgate_datapath_bytes_total{reason="unknown_device",verdict="drop"}`, nUnknown * float64(len(unknown))},
+		{series: `ztgate_datapath_packets_total{reason="spoof_ip",verdict="drop"}`, want: nSpoof},
+		{series: `ztgate_datapath_bytes_total{reason="spoof_ip",verdict="drop"}`, want: nSpoof * float64(len(spoof))},
+		{series: `ztgate_datapath_packets_total{reason="unknown_device",verdict="drop"}`, want: nUnknown},
+		{
+			series: `ztgate_datapath_bytes_total{reason="unknown_device",verdict="drop"}`,
+			want:   nUnknown * float64(len(unknown)),
+		},
 	}
 	for _, c := range checks {
 		if got := delta(c.series); got != c.want {
@@ -409,7 +410,8 @@ func TestAgentMetrics(t *testing.T) {
 	}
 	// Per-device (and so per-segment) counters count only frames from identified devices with
 	// their own addresses: attacker's no_rule frames, not its spoofed ones.
-	if got := delta(`ztgate_segment_packets_total{segment="untrusted",verdict="drop"}`); got < nNoRule || got >= nNoRule+nSpoof {
+	const untrusted = `ztgate_segment_packets_total{segment="untrusted",verdict="drop"}`
+	if got := delta(untrusted); got < nNoRule || got >= nNoRule+nSpoof {
 		t.Errorf("untrusted segment drops grew by %v, attacker sent %d no_rule frames (and %d spoofed)", got, nNoRule, nSpoof)
 	}
 	if got := delta(`ztgate_datapath_packets_total{reason="no_rule",verdict="drop"}`); got < nNoRule {
@@ -429,7 +431,9 @@ func TestAgentMetrics(t *testing.T) {
 		if !sampleRE.MatchString(line) {
 			continue
 		}
-		for _, bad := range []string{cam.MAC.String(), attacker.MAC.String(), cam.IPv4[0].String(), `"cam"`, `"attacker"`, "mac=", "ip=", "device="} {
+		identities := []string{cam.MAC.String(), attacker.MAC.String(), cam.IPv4[0].String(),
+			`"cam"`, `"attacker"`, "mac=", "ip=", "device="}
+		for _, bad := range identities {
 			if strings.Contains(line, bad) {
 				t.Errorf("metric line carries %q: %s", bad, line)
 			}
@@ -450,9 +454,7 @@ func TestAgentMetrics(t *testing.T) {
 func TestAgentReboot(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
+	v1 := l.run(basePolicy(t, tp))
 	var before []api.Device
 	l.mustJSON(&before, "devices")
 	st := l.status()
@@ -462,7 +464,8 @@ func TestAgentReboot(t *testing.T) {
 	l.start(v1)
 	after := l.status()
 	if after.Policy.Revision != st.Policy.Revision || after.Policy.Hash != st.Policy.Hash {
-		t.Fatalf("after the reboot: revision %d (%s), was %d (%s)", after.Policy.Revision, after.Policy.Hash, st.Policy.Revision, st.Policy.Hash)
+		t.Fatalf("after the reboot: revision %d (%s), was %d (%s)",
+			after.Policy.Revision, after.Policy.Hash, st.Policy.Revision, st.Policy.Hash)
 	}
 	if !strings.Contains(l.agent.log.String(), "restored the persisted policy") {
 		t.Errorf("agent log:\n%s", l.agent.log.String())
@@ -474,15 +477,5 @@ func TestAgentReboot(t *testing.T) {
 			t.Errorf("device %s: id %d after the reboot, %d before", devs[i].Name, devs[i].ID, before[i].ID)
 		}
 	}
-	echo, err := tp.Upstream.NS.EchoUDP(":7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	if !sendOnce(t, tp.Device("cam"), tp.Upstream.IPv4, 7000) {
-		t.Error("cam's allowed flow does not pass after the reboot")
-	}
-	if sendOnce(t, tp.Device("attacker"), tp.Upstream.IPv4, 7000) {
-		t.Error("attacker's forbidden flow passes after the reboot")
-	}
+	checkEnforced(t, tp, "after the reboot")
 }

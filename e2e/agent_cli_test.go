@@ -41,13 +41,15 @@ type flows struct {
 	stop               chan struct{}
 }
 
+// listenFlows starts the upstream's udp 7000 echo, which counts the datagrams of both flows.
 func listenFlows(t *testing.T, tp *testenv.Topology) *flows {
 	t.Helper()
 	c, err := tp.Upstream.NS.ListenPacket("udp", ":7000")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &flows{t: t, conn: c, camIP: tp.Device("cam").IPv4[0], attackerIP: tp.Device("attacker").IPv4[0], stop: make(chan struct{})}
+	f := &flows{t: t, conn: c, camIP: tp.Device("cam").IPv4[0], attackerIP: tp.Device("attacker").IPv4[0],
+		stop: make(chan struct{})}
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
@@ -68,6 +70,16 @@ func listenFlows(t *testing.T, tp *testenv.Topology) *flows {
 		}
 	}()
 	t.Cleanup(f.close)
+	return f
+}
+
+// probeFlows starts the two probes, each sending every interval, and waits until the allowed
+// flow passes (what names the moment in a failure).
+func (l *lab) probeFlows(interval time.Duration, what string) *flows {
+	l.t.Helper()
+	f := listenFlows(l.t, l.tp)
+	f.probe(l.tp, interval)
+	f.waitAllowed(what)
 	return f
 }
 
@@ -106,6 +118,7 @@ func (f *flows) probe(tp *testenv.Topology, interval time.Duration) {
 	}()
 }
 
+// close stops the probes and the listener (once).
 func (f *flows) close() {
 	select {
 	case <-f.stop:
@@ -130,10 +143,28 @@ func (f *flows) waitAllowed(what string) {
 	}
 }
 
+// checkNoLeak fails the test if any forbidden datagram was delivered.
 func (f *flows) checkNoLeak(what string) {
 	f.t.Helper()
 	if n := f.forbidden.Load(); n != 0 {
 		f.t.Fatalf("%s: %d forbidden datagrams were delivered", what, n)
+	}
+}
+
+// checkEnforced checks, with an echo on the upstream's udp 7000, that cam's allowed flow passes
+// and attacker's forbidden one does not (what names the moment in a failure).
+func checkEnforced(t *testing.T, tp *testenv.Topology, what string) {
+	t.Helper()
+	echo, err := tp.Upstream.NS.EchoUDP(":7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	if !sendOnce(t, tp.Device("cam"), tp.Upstream.IPv4, 7000) {
+		t.Errorf("%s: cam's allowed flow does not pass", what)
+	}
+	if sendOnce(t, tp.Device("attacker"), tp.Upstream.IPv4, 7000) {
+		t.Errorf("%s: attacker's forbidden flow passes", what)
 	}
 }
 
@@ -159,10 +190,10 @@ func sendOnce(t *testing.T, dev *testenv.Device, dst netip.Addr, port uint16) bo
 	return false
 }
 
-// TestAgentCLI (issue 3, acceptance 1): the operator's whole loop through the real agent and
-// CLI binaries: validate, diff, apply, traffic enforced, get -> apply round trip, explain,
-// devices, events (json and a pcap re-read), status, audit, then SIGTERM (enforcement stays)
-// and uninstall (enforcement and pins gone).
+// TestAgentCLI: the operator's whole loop through the real agent and CLI binaries: validate,
+// diff, apply, traffic enforced, get -> apply round trip, explain, devices, events (json and a
+// pcap re-read), status, audit, then SIGTERM (enforcement stays) and uninstall (enforcement and
+// pins gone).
 func TestAgentCLI(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
@@ -223,7 +254,8 @@ func TestAgentCLI(t *testing.T) {
 
 	// A real change shows in diff before it is applied.
 	p2 := basePolicy(t, tp)
-	p2.Spec.Devices[3].Allow = []policy.Rule{{To: policy.Target{Device: "broker"}, Proto: "tcp", Ports: []policy.PortRange{{Lo: 8080, Hi: 8080}}}}
+	p2.Spec.Devices[3].Allow = []policy.Rule{
+		{To: policy.Target{Device: "broker"}, Proto: "tcp", Ports: []policy.PortRange{{Lo: 8080, Hi: 8080}}}}
 	f2 := l.writePolicy("policy2.yaml", p2)
 	diff = l.must("policy", "diff", f2)
 	if !strings.Contains(diff, "attacker") || !strings.Contains(diff, "to device broker proto tcp ports 8080") {
@@ -235,16 +267,18 @@ func TestAgentCLI(t *testing.T) {
 
 	// explain answers from the model, naming the deciding rule.
 	var ex api.Explanation
-	l.mustJSON(&ex, "policy", "explain", "--from", "cam", "--to", tp.Upstream.IPv4.String(), "--proto", "udp", "--port", "7000")
+	upstream := tp.Upstream.IPv4.String()
+	l.mustJSON(&ex, "policy", "explain", "--from", "cam", "--to", upstream, "--proto", "udp", "--port", "7000")
 	if ex.Verdict != "pass" || ex.Reason != "allow" || ex.Rule != "spec.devices[0].allow[2]" || ex.Revision != 2 {
 		t.Errorf("explain allowed flow: %+v", ex)
 	}
 	ex = api.Explanation{}
-	l.mustJSON(&ex, "policy", "explain", "--from", "attacker", "--to", tp.Upstream.IPv4.String(), "--proto", "udp", "--port", "7000")
+	l.mustJSON(&ex, "policy", "explain", "--from", "attacker", "--to", upstream, "--proto", "udp", "--port", "7000")
 	if ex.Verdict != "drop" || ex.Reason != "no_rule" || ex.Rule != "" {
 		t.Errorf("explain forbidden flow: %+v", ex)
 	}
-	if out, _, code := l.ztgate("policy", "explain", "--from", "nosuch", "--to", "gateway", "--proto", "udp", "--port", "53"); code == 0 {
+	nosuch := []string{"policy", "explain", "--from", "nosuch", "--to", "gateway", "--proto", "udp", "--port", "53"}
+	if out, _, code := l.ztgate(nosuch...); code == 0 {
 		t.Errorf("explain from an unknown device succeeded: %s", out)
 	}
 
@@ -256,7 +290,8 @@ func TestAgentCLI(t *testing.T) {
 	for _, d := range devs {
 		byName[d.Name] = d
 	}
-	if d := byName["cam"]; d.Allowed.Packets == 0 || d.LastSeen.IsZero() || d.State != "enforce" || d.MAC != cam.MAC.String() {
+	if d := byName["cam"]; d.Allowed.Packets == 0 || d.LastSeen.IsZero() || d.State != "enforce" ||
+		d.MAC != cam.MAC.String() {
 		t.Errorf("devices: cam %+v", d)
 	}
 	if d := byName["attacker"]; d.Dropped.Packets == 0 {
@@ -301,7 +336,8 @@ func TestAgentCLI(t *testing.T) {
 
 	// Audit: two accepted applies, a valid chain.
 	recs := auditRecords(t, l)
-	if len(recs) != 2 || recs[0].NewRevision != 1 || recs[1].OldRevision != 1 || recs[1].NewRevision != 2 || recs[1].Result != api.ResultAccepted || recs[0].UID != 0 {
+	if len(recs) != 2 || recs[0].NewRevision != 1 || recs[0].UID != 0 ||
+		recs[1].OldRevision != 1 || recs[1].NewRevision != 2 || recs[1].Result != api.ResultAccepted {
 		t.Errorf("audit records: %+v", recs)
 	}
 	l.must("audit", "--verify")
@@ -374,6 +410,8 @@ func checkPcap(t *testing.T, path string, evs []api.Event, attacker *testenv.Dev
 	}
 }
 
+// auditRecords lists the audit records through the CLI and checks the log on disk holds as many,
+// intact.
 func auditRecords(t *testing.T, l *lab) []api.AuditRecord {
 	t.Helper()
 	var recs []api.AuditRecord
@@ -388,24 +426,21 @@ func auditRecords(t *testing.T, l *lab) []api.AuditRecord {
 	return recs
 }
 
-// TestAgentRejects (issue 3, acceptance 2): malformed, oversized, invalid and over-capacity
-// policies are rejected with file:line:col and field, exit code 4 and an audit record; the
-// running policy and revision stay in force, checked by traffic.
+// TestAgentRejects: malformed, oversized, invalid and over-capacity policies are rejected with
+// file:line:col and field, exit code 4 and an audit record; the running policy and revision stay
+// in force, checked by traffic.
 func TestAgentRejects(t *testing.T) {
 	l := newLab(t, func(c *agent.Config) { c.MaxDevices = 6 })
 	tp := l.tp
-	f := listenFlows(t, tp)
 	l.cfg.Policy = ""
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("good.yaml", basePolicy(t, tp)))
-	f.probe(tp, 10*time.Millisecond)
-	f.waitAllowed("good policy")
+	l.run(basePolicy(t, tp))
+	f := l.probeFlows(10*time.Millisecond, "good policy")
 
-	good, _ := os.ReadFile(filepath.Join(l.dir, "good.yaml"))
+	good, _ := os.ReadFile(filepath.Join(l.dir, "p.yaml")) // the policy in force
 	tooMany := basePolicy(t, tp)
 	for i := range 3 {
-		tooMany.Spec.Devices = append(tooMany.Spec.Devices, policy.Device{Name: fmt.Sprintf("extra-%d", i), MAC: fmt.Sprintf("02:00:00:aa:00:%02x", i+1)})
+		extra := policy.Device{Name: fmt.Sprintf("extra-%d", i), MAC: fmt.Sprintf("02:00:00:aa:00:%02x", i+1)}
+		tooMany.Spec.Devices = append(tooMany.Spec.Devices, extra)
 	}
 	over, _ := policy.Marshal(tooMany)
 	huge := append(bytes.Repeat([]byte("# padding\n"), policy.MaxDocumentSize/10+1), good...)
@@ -414,11 +449,19 @@ func TestAgentRejects(t *testing.T) {
 		doc  []byte
 		want []string // substrings of stderr
 	}{
-		{"syntax.yaml", []byte("apiVersion: ztgate/v1\nkind: Policy\nspec: [\n"), []string{"syntax.yaml:"}},
-		{"unknown-field.yaml", bytes.Replace(good, []byte("  devices:\n"), []byte("  devcies: []\n  devices:\n"), 1), []string{"unknown-field.yaml:", "devcies"}},
-		{"bad-mac.yaml", bytes.Replace(good, []byte(tp.Device("sensor").MAC.String()), []byte("02:00:zz:00:00:01"), 1), []string{"bad-mac.yaml:", "spec.devices[1].mac"}},
-		{"oversized.yaml", huge, []string{"oversized.yaml", "larger than"}},
-		{"over-capacity.yaml", over, []string{"over-capacity.yaml", "spec.devices", "max_devices"}},
+		{name: "syntax.yaml", doc: []byte("apiVersion: ztgate/v1\nkind: Policy\nspec: [\n"), want: []string{"syntax.yaml:"}},
+		{
+			name: "unknown-field.yaml",
+			doc:  bytes.Replace(good, []byte("  devices:\n"), []byte("  devcies: []\n  devices:\n"), 1),
+			want: []string{"unknown-field.yaml:", "devcies"},
+		},
+		{
+			name: "bad-mac.yaml",
+			doc:  bytes.Replace(good, []byte(tp.Device("sensor").MAC.String()), []byte("02:00:zz:00:00:01"), 1),
+			want: []string{"bad-mac.yaml:", "spec.devices[1].mac"},
+		},
+		{name: "oversized.yaml", doc: huge, want: []string{"oversized.yaml", "larger than"}},
+		{name: "over-capacity.yaml", doc: over, want: []string{"over-capacity.yaml", "spec.devices", "max_devices"}},
 	}
 	for i, c := range cases {
 		path := filepath.Join(l.dir, c.name)
@@ -456,12 +499,14 @@ func TestAgentRejects(t *testing.T) {
 		f.checkNoLeak(c.name)
 		recs := auditRecords(t, l)
 		last := recs[len(recs)-1]
-		if len(recs) != i+2 || last.Result != api.ResultRejected || last.OldRevision != 1 || last.NewRevision != 1 || last.Error == "" {
+		if len(recs) != i+2 || last.Result != api.ResultRejected || last.OldRevision != 1 || last.NewRevision != 1 ||
+			last.Error == "" {
 			t.Errorf("%s: audit record %+v (of %d)", c.name, last, len(recs))
 		}
 	}
 	// validate reports the same errors without an audit record (it changes nothing).
-	if _, stderr, code := l.ztgate("policy", "validate", filepath.Join(l.dir, "bad-mac.yaml")); code != 4 || !strings.Contains(stderr, "spec.devices[1].mac") {
+	_, stderr, code := l.ztgate("policy", "validate", filepath.Join(l.dir, "bad-mac.yaml"))
+	if code != 4 || !strings.Contains(stderr, "spec.devices[1].mac") {
 		t.Errorf("validate bad-mac: exit %d: %s", code, stderr)
 	}
 	if got := l.must("policy", "get"); got != string(good) {
@@ -476,11 +521,10 @@ var lineColRE = regexp.MustCompile(`\.yaml:\d+:\d+: spec\.`)
 func TestAgentEventsFollow(t *testing.T) {
 	l := newLab(t, func(c *agent.Config) { c.EventBurst = 1 << 20 })
 	tp := l.tp
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
+	v1 := l.run(basePolicy(t, tp))
 
-	cmd := exec.Command(v1, "--socket", l.socket, "events", "-f", "--device", "attacker", "--reason", "no_rule", "-o", "json")
+	cmd := exec.Command(v1, "--socket", l.socket, "events", "-f", "--device", "attacker", "--reason", "no_rule",
+		"-o", "json")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

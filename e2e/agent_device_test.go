@@ -23,13 +23,9 @@ import (
 func TestAgentDeviceChanges(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
-	f := listenFlows(t, tp)
 	attacker := tp.Device("attacker")
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("policy.yaml", basePolicy(t, tp)))
-	f.probe(tp, 10*time.Millisecond)
-	f.waitAllowed("base policy")
+	v1 := l.run(basePolicy(t, tp))
+	f := l.probeFlows(10*time.Millisecond, "base policy")
 	if sendOnce(t, attacker, tp.Upstream.IPv4, 7000) {
 		t.Fatal("attacker passes under the base policy")
 	}
@@ -56,7 +52,8 @@ func TestAgentDeviceChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, stderr, code := l.ztgate("policy", "set-device", badFile)
-	if code != 4 || !regexp.MustCompile(`bad\.yaml:2:6: mac: MAC address \S+ is already used by device "cam"`).MatchString(stderr) {
+	taken := regexp.MustCompile(`bad\.yaml:2:6: mac: MAC address \S+ is already used by device "cam"`)
+	if code != 4 || !taken.MatchString(stderr) {
 		t.Fatalf("bad device: exit %d:\n%s", code, stderr)
 	}
 	if st := l.status(); st.Policy.Revision != 2 {
@@ -66,7 +63,8 @@ func TestAgentDeviceChanges(t *testing.T) {
 		t.Fatal("a rejected change changed the policy in force")
 	}
 	// A device that rules name cannot be deleted.
-	if _, stderr, code := l.ztgate("policy", "delete-device", "broker"); code != 4 || !strings.Contains(stderr, "destination of 1 rule") {
+	_, stderr, code = l.ztgate("policy", "delete-device", "broker")
+	if code != 4 || !strings.Contains(stderr, "destination of 1 rule") {
 		t.Fatalf("delete broker: exit %d:\n%s", code, stderr)
 	}
 
@@ -117,7 +115,8 @@ func TestAgentDeviceChanges(t *testing.T) {
 			changes = append(changes, r.Change+" "+r.Result)
 		}
 	}
-	want := []string{"put device attacker accepted", "put device attacker rejected", "delete device broker rejected", "delete device attacker accepted"}
+	want := []string{"put device attacker accepted", "put device attacker rejected",
+		"delete device broker rejected", "delete device attacker accepted"}
 	if strings.Join(changes, ",") != strings.Join(want, ",") {
 		t.Fatalf("audit: %q, want %q", changes, want)
 	}
@@ -130,19 +129,16 @@ func TestAgentDeviceChanges(t *testing.T) {
 func TestAgentDeviceChangeKill(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
-	f := listenFlows(t, tp)
-	v1, _ := binaries(t)
-	l.start(v1)
 	p := basePolicy(t, tp)
-	l.must("policy", "apply", l.writePolicy("policy.yaml", p))
-	f.probe(tp, 5*time.Millisecond)
-	f.waitAllowed("base policy")
+	v1 := l.run(p)
+	f := l.probeFlows(5*time.Millisecond, "base policy")
 
 	// The sensor's own rule moves from port to port: one device document per port.
 	sensor := p.Spec.Devices[1]
 	doc := func(port uint16) string {
 		d := sensor
-		d.Allow = []policy.Rule{{To: policy.Target{Device: "broker"}, Proto: "udp", Ports: []policy.PortRange{{Lo: port, Hi: port}}}}
+		d.Allow = []policy.Rule{
+			{To: policy.Target{Device: "broker"}, Proto: "udp", Ports: []policy.PortRange{{Lo: port, Hi: port}}}}
 		data, err := yaml.Marshal(&d)
 		if err != nil {
 			t.Fatal(err)

@@ -34,6 +34,7 @@ type counter struct {
 	wg   sync.WaitGroup
 }
 
+// countUpstream counts the datagrams the upstream receives on udp port.
 func countUpstream(t *testing.T, tp *testenv.Topology, port int) *counter {
 	t.Helper()
 	c, err := tp.Upstream.NS.ListenPacket("udp", fmt.Sprintf(":%d", port))
@@ -93,6 +94,7 @@ func probe(t *testing.T, d *testenv.Device, frame []byte) *prober {
 	return p
 }
 
+// end stops the prober (once) and waits for it.
 func (p *prober) end() {
 	select {
 	case <-p.stop:
@@ -162,17 +164,18 @@ func (l *lab) checkIfaceMetrics(name, state string, attaches int) {
 	}
 }
 
-// TestAgentInterfaceRecreated (issue 12, acceptance 2): under a running agent, a protected
-// port is deleted and re-created under the same name (a new ifindex). Status and metrics show
-// it absent, then attached again; the agent attaches while the link is still down, and of the
-// forbidden frames the device sends from the moment the link is up none is delivered; the
-// device's allowed flow passes again (the policy binds it to the new port).
+// TestAgentInterfaceRecreated: under a running agent, a protected port is deleted and re-created
+// under the same name (a new ifindex). Status and metrics show it absent, then attached again;
+// the agent attaches while the link is still down, and of the forbidden frames the device sends
+// from the moment the link is up none is delivered; the device's allowed flow passes again (the
+// policy binds it to the new port).
 func TestAgentInterfaceRecreated(t *testing.T) {
 	for _, mode := range []string{"native", "generic"} {
 		t.Run(mode, func(t *testing.T) { testInterfaceRecreated(t, mode) })
 	}
 }
 
+// testInterfaceRecreated is TestAgentInterfaceRecreated in XDP mode mode.
 func testInterfaceRecreated(t *testing.T, mode string) {
 	l := newLab(t, func(c *agent.Config) { c.XDPMode = mode })
 	tp := l.tp
@@ -186,9 +189,7 @@ func testInterfaceRecreated(t *testing.T, mode string) {
 	waitCount(t, &bad.n, 1, "forbidden frames without the agent")
 	delivered := bad.n.Load()
 
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
+	l.run(basePolicy(t, tp))
 	f.probe(tp, 5*time.Millisecond)
 	f.waitAllowed("policy")
 	if bad.n.Load() != delivered {
@@ -263,10 +264,9 @@ func lateDevice(tp *testenv.Topology, port string) (testenv.DeviceSpec, policy.D
 	return spec, pd
 }
 
-// TestAgentInterfaceLate (issue 12, acceptance 2): the agent protects the ports by a pattern,
-// or by their names with one absent at start; a port created after the agent started (named in
-// the policy already) is attached while it is down; its forbidden frames are not delivered,
-// its allowed flow passes.
+// TestAgentInterfaceLate: the agent protects the ports by a pattern, or by their names with one
+// absent at start; a port created after the agent started (named in the policy already) is
+// attached while it is down; its forbidden frames are not delivered, its allowed flow passes.
 func TestAgentInterfaceLate(t *testing.T) {
 	for _, byName := range []bool{false, true} {
 		t.Run(map[bool]string{false: "pattern", true: "absent at start"}[byName], func(t *testing.T) {
@@ -275,6 +275,7 @@ func TestAgentInterfaceLate(t *testing.T) {
 	}
 }
 
+// testInterfaceLate is TestAgentInterfaceLate with the ports configured by name or by pattern.
 func testInterfaceLate(t *testing.T, byName bool) {
 	tp := topology(t)
 	port := fmt.Sprintf("zt%sg%d", tp.ID, len(tp.Devices)) // the next device's port
@@ -333,6 +334,7 @@ func testInterfaceLate(t *testing.T, byName bool) {
 	checkVLANOffloadOff(t, tp, tp.Devices[0].Port.Name)
 }
 
+// checkVLANOffloadOff checks that no VLAN offload is on for the gateway port.
 func checkVLANOffloadOff(t *testing.T, tp *testenv.Topology, port string) {
 	t.Helper()
 	var on []string
@@ -347,9 +349,9 @@ func checkVLANOffloadOff(t *testing.T, tp *testenv.Topology, port string) {
 	}
 }
 
-// TestAgentBridgePort (issue 12, acceptance 2): the agent protects every port of a bridge; a
-// port added to the bridge while the agent runs is attached while it is down; its forbidden
-// frames are not delivered, its allowed flow passes.
+// TestAgentBridgePort: the agent protects every port of a bridge; a port added to the bridge
+// while the agent runs is attached while it is down; its forbidden frames are not delivered, its
+// allowed flow passes.
 func TestAgentBridgePort(t *testing.T) {
 	testenv.RequirePriv(t)
 	tp := testenv.New(t, testenv.Config{
@@ -395,19 +397,14 @@ func TestAgentBridgePort(t *testing.T) {
 	l.checkIfaceMetrics(port, "attached", 1)
 }
 
-// TestAgentTamper (threat-matrix row 46): `ip link set dev X xdp off` cannot remove the
-// agent's program (the kernel refuses it for a bpf_link); a removed link pin is detected and
-// pinned again (alert in the log, the repair in status and metrics), so enforcement survives
-// the agent being killed afterwards.
+// TestAgentTamper: `ip link set dev X xdp off` cannot remove the agent's program (the kernel
+// refuses it for a bpf_link); a removed link pin is detected and pinned again (alert in the log,
+// the repair in status and metrics), so enforcement survives the agent being killed afterwards.
 func TestAgentTamper(t *testing.T) {
 	l := newLab(t, nil)
 	tp := l.tp
-	f := listenFlows(t, tp)
-	v1, _ := binaries(t)
-	l.start(v1)
-	l.must("policy", "apply", l.writePolicy("p.yaml", basePolicy(t, tp)))
-	f.probe(tp, 5*time.Millisecond)
-	f.waitAllowed("policy")
+	l.run(basePolicy(t, tp))
+	f := l.probeFlows(5*time.Millisecond, "policy")
 	port := tp.Device("attacker").Port
 
 	for _, off := range []string{"xdp", "xdpgeneric", "xdpdrv"} {

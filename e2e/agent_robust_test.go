@@ -70,17 +70,7 @@ func TestAgentPinDirLock(t *testing.T) {
 			after.Ready, before.Policy.Revision, before.Policy.Hash)
 	}
 	checkAttached(t, after, len(tp.Devices))
-	echo, err := tp.Upstream.NS.EchoUDP(":7000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	if !sendOnce(t, tp.Device("cam"), tp.Upstream.IPv4, 7000) {
-		t.Error("cam's allowed flow no longer passes: the second agent changed the policy")
-	}
-	if sendOnce(t, tp.Device("attacker"), tp.Upstream.IPv4, 7000) {
-		t.Error("attacker's forbidden flow passes")
-	}
+	checkEnforced(t, tp, "after the second agent")
 }
 
 // TestAgentAuditFull: with the audit log on a full file system a policy change is refused with
@@ -191,7 +181,7 @@ func TestAgentDamagedState(t *testing.T) {
 		reboot bool // the pins are gone: nothing is enforced but no_policy
 		damage func(t *testing.T, l *lab)
 	}{
-		{"state", true, func(t *testing.T, l *lab) {
+		{part: "state", reboot: true, damage: func(t *testing.T, l *lab) {
 			path := filepath.Join(l.cfg.StateDir, "state.json")
 			data, err := os.ReadFile(path)
 			if err != nil {
@@ -201,10 +191,10 @@ func TestAgentDamagedState(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"journal", false, func(t *testing.T, l *lab) {
+		{part: "journal", reboot: false, damage: func(t *testing.T, l *lab) {
 			appendFile(t, filepath.Join(l.cfg.StateDir, "changes.jsonl"), "{\"revision\": 3, \"op\": put\n")
 		}},
-		{"audit", true, func(t *testing.T, l *lab) {
+		{part: "audit", reboot: true, damage: func(t *testing.T, l *lab) {
 			path := filepath.Join(l.cfg.StateDir, "audit.log")
 			data, err := os.ReadFile(path)
 			if err != nil {
@@ -219,10 +209,8 @@ func TestAgentDamagedState(t *testing.T) {
 		t.Run(tc.part, func(t *testing.T) {
 			l := newLab(t, nil)
 			tp := l.tp
-			v1, _ := binaries(t)
-			l.start(v1)
 			p := basePolicy(t, tp)
-			l.must("policy", "apply", l.writePolicy("p.yaml", p))
+			v1 := l.run(p)
 			attacker := tp.Device("attacker")
 			doc := "name: attacker\nmac: \"" + attacker.MAC.String() + "\"\nipv4: [" + attacker.IPv4[0].String() + "]\n"
 			file := filepath.Join(l.dir, "attacker.yaml")
@@ -313,6 +301,7 @@ func TestAgentDamagedState(t *testing.T) {
 	}
 }
 
+// appendFile appends s to the file at path.
 func appendFile(t *testing.T, path, s string) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)

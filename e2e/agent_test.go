@@ -143,6 +143,7 @@ type agentProc struct {
 	err  error
 }
 
+// syncBuffer is a bytes.Buffer that the agent's output and the test may use at once.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -172,12 +173,7 @@ func (l *lab) startUntil(bin, what string, ok func(api.Status) bool) *agentProc 
 	l.t.Helper()
 	l.bin = bin
 	p := &agentProc{t: l.t, log: &syncBuffer{}, done: make(chan struct{})}
-	args := append([]string{"--net=" + l.tp.Gateway.Path(), "--"}, l.wrap...)
-	p.cmd = exec.Command("nsenter", append(args, bin, "agent", "--config", l.cfgPath)...)
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if l.env != nil {
-		p.cmd.Env = append(os.Environ(), l.env...)
-	}
+	p.cmd = l.agentCmd(bin, p.log)
 	if err := p.cmd.Start(); err != nil {
 		l.t.Fatalf("start agent: %v", err)
 	}
@@ -203,17 +199,24 @@ func (l *lab) startUntil(bin, what string, ok func(api.Status) bool) *agentProc 
 	}
 }
 
-// startFails runs the agent binary and expects it to exit with an error before it is ready;
-// it returns the agent's output.
-func (l *lab) startFails(bin string) string {
-	l.t.Helper()
+// agentCmd is the command running the agent binary bin in the gateway namespace (under l.wrap,
+// with l.env added), its output going to out.
+func (l *lab) agentCmd(bin string, out io.Writer) *exec.Cmd {
 	args := append([]string{"--net=" + l.tp.Gateway.Path(), "--"}, l.wrap...)
 	cmd := exec.Command("nsenter", append(args, bin, "agent", "--config", l.cfgPath)...)
-	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if l.env != nil {
 		cmd.Env = append(os.Environ(), l.env...)
 	}
+	return cmd
+}
+
+// startFails runs the agent binary and expects it to exit with an error before it is ready;
+// it returns the agent's output.
+func (l *lab) startFails(bin string) string {
+	l.t.Helper()
+	out := &syncBuffer{}
+	cmd := l.agentCmd(bin, out)
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}
@@ -232,6 +235,7 @@ func (l *lab) startFails(bin string) string {
 	return out.String()
 }
 
+// signal sends sig to the agent.
 func (p *agentProc) signal(sig syscall.Signal) {
 	p.t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
@@ -269,6 +273,7 @@ func (l *lab) ztgate(args ...string) (stdout, stderr string, code int) {
 	return l.ztgateIn(nil, args...)
 }
 
+// ztgateIn runs the CLI against the lab's agent with stdin as its input.
 func (l *lab) ztgateIn(stdin []byte, args ...string) (stdout, stderr string, code int) {
 	l.t.Helper()
 	bin := l.bin
@@ -312,6 +317,16 @@ func (l *lab) mustJSON(v any, args ...string) {
 	}
 }
 
+// run starts the agent (the first binary) and applies p, written to p.yaml in the lab; it
+// returns the binary.
+func (l *lab) run(p *policy.Policy) string {
+	l.t.Helper()
+	v1, _ := binaries(l.t)
+	l.start(v1)
+	l.must("policy", "apply", l.writePolicy("p.yaml", p))
+	return v1
+}
+
 // writePolicy writes p to a file in the lab and returns its path.
 func (l *lab) writePolicy(name string, p *policy.Policy) string {
 	l.t.Helper()
@@ -326,6 +341,7 @@ func (l *lab) writePolicy(name string, p *policy.Policy) string {
 	return path
 }
 
+// status is the agent's status, as the CLI reports it.
 func (l *lab) status() api.Status {
 	l.t.Helper()
 	var st api.Status
@@ -352,7 +368,7 @@ func (l *lab) scrape(path string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// mode is the XDP mode every protected interface reports.
+// checkAttached checks that st lists n interfaces, each attached in native or generic mode.
 func checkAttached(t *testing.T, st api.Status, n int) {
 	t.Helper()
 	if len(st.Interfaces) != n {

@@ -57,12 +57,12 @@ func bridgePorts(t *testing.T, tp *testenv.Topology, names ...string) *netlink.B
 	return br
 }
 
-// TestBridgedLateral (threat row 51 over veth): on a bridged gateway (device ports in a bridge,
-// XDP on each port) a device's frame whose IP header its rules allow upstream, but whose
-// destination MAC is another device's, the broadcast address or an unknown unicast MAC, is
-// dropped as l2_dst_denied and never reaches the other device; a frame to the other device's
-// MAC that a rule allows for that device's address is delivered. Attach registers the ports'
-// and the bridge's MACs as the gateway's.
+// TestBridgedLateral: on a bridged gateway (device ports in a bridge, XDP on each port) a
+// device's frame whose IP header its rules allow upstream, but whose destination MAC is another
+// device's, the broadcast address or an unknown unicast MAC, is dropped as l2_dst_denied and
+// never reaches the other device; a frame to the other device's MAC that a rule allows for that
+// device's address is delivered. Attach registers the ports' and the bridge's MACs as the
+// gateway's.
 func TestBridgedLateral(t *testing.T) {
 	modes(t, func(t *testing.T, mode loader.Mode) {
 		tp := topology(t)
@@ -113,10 +113,15 @@ func TestBridgedLateral(t *testing.T) {
 			ip     netip.Addr
 			marker string
 		}{
-			{"another device's mac", broker.MAC, up4, "l2-device"},
-			{"another device's mac v6", broker.MAC, up6, "l2-device-v6"},
-			{"the broadcast mac", net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, up4, "l2-bcast"},
-			{"an unknown unicast mac", net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x99, 0x99}, up4, "l2-unknown"},
+			{name: "another device's mac", mac: broker.MAC, ip: up4, marker: "l2-device"},
+			{name: "another device's mac v6", mac: broker.MAC, ip: up6, marker: "l2-device-v6"},
+			{name: "the broadcast mac", mac: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, ip: up4, marker: "l2-bcast"},
+			{
+				name:   "an unknown unicast mac",
+				mac:    net.HardwareAddr{0x02, 0x00, 0x5e, 0x10, 0x99, 0x99},
+				ip:     up4,
+				marker: "l2-unknown",
+			},
 		} {
 			t.Run("upstream-allowed ip to "+c.name+" is dropped", func(t *testing.T) {
 				before := g.counter(bpf.VerdictDrop, bpf.ReasonL2DstDenied)

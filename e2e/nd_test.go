@@ -31,10 +31,11 @@ func ndFrame(src, dst frames.Host, typ uint8, target netip.Addr, opt uint8, llad
 	return frames.ICMP(src, dst, typ, 0, body), nonce
 }
 
-// TestNDLinkScope (threat rows 52-53 over veth): neighbour discovery from a device passes
-// without a rule only on the link: a solicitation or advertisement to an upstream or another
-// device's global address, from a device no rule lets reach them, is not forwarded; and a solicitation whose source link-layer address option names
-// another device's MAC is dropped as nd_spoof, leaving the gateway's neighbour entry alone.
+// TestNDLinkScope: neighbour discovery from a device passes without a rule only on the link: a
+// solicitation or advertisement to an upstream or another device's global address, from a device
+// no rule lets reach them, is not forwarded; and a solicitation whose source link-layer address
+// option names another device's MAC is dropped as nd_spoof, leaving the gateway's neighbour entry
+// alone.
 func TestNDLinkScope(t *testing.T) {
 	modes(t, func(t *testing.T, mode loader.Mode) {
 		tp := topology(t)
@@ -74,9 +75,9 @@ func TestNDLinkScope(t *testing.T) {
 			sn     *testenv.Sniffer
 			typ    uint8
 		}{
-			{"ns to the upstream's address", up.IPv6, up.IPv6, upSn, 135},
-			{"na to the upstream's address", up.IPv6, sensor.IPv6[0], upSn, 136},
-			{"ns to another device's address", broker.IPv6[0], broker.IPv6[0], brSn, 135},
+			{name: "ns to the upstream's address", dst: up.IPv6, target: up.IPv6, sn: upSn, typ: 135},
+			{name: "na to the upstream's address", dst: up.IPv6, target: sensor.IPv6[0], sn: upSn, typ: 136},
+			{name: "ns to another device's address", dst: broker.IPv6[0], target: broker.IPv6[0], sn: brSn, typ: 135},
 		} {
 			t.Run(c.name+" is not forwarded", func(t *testing.T) {
 				before := g.counter(bpf.VerdictDrop, bpf.ReasonNoRule)
@@ -91,14 +92,21 @@ func TestNDLinkScope(t *testing.T) {
 			})
 		}
 
-		t.Run("ns naming another device's mac leaves the neighbour entry alone", func(t *testing.T) {
-			before := g.counter(bpf.VerdictDrop, bpf.ReasonNDSpoof)
+		// solicit sends cam's solicitation for the gateway naming lladdr three times and checks
+		// that they were counted under (v, r).
+		solicit := func(t *testing.T, lladdr net.HardwareAddr, v bpf.Verdict, r bpf.Reason) {
+			t.Helper()
+			before := g.counter(v, r)
 			gw := frames.Host{MAC: cam.Port.MAC, IP: tp.Config().GatewayIPv6}
-			f, _ := ndFrame(camSrc, gw, 135, tp.Config().GatewayIPv6, 1, attacker.MAC)
+			f, _ := ndFrame(camSrc, gw, 135, tp.Config().GatewayIPv6, 1, lladdr)
 			send(t, cam, f)
-			if got := g.counter(bpf.VerdictDrop, bpf.ReasonNDSpoof) - before; got < 3 {
-				t.Errorf("nd_spoof counter moved by %d, want 3", got)
+			if got := g.counter(v, r) - before; got < 3 {
+				t.Errorf("%s counter moved by %d, want 3", r, got)
 			}
+		}
+
+		t.Run("ns naming another device's mac leaves the neighbour entry alone", func(t *testing.T) {
+			solicit(t, attacker.MAC, bpf.VerdictDrop, bpf.ReasonNDSpoof)
 			if _, ok := g.waitEvent(bpf.ReasonNDSpoof, 1); !ok {
 				t.Error("no nd_spoof event for cam")
 			}
@@ -114,13 +122,7 @@ func TestNDLinkScope(t *testing.T) {
 		})
 
 		t.Run("ns with its own mac passes", func(t *testing.T) {
-			before := g.counter(bpf.VerdictPass, bpf.ReasonAllow)
-			gw := frames.Host{MAC: cam.Port.MAC, IP: tp.Config().GatewayIPv6}
-			f, _ := ndFrame(camSrc, gw, 135, tp.Config().GatewayIPv6, 1, cam.MAC)
-			send(t, cam, f)
-			if got := g.counter(bpf.VerdictPass, bpf.ReasonAllow) - before; got < 3 {
-				t.Errorf("allow counter moved by %d, want 3", got)
-			}
+			solicit(t, cam.MAC, bpf.VerdictPass, bpf.ReasonAllow)
 		})
 	})
 }

@@ -77,7 +77,8 @@ func child(mode string) error {
 		}); err != nil {
 			return err
 		}
-		if err := m.Apply(s, maps.Limits{Devices: cfg.MaxDevices, Addrs: cfg.MaxAddrs, Rules: cfg.MaxRules, Prefixes: cfg.MaxPrefixes}); err != nil {
+		lim := maps.Limits{Devices: cfg.MaxDevices, Addrs: cfg.MaxAddrs, Rules: cfg.MaxRules, Prefixes: cfg.MaxPrefixes}
+		if err := m.Apply(s, lim); err != nil {
 			return err
 		}
 	case "adopt":
@@ -106,6 +107,8 @@ func child(mode string) error {
 	return nil
 }
 
+// runChild runs this test binary as a child process in mode (with env added) and returns its
+// output.
 func runChild(t *testing.T, mode string, env ...string) string {
 	t.Helper()
 	exe, err := os.Executable()
@@ -130,9 +133,9 @@ func xdpAttached(t *testing.T, tp *testenv.Topology, port string) bool {
 	return l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
 }
 
-// TestPinsSurviveTheLoader (acceptance 6): a process loads, applies and attaches, then exits;
-// enforcement stays in force; a new process adopts the pins (same revision, links updated in
-// place) and uninstalls, after which nothing is attached or pinned.
+// TestPinsSurviveTheLoader: a process loads, applies and attaches, then exits; enforcement stays
+// in force; a new process adopts the pins (same revision, links updated in place) and uninstalls,
+// after which nothing is attached or pinned.
 func TestPinsSurviveTheLoader(t *testing.T) {
 	tp := topology(t)
 	dir := pinDir()
@@ -191,6 +194,7 @@ func TestPinsSurviveTheLoader(t *testing.T) {
 	}
 }
 
+// isTimeout reports whether err is a network timeout.
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()

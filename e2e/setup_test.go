@@ -27,6 +27,7 @@ type gateway struct {
 	rev  uint64
 }
 
+// pinDir is a fresh, unique pin directory name in bpffs.
 func pinDir() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -92,7 +93,8 @@ func basePolicy(t *testing.T, tp *testenv.Topology) *policy.Policy {
 		policy.Rule{To: policy.Target{CIDR: up4}, Proto: "icmp"},
 		policy.Rule{To: policy.Target{CIDR: up6}, Proto: "icmpv6"},
 	)
-	sensor := device(t, tp.Device("sensor"), policy.Rule{To: policy.Target{Device: "broker"}, Proto: "udp", Ports: port(7001)})
+	sensor := device(t, tp.Device("sensor"),
+		policy.Rule{To: policy.Target{Device: "broker"}, Proto: "udp", Ports: port(7001)})
 	p.Spec.Devices = []policy.Device{cam, sensor, device(t, tp.Device("broker")), device(t, tp.Device("attacker"))}
 	return p
 }
@@ -150,6 +152,7 @@ func (g *gateway) apply(p *policy.Policy) {
 	}
 }
 
+// compile validates and compiles p as the next revision.
 func (g *gateway) compile(p *policy.Policy) (*policy.Snapshot, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
@@ -161,6 +164,7 @@ func (g *gateway) compile(p *policy.Policy) (*policy.Snapshot, error) {
 	}})
 }
 
+// limits are the map capacities dp was loaded with.
 func limits(dp *loader.Datapath) maps.Limits {
 	c := dp.Config()
 	return maps.Limits{Devices: c.MaxDevices, Addrs: c.MaxAddrs, Rules: c.MaxRules, Prefixes: c.MaxPrefixes}

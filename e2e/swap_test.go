@@ -41,9 +41,9 @@ func swapPolicies(t *testing.T, g *gateway) (a, b *policy.Snapshot) {
 	return mk("open", "closed"), mk("closed", "open")
 }
 
-// TestAtomicSwap (acceptance 5, threat row 44): flip between A and B thousands of times while
-// cam sends both flows as fast as it can. The forbidden flow is never delivered; the allowed
-// one keeps flowing. ZTGATE_SWAP_FLIPS overrides the number of flips (default 2000).
+// TestAtomicSwap: flip between A and B thousands of times while cam sends both flows as fast as
+// it can. The forbidden flow is never delivered; the allowed one keeps flowing. ZTGATE_SWAP_FLIPS
+// overrides the number of flips (default 2000).
 func TestAtomicSwap(t *testing.T) {
 	flips := 2000
 	if s := os.Getenv("ZTGATE_SWAP_FLIPS"); s != "" {
@@ -55,6 +55,7 @@ func TestAtomicSwap(t *testing.T) {
 	t.Run("incremental", func(t *testing.T) { atomicSwap(t, flips/2, true) })
 }
 
+// atomicSwap is TestAtomicSwap with flips swaps, the inactive slot filled fresh or incrementally.
 func atomicSwap(t *testing.T, flips int, incremental bool) {
 	tp := topology(t)
 	g := attach(t, tp, loader.ModeNative, basePolicy(t, tp))
@@ -140,8 +141,10 @@ func atomicSwap(t *testing.T, flips int, incremental bool) {
 	wg.Wait()
 
 	drops := g.counter(bpf.VerdictDrop, bpf.ReasonNoRule) - dropsBefore
-	t.Logf("%d flips in %v (%.2f ms each); %d probes sent, forbidden flow: %d no_rule drops, %d delivered; allowed flow: %d delivered",
-		flips, elapsed.Round(time.Millisecond), float64(elapsed.Microseconds())/1000/float64(flips), sent.Load(), drops, leaked.Load(), delivered.Load())
+	perFlip := float64(elapsed.Microseconds()) / 1000 / float64(flips)
+	t.Logf("%d flips in %v (%.2f ms each); %d probes sent, forbidden flow: %d no_rule drops, %d delivered; "+
+		"allowed flow: %d delivered", flips, elapsed.Round(time.Millisecond), perFlip, sent.Load(), drops,
+		leaked.Load(), delivered.Load())
 	if leaked.Load() != 0 {
 		t.Fatalf("%d forbidden datagrams were delivered during policy swaps", leaked.Load())
 	}

@@ -35,11 +35,23 @@ func echoOnce(t *testing.T, c net.Conn, msg []byte) {
 	}
 }
 
+// echoFrom dials addr over network from d and expects msg back.
+func echoFrom(t *testing.T, d *testenv.Device, network, addr string, msg []byte) {
+	t.Helper()
+	c, err := d.NS.Dial(network, addr, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	echoOnce(t, c, msg)
+}
+
+// addrPort is a:p as a dial address.
 func addrPort(a netip.Addr, p uint16) string { return netip.AddrPortFrom(a, p).String() }
 
-// TestTraffic (issue acceptance 4; threat rows 1-5, 8, 26 over veth): allowed TCP, UDP and ICMP
-// to the upstream pass for real sockets; forbidden ports, lateral movement and MAC/IP/ARP
-// spoofing are blocked, counted and reported by events; a fragmented UDP datagram arrives whole.
+// TestTraffic: allowed TCP, UDP and ICMP to the upstream pass for real sockets; forbidden ports,
+// lateral movement and MAC/IP/ARP spoofing are blocked, counted and reported by events; a
+// fragmented UDP datagram arrives whole.
 func TestTraffic(t *testing.T) {
 	modes(t, func(t *testing.T, mode loader.Mode) {
 		tp := topology(t)
@@ -60,20 +72,10 @@ func TestTraffic(t *testing.T) {
 
 		for _, ip := range []netip.Addr{up.IPv4, up.IPv6} {
 			t.Run("allowed tcp to "+ip.String(), func(t *testing.T) {
-				c, err := cam.NS.Dial("tcp", addrPort(ip, 7000), 3*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				echoOnce(t, c, []byte("hello over tcp"))
+				echoFrom(t, cam, "tcp", addrPort(ip, 7000), []byte("hello over tcp"))
 			})
 			t.Run("allowed udp to "+ip.String(), func(t *testing.T) {
-				c, err := cam.NS.Dial("udp", addrPort(ip, 7000), 3*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				echoOnce(t, c, []byte("hello over udp"))
+				echoFrom(t, cam, "udp", addrPort(ip, 7000), []byte("hello over udp"))
 			})
 			t.Run("allowed icmp to "+ip.String(), func(t *testing.T) {
 				if err := cam.NS.Ping(ip, 3*time.Second); err != nil {
@@ -81,12 +83,7 @@ func TestTraffic(t *testing.T) {
 				}
 			})
 			t.Run("fragmented udp to "+ip.String(), func(t *testing.T) {
-				c, err := cam.NS.Dial("udp", addrPort(ip, 7000), 3*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer c.Close()
-				echoOnce(t, c, bytes.Repeat([]byte("fragment"), 375)) // 3000 bytes, MTU 1500
+				echoFrom(t, cam, "udp", addrPort(ip, 7000), bytes.Repeat([]byte("fragment"), 375)) // 3000 bytes, MTU 1500
 			})
 		}
 
@@ -165,7 +162,8 @@ func TestTraffic(t *testing.T) {
 			if got := g.counter(bpf.VerdictDrop, reason) - before; got < 3 {
 				t.Errorf("%s counter moved by %d, want 3", reason, got)
 			}
-			if f, ok := sn.WaitFor(300*time.Millisecond, func(f testenv.Frame) bool { return bytes.Contains(f.Data, []byte(marker)) }); ok {
+			marked := func(f testenv.Frame) bool { return bytes.Contains(f.Data, []byte(marker)) }
+			if f, ok := sn.WaitFor(300*time.Millisecond, marked); ok {
 				t.Errorf("upstream received the spoofed frame: % x", f.Data)
 			}
 		}

@@ -8,9 +8,9 @@ import (
 	"testing"
 )
 
-// TestUnitFile (issue 12, acceptance 3): the systemd unit waits for the agent's READY=1
-// (Type=notify) and passes `systemd-analyze verify` (with ExecStart pointing at a built
-// binary, since the unit names the installed one), where systemd-analyze is installed.
+// TestUnitFile: the systemd unit waits for the agent's READY=1 (Type=notify) and passes
+// `systemd-analyze verify` (with ExecStart pointing at a built binary, since the unit names the
+// installed one), where systemd-analyze is installed.
 func TestUnitFile(t *testing.T) {
 	data, err := os.ReadFile("../deploy/systemd/ztgate-agent.service")
 	if err != nil {

@@ -129,6 +129,7 @@ var (
 	maxGroupID   = uint64(math.MaxUint32) // zt_prefix_val.group, the prefix selector id
 )
 
+// compiler is the state of one Compile: ids handed out so far and the snapshot being filled.
 type compiler struct {
 	p        *Policy
 	opt      CompileOptions
@@ -147,6 +148,8 @@ type compiler struct {
 	lastCanon string // the key of the last rule set compiled (for the Editor)
 }
 
+// run compiles c.p into c.snap: segment and device ids, the gateway's configuration and the
+// quarantine rule set, then every device.
 func (c *compiler) run() error {
 	spec := &c.p.Spec
 	if n := len(spec.Segments); uint64(n) > maxSegmentID {
@@ -257,6 +260,7 @@ func (c *compiler) assignDevIDs() error {
 // ZeroDevID is the dev_id of frames whose device is not identified.
 const ZeroDevID = 0
 
+// device compiles spec.devices[i] (its record and rule set) into the snapshot.
 func (c *compiler) device(i int, d *Device, segs map[string]*Segment) error {
 	rec, err := c.record(fmt.Sprintf("spec.devices[%d]", i), d, segs)
 	if err != nil {
@@ -417,6 +421,7 @@ type portSet struct {
 	ranges []PortRange
 }
 
+// add adds the ports r allows for proto (every port when r lists none or proto has none).
 func (ps *portSet) add(r Rule, proto uint8) {
 	if len(r.Ports) == 0 || (proto != ProtoTCP && proto != ProtoUDP) {
 		ps.all = true
@@ -425,6 +430,7 @@ func (ps *portSet) add(r Rule, proto uint8) {
 	ps.ranges = append(ps.ranges, r.Ports...)
 }
 
+// merged is the set's ranges sorted, with overlapping and adjacent ranges joined.
 func (ps *portSet) merged() []PortRange {
 	rs := slices.Clone(ps.ranges)
 	sort.Slice(rs, func(i, j int) bool { return rs[i].Lo < rs[j].Lo })
@@ -439,13 +445,16 @@ func (ps *portSet) merged() []PortRange {
 	return out
 }
 
+// union adds the ports of o.
 func (ps *portSet) union(o *portSet) {
 	ps.all = ps.all || o.all
 	ps.ranges = append(ps.ranges, o.ranges...)
 }
 
+// protoPorts are the ports one destination allows, by protocol number.
 type protoPorts map[uint8]*portSet
 
+// add adds the ports r allows for proto.
 func (pp protoPorts) add(r Rule, proto uint8) {
 	ps := pp[proto]
 	if ps == nil {
@@ -611,6 +620,7 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 	return id, nil
 }
 
+// emit writes the rule entries of rule set rs for destination s, one for each protocol of pp.
 func (c *compiler) emit(rs uint32, s selector, pp protoPorts, path string) error {
 	for proto, ps := range pp {
 		v := bpf.RuleVal{}
@@ -692,6 +702,7 @@ func canonical(sels map[selector]protoPorts, prefixes map[netip.Prefix]protoPort
 	return strings.Join(lines, ";"), nil
 }
 
+// prefixKey is the prefix map key of p in rule set rs (an IPv4 prefix within ::ffff:0:0/96).
 func prefixKey(rs uint32, p netip.Prefix) bpf.PrefixKey {
 	bits := p.Bits()
 	if p.Addr().Is4() {
@@ -709,6 +720,7 @@ func be32(a netip.Addr) uint32 {
 	return binary.NativeEndian.Uint32(b[:])
 }
 
+// devKey is the devices map key of mac.
 func devKey(mac net.HardwareAddr) bpf.DevKey {
 	var k bpf.DevKey
 	copy(k.Mac[:], mac)
@@ -718,6 +730,7 @@ func devKey(mac net.HardwareAddr) bpf.DevKey {
 // DevKey is the devices map key of a MAC address.
 func DevKey(mac net.HardwareAddr) bpf.DevKey { return devKey(mac) }
 
+// mustMAC parses a MAC address the validator has accepted.
 func mustMAC(s string) net.HardwareAddr {
 	m, err := net.ParseMAC(s)
 	if err != nil {

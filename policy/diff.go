@@ -30,6 +30,7 @@ type ItemCounts struct {
 	Changed int `json:"changed"`
 }
 
+// add counts one item changed by op.
 func (c *ItemCounts) add(op string) {
 	switch op {
 	case OpAdded:
@@ -173,12 +174,14 @@ func Compare(old, new *Policy) Diff {
 	}
 	var d Diff
 	os, ns := &old.Spec, &new.Spec
+	og, ng := &os.Gateway, &ns.Gateway
 	d.Settings = appendField(d.Settings, "spec.mode", string(os.Mode), string(ns.Mode), nil)
-	d.Settings = appendField(d.Settings, "spec.gateway.ipv4", joinList(os.Gateway.IPv4), joinList(ns.Gateway.IPv4), normAddrs)
-	d.Settings = appendField(d.Settings, "spec.gateway.ipv6", joinList(os.Gateway.IPv6), joinList(ns.Gateway.IPv6), normAddrs)
-	d.Settings = appendField(d.Settings, "spec.gateway.services", joinList(os.Gateway.Services), joinList(ns.Gateway.Services), normSet)
-	d.Settings = appendField(d.Settings, "spec.gateway.macs", joinList(os.Gateway.MACs), joinList(ns.Gateway.MACs), normSet)
-	d.Settings = appendField(d.Settings, "spec.auditIdentity", boolString(os.AuditIdentity), boolString(ns.AuditIdentity), nil)
+	d.Settings = appendField(d.Settings, "spec.gateway.ipv4", joinList(og.IPv4), joinList(ng.IPv4), normAddrs)
+	d.Settings = appendField(d.Settings, "spec.gateway.ipv6", joinList(og.IPv6), joinList(ng.IPv6), normAddrs)
+	d.Settings = appendField(d.Settings, "spec.gateway.services", joinList(og.Services), joinList(ng.Services), normSet)
+	d.Settings = appendField(d.Settings, "spec.gateway.macs", joinList(og.MACs), joinList(ng.MACs), normSet)
+	d.Settings = appendField(d.Settings, "spec.auditIdentity", boolString(os.AuditIdentity),
+		boolString(ns.AuditIdentity), nil)
 	if added, removed := ruleDiff(os.Quarantine.Allow, ns.Quarantine.Allow); len(added)+len(removed) > 0 {
 		d.Settings = append(d.Settings, FieldChange{Field: "spec.quarantine.allow",
 			Old: joinRules(os.Quarantine.Allow), New: joinRules(ns.Quarantine.Allow)})
@@ -272,6 +275,7 @@ func appendField(fs []FieldChange, field, old, new string, norm func(string) str
 	return append(fs, FieldChange{Field: field, Old: old, New: new})
 }
 
+// joinList joins l with ",".
 func joinList[S ~string](l []S) string {
 	s := make([]string, len(l))
 	for i, v := range l {
@@ -305,6 +309,7 @@ func normSet(s string) string {
 	return strings.Join(slices.Compact(parts), ",")
 }
 
+// normMAC is s in the canonical MAC address form, or s itself if it is none.
 func normMAC(s string) string {
 	if m, err := net.ParseMAC(s); err == nil {
 		return m.String()
@@ -312,6 +317,7 @@ func normMAC(s string) string {
 	return s
 }
 
+// vlanString is v in decimal, or "" (unset) for 0.
 func vlanString(v uint16) string {
 	if v == 0 {
 		return ""
@@ -319,6 +325,7 @@ func vlanString(v uint16) string {
 	return strconv.Itoa(int(v))
 }
 
+// boolString is "true", or "" (unset) for false.
 func boolString(b bool) string {
 	if b {
 		return "true"
@@ -351,6 +358,7 @@ func ruleDiff(old, new []Rule) (added, removed []string) {
 	return added, removed
 }
 
+// joinRules joins the rules' String forms with "; ".
 func joinRules(rs []Rule) string {
 	s := make([]string, len(rs))
 	for i, r := range rs {
@@ -369,12 +377,11 @@ func (d Diff) Empty() bool {
 //	~ spec.mode: enforce -> audit
 //	+ device cam-2
 //	- device old-sensor
-//	~ device thermostat: ipv4 10.0.0.5 -> 10.0.0.6
 //	~ device thermostat: + to device hvac proto udp ports 5683
 //	~ segment sensors: - to cidr 0.0.0.0/0 proto any
 //
-// A changed item lists its fields, then its removed rules, then its added rules. An unset
-// value is "". An empty Diff renders "no changes\n".
+// A changed item lists its fields, then its removed and added rules; an empty Diff renders
+// "no changes\n".
 func (d Diff) String() string {
 	if d.Empty() {
 		return "no changes\n"
@@ -405,12 +412,14 @@ func (d Diff) String() string {
 	}
 	items("device", d.Devices)
 	if m := d.MoreDevices; m != nil {
-		fmt.Fprintf(&b, "... and %d more devices (%d added, %d removed, %d changed)\n", m.Added+m.Removed+m.Changed, m.Added, m.Removed, m.Changed)
+		fmt.Fprintf(&b, "... and %d more devices (%d added, %d removed, %d changed)\n",
+			m.Added+m.Removed+m.Changed, m.Added, m.Removed, m.Changed)
 	}
 	items("segment", d.Segments)
 	return b.String()
 }
 
+// showValue is s as a diff line shows it ("" for an unset value).
 func showValue(s string) string {
 	if s == "" {
 		return `""`

@@ -14,18 +14,31 @@ func TestRuleString(t *testing.T) {
 		r    Rule
 		want string
 	}{
-		{Rule{To: Target{Device: "hvac-ctl"}, Proto: "udp", Ports: []PortRange{pr(5683, 5683)}}, "to device hvac-ctl proto udp ports 5683"},
-		{Rule{To: Target{CIDR: "203.0.113.0/24"}, Proto: "tcp", Ports: []PortRange{pr(443, 443), pr(8000, 8080)}}, "to cidr 203.0.113.0/24 proto tcp ports 443,8000-8080"},
-		{Rule{To: Target{Segment: "brokers"}, Proto: "any"}, "to segment brokers proto any"},
-		{Rule{To: Target{Segment: "brokers"}}, "to segment brokers proto any"},
-		{Rule{To: Target{Gateway: true}, Proto: "icmp"}, "to gateway proto icmp"},
-		{Rule{To: Target{Gateway: true}, Proto: "icmpv6"}, "to gateway proto icmpv6"},
-		{Rule{To: Target{Gateway: true}, Proto: "47"}, "to gateway proto 47"},
+		{
+			r:    Rule{To: Target{Device: "hvac-ctl"}, Proto: "udp", Ports: []PortRange{pr(5683, 5683)}},
+			want: "to device hvac-ctl proto udp ports 5683",
+		},
+		{
+			r:    Rule{To: Target{CIDR: "203.0.113.0/24"}, Proto: "tcp", Ports: []PortRange{pr(443, 443), pr(8000, 8080)}},
+			want: "to cidr 203.0.113.0/24 proto tcp ports 443,8000-8080",
+		},
+		{r: Rule{To: Target{Segment: "brokers"}, Proto: "any"}, want: "to segment brokers proto any"},
+		{r: Rule{To: Target{Segment: "brokers"}}, want: "to segment brokers proto any"},
+		{r: Rule{To: Target{Gateway: true}, Proto: "icmp"}, want: "to gateway proto icmp"},
+		{r: Rule{To: Target{Gateway: true}, Proto: "icmpv6"}, want: "to gateway proto icmpv6"},
+		{r: Rule{To: Target{Gateway: true}, Proto: "47"}, want: "to gateway proto 47"},
 		// Numbers of named protocols, unsorted and repeated ports, a non-canonical prefix.
-		{Rule{To: Target{CIDR: "2001:DB8::/32"}, Proto: "6", Ports: []PortRange{pr(8000, 8080), pr(443, 443), pr(443, 443)}}, "to cidr 2001:db8::/32 proto tcp ports 443,8000-8080"},
-		{Rule{To: Target{Gateway: true}, Proto: "17", Ports: []PortRange{pr(53, 53)}}, "to gateway proto udp ports 53"},
-		{Rule{To: Target{Gateway: true}, Proto: "bogus"}, "to gateway proto bogus"},
-		{Rule{}, "to nothing proto any"},
+		{
+			r: Rule{To: Target{CIDR: "2001:DB8::/32"}, Proto: "6",
+				Ports: []PortRange{pr(8000, 8080), pr(443, 443), pr(443, 443)}},
+			want: "to cidr 2001:db8::/32 proto tcp ports 443,8000-8080",
+		},
+		{
+			r:    Rule{To: Target{Gateway: true}, Proto: "17", Ports: []PortRange{pr(53, 53)}},
+			want: "to gateway proto udp ports 53",
+		},
+		{r: Rule{To: Target{Gateway: true}, Proto: "bogus"}, want: "to gateway proto bogus"},
+		{r: Rule{}, want: "to nothing proto any"},
 	}
 	for _, tt := range tests {
 		if got := tt.r.String(); got != tt.want {
@@ -60,28 +73,33 @@ func TestCompare(t *testing.T) {
 		change func(p *Policy)
 		want   Diff
 	}{
-		{"identical", func(p *Policy) {}, Diff{}},
-		{"respelled values and repeated rules are no change", func(p *Policy) {
+		{name: "identical", change: func(p *Policy) {}, want: Diff{}},
+		{name: "respelled values and repeated rules are no change", change: func(p *Policy) {
 			p.Spec.Devices[0].MAC = "02-00-00-00-00-05"
 			p.Spec.Devices[1].MAC = "0200.0000.0006"
 			p.Spec.Gateway.IPv6 = []string{"fd00:0::1"}
 			p.Spec.Segments[0].Allow = []Rule{{To: Target{CIDR: "0.0.0.0/0"}, Proto: "any"}}
 			p.Spec.Quarantine.Allow = append(p.Spec.Quarantine.Allow, p.Spec.Quarantine.Allow[0])
-		}, Diff{}},
-		{"settings", func(p *Policy) {
-			p.Spec.Mode = ModeAudit
-			p.Spec.Gateway.IPv4 = []string{"10.0.0.1", "10.0.1.1"}
-			p.Spec.Gateway.IPv6 = nil
-			p.Spec.Gateway.Services = []Service{ServiceDNS, ServiceNTP}
-			p.Spec.Quarantine.Allow = append(p.Spec.Quarantine.Allow, Rule{To: Target{Gateway: true}, Proto: "udp", Ports: []PortRange{pr(53, 53)}})
-		}, Diff{Settings: []FieldChange{
-			{"spec.mode", "enforce", "audit"},
-			{"spec.gateway.ipv4", "10.0.0.1", "10.0.0.1,10.0.1.1"},
-			{"spec.gateway.ipv6", "fd00::1", ""},
-			{"spec.gateway.services", "dns", "dns,ntp"},
-			{"spec.quarantine.allow", "to gateway proto icmp", "to gateway proto icmp; to gateway proto udp ports 53"},
-		}}},
-		{"devices added, removed and changed", func(p *Policy) {
+		}, want: Diff{}},
+		{
+			name: "settings",
+			change: func(p *Policy) {
+				p.Spec.Mode = ModeAudit
+				p.Spec.Gateway.IPv4 = []string{"10.0.0.1", "10.0.1.1"}
+				p.Spec.Gateway.IPv6 = nil
+				p.Spec.Gateway.Services = []Service{ServiceDNS, ServiceNTP}
+				dns := Rule{To: Target{Gateway: true}, Proto: "udp", Ports: []PortRange{pr(53, 53)}}
+				p.Spec.Quarantine.Allow = append(p.Spec.Quarantine.Allow, dns)
+			},
+			want: Diff{Settings: []FieldChange{
+				{"spec.mode", "enforce", "audit"},
+				{"spec.gateway.ipv4", "10.0.0.1", "10.0.0.1,10.0.1.1"},
+				{"spec.gateway.ipv6", "fd00::1", ""},
+				{"spec.gateway.services", "dns", "dns,ntp"},
+				{"spec.quarantine.allow", "to gateway proto icmp", "to gateway proto icmp; to gateway proto udp ports 53"},
+			}},
+		},
+		{name: "devices added, removed and changed", change: func(p *Policy) {
 			p.Spec.Devices = []Device{
 				{Name: "thermostat", MAC: "02:00:00:00:00:15", IPv4: []string{"10.0.0.15"}, IPv6: []string{"fd00::15"},
 					Port: "eth1", VLAN: 20, Mode: ModeAudit, Quarantined: true,
@@ -89,7 +107,7 @@ func TestCompare(t *testing.T) {
 				{Name: "hvac", MAC: "02:00:00:00:00:07", IPv4: []string{"10.0.0.7"}, Segment: "brokers"},
 				{Name: "cam-2", MAC: "02:00:00:00:00:08"},
 			}
-		}, Diff{Devices: []ItemChange{
+		}, want: Diff{Devices: []ItemChange{
 			{Op: OpAdded, Name: "cam-2"},
 			{Op: OpRemoved, Name: "old-sensor"},
 			{Op: OpChanged, Name: "thermostat", Fields: []FieldChange{
@@ -103,29 +121,34 @@ func TestCompare(t *testing.T) {
 				{"quarantined", "", "true"},
 			}, RulesAdded: []string{"to device hvac proto udp ports 5683"}},
 		}}},
-		{"device rules only", func(p *Policy) {
+		{name: "device rules only", change: func(p *Policy) {
 			p.Spec.Devices[2].Allow = []Rule{
 				{To: Target{Gateway: true}, Proto: "icmp"},
 				{To: Target{CIDR: "203.0.113.0/24"}, Proto: "tcp", Ports: []PortRange{pr(443, 443)}},
 			}
-		}, Diff{Devices: []ItemChange{{Op: OpChanged, Name: "hvac",
+		}, want: Diff{Devices: []ItemChange{{Op: OpChanged, Name: "hvac",
 			RulesAdded: []string{"to cidr 203.0.113.0/24 proto tcp ports 443", "to gateway proto icmp"}}}}},
-		{"segments added, removed and changed", func(p *Policy) {
-			p.Spec.Segments = []Segment{
-				{Name: "sensors", Mode: ModeAudit, Allow: []Rule{{To: Target{Segment: "brokers"}, Proto: "tcp", Ports: []PortRange{pr(8883, 8883)}}}},
-				{Name: "cameras"},
-			}
-			p.Spec.Devices[2].Segment = ""
-		}, Diff{
-			Segments: []ItemChange{
-				{Op: OpRemoved, Name: "brokers"},
-				{Op: OpAdded, Name: "cameras"},
-				{Op: OpChanged, Name: "sensors", Fields: []FieldChange{{"mode", "", "audit"}},
-					RulesAdded:   []string{"to segment brokers proto tcp ports 8883"},
-					RulesRemoved: []string{"to cidr 0.0.0.0/0 proto any"}},
+		{
+			name: "segments added, removed and changed",
+			change: func(p *Policy) {
+				p.Spec.Segments = []Segment{
+					{Name: "sensors", Mode: ModeAudit, Allow: []Rule{
+						{To: Target{Segment: "brokers"}, Proto: "tcp", Ports: []PortRange{pr(8883, 8883)}}}},
+					{Name: "cameras"},
+				}
+				p.Spec.Devices[2].Segment = ""
 			},
-			Devices: []ItemChange{{Op: OpChanged, Name: "hvac", Fields: []FieldChange{{"segment", "brokers", ""}}}},
-		}},
+			want: Diff{
+				Segments: []ItemChange{
+					{Op: OpRemoved, Name: "brokers"},
+					{Op: OpAdded, Name: "cameras"},
+					{Op: OpChanged, Name: "sensors", Fields: []FieldChange{{"mode", "", "audit"}},
+						RulesAdded:   []string{"to segment brokers proto tcp ports 8883"},
+						RulesRemoved: []string{"to cidr 0.0.0.0/0 proto any"}},
+				},
+				Devices: []ItemChange{{Op: OpChanged, Name: "hvac", Fields: []FieldChange{{"segment", "brokers", ""}}}},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,7 +194,8 @@ func TestCompareNil(t *testing.T) {
 			{"spec.quarantine.allow", "", "to gateway proto icmp"},
 		},
 		Segments: []ItemChange{{Op: OpAdded, Name: "brokers"}, {Op: OpAdded, Name: "sensors"}},
-		Devices:  []ItemChange{{Op: OpAdded, Name: "hvac"}, {Op: OpAdded, Name: "old-sensor"}, {Op: OpAdded, Name: "thermostat"}},
+		Devices: []ItemChange{
+			{Op: OpAdded, Name: "hvac"}, {Op: OpAdded, Name: "old-sensor"}, {Op: OpAdded, Name: "thermostat"}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Compare(nil, p):\n got %+v\nwant %+v", got, want)
@@ -183,7 +207,8 @@ func TestCompareNil(t *testing.T) {
 		t.Errorf("Compare(nil, nil) = %+v, want empty", d)
 	}
 	rev := Compare(p, nil)
-	if len(rev.Devices) != 3 || rev.Devices[0].Op != OpRemoved || len(rev.Segments) != 2 || rev.Segments[1].Op != OpRemoved {
+	if len(rev.Devices) != 3 || rev.Devices[0].Op != OpRemoved ||
+		len(rev.Segments) != 2 || rev.Segments[1].Op != OpRemoved {
 		t.Errorf("Compare(p, nil) = %+v, want everything removed", rev)
 	}
 }
@@ -193,10 +218,10 @@ func TestDiffEmpty(t *testing.T) {
 		d    Diff
 		want bool
 	}{
-		{Diff{}, true},
-		{Diff{Settings: []FieldChange{{"spec.mode", "", "audit"}}}, false},
-		{Diff{Segments: []ItemChange{{Op: OpAdded, Name: "s"}}}, false},
-		{Diff{Devices: []ItemChange{{Op: OpRemoved, Name: "d"}}}, false},
+		{d: Diff{}, want: true},
+		{d: Diff{Settings: []FieldChange{{"spec.mode", "", "audit"}}}, want: false},
+		{d: Diff{Segments: []ItemChange{{Op: OpAdded, Name: "s"}}}, want: false},
+		{d: Diff{Devices: []ItemChange{{Op: OpRemoved, Name: "d"}}}, want: false},
 	}
 	for _, tt := range tests {
 		if got := tt.d.Empty(); got != tt.want {
@@ -257,7 +282,9 @@ func TestCompileDeterministic(t *testing.T) {
 	p.Spec.Gateway = Gateway{IPv4: []string{"10.0.0.1"}}
 	var rules []Rule
 	for i := range 12 {
-		rules = append(rules, Rule{To: Target{CIDR: fmt.Sprintf("10.%d.0.0/%d", i, 16+i%8)}, Proto: "tcp", Ports: []PortRange{{Lo: uint16(100 + i), Hi: uint16(100 + i)}}})
+		port := uint16(100 + i)
+		rules = append(rules, Rule{To: Target{CIDR: fmt.Sprintf("10.%d.0.0/%d", i, 16+i%8)}, Proto: "tcp",
+			Ports: []PortRange{{Lo: port, Hi: port}}})
 	}
 	rules = append(rules, Rule{To: Target{CIDR: "10.0.0.0/8"}, Proto: "udp"}, Rule{To: Target{CIDR: "2001:db8::/32"}})
 	p.Spec.Devices = []Device{{Name: "d", MAC: "02:00:00:00:00:01", IPv4: []string{"10.0.0.5"}, Allow: rules}}
@@ -273,7 +300,8 @@ func TestCompileDeterministic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(first.Prefixes, again.Prefixes) || !reflect.DeepEqual(first.Rules, again.Rules) || !reflect.DeepEqual(first.Devices, again.Devices) {
+		if !reflect.DeepEqual(first.Prefixes, again.Prefixes) || !reflect.DeepEqual(first.Rules, again.Rules) ||
+			!reflect.DeepEqual(first.Devices, again.Devices) {
 			t.Fatal("two compilations of one policy differ")
 		}
 	}
@@ -282,7 +310,8 @@ func TestCompileDeterministic(t *testing.T) {
 // TestDiffLimit: past the limit, changed devices are counted by op, not listed.
 func TestDiffLimit(t *testing.T) {
 	dev := func(name, mac string, port uint16) Device {
-		return Device{Name: name, MAC: mac, Allow: []Rule{{To: Target{Gateway: true}, Proto: "tcp", Ports: []PortRange{pr(port, port)}}}}
+		rule := Rule{To: Target{Gateway: true}, Proto: "tcp", Ports: []PortRange{pr(port, port)}}
+		return Device{Name: name, MAC: mac, Allow: []Rule{rule}}
 	}
 	old := &Policy{Spec: Spec{Devices: []Device{dev("a", "02:00:00:00:00:01", 1), dev("b", "02:00:00:00:00:02", 1),
 		dev("c", "02:00:00:00:00:03", 1), dev("d", "02:00:00:00:00:04", 1), dev("e", "02:00:00:00:00:05", 1)}}}
@@ -303,10 +332,13 @@ func TestDiffLimit(t *testing.T) {
 	if want := (ItemCounts{Added: 1, Changed: 2}); got.MoreDevices == nil || *got.MoreDevices != want {
 		t.Fatalf("Limit(2) counts %+v, want %+v", got.MoreDevices, want)
 	}
-	if again := got.Limit(1); again.MoreDevices == nil || *again.MoreDevices != (ItemCounts{Added: 1, Removed: 1, Changed: 2}) || *got.MoreDevices != (ItemCounts{Added: 1, Changed: 2}) {
+	again := got.Limit(1)
+	if again.MoreDevices == nil || *again.MoreDevices != (ItemCounts{Added: 1, Removed: 1, Changed: 2}) ||
+		*got.MoreDevices != (ItemCounts{Added: 1, Changed: 2}) {
 		t.Fatalf("Limit(1) of the limited diff: %+v (and the first one became %+v)", again.MoreDevices, got.MoreDevices)
 	}
-	if s := got.String(); !strings.Contains(s, "... and 3 more devices (1 added, 0 removed, 2 changed)\n") || strings.Contains(s, "device f") {
+	const more = "... and 3 more devices (1 added, 0 removed, 2 changed)\n"
+	if s := got.String(); !strings.Contains(s, more) || strings.Contains(s, "device f") {
 		t.Fatalf("String:\n%s", s)
 	}
 	if (Diff{MoreDevices: &ItemCounts{Changed: 1}}).Empty() {

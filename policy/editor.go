@@ -12,17 +12,11 @@ import (
 )
 
 // Editor changes one device of a compiled policy at a time, in time proportional to the
-// change, not to the policy: it keeps the compiler's state (rule sets by content, device ids)
-// and indexes (names, MACs, addresses, references) that a whole Compile rebuilds.
+// change, keeping the compiler's state and indexes that a whole Compile rebuilds.
 //
-// A change is prepared (validated and compiled, nothing modified), then either committed or
-// dropped: Prepare, write the Delta to the datapath, and Commit only once that succeeded. The
-// policy and the snapshot the Editor holds are modified in place by Commit: whoever else reads
-// them must be kept out during Commit (the agent holds a lock).
-//
-// Equivalence with Compile: after any sequence of changes the Editor's snapshot decides every
-// frame as Compile(Policy()) does, and holds no entry Compile would not (rule sets no device
-// uses are removed). Rule set and prefix group numbers may differ, as numbers only do.
+// A change is prepared (nothing modified), its Delta written to the datapath, and only then
+// committed; Commit modifies the policy and snapshot in place, so readers are kept out meanwhile.
+// The snapshot always decides every frame as Compile(Policy()) does and holds no more entries.
 type Editor struct {
 	c     *compiler
 	p     *Policy
@@ -197,6 +191,7 @@ func (e *Editor) index(i int, d *Device, n int) {
 	e.countRefs(d.Allow, n)
 }
 
+// countRefs adds n to the reference count of every device that rules name.
 func (e *Editor) countRefs(rules []Rule, n int) {
 	for _, r := range rules {
 		if r.To.Device != "" {
@@ -242,7 +237,8 @@ func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 	}
 	od := &e.p.Spec.Devices[i]
 	if n := e.namedByOthers(od); n > 0 {
-		return nil, fmt.Errorf("device %s is the destination of %d rule(s) of other devices, segments or the quarantine: remove them first: %w", quote(name), n, ErrReferenced)
+		return nil, fmt.Errorf("device %s is the destination of %d rule(s) of other devices, segments or the "+
+			"quarantine: remove them first: %w", quote(name), n, ErrReferenced)
 	}
 	okey := devKey(mustMAC(od.MAC))
 	orec := e.snap.Devices[okey]
@@ -320,7 +316,8 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 	if newID {
 		if replace && e.namedByOthers(od) > 0 {
 			return nil, fieldError(file, joinPath(path, "mac"), locate, fmt.Sprintf(
-				"changing the MAC address of device %s gives it a new identity, and rules of other devices, segments or the quarantine name it: apply the whole policy instead", quote(nd.Name)))
+				"changing the MAC address of device %s gives it a new identity, and rules of other devices, "+
+					"segments or the quarantine name it: apply the whole policy instead", quote(nd.Name)))
 		}
 		id = e.peekID()
 		d.Fresh = []uint32{id}

@@ -26,7 +26,8 @@ func (g *editGen) rules() []Rule {
 		var r Rule
 		switch g.r.IntN(5) {
 		case 0:
-			r.To.CIDR = []string{"198.51.100.0/24", "198.51.0.0/16", "2001:db8::/32", "2001:db8:1::/48", "0.0.0.0/0"}[g.r.IntN(5)]
+			cidrs := []string{"198.51.100.0/24", "198.51.0.0/16", "2001:db8::/32", "2001:db8:1::/48", "0.0.0.0/0"}
+			r.To.CIDR = cidrs[g.r.IntN(len(cidrs))]
 		case 1:
 			if len(g.names) > 0 {
 				r.To.Device = g.names[g.r.IntN(len(g.names))]
@@ -91,7 +92,8 @@ func editBase(g *editGen, n int) *Policy {
 		}
 		p.Spec.Segments = append(p.Spec.Segments, seg)
 	}
-	p.Spec.Quarantine.Allow = []Rule{{To: Target{CIDR: "192.0.2.0/24"}, Proto: "tcp", Ports: []PortRange{{Lo: 443, Hi: 443}}}}
+	p.Spec.Quarantine.Allow = []Rule{
+		{To: Target{CIDR: "192.0.2.0/24"}, Proto: "tcp", Ports: []PortRange{{Lo: 443, Hi: 443}}}}
 	for i := 0; len(p.Spec.Devices) < n; i++ {
 		d := g.device(fmt.Sprintf("d%d", i))
 		q := *p
@@ -149,7 +151,8 @@ func canonSnap(s *Snapshot) string {
 
 func cloneSnap(s *Snapshot) *Snapshot {
 	c := *s
-	c.Devices, c.Addrs, c.Prefixes, c.Rules = maps.Clone(s.Devices), maps.Clone(s.Addrs), maps.Clone(s.Prefixes), maps.Clone(s.Rules)
+	c.Devices, c.Addrs = maps.Clone(s.Devices), maps.Clone(s.Addrs)
+	c.Prefixes, c.Rules = maps.Clone(s.Prefixes), maps.Clone(s.Rules)
 	c.DeviceNames = maps.Clone(s.DeviceNames)
 	return &c
 }
@@ -216,7 +219,8 @@ func TestEditorMatchesCompile(t *testing.T) {
 					t.Fatalf("step %d (%s): counts %v, delta says %v", step, d.Summary, c, d.Counts)
 				}
 				if got.MaxDevID() > d.MaxDevID {
-					t.Fatalf("step %d (%s): max dev id %d above the delta's %d (next %d heap %v)", step, d.Summary, got.MaxDevID(), d.MaxDevID, e.next, e.ids)
+					t.Fatalf("step %d (%s): max dev id %d above the delta's %d (next %d heap %v)",
+						step, d.Summary, got.MaxDevID(), d.MaxDevID, e.next, e.ids)
 				}
 				if err := e.Policy().Validate(); err != nil {
 					t.Fatalf("step %d (%s): the edited policy is invalid: %v", step, d.Summary, err)
@@ -279,13 +283,31 @@ func TestEditorRefusals(t *testing.T) {
 		return d, loc
 	}
 	for _, c := range []struct{ doc, want string }{
-		{"name: x\nmac: \"02:00:00:00:00:01\"\n", `dev.yaml:2:6: mac: MAC address 02:00:00:00:00:01 is already used by device "cam"`},
-		{"name: x\nmac: \"02:00:00:00:00:09\"\nipv4: [10.0.0.20]\n", `dev.yaml:3:8: ipv4[0]: address 10.0.0.20 of device "x" is already bound to device "nvr"`},
-		{"name: x\nmac: \"02:00:00:00:00:09\"\nipv4: [10.0.0.1]\n", `dev.yaml:3:8: ipv4[0]: 10.0.0.1 is a gateway address`},
-		{"name: x\nmac: \"02:00:00:00:00:09\"\nsegment: nope\n", `dev.yaml:3:10: segment: segment "nope" is not defined in spec.segments`},
-		{"name: x\nmac: \"02:00:00:00:00:09\"\nallow: [{to: {device: ghost}}]\n", `dev.yaml:3:23: allow[0].to.device: device "ghost" is not defined in spec.devices`},
-		{"name: cam\nmac: \"02:00:00:00:00:0a\"\n", `dev.yaml:2:6: mac: changing the MAC address of device "cam" gives it a new identity`},
-		{"name: X\nmac: \"02:00:00:00:00:09\"\n", `dev.yaml:1:7: name: "X" is not a valid name`},
+		{
+			doc:  "name: x\nmac: \"02:00:00:00:00:01\"\n",
+			want: `dev.yaml:2:6: mac: MAC address 02:00:00:00:00:01 is already used by device "cam"`,
+		},
+		{
+			doc:  "name: x\nmac: \"02:00:00:00:00:09\"\nipv4: [10.0.0.20]\n",
+			want: `dev.yaml:3:8: ipv4[0]: address 10.0.0.20 of device "x" is already bound to device "nvr"`,
+		},
+		{
+			doc:  "name: x\nmac: \"02:00:00:00:00:09\"\nipv4: [10.0.0.1]\n",
+			want: `dev.yaml:3:8: ipv4[0]: 10.0.0.1 is a gateway address`,
+		},
+		{
+			doc:  "name: x\nmac: \"02:00:00:00:00:09\"\nsegment: nope\n",
+			want: `dev.yaml:3:10: segment: segment "nope" is not defined in spec.segments`,
+		},
+		{
+			doc:  "name: x\nmac: \"02:00:00:00:00:09\"\nallow: [{to: {device: ghost}}]\n",
+			want: `dev.yaml:3:23: allow[0].to.device: device "ghost" is not defined in spec.devices`,
+		},
+		{
+			doc:  "name: cam\nmac: \"02:00:00:00:00:0a\"\n",
+			want: `dev.yaml:2:6: mac: changing the MAC address of device "cam" gives it a new identity`,
+		},
+		{doc: "name: X\nmac: \"02:00:00:00:00:09\"\n", want: `dev.yaml:1:7: name: "X" is not a valid name`},
 	} {
 		d, loc := doc(c.doc)
 		_, err := e.PreparePut("dev.yaml", "", d, loc)
@@ -293,7 +315,8 @@ func TestEditorRefusals(t *testing.T) {
 			t.Errorf("put %q: got %v, want %q", c.doc, err, c.want)
 		}
 	}
-	if _, err := e.PrepareDelete("cam"); err == nil || !strings.Contains(err.Error(), `device "cam" is the destination of 1 rule(s)`) {
+	const referenced = `device "cam" is the destination of 1 rule(s)`
+	if _, err := e.PrepareDelete("cam"); err == nil || !strings.Contains(err.Error(), referenced) {
 		t.Errorf("delete cam: got %v", err)
 	}
 	if _, err := e.PrepareDelete("ghost"); err == nil || !strings.Contains(err.Error(), "no such device") {

@@ -79,6 +79,7 @@ type errorList struct {
 	dropped int // errors beyond maxCollected
 }
 
+// add collects e, or only counts it once maxCollected are held.
 func (l *errorList) add(e *FieldError) {
 	if len(l.errs) >= maxCollected {
 		l.dropped++
@@ -87,6 +88,7 @@ func (l *errorList) add(e *FieldError) {
 	l.errs = append(l.errs, e)
 }
 
+// len is the number of errors found, collected or not.
 func (l *errorList) len() int { return len(l.errs) + l.dropped }
 
 // err returns the collected errors sorted by position and capped at MaxErrors, or nil.

@@ -33,7 +33,7 @@ type Explanation struct {
 	Mode      string `json:"mode"`                // enforce or audit, as in force for the device
 	Verdict   string `json:"verdict"`             // pass, drop, audit (the model's)
 	Reason    string `json:"reason"`              // allow, no_rule, quarantined, ... (the model's)
-	Rule      string `json:"rule,omitempty"`      // path of the deciding rule, e.g. spec.segments[1].allow[0], or gateway service
+	Rule      string `json:"rule,omitempty"`      // the deciding rule's path (spec.segments[1].allow[0]) or service
 	RuleText  string `json:"rule_text,omitempty"` // the rule as Rule.String
 }
 
@@ -53,27 +53,10 @@ var (
 // Explain answers q with the reference model deciding from s, which must be compiled from p
 // (a valid policy), and names the part of p that allows the traffic.
 //
-// The query becomes one real frame from the device: its MAC, its first address of the
-// family, its VLAN tag if it has one, arriving on the gateway port the device is bound to (0
-// when unbound), to destination MAC 02:00:00:00:00:01. To is an IP address, "gateway" (a
-// keyword, even if a device is named so) or a device name; for the last two the family is
-// IPv4 when both ends have an IPv4 address, else IPv6. The first IPv4 or IPv6 address of the
-// gateway or the device is the destination.
-//
-// The probe is a TCP SYN, a UDP datagram (a DHCP request from port 68 when to port 67 over
-// IPv4, from port 546 when to port 547 over IPv6, else from port 49152), an ICMP or ICMPv6
-// echo request, or a bare IP packet carrying the protocol number. An empty Proto is tcp when
-// Port is set and any otherwise; any is probed with an echo request of the family, and
-// Explanation.Proto then names the protocol probed (icmp or icmpv6). tcp and udp need a Port,
-// other protocols take none; icmp needs IPv4 and icmpv6 IPv6.
-//
-// Verdict and Reason are the model's. When the model allows (Reason allow), Rule is the path
-// of the first rule that allows the traffic: for a quarantined device among
-// spec.quarantine.allow, else among the device's own rules and then its segment's (the rule
-// set is a union, so which of several matching rules is named does not change the verdict).
-// When no rule matches, a gateway service that covers the traffic is named ("spec.gateway.
-// services: dns"). Rule is empty whenever the model does not allow, including a drop or an
-// audit in audit mode, and when nothing in the policy accounts for the model's allow.
+// The query becomes one real frame from the device (its MAC, first address of the family and
+// VLAN, on its port) to To: an address, "gateway" or a device name. An empty Proto is tcp with
+// a Port and any (an echo request) without. Verdict and Reason are the model's; Rule names the
+// first rule, or else the gateway service, that allows the traffic, and is empty otherwise.
 func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 	if p == nil || s == nil {
 		return nil, errors.New("explain needs a policy and its snapshot")
@@ -301,6 +284,7 @@ func deviceOwning(p *Policy, a netip.Addr) *Device {
 	return nil
 }
 
+// hasAddr reports whether one of the addresses in list is a.
 func hasAddr(list []string, a netip.Addr) bool {
 	for _, s := range list {
 		if b, err := netip.ParseAddr(s); err == nil && b == a {
@@ -310,6 +294,7 @@ func hasAddr(list []string, a netip.Addr) bool {
 	return false
 }
 
+// isGatewayAddr reports whether a is one of the gateway's addresses.
 func isGatewayAddr(p *Policy, a netip.Addr) bool {
 	return hasAddr(p.Spec.Gateway.IPv4, a) || hasAddr(p.Spec.Gateway.IPv6, a)
 }

@@ -51,13 +51,13 @@ func TestGatewayMACsInvalid(t *testing.T) {
 		macs []string
 		want string
 	}{
-		{[]string{"nope"}, `spec.gateway.macs[0]: "nope" is not a 6-byte MAC address`},
-		{[]string{"01:00:5e:00:00:01"}, "multicast or broadcast"},
-		{[]string{"00:00:00:00:00:00"}, "all-zero"},
-		{[]string{"02:00:00:00:00:fe", "02:00:00:00:00:FE"}, "duplicate MAC address 02:00:00:00:00:fe"},
-		{[]string{"02:00:00:00:00:01"}, "spec.devices[0].mac: MAC address 02:00:00:00:00:01 is the gateway's"},
-		{[]string{"02:00:00:00:01:01", "02:00:00:00:01:02", "02:00:00:00:01:03", "02:00:00:00:01:04",
-			"02:00:00:00:01:05"}, "5 MAC addresses, at most 4"},
+		{macs: []string{"nope"}, want: `spec.gateway.macs[0]: "nope" is not a 6-byte MAC address`},
+		{macs: []string{"01:00:5e:00:00:01"}, want: "multicast or broadcast"},
+		{macs: []string{"00:00:00:00:00:00"}, want: "all-zero"},
+		{macs: []string{"02:00:00:00:00:fe", "02:00:00:00:00:FE"}, want: "duplicate MAC address 02:00:00:00:00:fe"},
+		{macs: []string{"02:00:00:00:00:01"}, want: "spec.devices[0].mac: MAC address 02:00:00:00:00:01 is the gateway's"},
+		{macs: []string{"02:00:00:00:01:01", "02:00:00:00:01:02", "02:00:00:00:01:03", "02:00:00:00:01:04",
+			"02:00:00:00:01:05"}, want: "5 MAC addresses, at most 4"},
 	} {
 		p := gwPolicy()
 		p.Spec.Gateway.MACs = c.macs

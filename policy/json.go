@@ -5,24 +5,12 @@ import (
 	"strconv"
 )
 
-// The JSON fast path. YAML is a superset of JSON, so a policy written as JSON is a policy
-// document like any other; fleets of many thousand devices are usually generated that way. For
-// such a document Parse skips yaml.v3's node tree (a few KB of nodes per device, and most of
-// the time of a large apply) and decodes the JSON straight into the Policy.
-//
-// The contract: decodeJSON either gives up, and Parse goes on to the YAML path as if it had
-// never run, or it returns exactly the Policy the YAML path decodes from the same bytes. It
-// therefore handles only a conservative subset of JSON and gives up on anything else:
-//   - whitespace is spaces and newlines only, and a key is followed on its own line by ':',
-//     less than maxKeySpan bytes from where the key starts;
-//   - strings are printable ASCII without escapes;
-//   - numbers are unsigned integers without a fraction or an exponent;
-//   - no null; every key is a known field of its struct, and appears once;
-//   - a value is of the kind its field takes (no 17 where a string is expected).
-//
-// Anything the document gets wrong (a bad address, a duplicate name) is only found by the
-// validator; Parse then takes the YAML path too, so that every error carries its position.
-// FuzzJSONFastPath keeps the two paths equal.
+// The JSON fast path decodes a policy written as JSON (YAML's subset that generated fleets use)
+// without yaml.v3's node tree. decodeJSON either gives up, and Parse takes the YAML path, or
+// returns exactly the Policy the YAML path decodes: it takes only a conservative subset (spaces
+// and newlines, printable ASCII strings without escapes, unsigned integers, no null, known
+// fields once each, values of their field's kind) and leaves every error to the YAML path, so
+// that it carries its position. FuzzJSONFastPath keeps the two paths equal.
 
 // maxKeySpan bounds how far a key's ':' may be from the key's opening quote. yaml.v3 takes a
 // key for a key only when its ':' comes within 1024 characters of its start (a YAML "simple

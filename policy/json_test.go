@@ -40,7 +40,8 @@ func jsonFleet(n int) []byte {
   "gateway": {"ipv4": ["10.0.0.1"], "ipv6": ["fd00::1"], "services": ["dhcp", "dns", "ntp"]},
   "quarantine": {"allow": [{"to": {"gateway": true}, "proto": "udp", "ports": [53]}]},
   "segments": [
-   {"name": "s0", "mode": "enforce", "allow": [{"to": {"cidr": "203.0.113.0/24"}, "proto": "tcp", "ports": [443, "8000-8080"]},
+   {"name": "s0", "mode": "enforce",
+    "allow": [{"to": {"cidr": "203.0.113.0/24"}, "proto": "tcp", "ports": [443, "8000-8080"]},
      {"to": {"segment": "s1"}, "proto": "icmp"}]},
    {"name": "s1", "allow": []}],
   "devices": [`)
@@ -48,14 +49,16 @@ func jsonFleet(n int) []byte {
 		if i > 0 {
 			b.WriteString(",\n")
 		}
-		fmt.Fprintf(&b, `{"name": "d%d", "mac": "02:00:00:00:%02x:%02x", "ipv4": ["10.0.%d.%d"], "segment": "s%d"`, i, i>>8, i&0xff, 1+i>>8, i&0xff, i%2)
+		fmt.Fprintf(&b, `{"name": "d%d", "mac": "02:00:00:00:%02x:%02x", "ipv4": ["10.0.%d.%d"], "segment": "s%d"`,
+			i, i>>8, i&0xff, 1+i>>8, i&0xff, i%2)
 		if i%3 == 0 {
 			fmt.Fprintf(&b, `, "ipv6": ["fd00::%x"], "port": "eth%d", "vlan": %d, "mode": "enforce"`, i+16, i%4, 1+i%4094)
 		}
 		if i%5 == 0 {
 			b.WriteString(`, "quarantined": true`)
 		}
-		fmt.Fprintf(&b, `, "allow": [{"to": {"device": "d%d"}, "proto": "any"}, {"to": {"cidr": "198.51.100.0/24"}, "proto": "6", "ports": ["%d"]}]}`, (i+1)%n, 1000+i)
+		fmt.Fprintf(&b, `, "allow": [{"to": {"device": "d%d"}, "proto": "any"}, `+
+			`{"to": {"cidr": "198.51.100.0/24"}, "proto": "6", "ports": ["%d"]}]}`, (i+1)%n, 1000+i)
 	}
 	b.WriteString("]}}\n")
 	return []byte(b.String())
@@ -75,11 +78,12 @@ func TestJSONFastPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	docs := map[string][]byte{
-		"valid.yaml compact":    toJSON(t, valid, false),
-		"valid.yaml indented":   toJSON(t, valid, true),
-		"fleet":                 jsonFleet(40),
-		"fleet indented":        toJSON(t, jsonFleet(40), true),
-		"spaces before a colon": []byte(strings.Replace(string(jsonFleet(2)), `"name":`, `"name"`+strings.Repeat(" ", 900)+`:`, 1)),
+		"valid.yaml compact":  toJSON(t, valid, false),
+		"valid.yaml indented": toJSON(t, valid, true),
+		"fleet":               jsonFleet(40),
+		"fleet indented":      toJSON(t, jsonFleet(40), true),
+		"spaces before a colon": []byte(strings.Replace(string(jsonFleet(2)),
+			`"name":`, `"name"`+strings.Repeat(" ", 900)+`:`, 1)),
 	}
 	for name, data := range docs {
 		fast, slow, err := bothPaths(t, data)
@@ -126,44 +130,51 @@ func spareCapacity(v reflect.Value, path string) string {
 // TestJSONFastPathGivesUp: documents just outside the subset, many of which yaml.v3 reads
 // differently from a JSON parser or not at all, are left to the YAML path, which decides.
 func TestJSONFastPathGivesUp(t *testing.T) {
-	base := `{"apiVersion": "ztgate/v1", "kind": "Policy", "metadata": {"name": "t"}, "spec": {"devices": [{"name": "d1", "mac": "02:00:00:00:00:01"%s}]}}`
+	base := `{"apiVersion": "ztgate/v1", "kind": "Policy", "metadata": {"name": "t"}, ` +
+		`"spec": {"devices": [{"name": "d1", "mac": "02:00:00:00:00:01"%s}]}}`
 	ok := fmt.Sprintf(base, "")
 	if fast, _, err := bothPaths(t, []byte(ok)); fast == nil || err != nil {
 		t.Fatalf("the base document: fast %v, YAML error %v", fast, err)
 	}
 	for _, tc := range []struct{ name, doc string }{
-		{"key and colon on two lines", fmt.Sprintf(base, `, "vlan"`+"\n"+`: 5`)},
-		{"colon far from its key (not a YAML simple key)", fmt.Sprintf(base, `, "vlan"`+strings.Repeat(" ", 1100)+`: 5`)},
-		{"escaped slash (not a YAML escape)", fmt.Sprintf(base, `, "port": "e\/1"`)},
-		{"unicode escape", fmt.Sprintf(base, `, "port": "\u0065th1"`)},
-		{"non-ASCII", fmt.Sprintf(base, `, "port": "éth1"`)},
-		{"tab", fmt.Sprintf(base, `,`+"\t"+`"vlan": 5`)},
-		{"carriage return", fmt.Sprintf(base, `,`+"\r\n"+`"vlan": 5`)},
-		{"null", fmt.Sprintf(base, `, "allow": null`)},
-		{"float", fmt.Sprintf(base, `, "vlan": 5.0`)},
-		{"exponent", fmt.Sprintf(base, `, "vlan": 5e0`)},
-		{"negative", fmt.Sprintf(base, `, "vlan": -5`)},
-		{"out of range", fmt.Sprintf(base, `, "vlan": 4095`)},
-		{"huge", fmt.Sprintf(base, `, "vlan": 123456789012345678901234`)},
-		{"leading zero", fmt.Sprintf(base, `, "vlan": 05`)},
-		{"number for a string", fmt.Sprintf(base, `, "port": 17`)},
-		{"string for a number", fmt.Sprintf(base, `, "vlan": "5"`)},
-		{"string for a bool", fmt.Sprintf(base, `, "quarantined": "true"`)},
-		{"duplicate key", fmt.Sprintf(base, `, "vlan": 5, "vlan": 6`)},
-		{"unknown key", fmt.Sprintf(base, `, "vlans": 5`)},
-		{"key in another case", fmt.Sprintf(base, `, "VLAN": 5`)},
-		{"port 0", fmt.Sprintf(base, `, "allow": [{"to": {"gateway": true}, "proto": "tcp", "ports": [0]}]`)},
-		{"bad port range", fmt.Sprintf(base, `, "allow": [{"to": {"gateway": true}, "proto": "tcp", "ports": ["9-1"]}]`)},
-		{"trailing comma", fmt.Sprintf(base, `,`)},
-		{"bare word", fmt.Sprintf(base, `, "quarantined": yes`)},
-		{"plain scalar", fmt.Sprintf(base, `, "vlan": 5 6`)},
-		{"invalid policy (the YAML path locates it)", fmt.Sprintf(base, `, "ipv4": ["10.0.0.256"]`)},
-		{"trailing document", ok + "\n---\n" + ok},
-		{"trailing garbage", ok + " x"},
-		{"two values", ok + ok},
-		{"YAML flow", `{apiVersion: ztgate/v1, kind: Policy, metadata: {name: t}, spec: {}}`},
-		{"comment", ok + " # c"},
-		{"unterminated", ok[:len(ok)-1]},
+		{name: "key and colon on two lines", doc: fmt.Sprintf(base, `, "vlan"`+"\n"+`: 5`)},
+		{
+			name: "colon far from its key (not a YAML simple key)",
+			doc:  fmt.Sprintf(base, `, "vlan"`+strings.Repeat(" ", 1100)+`: 5`),
+		},
+		{name: "escaped slash (not a YAML escape)", doc: fmt.Sprintf(base, `, "port": "e\/1"`)},
+		{name: "unicode escape", doc: fmt.Sprintf(base, `, "port": "\u0065th1"`)},
+		{name: "non-ASCII", doc: fmt.Sprintf(base, `, "port": "éth1"`)},
+		{name: "tab", doc: fmt.Sprintf(base, `,`+"\t"+`"vlan": 5`)},
+		{name: "carriage return", doc: fmt.Sprintf(base, `,`+"\r\n"+`"vlan": 5`)},
+		{name: "null", doc: fmt.Sprintf(base, `, "allow": null`)},
+		{name: "float", doc: fmt.Sprintf(base, `, "vlan": 5.0`)},
+		{name: "exponent", doc: fmt.Sprintf(base, `, "vlan": 5e0`)},
+		{name: "negative", doc: fmt.Sprintf(base, `, "vlan": -5`)},
+		{name: "out of range", doc: fmt.Sprintf(base, `, "vlan": 4095`)},
+		{name: "huge", doc: fmt.Sprintf(base, `, "vlan": 123456789012345678901234`)},
+		{name: "leading zero", doc: fmt.Sprintf(base, `, "vlan": 05`)},
+		{name: "number for a string", doc: fmt.Sprintf(base, `, "port": 17`)},
+		{name: "string for a number", doc: fmt.Sprintf(base, `, "vlan": "5"`)},
+		{name: "string for a bool", doc: fmt.Sprintf(base, `, "quarantined": "true"`)},
+		{name: "duplicate key", doc: fmt.Sprintf(base, `, "vlan": 5, "vlan": 6`)},
+		{name: "unknown key", doc: fmt.Sprintf(base, `, "vlans": 5`)},
+		{name: "key in another case", doc: fmt.Sprintf(base, `, "VLAN": 5`)},
+		{name: "port 0", doc: fmt.Sprintf(base, `, "allow": [{"to": {"gateway": true}, "proto": "tcp", "ports": [0]}]`)},
+		{
+			name: "bad port range",
+			doc:  fmt.Sprintf(base, `, "allow": [{"to": {"gateway": true}, "proto": "tcp", "ports": ["9-1"]}]`),
+		},
+		{name: "trailing comma", doc: fmt.Sprintf(base, `,`)},
+		{name: "bare word", doc: fmt.Sprintf(base, `, "quarantined": yes`)},
+		{name: "plain scalar", doc: fmt.Sprintf(base, `, "vlan": 5 6`)},
+		{name: "invalid policy (the YAML path locates it)", doc: fmt.Sprintf(base, `, "ipv4": ["10.0.0.256"]`)},
+		{name: "trailing document", doc: ok + "\n---\n" + ok},
+		{name: "trailing garbage", doc: ok + " x"},
+		{name: "two values", doc: ok + ok},
+		{name: "YAML flow", doc: `{apiVersion: ztgate/v1, kind: Policy, metadata: {name: t}, spec: {}}`},
+		{name: "comment", doc: ok + " # c"},
+		{name: "unterminated", doc: ok[:len(ok)-1]},
 	} {
 		fast, slow, err := bothPaths(t, []byte(tc.doc))
 		if fast != nil {
@@ -177,7 +188,8 @@ func TestJSONErrorsAreLocated(t *testing.T) {
 		"  \"spec\": {\"devices\": [\n    {\"name\": \"d1\", \"mac\": \"02:00:00:00:00:01\"},\n" +
 		"    {\"name\": \"d2\", \"mac\": \"01:00:00:00:00:02\"}\n  ]}\n}\n"
 	_, err := Parse("fleet.json", []byte(doc))
-	if err == nil || !strings.Contains(err.Error(), "fleet.json:7:") || !strings.Contains(err.Error(), "spec.devices[1].mac") {
+	if err == nil || !strings.Contains(err.Error(), "fleet.json:7:") ||
+		!strings.Contains(err.Error(), "spec.devices[1].mac") {
 		t.Fatalf("error = %v, want it at fleet.json:7 naming spec.devices[1].mac", err)
 	}
 }

@@ -120,11 +120,11 @@ func TestIDLimits(t *testing.T) {
 		fits  uint64 // the largest limit that still fails; one more compiles
 		path  string
 	}{
-		{"devices", &maxDevID, 1, "spec.devices"},
+		{name: "devices", limit: &maxDevID, fits: 1, path: "spec.devices"},
 		// Rule set 1 is the quarantine's, 2 device a's, 3 device b's.
-		{"rule sets", &maxRulesetID, 2, "spec.devices[1].allow"},
+		{name: "rule sets", limit: &maxRulesetID, fits: 2, path: "spec.devices[1].allow"},
 		// Groups 1 for a's prefix, 2 and 3 for b's.
-		{"prefix groups", &maxGroupID, 2, "spec.devices[1].allow"},
+		{name: "prefix groups", limit: &maxGroupID, fits: 2, path: "spec.devices[1].allow"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			old := *tc.limit
@@ -150,21 +150,6 @@ func TestCompileCapacity(t *testing.T) {
 	p := segmentsPolicy(3)
 	p.Spec.Devices[0].Port = "eth9" // compiling it fails: no Ifindex resolver
 	p.Spec.Devices[0].IPv4 = append(p.Spec.Devices[0].IPv4, "10.0.0.9")
-	for _, tc := range []struct {
-		lim   Limits
-		want  string
-		count int
-	}{
-		{Limits{Devices: 2}, bpf.ZtgateMapZtDevices, 3},
-		{Limits{Addrs: 3}, bpf.ZtgateMapZtAddrs, 4},
-	} {
-		_, err := Compile(p, CompileOptions{Revision: 1, Limits: tc.lim})
-		var ce *CapacityError
-		if !errors.As(err, &ce) || ce.Map != tc.want || ce.Count != tc.count || ce.AtLeast {
-			t.Errorf("limits %+v: %v, want %d entries over the capacity of %s", tc.lim, err, tc.count, tc.want)
-		}
-	}
-
 	// A segment of 300 prefixes and 50 devices in it with a rule of their own each: 15,000
 	// prefix entries and more rule entries if compiled whole.
 	big := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "big"}}
@@ -181,18 +166,24 @@ func TestCompileCapacity(t *testing.T) {
 	if err := big.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// Devices and addresses are counted whole; rules and prefixes stop the compile at one too many.
 	for _, tc := range []struct {
-		lim  Limits
-		want string
-		n    int
+		p       *Policy
+		lim     Limits
+		want    string
+		count   int
+		atLeast bool
 	}{
-		{Limits{Prefixes: 1000}, bpf.ZtgateMapZtPrefixes, 1001},
-		{Limits{Rules: 1000}, bpf.ZtgateMapZtRules, 1001},
+		{p: p, lim: Limits{Devices: 2}, want: bpf.ZtgateMapZtDevices, count: 3},
+		{p: p, lim: Limits{Addrs: 3}, want: bpf.ZtgateMapZtAddrs, count: 4},
+		{p: big, lim: Limits{Prefixes: 1000}, want: bpf.ZtgateMapZtPrefixes, count: 1001, atLeast: true},
+		{p: big, lim: Limits{Rules: 1000}, want: bpf.ZtgateMapZtRules, count: 1001, atLeast: true},
 	} {
-		_, err := Compile(big, CompileOptions{Revision: 1, Limits: tc.lim})
+		_, err := Compile(tc.p, CompileOptions{Revision: 1, Limits: tc.lim})
 		var ce *CapacityError
-		if !errors.As(err, &ce) || ce.Map != tc.want || ce.Count != tc.n || !ce.AtLeast {
-			t.Errorf("limits %+v: %v, want the compile stopped at %d entries of %s", tc.lim, err, tc.n, tc.want)
+		if !errors.As(err, &ce) || ce.Map != tc.want || ce.Count != tc.count || ce.AtLeast != tc.atLeast {
+			t.Errorf("limits %+v: %v, want %d entries (at least: %v) over the capacity of %s",
+				tc.lim, err, tc.count, tc.atLeast, tc.want)
 		}
 	}
 }
@@ -211,6 +202,29 @@ func keyPrefix(t *testing.T, k bpf.PrefixKey) netip.Prefix {
 	return pfx
 }
 
+// randomPorts is no port range (all ports) one time in three, else one range of up to three
+// ports within 1-102.
+func randomPorts(rnd *rand.Rand) []PortRange {
+	if rnd.IntN(3) == 0 {
+		return nil
+	}
+	lo := uint16(1 + rnd.IntN(100))
+	return []PortRange{{Lo: lo, Hi: lo + uint16(rnd.IntN(3))}}
+}
+
+// compileOneDevice compiles the policy name of one device allowed rules; it returns the
+// snapshot and the device's rule set.
+func compileOneDevice(name string, rules []Rule) (*Snapshot, uint32, error) {
+	const mac = "02:00:00:00:00:01"
+	p := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: name}, Spec: Spec{
+		Devices: []Device{{Name: "d", MAC: mac, Allow: rules}}}}
+	s, err := Compile(p, CompileOptions{Revision: 1})
+	if err != nil {
+		return nil, 0, err
+	}
+	return s, s.Devices[DevKey(mustMAC(mac))].Ruleset, nil
+}
+
 // TestPrefixClosure checks the compiled prefix groups against their definition: the rules of
 // the longest matching prefix are those of every prefix of the list that contains it.
 func TestPrefixClosure(t *testing.T) {
@@ -226,19 +240,15 @@ func TestPrefixClosure(t *testing.T) {
 			}
 			pfx := netip.PrefixFrom(a, bits).Masked()
 			r := Rule{To: Target{CIDR: pfx.String()}, Proto: []string{"tcp", "udp", "icmp"}[rnd.IntN(3)]}
-			if r.Proto != "icmp" && rnd.IntN(3) > 0 {
-				lo := uint16(1 + rnd.IntN(100))
-				r.Ports = []PortRange{{lo, lo + uint16(rnd.IntN(3))}}
+			if r.Proto != "icmp" {
+				r.Ports = randomPorts(rnd)
 			}
 			rules = append(rules, r)
 		}
-		p := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "closure"}, Spec: Spec{
-			Devices: []Device{{Name: "d", MAC: "02:00:00:00:00:01", Allow: rules}}}}
-		s, err := Compile(p, CompileOptions{Revision: 1})
+		s, rs, err := compileOneDevice("closure", rules)
 		if err != nil {
 			continue // over 16 port ranges for one destination: refused, nothing to check
 		}
-		rs := s.Devices[DevKey(mustMAC("02:00:00:00:00:01"))].Ruleset
 		for k, v := range s.Prefixes {
 			if k.Ruleset != rs {
 				continue
@@ -265,7 +275,7 @@ func TestPrefixClosure(t *testing.T) {
 				}
 				var gotRanges []PortRange
 				for _, r := range got.Ranges[:got.N] {
-					gotRanges = append(gotRanges, PortRange{r.Lo, r.Hi})
+					gotRanges = append(gotRanges, PortRange{Lo: r.Lo, Hi: r.Hi})
 				}
 				if m := ps.merged(); !slices.Equal(m, gotRanges) {
 					t.Fatalf("round %d: %s proto %d: ranges %v, want %v", round, pfx, proto, gotRanges, m)
@@ -292,19 +302,15 @@ func TestMulticastClosure(t *testing.T) {
 				cidr = v6[rnd.IntN(len(v6))]
 			}
 			r := Rule{To: Target{CIDR: cidr}, Proto: []string{"tcp", "udp", "icmp", "any"}[rnd.IntN(4)]}
-			if (r.Proto == "tcp" || r.Proto == "udp") && rnd.IntN(3) > 0 {
-				lo := uint16(1 + rnd.IntN(100))
-				r.Ports = []PortRange{{lo, lo + uint16(rnd.IntN(3))}}
+			if r.Proto == "tcp" || r.Proto == "udp" {
+				r.Ports = randomPorts(rnd)
 			}
 			rules = append(rules, r)
 		}
-		p := &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "mcast"}, Spec: Spec{
-			Devices: []Device{{Name: "d", MAC: "02:00:00:00:00:01", Allow: rules}}}}
-		s, err := Compile(p, CompileOptions{Revision: 1})
+		s, rs, err := compileOneDevice("mcast", rules)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rs := s.Devices[DevKey(mustMAC("02:00:00:00:00:01"))].Ruleset
 		groups := map[uint32]bool{}
 		for k, v := range s.Prefixes {
 			if k.Ruleset != rs {
@@ -334,7 +340,7 @@ func TestMulticastClosure(t *testing.T) {
 				}
 				var gotRanges []PortRange
 				for _, r := range got.Ranges[:got.N] {
-					gotRanges = append(gotRanges, PortRange{r.Lo, r.Hi})
+					gotRanges = append(gotRanges, PortRange{Lo: r.Lo, Hi: r.Hi})
 				}
 				if m := ps.merged(); !ps.all && !slices.Equal(m, gotRanges) {
 					t.Fatalf("round %d: %s proto %d: ranges %v, want %v", round, pfx, proto, gotRanges, m)

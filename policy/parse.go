@@ -148,7 +148,8 @@ func decodeYAML(data []byte) (root *yaml.Node, ferr *FieldError) {
 	case err != nil:
 		return nil, syntaxError(err)
 	default:
-		return nil, &FieldError{Line: next.Line, Col: next.Column, Msg: "more than one YAML document, a policy file holds exactly one"}
+		return nil, &FieldError{Line: next.Line, Col: next.Column,
+			Msg: "more than one YAML document, a policy file holds exactly one"}
 	}
 	if len(doc.Content) == 0 || nodeIsNull(doc.Content[0]) {
 		return nil, &FieldError{Line: doc.Line, Col: doc.Column, Msg: "empty document"}
@@ -156,6 +157,7 @@ func decodeYAML(data []byte) (root *yaml.Node, ferr *FieldError) {
 	return doc.Content[0], nil
 }
 
+// syntaxError is yaml.v3's syntax error err as a FieldError with its line.
 func syntaxError(err error) *FieldError {
 	msg := err.Error()
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
@@ -177,6 +179,7 @@ type decoder struct {
 	aborted    bool
 }
 
+// errorf records an error at node n for the field at path.
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	d.failed = append(d.failed, path)
 	d.errs.add(&FieldError{File: d.file, Line: n.Line, Col: n.Column, Path: path, Msg: fmt.Sprintf(format, args...)})
@@ -252,6 +255,7 @@ func (d *decoder) value(n *yaml.Node, path string, v reflect.Value) {
 	}
 }
 
+// mapping decodes a mapping into struct v: every key a field, none twice, no merge keys.
 func (d *decoder) mapping(n *yaml.Node, path string, v reflect.Value) {
 	if nodeIsNull(n) {
 		return
@@ -287,6 +291,7 @@ func (d *decoder) mapping(n *yaml.Node, path string, v reflect.Value) {
 	}
 }
 
+// sequence decodes a list into slice v.
 func (d *decoder) sequence(n *yaml.Node, path string, v reflect.Value) {
 	if nodeIsNull(n) {
 		return
@@ -306,6 +311,7 @@ func (d *decoder) sequence(n *yaml.Node, path string, v reflect.Value) {
 	v.Set(s)
 }
 
+// str decodes a scalar into string v.
 func (d *decoder) str(n *yaml.Node, path string, v reflect.Value) {
 	if n.Kind != yaml.ScalarNode {
 		d.errorf(n, path, "expected a string, got %s", describeNode(n))
@@ -328,6 +334,7 @@ func (d *decoder) str(n *yaml.Node, path string, v reflect.Value) {
 	}
 }
 
+// boolean decodes true or false into v.
 func (d *decoder) boolean(n *yaml.Node, path string, v reflect.Value) {
 	if nodeIsNull(n) {
 		return
@@ -361,6 +368,7 @@ func portOf(u uint64) (PortRange, bool) {
 	return PortRange{uint16(u), uint16(u)}, true
 }
 
+// unsigned decodes a decimal integer within the range of v's field into v.
 func (d *decoder) unsigned(n *yaml.Node, path string, v reflect.Value) {
 	if nodeIsNull(n) {
 		return
@@ -411,6 +419,7 @@ func hasLeadingZero(lit string) bool {
 	return len(lit) > 1 && lit[0] == '0' && lit[1] >= '0' && lit[1] <= '9'
 }
 
+// leadingZeroMsg is the error message for the literal lit with a leading zero.
 func leadingZeroMsg(lit string) string {
 	return fmt.Sprintf("%s has a leading zero, which YAML reads as octal: remove it (or write 0o for octal)", clip(lit))
 }
@@ -421,6 +430,7 @@ type structField struct {
 	index int
 }
 
+// structFields are the fields of a document struct.
 type structFields []structField
 
 var fieldCache sync.Map // reflect.Type -> structFields
@@ -446,6 +456,7 @@ func fieldsOf(t reflect.Type) structFields {
 	return fs
 }
 
+// index is the struct index of the field named name, or -1.
 func (fs structFields) index(name string) int {
 	for _, f := range fs {
 		if f.name == name {
@@ -455,6 +466,7 @@ func (fs structFields) index(name string) int {
 	return -1
 }
 
+// names lists the field names for an error message.
 func (fs structFields) names() string {
 	names := make([]string, len(fs))
 	for i, f := range fs {
@@ -472,6 +484,7 @@ func derefAlias(n *yaml.Node) *yaml.Node {
 	return n
 }
 
+// nodeIsNull reports whether n is a null scalar (~, null or nothing).
 func nodeIsNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
@@ -504,6 +517,7 @@ func describeNode(n *yaml.Node) string {
 	return "nothing"
 }
 
+// joinPath is the path of field name within path.
 func joinPath(path, name string) string {
 	if path == "" {
 		return name
@@ -511,6 +525,7 @@ func joinPath(path, name string) string {
 	return path + "." + name
 }
 
+// lastPathElem is the last field name of path.
 func lastPathElem(path string) string {
 	return path[strings.LastIndexAny(path, ".]")+1:]
 }

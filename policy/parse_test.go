@@ -51,11 +51,11 @@ func TestParseValid(t *testing.T) {
 	if cam.VLAN != 10 || cam.Port != "eth1" || cam.Segment != "cameras" {
 		t.Errorf("cam-1: got %+v", cam)
 	}
-	wantPorts := []PortRange{{8000, 8080}, {443, 443}}
+	wantPorts := []PortRange{{Lo: 8000, Hi: 8080}, {Lo: 443, Hi: 443}}
 	if got := cam.Allow[0].Ports; !reflect.DeepEqual(got, wantPorts) {
 		t.Errorf("cam-1 ports: got %v, want %v", got, wantPorts)
 	}
-	wantPorts = []PortRange{{514, 514}, {5000, 5010}}
+	wantPorts = []PortRange{{Lo: 514, Hi: 514}, {Lo: 5000, Hi: 5010}}
 	if got := p.Spec.Segments[0].Allow[0].Ports; !reflect.DeepEqual(got, wantPorts) {
 		t.Errorf("segment ports: got %v, want %v", got, wantPorts)
 	}
@@ -102,58 +102,139 @@ func TestParseErrors(t *testing.T) {
 		n    int      // number of errors, when not 0
 	}{
 		// Document level.
-		{"empty", "", []string{"t.yaml: empty document"}, 1},
-		{"only comments", "# nothing here\n", []string{"t.yaml: empty document"}, 1},
-		{"null document", "---\n", []string{"empty document"}, 1},
-		{"multiple documents", withSpec("  mode: audit\n") + "---\n" + header, []string{"t.yaml:7:1: more than one YAML document"}, 1},
-		{"syntax", "apiVersion: [ztgate/v1\n", []string{"t.yaml:1: invalid YAML: did not find expected ',' or ']'"}, 1},
-		{"top level list", "- a\n", []string{"t.yaml:1:1: expected a mapping, got a list"}, 1},
-		{"top level scalar", "hello\n", []string{`t.yaml:1:1: expected a mapping, got string "hello"`}, 1},
+		{name: "empty", doc: "", want: []string{"t.yaml: empty document"}, n: 1},
+		{name: "only comments", doc: "# nothing here\n", want: []string{"t.yaml: empty document"}, n: 1},
+		{name: "null document", doc: "---\n", want: []string{"empty document"}, n: 1},
+		{
+			name: "multiple documents",
+			doc:  withSpec("  mode: audit\n") + "---\n" + header,
+			want: []string{"t.yaml:7:1: more than one YAML document"},
+			n:    1,
+		},
+		{
+			name: "syntax",
+			doc:  "apiVersion: [ztgate/v1\n",
+			want: []string{"t.yaml:1: invalid YAML: did not find expected ',' or ']'"},
+			n:    1,
+		},
+		{name: "top level list", doc: "- a\n", want: []string{"t.yaml:1:1: expected a mapping, got a list"}, n: 1},
+		{
+			name: "top level scalar",
+			doc:  "hello\n",
+			want: []string{`t.yaml:1:1: expected a mapping, got string "hello"`},
+			n:    1,
+		},
 
 		// Strict decoding.
-		{"unknown top-level field", header + "spec: {}\nextra: 1\n", []string{
-			`t.yaml:6:1: extra: unknown field "extra", allowed fields are apiVersion, kind, metadata, spec`}, 1},
-		{"unknown device field", withSpec(device + "      macc: x\n"), []string{
-			`t.yaml:9:7: spec.devices[0].macc: unknown field "macc", allowed fields are name, mac, ipv4, ipv6, port, vlan, segment, mode, quarantined, auditIdentity, allow`}, 1},
-		{"duplicate field", withSpec("  gateway:\n    ipv4: [10.0.0.1]\n    ipv4: [10.0.0.2]\n"), []string{
-			`t.yaml:8:5: spec.gateway.ipv4: duplicate field "ipv4", first defined at line 7`}, 1},
-		{"merge key", withSpec("  gateway: &g {ipv4: [10.0.0.1]}\n  quarantine:\n    <<: *g\n"), []string{
-			"spec.quarantine: merge keys (<<) are not supported"}, 1},
-		{"non-scalar key", withSpec("  ? [a]\n  : b\n"), []string{"t.yaml:6:5: spec: expected a field name, got a list"}, 1},
-		{"string for list", withSpec("  gateway:\n    ipv4: 10.0.0.1\n"), []string{
-			`t.yaml:7:11: spec.gateway.ipv4: expected a list, got string "10.0.0.1"`}, 1},
-		{"list for string", withSpec("  devices:\n    - name: [d1]\n      mac: 02:00:00:00:00:01\n"), []string{
-			"t.yaml:7:13: spec.devices[0].name: expected a string, got a list"}, 1},
-		{"mapping for string", withSpec("  mode: {a: b}\n"), []string{"spec.mode: expected a string, got a mapping"}, 1},
-		{"list for mapping", withSpec("  gateway: [a]\n"), []string{"spec.gateway: expected a mapping, got a list"}, 1},
-		{"custom tag", withSpec("  mode: !fancy audit\n"), []string{`spec.mode: expected a string, got !fancy "audit"`}, 1},
-		{"negative vlan", withSpec(device + "      vlan: -1\n"), []string{"t.yaml:9:13: spec.devices[0].vlan: -1 is out of range 0-4094"}, 1},
-		{"vlan too large", withSpec(device + "      vlan: 4095\n"), []string{"spec.devices[0].vlan: 4095 is out of range 0-4094"}, 1},
-		{"vlan string", withSpec(device + "      vlan: \"10\"\n"), []string{`spec.devices[0].vlan: expected an integer, got string "10"`}, 1},
-		{"revision string", "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: abc}\n", []string{
-			`t.yaml:3:31: metadata.revision: expected an integer, got string "abc"`}, 1},
-		{"leading zeros", withSpec(device + `      vlan: 010
+		{name: "unknown top-level field", doc: header + "spec: {}\nextra: 1\n", want: []string{
+			`t.yaml:6:1: extra: unknown field "extra", allowed fields are apiVersion, kind, metadata, spec`}, n: 1},
+		{
+			name: "unknown device field",
+			doc:  withSpec(device + "      macc: x\n"),
+			want: []string{
+				`t.yaml:9:7: spec.devices[0].macc: unknown field "macc", allowed fields are name, mac, ipv4, ipv6, ` +
+					`port, vlan, segment, mode, quarantined, auditIdentity, allow`},
+			n: 1,
+		},
+		{name: "duplicate field", doc: withSpec("  gateway:\n    ipv4: [10.0.0.1]\n    ipv4: [10.0.0.2]\n"), want: []string{
+			`t.yaml:8:5: spec.gateway.ipv4: duplicate field "ipv4", first defined at line 7`}, n: 1},
+		{name: "merge key", doc: withSpec("  gateway: &g {ipv4: [10.0.0.1]}\n  quarantine:\n    <<: *g\n"), want: []string{
+			"spec.quarantine: merge keys (<<) are not supported"}, n: 1},
+		{
+			name: "non-scalar key",
+			doc:  withSpec("  ? [a]\n  : b\n"),
+			want: []string{"t.yaml:6:5: spec: expected a field name, got a list"},
+			n:    1,
+		},
+		{name: "string for list", doc: withSpec("  gateway:\n    ipv4: 10.0.0.1\n"), want: []string{
+			`t.yaml:7:11: spec.gateway.ipv4: expected a list, got string "10.0.0.1"`}, n: 1},
+		{
+			name: "list for string",
+			doc:  withSpec("  devices:\n    - name: [d1]\n      mac: 02:00:00:00:00:01\n"),
+			want: []string{
+				"t.yaml:7:13: spec.devices[0].name: expected a string, got a list"},
+			n: 1,
+		},
+		{
+			name: "mapping for string",
+			doc:  withSpec("  mode: {a: b}\n"),
+			want: []string{"spec.mode: expected a string, got a mapping"},
+			n:    1,
+		},
+		{
+			name: "list for mapping",
+			doc:  withSpec("  gateway: [a]\n"),
+			want: []string{"spec.gateway: expected a mapping, got a list"},
+			n:    1,
+		},
+		{
+			name: "custom tag",
+			doc:  withSpec("  mode: !fancy audit\n"),
+			want: []string{`spec.mode: expected a string, got !fancy "audit"`},
+			n:    1,
+		},
+		{
+			name: "negative vlan",
+			doc:  withSpec(device + "      vlan: -1\n"),
+			want: []string{"t.yaml:9:13: spec.devices[0].vlan: -1 is out of range 0-4094"},
+			n:    1,
+		},
+		{
+			name: "vlan too large",
+			doc:  withSpec(device + "      vlan: 4095\n"),
+			want: []string{"spec.devices[0].vlan: 4095 is out of range 0-4094"},
+			n:    1,
+		},
+		{
+			name: "vlan string",
+			doc:  withSpec(device + "      vlan: \"10\"\n"),
+			want: []string{`spec.devices[0].vlan: expected an integer, got string "10"`},
+			n:    1,
+		},
+		{
+			name: "revision string",
+			doc:  "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: abc}\n",
+			want: []string{
+				`t.yaml:3:31: metadata.revision: expected an integer, got string "abc"`},
+			n: 1,
+		},
+		{name: "leading zeros", doc: withSpec(device + `      vlan: 010
       allow:
         - {to: {gateway: true}, proto: tcp, ports: [0443, "0443"]}
         - {to: {gateway: true}, proto: "017"}
-`), []string{
+`), want: []string{
 			"spec.devices[0].vlan: 010 has a leading zero, which YAML reads as octal: remove it (or write 0o for octal)",
 			"spec.devices[0].allow[0].ports[0]: 0443 has a leading zero",
-			`spec.devices[0].allow[1].proto: protocol "017" has a leading zero, remove it`}, 3},
-		{"revision float", "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: 1.5}\n", []string{
-			"metadata.revision: expected an integer, got number 1.5"}, 1},
-		{"revision negative", "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: -3}\n", []string{
-			"metadata.revision: -3 is out of range 0-18446744073709551615"}, 1},
-		{"bool as string", withSpec(device + "      quarantined: \"yes\"\n"), []string{
-			`spec.devices[0].quarantined: expected true or false, got string "yes"`}, 1},
-		{"target gateway not bool", withSpec("  quarantine:\n    allow:\n      - to: {gateway: 1}\n"), []string{
-			"spec.quarantine.allow[0].to.gateway: expected true or false, got integer 1"}, 1},
-		{"ports", withSpec(`  quarantine:
+			`spec.devices[0].allow[1].proto: protocol "017" has a leading zero, remove it`}, n: 3},
+		{
+			name: "revision float",
+			doc:  "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: 1.5}\n",
+			want: []string{
+				"metadata.revision: expected an integer, got number 1.5"},
+			n: 1,
+		},
+		{
+			name: "revision negative",
+			doc:  "apiVersion: ztgate/v1\nkind: Policy\nmetadata: {name: t, revision: -3}\n",
+			want: []string{
+				"metadata.revision: -3 is out of range 0-18446744073709551615"},
+			n: 1,
+		},
+		{name: "bool as string", doc: withSpec(device + "      quarantined: \"yes\"\n"), want: []string{
+			`spec.devices[0].quarantined: expected true or false, got string "yes"`}, n: 1},
+		{
+			name: "target gateway not bool",
+			doc:  withSpec("  quarantine:\n    allow:\n      - to: {gateway: 1}\n"),
+			want: []string{
+				"spec.quarantine.allow[0].to.gateway: expected true or false, got integer 1"},
+			n: 1,
+		},
+		{name: "ports", doc: withSpec(`  quarantine:
     allow:
       - to: {gateway: true}
         proto: tcp
         ports: [0, 70000, "80-", "9000-8000", 1.5, true, {a: b}, "0-10", "", " 80", "+80", ~]
-`), []string{
+`), want: []string{
 			"t.yaml:10:17: spec.quarantine.allow[0].ports[0]: port 0 is out of range 1-65535",
 			"spec.quarantine.allow[0].ports[1]: port 70000 is out of range 1-65535",
 			`spec.quarantine.allow[0].ports[2]: "80-" is not a port (443) or a port range ("8000-8080")`,
@@ -166,26 +247,37 @@ func TestParseErrors(t *testing.T) {
 			`spec.quarantine.allow[0].ports[9]: " 80" is not a port`,
 			`spec.quarantine.allow[0].ports[10]: "+80" is not a port`,
 			"spec.quarantine.allow[0].ports[11]: expected a port (443) or a port range (\"8000-8080\"), got null",
-		}, 12},
+		}, n: 12},
 
 		// Header.
-		{"missing header", "metadata: {name: t}\n", []string{
+		{name: "missing header", doc: "metadata: {name: t}\n", want: []string{
 			`t.yaml:1:1: apiVersion: is required, must be "ztgate/v1"`,
-			`t.yaml:1:1: kind: is required, must be "Policy"`}, 2},
-		{"wrong header", "apiVersion: v1\nkind: Pod\nmetadata: {name: t}\n", []string{
+			`t.yaml:1:1: kind: is required, must be "Policy"`}, n: 2},
+		{name: "wrong header", doc: "apiVersion: v1\nkind: Pod\nmetadata: {name: t}\n", want: []string{
 			`t.yaml:1:13: apiVersion: must be "ztgate/v1", got "v1"`,
-			`t.yaml:2:7: kind: must be "Policy", got "Pod"`}, 2},
-		{"missing name", "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name:\n", []string{
-			"t.yaml:4:3: metadata.name: is required"}, 1},
-		{"name too long", "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: " + strings.Repeat("a", 64) + "\n", []string{
-			"metadata.name: \"" + strings.Repeat("a", 64) + "\" is longer than 63 characters"}, 1},
-		{"name syntax", "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: Site_A\n", []string{
-			`metadata.name: "Site_A" is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit`}, 1},
-		{"name trailing dash", "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: site-\n", []string{
-			`metadata.name: "site-" is not a valid name`}, 1},
+			`t.yaml:2:7: kind: must be "Policy", got "Pod"`}, n: 2},
+		{name: "missing name", doc: "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name:\n", want: []string{
+			"t.yaml:4:3: metadata.name: is required"}, n: 1},
+		{
+			name: "name too long",
+			doc:  "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: " + strings.Repeat("a", 64) + "\n",
+			want: []string{
+				"metadata.name: \"" + strings.Repeat("a", 64) + "\" is longer than 63 characters"},
+			n: 1,
+		},
+		{
+			name: "name syntax",
+			doc:  "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: Site_A\n",
+			want: []string{
+				`metadata.name: "Site_A" is not a valid name: use lowercase letters, digits and '-', ` +
+					`starting and ending with a letter or digit`},
+			n: 1,
+		},
+		{name: "name trailing dash", doc: "apiVersion: ztgate/v1\nkind: Policy\nmetadata:\n  name: site-\n", want: []string{
+			`metadata.name: "site-" is not a valid name`}, n: 1},
 
 		// Modes.
-		{"modes", withSpec(`  mode: strict
+		{name: "modes", doc: withSpec(`  mode: strict
   segments:
     - name: s
       mode: Enforce
@@ -193,47 +285,57 @@ func TestParseErrors(t *testing.T) {
     - name: d1
       mac: 02:00:00:00:00:01
       mode: off
-`), []string{
+`), want: []string{
 			`t.yaml:6:9: spec.mode: "strict" is not a mode, use enforce or audit`,
 			`spec.segments[0].mode: "Enforce" is not a mode, use enforce or audit`,
-			`spec.devices[0].mode: "off" is not a mode, use enforce or audit`}, 3},
+			`spec.devices[0].mode: "off" is not a mode, use enforce or audit`}, n: 3},
 
 		// Gateway.
-		{"gateway ipv4", withSpec(`  gateway:
+		{name: "gateway ipv4", doc: withSpec(`  gateway:
     ipv4: [10.0.0.300, "fd00::1", 0.0.0.0, 224.0.0.1, 127.0.0.1, 10.0.0.1, 10.0.0.1]
-`), []string{
+`), want: []string{
 			"t.yaml:7:11: spec.gateway.ipv4: has 7 addresses, at most 4 are allowed",
 			`t.yaml:7:12: spec.gateway.ipv4[0]: "10.0.0.300" is not an IPv4 address`,
 			`spec.gateway.ipv4[1]: "fd00::1" is an IPv6 address, list it under ipv6`,
 			`spec.gateway.ipv4[2]: "0.0.0.0" is the unspecified address`,
 			`spec.gateway.ipv4[3]: "224.0.0.1" is a multicast address`,
 			`spec.gateway.ipv4[4]: "127.0.0.1" is a loopback address`,
-			"spec.gateway.ipv4[6]: duplicate address 10.0.0.1"}, 7},
-		{"gateway ipv6", withSpec(`  gateway:
+			"spec.gateway.ipv4[6]: duplicate address 10.0.0.1"}, n: 7},
+		{name: "gateway ipv6", doc: withSpec(`  gateway:
     ipv6: ["::ffff:10.0.0.1", "::1", "fe80::1%eth0", "ff02::1", "::", 10.0.0.1, "fd00::zz"]
-`), []string{
+`), want: []string{
 			`spec.gateway.ipv6[0]: "::ffff:10.0.0.1" is an IPv4-mapped IPv6 address, list the IPv4 address under ipv4`,
 			`spec.gateway.ipv6[1]: "::1" is a loopback address`,
 			`spec.gateway.ipv6[2]: "fe80::1%eth0" has a zone, zones are not allowed`,
 			`spec.gateway.ipv6[3]: "ff02::1" is a multicast address`,
 			`spec.gateway.ipv6[4]: "::" is the unspecified address`,
 			`spec.gateway.ipv6[5]: "10.0.0.1" is an IPv4 address, list it under ipv4`,
-			`spec.gateway.ipv6[6]: "fd00::zz" is not an IPv6 address`}, 8},
-		{"gateway services", withSpec("  gateway:\n    services: [dns, http, dns]\n"), []string{
+			`spec.gateway.ipv6[6]: "fd00::zz" is not an IPv6 address`}, n: 8},
+		{name: "gateway services", doc: withSpec("  gateway:\n    services: [dns, http, dns]\n"), want: []string{
 			`spec.gateway.services[1]: "http" is not a gateway service, use dhcp, dhcpv6, dns or ntp`,
-			"spec.gateway.services[2]: duplicate service dns"}, 2},
+			"spec.gateway.services[2]: duplicate service dns"}, n: 2},
 
 		// Segments.
-		{"segment names", withSpec("  segments:\n    - name: a\n    - name: a\n    - name: B\n    - mode: audit\n"), []string{
-			`t.yaml:8:13: spec.segments[1].name: duplicate segment name "a", also used by spec.segments[0]`,
-			`spec.segments[2].name: "B" is not a valid name`,
-			"t.yaml:10:7: spec.segments[3].name: is required"}, 3},
+		{
+			name: "segment names",
+			doc:  withSpec("  segments:\n    - name: a\n    - name: a\n    - name: B\n    - mode: audit\n"),
+			want: []string{
+				`t.yaml:8:13: spec.segments[1].name: duplicate segment name "a", also used by spec.segments[0]`,
+				`spec.segments[2].name: "B" is not a valid name`,
+				"t.yaml:10:7: spec.segments[3].name: is required"},
+			n: 3,
+		},
 
 		// Devices.
-		{"device names", withSpec(device + "    - name: d1\n      mac: 02:00:00:00:00:02\n    - mac: 02:00:00:00:00:03\n"), []string{
-			`spec.devices[1].name: duplicate device name "d1", also used by spec.devices[0]`,
-			"spec.devices[2].name: is required"}, 2},
-		{"macs", withSpec(`  devices:
+		{
+			name: "device names",
+			doc:  withSpec(device + "    - name: d1\n      mac: 02:00:00:00:00:02\n    - mac: 02:00:00:00:00:03\n"),
+			want: []string{
+				`spec.devices[1].name: duplicate device name "d1", also used by spec.devices[0]`,
+				"spec.devices[2].name: is required"},
+			n: 2,
+		},
+		{name: "macs", doc: withSpec(`  devices:
     - {name: a, mac: "02:00:00:zz:00:01"}
     - {name: b, mac: "02:00:00:00:00:00:00:01"}
     - {name: c, mac: "01:00:5e:00:00:01"}
@@ -242,15 +344,15 @@ func TestParseErrors(t *testing.T) {
     - {name: f, mac: "02:AB:00:00:00:01"}
     - {name: g, mac: "02-ab-00-00-00-01"}
     - {name: h}
-`), []string{
+`), want: []string{
 			`t.yaml:7:22: spec.devices[0].mac: "02:00:00:zz:00:01" is not a MAC address`,
 			`spec.devices[1].mac: "02:00:00:00:00:00:00:01" is not a 6-byte MAC address`,
 			`spec.devices[2].mac: "01:00:5e:00:00:01" is a multicast MAC address`,
 			`spec.devices[3].mac: "ff:ff:ff:ff:ff:ff" is the broadcast MAC address`,
 			`spec.devices[4].mac: "00:00:00:00:00:00" is the all-zero MAC address`,
 			`spec.devices[6].mac: MAC address 02:ab:00:00:00:01 is already used by device "f"`,
-			"t.yaml:14:7: spec.devices[7].mac: is required"}, 7},
-		{"device addresses", withSpec(`  gateway:
+			"t.yaml:14:7: spec.devices[7].mac: is required"}, n: 7},
+		{name: "device addresses", doc: withSpec(`  gateway:
     ipv4: [10.0.0.1]
     ipv6: ["fd00::1"]
   devices:
@@ -262,7 +364,7 @@ func TestParseErrors(t *testing.T) {
       mac: 02:00:00:00:00:02
       ipv4: [10.0.0.2]
       ipv6: ["fd00:0::2"]
-`), []string{
+`), want: []string{
 			"spec.devices[0].ipv4: has 6 addresses, at most 4 are allowed",
 			"spec.devices[0].ipv4[1]: 10.0.0.1 is a gateway address",
 			"spec.devices[0].ipv4[2]: duplicate address 10.0.0.2",
@@ -271,25 +373,25 @@ func TestParseErrors(t *testing.T) {
 			`spec.devices[0].ipv4[5]: "255.255.255.255" is the broadcast address`,
 			"spec.devices[0].ipv6[0]: fd00::1 is a gateway address",
 			`t.yaml:16:14: spec.devices[1].ipv4[0]: address 10.0.0.2 of device "b" is already bound to device "a"`,
-			`spec.devices[1].ipv6[0]: address fd00::2 of device "b" is already bound to device "a"`}, 9},
-		{"ports and vlans", withSpec(`  devices:
+			`spec.devices[1].ipv6[0]: address fd00::2 of device "b" is already bound to device "a"`}, n: 9},
+		{name: "ports and vlans", doc: withSpec(`  devices:
     - {name: a, mac: "02:00:00:00:00:01", port: eth0/1}
     - {name: b, mac: "02:00:00:00:00:02", port: a-very-long-interface}
     - {name: c, mac: "02:00:00:00:00:03", port: "eth 0"}
     - {name: d, mac: "02:00:00:00:00:04", port: ".."}
     - {name: e, mac: "02:00:00:00:00:05", port: "eth0:1"}
     - {name: f, mac: "02:00:00:00:00:06", port: "eth0.10", vlan: 4094}
-`), []string{
+`), want: []string{
 			`spec.devices[0].port: "eth0/1" is not a valid interface name: contains '/'`,
 			`spec.devices[1].port: "a-very-long-interface" is not a valid interface name: longer than 15 bytes`,
 			`spec.devices[2].port: "eth 0" is not a valid interface name: contains whitespace`,
 			`spec.devices[3].port: ".." is not a valid interface name: reserved name`,
-			`spec.devices[4].port: "eth0:1" is not a valid interface name: contains ':'`}, 5},
-		{"undefined segment", withSpec(device + "      segment: cams\n"), []string{
-			`t.yaml:9:16: spec.devices[0].segment: segment "cams" is not defined in spec.segments`}, 1},
+			`spec.devices[4].port: "eth0:1" is not a valid interface name: contains ':'`}, n: 5},
+		{name: "undefined segment", doc: withSpec(device + "      segment: cams\n"), want: []string{
+			`t.yaml:9:16: spec.devices[0].segment: segment "cams" is not defined in spec.segments`}, n: 1},
 
 		// Rules.
-		{"rule targets", withSpec(device + `      allow:
+		{name: "rule targets", doc: withSpec(device + `      allow:
         - to: {}
         - to: {cidr: 10.0.0.0/8, device: d1}
         - to: {cidr: 10.0.0.1/24}
@@ -300,7 +402,7 @@ func TestParseErrors(t *testing.T) {
         - to: {segment: nope}
         - to: {gateway: false}
         - proto: tcp
-`), []string{
+`), want: []string{
 			"t.yaml:10:15: spec.devices[0].allow[0].to: must set one of cidr, device, segment or gateway: true",
 			"spec.devices[0].allow[1].to: sets cidr and device, must set exactly one",
 			`t.yaml:12:22: spec.devices[0].allow[2].to.cidr: "10.0.0.1/24" has host bits set, use 10.0.0.0/24`,
@@ -310,8 +412,10 @@ func TestParseErrors(t *testing.T) {
 			`spec.devices[0].allow[6].to.device: device "nope" is not defined in spec.devices`,
 			`spec.devices[0].allow[7].to.segment: segment "nope" is not defined in spec.segments`,
 			"spec.devices[0].allow[8].to: must set one of cidr",
-			"t.yaml:19:11: spec.devices[0].allow[9].to: must set one of cidr"}, 10},
-		{"rule protos and ports", withSpec(`  quarantine:
+			"t.yaml:19:11: spec.devices[0].allow[9].to: must set one of cidr"}, n: 10},
+		{
+			name: "rule protos and ports",
+			doc: withSpec(`  quarantine:
     allow:
       - {to: {gateway: true}, proto: ftp}
       - {to: {gateway: true}, proto: "255"}
@@ -322,24 +426,28 @@ func TestParseErrors(t *testing.T) {
       - {to: {gateway: true}, proto: TCP}
       - {to: {gateway: true}, proto: 17, ports: [53]}
       - {to: {gateway: true}, proto: 0}
-`), []string{
-			`t.yaml:8:38: spec.quarantine.allow[0].proto: "ftp" is not a protocol, use tcp, udp, icmp, icmpv6, any or a number 0-254`,
-			"spec.quarantine.allow[1].proto: protocol 255 is reserved, use any for every protocol",
-			"spec.quarantine.allow[2].proto: protocol 300 is out of range 0-254",
-			"t.yaml:11:51: spec.quarantine.allow[3].ports: ports are only allowed with proto tcp or udp",
-			"spec.quarantine.allow[4].ports: ports are only allowed with proto tcp or udp",
-			"spec.quarantine.allow[5].ports: ports are only allowed with proto tcp or udp",
-			`spec.quarantine.allow[6].proto: "TCP" is not a protocol`}, 7},
+`),
+			want: []string{
+				`t.yaml:8:38: spec.quarantine.allow[0].proto: "ftp" is not a protocol, ` +
+					`use tcp, udp, icmp, icmpv6, any or a number 0-254`,
+				"spec.quarantine.allow[1].proto: protocol 255 is reserved, use any for every protocol",
+				"spec.quarantine.allow[2].proto: protocol 300 is out of range 0-254",
+				"t.yaml:11:51: spec.quarantine.allow[3].ports: ports are only allowed with proto tcp or udp",
+				"spec.quarantine.allow[4].ports: ports are only allowed with proto tcp or udp",
+				"spec.quarantine.allow[5].ports: ports are only allowed with proto tcp or udp",
+				`spec.quarantine.allow[6].proto: "TCP" is not a protocol`},
+			n: 7,
+		},
 
 		// An error in decoding a field is not followed by validation errors about it.
-		{"no follow-up errors", withSpec(`  devices:
+		{name: "no follow-up errors", doc: withSpec(`  devices:
     - name: d1
       mac: [02:00:00:00:00:01]
       allow:
         - to: {gateway: yes}
-`), []string{
+`), want: []string{
 			"spec.devices[0].mac: expected a string, got a list",
-			`spec.devices[0].allow[0].to.gateway: expected true or false, got string "yes"`}, 2},
+			`spec.devices[0].allow[0].to.gateway: expected true or false, got string "yes"`}, n: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -450,7 +558,8 @@ func TestErrorsAs(t *testing.T) {
 	if !errors.As(err, &fe) {
 		t.Fatalf("errors.As(*FieldError) failed for %v", err)
 	}
-	want := FieldError{File: "site.yaml", Line: 9, Col: 13, Path: "spec.devices[0].vlan", Msg: "9000 is out of range 0-4094"}
+	want := FieldError{File: "site.yaml", Line: 9, Col: 13, Path: "spec.devices[0].vlan",
+		Msg: "9000 is out of range 0-4094"}
 	if *fe != want {
 		t.Errorf("got %+v, want %+v", *fe, want)
 	}
@@ -462,10 +571,11 @@ func TestValidateGoValue(t *testing.T) {
 		Kind:       Kind,
 		Metadata:   Metadata{Name: "t"},
 		Spec: Spec{Devices: []Device{{
-			Name:  "d1",
-			MAC:   "02:00:00:zz:00:01",
-			VLAN:  5000,
-			Allow: []Rule{{To: Target{Gateway: true}, Proto: "tcp", Ports: []PortRange{{0, 0}, {9, 8}, {1, 65535}}}},
+			Name: "d1",
+			MAC:  "02:00:00:zz:00:01",
+			VLAN: 5000,
+			Allow: []Rule{{To: Target{Gateway: true}, Proto: "tcp",
+				Ports: []PortRange{{Lo: 0, Hi: 0}, {Lo: 9, Hi: 8}, {Lo: 1, Hi: 65535}}}},
 		}}},
 	}
 	err := p.Validate()
@@ -487,8 +597,9 @@ func TestValidateGoValue(t *testing.T) {
 	}
 }
 
-func TestRoundTrip(t *testing.T) {
-	p := mustParseFile(t, "testdata/valid.yaml")
+// roundTrip marshals p, parses the output back and checks that it is p again.
+func roundTrip(t *testing.T, p *Policy) ([]byte, *Policy) {
+	t.Helper()
 	out, err := Marshal(p)
 	if err != nil {
 		t.Fatal(err)
@@ -500,6 +611,12 @@ func TestRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(p, p2) {
 		t.Errorf("round trip changed the policy:\n%+v\n%+v", p, p2)
 	}
+	return out, p2
+}
+
+func TestRoundTrip(t *testing.T) {
+	p := mustParseFile(t, "testdata/valid.yaml")
+	out, p2 := roundTrip(t, p)
 	text := string(out)
 	for _, want := range []string{"- 443\n", "- 8000-8080\n", "- 5000-5010\n", "revision: 7\n", "quarantined: true\n"} {
 		if !strings.Contains(text, want) {
@@ -528,17 +645,7 @@ func TestRoundTripEmptyLists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := Marshal(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p2, err := Parse("t.yaml", out)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	if !reflect.DeepEqual(p, p2) {
-		t.Errorf("round trip changed the policy:\n%+v\n%+v", p, p2)
-	}
+	roundTrip(t, p)
 }
 
 func TestParseFile(t *testing.T) {
@@ -562,9 +669,77 @@ func TestParseProto(t *testing.T) {
 		want uint8
 		ok   bool
 	}{
-		{"", 255, true}, {"any", 255, true}, {"tcp", 6, true}, {"udp", 17, true},
-		{"icmp", 1, true}, {"icmpv6", 58, true}, {"0", 0, true}, {"47", 47, true}, {"254", 254, true},
-		{"255", 0, false}, {"256", 0, false}, {"06", 0, false}, {"00", 0, false}, {"-1", 0, false}, {"TCP", 0, false}, {" 6", 0, false}, {"0x6", 0, false},
+		{
+			in:   "",
+			want: 255,
+			ok:   true,
+		}, {
+			in:   "any",
+			want: 255,
+			ok:   true,
+		}, {
+			in:   "tcp",
+			want: 6,
+			ok:   true,
+		}, {
+			in:   "udp",
+			want: 17,
+			ok:   true,
+		},
+		{
+			in:   "icmp",
+			want: 1,
+			ok:   true,
+		}, {
+			in:   "icmpv6",
+			want: 58,
+			ok:   true,
+		}, {
+			in:   "0",
+			want: 0,
+			ok:   true,
+		}, {
+			in:   "47",
+			want: 47,
+			ok:   true,
+		}, {
+			in:   "254",
+			want: 254,
+			ok:   true,
+		},
+		{
+			in:   "255",
+			want: 0,
+			ok:   false,
+		}, {
+			in:   "256",
+			want: 0,
+			ok:   false,
+		}, {
+			in:   "06",
+			want: 0,
+			ok:   false,
+		}, {
+			in:   "00",
+			want: 0,
+			ok:   false,
+		}, {
+			in:   "-1",
+			want: 0,
+			ok:   false,
+		}, {
+			in:   "TCP",
+			want: 0,
+			ok:   false,
+		}, {
+			in:   " 6",
+			want: 0,
+			ok:   false,
+		}, {
+			in:   "0x6",
+			want: 0,
+			ok:   false,
+		},
 	}
 	for _, tt := range tests {
 		got, err := ParseProto(tt.in)

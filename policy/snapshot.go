@@ -139,6 +139,7 @@ type rawCodec struct {
 	blanks [][2]int // byte ranges of blank fields
 }
 
+// append appends the bytes of the value at p to b, its blank fields zeroed.
 func (c rawCodec) append(b []byte, p unsafe.Pointer) []byte {
 	n := len(b)
 	b = append(b, unsafe.Slice((*byte)(p), c.size)...)
@@ -150,6 +151,7 @@ func (c rawCodec) append(b []byte, p unsafe.Pointer) []byte {
 
 var rawCodecs sync.Map // reflect.Type -> rawCodec
 
+// rawCodecOf is the (cached) rawCodec of T.
 func rawCodecOf[T any]() rawCodec {
 	t := reflect.TypeFor[T]()
 	if c, ok := rawCodecs.Load(t); ok {

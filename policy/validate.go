@@ -75,6 +75,7 @@ type validator struct {
 	singleName string // its name
 }
 
+// errorf records an error for the field at path, unless v skips that path.
 func (v *validator) errorf(path, format string, args ...any) {
 	if v.skip != nil && v.skip(path) {
 		return
@@ -86,6 +87,7 @@ func (v *validator) errorf(path, format string, args ...any) {
 	v.errs.add(e)
 }
 
+// policy validates the whole of p.
 func (v *validator) policy(p *Policy) {
 	v.fixed("apiVersion", p.APIVersion, APIVersion)
 	v.fixed("kind", p.Kind, Kind)
@@ -150,19 +152,22 @@ func (v *validator) name(path, s string) bool {
 	case len(s) > maxNameLen:
 		v.errorf(path, "%s is longer than %d characters", quote(s), maxNameLen)
 	case !validName(s):
-		v.errorf(path, "%s is not a valid name: use lowercase letters, digits and '-', starting and ending with a letter or digit", quote(s))
+		v.errorf(path, "%s is not a valid name: use lowercase letters, digits and '-', "+
+			"starting and ending with a letter or digit", quote(s))
 	default:
 		return true
 	}
 	return false
 }
 
+// mode validates a mode: empty, enforce or audit.
 func (v *validator) mode(path string, m Mode) {
 	if m != "" && m != ModeEnforce && m != ModeAudit {
 		v.errorf(path, "%s is not a mode, use enforce or audit", quote(string(m)))
 	}
 }
 
+// gatewaySpec validates spec.gateway and records its addresses.
 func (v *validator) gatewaySpec(g *Gateway) {
 	for _, la := range v.addrList("spec.gateway.ipv4", g.IPv4, false) {
 		v.gateway[la.addr] = true
@@ -204,6 +209,7 @@ func (v *validator) gatewaySpec(g *Gateway) {
 	}
 }
 
+// segment validates spec.segments[i].
 func (v *validator) segment(i int, s *Segment) {
 	path := fmt.Sprintf("spec.segments[%d]", i)
 	if v.name(path+".name", s.Name) && v.segments[s.Name] != i {
@@ -213,6 +219,7 @@ func (v *validator) segment(i int, s *Segment) {
 	v.rules(path+".allow", s.Allow)
 }
 
+// device validates spec.devices[i] (or the single device of an Editor change).
 func (v *validator) device(i int, d *Device) {
 	path := index("spec.devices", i)
 	if v.single {
@@ -253,6 +260,8 @@ func (v *validator) deviceLabel(i int) string {
 
 var broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
+// mac validates the MAC address of device dev: a unicast, non-zero address that neither the
+// gateway nor another device has.
 func (v *validator) mac(dev int, path, s string) {
 	if s == "" {
 		v.errorf(path, "is required")
@@ -299,6 +308,7 @@ func (v *validator) isGatewayMAC(hw net.HardwareAddr) bool {
 	return false
 }
 
+// deviceAddrs validates the addresses of device dev: neither the gateway's nor another device's.
 func (v *validator) deviceAddrs(dev int, path string, list []string, v6 bool) {
 	for _, la := range v.addrList(path, list, v6) {
 		if v.gateway[la.addr] {
@@ -306,7 +316,8 @@ func (v *validator) deviceAddrs(dev int, path string, list []string, v6 bool) {
 			continue
 		}
 		if other, taken := v.owners[la.addr]; taken && other != dev {
-			v.errorf(la.path, "address %s of device %s is already bound to device %s", la.addr, v.deviceLabel(dev), v.deviceLabel(other))
+			v.errorf(la.path, "address %s of device %s is already bound to device %s",
+				la.addr, v.deviceLabel(dev), v.deviceLabel(other))
 			continue
 		}
 		if !v.single {
@@ -418,12 +429,14 @@ func checkIfname(s string) string {
 	return ""
 }
 
+// rules validates every rule of a list.
 func (v *validator) rules(path string, rules []Rule) {
 	for i := range rules {
 		v.rule(index(path, i), &rules[i])
 	}
 }
 
+// rule validates r's destination, protocol and ports.
 func (v *validator) rule(path string, r *Rule) {
 	v.target(path+".to", &r.To)
 	proto, err := ParseProto(r.Proto)
@@ -439,6 +452,7 @@ func (v *validator) rule(path string, r *Rule) {
 	}
 }
 
+// target validates a rule destination: exactly one of its kinds.
 func (v *validator) target(path string, t *Target) {
 	var set []string
 	if t.CIDR != "" {
@@ -469,6 +483,7 @@ func (v *validator) target(path string, t *Target) {
 	}
 }
 
+// cidr validates a CIDR destination.
 func (v *validator) cidr(path, s string) {
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
@@ -555,6 +570,7 @@ func (r PortRange) check() error {
 	return nil
 }
 
+// isDigits reports whether s is a non-empty string of decimal digits.
 func isDigits(s string) bool {
 	if s == "" {
 		return false
