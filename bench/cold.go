@@ -48,41 +48,11 @@ func (o *coldObjects) Close() {
 }
 
 // sizeSpec sizes and parameterises a datapath spec as loader.Open does for the default
-// configuration with maxDevices devices (the loader's newSpec), without pinning.
+// configuration with maxDevices devices, without pinning.
 func sizeSpec(spec *ebpf.CollectionSpec, maxDevices int) error {
-	def := loader.DefaultConfig()
-	sizes := map[string]int{
-		bpf.ZtgateMapZtFrags:      def.FragEntries,
-		bpf.ZtgateMapZtEventLimit: def.EventLimitEntries,
-		bpf.ZtgateMapZtEvents:     def.RingBytes,
-	}
-	for name, n := range sizes {
-		ms, ok := spec.Maps[name]
-		if !ok {
-			return fmt.Errorf("map %s missing from the object", name)
-		}
-		ms.MaxEntries = uint32(n)
-	}
-	if err := loader.SizeDevstats(spec, maxDevices); err != nil {
-		return err
-	}
-	vars := map[string]any{
-		bpf.ZtgateVarZtFragTimeoutNs:  uint64(def.FragTimeout.Nanoseconds()),
-		bpf.ZtgateVarZtEventWindowNs:  uint64(def.EventWindow.Nanoseconds()),
-		bpf.ZtgateVarZtEventBurst:     def.EventBurst,
-		bpf.ZtgateVarZtEventsEnabled:  uint8(1),
-		bpf.ZtgateVarZtEventLimitMask: uint32(def.EventLimitEntries - 1),
-	}
-	for name, v := range vars {
-		vs, ok := spec.Variables[name]
-		if !ok {
-			return fmt.Errorf("variable %s missing from the object", name)
-		}
-		if err := vs.Set(v); err != nil {
-			return fmt.Errorf("set %s: %w", name, err)
-		}
-	}
-	return nil
+	c := loader.DefaultConfig()
+	c.MaxDevices = maxDevices
+	return loader.SizeSpec(spec, c)
 }
 
 // coldDP is one fleet size loaded in the benchmark build, with the regular program (hot) over

@@ -924,7 +924,7 @@ func ctlSwap(ctx context.Context, cfg *Config, r *Report) error {
 			cfg.Logf("control: uninstall %s: %v", pin, err)
 		}
 	}()
-	lim := maps.Limits{Devices: n, Addrs: n + n/4 + 16, Rules: 16384, Prefixes: 4096}
+	lim := dp.Config().Limits()
 	name := ctlCount(n)
 	rev := uint64(0)
 	for _, incremental := range []bool{false, true} {

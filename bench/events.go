@@ -100,8 +100,7 @@ func evOpen(s *policy.Snapshot, events bool, burst uint64, ring int) (*evDatapat
 		d.Close()
 		return nil, err
 	}
-	lim := maps.Limits{Devices: 4096, Addrs: 16384, Rules: 16384, Prefixes: 4096}
-	if err := d.m.Apply(s, lim); err != nil {
+	if err := d.m.Apply(s, d.dp.Config().Limits()); err != nil {
 		d.Close()
 		return nil, err
 	}
