@@ -1,46 +1,7 @@
-package bench
-
-// Section "live": what a receiver costs per packet of live traffic over a veth, for ztgate and
-// its peers, by the "serial" method of docs/benchmarking.md.
-//
-// Sender: an XDP program returning bpf_redirect(<gateway-side veth>), run with
-// BPF_PROG_TEST_RUN and BPF_F_TEST_XDP_LIVE_FRAMES in batches of 64 on one pinned CPU: every
-// repetition is an xdp_frame transmitted on the veth, and the peer (the receiver, in a
-// namespace of its own) gets it as from a NIC's driver. The receiver's NAPI is not threaded
-// (/sys/class/net/<veth>/threaded = 0, written through `ip netns exec`, whose private sysfs
-// mount is the only way to see a namespace's devices in sysfs), so it runs in softirq on the
-// generator's CPU when the batch ends (local_bh_enable): sender and receiver run serially on
-// one CPU and nothing queues up (checked: frames the veth could not queue are counted). GRO is
-// on for every receiver: it gives the veth a NAPI context without an XDP program, so the
-// netfilter and stack variants receive the xdp_frames natively with no XDP_PASS program in
-// front (probe: every frame received). The receiver's cost is the CPU time per frame of the
-// variant minus that of the generator alone, which sends to a veth whose peer has no NAPI (no
-// XDP program, GRO off): that veth refuses the frames at once and the sender frees them.
-//
-// Where the kernel refuses live frames (probed with one run; forced with Config.LiveSender),
-// the sender is an AF_PACKET socket with a TX ring and PACKET_QDISC_BYPASS on the same pinned
-// thread: each frame is an skb transmitted straight to the veth, whose peer runs its NAPI in the
-// softirq that ends the transmission, so the method stays serial; the sender alone sends to an
-// ifb device that frees every frame at once. The veth copies such an skb into a page before its
-// XDP program runs and NAPI polls one frame at a time, so the absolute costs differ from the
-// kernel sender's: every figure names its sender, and ratios are only taken within one run.
-//
-// The clock is the CPU time of the generator's thread (softirq run inline is charged to it:
-// no IRQ time accounting here) plus ksoftirqd's on that CPU, not the wall clock: each
-// live-frames test run also sleeps, 15-110 ms per call observed here and varying with load
-// (60-400 ns per frame of noise at 1<<18 frames per call), and other processes may share the
-// CPU. The rate reported is therefore what one CPU sustains: 1e3 / (ns/frame).
-//
-// Every variant has its own receiving namespace, set up once; the variants are measured in
-// interleaved rounds, the generator at the start of every round and once more at the end, and
-// each round's receiver costs are taken against the mean of the generator's cost before and
-// after it. Each variant is probed first (512 frames): received, dropped or passed to the
-// stack's UDP layer as it should, and for ztgate counted under the expected verdict and reason.
-//
-// The targets' subject is ztgate's most expensive drop of a source it must not accept
-// (unknown MAC, or a device's MAC with an address not bound to it: what the netfilter
-// allow-lists drop too), at 1k and 1M devices; the whole decision of a known device sending
-// where no rule allows (more work than any netfilter variant here does) is reported beside it.
+// Package live is the benchmark suite's live section: what a receiver costs per packet of live
+// traffic over a veth, for ztgate and its peers (XDP_DROP, xdp-filter, nftables, iptables, the
+// stack), with the serial method that docs/benchmarks.md describes.
+package live
 
 import (
 	"context"
@@ -63,51 +24,52 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ztgate/ztgate/bench/core"
+	"github.com/ztgate/ztgate/bench/xdpfilter"
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/testenv"
 )
 
-func init() {
-	register(Section{
-		Name: "live",
-		Desc: "receiver cost of live traffic over veth (in-kernel generator or AF_PACKET sender, serial method): " +
-			"ztgate vs XDP_DROP, xdp-filter, nftables, iptables, the stack",
-		Run: runLive,
-	})
+// Section is the live section.
+var Section = core.Section{
+	Name: "live",
+	Desc: "receiver cost of live traffic over veth (in-kernel generator or AF_PACKET sender, serial method): " +
+		"ztgate vs XDP_DROP, xdp-filter, nftables, iptables, the stack",
+	Run: run,
 }
 
 // Targets of the section (receiver cost).
 const (
-	liveVsDropMax     = 1.3 // ztgate drop path <= 1.3x XDP_DROP
-	liveVsNftSetMin   = 4   // >= 4x cheaper than the nftables set
-	liveVsIptablesMin = 25  // >= 25x cheaper than iptables with 1,000 rules
+	vsDropMax     = 1.3 // ztgate drop path <= 1.3x XDP_DROP
+	vsNftSetMin   = 4   // >= 4x cheaper than the nftables set
+	vsIptablesMin = 25  // >= 25x cheaper than iptables with 1,000 rules
 )
 
-// liveKind says what receives the frames.
-type liveKind int
+// receiverKind says what receives the frames.
+type receiverKind int
 
 const (
-	liveBaseline liveKind = iota // nothing: the veth refuses the frames (generator alone)
-	liveXDP                      // an XDP program (native), GRO on for what it passes
-	liveNoXDP                    // no XDP program, GRO on (NAPI): netfilter, then the stack
+	kindBaseline receiverKind = iota // nothing: the veth refuses the frames (generator alone)
+	kindXDP                          // an XDP program (native), GRO on for what it passes
+	kindNoXDP                        // no XDP program, GRO on (NAPI): netfilter, then the stack
 )
 
-// liveSrc is the source of a variant's frames.
-type liveSrc int
+// srcKind is the source of a variant's frames.
+type srcKind int
 
 const (
-	liveSrcUnknown liveSrc = iota // a MAC and an IPv4 address in no policy, set or rule
-	liveSrcSpoofed                // the policy's device's MAC with the unknown IPv4 address
-	liveSrcDevice                 // the policy's device
+	srcUnknown srcKind = iota // a MAC and an IPv4 address in no policy, set or rule
+	srcSpoofed                // the policy's device's MAC with the unknown IPv4 address
+	srcDevice                 // the policy's device
 )
 
-// liveSpec is one variant.
-type liveSpec struct {
+// variantSpec is one variant.
+type variantSpec struct {
 	key     string // the topology's device name
 	name    string // in the report
-	kind    liveKind
+	kind    receiverKind
 	zt      int     // ztgate fleet size; 0: not ztgate
-	src     liveSrc // where the frame comes from
+	src     srcKind // where the frame comes from
 	dport   uint16
 	verdict bpf.Verdict // ztgate's expected verdict and reason
 	reason  bpf.Reason
@@ -117,72 +79,72 @@ type liveSpec struct {
 	note    string
 }
 
-var liveSpecs = []liveSpec{
-	{key: "gen", name: "generator alone", kind: liveBaseline, dport: liveClosedPort,
+var allSpecs = []variantSpec{
+	{key: "gen", name: "generator alone", kind: kindBaseline, dport: closedPort,
 		note: "rx veth without NAPI refuses the frames: the sender's own cost"},
-	{key: "xdpdrop", name: "XDP_DROP", kind: liveXDP, dport: liveClosedPort},
-	{key: "zt1k-unk", name: "ztgate 1k drop, unknown source", kind: liveXDP, zt: 1000, dport: liveClosedPort,
+	{key: "xdpdrop", name: "XDP_DROP", kind: kindXDP, dport: closedPort},
+	{key: "zt1k-unk", name: "ztgate 1k drop, unknown source", kind: kindXDP, zt: 1000, dport: closedPort,
 		verdict: bpf.VerdictDrop, reason: bpf.ReasonUnknownDevice, drop: true, note: "source MAC in no device record"},
-	{key: "zt1k-spoof", name: "ztgate 1k drop, spoofed source", kind: liveXDP, zt: 1000, src: liveSrcSpoofed,
-		dport: liveClosedPort, verdict: bpf.VerdictDrop, reason: bpf.ReasonSpoofIP, drop: true,
+	{key: "zt1k-spoof", name: "ztgate 1k drop, spoofed source", kind: kindXDP, zt: 1000, src: srcSpoofed,
+		dport: closedPort, verdict: bpf.VerdictDrop, reason: bpf.ReasonSpoofIP, drop: true,
 		note: "a device's MAC with an IPv4 source not bound to it"},
-	{key: "zt1m-unk", name: "ztgate 1M drop, unknown source", kind: liveXDP, zt: 1000000, dport: liveClosedPort,
+	{key: "zt1m-unk", name: "ztgate 1M drop, unknown source", kind: kindXDP, zt: 1000000, dport: closedPort,
 		verdict: bpf.VerdictDrop, reason: bpf.ReasonUnknownDevice, drop: true},
-	{key: "zt1m-spoof", name: "ztgate 1M drop, spoofed source", kind: liveXDP, zt: 1000000, src: liveSrcSpoofed,
-		dport: liveClosedPort, verdict: bpf.VerdictDrop, reason: bpf.ReasonSpoofIP, drop: true},
-	{key: "zt1m-norule", name: "ztgate 1M drop, no rule", kind: liveXDP, zt: 1000000, src: liveSrcDevice,
-		dport: liveClosedPort, verdict: bpf.VerdictDrop, reason: bpf.ReasonNoRule,
+	{key: "zt1m-spoof", name: "ztgate 1M drop, spoofed source", kind: kindXDP, zt: 1000000, src: srcSpoofed,
+		dport: closedPort, verdict: bpf.VerdictDrop, reason: bpf.ReasonSpoofIP, drop: true},
+	{key: "zt1m-norule", name: "ztgate 1M drop, no rule", kind: kindXDP, zt: 1000000, src: srcDevice,
+		dport: closedPort, verdict: bpf.VerdictDrop, reason: bpf.ReasonNoRule,
 		note: "the device itself, to a port no rule allows: the whole decision (rule, peer and prefix lookups)"},
-	{key: "zt1k-allow", name: "ztgate 1k allowed, then the stack", kind: liveXDP, zt: 1000, src: liveSrcDevice,
-		dport: liveDNSPort, verdict: bpf.VerdictPass, reason: bpf.ReasonAllow, stack: true,
+	{key: "zt1k-allow", name: "ztgate 1k allowed, then the stack", kind: kindXDP, zt: 1000, src: srcDevice,
+		dport: dnsPort, verdict: bpf.VerdictPass, reason: bpf.ReasonAllow, stack: true,
 		note: "DNS to the gateway (a service), port closed on the receiver"},
-	{key: "xdpfilter", name: "xdp-filter 10k drop", kind: liveXDP, dport: liveClosedPort,
+	{key: "xdpfilter", name: "xdp-filter 10k drop", kind: kindXDP, dport: closedPort,
 		note: "xdpfilt_alw_all.o, 10k MAC + 10k IPv4 (maps full); source IPv4 listed: 4th lookup hits"},
-	{key: "nftset", name: "nftables set 1k drop", kind: liveNoXDP, dport: liveClosedPort, tools: []string{"nft", "nsenter"},
+	{key: "nftset", name: "nftables set 1k drop", kind: kindNoXDP, dport: closedPort, tools: []string{"nft", "nsenter"},
 		note: "netdev ingress, ether saddr . ip saddr != @set (1,000 elements) drop"},
-	{key: "nftlinear", name: "nftables 1,000 rules drop", kind: liveNoXDP, dport: liveClosedPort, tools: []string{"nft", "nsenter"},
+	{key: "nftlinear", name: "nftables 1,000 rules drop", kind: kindNoXDP, dport: closedPort, tools: []string{"nft", "nsenter"},
 		note: "netdev ingress, 1,000 ether saddr + ip saddr accept rules, then drop"},
-	{key: "iptlegacy", name: "iptables-legacy 1,000 rules drop", kind: liveNoXDP, dport: liveClosedPort,
+	{key: "iptlegacy", name: "iptables-legacy 1,000 rules drop", kind: kindNoXDP, dport: closedPort,
 		tools: []string{"iptables-legacy-restore", "nsenter"}, note: "raw PREROUTING, 1,000 -s + -m mac ACCEPT rules, then DROP"},
-	{key: "iptnft", name: "iptables-nft 1,000 rules drop", kind: liveNoXDP, dport: liveClosedPort,
+	{key: "iptnft", name: "iptables-nft 1,000 rules drop", kind: kindNoXDP, dport: closedPort,
 		tools: []string{"iptables-nft-restore", "nsenter"}, note: "raw PREROUTING, 1,000 -s + -m mac ACCEPT rules, then DROP"},
-	{key: "stack", name: "no filter (stack, closed UDP port)", kind: liveNoXDP, dport: liveClosedPort, stack: true},
+	{key: "stack", name: "no filter (stack, closed UDP port)", kind: kindNoXDP, dport: closedPort, stack: true},
 }
 
-// liveQuick are the variants of a quick run.
-var liveQuick = []string{"gen", "xdpdrop", "zt1k-spoof", "nftset"}
+// quickKeys are the variants of a quick run.
+var quickKeys = []string{"gen", "xdpdrop", "zt1k-spoof", "nftset"}
 
-// liveVariant is a variant set up in the topology.
-type liveVariant struct {
-	liveSpec
+// variant is a variant set up in the topology.
+type variant struct {
+	variantSpec
 	dev    *testenv.Device
 	frame  []byte
-	tx     liveSender
-	sink   *testenv.Namespace // the AF_PACKET sender alone's sink (liveSinkName) is in it; nil otherwise
+	tx     frameSender
+	sink   *testenv.Namespace // the AF_PACKET sender alone's sink (sinkName) is in it; nil otherwise
 	repeat uint32
-	zt     *liveZtgate
+	zt     *ztgateDP
 	lost   float64 // largest fraction of frames lost in transit (ring full) in a measurement
 }
 
-// liveTrace records what the last run of the section created (for its test: all gone after).
-var liveTrace struct {
+// trace records what the last run of the section created (for its test: all gone after).
+var trace struct {
 	sync.Mutex
 	namespaces, pinDirs []string
 }
 
-func liveRecord(ns []string, pins []string) {
-	liveTrace.Lock()
-	defer liveTrace.Unlock()
-	liveTrace.namespaces = append(liveTrace.namespaces, ns...)
-	liveTrace.pinDirs = append(liveTrace.pinDirs, pins...)
+func traceCreated(ns []string, pins []string) {
+	trace.Lock()
+	defer trace.Unlock()
+	trace.namespaces = append(trace.namespaces, ns...)
+	trace.pinDirs = append(trace.pinDirs, pins...)
 }
 
 const (
-	liveBatch  = 64 // frames per generator batch (NAPI_POLL_WEIGHT)
-	liveProbeN = 512
+	batchFrames     = 64 // frames per generator batch (NAPI_POLL_WEIGHT)
+	probeFrameCount = 512
 )
 
-func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
+func run(ctx context.Context, cfg *core.Config, r *core.Report) (err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
 	}
@@ -190,17 +152,17 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 	dur := time.Duration(cfg.Pick(800, 250)) * time.Millisecond   // CPU time per measurement
 	chunk := time.Duration(cfg.Pick(250, 125)) * time.Millisecond // CPU time per generator call
 	maxRepeat := uint32(cfg.Pick(1<<22, 1<<20))
-	cpu := livePickCPU()
+	cpu := pickCPU()
 
 	for _, t := range []string{"ip", "sh"} { // NAPI threading is set through `ip netns exec ... sh`
 		if _, err := exec.LookPath(t); err != nil {
 			return fmt.Errorf("%s not installed", t)
 		}
 	}
-	var specs []liveSpec
+	var specs []variantSpec
 	skipped := map[string]string{}
-	for _, s := range liveSpecs {
-		if cfg.Quick && !slices.Contains(liveQuick, s.key) {
+	for _, s := range allSpecs {
+		if cfg.Quick && !slices.Contains(quickKeys, s.key) {
 			continue
 		}
 		for _, t := range s.tools {
@@ -233,13 +195,13 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 
 	// The policies, and the device whose frames ztgate identifies.
 	t0 := time.Now()
-	fleets := map[int]*liveFleet{}
-	if fleets[1000], err = newLiveFleet(1000); err != nil {
+	fleets := map[int]*policyFleet{}
+	if fleets[1000], err = newPolicyFleet(1000); err != nil {
 		return err
 	}
 	for _, s := range specs {
 		if s.zt != 0 && fleets[s.zt] == nil {
-			if fleets[s.zt], err = newLiveFleet(s.zt); err != nil {
+			if fleets[s.zt], err = newPolicyFleet(s.zt); err != nil {
 				return err
 			}
 		}
@@ -250,7 +212,7 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 	}
 	cfg.Logf("live: policies compiled in %s; the device sends from %s %s", time.Since(t0).Round(time.Millisecond),
 		devHost.MAC, devHost.IP)
-	pairs := livePairs(fleets[1000], 1000)
+	pairs := allowPairs(fleets[1000], 1000)
 
 	// The topology: the sender is the gateway namespace, every receiver a device namespace.
 	t0 = time.Now()
@@ -267,50 +229,50 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 	for _, d := range tp.Devices {
 		nsNames = append(nsNames, d.NS.Name())
 	}
-	liveRecord(nsNames, nil)
+	traceCreated(nsNames, nil)
 
 	// The sender: the kernel's live frames if it allows them (or as forced), else AF_PACKET.
-	sender, err := liveChooseSender(cfg, cfg.LiveSender, func() error {
-		gen, err := newLiveKernelSender(tp.Devices[0].Port.Index, liveFrame(liveUnknownHost(), tp.Devices[0].MAC,
-			liveClosedPort))
+	sender, err := chooseSender(cfg, cfg.LiveSender, func() error {
+		gen, err := newKernelSender(tp.Devices[0].Port.Index, buildFrame(unknownHost(), tp.Devices[0].MAC,
+			closedPort))
 		if err != nil {
 			return err
 		}
 		defer gen.Close()
-		return tp.Gateway.Do(func() error { return liveProbeFrames(gen) })
+		return tp.Gateway.Do(func() error { return probeFrames(gen) })
 	})
 	if err != nil {
 		return err
 	}
-	cfg.Logf("live: sender %s", liveSenderDesc(sender))
+	cfg.Logf("live: sender %s", senderDesc(sender))
 	sinkIdx := 0
-	if sender == LiveSenderAFPacket {
-		if sinkIdx, err = liveAddSink(tp.Gateway); err != nil {
+	if sender == core.LiveSenderAFPacket {
+		if sinkIdx, err = addSink(tp.Gateway); err != nil {
 			return err
 		}
 	}
 
-	dropProg, err := liveReturnProg("live_drop", liveXDPDrop)
+	dropProg, err := core.ReturnProgram("live_drop", core.XDPDrop)
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, dropProg.Close)
 
-	zts := map[int]*liveZtgate{}
-	var vs []*liveVariant
+	zts := map[int]*ztgateDP{}
+	var vs []*variant
 	for _, s := range specs {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		v := &liveVariant{liveSpec: s, dev: tp.Device(s.key)}
-		src := liveUnknownHost()
+		v := &variant{variantSpec: s, dev: tp.Device(s.key)}
+		src := unknownHost()
 		switch s.src {
-		case liveSrcSpoofed:
+		case srcSpoofed:
 			src.MAC = devHost.MAC
-		case liveSrcDevice:
+		case srcDevice:
 			src = devHost
 		}
-		v.frame = liveFrame(src, v.dev.MAC, s.dport)
+		v.frame = buildFrame(src, v.dev.MAC, s.dport)
 		if err := v.openSender(sender, tp.Gateway, sinkIdx); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
@@ -319,25 +281,25 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 		// The destination, 10.0.0.1, is the receiver's: what passes is delivered locally.
 		l, err := ns.Netlink().LinkByName(ifname)
 		if err == nil {
-			err = ns.Netlink().AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: liveGatewayIP.AsSlice(), Mask: net.CIDRMask(32, 32)}})
+			err = ns.Netlink().AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: gatewayIP.AsSlice(), Mask: net.CIDRMask(32, 32)}})
 		}
 		if err != nil {
-			return fmt.Errorf("%s: add %s: %w", s.name, liveGatewayIP, err)
+			return fmt.Errorf("%s: add %s: %w", s.name, gatewayIP, err)
 		}
 		switch {
 		case s.zt != 0:
 			z := zts[s.zt]
 			if z == nil {
 				t1 := time.Now()
-				pin := livePinDir(count(s.zt))
-				liveRecord(nil, []string{pin})
-				z, err = openLiveZtgate(fleets[s.zt], pin)
+				pin := core.PinDir("live-" + core.Count(s.zt))
+				traceCreated(nil, []string{pin})
+				z, err = openZtgate(fleets[s.zt], pin)
 				cleanups = append(cleanups, z.Close)
 				if err != nil {
-					return fmt.Errorf("ztgate with %s devices: %w", count(s.zt), err)
+					return fmt.Errorf("ztgate with %s devices: %w", core.Count(s.zt), err)
 				}
 				zts[s.zt] = z
-				cfg.Logf("live: ztgate with %s devices loaded and applied in %s", count(s.zt), time.Since(t1).Round(time.Millisecond))
+				cfg.Logf("live: ztgate with %s devices loaded and applied in %s", core.Count(s.zt), time.Since(t1).Round(time.Millisecond))
 			}
 			v.zt = z
 			z.fleet.model.AddGatewayMAC([6]byte(v.dev.MAC)) // as the attach below registers it
@@ -354,30 +316,30 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 				return err
 			})
 		case s.key == "xdpfilter":
-			var x *xdpFilter
-			if x, err = openXDPFilter(xfFlagSrc, liveUnknownIP); err == nil {
+			var x *xdpfilter.Filter
+			if x, err = xdpfilter.Open(xdpfilter.FlagSrc, unknownIP); err == nil {
 				cleanups = append(cleanups, func() error { x.Close(); return nil })
-				err = x.attach(ns, v.dev.Ifindex)
+				err = x.Attach(ns, v.dev.Ifindex)
 			}
 		case s.key == "nftset":
-			err = liveNsenter(ns, liveNftSet(ifname, pairs), "nft", "-f", "-")
+			err = runNsenter(ns, nftSetRules(ifname, pairs), "nft", "-f", "-")
 		case s.key == "nftlinear":
-			err = liveNsenter(ns, liveNftLinear(ifname, pairs), "nft", "-f", "-")
+			err = runNsenter(ns, nftLinearRules(ifname, pairs), "nft", "-f", "-")
 		case s.key == "iptlegacy":
-			err = liveNsenter(ns, liveIptables(pairs), "iptables-legacy-restore")
+			err = runNsenter(ns, iptablesRules(pairs), "iptables-legacy-restore")
 		case s.key == "iptnft":
-			err = liveNsenter(ns, liveIptables(pairs), "iptables-nft-restore")
+			err = runNsenter(ns, iptablesRules(pairs), "iptables-nft-restore")
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
 		// GRO on gives the veth a NAPI context without an XDP program (and GRO for what XDP
 		// passes); the generator alone's veth keeps GRO off, so without NAPI it refuses frames.
-		if err := liveSetGRO(ns, ifname, s.kind != liveBaseline); err != nil {
+		if err := setGRO(ns, ifname, s.kind != kindBaseline); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
-		if s.kind != liveBaseline {
-			if _, err := liveNoThreads(ns, ifname); err != nil {
+		if s.kind != kindBaseline {
+			if _, err := noThreads(ns, ifname); err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
 			}
 		}
@@ -390,12 +352,12 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 	var genEnd float64
 	var hot map[string]float64
 	err = tp.Gateway.Do(func() error {
-		unpin, err := PinThread(cpu)
+		unpin, err := core.PinThread(cpu)
 		if err != nil {
 			return err
 		}
 		defer unpin()
-		clk := newLiveClock(cpu)
+		clk := newCPUClock(cpu)
 		if clk.ksoftirqd == "" {
 			cfg.Logf("live: ksoftirqd/%d not found: softirq work deferred to it goes uncounted", cpu)
 		}
@@ -407,9 +369,9 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 				return fmt.Errorf("%s: %w", v.name, err)
 			}
 		}
-		var iv []Variant
+		var iv []core.Variant
 		for _, v := range vs {
-			iv = append(iv, Variant{Name: v.name, Run: func() (float64, error) {
+			iv = append(iv, core.Variant{Name: v.name, Run: func() (float64, error) {
 				if err := ctx.Err(); err != nil {
 					return 0, err
 				}
@@ -417,7 +379,7 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 			}})
 		}
 		t1 := time.Now()
-		if total, err = Interleave(rounds, iv); err != nil {
+		if total, err = core.Interleave(rounds, iv); err != nil {
 			return err
 		}
 		if genEnd, err = vs[0].measure(clk, dur); err != nil { // every round is bracketed
@@ -446,22 +408,22 @@ func runLive(ctx context.Context, cfg *Config, r *Report) (err error) {
 				}
 				xs = append(xs, float64(d.Nanoseconds()))
 			}
-			hot[v.key] = Median(xs)
+			hot[v.key] = core.Median(xs)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	liveReport(cfg, r, vs, total, genEnd, hot, rounds, dur, cpu, skipped, sender)
+	writeReport(cfg, r, vs, total, genEnd, hot, rounds, dur, cpu, skipped, sender)
 	return nil
 }
 
 // openSender opens the variant's sender in gw, the sender namespace. With AF_PACKET, the sender
 // alone sends to the sink (sinkIdx), every other variant from its port, TSO off.
-func (v *liveVariant) openSender(sender string, gw *testenv.Namespace, sinkIdx int) error {
-	if sender == LiveSenderKernel {
-		tx, err := newLiveKernelSender(v.dev.Port.Index, v.frame)
+func (v *variant) openSender(sender string, gw *testenv.Namespace, sinkIdx int) error {
+	if sender == core.LiveSenderKernel {
+		tx, err := newKernelSender(v.dev.Port.Index, v.frame)
 		if err != nil {
 			return err
 		}
@@ -469,13 +431,13 @@ func (v *liveVariant) openSender(sender string, gw *testenv.Namespace, sinkIdx i
 		return nil
 	}
 	idx := v.dev.Port.Index
-	if v.kind == liveBaseline {
+	if v.kind == kindBaseline {
 		idx, v.sink = sinkIdx, gw
-	} else if err := liveSetTSO(gw, v.dev.Port.Name, false); err != nil {
+	} else if err := setTSO(gw, v.dev.Port.Name, false); err != nil {
 		return err
 	}
 	return gw.Do(func() error {
-		tx, err := newLiveAFPacket(idx, v.frame)
+		tx, err := newAFPacketSender(idx, v.frame)
 		if err == nil {
 			v.tx = tx
 		}
@@ -487,13 +449,13 @@ func (v *liveVariant) openSender(sender string, gw *testenv.Namespace, sinkIdx i
 // received for the generator alone; otherwise every frame received, ztgate's counter for the
 // expected verdict and reason moved by as many, and the stack's UDP layer reached by every
 // frame or by none.
-func (v *liveVariant) probe() error {
-	stats := liveLinkStats(v.dev.NS)
+func (v *variant) probe() error {
+	stats := linkStats(v.dev.NS)
 	rx0, dr0, err := stats(v.dev.Ifname)
 	if err != nil {
 		return err
 	}
-	np0, err := liveUDPNoPorts(v.dev.NS)
+	np0, err := udpNoPorts(v.dev.NS)
 	if err != nil {
 		return err
 	}
@@ -505,15 +467,15 @@ func (v *liveVariant) probe() error {
 	}
 	var sink0 uint64
 	if v.sink != nil {
-		if _, sink0, err = liveLinkStats(v.sink)(liveSinkName); err != nil {
+		if _, sink0, err = linkStats(v.sink)(sinkName); err != nil {
 			return err
 		}
 	}
-	if _, err := v.tx.send(liveProbeN); err != nil {
+	if _, err := v.tx.send(probeFrameCount); err != nil {
 		return err
 	}
-	var want uint64 = liveProbeN
-	if v.kind == liveBaseline {
+	var want uint64 = probeFrameCount
+	if v.kind == kindBaseline {
 		want = 0
 	}
 	// Wait for the counters to settle, in case softirq work went to ksoftirqd.
@@ -523,12 +485,12 @@ func (v *liveVariant) probe() error {
 		if rx1, dr1, err = stats(v.dev.Ifname); err != nil {
 			return err
 		}
-		if v.kind == liveBaseline || rx1-rx0+dr1-dr0 >= liveProbeN || time.Now().After(deadline) {
+		if v.kind == kindBaseline || rx1-rx0+dr1-dr0 >= probeFrameCount || time.Now().After(deadline) {
 			break
 		}
 	}
 	time.Sleep(10 * time.Millisecond)
-	np1, err := liveUDPNoPorts(v.dev.NS)
+	np1, err := udpNoPorts(v.dev.NS)
 	if err != nil {
 		return err
 	}
@@ -537,23 +499,23 @@ func (v *liveVariant) probe() error {
 	// ICMP error): a few more than sent are fine.
 	const slack = 16
 	if rx < want || rx > want+slack || dr != 0 {
-		return fmt.Errorf("probe: %d frames sent, %d received and %d dropped by the veth, want %d received", liveProbeN, rx, dr, want)
+		return fmt.Errorf("probe: %d frames sent, %d received and %d dropped by the veth, want %d received", probeFrameCount, rx, dr, want)
 	}
 	wantNP := uint64(0)
 	if v.stack {
-		wantNP = liveProbeN
+		wantNP = probeFrameCount
 	}
 	if np != wantNP {
-		return fmt.Errorf("probe: %d frames sent, %d reached a closed UDP port, want %d", liveProbeN, np, wantNP)
+		return fmt.Errorf("probe: %d frames sent, %d reached a closed UDP port, want %d", probeFrameCount, np, wantNP)
 	}
 	if v.sink != nil {
-		_, sink1, err := liveLinkStats(v.sink)(liveSinkName)
+		_, sink1, err := linkStats(v.sink)(sinkName)
 		if err != nil {
 			return err
 		}
-		if sink1-sink0 != liveProbeN {
-			return fmt.Errorf("probe: %d frames sent, %d dropped by the sink %s, want all", liveProbeN, sink1-sink0,
-				liveSinkName)
+		if sink1-sink0 != probeFrameCount {
+			return fmt.Errorf("probe: %d frames sent, %d dropped by the sink %s, want all", probeFrameCount, sink1-sink0,
+				sinkName)
 		}
 	}
 	if v.zt != nil {
@@ -561,8 +523,8 @@ func (v *liveVariant) probe() error {
 		if err != nil {
 			return err
 		}
-		if zc1-zc0 != liveProbeN {
-			return fmt.Errorf("probe: ztgate counted %d frames as %s/%s, want %d", zc1-zc0, v.verdict, v.reason, liveProbeN)
+		if zc1-zc0 != probeFrameCount {
+			return fmt.Errorf("probe: ztgate counted %d frames as %s/%s, want %d", zc1-zc0, v.verdict, v.reason, probeFrameCount)
 		}
 	}
 	return nil
@@ -571,7 +533,7 @@ func (v *liveVariant) probe() error {
 // calibrate warms the variant up and picks the repeat of one BPF_PROG_TEST_RUN call: about
 // target of CPU time (a power of two between 1,024 and maxRepeat), so that the call's own
 // set-up (a page pool for the batch, ~1 ms of CPU) stays below 1% of it.
-func (v *liveVariant) calibrate(clk *liveClock, target time.Duration, maxRepeat uint32) error {
+func (v *variant) calibrate(clk *cpuClock, target time.Duration, maxRepeat uint32) error {
 	v.repeat = 1024
 	if _, err := v.measure(clk, 20*time.Millisecond); err != nil {
 		return err
@@ -587,14 +549,14 @@ func (v *liveVariant) calibrate(clk *liveClock, target time.Duration, maxRepeat 
 	return nil
 }
 
-func (v *liveVariant) run() (uint32, error) { return v.tx.send(v.repeat) }
+func (v *variant) run() (uint32, error) { return v.tx.send(v.repeat) }
 
 // measure sends until d of CPU time was spent on the generator's CPU and returns that CPU
 // time per frame in ns. The frames counted are those sent, or those the receiver's veth saw if
 // more (a run interrupted by a signal is restarted in full); frames the veth could not queue
 // (ring full) are recorded in v.lost: they would make the receiver look cheaper than it is.
-func (v *liveVariant) measure(clk *liveClock, d time.Duration) (float64, error) {
-	stats := liveLinkStats(v.dev.NS)
+func (v *variant) measure(clk *cpuClock, d time.Duration) (float64, error) {
+	stats := linkStats(v.dev.NS)
 	rx0, dr0, err := stats(v.dev.Ifname)
 	if err != nil {
 		return 0, err
@@ -614,7 +576,7 @@ func (v *liveVariant) measure(clk *liveClock, d time.Duration) (float64, error) 
 		return 0, err
 	}
 	frames := sent
-	if v.kind != liveBaseline {
+	if v.kind != kindBaseline {
 		seen := (rx1 - rx0) + (dr1 - dr0)
 		frames = max(frames, seen)
 		v.lost = max(v.lost, float64(dr1-dr0)/float64(frames))
@@ -622,18 +584,18 @@ func (v *liveVariant) measure(clk *liveClock, d time.Duration) (float64, error) 
 	return float64(spent.Nanoseconds()) / float64(frames), nil
 }
 
-// liveClock is the CPU time spent on the generator's CPU for the traffic: the generator's
+// cpuClock is the CPU time spent on the generator's CPU for the traffic: the generator's
 // thread (the receiver's softirq runs inline in it, and without IRQ time accounting the
 // kernel charges it to the thread) plus ksoftirqd of that CPU (softirq work the kernel
 // deferred). Wall-clock time would add the ~15-110 ms each live-frames test run sleeps in
 // its teardown (an RCU grace period, varying with load) and whatever other processes run on
 // that CPU. The thread must be the calling, locked one.
-type liveClock struct {
+type cpuClock struct {
 	ksoftirqd string // /proc/<pid>/schedstat of ksoftirqd/<cpu>, "" if not found
 }
 
-func newLiveClock(cpu int) *liveClock {
-	c := &liveClock{}
+func newCPUClock(cpu int) *cpuClock {
+	c := &cpuClock{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		if e.Name()[0] < '0' || e.Name()[0] > '9' {
@@ -648,7 +610,7 @@ func newLiveClock(cpu int) *liveClock {
 	return c
 }
 
-func (c *liveClock) now() time.Duration {
+func (c *cpuClock) now() time.Duration {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
 	t := time.Duration(ts.Nano())
@@ -664,11 +626,11 @@ func (c *liveClock) now() time.Duration {
 	return t
 }
 
-// liveReport turns the per-round times into rates, receiver costs, ratios and target verdicts.
-func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, genEnd float64, hot map[string]float64,
+// writeReport turns the per-round times into rates, receiver costs, ratios and target verdicts.
+func writeReport(cfg *core.Config, r *core.Report, vs []*variant, total [][]float64, genEnd float64, hot map[string]float64,
 	rounds int, dur time.Duration, cpu int, skipped map[string]string, sender string) {
 	const sec = "live"
-	defer r.tagSender(sec, sender)
+	defer r.TagSender(sec, sender)
 	quick := ""
 	if cfg.Quick {
 		quick = "quick (1 round, 4 variants): figures not meant to be read; "
@@ -695,7 +657,7 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 	}
 	name := func(key string) string { return vs[idx[key]].name }
 	drop := get("xdpdrop")
-	dropNs := Median(drop)
+	dropNs := core.Median(drop)
 
 	for i, v := range vs {
 		ns := total[i]
@@ -711,23 +673,23 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 			note = strings.TrimPrefix(note+fmt.Sprintf("; %.1f%% lost in transit (ring full): cost understated", 100*v.lost), "; ")
 		}
 		if i == 0 {
-			if sender == LiveSenderAFPacket {
+			if sender == core.LiveSenderAFPacket {
 				note = "AF_PACKET to an ifb sink that frees the frames at once: the sender's own cost"
 			}
 			note = fmt.Sprintf("%s; CPU %d, %d rounds x %s of CPU time; sender %s", note, cpu, rounds, dur,
-				liveSenderDesc(sender))
+				senderDesc(sender))
 		}
-		r.Add(Result{Section: sec, Name: v.name + ": rate", Value: Median(rate), Unit: "Mpps/CPU", Spread: Spread(rate), Note: note})
+		r.Add(core.Result{Section: sec, Name: v.name + ": rate", Value: core.Median(rate), Unit: "Mpps/CPU", Spread: core.Spread(rate), Note: note})
 		if i == 0 {
 			continue
 		}
-		res := Result{Section: sec, Name: v.name + ": receiver cost", Value: Median(cost[i]), Unit: "ns/pkt"}
+		res := core.Result{Section: sec, Name: v.name + ": receiver cost", Value: core.Median(cost[i]), Unit: "ns/pkt"}
 		if v.key == "xdpdrop" {
-			res.Spread = Spread(cost[i])
+			res.Spread = core.Spread(cost[i])
 			res.Note = "CPU ns/frame minus the generator's alone: the veth's receive, the program, the frame's free"
 		} else if drop != nil {
-			rs := Ratios(cost[i], drop)
-			res.Ratio, res.Base, res.Spread = Median(rs), "XDP_DROP", Spread(rs)
+			rs := core.Ratios(cost[i], drop)
+			res.Ratio, res.Base, res.Spread = core.Median(rs), "XDP_DROP", core.Spread(rs)
 		}
 		r.Add(res)
 	}
@@ -737,9 +699,9 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 		if v.zt == nil || v.stack || drop == nil || !ok {
 			continue
 		}
-		live := Median(cost[idx[v.key]]) - dropNs
+		live := core.Median(cost[idx[v.key]]) - dropNs
 		hd := h - hot["xdpdrop"]
-		res := Result{Section: sec, Name: v.name + ": decision over XDP_DROP", Value: live, Unit: "ns/pkt",
+		res := core.Result{Section: sec, Name: v.name + ": decision over XDP_DROP", Value: live, Unit: "ns/pkt",
 			Note: fmt.Sprintf("hot caches (BPF_PROG_TEST_RUN, same frame, minus XDP_DROP's): %.0f ns", hd)}
 		if hd > 0 {
 			res.Ratio, res.Base = live/hd, "hot caches"
@@ -751,7 +713,7 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 	// (unknown, or spoofed: the frames the netfilter allow-lists drop too).
 	subj := ""
 	for _, v := range vs {
-		if v.drop && drop != nil && (subj == "" || Median(Ratios(cost[idx[v.key]], drop)) > Median(Ratios(get(subj), drop))) {
+		if v.drop && drop != nil && (subj == "" || core.Median(core.Ratios(cost[idx[v.key]], drop)) > core.Median(core.Ratios(get(subj), drop))) {
 			subj = v.key
 		}
 	}
@@ -763,45 +725,45 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 		}
 		for _, pk := range peers {
 			if c := get(pk); c != nil {
-				rs := Ratios(c, zt)
-				r.Add(Result{Section: sec, Name: name(pk) + " / " + name(zk), Value: Median(rs), Unit: "x", Spread: Spread(rs),
+				rs := core.Ratios(c, zt)
+				r.Add(core.Result{Section: sec, Name: name(pk) + " / " + name(zk), Value: core.Median(rs), Unit: "x", Spread: core.Spread(rs),
 					Note: "receiver cost, per-round ratio"})
 			}
 		}
 	}
 	if a, s := get("zt1k-allow"), get("stack"); a != nil && s != nil {
-		rs := Ratios(a, s)
-		r.Add(Result{Section: sec, Name: "ztgate 1k allowed + stack / stack alone", Value: Median(rs), Unit: "x",
-			Spread: Spread(rs), Note: "receiver cost, per-round ratio: ztgate's share of an accepted packet"})
+		rs := core.Ratios(a, s)
+		r.Add(core.Result{Section: sec, Name: "ztgate 1k allowed + stack / stack alone", Value: core.Median(rs), Unit: "x",
+			Spread: core.Spread(rs), Note: "receiver cost, per-round ratio: ztgate's share of an accepted packet"})
 	}
 	if subj == "" || drop == nil {
 		return
 	}
 
 	zt := get(subj)
-	ztNs := Median(zt)
+	ztNs := core.Median(zt)
 	about := fmt.Sprintf("%s%s (worst source drop measured) %.0f ns, XDP_DROP %.0f ns", quick, name(subj), ztNs, dropNs)
 	norule := ""
 	if nr := get("zt1m-norule"); nr != nil {
-		norule = fmt.Sprintf("; the whole decision of a known device (%s) costs %.0f ns", name("zt1m-norule"), Median(nr))
+		norule = fmt.Sprintf("; the whole decision of a known device (%s) costs %.0f ns", name("zt1m-norule"), core.Median(nr))
 	}
-	worst := Median(Ratios(zt, drop))
+	worst := core.Median(core.Ratios(zt, drop))
 	note := about
-	if worst > liveVsDropMax {
+	if worst > vsDropMax {
 		live, hc := ztNs-dropNs, hot[subj]-hot["xdpdrop"]
 		note += fmt.Sprintf("; ztgate's decision adds %.0f ns live, %.0f ns with hot caches (BPF_PROG_TEST_RUN): "+
 			"the decision itself (policy-slot, device and address-binding lookups, per-CPU counters, the event "+
-			"limiter's budget slot and timestamp%s)", live, hc, liveSafeRET())
+			"limiter's budget slot and timestamp%s)", live, hc, safeRETNote())
 		if hc > 0 && live > 1.5*hc {
 			note += ", inflated on live traffic by caches and branch predictors cold after the veth and page-pool code"
 		}
-		note += fmt.Sprintf("; %.1fx leaves %.0f ns for a decision", liveVsDropMax, (liveVsDropMax-1)*dropNs)
+		note += fmt.Sprintf("; %.1fx leaves %.0f ns for a decision", vsDropMax, (vsDropMax-1)*dropNs)
 		if xf := get("xdpfilter"); xf != nil {
-			note += fmt.Sprintf(" (xdp-filter's 4 lookups: %.0f ns, %.1fx)", Median(xf)-dropNs, Median(Ratios(xf, drop)))
+			note += fmt.Sprintf(" (xdp-filter's 4 lookups: %.0f ns, %.1fx)", core.Median(xf)-dropNs, core.Median(core.Ratios(xf, drop)))
 		}
 	}
-	r.Check(sec, fmt.Sprintf("ztgate drop path <= %.1fx XDP_DROP (receiver cost)", liveVsDropMax), worst, "<=",
-		liveVsDropMax, "x", note)
+	r.Check(sec, fmt.Sprintf("ztgate drop path <= %.1fx XDP_DROP (receiver cost)", vsDropMax), worst, "<=",
+		vsDropMax, "x", note)
 
 	cheaper := func(key, desc string, limit float64, extra string) {
 		c := get(key)
@@ -815,36 +777,36 @@ func liveReport(cfg *Config, r *Report, vs []*liveVariant, total [][]float64, ge
 			}
 			return
 		}
-		m := Median(Ratios(c, zt))
-		note := fmt.Sprintf("%s; %s %.0f ns%s", about, name(key), Median(c), extra)
+		m := core.Median(core.Ratios(c, zt))
+		note := fmt.Sprintf("%s; %s %.0f ns%s", about, name(key), core.Median(c), extra)
 		if m < limit {
 			note += fmt.Sprintf("; against the median peer cost, %.0fx needs ztgate at <= %.0f ns, %.0f ns over XDP_DROP",
-				limit, Median(c)/limit, Median(c)/limit-dropNs)
+				limit, core.Median(c)/limit, core.Median(c)/limit-dropNs)
 		}
 		if nr := get("zt1m-norule"); nr != nil {
-			note += fmt.Sprintf("%s: %.1fx", norule, Median(Ratios(c, nr)))
+			note += fmt.Sprintf("%s: %.1fx", norule, core.Median(core.Ratios(c, nr)))
 		}
 		r.Check(sec, desc, m, ">=", limit, "x", note)
 	}
-	cheaper("nftset", fmt.Sprintf("ztgate drop path >= %dx cheaper than the nftables 1k set", liveVsNftSetMin),
-		liveVsNftSetMin, "")
+	cheaper("nftset", fmt.Sprintf("ztgate drop path >= %dx cheaper than the nftables 1k set", vsNftSetMin),
+		vsNftSetMin, "")
 	ipt := "; each iptables flavour has a target of its own"
 	if l, n := get("iptlegacy"), get("iptnft"); l != nil && n != nil {
 		cheap := "iptables-legacy"
-		if Median(n) < Median(l) {
+		if core.Median(n) < core.Median(l) {
 			cheap = "iptables-nft"
 		}
 		ipt += ", the cheaper here: " + cheap
 	}
-	cheaper("iptlegacy", fmt.Sprintf("ztgate drop path >= %dx cheaper than iptables-legacy, 1,000 rules", liveVsIptablesMin),
-		liveVsIptablesMin, ipt)
-	cheaper("iptnft", fmt.Sprintf("ztgate drop path >= %dx cheaper than iptables-nft, 1,000 rules", liveVsIptablesMin),
-		liveVsIptablesMin, ipt)
+	cheaper("iptlegacy", fmt.Sprintf("ztgate drop path >= %dx cheaper than iptables-legacy, 1,000 rules", vsIptablesMin),
+		vsIptablesMin, ipt)
+	cheaper("iptnft", fmt.Sprintf("ztgate drop path >= %dx cheaper than iptables-nft, 1,000 rules", vsIptablesMin),
+		vsIptablesMin, ipt)
 }
 
-// liveSafeRET says, for a note, whether every kernel function returns through SRSO's safe-RET
+// safeRETNote says, for a note, whether every kernel function returns through SRSO's safe-RET
 // thunk on this CPU ("" if not, or if the kernel does not say).
-func liveSafeRET() string {
+func safeRETNote() string {
 	b, err := os.ReadFile("/sys/devices/system/cpu/vulnerabilities/spec_rstack_overflow")
 	if err != nil || !strings.Contains(string(b), "Safe RET") {
 		return ""
