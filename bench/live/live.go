@@ -532,7 +532,7 @@ func (v *variant) probe() error {
 
 // calibrate warms the variant up and picks the repeat of one BPF_PROG_TEST_RUN call: about
 // target of CPU time (a power of two between 1,024 and maxRepeat), so that the call's own
-// set-up (a page pool for the batch, ~1 ms of CPU) stays below 1% of it.
+// set-up (a page pool for the batch) stays a small share of it.
 func (v *variant) calibrate(clk *cpuClock, target time.Duration, maxRepeat uint32) error {
 	v.repeat = 1024
 	if _, err := v.measure(clk, 20*time.Millisecond); err != nil {
@@ -585,11 +585,8 @@ func (v *variant) measure(clk *cpuClock, d time.Duration) (float64, error) {
 }
 
 // cpuClock is the CPU time spent on the generator's CPU for the traffic: the generator's
-// thread (the receiver's softirq runs inline in it, and without IRQ time accounting the
-// kernel charges it to the thread) plus ksoftirqd of that CPU (softirq work the kernel
-// deferred). Wall-clock time would add the ~15-110 ms each live-frames test run sleeps in
-// its teardown (an RCU grace period, varying with load) and whatever other processes run on
-// that CPU. The thread must be the calling, locked one.
+// thread (which the receiver's inline softirq is charged to) plus ksoftirqd of that CPU, not
+// the wall clock (see docs/benchmarks.md). The thread must be the calling, locked one.
 type cpuClock struct {
 	ksoftirqd string // /proc/<pid>/schedstat of ksoftirqd/<cpu>, "" if not found
 }
