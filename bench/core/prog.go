@@ -81,7 +81,6 @@ func Decide(m *maps.Maps, p *ebpf.Program, frame []byte) (bpf.Verdict, bpf.Reaso
 	return v, r, nil
 }
 
-
 // ReturnProgram loads an XDP program named name that returns action and does nothing else:
 // the floor of a per-packet cost (XDPPass) or a receiver that drops everything (XDPDrop).
 func ReturnProgram(name string, action int32) (*ebpf.Program, error) {

@@ -8,7 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-
 // Median of xs (NaN-free, non-empty).
 func Median(xs []float64) float64 {
 	s := slices.Clone(xs)

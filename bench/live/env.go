@@ -134,20 +134,26 @@ func ethtool(ifname string, cmd, data uint32) (uint32, error) {
 
 // setGRO turns GRO on or off on ifname inside ns and reads it back.
 func setGRO(ns *testenv.Namespace, ifname string, on bool) error {
+	return setFeature(ns, ifname, "gro", ethtoolGGRO, ethtoolSGRO, on)
+}
+
+// setFeature turns the feature what on or off on ifname inside ns with the legacy ethtool
+// commands set and get, and reads it back.
+func setFeature(ns *testenv.Namespace, ifname, what string, get, set uint32, on bool) error {
 	want := uint32(0)
 	if on {
 		want = 1
 	}
 	return ns.Do(func() error {
-		if _, err := ethtool(ifname, ethtoolSGRO, want); err != nil {
-			return fmt.Errorf("set gro %v on %s: %w", on, ifname, err)
+		if _, err := ethtool(ifname, set, want); err != nil {
+			return fmt.Errorf("set %s %v on %s: %w", what, on, ifname, err)
 		}
-		got, err := ethtool(ifname, ethtoolGGRO, 0)
+		got, err := ethtool(ifname, get, 0)
 		if err != nil {
-			return fmt.Errorf("get gro of %s: %w", ifname, err)
+			return fmt.Errorf("get %s of %s: %w", what, ifname, err)
 		}
 		if got != want {
-			return fmt.Errorf("gro of %s is %d after setting %d", ifname, got, want)
+			return fmt.Errorf("%s of %s is %d after setting %d", what, ifname, got, want)
 		}
 		return nil
 	})

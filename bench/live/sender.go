@@ -271,21 +271,5 @@ const (
 // ports it sends from, so the path does not depend on the version (each variant's probe checks
 // it).
 func setTSO(ns *testenv.Namespace, ifname string, on bool) error {
-	want := uint32(0)
-	if on {
-		want = 1
-	}
-	return ns.Do(func() error {
-		if _, err := ethtool(ifname, ethtoolSTSO, want); err != nil {
-			return fmt.Errorf("set tso %v on %s: %w", on, ifname, err)
-		}
-		got, err := ethtool(ifname, ethtoolGTSO, 0)
-		if err != nil {
-			return fmt.Errorf("get tso of %s: %w", ifname, err)
-		}
-		if got != want {
-			return fmt.Errorf("tso of %s is %d after setting %d", ifname, got, want)
-		}
-		return nil
-	})
+	return setFeature(ns, ifname, "tso", ethtoolGTSO, ethtoolSTSO, on)
 }
