@@ -256,7 +256,7 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 	}
 	sizes := cfg.Sizes([]int{1, 1000, 100000, 1000000}, []int{1, 1000})
 	rounds := cfg.Pick(11, 3)
-	repeat := cfg.Pick(1000000, 20000) // 2M would take the section past 3 minutes
+	repeat := cfg.Pick(1000000, 20000) // more would make the section too long to run
 
 	floor, err := core.ReturnProgram("bench_floor", core.XDPPass)
 	if err != nil {
@@ -273,9 +273,7 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 		return err
 	}
 	defer prims.Close()
-
-	dps := map[int]*ztgateDP{}
-	snaps := map[int]*policy.Snapshot{}
+	dps, snaps, err := openFleets(ctx, cfg, sizes)
 	defer func() {
 		for n, z := range dps {
 			if err := z.Close(); err != nil {
@@ -283,31 +281,13 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 			}
 		}
 	}()
-	for _, n := range sizes {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		s, err := fleet.Snapshot(cfg, n)
-		if err != nil {
-			return err
-		}
-		snaps[n] = s
-		t0 := time.Now()
-		z, err := openZtgate(n, s)
-		if err != nil {
-			return fmt.Errorf("ztgate with %s devices: %w", core.Count(n), err)
-		}
-		dps[n] = z
-		cfg.Logf("hot: ztgate with %s devices loaded and applied in %s", core.Count(n), time.Since(t0).Round(time.Millisecond))
+	if err != nil {
+		return err
 	}
-
-	// The measured device: one in the middle of the fleet.
-	dev := func(n int) int { return n / 2 }
-	allowed4 := fleet.Classes[0].Frame(dev(sizes[0]))
+	allowed4 := fleet.Classes[0].Frame(device(sizes[0]))
 	if err := xf.Check(allowed4); err != nil {
 		return err
 	}
-
 	vs := []core.Variant{
 		core.ProgVariant("floor", floor, allowed4, repeat, core.XDPPass),
 		core.ProgVariant("xdp-filter", xf.Prog, allowed4, repeat, core.XDPPass),
@@ -315,11 +295,63 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 	for i, p := range prims.progs {
 		vs = append(vs, core.ProgVariant(prims.names[i], p, allowed4, repeat, core.XDPPass))
 	}
+	vs, hv, err := ztgateVariants(vs, sizes, dps, repeat)
+	if err != nil {
+		return err
+	}
+	res, err := measure(cfg, vs, rounds, repeat)
+	if err != nil {
+		return err
+	}
+	f := &figures{sizes: sizes, snaps: snaps, prims: prims.names, floorNs: res[0], xfNs: res[1],
+		byKey: map[string]agg{}}
+	if cfg.Quick {
+		f.quick = "quick: N = 1 and 1k only, figures not meant to be read; "
+	}
+	f.addPeers(r, res[2:2+len(prims.names)], rounds, repeat)
+	f.addZtgate(r, res, hv)
+	f.checkTargets(r)
+	return nil
+}
+
+// device is the measured device of a fleet of n: one in the middle.
+func device(n int) int { return n / 2 }
+
+// openFleets loads a datapath for the fleet of each size and applies its snapshot. The caller
+// closes the datapaths returned, also on error.
+func openFleets(ctx context.Context, cfg *core.Config, sizes []int) (map[int]*ztgateDP, map[int]*policy.Snapshot, error) {
+	dps := map[int]*ztgateDP{}
+	snaps := map[int]*policy.Snapshot{}
+	for _, n := range sizes {
+		if err := ctx.Err(); err != nil {
+			return dps, snaps, err
+		}
+		s, err := fleet.Snapshot(cfg, n)
+		if err != nil {
+			return dps, snaps, err
+		}
+		snaps[n] = s
+		t0 := time.Now()
+		z, err := openZtgate(n, s)
+		if err != nil {
+			return dps, snaps, fmt.Errorf("ztgate with %s devices: %w", core.Count(n), err)
+		}
+		dps[n] = z
+		cfg.Logf("hot: ztgate with %s devices loaded and applied in %s", core.Count(n),
+			time.Since(t0).Round(time.Millisecond))
+	}
+	return dps, snaps, nil
+}
+
+// ztgateVariants appends to vs a variant per fleet size, frame class and event setting, each
+// checked to be decided as its class says, and returns them with where each is in vs.
+func ztgateVariants(vs []core.Variant, sizes []int, dps map[int]*ztgateDP, repeat int) ([]core.Variant, []variant,
+	error) {
 	var hv []variant
 	for _, n := range sizes {
 		z := dps[n]
 		for _, c := range fleet.Classes {
-			frame := c.Frame(dev(n))
+			frame := c.Frame(device(n))
 			for _, ev := range []bool{true, false} {
 				p := z.off.Program()
 				if ev {
@@ -327,10 +359,11 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 				}
 				v, rs, err := core.Decide(z.maps, p, frame)
 				if err != nil {
-					return fmt.Errorf("%s with %s devices: %w", c.Name, core.Count(n), err)
+					return nil, nil, fmt.Errorf("%s with %s devices: %w", c.Name, core.Count(n), err)
 				}
 				if v != c.Verdict || rs != c.Reason {
-					return fmt.Errorf("%s with %s devices: got %s/%s, want %s/%s", c.Name, core.Count(n), v, rs, c.Verdict, c.Reason)
+					return nil, nil, fmt.Errorf("%s with %s devices: got %s/%s, want %s/%s", c.Name, core.Count(n), v,
+						rs, c.Verdict, c.Reason)
 				}
 				want := uint32(core.XDPPass)
 				if c.Verdict == bpf.VerdictDrop {
@@ -341,172 +374,27 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 			}
 		}
 	}
+	return vs, hv, nil
+}
 
+// measure runs the variants in interleaved rounds on the pinned benchmark CPU, after a warm-up.
+func measure(cfg *core.Config, vs []core.Variant, rounds, repeat int) ([][]float64, error) {
 	unpin, err := core.PinThread(core.BenchCPU())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer unpin()
 	if err := core.WarmUp(vs); err != nil {
-		return err
+		return nil, err
 	}
 	t0 := time.Now()
 	res, err := core.Interleave(rounds, vs)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	cfg.Logf("hot: %d variants x %d rounds x %d repeats in %s", len(vs), rounds, repeat, time.Since(t0).Round(time.Millisecond))
-
-	floorNs, xfNs := res[0], res[1]
-	xfRatio := core.Ratios(xfNs, floorNs)
-	r.Add(core.Result{Section: "hot", Name: "floor (XDP_PASS only)", Value: core.Median(floorNs), Unit: "ns/pkt",
-		Note: fmt.Sprintf("%d rounds x %d runs, CPU %d", rounds, repeat, core.BenchCPU())})
-	r.Add(core.Result{Section: "hot", Name: "xdp-filter 10k MAC + 10k IPv4", Value: core.Median(xfNs), Unit: "ns/pkt",
-		Ratio: core.Median(xfRatio), Base: "floor", Spread: core.Spread(xfRatio),
-		Note: "xdpfilt_alw_all.o, maps full; frame unlisted: 4 hash + 2 array lookups, pass"})
-	// Per-operation costs: (primitive program - floor) / primOps, per round.
-	prim := map[string]float64{}
-	primRounds := map[string][]float64{}
-	for i, name := range prims.names {
-		ns := res[2+i]
-		per := make([]float64, len(ns))
-		for j := range ns {
-			per[j] = (ns[j] - floorNs[j]) / primOps
-		}
-		prim[name], primRounds[name] = core.Median(per), per
-		r.Add(core.Result{Section: "hot", Name: "primitive: " + name, Value: core.Median(per), Unit: "ns/op",
-			Note: fmt.Sprintf("(%d in a row - floor) / %d", primOps, primOps)})
-	}
-	hashNs, lpmNs, ktimeNs := prim[prims.names[0]], prim[prims.names[1]], prim[prims.names[2]]
-	lpm3Ns := prim[prims.names[4]]
-	// need is, per round, the floor plus the primitives a path of k calls makes (clock reads
-	// that came out below zero in the noise core.Count as free).
-	need := func(k [3]int) []float64 {
-		out := make([]float64, len(floorNs))
-		for j := range out {
-			out[j] = floorNs[j] + float64(k[0])*primRounds[prims.names[0]][j] + float64(k[1])*primRounds[prims.names[1]][j] +
-				float64(k[2])*max(0, primRounds[prims.names[2]][j])
-		}
-		return out
-	}
-	callsOf := func(class string, events bool) [3]int {
-		k := calls[class]
-		if !events && strings.HasSuffix(class, "-drop") {
-			k[2] = max(0, k[2]-1)
-		}
-		return k
-	}
-	xfPrim := core.Ratios(xfNs, need([3]int{xfHashes, 0, 0}))
-	r.Add(core.Result{Section: "hot", Name: "xdp-filter 10k MAC + 10k IPv4", Value: core.Median(xfNs), Unit: "ns/pkt",
-		Ratio: core.Median(xfPrim), Base: "floor + primitives", Spread: core.Spread(xfPrim),
-		Note: fmt.Sprintf("its %d hash lookups (8-byte key primitive; the 2 array lookups left out)", xfHashes)})
-
-	type agg struct {
-		ratio, vsXF, vsPrim float64
-		name                string
-	}
-	byKey := map[string]agg{} // class/n/events
-	for _, h := range hv {
-		ns := res[h.idx]
-		rf := core.Ratios(ns, floorNs)
-		rx := core.Ratios(ns, xfNs)
-		name := variantName(h.n, h.class, h.events)
-		note := variantNote(h.class, h.events)
-		r.Add(core.Result{Section: "hot", Name: name, Value: core.Median(ns), Unit: "ns/pkt", Ratio: core.Median(rf), Base: "floor",
-			Spread: core.Spread(rf), Note: note})
-		r.Add(core.Result{Section: "hot", Name: name, Value: core.Median(ns), Unit: "ns/pkt", Ratio: core.Median(rx), Base: "xdp-filter",
-			Spread: core.Spread(rx)})
-		k := callsOf(h.class, h.events)
-		rp := core.Ratios(ns, need(k))
-		r.Add(core.Result{Section: "hot", Name: name, Value: core.Median(ns), Unit: "ns/pkt", Ratio: core.Median(rp),
-			Base: "floor + primitives", Spread: core.Spread(rp), Note: fmt.Sprintf("%d hash + %d LPM lookups + %d clock reads", k[0], k[1], k[2])})
-		byKey[aggKey(h.class, h.n, h.events)] = agg{ratio: core.Median(rf), vsXF: core.Median(rx), vsPrim: core.Median(rp), name: name}
-	}
-
-	quick := ""
-	if cfg.Quick {
-		quick = "quick: N = 1 and 1k only, figures not meant to be read; "
-	}
-	// worst returns the largest ratio (of the variant to what of picks) over the classes, every
-	// size and both event settings, and the variant it came from.
-	worst := func(of func(agg) float64, classes ...string) (float64, string) {
-		w, at := 0.0, ""
-		for _, class := range classes {
-			for _, n := range sizes {
-				for _, ev := range []bool{true, false} {
-					a := byKey[aggKey(class, n, ev)]
-					if v := of(a); v > w {
-						w, at = v, a.name
-					}
-				}
-			}
-		}
-		return w, at
-	}
-	vsXF := func(a agg) float64 { return a.vsXF }
-	vsPrim := func(a agg) float64 { return a.vsPrim }
-	floorCtx := func(classes ...string) string {
-		w, _ := worst(func(a agg) float64 { return a.ratio }, classes...)
-		return fmt.Sprintf("; context: %.1fx the floor (%.0f ns here), xdp-filter %.1fx the floor", w, core.Median(floorNs),
-			core.Median(xfRatio))
-	}
-	primCost := func(k [3]int) float64 {
-		return float64(k[0])*hashNs + float64(k[1])*lpmNs + float64(k[2])*max(0, ktimeNs)
-	}
-	allowed := []string{"allowed-v4", "allowed-v6"}
-	identity := []string{"unknown-device-drop", "spoofed-ip-drop"}
-	w, at := worst(vsXF, allowed...)
-	r.Check("hot", fmt.Sprintf("allowed path (IPv4, IPv6) <= %.1fx xdp-filter", allowedVsFilterMax), w, "<=",
-		allowedVsFilterMax, "x", quick+fmt.Sprintf("worst of every N and event setting: %s; xdp-filter %.0f ns in "+
-			"the same rounds; the path's %d hash + %d LPM lookups alone are ~%.0f ns by the primitives, xdp-filter's %d "+
-			"hash lookups ~%.0f ns", at, core.Median(xfNs), calls["allowed-v4"][0], calls["allowed-v4"][1],
-			primCost(calls["allowed-v4"]), xfHashes, xfHashes*hashNs)+floorCtx(allowed...))
-	w, at = worst(vsXF, identity...)
-	r.Check("hot", fmt.Sprintf("identity drops (unknown device, spoofed IP) <= %.1fx xdp-filter", identityVsFilterMax),
-		w, "<=", identityVsFilterMax, "x", quick+fmt.Sprintf("worst of every N and event setting: %s; one MAC "+
-			"lookup against xdp-filter's %d: the floor plus one hash lookup is %.2fx xdp-filter by itself", at, xfHashes,
-			(core.Median(floorNs)+hashNs)/core.Median(xfNs))+floorCtx(identity...))
-	w, at = worst(vsPrim, allowed...)
-	r.Check("hot", fmt.Sprintf("allowed path <= %.1fx the floor plus its primitives", vsPrimitivesMax), w, "<=",
-		vsPrimitivesMax, "x", quick+fmt.Sprintf("worst: %s; the floor plus %d hash + %d LPM lookups + %d clock "+
-			"reads = ~%.0f ns; xdp-filter is %.2fx its own (the floor plus %d hash lookups)", at,
-			calls["allowed-v4"][0], calls["allowed-v4"][1], calls["allowed-v4"][2],
-			core.Median(floorNs)+primCost(calls["allowed-v4"]), core.Median(xfPrim), xfHashes))
-	w, at = worst(vsPrim, identity...)
-	r.Check("hot", fmt.Sprintf("identity drops <= %.1fx the floor plus their primitives", vsPrimitivesMax), w, "<=",
-		vsPrimitivesMax, "x", quick+fmt.Sprintf("worst: %s; the floor plus 1 hash lookup + 1 clock read (events "+
-			"on; events off, no clock) = ~%.0f ns; with events on a drop also takes the event limiter's budget slot "+
-			"(an array lookup, not counted)", at, core.Median(floorNs)+primCost(calls["unknown-device-drop"])))
-	lo, hi := 0.0, 0.0
-	for i, n := range sizes {
-		v := byKey[aggKey("allowed-v4", n, true)].ratio
-		if i == 0 || v < lo {
-			lo = v
-		}
-		if i == 0 || v > hi {
-			hi = v
-		}
-	}
-	flat := hi/lo - 1
-	// The policy grows with the fleet up to its 48 rule sets: one device has one rule set (3
-	// prefixes in the trie), 1k devices and more have them all (124). Say how flat the cost is
-	// once the policy is complete, to tell the two apart.
-	note := "allowed-v4 ratio to the floor, events on, across N"
-	var big []float64
-	for _, n := range sizes {
-		if n >= 1000 {
-			big = append(big, byKey[aggKey("allowed-v4", n, true)].ratio)
-		}
-	}
-	if len(big) > 1 {
-		note += fmt.Sprintf("; N=1's policy has 1 rule set (%d trie prefixes), N>=1k all 48 (%d): from 1k to %s max/min-1 = %.2f; "+
-			"an LPM lookup costs %.0f ns with 124 prefixes and %.0f ns with 3 (primitives): the rule content, not N, makes the difference",
-			len(snaps[sizes[0]].Prefixes), len(snaps[sizes[len(sizes)-1]].Prefixes), core.Count(sizes[len(sizes)-1]),
-			slices.Max(big)/slices.Min(big)-1, lpmNs, lpm3Ns)
-	}
-	r.Check("hot", fmt.Sprintf("hot cost flat from %s to %s devices (max/min-1)", core.Count(sizes[0]), core.Count(sizes[len(sizes)-1])),
-		flat, "<=", flatMax, "", quick+note)
-	return nil
+	cfg.Logf("hot: %d variants x %d rounds x %d repeats in %s", len(vs), rounds, repeat,
+		time.Since(t0).Round(time.Millisecond))
+	return res, nil
 }
 
 func aggKey(class string, n int, events bool) string {
