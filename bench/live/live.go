@@ -7,9 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -18,14 +15,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/ztgate/ztgate/bench/core"
-	"github.com/ztgate/ztgate/bench/xdpfilter"
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/testenv"
 )
@@ -144,21 +137,38 @@ const (
 	probeFrameCount = 512
 )
 
+// run runs the section: it sets up a receiver per variant, measures them in interleaved rounds
+// and reports. Whatever it set up is removed, also when it fails half-way.
 func run(ctx context.Context, cfg *core.Config, r *core.Report) (err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
 	}
-	rounds := cfg.Pick(5, 1)
-	dur := time.Duration(cfg.Pick(800, 250)) * time.Millisecond   // CPU time per measurement
-	chunk := time.Duration(cfg.Pick(250, 125)) * time.Millisecond // CPU time per generator call
-	maxRepeat := uint32(cfg.Pick(1<<22, 1<<20))
-	cpu := pickCPU()
-
 	for _, t := range []string{"ip", "sh"} { // NAPI threading is set through `ip netns exec ... sh`
 		if _, err := exec.LookPath(t); err != nil {
 			return fmt.Errorf("%s not installed", t)
 		}
 	}
+	specs, skipped := selectSpecs(cfg)
+	e := &env{cfg: cfg, zts: map[int]*ztgateDP{}}
+	defer func() { err = errors.Join(err, e.cleanUp()) }()
+	if err := e.setUp(specs); err != nil {
+		return err
+	}
+	vs, err := e.variants(ctx, specs)
+	if err != nil {
+		return err
+	}
+	m := &measurement{rounds: cfg.Pick(5, 1), dur: time.Duration(cfg.Pick(800, 250)) * time.Millisecond, cpu: pickCPU()}
+	if err := e.tp.Gateway.Do(func() error { return m.run(ctx, cfg, vs, e.dropProg) }); err != nil {
+		return err
+	}
+	writeReport(cfg, r, vs, m, skipped, e.sender)
+	return nil
+}
+
+// selectSpecs returns the variants to run (a quick run's few), less those whose tools are not
+// installed, which it returns with why.
+func selectSpecs(cfg *core.Config) ([]variantSpec, map[string]string) {
 	var specs []variantSpec
 	skipped := map[string]string{}
 	for _, s := range allSpecs {
@@ -176,247 +186,7 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) (err error) {
 		}
 		specs = append(specs, s)
 	}
-
-	// Cleanups run in reverse order, also when the section fails half-way.
-	var cleanups []func() error
-	defer func() {
-		t0 := time.Now()
-		defer func() { cfg.Logf("live: cleaned up in %s", time.Since(t0).Round(time.Millisecond)) }()
-		var errs []error
-		for i := len(cleanups) - 1; i >= 0; i-- {
-			if e := cleanups[i](); e != nil {
-				errs = append(errs, e)
-			}
-		}
-		if len(errs) > 0 {
-			err = errors.Join(err, fmt.Errorf("cleanup: %w", errors.Join(errs...)))
-		}
-	}()
-
-	// The policies, and the device whose frames ztgate identifies.
-	t0 := time.Now()
-	fleets := map[int]*policyFleet{}
-	if fleets[1000], err = newPolicyFleet(1000); err != nil {
-		return err
-	}
-	for _, s := range specs {
-		if s.zt != 0 && fleets[s.zt] == nil {
-			if fleets[s.zt], err = newPolicyFleet(s.zt); err != nil {
-				return err
-			}
-		}
-	}
-	devHost, err := fleets[1000].pickDevice()
-	if err != nil {
-		return err
-	}
-	cfg.Logf("live: policies compiled in %s; the device sends from %s %s", time.Since(t0).Round(time.Millisecond),
-		devHost.MAC, devHost.IP)
-	pairs := allowPairs(fleets[1000], 1000)
-
-	// The topology: the sender is the gateway namespace, every receiver a device namespace.
-	t0 = time.Now()
-	var devs []testenv.DeviceSpec
-	for _, s := range specs {
-		devs = append(devs, testenv.DeviceSpec{Name: s.key, IPv6: []netip.Addr{}})
-	}
-	tp, err := testenv.Build(testenv.Config{Devices: devs})
-	if err != nil {
-		return err
-	}
-	cleanups = append(cleanups, tp.Close)
-	nsNames := []string{tp.Gateway.Name()}
-	for _, d := range tp.Devices {
-		nsNames = append(nsNames, d.NS.Name())
-	}
-	traceCreated(nsNames, nil)
-
-	// The sender: the kernel's live frames if it allows them (or as forced), else AF_PACKET.
-	sender, err := chooseSender(cfg, cfg.LiveSender, func() error {
-		gen, err := newKernelSender(tp.Devices[0].Port.Index, buildFrame(unknownHost(), tp.Devices[0].MAC,
-			closedPort))
-		if err != nil {
-			return err
-		}
-		defer gen.Close()
-		return tp.Gateway.Do(func() error { return probeFrames(gen) })
-	})
-	if err != nil {
-		return err
-	}
-	cfg.Logf("live: sender %s", senderDesc(sender))
-	sinkIdx := 0
-	if sender == core.LiveSenderAFPacket {
-		if sinkIdx, err = addSink(tp.Gateway); err != nil {
-			return err
-		}
-	}
-
-	dropProg, err := core.ReturnProgram("live_drop", core.XDPDrop)
-	if err != nil {
-		return err
-	}
-	cleanups = append(cleanups, dropProg.Close)
-
-	zts := map[int]*ztgateDP{}
-	var vs []*variant
-	for _, s := range specs {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		v := &variant{variantSpec: s, dev: tp.Device(s.key)}
-		src := unknownHost()
-		switch s.src {
-		case srcSpoofed:
-			src.MAC = devHost.MAC
-		case srcDevice:
-			src = devHost
-		}
-		v.frame = buildFrame(src, v.dev.MAC, s.dport)
-		if err := v.openSender(sender, tp.Gateway, sinkIdx); err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
-		}
-		cleanups = append(cleanups, v.tx.Close)
-		ns, ifname := v.dev.NS, v.dev.Ifname
-		// The destination, 10.0.0.1, is the receiver's: what passes is delivered locally.
-		l, err := ns.Netlink().LinkByName(ifname)
-		if err == nil {
-			err = ns.Netlink().AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: gatewayIP.AsSlice(), Mask: net.CIDRMask(32, 32)}})
-		}
-		if err != nil {
-			return fmt.Errorf("%s: add %s: %w", s.name, gatewayIP, err)
-		}
-		switch {
-		case s.zt != 0:
-			z := zts[s.zt]
-			if z == nil {
-				t1 := time.Now()
-				pin := core.PinDir("live-" + core.Count(s.zt))
-				traceCreated(nil, []string{pin})
-				z, err = openZtgate(fleets[s.zt], pin)
-				cleanups = append(cleanups, z.Close)
-				if err != nil {
-					return fmt.Errorf("ztgate with %s devices: %w", core.Count(s.zt), err)
-				}
-				zts[s.zt] = z
-				cfg.Logf("live: ztgate with %s devices loaded and applied in %s", core.Count(s.zt), time.Since(t1).Round(time.Millisecond))
-			}
-			v.zt = z
-			z.fleet.model.AddGatewayMAC([6]byte(v.dev.MAC)) // as the attach below registers it
-			if want := z.fleet.model.Decide(v.frame, uint32(v.dev.Ifindex), 0); want.Verdict != s.verdict || want.Reason != s.reason {
-				return fmt.Errorf("%s: the model decides %s/%s, want %s/%s", s.name, want.Verdict, want.Reason, s.verdict, s.reason)
-			}
-			err = z.attach(ns, ifname)
-		case s.key == "xdpdrop":
-			err = ns.Do(func() error {
-				l, err := link.AttachXDP(link.XDPOptions{Program: dropProg, Interface: v.dev.Ifindex, Flags: link.XDPDriverMode})
-				if err == nil {
-					cleanups = append(cleanups, l.Close)
-				}
-				return err
-			})
-		case s.key == "xdpfilter":
-			var x *xdpfilter.Filter
-			if x, err = xdpfilter.Open(xdpfilter.FlagSrc, unknownIP); err == nil {
-				cleanups = append(cleanups, func() error { x.Close(); return nil })
-				err = x.Attach(ns, v.dev.Ifindex)
-			}
-		case s.key == "nftset":
-			err = runNsenter(ns, nftSetRules(ifname, pairs), "nft", "-f", "-")
-		case s.key == "nftlinear":
-			err = runNsenter(ns, nftLinearRules(ifname, pairs), "nft", "-f", "-")
-		case s.key == "iptlegacy":
-			err = runNsenter(ns, iptablesRules(pairs), "iptables-legacy-restore")
-		case s.key == "iptnft":
-			err = runNsenter(ns, iptablesRules(pairs), "iptables-nft-restore")
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
-		}
-		// GRO on gives the veth a NAPI context without an XDP program (and GRO for what XDP
-		// passes); the generator alone's veth keeps GRO off, so without NAPI it refuses frames.
-		if err := setGRO(ns, ifname, s.kind != kindBaseline); err != nil {
-			return fmt.Errorf("%s: %w", s.name, err)
-		}
-		if s.kind != kindBaseline {
-			if _, err := noThreads(ns, ifname); err != nil {
-				return fmt.Errorf("%s: %w", s.name, err)
-			}
-		}
-		vs = append(vs, v)
-	}
-	cfg.Logf("live: %d receivers set up in %s", len(vs), time.Since(t0).Round(time.Millisecond))
-
-	// Measure: the generator's thread sits in the sender namespace, pinned.
-	var total [][]float64
-	var genEnd float64
-	var hot map[string]float64
-	err = tp.Gateway.Do(func() error {
-		unpin, err := core.PinThread(cpu)
-		if err != nil {
-			return err
-		}
-		defer unpin()
-		clk := newCPUClock(cpu)
-		if clk.ksoftirqd == "" {
-			cfg.Logf("live: ksoftirqd/%d not found: softirq work deferred to it goes uncounted", cpu)
-		}
-		for _, v := range vs {
-			if err := v.probe(); err != nil {
-				return fmt.Errorf("%s: %w", v.name, err)
-			}
-			if err := v.calibrate(clk, chunk, maxRepeat); err != nil {
-				return fmt.Errorf("%s: %w", v.name, err)
-			}
-		}
-		var iv []core.Variant
-		for _, v := range vs {
-			iv = append(iv, core.Variant{Name: v.name, Run: func() (float64, error) {
-				if err := ctx.Err(); err != nil {
-					return 0, err
-				}
-				return v.measure(clk, dur)
-			}})
-		}
-		t1 := time.Now()
-		if total, err = core.Interleave(rounds, iv); err != nil {
-			return err
-		}
-		if genEnd, err = vs[0].measure(clk, dur); err != nil { // every round is bracketed
-			return err
-		}
-		cfg.Logf("live: %d variants x %d rounds x %s in %s", len(vs), rounds, dur, time.Since(t1).Round(time.Millisecond))
-		// The same programs on the same frames with hot caches (BPF_PROG_TEST_RUN), to show
-		// what live traffic adds to ztgate's decision.
-		hotRuns := cfg.Pick(1<<20, 1<<16)
-		hot = map[string]float64{}
-		for _, v := range vs {
-			var p *ebpf.Program
-			switch {
-			case v.key == "xdpdrop":
-				p = dropProg
-			case v.zt != nil:
-				p = v.zt.dp.Program()
-			default:
-				continue
-			}
-			var xs []float64
-			for range 3 {
-				_, d, err := p.Benchmark(v.frame, hotRuns, nil)
-				if err != nil {
-					return fmt.Errorf("%s: test run: %w", v.name, err)
-				}
-				xs = append(xs, float64(d.Nanoseconds()))
-			}
-			hot[v.key] = core.Median(xs)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	writeReport(cfg, r, vs, total, genEnd, hot, rounds, dur, cpu, skipped, sender)
-	return nil
+	return specs, skipped
 }
 
 // openSender opens the variant's sender in gw, the sender namespace. With AF_PACKET, the sender
@@ -621,184 +391,6 @@ func (c *cpuClock) now() time.Duration {
 		}
 	}
 	return t
-}
-
-// writeReport turns the per-round times into rates, receiver costs, ratios and target verdicts.
-func writeReport(cfg *core.Config, r *core.Report, vs []*variant, total [][]float64, genEnd float64, hot map[string]float64,
-	rounds int, dur time.Duration, cpu int, skipped map[string]string, sender string) {
-	const sec = "live"
-	defer r.TagSender(sec, sender)
-	quick := ""
-	if cfg.Quick {
-		quick = "quick (1 round, 4 variants): figures not meant to be read; "
-	}
-	// The generator's CPU time per frame before and after each round, and each round's
-	// receiver costs against their mean.
-	gen := append(slices.Clone(total[0]), genEnd)
-	cost := make([][]float64, len(vs))
-	idx := map[string]int{}
-	for i, v := range vs {
-		idx[v.key] = i
-		if i == 0 {
-			continue
-		}
-		for k := range rounds {
-			cost[i] = append(cost[i], total[i][k]-(gen[k]+gen[k+1])/2)
-		}
-	}
-	get := func(key string) []float64 {
-		if i, ok := idx[key]; ok {
-			return cost[i]
-		}
-		return nil
-	}
-	name := func(key string) string { return vs[idx[key]].name }
-	drop := get("xdpdrop")
-	dropNs := core.Median(drop)
-
-	for i, v := range vs {
-		ns := total[i]
-		if i == 0 {
-			ns = gen
-		}
-		rate := make([]float64, len(ns))
-		for k, x := range ns {
-			rate[k] = 1e3 / x // Mpps on one CPU
-		}
-		note := v.note
-		if v.lost > 0.001 {
-			note = strings.TrimPrefix(note+fmt.Sprintf("; %.1f%% lost in transit (ring full): cost understated", 100*v.lost), "; ")
-		}
-		if i == 0 {
-			if sender == core.LiveSenderAFPacket {
-				note = "AF_PACKET to an ifb sink that frees the frames at once: the sender's own cost"
-			}
-			note = fmt.Sprintf("%s; CPU %d, %d rounds x %s of CPU time; sender %s", note, cpu, rounds, dur,
-				senderDesc(sender))
-		}
-		r.Add(core.Result{Section: sec, Name: v.name + ": rate", Value: core.Median(rate), Unit: "Mpps/CPU", Spread: core.Spread(rate), Note: note})
-		if i == 0 {
-			continue
-		}
-		res := core.Result{Section: sec, Name: v.name + ": receiver cost", Value: core.Median(cost[i]), Unit: "ns/pkt"}
-		if v.key == "xdpdrop" {
-			res.Spread = core.Spread(cost[i])
-			res.Note = "CPU ns/frame minus the generator's alone: the veth's receive, the program, the frame's free"
-		} else if drop != nil {
-			rs := core.Ratios(cost[i], drop)
-			res.Ratio, res.Base, res.Spread = core.Median(rs), "XDP_DROP", core.Spread(rs)
-		}
-		r.Add(res)
-	}
-	// ztgate's decision (what it adds to XDP_DROP), live and with hot caches.
-	for _, v := range vs {
-		h, ok := hot[v.key]
-		if v.zt == nil || v.stack || drop == nil || !ok {
-			continue
-		}
-		live := core.Median(cost[idx[v.key]]) - dropNs
-		hd := h - hot["xdpdrop"]
-		res := core.Result{Section: sec, Name: v.name + ": decision over XDP_DROP", Value: live, Unit: "ns/pkt",
-			Note: fmt.Sprintf("hot caches (BPF_PROG_TEST_RUN, same frame, minus XDP_DROP's): %.0f ns", hd)}
-		if hd > 0 {
-			res.Ratio, res.Base = live/hd, "hot caches"
-		}
-		r.Add(res)
-	}
-
-	// The subject of the targets: ztgate's most expensive drop of a source it must not accept
-	// (unknown, or spoofed: the frames the netfilter allow-lists drop too).
-	subj := ""
-	for _, v := range vs {
-		if v.drop && drop != nil && (subj == "" || core.Median(core.Ratios(cost[idx[v.key]], drop)) > core.Median(core.Ratios(get(subj), drop))) {
-			subj = v.key
-		}
-	}
-	peers := []string{"xdpfilter", "nftset", "nftlinear", "iptlegacy", "iptnft"}
-	for _, zk := range []string{subj, "zt1m-norule"} {
-		zt := get(zk)
-		if zk == "" || zt == nil {
-			continue
-		}
-		for _, pk := range peers {
-			if c := get(pk); c != nil {
-				rs := core.Ratios(c, zt)
-				r.Add(core.Result{Section: sec, Name: name(pk) + " / " + name(zk), Value: core.Median(rs), Unit: "x", Spread: core.Spread(rs),
-					Note: "receiver cost, per-round ratio"})
-			}
-		}
-	}
-	if a, s := get("zt1k-allow"), get("stack"); a != nil && s != nil {
-		rs := core.Ratios(a, s)
-		r.Add(core.Result{Section: sec, Name: "ztgate 1k allowed + stack / stack alone", Value: core.Median(rs), Unit: "x",
-			Spread: core.Spread(rs), Note: "receiver cost, per-round ratio: ztgate's share of an accepted packet"})
-	}
-	if subj == "" || drop == nil {
-		return
-	}
-
-	zt := get(subj)
-	ztNs := core.Median(zt)
-	about := fmt.Sprintf("%s%s (worst source drop measured) %.0f ns, XDP_DROP %.0f ns", quick, name(subj), ztNs, dropNs)
-	norule := ""
-	if nr := get("zt1m-norule"); nr != nil {
-		norule = fmt.Sprintf("; the whole decision of a known device (%s) costs %.0f ns", name("zt1m-norule"), core.Median(nr))
-	}
-	worst := core.Median(core.Ratios(zt, drop))
-	note := about
-	if worst > vsDropMax {
-		live, hc := ztNs-dropNs, hot[subj]-hot["xdpdrop"]
-		note += fmt.Sprintf("; ztgate's decision adds %.0f ns live, %.0f ns with hot caches (BPF_PROG_TEST_RUN): "+
-			"the decision itself (policy-slot, device and address-binding lookups, per-CPU counters, the event "+
-			"limiter's budget slot and timestamp%s)", live, hc, safeRETNote())
-		if hc > 0 && live > 1.5*hc {
-			note += ", inflated on live traffic by caches and branch predictors cold after the veth and page-pool code"
-		}
-		note += fmt.Sprintf("; %.1fx leaves %.0f ns for a decision", vsDropMax, (vsDropMax-1)*dropNs)
-		if xf := get("xdpfilter"); xf != nil {
-			note += fmt.Sprintf(" (xdp-filter's 4 lookups: %.0f ns, %.1fx)", core.Median(xf)-dropNs, core.Median(core.Ratios(xf, drop)))
-		}
-	}
-	r.Check(sec, fmt.Sprintf("ztgate drop path <= %.1fx XDP_DROP (receiver cost)", vsDropMax), worst, "<=",
-		vsDropMax, "x", note)
-
-	cheaper := func(key, desc string, limit float64, extra string) {
-		c := get(key)
-		if c == nil {
-			if !cfg.Quick {
-				why := skipped[key]
-				if why == "" {
-					why = "not measured"
-				}
-				r.Check(sec, desc, math.NaN(), ">=", limit, "x", why)
-			}
-			return
-		}
-		m := core.Median(core.Ratios(c, zt))
-		note := fmt.Sprintf("%s; %s %.0f ns%s", about, name(key), core.Median(c), extra)
-		if m < limit {
-			note += fmt.Sprintf("; against the median peer cost, %.0fx needs ztgate at <= %.0f ns, %.0f ns over XDP_DROP",
-				limit, core.Median(c)/limit, core.Median(c)/limit-dropNs)
-		}
-		if nr := get("zt1m-norule"); nr != nil {
-			note += fmt.Sprintf("%s: %.1fx", norule, core.Median(core.Ratios(c, nr)))
-		}
-		r.Check(sec, desc, m, ">=", limit, "x", note)
-	}
-	cheaper("nftset", fmt.Sprintf("ztgate drop path >= %dx cheaper than the nftables 1k set", vsNftSetMin),
-		vsNftSetMin, "")
-	ipt := "; each iptables flavour has a target of its own"
-	if l, n := get("iptlegacy"), get("iptnft"); l != nil && n != nil {
-		cheap := "iptables-legacy"
-		if core.Median(n) < core.Median(l) {
-			cheap = "iptables-nft"
-		}
-		ipt += ", the cheaper here: " + cheap
-	}
-	cheaper("iptlegacy", fmt.Sprintf("ztgate drop path >= %dx cheaper than iptables-legacy, 1,000 rules", vsIptablesMin),
-		vsIptablesMin, ipt)
-	cheaper("iptnft", fmt.Sprintf("ztgate drop path >= %dx cheaper than iptables-nft, 1,000 rules", vsIptablesMin),
-		vsIptablesMin, ipt)
 }
 
 // safeRETNote says, for a note, whether every kernel function returns through SRSO's safe-RET
