@@ -39,7 +39,8 @@ type Agent struct {
 // Start writes an agent configuration protecting every device port of tp (state,
 // socket and config under dir, pins in a fresh bpffs directory), adjusted by edit, starts the
 // agent and waits until it is ready. The caller must stop it.
-func Start(ctx context.Context, bin string, tp *testenv.Topology, dir string, edit func(*agent.Config)) (*Agent, error) {
+func Start(ctx context.Context, bin string, tp *testenv.Topology, dir string, edit func(*agent.Config)) (*Agent,
+	error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}

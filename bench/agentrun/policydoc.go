@@ -46,8 +46,10 @@ func WritePolicyJSON(path string, n, base int) (int64, error) {
 			if s > 0 {
 				w.WriteString(",")
 			}
-			fmt.Fprintf(w, "\n"+`{"name": "s%d", "allow": [{"to": {"cidr": "203.0.%d.0/24"}, "proto": "tcp", "ports": [443, 8883]}, `+
-				`{"to": {"gateway": true}, "proto": "udp", "ports": [123]}, {"to": {"segment": "s%d"}, "proto": "icmp"}]}`, s, 100+s, s)
+			fmt.Fprintf(w, "\n"+`{"name": "s%d", "allow": [`+
+				`{"to": {"cidr": "203.0.%d.0/24"}, "proto": "tcp", "ports": [443, 8883]}, `+
+				`{"to": {"gateway": true}, "proto": "udp", "ports": [123]}, `+
+				`{"to": {"segment": "s%d"}, "proto": "icmp"}]}`, s, 100+s, s)
 		}
 		w.WriteString("],\n" + `"devices": [`)
 		var b []byte

@@ -46,6 +46,7 @@ type objects struct {
 	Stats        *ebpf.Map     `ebpf:"zt_bench_stats"`
 }
 
+// Close closes every program and map of the build.
 func (o *objects) Close() {
 	// Close is nil-safe on every field: a partly assigned struct closes what it holds.
 	_ = o.ZtgateObjects.Close()
@@ -75,6 +76,7 @@ type datapath struct {
 	maps *maps.Maps
 }
 
+// Close releases the maps package, the regular program and the build's objects.
 func (c *datapath) Close() {
 	if c.maps != nil {
 		c.maps.Close()
@@ -229,6 +231,7 @@ func (c *datapath) check() error {
 	return nil
 }
 
+// run runs the section: at each fleet size, the cold and hot costs against the control's.
 func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
@@ -277,28 +280,41 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 		if err != nil {
 			return fmt.Errorf("%s devices: %w", core.Count(n), err)
 		}
-		cfg.Logf("cold: %s devices: %d rounds x %d repeats in %s", core.Count(n), rounds, repeat, time.Since(t0).Round(time.Millisecond))
-		ctl, rec, stats, cold, hot := res[0], res[1], res[2], res[3], res[4]
-		rr, rs, rc, rh := core.Ratios(rec, ctl), core.Ratios(stats, ctl), core.Ratios(cold, ctl), core.Ratios(hot, ctl)
-		r.Add(core.Result{Section: "cold", Name: fmt.Sprintf("control %s dev (hash lookup + counter)", core.Count(n)), Value: core.Median(ctl),
-			Unit: "ns/pkt", Note: fmt.Sprintf("%d rounds x %d runs; hash of %d entries, max_entries %d", rounds, repeat, n, n)})
-		r.Add(core.Result{Section: "cold", Name: fmt.Sprintf("control %s dev, record values", core.Count(n)), Value: core.Median(rec),
-			Unit: "ns/pkt", Ratio: core.Median(rr), Base: "control", Spread: core.Spread(rr),
-			Note: "elimination: values are the device records (zt_dev_rec), fields read as the datapath does"})
-		r.Add(core.Result{Section: "cold", Name: fmt.Sprintf("control %s dev, record values + device stats", core.Count(n)), Value: core.Median(stats),
-			Unit: "ns/pkt", Ratio: core.Median(rs), Base: "control", Spread: core.Spread(rs),
-			Note: "elimination: + zt_account's per-device part (zt_dev_stats[cpu*stride + record's dev_id], zt_now)"})
-		r.Add(core.Result{Section: "cold", Name: fmt.Sprintf("ztgate %s dev allowed-v4 cold", core.Count(n)), Value: core.Median(cold),
-			Unit: "ns/pkt", Ratio: core.Median(rc), Base: "control", Spread: core.Spread(rc),
-			Note: "frames cycle over every device (idx = ctr*2654435761 % N)"})
-		r.Add(core.Result{Section: "cold", Name: fmt.Sprintf("ztgate %s dev allowed-v4 hot", core.Count(n)), Value: core.Median(hot),
-			Unit: "ns/pkt", Ratio: core.Median(rh), Base: "control", Spread: core.Spread(rh), Note: "one frame replayed (context)"})
-		r.Check("cold", fmt.Sprintf("cold allowed path at %s devices <= 1.25x the control", core.Count(n)), core.Median(rc), "<=", maxVsControl, "x",
-			quick+fmt.Sprintf("ztgate cold %s ns: control %s, + device record values %s, + device stats %s, "+
-				"+ the rest of the decision %s (its hot cost: ztgate hot %s ns); 1.25x leaves %s ns beyond the control's one lookup "+
-				"for the device's counters and the whole decision",
-				core.Num(core.Median(cold)), core.Num(core.Median(ctl)), core.Num(core.Median(rec)-core.Median(ctl)), core.Num(core.Median(stats)-core.Median(rec)),
-				core.Num(core.Median(cold)-core.Median(stats)), core.Num(core.Median(hot)), core.Num((maxVsControl-1)*core.Median(ctl))))
+		cfg.Logf("cold: %s devices: %d rounds x %d repeats in %s", core.Count(n), rounds, repeat,
+			time.Since(t0).Round(time.Millisecond))
+		addResults(r, n, res, fmt.Sprintf("%d rounds x %d runs", rounds, repeat), quick)
 	}
 	return nil
+}
+
+// addResults reports the costs res of the variants at n devices (control, control with record
+// values, with device stats, ztgate cold, ztgate hot) and checks the target; how says how they
+// were measured, quick prefixes the target's note in a quick run.
+func addResults(r *core.Report, n int, res [][]float64, how, quick string) {
+	ctl, rec, stats, cold, hot := res[0], res[1], res[2], res[3], res[4]
+	ctlNs, recNs, statsNs, coldNs, hotNs := core.Median(ctl), core.Median(rec), core.Median(stats), core.Median(cold),
+		core.Median(hot)
+	r.Add(core.Result{Section: "cold", Name: fmt.Sprintf("control %s dev (hash lookup + counter)", core.Count(n)),
+		Value: ctlNs, Unit: "ns/pkt", Note: fmt.Sprintf("%s; hash of %d entries, max_entries %d", how, n, n)})
+	// add reports ns against the control.
+	add := func(name string, ns []float64, note string) core.Result {
+		rs := core.Ratios(ns, ctl)
+		res := core.Result{Section: "cold", Name: fmt.Sprintf(name, core.Count(n)), Value: core.Median(ns),
+			Unit: "ns/pkt", Ratio: core.Median(rs), Base: "control", Spread: core.Spread(rs), Note: note}
+		r.Add(res)
+		return res
+	}
+	add("control %s dev, record values", rec,
+		"elimination: values are the device records (zt_dev_rec), fields read as the datapath does")
+	add("control %s dev, record values + device stats", stats,
+		"elimination: + zt_account's per-device part (zt_dev_stats[cpu*stride + record's dev_id], zt_now)")
+	coldRes := add("ztgate %s dev allowed-v4 cold", cold, "frames cycle over every device (idx = ctr*2654435761 % N)")
+	add("ztgate %s dev allowed-v4 hot", hot, "one frame replayed (context)")
+	r.Check("cold", fmt.Sprintf("cold allowed path at %s devices <= 1.25x the control", core.Count(n)), coldRes.Ratio,
+		"<=", maxVsControl, "x",
+		quick+fmt.Sprintf("ztgate cold %s ns: control %s, + device record values %s, + device stats %s, "+
+			"+ the rest of the decision %s (its hot cost: ztgate hot %s ns); 1.25x leaves %s ns beyond the control's "+
+			"one lookup for the device's counters and the whole decision",
+			core.Num(coldNs), core.Num(ctlNs), core.Num(recNs-ctlNs), core.Num(statsNs-recNs), core.Num(coldNs-statsNs),
+			core.Num(hotNs), core.Num((maxVsControl-1)*ctlNs)))
 }

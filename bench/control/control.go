@@ -54,10 +54,13 @@ type kernelMem struct {
 	devstats uint64    // zt_devstats (a row of max_devices+1 entries per CPU)
 }
 
+// active is the memory of the active slot's inner maps.
 func (km kernelMem) active() uint64 { return km.kind[0] + km.kind[1] + km.kind[2] + km.kind[3] }
 
+// outerPins are the pins of the outer maps, by kind (the order of kernelMem.kind).
 var outerPins = [4]string{bpf.ZtgateMapZtDevices, bpf.ZtgateMapZtAddrs, bpf.ZtgateMapZtPrefixes, bpf.ZtgateMapZtRules}
 
+// readKernelMem reads the kernel memory of the policy maps of the datapath pinned in pinDir.
 func readKernelMem(pinDir string) (kernelMem, error) {
 	var km kernelMem
 	dir := loader.LayoutDir(pinDir)
@@ -128,8 +131,10 @@ func readKernelMem(pinDir string) (kernelMem, error) {
 // from each bound address to a 4-byte id, and 6 counters per device in a plain array.
 type memFloor struct{ dev, addr, counters uint64 }
 
+// total is the memory of the three maps.
 func (f memFloor) total() uint64 { return f.dev + f.addr + f.counters }
 
+// kernelMemFloor creates the floor's maps for devices devices and addrs addresses and reads their memory.
 func kernelMemFloor(devices, addrs int) (memFloor, error) {
 	var f memFloor
 	for _, m := range []struct {
@@ -137,8 +142,10 @@ func kernelMemFloor(devices, addrs int) (memFloor, error) {
 		out  *uint64
 	}{
 		{&ebpf.MapSpec{Name: "bench_fl_dev", Type: ebpf.Hash, KeySize: 8, ValueSize: 4, MaxEntries: uint32(devices)}, &f.dev},
-		{&ebpf.MapSpec{Name: "bench_fl_addr", Type: ebpf.Hash, KeySize: 16, ValueSize: 4, MaxEntries: uint32(max(addrs, 1))}, &f.addr},
-		{&ebpf.MapSpec{Name: "bench_fl_ctr", Type: ebpf.Array, KeySize: 4, ValueSize: 48, MaxEntries: uint32(devices)}, &f.counters},
+		{&ebpf.MapSpec{Name: "bench_fl_addr", Type: ebpf.Hash, KeySize: 16, ValueSize: 4,
+			MaxEntries: uint32(max(addrs, 1))}, &f.addr},
+		{&ebpf.MapSpec{Name: "bench_fl_ctr", Type: ebpf.Array, KeySize: 4, ValueSize: 48,
+			MaxEntries: uint32(devices)}, &f.counters},
 	} {
 		mp, err := ebpf.NewMap(m.spec)
 		if err != nil {
@@ -166,6 +173,7 @@ type sizePlan struct {
 	budget  time.Duration // time for the changes
 }
 
+// planFor is the plan at n devices, in a quick or a full run.
 func planFor(cfg *core.Config, n int) sizePlan {
 	if cfg.Quick {
 		if n == 10000 {
@@ -183,6 +191,7 @@ func planFor(cfg *core.Config, n int) sizePlan {
 	return sizePlan{replace: true}
 }
 
+// run runs the section: an agent per fleet size (atSize), then the in-process swap (swap).
 func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 	bin, err := agentrun.Binary(cfg)
 	if err != nil {
@@ -209,8 +218,10 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 			return fmt.Errorf("%s devices: %w", core.Count(n), err)
 		}
 		if ch.n > 0 {
-			r.Check("control", fmt.Sprintf("one-device change p99 at %s devices <= 20 ms", core.Count(n)), ch.isoP99, "<=",
-				core.Ms(targetChangeP99), "ms", fmt.Sprintf("%d changes %d ms apart, end to end through the CLI; back to back the p99 is %.1f ms: each change then waits out the RCU grace period the previous one started",
+			r.Check("control", fmt.Sprintf("one-device change p99 at %s devices <= 20 ms", core.Count(n)), ch.isoP99,
+				"<=", core.Ms(targetChangeP99), "ms",
+				fmt.Sprintf("%d changes %d ms apart, end to end through the CLI; back to back the p99 is %.1f ms: each "+
+					"change then waits out the RCU grace period the previous one started",
 					ch.n, changeGap/time.Millisecond, ch.b2bP99))
 		}
 	}
@@ -234,6 +245,7 @@ type yamlCost struct {
 	liveMB float64 // heap the tree holds, measured after a GC with the tree alive
 }
 
+// yamlFloor decodes the document at path into yaml.v3's node tree and measures what it costs.
 func yamlFloor(path string) (yamlCost, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -339,16 +351,22 @@ func swap(ctx context.Context, cfg *core.Config, r *core.Report) error {
 		m.Close()
 		mode, how := "full rebuild", "fresh inner maps for every kind, old slot released (maps.Apply's default)"
 		if incremental {
-			mode, how = "incremental", "the agent's mode: only the device record written in place, other maps shared with the active slot"
+			mode = "incremental"
+			how = "the agent's mode: only the device record written in place, other maps shared with the active slot"
 		}
-		r.Add(core.Result{Section: "control", Name: fmt.Sprintf("maps.Apply p50, %s devices, one device differs, %s", name, mode), Value: core.Median(total), Unit: "ms",
-			Note: fmt.Sprintf("in-process, %d applies alternating two revisions; %s; p50 build %.1f ms, outer writes %.1f ms, release %.1f ms",
-				len(total), how, core.Median(build), core.Median(slot), core.Median(release))})
-		r.Add(core.Result{Section: "control", Name: fmt.Sprintf("maps.Apply flip (zt_active write) p50, %s", mode), Value: core.Median(flip), Unit: "µs", Note: "the commit point"})
-		r.Add(core.Result{Section: "control", Name: fmt.Sprintf("maps.Apply barrier (RCU grace period) p50, %s", mode), Value: core.Median(barrier), Unit: "ms",
-			Spread: core.Spread(barrier), Note: "zt_barrier update: returns once every frame that read the old slot has finished"})
-		cfg.Logf("control: maps.Apply at %s devices, %s: p50 %.1f ms (build %.1f, outer writes %.1f, flip %.1f µs, barrier %.1f ms, release %.1f ms)",
-			name, mode, core.Median(total), core.Median(build), core.Median(slot), core.Median(flip), core.Median(barrier), core.Median(release))
+		r.Add(core.Result{Section: "control",
+			Name:  fmt.Sprintf("maps.Apply p50, %s devices, one device differs, %s", name, mode),
+			Value: core.Median(total), Unit: "ms",
+			Note: fmt.Sprintf("in-process, %d applies alternating two revisions; %s; p50 build %.1f ms, outer writes "+
+				"%.1f ms, release %.1f ms", len(total), how, core.Median(build), core.Median(slot), core.Median(release))})
+		r.Add(core.Result{Section: "control", Name: fmt.Sprintf("maps.Apply flip (zt_active write) p50, %s", mode),
+			Value: core.Median(flip), Unit: "µs", Note: "the commit point"})
+		r.Add(core.Result{Section: "control", Name: fmt.Sprintf("maps.Apply barrier (RCU grace period) p50, %s", mode),
+			Value: core.Median(barrier), Unit: "ms", Spread: core.Spread(barrier),
+			Note: "zt_barrier update: returns once every frame that read the old slot has finished"})
+		cfg.Logf("control: maps.Apply at %s devices, %s: p50 %.1f ms (build %.1f, outer writes %.1f, flip %.1f µs, "+
+			"barrier %.1f ms, release %.1f ms)", name, mode, core.Median(total), core.Median(build), core.Median(slot),
+			core.Median(flip), core.Median(barrier), core.Median(release))
 	}
 	return gracePeriods(ctx, cfg, r, dp)
 }
@@ -372,10 +390,12 @@ func gracePeriods(ctx context.Context, cfg *core.Config, r *core.Report, dp *loa
 		}
 		gp = append(gp, core.Ms(time.Since(t0)))
 	}
-	r.Add(core.Result{Section: "control", Name: "RCU grace period (zt_barrier update) p50", Value: core.Median(gp), Unit: "ms",
-		Note: fmt.Sprintf("%d barriers back to back, no traffic; what separates two flips of the two-slot swap (a flip may reuse the old slot only after it)", len(gp))})
-	r.Add(core.Result{Section: "control", Name: "RCU grace period (zt_barrier update) p99", Value: core.Percentile(gp, 99), Unit: "ms",
-		Note: fmt.Sprintf("max %.1f ms", slices.Max(gp))})
-	cfg.Logf("control: RCU grace period p50 %.1f ms, p99 %.1f ms, max %.1f ms", core.Median(gp), core.Percentile(gp, 99), slices.Max(gp))
+	r.Add(core.Result{Section: "control", Name: "RCU grace period (zt_barrier update) p50", Value: core.Median(gp),
+		Unit: "ms", Note: fmt.Sprintf("%d barriers back to back, no traffic; what separates two flips of the two-slot "+
+			"swap (a flip may reuse the old slot only after it)", len(gp))})
+	r.Add(core.Result{Section: "control", Name: "RCU grace period (zt_barrier update) p99",
+		Value: core.Percentile(gp, 99), Unit: "ms", Note: fmt.Sprintf("max %.1f ms", slices.Max(gp))})
+	cfg.Logf("control: RCU grace period p50 %.1f ms, p99 %.1f ms, max %.1f ms", core.Median(gp), core.Percentile(gp, 99),
+		slices.Max(gp))
 	return nil
 }

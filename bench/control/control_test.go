@@ -19,7 +19,8 @@ import (
 func TestControlAndEventsQuick(t *testing.T) {
 	testenv.RequirePriv(t)
 	bin := filepath.Join(t.TempDir(), "ztgate")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ztgate/ztgate/cmd/ztgate").CombinedOutput(); err != nil {
+	build := exec.Command("go", "build", "-o", bin, "github.com/ztgate/ztgate/cmd/ztgate")
+	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	var log bytes.Buffer
@@ -41,7 +42,7 @@ func TestControlAndEventsQuick(t *testing.T) {
 		if math.IsNaN(res.Value) || math.IsInf(res.Value, 0) || res.Value < 0 {
 			t.Errorf("%s: %q = %v", res.Section, res.Name, res.Value)
 		}
-		// Only the loss core.Count may be zero.
+		// Only the loss count may be zero.
 		if res.Value == 0 && res.Name != "uncounted event loss" {
 			t.Errorf("%s: %q = 0", res.Section, res.Name)
 		}

@@ -80,7 +80,8 @@ func (r *Report) Check(section, desc string, measured float64, op string, limit 
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.Targets = append(r.Targets, Target{Section: section, Desc: desc, Measured: measured, Op: op, Limit: limit, Unit: unit, Met: met, Note: note})
+	r.Targets = append(r.Targets, Target{Section: section, Desc: desc, Measured: measured, Op: op, Limit: limit,
+		Unit: unit, Met: met, Note: note})
 }
 
 // TagSender records sender as the sender of every result and target of section.
@@ -117,6 +118,7 @@ func (r *Report) WriteJSON(path string) error {
 	return os.WriteFile(path, append(data, '\n'), 0o644)
 }
 
+// Num formats v for the table: "-" for NaN, three significant digits at most.
 func Num(v float64) string {
 	switch {
 	case math.IsNaN(v):
@@ -163,7 +165,8 @@ func (r *Report) Print(w io.Writer) {
 			if res.Spread > 0 {
 				spread = fmt.Sprintf("±%.0f%%", res.Spread*50)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", res.Name, Num(res.Value), res.Unit, ratio, res.Base, spread, res.Note)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", res.Name, Num(res.Value), res.Unit, ratio, res.Base, spread,
+				res.Note)
 		}
 		tw.Flush()
 	}

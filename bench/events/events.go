@@ -87,6 +87,8 @@ type datapath struct {
 	drain *ringDrain
 }
 
+// openDatapath loads a datapath with its own pins, events on or off with the given budget and ring
+// buffer size (0: the defaults), and applies s.
 func openDatapath(s *policy.Snapshot, events bool, burst uint64, ring int) (*datapath, error) {
 	d := &datapath{pin: core.PinDir("events")}
 	var err error
@@ -106,6 +108,7 @@ func openDatapath(s *policy.Snapshot, events bool, burst uint64, ring int) (*dat
 	return d, nil
 }
 
+// Close releases the datapath and removes its pins.
 func (d *datapath) Close() error {
 	if d.m != nil {
 		d.m.Close()
@@ -123,6 +126,8 @@ type ringDrain struct {
 	done chan struct{}
 }
 
+// startDrain starts reading d's ring buffer on a thread pinned to cpu, waking up at most every
+// coalesce.
 func startDrain(d *datapath, cpu int, coalesce time.Duration) (*ringDrain, error) {
 	rd, err := maps.OpenEvents(d.dp.Objects())
 	if err != nil {
@@ -166,11 +171,13 @@ func (dr *ringDrain) wait(m *maps.Maps) error {
 	}
 }
 
+// close stops the reader.
 func (dr *ringDrain) close() {
 	dr.rd.Close()
 	<-dr.done
 }
 
+// run runs the section: the event rate through the real agent, then the producer's cost.
 func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 	dir, err := os.MkdirTemp("", "ztgate-bench-events-")
 	if err != nil {
@@ -268,14 +275,17 @@ func agentRate(ctx context.Context, cfg *core.Config, r *core.Report, dir, polic
 	if err != nil {
 		return err
 	}
-	emitted, lost, read := s1.Events.Emitted-s0.Events.Emitted, s1.Events.Lost-s0.Events.Lost, s1.Events.Read-s0.Events.Read
+	emitted, lost, read := s1.Events.Emitted-s0.Events.Emitted, s1.Events.Lost-s0.Events.Lost,
+		s1.Events.Read-s0.Events.Read
 	rate := float64(read) / drained.Sub(t0).Seconds()
 	uncounted := int64(emitted) - int64(read)
-	note := fmt.Sprintf("real agent stopped while %d test runs filled a %d MiB ring buffer, then resumed: emitted %d, lost %d, read %d in %s",
-		burst, ring>>20, emitted, lost, read, drained.Sub(t0).Round(time.Millisecond))
-	r.Add(core.Result{Section: "events", Name: "events read and decoded by the agent (burst)", Value: rate, Unit: "events/s", Note: note})
+	note := fmt.Sprintf("real agent stopped while %d test runs filled a %d MiB ring buffer, then resumed: emitted %d, "+
+		"lost %d, read %d in %s", burst, ring>>20, emitted, lost, read, drained.Sub(t0).Round(time.Millisecond))
+	r.Add(core.Result{Section: "events", Name: "events read and decoded by the agent (burst)", Value: rate,
+		Unit: "events/s", Note: note})
 	cfg.Logf("events: agent drained %.3g events/s; %s", rate, note)
-	r.Check("events", "events decoded by the agent >= 1,000,000/s", rate, ">=", targetRate, "events/s", "burst drained by the real agent")
+	r.Check("events", "events decoded by the agent >= 1,000,000/s", rate, ">=", targetRate, "events/s",
+		"burst drained by the real agent")
 
 	// Sustained flood.
 	produce := time.Duration(cfg.Pick(3000, 600)) * time.Millisecond
@@ -318,16 +328,19 @@ func agentRate(ctx context.Context, cfg *core.Config, r *core.Report, dir, polic
 	if err != nil {
 		return err
 	}
-	emitted2, lost2, read2 := s3.Events.Emitted-s2.Events.Emitted, s3.Events.Lost-s2.Events.Lost, s3.Events.Read-s2.Events.Read
+	emitted2, lost2, read2 := s3.Events.Emitted-s2.Events.Emitted, s3.Events.Lost-s2.Events.Lost,
+		s3.Events.Read-s2.Events.Read
 	rate2 := float64(sb.Events.Read-sa.Events.Read) / tb.Sub(ta).Seconds()
 	offered := float64(runs.Load()) / produce.Seconds()
-	note2 := fmt.Sprintf("real agent, %s of test runs on CPU 0 (%.3g frames/s offered): emitted %d, lost (ring full, counted) %d, read %d",
-		produce, offered, emitted2, lost2, read2)
-	r.Add(core.Result{Section: "events", Name: "events read and decoded by the agent (sustained flood)", Value: rate2, Unit: "events/s", Note: note2})
+	note2 := fmt.Sprintf("real agent, %s of test runs on CPU 0 (%.3g frames/s offered): emitted %d, lost (ring full, "+
+		"counted) %d, read %d", produce, offered, emitted2, lost2, read2)
+	r.Add(core.Result{Section: "events", Name: "events read and decoded by the agent (sustained flood)", Value: rate2,
+		Unit: "events/s", Note: note2})
 	cfg.Logf("events: agent read %.3g events/s during a flood; %s", rate2, note2)
 	uncounted += int64(emitted2) - int64(read2)
 	r.Add(core.Result{Section: "events", Name: "uncounted event loss", Value: float64(uncounted), Unit: "events",
-		Note: "emitted - read once the ring buffer is drained, burst + flood; losses to a full ring buffer are counted (lost)"})
+		Note: "emitted - read once the ring buffer is drained, burst + flood; losses to a full ring buffer are counted " +
+			"(lost)"})
 	r.Check("events", "zero uncounted event loss", float64(uncounted), "<=", 0, "events",
 		fmt.Sprintf("%d emitted, %d read, %d lost (counted)", emitted+emitted2, read+read2, lost+lost2))
 	err = a.Stop()
@@ -340,7 +353,8 @@ const recordBytes = 160
 
 // waitDrained polls the agent until it has read every event emitted since s0 (or timeout) and
 // returns its status and when the last poll started.
-func waitDrained(ctx context.Context, a *agentrun.Agent, s0 api.Status, timeout time.Duration) (api.Status, time.Time, error) {
+func waitDrained(ctx context.Context, a *agentrun.Agent, s0 api.Status, timeout time.Duration) (api.Status, time.Time,
+	error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		t := time.Now()
@@ -454,8 +468,10 @@ func producerCost(ctx context.Context, cfg *core.Config, r *core.Report, s *poli
 	}
 	flood := core.Ratios(defC, offC)
 	note := fmt.Sprintf("%d rounds x %d runs on CPU 0, median", rounds, repeat)
-	r.Add(core.Result{Section: "events", Name: "dropped frame, events off", Value: core.Median(offC), Unit: "ns/pkt", Ratio: core.Median(core.Ratios(offC, fl)), Base: "floor",
-		Spread: core.Spread(core.Ratios(offC, fl)), Note: note + fmt.Sprintf("; floor (XDP_PASS only) %.1f ns", core.Median(fl))})
+	offFloor := core.Ratios(offC, fl)
+	r.Add(core.Result{Section: "events", Name: "dropped frame, events off", Value: core.Median(offC), Unit: "ns/pkt",
+		Ratio: core.Median(offFloor), Base: "floor", Spread: core.Spread(offFloor),
+		Note: note + fmt.Sprintf("; floor (XDP_PASS only) %.1f ns", core.Median(fl))})
 	for i, v := range []struct {
 		name string
 		c    []float64
@@ -466,16 +482,22 @@ func producerCost(ctx context.Context, cfg *core.Config, r *core.Report, s *poli
 		{", eager reader", eagerC, perEventEager, "the reader on CPU 1 waits for a wake-up as soon as it has caught up"},
 	} {
 		counts := fmt.Sprintf("%d emitted, %d lost", es1[i].Emitted-es0[i].Emitted, es1[i].Lost-es0[i].Lost)
-		r.Add(core.Result{Section: "events", Name: "dropped frame, every frame emits an event" + v.name, Value: core.Median(v.c), Unit: "ns/pkt",
-			Ratio: core.Median(core.Ratios(v.c, offC)), Base: "events off", Spread: core.Spread(core.Ratios(v.c, offC)), Note: v.how + "; " + counts})
-		r.Add(core.Result{Section: "events", Name: "producer cost per event" + v.name, Value: core.Median(v.per), Unit: "ns/event", Spread: core.Spread(v.per),
+		vsOff := core.Ratios(v.c, offC)
+		r.Add(core.Result{Section: "events", Name: "dropped frame, every frame emits an event" + v.name,
+			Value: core.Median(v.c), Unit: "ns/pkt", Ratio: core.Median(vsOff), Base: "events off",
+			Spread: core.Spread(vsOff), Note: v.how + "; " + counts})
+		r.Add(core.Result{Section: "events", Name: "producer cost per event" + v.name, Value: core.Median(v.per),
+			Unit: "ns/event", Spread: core.Spread(v.per),
 			Note: "every frame emits minus events off, per round"})
 	}
-	r.Add(core.Result{Section: "events", Name: "flood of drops, default event budget", Value: core.Median(defC), Unit: "ns/pkt", Ratio: core.Median(flood), Base: "events off",
+	r.Add(core.Result{Section: "events", Name: "flood of drops, default event budget", Value: core.Median(defC),
+		Unit: "ns/pkt", Ratio: core.Median(flood), Base: "events off",
 		Spread: core.Spread(flood), Note: "one (device, reason): 10 events per second, the rest suppressed"})
-	cfg.Logf("events: off %.1f ns, default budget %.1f ns (%.2fx), every frame emits %.1f ns (%.1f ns/event; eager reader %.1f ns/event)",
-		core.Median(offC), core.Median(defC), core.Median(flood), core.Median(allC), core.Median(perEvent), core.Median(perEventEager))
+	cfg.Logf("events: off %.1f ns, default budget %.1f ns (%.2fx), every frame emits %.1f ns (%.1f ns/event; eager "+
+		"reader %.1f ns/event)", core.Median(offC), core.Median(defC), core.Median(flood), core.Median(allC),
+		core.Median(perEvent), core.Median(perEventEager))
 	r.Check("events", "producer cost <= 100 ns per event", core.Median(perEvent), "<=", targetPerEvent, "ns/event", note)
-	r.Check("events", "flood with the default event budget <= 1.2x events off", core.Median(flood), "<=", targetFloodCost, "x", note)
+	r.Check("events", "flood with the default event budget <= 1.2x events off", core.Median(flood), "<=",
+		targetFloodCost, "x", note)
 	return nil
 }

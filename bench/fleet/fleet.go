@@ -71,7 +71,8 @@ func Policy(n int) *policy.Policy {
 			{To: policy.Target{Gateway: true}, Proto: "icmp"},
 		}}
 		if s%3 == 0 {
-			seg.Allow = append(seg.Allow, policy.Rule{To: policy.Target{CIDR: "198.51.100.0/24"}, Proto: "udp", Ports: port(5683)})
+			seg.Allow = append(seg.Allow, policy.Rule{To: policy.Target{CIDR: "198.51.100.0/24"}, Proto: "udp",
+				Ports: port(5683)})
 		}
 		p.Spec.Segments = append(p.Spec.Segments, seg)
 	}
@@ -95,6 +96,7 @@ func Policy(n int) *policy.Policy {
 	return p
 }
 
+// The snapshots compiled so far, by fleet size (the hot and cold sections share them).
 var (
 	mu    sync.Mutex
 	cache = map[int]*policy.Snapshot{}

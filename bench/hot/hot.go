@@ -54,9 +54,6 @@ var calls = map[string][3]int{"allowed-v4": {3, 1, 1}, "allowed-v6": {3, 1, 1}, 
 // IPv4 address, each as source and destination); its two array lookups are left out.
 const xfHashes = 4
 
-// ---------------------------------------------------------------------------------------------
-// Programs.
-
 // primitives are XDP programs that repeat one operation primOps times: the cost per operation
 // on this machine, measured next to the floor, explains the datapath's figures.
 type primitives struct {
@@ -82,6 +79,7 @@ func lpmKeyV4(rs uint32, a netip.Addr, plen int) []byte {
 	return k
 }
 
+// openPrimitives loads the primitive programs and the maps they look up.
 func openPrimitives() (_ *primitives, err error) {
 	pr := &primitives{}
 	defer func() {
@@ -161,7 +159,8 @@ func openPrimitives() (_ *primitives, err error) {
 	}{
 		{"hash lookup (8-byte key, hit)", zero(8), lookup(hash, 8)},
 		{"LPM trie lookup (24-byte key, 124 prefixes)", lpmKey, lookup(lpm, 24)},
-		{"clock read (bpf_jiffies64, inlined; zt_now adds a per-CPU array read)", nil, asm.Instructions{asm.FnJiffies64.Call()}},
+		{"clock read (bpf_jiffies64, inlined; zt_now adds a per-CPU array read)", nil,
+			asm.Instructions{asm.FnJiffies64.Call()}},
 		{"hash lookup (48-byte flow key, hit)", zero(48), lookup(flow, 48)},
 		{"LPM trie lookup (24-byte key, 3 prefixes)", lpmKey, lookup(lpm3, 24)},
 	}
@@ -181,6 +180,7 @@ func openPrimitives() (_ *primitives, err error) {
 	return pr, nil
 }
 
+// Close releases the primitive programs and their maps.
 func (pr *primitives) Close() {
 	for _, p := range pr.progs {
 		p.Close()
@@ -190,10 +190,8 @@ func (pr *primitives) Close() {
 	}
 }
 
-// ---------------------------------------------------------------------------------------------
-// ztgate, loaded by the loader as the agent does, once with events on and once with events off
-// over the same (pinned) maps.
-
+// ztgateDP is ztgate loaded by the loader as the agent loads it, once with events on and once
+// with events off over the same (pinned) maps.
 type ztgateDP struct {
 	n       int
 	pinDir  string
@@ -228,6 +226,7 @@ func openZtgate(n int, s *policy.Snapshot) (_ *ztgateDP, err error) {
 	return z, nil
 }
 
+// Close releases both programs and the maps and removes the pins.
 func (z *ztgateDP) Close() error {
 	if z.maps != nil {
 		z.maps.Close()
@@ -240,9 +239,8 @@ func (z *ztgateDP) Close() error {
 	return loader.Uninstall(z.pinDir)
 }
 
-// ---------------------------------------------------------------------------------------------
-// The hot section.
-
+// variant is one ztgate variant of the hot section: a fleet size, a frame class, events on or
+// off.
 type variant struct {
 	n      int // devices
 	class  string
@@ -250,6 +248,7 @@ type variant struct {
 	idx    int // in the Interleave slice
 }
 
+// run runs the section: every variant and its references in interleaved rounds, then the report.
 func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
@@ -319,7 +318,8 @@ func device(n int) int { return n / 2 }
 
 // openFleets loads a datapath for the fleet of each size and applies its snapshot. The caller
 // closes the datapaths returned, also on error.
-func openFleets(ctx context.Context, cfg *core.Config, sizes []int) (map[int]*ztgateDP, map[int]*policy.Snapshot, error) {
+func openFleets(ctx context.Context, cfg *core.Config, sizes []int) (map[int]*ztgateDP, map[int]*policy.Snapshot,
+	error) {
 	dps := map[int]*ztgateDP{}
 	snaps := map[int]*policy.Snapshot{}
 	for _, n := range sizes {
@@ -397,10 +397,12 @@ func measure(cfg *core.Config, vs []core.Variant, rounds, repeat int) ([][]float
 	return res, nil
 }
 
+// aggKey is the key of a variant in figures.byKey.
 func aggKey(class string, n int, events bool) string {
 	return fmt.Sprintf("%s/%d/%v", class, n, events)
 }
 
+// variantName is the name of a variant in the report.
 func variantName(n int, class string, events bool) string {
 	ev := "on"
 	if !events {
@@ -409,6 +411,7 @@ func variantName(n int, class string, events bool) string {
 	return fmt.Sprintf("ztgate %s dev %s ev-%s", core.Count(n), class, ev)
 }
 
+// variantNote is the note of a variant's result against the floor.
 func variantNote(class string, events bool) string {
 	switch {
 	case strings.HasSuffix(class, "-drop") && events:

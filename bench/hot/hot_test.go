@@ -91,8 +91,10 @@ func TestHotColdQuick(t *testing.T) {
 	}
 }
 
+// testWriter sends the suite's progress lines to the test log.
 type testWriter struct{ t *testing.T }
 
+// Write logs p as one line.
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil

@@ -206,6 +206,7 @@ func runNsenter(ns *testenv.Namespace, stdin []byte, name string, args ...string
 	return nil
 }
 
+// firstLines is the first n lines of b, for an error message.
 func firstLines(b []byte, n int) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	if len(lines) > n {
@@ -280,8 +281,11 @@ type policyFleet struct {
 	model *policy.Model
 }
 
+// fleetSeed seeds the generated Big policy of every fleet.
 const fleetSeed = 7
 
+// newPolicyFleet compiles the fleet of n devices: the Big policy of the test harness, grown with
+// devices of the hot section's fleet.
 func newPolicyFleet(n int) (*policyFleet, error) {
 	if n < 1 || n > 1<<21 {
 		return nil, fmt.Errorf("fleet of %d devices: must be between 1 and %d", n, 1<<21)
@@ -309,6 +313,7 @@ var (
 	unknownIP  = netip.MustParseAddr("10.200.0.1")
 )
 
+// Ports and size of the frames.
 const (
 	sport      = 40000
 	closedPort = 9  // discard: no rule of the fleet allows it to the gateway (checked)
@@ -321,6 +326,7 @@ func buildFrame(src frames.Host, dstMAC net.HardwareAddr, dport uint16) []byte {
 	return frames.UDP(src, frames.Host{MAC: dstMAC, IP: gatewayIP}, sport, dport, make([]byte, payload))
 }
 
+// unknownHost is a source in no policy, set or rule.
 func unknownHost() frames.Host { return frames.Host{MAC: unknownMAC, IP: unknownIP} }
 
 // pickDevice returns a Big device of the fleet (the same in every fleet) whose frame to the
@@ -349,6 +355,7 @@ func (f *policyFleet) pickDevice() (frames.Host, error) {
 // ---------------------------------------------------------------------------------------------
 // ztgate.
 
+// ztgateDP is ztgate loaded for a fleet and attached to a receiving veth.
 type ztgateDP struct {
 	fleet  *policyFleet
 	pinDir string
@@ -401,6 +408,7 @@ func (z *ztgateDP) counter(v bpf.Verdict, r bpf.Reason) (uint64, error) {
 	return c[v][r].Packets, nil
 }
 
+// Close releases the datapath and removes its pins.
 func (z *ztgateDP) Close() error {
 	if z.maps != nil {
 		z.maps.Close()
@@ -433,7 +441,8 @@ func allowPairs(f *policyFleet, n int) []frames.Host {
 // (source MAC, source IPv4) is not in a set.
 func nftSetRules(ifname string, pairs []frames.Host) []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table netdev ztbench {\n\tset allowed {\n\t\ttype ether_addr . ipv4_addr\n\t\tsize %d\n", 2*len(pairs))
+	fmt.Fprintf(&b, "table netdev ztbench {\n\tset allowed {\n\t\ttype ether_addr . ipv4_addr\n\t\tsize %d\n",
+		2*len(pairs))
 	b.WriteString("\t\telements = {\n")
 	for i, h := range pairs {
 		sep := ","
@@ -451,7 +460,8 @@ func nftSetRules(ifname string, pairs []frames.Host) []byte {
 // nftLinearRules is the same policy as 1,000 rules, one per pair, evaluated in order.
 func nftLinearRules(ifname string, pairs []frames.Host) []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table netdev ztbench {\n\tchain ingress {\n\t\ttype filter hook ingress device %q priority 0; policy accept;\n", ifname)
+	fmt.Fprintf(&b, "table netdev ztbench {\n\tchain ingress {\n\t\ttype filter hook ingress device %q priority 0; "+
+		"policy accept;\n", ifname)
 	for _, h := range pairs {
 		fmt.Fprintf(&b, "\t\tether type ip ether saddr %s ip saddr %s accept\n", h.MAC, h.IP)
 	}

@@ -72,6 +72,7 @@ type variantSpec struct {
 	note    string
 }
 
+// allSpecs are the variants of a full run, the generator alone first.
 var allSpecs = []variantSpec{
 	{key: "gen", name: "generator alone", kind: kindBaseline, dport: closedPort,
 		note: "rx veth without NAPI refuses the frames: the sender's own cost"},
@@ -95,12 +96,15 @@ var allSpecs = []variantSpec{
 		note: "xdpfilt_alw_all.o, 10k MAC + 10k IPv4 (maps full); source IPv4 listed: 4th lookup hits"},
 	{key: "nftset", name: "nftables set 1k drop", kind: kindNoXDP, dport: closedPort, tools: []string{"nft", "nsenter"},
 		note: "netdev ingress, ether saddr . ip saddr != @set (1,000 elements) drop"},
-	{key: "nftlinear", name: "nftables 1,000 rules drop", kind: kindNoXDP, dport: closedPort, tools: []string{"nft", "nsenter"},
-		note: "netdev ingress, 1,000 ether saddr + ip saddr accept rules, then drop"},
+	{key: "nftlinear", name: "nftables 1,000 rules drop", kind: kindNoXDP, dport: closedPort,
+		tools: []string{"nft", "nsenter"},
+		note:  "netdev ingress, 1,000 ether saddr + ip saddr accept rules, then drop"},
 	{key: "iptlegacy", name: "iptables-legacy 1,000 rules drop", kind: kindNoXDP, dport: closedPort,
-		tools: []string{"iptables-legacy-restore", "nsenter"}, note: "raw PREROUTING, 1,000 -s + -m mac ACCEPT rules, then DROP"},
+		tools: []string{"iptables-legacy-restore", "nsenter"},
+		note:  "raw PREROUTING, 1,000 -s + -m mac ACCEPT rules, then DROP"},
 	{key: "iptnft", name: "iptables-nft 1,000 rules drop", kind: kindNoXDP, dport: closedPort,
-		tools: []string{"iptables-nft-restore", "nsenter"}, note: "raw PREROUTING, 1,000 -s + -m mac ACCEPT rules, then DROP"},
+		tools: []string{"iptables-nft-restore", "nsenter"},
+		note:  "raw PREROUTING, 1,000 -s + -m mac ACCEPT rules, then DROP"},
 	{key: "stack", name: "no filter (stack, closed UDP port)", kind: kindNoXDP, dport: closedPort, stack: true},
 }
 
@@ -125,6 +129,7 @@ var trace struct {
 	namespaces, pinDirs []string
 }
 
+// traceCreated records the namespaces and pin directories the section created.
 func traceCreated(ns []string, pins []string) {
 	trace.Lock()
 	defer trace.Unlock()
@@ -132,6 +137,7 @@ func traceCreated(ns []string, pins []string) {
 	trace.pinDirs = append(trace.pinDirs, pins...)
 }
 
+// Frames per generator call and per probe.
 const (
 	batchFrames     = 64 // frames per generator batch (NAPI_POLL_WEIGHT)
 	probeFrameCount = 512
@@ -269,7 +275,8 @@ func (v *variant) probe() error {
 	// ICMP error): a few more than sent are fine.
 	const slack = 16
 	if rx < want || rx > want+slack || dr != 0 {
-		return fmt.Errorf("probe: %d frames sent, %d received and %d dropped by the veth, want %d received", probeFrameCount, rx, dr, want)
+		return fmt.Errorf("probe: %d frames sent, %d received and %d dropped by the veth, want %d received",
+			probeFrameCount, rx, dr, want)
 	}
 	wantNP := uint64(0)
 	if v.stack {
@@ -319,6 +326,7 @@ func (v *variant) calibrate(clk *cpuClock, target time.Duration, maxRepeat uint3
 	return nil
 }
 
+// run sends the variant's frames once (repeat frames).
 func (v *variant) run() (uint32, error) { return v.tx.send(v.repeat) }
 
 // measure sends until d of CPU time was spent on the generator's CPU and returns that CPU
@@ -361,6 +369,7 @@ type cpuClock struct {
 	ksoftirqd string // /proc/<pid>/schedstat of ksoftirqd/<cpu>, "" if not found
 }
 
+// newCPUClock finds ksoftirqd of cpu.
 func newCPUClock(cpu int) *cpuClock {
 	c := &cpuClock{}
 	ents, _ := os.ReadDir("/proc")
@@ -377,6 +386,7 @@ func newCPUClock(cpu int) *cpuClock {
 	return c
 }
 
+// now is the CPU time so far.
 func (c *cpuClock) now() time.Duration {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)

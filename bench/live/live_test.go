@@ -20,6 +20,7 @@ import (
 // testLog sends the suite's progress lines to the test log.
 type testLog struct{ t *testing.T }
 
+// Write logs p as one line.
 func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil

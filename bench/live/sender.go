@@ -50,6 +50,7 @@ type kernelSender struct {
 	frame []byte
 }
 
+// send runs the generator n times with live frames.
 func (s *kernelSender) send(n uint32) (uint32, error) {
 	_, err := s.gen.Run(&ebpf.RunOptions{Data: s.frame, Repeat: n, Flags: unix.BPF_F_TEST_XDP_LIVE_FRAMES,
 		BatchSize: batchFrames})
@@ -59,6 +60,7 @@ func (s *kernelSender) send(n uint32) (uint32, error) {
 	return n, nil
 }
 
+// Close releases the generator.
 func (s *kernelSender) Close() error { return s.gen.Close() }
 
 // newKernelSender loads a generator that redirects to ifindex (in the namespace of the
@@ -148,10 +150,12 @@ func newAFPacketSender(ifindex int, frame []byte) (_ *afPacketSender, err error)
 	return s, nil
 }
 
+// status is the status word of the ring's frame i.
 func (s *afPacketSender) status(i int) *uint32 {
 	return (*uint32)(unsafe.Pointer(&s.ring[i*ringFrameSize]))
 }
 
+// send transmits n frames through the ring.
 func (s *afPacketSender) send(n uint32) (uint32, error) {
 	var sent uint32
 	for sent < n {
@@ -182,6 +186,7 @@ func (s *afPacketSender) send(n uint32) (uint32, error) {
 	return sent, nil
 }
 
+// Close unmaps the ring and closes the socket.
 func (s *afPacketSender) Close() error {
 	var err error
 	if s.ring != nil {

@@ -123,7 +123,8 @@ func Open(flags uint64, deny netip.Addr) (*Filter, error) {
 		return nil, fmt.Errorf("xdp-filter: fill filter_ipv4: %w", err)
 	}
 	// One more entry must not fit: the maps are full.
-	if err := coll.Maps["filter_ethernet"].Update([6]byte{0x02, 0x77, 1, 0, 0, 0}, vals[:ncpu], ebpf.UpdateNoExist); err == nil {
+	extra := [6]byte{0x02, 0x77, 1, 0, 0, 0}
+	if err := coll.Maps["filter_ethernet"].Update(extra, vals[:ncpu], ebpf.UpdateNoExist); err == nil {
 		x.Close()
 		return nil, fmt.Errorf("xdp-filter: filter_ethernet accepted entry %d", n+1)
 	}
