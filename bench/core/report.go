@@ -31,7 +31,7 @@ type Result struct {
 	Sender  string  `json:"sender,omitempty"` // live section: the sender that made the figure (kernel, afpacket)
 }
 
-// Target is one performance target of the issue and its verdict.
+// Target is one performance target of the suite and its verdict.
 type Target struct {
 	Section  string  `json:"section"`
 	Desc     string  `json:"target"`   // e.g. "allowed path <= 3.0x the floor"

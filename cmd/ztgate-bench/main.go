@@ -1,4 +1,4 @@
-// Command ztgate-bench runs ztgate's benchmark suite (root): `make bench` (full, ~15 min) or
+// Command ztgate-bench runs ztgate's benchmark suite (root): `make bench` (full) or
 // `make bench-quick` (reduced, a smoke test of the suite). It prints a table of figures, ratios
 // and target verdicts and writes the same as JSON. -live-sender picks the live section's sender
 // (auto: the kernel's live frames where the kernel allows them, else an AF_PACKET TX ring).
