@@ -1,8 +1,3 @@
-// Package bench is ztgate's benchmark suite (`make bench`): per-packet decision cost with
-// BPF_PROG_TEST_RUN (cache-hot and cache-cold), receiver cost of live traffic over veth against
-// the peers (xdp-filter, nftables, iptables), the control plane through the real agent, and the
-// event path. Every figure that is compared is measured side by side in the same run and
-// reported as a ratio; absolute times on this kind of machine drift too much to gate on.
 package core
 
 import (

@@ -478,8 +478,10 @@ func producerCost(ctx context.Context, cfg *core.Config, r *core.Report, s *poli
 		per  []float64
 		how  string
 	}{
-		{"", allC, perEvent, fmt.Sprintf("the reader on CPU 1 coalesces wake-ups as the agent's does (%s)", agentCoalesce)},
-		{", eager reader", eagerC, perEventEager, "the reader on CPU 1 waits for a wake-up as soon as it has caught up"},
+		{c: allC, per: perEvent,
+			how: fmt.Sprintf("the reader on CPU 1 coalesces wake-ups as the agent's does (%s)", agentCoalesce)},
+		{name: ", eager reader", c: eagerC, per: perEventEager,
+			how: "the reader on CPU 1 waits for a wake-up as soon as it has caught up"},
 	} {
 		counts := fmt.Sprintf("%d emitted, %d lost", es1[i].Emitted-es0[i].Emitted, es1[i].Lost-es0[i].Lost)
 		vsOff := core.Ratios(v.c, offC)

@@ -157,12 +157,12 @@ func openPrimitives() (_ *primitives, err error) {
 		pre  asm.Instructions
 		op   asm.Instructions
 	}{
-		{"hash lookup (8-byte key, hit)", zero(8), lookup(hash, 8)},
-		{"LPM trie lookup (24-byte key, 124 prefixes)", lpmKey, lookup(lpm, 24)},
-		{"clock read (bpf_jiffies64, inlined; zt_now adds a per-CPU array read)", nil,
-			asm.Instructions{asm.FnJiffies64.Call()}},
-		{"hash lookup (48-byte flow key, hit)", zero(48), lookup(flow, 48)},
-		{"LPM trie lookup (24-byte key, 3 prefixes)", lpmKey, lookup(lpm3, 24)},
+		{name: "hash lookup (8-byte key, hit)", pre: zero(8), op: lookup(hash, 8)},
+		{name: "LPM trie lookup (24-byte key, 124 prefixes)", pre: lpmKey, op: lookup(lpm, 24)},
+		{name: "clock read (bpf_jiffies64, inlined; zt_now adds a per-CPU array read)",
+			op: asm.Instructions{asm.FnJiffies64.Call()}},
+		{name: "hash lookup (48-byte flow key, hit)", pre: zero(48), op: lookup(flow, 48)},
+		{name: "LPM trie lookup (24-byte key, 3 prefixes)", pre: lpmKey, op: lookup(lpm3, 24)},
 	}
 	for _, o := range ops {
 		ins := slices.Clone(o.pre)
