@@ -194,11 +194,8 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 	return producerCost(ctx, cfg, r, snap)
 }
 
-// agentRate measures the events/s the real agent reads and decodes, and that every emitted
-// event is read or counted as lost. Two ways: a burst (the agent stopped with SIGSTOP while the
-// program fills a ring buffer large enough for the burst, then resumed: the time to drain it is
-// the reader's alone), and a sustained flood (test runs on CPU 0 while the agent reads; the
-// ring buffer overflows when the reader falls behind, and the program counts what it loses).
+// agentRate measures the events/s the real agent reads and decodes, in a burst and in a
+// sustained flood, and that every emitted event is read or counted as lost.
 func agentRate(ctx context.Context, cfg *core.Config, r *core.Report, dir, policyPath string) error {
 	bin, err := agentrun.Binary(cfg)
 	if err != nil {
@@ -229,11 +226,6 @@ func agentRate(ctx context.Context, cfg *core.Config, r *core.Report, dir, polic
 	if _, err := a.Apply(ctx, policyPath); err != nil {
 		return err
 	}
-	st, err := a.Status(ctx)
-	if err != nil {
-		return err
-	}
-	pid := st.PID
 	// A second instance of the program on the agent's pinned maps (the ring buffer the agent
 	// reads among them), whose event budget no frame exhausts. Its capacities must be the
 	// agent's: the defaults, and the ring buffer's size.
@@ -249,45 +241,83 @@ func agentRate(ctx context.Context, cfg *core.Config, r *core.Report, dir, polic
 	if ret, _, err := prog.Test(frame); err != nil || ret != core.XDPDrop {
 		return fmt.Errorf("probe frame: action %d, %v; want XDP_DROP", ret, err)
 	}
-	// Burst.
-	s0, err := a.Status(ctx)
+	burstN, err := burstRate(ctx, cfg, r, a, prog, frame, burst, ring)
 	if err != nil {
 		return err
+	}
+	floodN, err := floodRate(ctx, cfg, r, a, prog, frame)
+	if err != nil {
+		return err
+	}
+	uncounted := int64(burstN.emitted) - int64(burstN.read) + int64(floodN.emitted) - int64(floodN.read)
+	r.Add(core.Result{Section: "events", Name: "uncounted event loss", Value: float64(uncounted), Unit: "events",
+		Note: "emitted - read once the ring buffer is drained, burst + flood; losses to a full ring buffer are counted " +
+			"(lost)"})
+	r.Check("events", "zero uncounted event loss", float64(uncounted), "<=", 0, "events",
+		fmt.Sprintf("%d emitted, %d read, %d lost (counted)", burstN.emitted+floodN.emitted, burstN.read+floodN.read,
+			burstN.lost+floodN.lost))
+	err = a.Stop()
+	a = nil
+	return err
+}
+
+// recordBytes is the size of struct zt_event (a ring buffer record adds an 8-byte header).
+const recordBytes = 160
+
+// eventCounts are the agent's event counters over a measurement.
+type eventCounts struct{ emitted, lost, read uint64 }
+
+// countsSince are the event counters of s1 since s0.
+func countsSince(s0, s1 api.Status) eventCounts {
+	return eventCounts{emitted: s1.Events.Emitted - s0.Events.Emitted, lost: s1.Events.Lost - s0.Events.Lost,
+		read: s1.Events.Read - s0.Events.Read}
+}
+
+// burstRate stops the agent with SIGSTOP while prog fills the ring buffer with burst events,
+// resumes it and reports the rate at which it drains them: the reader's alone.
+func burstRate(ctx context.Context, cfg *core.Config, r *core.Report, a *agentrun.Agent, prog *ebpf.Program,
+	frame []byte, burst, ring int) (eventCounts, error) {
+	s0, err := a.Status(ctx)
+	if err != nil {
+		return eventCounts{}, err
 	}
 	unpin, err := core.PinThread(0)
 	if err != nil {
-		return err
+		return eventCounts{}, err
 	}
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+	if err := syscall.Kill(s0.PID, syscall.SIGSTOP); err != nil {
 		unpin()
-		return err
+		return eventCounts{}, err
 	}
 	_, err = prog.Run(&ebpf.RunOptions{Data: frame, Repeat: uint32(burst)})
 	unpin()
 	t0 := time.Now()
-	if cerr := syscall.Kill(pid, syscall.SIGCONT); err == nil {
+	if cerr := syscall.Kill(s0.PID, syscall.SIGCONT); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return err
+		return eventCounts{}, err
 	}
 	s1, drained, err := waitDrained(ctx, a, s0, 20*time.Second)
 	if err != nil {
-		return err
+		return eventCounts{}, err
 	}
-	emitted, lost, read := s1.Events.Emitted-s0.Events.Emitted, s1.Events.Lost-s0.Events.Lost,
-		s1.Events.Read-s0.Events.Read
-	rate := float64(read) / drained.Sub(t0).Seconds()
-	uncounted := int64(emitted) - int64(read)
+	c := countsSince(s0, s1)
+	rate := float64(c.read) / drained.Sub(t0).Seconds()
 	note := fmt.Sprintf("real agent stopped while %d test runs filled a %d MiB ring buffer, then resumed: emitted %d, "+
-		"lost %d, read %d in %s", burst, ring>>20, emitted, lost, read, drained.Sub(t0).Round(time.Millisecond))
+		"lost %d, read %d in %s", burst, ring>>20, c.emitted, c.lost, c.read, drained.Sub(t0).Round(time.Millisecond))
 	r.Add(core.Result{Section: "events", Name: "events read and decoded by the agent (burst)", Value: rate,
 		Unit: "events/s", Note: note})
 	cfg.Logf("events: agent drained %.3g events/s; %s", rate, note)
 	r.Check("events", "events decoded by the agent >= 1,000,000/s", rate, ">=", targetRate, "events/s",
 		"burst drained by the real agent")
+	return c, nil
+}
 
-	// Sustained flood.
+// floodRate runs prog on CPU 0 while the agent reads, and reports the agent's read rate: the
+// slope of its read counter from 20% to 100% of the flood.
+func floodRate(ctx context.Context, cfg *core.Config, r *core.Report, a *agentrun.Agent, prog *ebpf.Program,
+	frame []byte) (eventCounts, error) {
 	produce := time.Duration(cfg.Pick(3000, 600)) * time.Millisecond
 	var stop atomic.Bool
 	var runs atomic.Uint64
@@ -295,7 +325,7 @@ func agentRate(ctx context.Context, cfg *core.Config, r *core.Report, dir, polic
 	errc := make(chan error, 1)
 	s2, err := a.Status(ctx)
 	if err != nil {
-		return err
+		return eventCounts{}, err
 	}
 	wg.Go(func() {
 		if unpin, err := core.PinThread(0); err == nil {
@@ -309,7 +339,6 @@ func agentRate(ctx context.Context, cfg *core.Config, r *core.Report, dir, polic
 			runs.Add(1 << 14)
 		}
 	})
-	// The read rate is the slope of the agent's read counter from 20% to 100% of the flood.
 	time.Sleep(produce / 5)
 	ta := time.Now()
 	sa, erra := a.Status(ctx)
@@ -322,34 +351,22 @@ func agentRate(ctx context.Context, cfg *core.Config, r *core.Report, dir, polic
 	wg.Wait()
 	close(errc)
 	if err := errors.Join(<-errc, erra, errb); err != nil {
-		return err
+		return eventCounts{}, err
 	}
 	s3, _, err := waitDrained(ctx, a, s2, 20*time.Second)
 	if err != nil {
-		return err
+		return eventCounts{}, err
 	}
-	emitted2, lost2, read2 := s3.Events.Emitted-s2.Events.Emitted, s3.Events.Lost-s2.Events.Lost,
-		s3.Events.Read-s2.Events.Read
-	rate2 := float64(sb.Events.Read-sa.Events.Read) / tb.Sub(ta).Seconds()
+	c := countsSince(s2, s3)
+	rate := float64(sb.Events.Read-sa.Events.Read) / tb.Sub(ta).Seconds()
 	offered := float64(runs.Load()) / produce.Seconds()
-	note2 := fmt.Sprintf("real agent, %s of test runs on CPU 0 (%.3g frames/s offered): emitted %d, lost (ring full, "+
-		"counted) %d, read %d", produce, offered, emitted2, lost2, read2)
-	r.Add(core.Result{Section: "events", Name: "events read and decoded by the agent (sustained flood)", Value: rate2,
-		Unit: "events/s", Note: note2})
-	cfg.Logf("events: agent read %.3g events/s during a flood; %s", rate2, note2)
-	uncounted += int64(emitted2) - int64(read2)
-	r.Add(core.Result{Section: "events", Name: "uncounted event loss", Value: float64(uncounted), Unit: "events",
-		Note: "emitted - read once the ring buffer is drained, burst + flood; losses to a full ring buffer are counted " +
-			"(lost)"})
-	r.Check("events", "zero uncounted event loss", float64(uncounted), "<=", 0, "events",
-		fmt.Sprintf("%d emitted, %d read, %d lost (counted)", emitted+emitted2, read+read2, lost+lost2))
-	err = a.Stop()
-	a = nil
-	return err
+	note := fmt.Sprintf("real agent, %s of test runs on CPU 0 (%.3g frames/s offered): emitted %d, lost (ring full, "+
+		"counted) %d, read %d", produce, offered, c.emitted, c.lost, c.read)
+	r.Add(core.Result{Section: "events", Name: "events read and decoded by the agent (sustained flood)", Value: rate,
+		Unit: "events/s", Note: note})
+	cfg.Logf("events: agent read %.3g events/s during a flood; %s", rate, note)
+	return c, nil
 }
-
-// recordBytes is the size of struct zt_event (a ring buffer record adds an 8-byte header).
-const recordBytes = 160
 
 // waitDrained polls the agent until it has read every event emitted since s0 (or timeout) and
 // returns its status and when the last poll started.
@@ -369,10 +386,8 @@ func waitDrained(ctx context.Context, a *agentrun.Agent, s0 api.Status, timeout 
 	}
 }
 
-// producerCost measures, with BPF_PROG_TEST_RUN on one CPU and interleaved rounds, a dropped
-// frame's cost in three datapaths: events off; events on with the default budget (a flood of
-// one (device, reason): all but the first 10 events per second are suppressed); events on with
-// a budget no frame exhausts (every frame emits; a reader on the other CPU drains the ring).
+// producerCost measures a dropped frame's cost with BPF_PROG_TEST_RUN in three datapaths:
+// events off, events on with the default budget, and events on with a budget no frame exhausts.
 func producerCost(ctx context.Context, cfg *core.Config, r *core.Report, s *policy.Snapshot) error {
 	off, err := openDatapath(s, false, 0, 0)
 	if err != nil {

@@ -167,14 +167,8 @@ func checkName(s string) error {
 	return nil
 }
 
-// noThreads sets /sys/class/net/<ifname>/threaded to 0 inside ns (the receiver's NAPI then
-// runs in softirq on the CPU that scheduled it, the generator's) and returns the value read
-// back (0 is also the default here; it is written so that the method does not depend on it).
-// sysfs shows the devices of the network namespace it was mounted in, so the host's /sys never
-// lists ifname and a thread switched with setns still sees the host's view; `ip link` here has
-// no option for it. `ip netns exec` mounts a fresh sysfs in a private mount namespace of its
-// own child process only: the host's mounts (and bpffs, which that child does not need) are
-// not touched.
+// noThreads sets /sys/class/net/<ifname>/threaded to 0 inside ns, through `ip netns exec` (whose
+// private sysfs mount is the only view of the namespace's devices), and returns the value read back.
 func noThreads(ns *testenv.Namespace, ifname string) (string, error) {
 	if err := errors.Join(checkName(ns.Name()), checkName(ifname)); err != nil {
 		return "", err
