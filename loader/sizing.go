@@ -6,7 +6,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/ztgate/ztgate/bpf"
-	"github.com/ztgate/ztgate/maps"
 )
 
 // SizeSpec sizes the maps of spec, a datapath collection spec, and sets its runtime constants
@@ -52,11 +51,4 @@ func SizeSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		}
 	}
 	return nil
-}
-
-// Limits returns the policy capacities of a datapath opened with c (zero fields take
-// DefaultConfig values): what maps.Apply may fill.
-func (c Config) Limits() maps.Limits {
-	c = c.withDefaults()
-	return maps.Limits{Devices: c.MaxDevices, Addrs: c.MaxAddrs, Rules: c.MaxRules, Prefixes: c.MaxPrefixes}
 }

@@ -311,7 +311,7 @@ func swap(ctx context.Context, cfg *core.Config, r *core.Report) error {
 			cfg.Logf("control: uninstall %s: %v", pin, err)
 		}
 	}()
-	lim := dp.Config().Limits()
+	lim := core.Limits(dp)
 	name := core.Count(n)
 	rev := uint64(0)
 	for _, incremental := range []bool{false, true} {

@@ -7,6 +7,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/maps"
 )
 
@@ -92,4 +93,10 @@ func ReturnProgram(name string, action int32) (*ebpf.Program, error) {
 		return nil, fmt.Errorf("load %s: %w", name, err)
 	}
 	return p, nil
+}
+
+// Limits are the policy capacities of the datapath dp: what maps.Apply may fill.
+func Limits(dp *loader.Datapath) maps.Limits {
+	c := dp.Config()
+	return maps.Limits{Devices: c.MaxDevices, Addrs: c.MaxAddrs, Rules: c.MaxRules, Prefixes: c.MaxPrefixes}
 }

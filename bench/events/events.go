@@ -100,7 +100,7 @@ func openDatapath(s *policy.Snapshot, events bool, burst uint64, ring int) (*dat
 		d.Close()
 		return nil, err
 	}
-	if err := d.m.Apply(s, d.dp.Config().Limits()); err != nil {
+	if err := d.m.Apply(s, core.Limits(d.dp)); err != nil {
 		d.Close()
 		return nil, err
 	}
