@@ -1,4 +1,4 @@
-// Command ztgate-bench runs ztgate's benchmark suite (root): `make bench` (full, ~15 min) or
+// Command ztgate-bench runs ztgate's benchmark suite (root): `make bench` (full) or
 // `make bench-quick` (reduced, a smoke test of the suite). It prints a table of figures, ratios
 // and target verdicts and writes the same as JSON. -live-sender picks the live section's sender
 // (auto: the kernel's live frames where the kernel allows them, else an AF_PACKET TX ring).
@@ -18,6 +18,7 @@ import (
 	"github.com/ztgate/ztgate/bench"
 )
 
+// main parses the flags, runs the sections and writes the report.
 func main() {
 	quick := flag.Bool("quick", false, "reduced sizes and repeats (a smoke test of the suite)")
 	out := flag.String("json", "bin/bench.json", "write the results as JSON to this file")
@@ -56,7 +57,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ztgate-bench:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("\nresults written to %s (%s, %s)\n", *out, time.Since(t0).Round(time.Second), map[bool]string{true: "quick", false: "full"}[*quick])
+	mode := map[bool]string{true: "quick", false: "full"}[*quick]
+	fmt.Printf("\nresults written to %s (%s, %s)\n", *out, time.Since(t0).Round(time.Second), mode)
 	if len(r.Errors) > 0 {
 		os.Exit(1)
 	}

@@ -1,17 +1,16 @@
-package bench
+package control
 
 import (
 	"bytes"
 	"context"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"testing"
 	"time"
 
-	"github.com/ztgate/ztgate/policy"
+	"github.com/ztgate/ztgate/bench/core"
+	"github.com/ztgate/ztgate/bench/events"
 	"github.com/ztgate/ztgate/testenv"
 )
 
@@ -20,14 +19,15 @@ import (
 func TestControlAndEventsQuick(t *testing.T) {
 	testenv.RequirePriv(t)
 	bin := filepath.Join(t.TempDir(), "ztgate")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/ztgate/ztgate/cmd/ztgate").CombinedOutput(); err != nil {
+	build := exec.Command("go", "build", "-o", bin, "github.com/ztgate/ztgate/cmd/ztgate")
+	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	var log bytes.Buffer
-	cfg := &Config{Quick: true, Ztgate: bin, Log: &log}
+	cfg := &core.Config{Quick: true, Ztgate: bin, Log: &log}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	r := Run(ctx, cfg, []string{"control", "events"})
+	r := core.Run(ctx, cfg, []core.Section{Section, events.Section}, nil)
 	if testing.Verbose() {
 		var out bytes.Buffer
 		r.Print(&out)
@@ -68,38 +68,5 @@ func TestControlAndEventsQuick(t *testing.T) {
 	}
 	if targets["control"] == 0 || targets["events"] == 0 {
 		t.Errorf("targets by section: %v", targets)
-	}
-}
-
-// TestCtlDocumentsAgree: the JSON and YAML documents of the control section are one policy,
-// and the JSON one is within the agent's JSON fast path.
-func TestCtlDocumentsAgree(t *testing.T) {
-	dir := t.TempDir()
-	for _, n := range []int{1, 9, 70} {
-		y, j := filepath.Join(dir, "p.yaml"), filepath.Join(dir, "p.json")
-		if _, err := ctlWritePolicy(y, n, 1000); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ctlWritePolicyJSON(j, n, 1000); err != nil {
-			t.Fatal(err)
-		}
-		py, err := policy.ParseFile(y)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pj, err := policy.ParseFile(j)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := os.ReadFile(j)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if policy.ParseJSON(j, data) == nil {
-			t.Fatalf("%d devices: the JSON document is not read by the JSON fast path", n)
-		}
-		if !reflect.DeepEqual(py, pj) {
-			t.Fatalf("%d devices: the YAML and JSON documents differ:\n%+v\n%+v", n, py, pj)
-		}
 	}
 }

@@ -1,4 +1,7 @@
-package bench
+// Package xdpfilter is the suite's peer xdp-filter: its packaged object, loaded directly
+// (libxdp's dispatcher is refused on this kernel, so xdp-filter runs as a single program here
+// as it would behind it).
+package xdpfilter
 
 import (
 	"encoding/binary"
@@ -14,22 +17,19 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/ztgate/ztgate/bench/core"
 	"github.com/ztgate/ztgate/testenv"
 )
 
-// ---------------------------------------------------------------------------------------------
-// xdp-filter, the peer: its packaged object, loaded directly (libxdp's dispatcher is refused
-// on this kernel, so xdp-filter runs as a single program here as it would behind it).
-
 // Bits of the values of xdp-filter's maps (xdp-filter/common_kern_user.h).
 const (
-	xfFlagSrc = 1 << 0
-	xfFlagDst = 1 << 1
+	FlagSrc = 1 << 0
+	FlagDst = 1 << 1
 )
 
-// xdpFilterObject finds xdpfilt_alw_all.o: in the files of the Debian packages that ship it,
+// object finds xdpfilt_alw_all.o: in the files of the Debian packages that ship it,
 // else where Debian puts it.
-func xdpFilterObject() (string, error) {
+func object() (string, error) {
 	const name = "xdpfilt_alw_all.o"
 	for _, pkg := range []string{"xdp-tools", "libxdp1"} {
 		out, err := exec.Command("dpkg", "-L", pkg).Output()
@@ -53,22 +53,22 @@ func xdpFilterObject() (string, error) {
 	return "", errors.New("xdp-filter's " + name + " not found (apt-get install xdp-tools)")
 }
 
-// xdpFilter is xdp-filter's "allow" policy program (xdpfilt_alw_all: every feature compiled
+// Filter is xdp-filter's "allow" policy program (xdpfilt_alw_all: every feature compiled
 // in, default pass): a frame passes unless its destination or source MAC, IPv4/IPv6 address or
 // TCP/UDP port is listed. Entries are a deny list; a frame that matches none traverses the full
 // lookup path (MAC dst, src; IP dst, src; port dst, src), which is the path measured.
-type xdpFilter struct {
+type Filter struct {
 	coll *ebpf.Collection
-	prog *ebpf.Program
+	Prog *ebpf.Program
 	lnk  link.Link // when attached to an interface
 }
 
-// openXDPFilter loads the object (no pinning) and fills its MAC and IPv4 maps to their
-// capacity with entries none of the benchmark frames carry, each with the flags (xfFlagSrc,
-// xfFlagDst). deny, when valid, replaces one IPv4 entry: frames from it walk the whole lookup
+// Open loads the object (no pinning) and fills its MAC and IPv4 maps to their
+// capacity with entries none of the benchmark frames carry, each with the flags (FlagSrc,
+// FlagDst). deny, when valid, replaces one IPv4 entry: frames from it walk the whole lookup
 // path and are dropped.
-func openXDPFilter(flags uint64, deny netip.Addr) (*xdpFilter, error) {
-	path, err := xdpFilterObject()
+func Open(flags uint64, deny netip.Addr) (*Filter, error) {
+	path, err := object()
 	if err != nil {
 		return nil, err
 	}
@@ -91,9 +91,9 @@ func openXDPFilter(flags uint64, deny netip.Addr) (*xdpFilter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xdp-filter: %w", err)
 	}
-	x := &xdpFilter{coll: coll}
+	x := &Filter{coll: coll}
 	for _, p := range coll.Programs {
-		x.prog = p
+		x.Prog = p
 	}
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {
@@ -123,38 +123,39 @@ func openXDPFilter(flags uint64, deny netip.Addr) (*xdpFilter, error) {
 		return nil, fmt.Errorf("xdp-filter: fill filter_ipv4: %w", err)
 	}
 	// One more entry must not fit: the maps are full.
-	if err := coll.Maps["filter_ethernet"].Update([6]byte{0x02, 0x77, 1, 0, 0, 0}, vals[:ncpu], ebpf.UpdateNoExist); err == nil {
+	extra := [6]byte{0x02, 0x77, 1, 0, 0, 0}
+	if err := coll.Maps["filter_ethernet"].Update(extra, vals[:ncpu], ebpf.UpdateNoExist); err == nil {
 		x.Close()
 		return nil, fmt.Errorf("xdp-filter: filter_ethernet accepted entry %d", n+1)
 	}
 	return x, nil
 }
 
-// check proves the semantics the benchmark relies on: frame passes, and the same frame from a
+// Check proves the semantics the benchmark relies on: frame passes, and the same frame from a
 // listed source MAC is dropped.
-func (x *xdpFilter) check(frame []byte) error {
-	ret, err := x.prog.Run(&ebpf.RunOptions{Data: frame})
+func (x *Filter) Check(frame []byte) error {
+	ret, err := x.Prog.Run(&ebpf.RunOptions{Data: frame})
 	if err != nil {
 		return fmt.Errorf("xdp-filter: %w", err)
 	}
-	if ret != xdpPass {
+	if ret != core.XDPPass {
 		return fmt.Errorf("xdp-filter: benchmark frame got action %d, want XDP_PASS", ret)
 	}
 	listed := slices.Clone(frame)
 	copy(listed[6:12], []byte{0x02, 0x77, 0, 0, 0, 5})
-	if ret, err = x.prog.Run(&ebpf.RunOptions{Data: listed}); err != nil {
+	if ret, err = x.Prog.Run(&ebpf.RunOptions{Data: listed}); err != nil {
 		return fmt.Errorf("xdp-filter: %w", err)
 	}
-	if ret != xdpDrop {
+	if ret != core.XDPDrop {
 		return fmt.Errorf("xdp-filter: frame from a listed MAC got action %d, want XDP_DROP", ret)
 	}
 	return nil
 }
 
-// attach attaches the program natively to ifindex inside ns.
-func (x *xdpFilter) attach(ns *testenv.Namespace, ifindex int) error {
+// Attach attaches the program natively to ifindex inside ns.
+func (x *Filter) Attach(ns *testenv.Namespace, ifindex int) error {
 	return ns.Do(func() error {
-		l, err := link.AttachXDP(link.XDPOptions{Program: x.prog, Interface: ifindex, Flags: link.XDPDriverMode})
+		l, err := link.AttachXDP(link.XDPOptions{Program: x.Prog, Interface: ifindex, Flags: link.XDPDriverMode})
 		if err != nil {
 			return fmt.Errorf("attach xdp-filter: %w", err)
 		}
@@ -163,7 +164,8 @@ func (x *xdpFilter) attach(ns *testenv.Namespace, ifindex int) error {
 	})
 }
 
-func (x *xdpFilter) Close() {
+// Close detaches and releases the program and its maps.
+func (x *Filter) Close() {
 	if x.lnk != nil {
 		x.lnk.Close()
 	}

@@ -1,4 +1,6 @@
-package bench
+// Package cold is the benchmark suite's cold section: the datapath's per-packet decision cost
+// at scale with cold caches (frames cycle over every device), against a bare hash lookup.
+package cold
 
 import (
 	"context"
@@ -11,20 +13,29 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	benchbpf "github.com/ztgate/ztgate/bench/bpf"
+	"github.com/ztgate/ztgate/bench/core"
+	"github.com/ztgate/ztgate/bench/fleet"
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/maps"
 	"github.com/ztgate/ztgate/policy"
 )
 
-// coldMax is the target of the cold section: the datapath's cache-cold cost per packet, at
-// most this many times the control's (one bare hash lookup of the device MAC + a counter).
-const coldMax = 1.25
+// Section is the cold section: the per-packet decision cost with cold caches.
+var Section = core.Section{
+	Name: "cold",
+	Desc: "per-packet decision cost at scale, cache-cold (frames cycle over every device) vs a bare hash lookup",
+	Run:  run,
+}
 
-// coldObjects is the benchmark build (bench/bpf/cold.c) loaded: the datapath's objects, under
+// maxVsControl is the target of the cold section: the datapath's cache-cold cost per packet, at
+// most this many times the control's (one bare hash lookup of the device MAC + a counter).
+const maxVsControl = 1.25
+
+// objects is the benchmark build (bench/bpf/cold.c) loaded: the datapath's objects, under
 // the same names as the regular build's, so that maps.New and maps.Apply work unchanged, plus
 // the control program and the benchmark's own maps.
-type coldObjects struct {
+type objects struct {
 	bpf.ZtgateObjects
 	Control      *ebpf.Program `ebpf:"zt_bench_control"`
 	ControlRec   *ebpf.Program `ebpf:"zt_bench_control_rec"`
@@ -35,7 +46,8 @@ type coldObjects struct {
 	Stats        *ebpf.Map     `ebpf:"zt_bench_stats"`
 }
 
-func (o *coldObjects) Close() {
+// Close closes every program and map of the build.
+func (o *objects) Close() {
 	// Close is nil-safe on every field: a partly assigned struct closes what it holds.
 	_ = o.ZtgateObjects.Close()
 	_ = o.Control.Close()
@@ -48,53 +60,24 @@ func (o *coldObjects) Close() {
 }
 
 // sizeSpec sizes and parameterises a datapath spec as loader.Open does for the default
-// configuration with maxDevices devices (the loader's newSpec), without pinning.
+// configuration with maxDevices devices, without pinning.
 func sizeSpec(spec *ebpf.CollectionSpec, maxDevices int) error {
-	def := loader.DefaultConfig()
-	sizes := map[string]int{
-		bpf.ZtgateMapZtFrags:      def.FragEntries,
-		bpf.ZtgateMapZtEventLimit: def.EventLimitEntries,
-		bpf.ZtgateMapZtEvents:     def.RingBytes,
-	}
-	for name, n := range sizes {
-		ms, ok := spec.Maps[name]
-		if !ok {
-			return fmt.Errorf("map %s missing from the object", name)
-		}
-		ms.MaxEntries = uint32(n)
-	}
-	if err := loader.SizeDevstats(spec, maxDevices); err != nil {
-		return err
-	}
-	vars := map[string]any{
-		bpf.ZtgateVarZtFragTimeoutNs:  uint64(def.FragTimeout.Nanoseconds()),
-		bpf.ZtgateVarZtEventWindowNs:  uint64(def.EventWindow.Nanoseconds()),
-		bpf.ZtgateVarZtEventBurst:     def.EventBurst,
-		bpf.ZtgateVarZtEventsEnabled:  uint8(1),
-		bpf.ZtgateVarZtEventLimitMask: uint32(def.EventLimitEntries - 1),
-	}
-	for name, v := range vars {
-		vs, ok := spec.Variables[name]
-		if !ok {
-			return fmt.Errorf("variable %s missing from the object", name)
-		}
-		if err := vs.Set(v); err != nil {
-			return fmt.Errorf("set %s: %w", name, err)
-		}
-	}
-	return nil
+	c := loader.DefaultConfig()
+	c.MaxDevices = maxDevices
+	return loader.SizeSpec(spec, c)
 }
 
-// coldDP is one fleet size loaded in the benchmark build, with the regular program (hot) over
+// datapath is one fleet size loaded in the benchmark build, with the regular program (hot) over
 // the same maps.
-type coldDP struct {
+type datapath struct {
 	n    int
-	objs coldObjects
+	objs objects
 	hot  *ebpf.Program
 	maps *maps.Maps
 }
 
-func (c *coldDP) Close() {
+// Close releases the maps package, the regular program and the build's objects.
+func (c *datapath) Close() {
 	if c.maps != nil {
 		c.maps.Close()
 	}
@@ -104,11 +87,11 @@ func (c *coldDP) Close() {
 	c.objs.Close()
 }
 
-// openCold loads the benchmark build for the fleet snapshot s of n devices, applies s with
+// open loads the benchmark build for the fleet snapshot s of n devices, applies s with
 // maps.Apply, fills the control's table with the same n device MACs and checks that every
 // rewritten frame is allowed and every control lookup hits.
-func openCold(n int, s *policy.Snapshot) (_ *coldDP, err error) {
-	lim := fleetLimits(s)
+func open(n int, s *policy.Snapshot) (_ *datapath, err error) {
+	lim := fleet.Limits(s)
 	spec, err := benchbpf.LoadZtgateCold()
 	if err != nil {
 		return nil, err
@@ -135,7 +118,7 @@ func openCold(n int, s *policy.Snapshot) (_ *coldDP, err error) {
 		return nil, fmt.Errorf("benchmark build: %w", err)
 	}
 	defer coll.Close()
-	c := &coldDP{n: n}
+	c := &datapath{n: n}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -180,7 +163,7 @@ func openCold(n int, s *policy.Snapshot) (_ *coldDP, err error) {
 	for i := 0; i < n; i += chunk {
 		keys, recs = keys[:0], recs[:0]
 		for j := i; j < min(n, i+chunk); j++ {
-			k := policy.DevKey(fleetMAC(j))
+			k := policy.DevKey(fleet.MAC(j))
 			keys = append(keys, k)
 			recs = append(recs, s.Devices[k])
 		}
@@ -197,10 +180,10 @@ func openCold(n int, s *policy.Snapshot) (_ *coldDP, err error) {
 // check proves what the measurement relies on: the regular program allows the replayed frame;
 // the benchmark build allows every rewritten frame (each run moves the pass/allow counter and
 // nothing else), so the rewrite lands on devices the policy binds; the control never misses.
-func (c *coldDP) check() error {
-	frame := hotClasses[0].frame(c.n / 2)
-	if v, r, err := decide(c.maps, c.hot, frame); err != nil || v != bpf.VerdictPass || r != bpf.ReasonAllow {
-		return fmt.Errorf("regular build at %s devices: %s/%s (%v), want pass/allow", count(c.n), v, r, err)
+func (c *datapath) check() error {
+	frame := fleet.Classes[0].Frame(c.n / 2)
+	if v, r, err := core.Decide(c.maps, c.hot, frame); err != nil || v != bpf.VerdictPass || r != bpf.ReasonAllow {
+		return fmt.Errorf("regular build at %s devices: %s/%s (%v), want pass/allow", core.Count(c.n), v, r, err)
 	}
 	runs := min(c.n, 1<<16)
 	before, err := c.maps.Counters()
@@ -223,7 +206,7 @@ func (c *coldDP) check() error {
 			}
 			if d != want {
 				return fmt.Errorf("benchmark build at %s devices: %d runs moved %s/%s by %d, want %d",
-					count(c.n), runs, bpf.Verdict(v), bpf.Reason(r), d, want)
+					core.Count(c.n), runs, bpf.Verdict(v), bpf.Reason(r), d, want)
 			}
 		}
 	}
@@ -232,8 +215,8 @@ func (c *coldDP) check() error {
 		if err != nil {
 			return err
 		}
-		if ret != xdpPass {
-			return fmt.Errorf("control at %s devices: action %d, want XDP_PASS", count(c.n), ret)
+		if ret != core.XDPPass {
+			return fmt.Errorf("control at %s devices: action %d, want XDP_PASS", core.Count(c.n), ret)
 		}
 	}
 	var miss []uint64
@@ -242,13 +225,14 @@ func (c *coldDP) check() error {
 	}
 	for _, m := range miss {
 		if m != 0 {
-			return fmt.Errorf("control at %s devices: %d lookups missed", count(c.n), m)
+			return fmt.Errorf("control at %s devices: %d lookups missed", core.Count(c.n), m)
 		}
 	}
 	return nil
 }
 
-func runCold(ctx context.Context, cfg *Config, r *Report) error {
+// run runs the section: at each fleet size, the cold and hot costs against the control's.
+func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
 	}
@@ -259,7 +243,7 @@ func runCold(ctx context.Context, cfg *Config, r *Report) error {
 	if cfg.Quick {
 		quick = "quick: figures not meant to be read; "
 	}
-	unpin, err := PinThread(benchCPU())
+	unpin, err := core.PinThread(core.BenchCPU())
 	if err != nil {
 		return err
 	}
@@ -268,56 +252,69 @@ func runCold(ctx context.Context, cfg *Config, r *Report) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		s, err := fleetSnapshot(cfg, n)
+		s, err := fleet.Snapshot(cfg, n)
 		if err != nil {
 			return err
 		}
 		t0 := time.Now()
-		c, err := openCold(n, s)
+		c, err := open(n, s)
 		if err != nil {
-			return fmt.Errorf("%s devices: %w", count(n), err)
+			return fmt.Errorf("%s devices: %w", core.Count(n), err)
 		}
-		cfg.Logf("cold: %s devices loaded, applied and checked in %s", count(n), time.Since(t0).Round(time.Millisecond))
-		frame := hotClasses[0].frame(n / 2)
-		vs := []Variant{
-			progVariant("control", c.objs.Control, frame, repeat, xdpPass),
-			progVariant("control, record values", c.objs.ControlRec, frame, repeat, xdpPass),
-			progVariant("control, record values + device stats", c.objs.ControlStats, frame, repeat, xdpPass),
-			progVariant("ztgate cold", c.objs.ZtXdp, frame, repeat, xdpPass),
-			progVariant("ztgate hot", c.hot, frame, repeat, xdpPass),
+		cfg.Logf("cold: %s devices loaded, applied and checked in %s", core.Count(n), time.Since(t0).Round(time.Millisecond))
+		frame := fleet.Classes[0].Frame(n / 2)
+		vs := []core.Variant{
+			core.ProgVariant("control", c.objs.Control, frame, repeat, core.XDPPass),
+			core.ProgVariant("control, record values", c.objs.ControlRec, frame, repeat, core.XDPPass),
+			core.ProgVariant("control, record values + device stats", c.objs.ControlStats, frame, repeat, core.XDPPass),
+			core.ProgVariant("ztgate cold", c.objs.ZtXdp, frame, repeat, core.XDPPass),
+			core.ProgVariant("ztgate hot", c.hot, frame, repeat, core.XDPPass),
 		}
-		if err := warmUp(vs); err != nil {
+		if err := core.WarmUp(vs); err != nil {
 			c.Close()
-			return fmt.Errorf("%s devices: %w", count(n), err)
+			return fmt.Errorf("%s devices: %w", core.Count(n), err)
 		}
 		t0 = time.Now()
-		res, err := Interleave(rounds, vs)
+		res, err := core.Interleave(rounds, vs)
 		c.Close()
 		if err != nil {
-			return fmt.Errorf("%s devices: %w", count(n), err)
+			return fmt.Errorf("%s devices: %w", core.Count(n), err)
 		}
-		cfg.Logf("cold: %s devices: %d rounds x %d repeats in %s", count(n), rounds, repeat, time.Since(t0).Round(time.Millisecond))
-		ctl, rec, stats, cold, hot := res[0], res[1], res[2], res[3], res[4]
-		rr, rs, rc, rh := Ratios(rec, ctl), Ratios(stats, ctl), Ratios(cold, ctl), Ratios(hot, ctl)
-		r.Add(Result{Section: "cold", Name: fmt.Sprintf("control %s dev (hash lookup + counter)", count(n)), Value: Median(ctl),
-			Unit: "ns/pkt", Note: fmt.Sprintf("%d rounds x %d runs; hash of %d entries, max_entries %d", rounds, repeat, n, n)})
-		r.Add(Result{Section: "cold", Name: fmt.Sprintf("control %s dev, record values", count(n)), Value: Median(rec),
-			Unit: "ns/pkt", Ratio: Median(rr), Base: "control", Spread: Spread(rr),
-			Note: "elimination: values are the device records (zt_dev_rec), fields read as the datapath does"})
-		r.Add(Result{Section: "cold", Name: fmt.Sprintf("control %s dev, record values + device stats", count(n)), Value: Median(stats),
-			Unit: "ns/pkt", Ratio: Median(rs), Base: "control", Spread: Spread(rs),
-			Note: "elimination: + zt_account's per-device part (zt_dev_stats[cpu*stride + record's dev_id], zt_now)"})
-		r.Add(Result{Section: "cold", Name: fmt.Sprintf("ztgate %s dev allowed-v4 cold", count(n)), Value: Median(cold),
-			Unit: "ns/pkt", Ratio: Median(rc), Base: "control", Spread: Spread(rc),
-			Note: "frames cycle over every device (idx = ctr*2654435761 % N)"})
-		r.Add(Result{Section: "cold", Name: fmt.Sprintf("ztgate %s dev allowed-v4 hot", count(n)), Value: Median(hot),
-			Unit: "ns/pkt", Ratio: Median(rh), Base: "control", Spread: Spread(rh), Note: "one frame replayed (context)"})
-		r.Check("cold", fmt.Sprintf("cold allowed path at %s devices <= 1.25x the control", count(n)), Median(rc), "<=", coldMax, "x",
-			quick+fmt.Sprintf("ztgate cold %s ns: control %s, + device record values %s, + device stats %s, "+
-				"+ the rest of the decision %s (its hot cost: ztgate hot %s ns); 1.25x leaves %s ns beyond the control's one lookup "+
-				"for the device's counters and the whole decision",
-				num(Median(cold)), num(Median(ctl)), num(Median(rec)-Median(ctl)), num(Median(stats)-Median(rec)),
-				num(Median(cold)-Median(stats)), num(Median(hot)), num((coldMax-1)*Median(ctl))))
+		cfg.Logf("cold: %s devices: %d rounds x %d repeats in %s", core.Count(n), rounds, repeat,
+			time.Since(t0).Round(time.Millisecond))
+		addResults(r, n, res, fmt.Sprintf("%d rounds x %d runs", rounds, repeat), quick)
 	}
 	return nil
+}
+
+// addResults reports the costs res of the variants at n devices (control, control with record
+// values, with device stats, ztgate cold, ztgate hot) and checks the target; how says how they
+// were measured, quick prefixes the target's note in a quick run.
+func addResults(r *core.Report, n int, res [][]float64, how, quick string) {
+	ctl, rec, stats, cold, hot := res[0], res[1], res[2], res[3], res[4]
+	ctlNs, recNs, statsNs, coldNs, hotNs := core.Median(ctl), core.Median(rec), core.Median(stats), core.Median(cold),
+		core.Median(hot)
+	r.Add(core.Result{Section: "cold", Name: fmt.Sprintf("control %s dev (hash lookup + counter)", core.Count(n)),
+		Value: ctlNs, Unit: "ns/pkt", Note: fmt.Sprintf("%s; hash of %d entries, max_entries %d", how, n, n)})
+	// add reports ns against the control.
+	add := func(name string, ns []float64, note string) core.Result {
+		rs := core.Ratios(ns, ctl)
+		res := core.Result{Section: "cold", Name: fmt.Sprintf(name, core.Count(n)), Value: core.Median(ns),
+			Unit: "ns/pkt", Ratio: core.Median(rs), Base: "control", Spread: core.Spread(rs), Note: note}
+		r.Add(res)
+		return res
+	}
+	add("control %s dev, record values", rec,
+		"elimination: values are the device records (zt_dev_rec), fields read as the datapath does")
+	add("control %s dev, record values + device stats", stats,
+		"elimination: + zt_account's per-device part (zt_dev_stats[cpu*stride + record's dev_id], zt_now)")
+	coldRes := add("ztgate %s dev allowed-v4 cold", cold, "frames cycle over every device (idx = ctr*2654435761 % N)")
+	add("ztgate %s dev allowed-v4 hot", hot, "one frame replayed (context)")
+	r.Check("cold", fmt.Sprintf("cold allowed path at %s devices <= 1.25x the control", core.Count(n)), coldRes.Ratio,
+		"<=", maxVsControl, "x",
+		quick+fmt.Sprintf("ztgate cold %s ns: control %s, + device record values %s, + device stats %s, "+
+			"+ the rest of the decision %s (its hot cost: ztgate hot %s ns); 1.25x leaves %s ns beyond the control's "+
+			"one lookup for the device's counters and the whole decision",
+			core.Num(coldNs), core.Num(ctlNs), core.Num(recNs-ctlNs), core.Num(statsNs-recNs), core.Num(coldNs-statsNs),
+			core.Num(hotNs), core.Num((maxVsControl-1)*ctlNs)))
 }

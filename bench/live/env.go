@@ -1,22 +1,18 @@
-package bench
+package live
 
 // The machinery of the live section: the in-kernel generator, the receiving veths' settings
 // (GRO, NAPI threading), the policy and the peers (ztgate, xdp-filter, nftables, iptables) set
-// up inside the receiving namespaces. Identifiers start with "live": the package is shared with
-// the other sections.
+// up inside the receiving namespaces.
 
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -27,6 +23,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"golang.org/x/sys/unix"
 
+	"github.com/ztgate/ztgate/bench/core"
+	"github.com/ztgate/ztgate/bench/fleet"
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/internal/dptest"
 	"github.com/ztgate/ztgate/internal/frames"
@@ -36,25 +34,10 @@ import (
 	"github.com/ztgate/ztgate/testenv"
 )
 
-// liveXDPDrop is the XDP_DROP action.
-const liveXDPDrop = 1
-
-// liveReturnProg is an XDP program that returns action and does nothing else.
-func liveReturnProg(name string, action int32) (*ebpf.Program, error) {
-	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name: name, Type: ebpf.XDP, License: "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, action), asm.Return()},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load %s: %w", name, err)
-	}
-	return p, nil
-}
-
-// liveGenerator is the sender: an XDP program that returns bpf_redirect(ifindex, 0). Run with
+// newGenerator is the sender: an XDP program that returns bpf_redirect(ifindex, 0). Run with
 // BPF_F_TEST_XDP_LIVE_FRAMES in the namespace of ifindex, every repetition is a real xdp_frame
 // transmitted on that veth, so its peer receives it as from a NIC's driver.
-func liveGenerator(ifindex int) (*ebpf.Program, error) {
+func newGenerator(ifindex int) (*ebpf.Program, error) {
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name: "live_gen", Type: ebpf.XDP, License: "GPL",
 		Instructions: asm.Instructions{
@@ -70,10 +53,10 @@ func liveGenerator(ifindex int) (*ebpf.Program, error) {
 	return p, nil
 }
 
-// livePickCPU returns the CPU that was idle the most over a short sample (the last one on a
+// pickCPU returns the CPU that was idle the most over a short sample (the last one on a
 // tie): other work on the generator's CPU does not enter its CPU time, but it stretches the
 // run.
-func livePickCPU() int {
+func pickCPU() int {
 	idle := func() []uint64 {
 		b, err := os.ReadFile("/proc/stat")
 		if err != nil {
@@ -94,11 +77,11 @@ func livePickCPU() int {
 		}
 		return out
 	}
-	best := max(0, numCPU()-1)
+	best := max(0, core.NumCPU()-1)
 	a := idle()
 	time.Sleep(300 * time.Millisecond)
 	b := idle()
-	if len(a) != numCPU() || len(b) != len(a) {
+	if len(a) != core.NumCPU() || len(b) != len(a) {
 		return best
 	}
 	for i := len(a) - 1; i >= 0; i-- {
@@ -115,30 +98,30 @@ func livePickCPU() int {
 // Legacy ethtool commands (include/uapi/linux/ethtool.h): get and set GRO. They are enough to
 // turn GRO on, and need no ethtool binary (not installed here) nor the ethtool netlink family.
 const (
-	liveEthtoolGGRO = 0x2b
-	liveEthtoolSGRO = 0x2c
+	ethtoolGGRO = 0x2b
+	ethtoolSGRO = 0x2c
 )
 
-// liveIfreq is struct ifreq (40 bytes on 64-bit) with ifr_data.
-type liveIfreq struct {
+// ifreq is struct ifreq (40 bytes on 64-bit) with ifr_data.
+type ifreq struct {
 	name [unix.IFNAMSIZ]byte
 	data uintptr
 	_    [16]byte
 }
 
-// liveEthtoolValue is struct ethtool_value.
-type liveEthtoolValue struct{ cmd, data uint32 }
+// ethtoolValue is struct ethtool_value.
+type ethtoolValue struct{ cmd, data uint32 }
 
-// liveEthtool runs one ethtool_value command on ifname, in the network namespace of the calling
+// ethtool runs one ethtool_value command on ifname, in the network namespace of the calling
 // thread (the socket's namespace decides).
-func liveEthtool(ifname string, cmd, data uint32) (uint32, error) {
+func ethtool(ifname string, cmd, data uint32) (uint32, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return 0, err
 	}
 	defer unix.Close(fd)
-	v := &liveEthtoolValue{cmd: cmd, data: data}
-	ifr := &liveIfreq{data: uintptr(unsafe.Pointer(v))}
+	v := &ethtoolValue{cmd: cmd, data: data}
+	ifr := &ifreq{data: uintptr(unsafe.Pointer(v))}
 	copy(ifr.name[:unix.IFNAMSIZ-1], ifname)
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(ifr)))
 	runtime.KeepAlive(v)
@@ -149,45 +132,45 @@ func liveEthtool(ifname string, cmd, data uint32) (uint32, error) {
 	return v.data, nil
 }
 
-// liveSetGRO turns GRO on or off on ifname inside ns and reads it back.
-func liveSetGRO(ns *testenv.Namespace, ifname string, on bool) error {
+// setGRO turns GRO on or off on ifname inside ns and reads it back.
+func setGRO(ns *testenv.Namespace, ifname string, on bool) error {
+	return setFeature(ns, ifname, "gro", ethtoolGGRO, ethtoolSGRO, on)
+}
+
+// setFeature turns the feature what on or off on ifname inside ns with the legacy ethtool
+// commands set and get, and reads it back.
+func setFeature(ns *testenv.Namespace, ifname, what string, get, set uint32, on bool) error {
 	want := uint32(0)
 	if on {
 		want = 1
 	}
 	return ns.Do(func() error {
-		if _, err := liveEthtool(ifname, liveEthtoolSGRO, want); err != nil {
-			return fmt.Errorf("set gro %v on %s: %w", on, ifname, err)
+		if _, err := ethtool(ifname, set, want); err != nil {
+			return fmt.Errorf("set %s %v on %s: %w", what, on, ifname, err)
 		}
-		got, err := liveEthtool(ifname, liveEthtoolGGRO, 0)
+		got, err := ethtool(ifname, get, 0)
 		if err != nil {
-			return fmt.Errorf("get gro of %s: %w", ifname, err)
+			return fmt.Errorf("get %s of %s: %w", what, ifname, err)
 		}
 		if got != want {
-			return fmt.Errorf("gro of %s is %d after setting %d", ifname, got, want)
+			return fmt.Errorf("%s of %s is %d after setting %d", what, ifname, got, want)
 		}
 		return nil
 	})
 }
 
-// liveSafeName accepts the names this section puts in commands (interfaces, namespaces).
-func liveSafeName(s string) error {
+// checkName accepts the names this section puts in commands (interfaces, namespaces).
+func checkName(s string) error {
 	if s == "" || strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
 		return fmt.Errorf("unexpected name %q", s)
 	}
 	return nil
 }
 
-// liveNoThreads sets /sys/class/net/<ifname>/threaded to 0 inside ns (the receiver's NAPI then
-// runs in softirq on the CPU that scheduled it, the generator's) and returns the value read
-// back (0 is also the default here; it is written so that the method does not depend on it).
-// sysfs shows the devices of the network namespace it was mounted in, so the host's /sys never
-// lists ifname and a thread switched with setns still sees the host's view; `ip link` here has
-// no option for it. `ip netns exec` mounts a fresh sysfs in a private mount namespace of its
-// own child process only: the host's mounts (and bpffs, which that child does not need) are
-// not touched.
-func liveNoThreads(ns *testenv.Namespace, ifname string) (string, error) {
-	if err := errors.Join(liveSafeName(ns.Name()), liveSafeName(ifname)); err != nil {
+// noThreads sets /sys/class/net/<ifname>/threaded to 0 inside ns, through `ip netns exec` (whose
+// private sysfs mount is the only view of the namespace's devices), and returns the value read back.
+func noThreads(ns *testenv.Namespace, ifname string) (string, error) {
+	if err := errors.Join(checkName(ns.Name()), checkName(ifname)); err != nil {
 		return "", err
 	}
 	f := "/sys/class/net/" + ifname + "/threaded"
@@ -203,21 +186,22 @@ func liveNoThreads(ns *testenv.Namespace, ifname string) (string, error) {
 	return got, nil
 }
 
-// liveNsenter runs a command inside ns's network namespace only (nsenter --net: the mount
+// runNsenter runs a command inside ns's network namespace only (nsenter --net: the mount
 // namespace, /sys and bpffs stay the host's), with stdin.
-func liveNsenter(ns *testenv.Namespace, stdin []byte, name string, args ...string) error {
+func runNsenter(ns *testenv.Namespace, stdin []byte, name string, args ...string) error {
 	cmd := exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--", name}, args...)...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s in %s: %w: %s", name, ns.Name(), err, liveFirstLines(out, 5))
+		return fmt.Errorf("%s in %s: %w: %s", name, ns.Name(), err, firstLines(out, 5))
 	}
 	return nil
 }
 
-func liveFirstLines(b []byte, n int) string {
+// firstLines is the first n lines of b, for an error message.
+func firstLines(b []byte, n int) string {
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	if len(lines) > n {
 		lines = append(lines[:n], "...")
@@ -225,9 +209,9 @@ func liveFirstLines(b []byte, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-// liveUDPNoPorts reads Udp NoPorts (datagrams to a closed port: frames that reached the stack's
+// udpNoPorts reads Udp NoPorts (datagrams to a closed port: frames that reached the stack's
 // UDP layer) of ns.
-func liveUDPNoPorts(ns *testenv.Namespace) (uint64, error) {
+func udpNoPorts(ns *testenv.Namespace) (uint64, error) {
 	var b []byte
 	if err := ns.Do(func() error {
 		var err error
@@ -256,10 +240,10 @@ func liveUDPNoPorts(ns *testenv.Namespace) (uint64, error) {
 	return 0, errors.New("no Udp NoPorts in /proc/net/snmp")
 }
 
-// liveLinkStats reads the receive counters of ifname in ns: for a veth, rx_packets counts the
+// linkStats reads the receive counters of ifname in ns: for a veth, rx_packets counts the
 // frames its NAPI took from the ring (XDP or not) and rx_dropped the frames the peer could not
 // put in the ring (full), among others.
-func liveLinkStats(ns *testenv.Namespace) func(ifname string) (rx, drop uint64, err error) {
+func linkStats(ns *testenv.Namespace) func(ifname string) (rx, drop uint64, err error) {
 	return func(ifname string) (uint64, uint64, error) {
 		l, err := ns.Netlink().LinkByName(ifname)
 		if err != nil {
@@ -276,68 +260,73 @@ func liveLinkStats(ns *testenv.Namespace) func(ifname string) (rx, drop uint64, 
 // ---------------------------------------------------------------------------------------------
 // The policy and the frames.
 
-// liveBigDevices is the size of the dptest.Big policy every fleet starts from (its segments,
+// bigDevices is the size of the dptest.Big policy every fleet starts from (its segments,
 // rule shapes and first devices); Big addresses devices with 16 bits, so larger fleets add
 // devices of their own beyond it.
-const liveBigDevices = 1000
+const bigDevices = 1000
 
-// liveFleet is n devices: dptest.NewBig(min(n, 1000), 7) (every rule shape, 12 segments, the
+// policyFleet is n devices: dptest.NewBig(min(n, 1000), 7) (every rule shape, 12 segments, the
 // gateway 10.0.0.1 with DHCP, DHCPv6 and DNS), then for n > 1000 devices x<i> with the hot
 // section's identities (fleetMAC, fleetV4), spread over the Big segments.
-type liveFleet struct {
+type policyFleet struct {
 	n     int
 	big   *dptest.Big
 	snap  *policy.Snapshot
 	model *policy.Model
 }
 
-const liveFleetSeed = 7
+// fleetSeed seeds the generated Big policy of every fleet.
+const fleetSeed = 7
 
-func newLiveFleet(n int) (*liveFleet, error) {
+// newPolicyFleet compiles the fleet of n devices: the Big policy of the test harness, grown with
+// devices of the hot section's fleet.
+func newPolicyFleet(n int) (*policyFleet, error) {
 	if n < 1 || n > 1<<21 {
 		return nil, fmt.Errorf("fleet of %d devices: must be between 1 and %d", n, 1<<21)
 	}
-	big := dptest.NewBig(min(n, liveBigDevices), liveFleetSeed)
+	big := dptest.NewBig(min(n, bigDevices), fleetSeed)
 	p := big.Policy
-	for i := liveBigDevices; i < n; i++ {
+	for i := bigDevices; i < n; i++ {
 		p.Spec.Devices = append(p.Spec.Devices, policy.Device{
-			Name: "x" + strconv.Itoa(i), MAC: fleetMAC(i).String(),
-			IPv4: []string{fleetV4(i).String()}, Segment: "s" + strconv.Itoa(i%12),
+			Name: "x" + strconv.Itoa(i), MAC: fleet.MAC(i).String(),
+			IPv4: []string{fleet.V4(i).String()}, Segment: "s" + strconv.Itoa(i%12),
 		})
 	}
 	s, err := dptest.Compile(p, 1)
 	if err != nil {
 		return nil, fmt.Errorf("fleet of %d devices: %w", n, err)
 	}
-	return &liveFleet{n: n, big: big, snap: s, model: policy.NewModel(s, 4096, time.Hour)}, nil
+	return &policyFleet{n: n, big: big, snap: s, model: policy.NewModel(s, 4096, time.Hour)}, nil
 }
 
 // Addresses of the frames. The destination is the Big policy's gateway address; the receiving
 // namespaces carry it, so frames that pass are delivered locally (to a closed UDP port).
 var (
-	liveGatewayIP  = netip.MustParseAddr("10.0.0.1")
-	liveUnknownMAC = net.HardwareAddr{0x02, 0x5b, 0, 0, 0, 1} // in no policy, set or rule
-	liveUnknownIP  = netip.MustParseAddr("10.200.0.1")
+	gatewayIP  = netip.MustParseAddr("10.0.0.1")
+	unknownMAC = net.HardwareAddr{0x02, 0x5b, 0, 0, 0, 1} // in no policy, set or rule
+	unknownIP  = netip.MustParseAddr("10.200.0.1")
 )
 
+// Ports and size of the frames.
 const (
-	liveSport      = 40000
-	liveClosedPort = 9  // discard: no rule of the fleet allows it to the gateway (checked)
-	liveDNSPort    = 53 // the DNS gateway service: allowed for every device; closed on the receiver
-	livePayload    = 18 // 14 + 20 + 8 + 18 = 60 bytes, a minimum-size frame without FCS
+	sport      = 40000
+	closedPort = 9  // discard: no rule of the fleet allows it to the gateway (checked)
+	dnsPort    = 53 // the DNS gateway service: allowed for every device; closed on the receiver
+	payload    = 18 // 14 + 20 + 8 + 18 = 60 bytes, a minimum-size frame without FCS
 )
 
-// liveFrame is a UDP frame from src to the receiver (dstMAC, 10.0.0.1) port dport.
-func liveFrame(src frames.Host, dstMAC net.HardwareAddr, dport uint16) []byte {
-	return frames.UDP(src, frames.Host{MAC: dstMAC, IP: liveGatewayIP}, liveSport, dport, make([]byte, livePayload))
+// buildFrame is a UDP frame from src to the receiver (dstMAC, 10.0.0.1) port dport.
+func buildFrame(src frames.Host, dstMAC net.HardwareAddr, dport uint16) []byte {
+	return frames.UDP(src, frames.Host{MAC: dstMAC, IP: gatewayIP}, sport, dport, make([]byte, payload))
 }
 
-func liveUnknownHost() frames.Host { return frames.Host{MAC: liveUnknownMAC, IP: liveUnknownIP} }
+// unknownHost is a source in no policy, set or rule.
+func unknownHost() frames.Host { return frames.Host{MAC: unknownMAC, IP: unknownIP} }
 
 // pickDevice returns a Big device of the fleet (the same in every fleet) whose frame to the
 // gateway's port 9 the policy drops for want of a rule and whose DNS query passes: a device
 // identified, source checked, and its rule set searched.
-func (f *liveFleet) pickDevice() (frames.Host, error) {
+func (f *policyFleet) pickDevice() (frames.Host, error) {
 	// The receiver's MAC stands for any: attach registers the receiving port's own MAC as the
 	// gateway's, as the model is told here.
 	mac := net.HardwareAddr{0x02, 0x7a, 0x64, 0, 0, 1}
@@ -347,8 +336,8 @@ func (f *liveFleet) pickDevice() (frames.Host, error) {
 			continue
 		}
 		src := frames.Host{MAC: h.MAC, IP: h.IPv4[0]}
-		drop := f.model.Decide(liveFrame(src, mac, liveClosedPort), 7, 0)
-		pass := f.model.Decide(liveFrame(src, mac, liveDNSPort), 7, 0)
+		drop := f.model.Decide(buildFrame(src, mac, closedPort), 7, 0)
+		pass := f.model.Decide(buildFrame(src, mac, dnsPort), 7, 0)
 		if drop.Verdict == bpf.VerdictDrop && drop.Reason == bpf.ReasonNoRule &&
 			pass.Verdict == bpf.VerdictPass && pass.Reason == bpf.ReasonAllow {
 			return src, nil
@@ -360,26 +349,20 @@ func (f *liveFleet) pickDevice() (frames.Host, error) {
 // ---------------------------------------------------------------------------------------------
 // ztgate.
 
-type liveZtgate struct {
-	fleet  *liveFleet
+// ztgateDP is ztgate loaded for a fleet and attached to a receiving veth.
+type ztgateDP struct {
+	fleet  *policyFleet
 	pinDir string
 	dp     *loader.Datapath
 	maps   *maps.Maps
 }
 
-func livePinDir(tag string) string {
-	var id [6]byte
-	_, _ = rand.Read(id[:])
-	return filepath.Join("/sys/fs/bpf", "ztgate-bench-live-"+hex.EncodeToString(id[:])+"-"+tag)
-}
-
-// openLiveZtgate loads the datapath as the agent does (defaults: events on, native XDP), sized
+// openZtgate loads the datapath as the agent does (defaults: events on, native XDP), sized
 // for the fleet, and applies its snapshot. The caller closes it, also on error.
-func openLiveZtgate(f *liveFleet, pinDir string) (*liveZtgate, error) {
+func openZtgate(f *policyFleet, pinDir string) (*ztgateDP, error) {
 	s := f.snap
-	z := &liveZtgate{fleet: f, pinDir: pinDir}
-	lim := maps.Limits{Devices: len(s.Devices), Addrs: max(1, len(s.Addrs)), Rules: max(1, len(s.Rules)),
-		Prefixes: max(1, len(s.Prefixes))}
+	z := &ztgateDP{fleet: f, pinDir: pinDir}
+	lim := fleet.Limits(s)
 	cfg := loader.DefaultConfig()
 	cfg.PinDir = pinDir
 	cfg.MaxDevices, cfg.MaxAddrs, cfg.MaxRules, cfg.MaxPrefixes = lim.Devices, lim.Addrs, lim.Rules, lim.Prefixes
@@ -397,7 +380,7 @@ func openLiveZtgate(f *liveFleet, pinDir string) (*liveZtgate, error) {
 }
 
 // attach attaches the datapath to ifname inside ns and insists on native mode.
-func (z *liveZtgate) attach(ns *testenv.Namespace, ifname string) error {
+func (z *ztgateDP) attach(ns *testenv.Namespace, ifname string) error {
 	return ns.Do(func() error {
 		mode, err := z.dp.AttachMode(ifname, loader.ModeNative)
 		if err != nil {
@@ -411,7 +394,7 @@ func (z *liveZtgate) attach(ns *testenv.Namespace, ifname string) error {
 }
 
 // counter reads one (verdict, reason) counter, summed over CPUs.
-func (z *liveZtgate) counter(v bpf.Verdict, r bpf.Reason) (uint64, error) {
+func (z *ztgateDP) counter(v bpf.Verdict, r bpf.Reason) (uint64, error) {
 	c, err := z.maps.Counters()
 	if err != nil {
 		return 0, err
@@ -419,7 +402,8 @@ func (z *liveZtgate) counter(v bpf.Verdict, r bpf.Reason) (uint64, error) {
 	return c[v][r].Packets, nil
 }
 
-func (z *liveZtgate) Close() error {
+// Close releases the datapath and removes its pins.
+func (z *ztgateDP) Close() error {
 	if z.maps != nil {
 		z.maps.Close()
 	}
@@ -432,9 +416,9 @@ func (z *liveZtgate) Close() error {
 // ---------------------------------------------------------------------------------------------
 // netfilter rule sets: 1,000 (MAC, IPv4) pairs allowed, everything else from IPv4 dropped.
 
-// livePairs are the first n (MAC, IPv4) pairs of the fleet: the allow-list the netfilter
-// variants enforce. The frames they receive come from liveUnknownHost, in none.
-func livePairs(f *liveFleet, n int) []frames.Host {
+// allowPairs are the first n (MAC, IPv4) pairs of the fleet: the allow-list the netfilter
+// variants enforce. The frames they receive come from unknownHost, in none.
+func allowPairs(f *policyFleet, n int) []frames.Host {
 	var out []frames.Host
 	for _, h := range f.big.Hosts {
 		if len(out) == n {
@@ -447,11 +431,12 @@ func livePairs(f *liveFleet, n int) []frames.Host {
 	return out
 }
 
-// liveNftSet is a netdev ingress chain on ifname that drops IPv4 frames whose
+// nftSetRules is a netdev ingress chain on ifname that drops IPv4 frames whose
 // (source MAC, source IPv4) is not in a set.
-func liveNftSet(ifname string, pairs []frames.Host) []byte {
+func nftSetRules(ifname string, pairs []frames.Host) []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table netdev ztbench {\n\tset allowed {\n\t\ttype ether_addr . ipv4_addr\n\t\tsize %d\n", 2*len(pairs))
+	fmt.Fprintf(&b, "table netdev ztbench {\n\tset allowed {\n\t\ttype ether_addr . ipv4_addr\n\t\tsize %d\n",
+		2*len(pairs))
 	b.WriteString("\t\telements = {\n")
 	for i, h := range pairs {
 		sep := ","
@@ -466,10 +451,11 @@ func liveNftSet(ifname string, pairs []frames.Host) []byte {
 	return []byte(b.String())
 }
 
-// liveNftLinear is the same policy as 1,000 rules, one per pair, evaluated in order.
-func liveNftLinear(ifname string, pairs []frames.Host) []byte {
+// nftLinearRules is the same policy as 1,000 rules, one per pair, evaluated in order.
+func nftLinearRules(ifname string, pairs []frames.Host) []byte {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table netdev ztbench {\n\tchain ingress {\n\t\ttype filter hook ingress device %q priority 0; policy accept;\n", ifname)
+	fmt.Fprintf(&b, "table netdev ztbench {\n\tchain ingress {\n\t\ttype filter hook ingress device %q priority 0; "+
+		"policy accept;\n", ifname)
 	for _, h := range pairs {
 		fmt.Fprintf(&b, "\t\tether type ip ether saddr %s ip saddr %s accept\n", h.MAC, h.IP)
 	}
@@ -477,9 +463,9 @@ func liveNftLinear(ifname string, pairs []frames.Host) []byte {
 	return []byte(b.String())
 }
 
-// liveIptables is the same policy for iptables-restore: raw PREROUTING, one rule per pair
+// iptablesRules is the same policy for iptables-restore: raw PREROUTING, one rule per pair
 // (source address, then the MAC match), then DROP.
-func liveIptables(pairs []frames.Host) []byte {
+func iptablesRules(pairs []frames.Host) []byte {
 	var b strings.Builder
 	b.WriteString("*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n")
 	for _, h := range pairs {

@@ -1,9 +1,4 @@
-// Package bench is ztgate's benchmark suite (`make bench`): per-packet decision cost with
-// BPF_PROG_TEST_RUN (cache-hot and cache-cold), receiver cost of live traffic over veth against
-// the peers (xdp-filter, nftables, iptables), the control plane through the real agent, and the
-// event path. Every figure that is compared is measured side by side in the same run and
-// reported as a ratio; absolute times on this kind of machine drift too much to gate on.
-package bench
+package core
 
 import (
 	"encoding/json"
@@ -31,7 +26,7 @@ type Result struct {
 	Sender  string  `json:"sender,omitempty"` // live section: the sender that made the figure (kernel, afpacket)
 }
 
-// Target is one performance target of the issue and its verdict.
+// Target is one performance target of the suite and its verdict.
 type Target struct {
 	Section  string  `json:"section"`
 	Desc     string  `json:"target"`   // e.g. "allowed path <= 3.0x the floor"
@@ -80,11 +75,12 @@ func (r *Report) Check(section, desc string, measured float64, op string, limit 
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.Targets = append(r.Targets, Target{Section: section, Desc: desc, Measured: measured, Op: op, Limit: limit, Unit: unit, Met: met, Note: note})
+	r.Targets = append(r.Targets, Target{Section: section, Desc: desc, Measured: measured, Op: op, Limit: limit,
+		Unit: unit, Met: met, Note: note})
 }
 
-// tagSender records sender as the sender of every result and target of section.
-func (r *Report) tagSender(section, sender string) {
+// TagSender records sender as the sender of every result and target of section.
+func (r *Report) TagSender(section, sender string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range r.Results {
@@ -117,7 +113,8 @@ func (r *Report) WriteJSON(path string) error {
 	return os.WriteFile(path, append(data, '\n'), 0o644)
 }
 
-func num(v float64) string {
+// Num formats v for the table: "-" for NaN, three significant digits at most.
+func Num(v float64) string {
 	switch {
 	case math.IsNaN(v):
 		return "-"
@@ -158,12 +155,13 @@ func (r *Report) Print(w io.Writer) {
 			}
 			ratio, spread := "", ""
 			if res.Base != "" {
-				ratio = num(res.Ratio) + "x"
+				ratio = Num(res.Ratio) + "x"
 			}
 			if res.Spread > 0 {
 				spread = fmt.Sprintf("±%.0f%%", res.Spread*50)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", res.Name, num(res.Value), res.Unit, ratio, res.Base, spread, res.Note)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", res.Name, Num(res.Value), res.Unit, ratio, res.Base, spread,
+				res.Note)
 		}
 		tw.Flush()
 	}
@@ -182,8 +180,8 @@ func (r *Report) Print(w io.Writer) {
 			if t.Sender != "" {
 				note = "sender " + t.Sender + "; " + note
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s %s %s\t%s\t%s\n", t.Section, t.Desc, num(t.Measured), t.Unit, t.Op,
-				num(t.Limit), t.Unit, v, note)
+			fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s %s %s\t%s\t%s\n", t.Section, t.Desc, Num(t.Measured), t.Unit, t.Op,
+				Num(t.Limit), t.Unit, v, note)
 		}
 		tw.Flush()
 		fmt.Fprintf(w, "%d of %d targets met\n", met, len(r.Targets))
@@ -195,7 +193,7 @@ func (r *Report) Print(w io.Writer) {
 
 // HostInfo reads the kernel release and CPU model.
 func HostInfo() Host {
-	h := Host{CPUs: numCPU()}
+	h := Host{CPUs: NumCPU()}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		h.Kernel = strings.TrimSpace(string(b))
 	}

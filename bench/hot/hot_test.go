@@ -1,4 +1,4 @@
-package bench
+package hot
 
 import (
 	"context"
@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ztgate/ztgate/bench/cold"
+	"github.com/ztgate/ztgate/bench/core"
+	"github.com/ztgate/ztgate/bench/fleet"
 	"github.com/ztgate/ztgate/testenv"
 )
 
@@ -15,15 +18,15 @@ import (
 // Timings are not asserted: they are the suite's output, not a property of the code.
 func TestHotColdQuick(t *testing.T) {
 	testenv.RequirePriv(t)
-	cfg := &Config{Quick: true, Log: io.Discard}
+	cfg := &core.Config{Quick: true, Log: io.Discard}
 	if testing.Verbose() {
 		cfg.Log = testWriter{t}
 	}
-	r := Run(context.Background(), cfg, []string{"hot", "cold"})
+	r := core.Run(context.Background(), cfg, []core.Section{Section, cold.Section}, nil)
 	if len(r.Errors) > 0 {
 		t.Fatalf("errors: %v", r.Errors)
 	}
-	got := map[string]Result{}
+	got := map[string]core.Result{}
 	for _, res := range r.Results {
 		// A primitive is (program - floor) / ops: a near-free operation (the inlined clock read)
 		// can come out at or below zero in a quick run's noise.
@@ -51,9 +54,9 @@ func TestHotColdQuick(t *testing.T) {
 		"cold/ztgate 10k dev allowed-v4 hot/control",
 	}
 	for _, n := range []int{1, 1000} {
-		for _, c := range hotClasses {
+		for _, c := range fleet.Classes {
 			for _, ev := range []bool{true, false} {
-				name := hotName(n, c.name, ev)
+				name := variantName(n, c.Name, ev)
 				want = append(want, "hot/"+name+"/floor", "hot/"+name+"/xdp-filter", "hot/"+name+"/floor + primitives")
 			}
 		}
@@ -88,8 +91,10 @@ func TestHotColdQuick(t *testing.T) {
 	}
 }
 
+// testWriter sends the suite's progress lines to the test log.
 type testWriter struct{ t *testing.T }
 
+// Write logs p as one line.
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil

@@ -1,4 +1,4 @@
-package bench
+package live
 
 import (
 	"context"
@@ -13,13 +13,15 @@ import (
 
 	"github.com/cilium/ebpf/rlimit"
 
+	"github.com/ztgate/ztgate/bench/core"
 	"github.com/ztgate/ztgate/testenv"
 )
 
-// liveTestLog sends the suite's progress lines to the test log.
-type liveTestLog struct{ t *testing.T }
+// testLog sends the suite's progress lines to the test log.
+type testLog struct{ t *testing.T }
 
-func (l liveTestLog) Write(p []byte) (int, error) {
+// Write logs p as one line.
+func (l testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
@@ -29,24 +31,25 @@ func (l liveTestLog) Write(p []byte) (int, error) {
 // namespace or pin behind. No timing is asserted.
 func TestLiveQuick(t *testing.T) {
 	testenv.RequirePriv(t)
-	liveQuickRun(t, LiveSenderAuto, "")
+	quickRun(t, core.LiveSenderAuto, "")
 }
 
 // TestLiveQuickFallback forces the AF_PACKET sender, so that the fallback of kernels that
 // refuse live frames runs everywhere.
 func TestLiveQuickFallback(t *testing.T) {
 	testenv.RequirePriv(t)
-	liveQuickRun(t, LiveSenderAFPacket, LiveSenderAFPacket)
+	quickRun(t, core.LiveSenderAFPacket, core.LiveSenderAFPacket)
 }
 
-// liveQuickRun runs the live section in quick mode with sender and checks the report; want is
+// quickRun runs the live section in quick mode with sender and checks the report; want is
 // the sender the figures must name ("": whichever auto picked).
-func liveQuickRun(t *testing.T, sender, want string) {
-	liveTrace.Lock()
-	liveTrace.namespaces, liveTrace.pinDirs = nil, nil
-	liveTrace.Unlock()
+func quickRun(t *testing.T, sender, want string) {
+	trace.Lock()
+	trace.namespaces, trace.pinDirs = nil, nil
+	trace.Unlock()
 
-	r := Run(context.Background(), &Config{Quick: true, LiveSender: sender, Log: liveTestLog{t}}, []string{"live"})
+	cfg := &core.Config{Quick: true, LiveSender: sender, Log: testLog{t}}
+	r := core.Run(context.Background(), cfg, []core.Section{Section}, nil)
 	for _, e := range r.Errors {
 		t.Errorf("section error: %s", e)
 	}
@@ -90,9 +93,9 @@ func liveQuickRun(t *testing.T, sender, want string) {
 		t.Error("no live targets checked")
 	}
 
-	liveTrace.Lock()
-	nss, pins := liveTrace.namespaces, liveTrace.pinDirs
-	liveTrace.Unlock()
+	trace.Lock()
+	nss, pins := trace.namespaces, trace.pinDirs
+	trace.Unlock()
 	if len(nss) == 0 || len(pins) == 0 {
 		t.Fatalf("the section recorded %d namespaces and %d pin directories, want some of each", len(nss), len(pins))
 	}
@@ -110,36 +113,36 @@ func liveQuickRun(t *testing.T, sender, want string) {
 
 // TestLiveChooseSender checks the choice of the sender: auto keeps the kernel's live frames
 // where the probe succeeds and falls back to AF_PACKET (saying why) where the kernel refuses
-// them, as the simulated refusal of LiveRefuseEnv makes it on any kernel; a forced kernel
+// them, as the simulated refusal of RefuseEnv makes it on any kernel; a forced kernel
 // sender fails on a refusal instead; an unknown sender is an error.
 func TestLiveChooseSender(t *testing.T) {
 	testenv.RequirePriv(t)
 	var log strings.Builder
-	cfg := &Config{Log: &log}
+	cfg := &core.Config{Log: &log}
 	ok := func() error { return nil }
-	t.Setenv(LiveRefuseEnv, "1")
-	refused := func() error { return liveProbeFrames(nil) }
+	t.Setenv(RefuseEnv, "1")
+	refused := func() error { return probeFrames(nil) }
 	for _, c := range []struct {
 		want  string
 		probe func() error
 		got   string
 		err   bool
 	}{
-		{"", ok, LiveSenderKernel, false},
-		{LiveSenderAuto, ok, LiveSenderKernel, false},
-		{LiveSenderAuto, refused, LiveSenderAFPacket, false},
-		{LiveSenderAFPacket, ok, LiveSenderAFPacket, false},
-		{LiveSenderKernel, ok, LiveSenderKernel, false},
-		{LiveSenderKernel, refused, "", true},
-		{"xdp", ok, "", true},
+		{want: "", probe: ok, got: core.LiveSenderKernel},
+		{want: core.LiveSenderAuto, probe: ok, got: core.LiveSenderKernel},
+		{want: core.LiveSenderAuto, probe: refused, got: core.LiveSenderAFPacket},
+		{want: core.LiveSenderAFPacket, probe: ok, got: core.LiveSenderAFPacket},
+		{want: core.LiveSenderKernel, probe: ok, got: core.LiveSenderKernel},
+		{want: core.LiveSenderKernel, probe: refused, got: "", err: true},
+		{want: "xdp", probe: ok, got: "", err: true},
 	} {
 		log.Reset()
-		got, err := liveChooseSender(cfg, c.want, c.probe)
+		got, err := chooseSender(cfg, c.want, c.probe)
 		if got != c.got || (err != nil) != c.err {
 			t.Errorf("sender %q: got %q, %v; want %q, error %v", c.want, got, err, c.got, c.err)
 		}
 		fell := strings.Contains(log.String(), "live frames unavailable on this kernel")
-		if fell != (got == LiveSenderAFPacket && c.want == LiveSenderAuto) {
+		if fell != (got == core.LiveSenderAFPacket && c.want == core.LiveSenderAuto) {
 			t.Errorf("sender %q: log %q", c.want, log.String())
 		}
 	}
@@ -162,13 +165,13 @@ func TestLiveProbeFrames(t *testing.T) {
 		}
 	})
 	d := tp.Devices[0]
-	gen, err := newLiveKernelSender(d.Port.Index, liveFrame(liveUnknownHost(), d.MAC, liveClosedPort))
+	gen, err := newKernelSender(d.Port.Index, buildFrame(unknownHost(), d.MAC, closedPort))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer gen.Close()
-	err = tp.Gateway.Do(func() error { return liveProbeFrames(gen) })
-	if err != nil && !liveRefused(err) {
+	err = tp.Gateway.Do(func() error { return probeFrames(gen) })
+	if err != nil && !isRefusal(err) {
 		t.Fatalf("probe: %v: neither allowed nor a refusal", err)
 	}
 	if err == nil {
@@ -176,8 +179,8 @@ func TestLiveProbeFrames(t *testing.T) {
 	} else {
 		t.Logf("live frames on this kernel: refused: %v", err)
 	}
-	t.Setenv(LiveRefuseEnv, "1")
-	if err := tp.Gateway.Do(func() error { return liveProbeFrames(gen) }); !liveRefused(err) {
-		t.Fatalf("probe with %s=1: %v, want a refusal", LiveRefuseEnv, err)
+	t.Setenv(RefuseEnv, "1")
+	if err := tp.Gateway.Do(func() error { return probeFrames(gen) }); !isRefusal(err) {
+		t.Fatalf("probe with %s=1: %v, want a refusal", RefuseEnv, err)
 	}
 }

@@ -1,4 +1,4 @@
-package bench
+package core
 
 import (
 	"fmt"
@@ -7,8 +7,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-func numCPU() int { return runtime.NumCPU() }
 
 // Median of xs (NaN-free, non-empty).
 func Median(xs []float64) float64 {

@@ -1,0 +1,423 @@
+// Package hot is the benchmark suite's hot section: the datapath's per-packet decision cost
+// with hot caches (one frame replayed with BPF_PROG_TEST_RUN), against xdp-filter and the
+// primitives the decision calls, the XDP_PASS floor as context.
+package hot
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/ztgate/ztgate/bench/core"
+	"github.com/ztgate/ztgate/bench/fleet"
+	"github.com/ztgate/ztgate/bench/xdpfilter"
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/loader"
+	"github.com/ztgate/ztgate/maps"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// Section is the hot section: the per-packet decision cost with hot caches.
+var Section = core.Section{
+	Name: "hot",
+	Desc: "per-packet decision cost, cache-hot (BPF_PROG_TEST_RUN, one frame replayed) vs xdp-filter and the " +
+		"primitives it calls, the XDP_PASS floor as context",
+	Run: run,
+}
+
+// Targets of the hot section. They compare with what was measured in the same run on the same
+// CPU, xdp-filter and the primitives, never with the empty program: the floor's share of a
+// decision differs from host to host (its cost tripled between two hosts whose lookups did not),
+// so a ratio to it moves with the host; it stays in the table as context.
+const (
+	allowedVsFilterMax  = 1.0  // allowed path (IPv4, IPv6), x xdp-filter
+	identityVsFilterMax = 0.5  // identity drops (unknown device, spoofed IP), x xdp-filter
+	vsPrimitivesMax     = 1.5  // allowed path and identity drops, x (floor + the primitives they call)
+	flatMax             = 0.10 // max/min-1 of the allowed-path ratio across fleet sizes
+)
+
+// calls are the helper calls of each frame class with events on, as (hash lookups, LPM
+// lookups, clock reads), by bpf/ztgate.c as of this suite; with events off a drop reads the
+// clock once less (the event limiter's timestamp).
+var calls = map[string][3]int{"allowed-v4": {3, 1, 1}, "allowed-v6": {3, 1, 1}, "no-rule-drop": {4, 1, 2},
+	"unknown-device-drop": {1, 0, 1}, "spoofed-ip-drop": {1, 0, 1}}
+
+// xfHashes is the number of hash lookups xdp-filter makes on the measured frame (MAC and
+// IPv4 address, each as source and destination); its two array lookups are left out.
+const xfHashes = 4
+
+// primitives are XDP programs that repeat one operation primOps times: the cost per operation
+// on this machine, measured next to the floor, explains the datapath's figures.
+type primitives struct {
+	maps  []*ebpf.Map
+	progs []*ebpf.Program
+	names []string
+}
+
+// primOps is the number of times each primitive program repeats its operation.
+const primOps = 10
+
+// lpmKeyV4 is a zt_prefix_key for ::ffff:a in rule set rs with prefix length plen (IPv4 part).
+func lpmKeyV4(rs uint32, a netip.Addr, plen int) []byte {
+	k := make([]byte, 24)
+	binary.LittleEndian.PutUint32(k[0:], uint32(32+96+plen))
+	binary.LittleEndian.PutUint32(k[4:], rs)
+	b := netip.AddrFrom16(a.As16()).As16()
+	if a.Is4() {
+		b = netip.AddrFrom16([16]byte{10: 0xff, 11: 0xff}).As16()
+		copy(b[12:], a.AsSlice())
+	}
+	copy(k[8:], b[:])
+	return k
+}
+
+// openPrimitives loads the primitive programs and the maps they look up.
+func openPrimitives() (_ *primitives, err error) {
+	pr := &primitives{}
+	defer func() {
+		if err != nil {
+			pr.Close()
+		}
+	}()
+	newMap := func(ms *ebpf.MapSpec) (*ebpf.Map, error) {
+		m, err := ebpf.NewMap(ms)
+		if err == nil {
+			pr.maps = append(pr.maps, m)
+		}
+		return m, err
+	}
+	// A hash like zt_devices' (8-byte key, 104-byte value), looked up with its one key.
+	hash, err := newMap(&ebpf.MapSpec{Name: "bench_hash", Type: ebpf.Hash, KeySize: 8, ValueSize: 104, MaxEntries: 1})
+	if err != nil {
+		return nil, err
+	}
+	if err := hash.Put(uint64(0), make([]byte, 104)); err != nil {
+		return nil, err
+	}
+	// A hash keyed by a whole flow (ingress port, VLAN, MAC, both addresses, protocol, port:
+	// 48 bytes), looked up with its one key: what a datapath that decided in one lookup (a
+	// verdict cache) would pay at least.
+	flow, err := newMap(&ebpf.MapSpec{Name: "bench_flow", Type: ebpf.Hash, KeySize: 48, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		return nil, err
+	}
+	if err := flow.Put(make([]byte, 48), uint64(0)); err != nil {
+		return nil, err
+	}
+	// A trie like zt_prefixes' (24-byte keys), 124 prefixes in 48 rule sets, a hit on a /24.
+	lpm, err := newMap(&ebpf.MapSpec{Name: "bench_lpm", Type: ebpf.LPMTrie, KeySize: 24, ValueSize: 4, MaxEntries: 124,
+		Flags: 1 /* BPF_F_NO_PREALLOC */})
+	if err != nil {
+		return nil, err
+	}
+	for i := range 124 {
+		a := netip.AddrFrom4([4]byte{203, 0, byte(113 + i/48), 0})
+		if err := lpm.Put(lpmKeyV4(uint32(i%48), a, 24), uint32(i)); err != nil {
+			return nil, err
+		}
+	}
+	// The trie of a one-device policy: its one rule set's 3 prefixes, the same /24 hit.
+	lpm3, err := newMap(&ebpf.MapSpec{Name: "bench_lpm3", Type: ebpf.LPMTrie, KeySize: 24, ValueSize: 4, MaxEntries: 3,
+		Flags: 1 /* BPF_F_NO_PREALLOC */})
+	if err != nil {
+		return nil, err
+	}
+	for i, plen := range []int{24, 16, 0} {
+		if err := lpm3.Put(lpmKeyV4(0, netip.AddrFrom4([4]byte{203, 0, 113, 0}), plen), uint32(i)); err != nil {
+			return nil, err
+		}
+	}
+	zero := func(size int16) asm.Instructions {
+		ins := asm.Instructions{asm.Mov.Imm(asm.R3, 0)}
+		for off := -size; off < 0; off += 4 {
+			ins = append(ins, asm.StoreMem(asm.RFP, off, asm.R3, asm.Word))
+		}
+		return ins
+	}
+	lookup := func(m *ebpf.Map, ks int16) asm.Instructions {
+		return asm.Instructions{asm.LoadMapPtr(asm.R1, m.FD()), asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, int32(-ks)), asm.FnMapLookupElem.Call()}
+	}
+	key := lpmKeyV4(0, fleet.Dst4, 32)
+	lpmKey := asm.Instructions{}
+	for off := 0; off < 24; off += 4 {
+		lpmKey = append(lpmKey, asm.Mov.Imm32(asm.R3, int32(binary.LittleEndian.Uint32(key[off:]))),
+			asm.StoreMem(asm.RFP, int16(off-24), asm.R3, asm.Word))
+	}
+	ops := []struct {
+		name string
+		pre  asm.Instructions
+		op   asm.Instructions
+	}{
+		{name: "hash lookup (8-byte key, hit)", pre: zero(8), op: lookup(hash, 8)},
+		{name: "LPM trie lookup (24-byte key, 124 prefixes)", pre: lpmKey, op: lookup(lpm, 24)},
+		{name: "clock read (bpf_jiffies64, inlined; zt_now adds a per-CPU array read)",
+			op: asm.Instructions{asm.FnJiffies64.Call()}},
+		{name: "hash lookup (48-byte flow key, hit)", pre: zero(48), op: lookup(flow, 48)},
+		{name: "LPM trie lookup (24-byte key, 3 prefixes)", pre: lpmKey, op: lookup(lpm3, 24)},
+	}
+	for _, o := range ops {
+		ins := slices.Clone(o.pre)
+		for range primOps {
+			ins = append(ins, o.op...)
+		}
+		ins = append(ins, asm.Mov.Imm(asm.R0, core.XDPPass), asm.Return())
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "bench_prim", Type: ebpf.XDP, License: "GPL", Instructions: ins})
+		if err != nil {
+			return nil, fmt.Errorf("primitive %s: %w", o.name, err)
+		}
+		pr.progs = append(pr.progs, p)
+		pr.names = append(pr.names, o.name)
+	}
+	return pr, nil
+}
+
+// Close releases the primitive programs and their maps.
+func (pr *primitives) Close() {
+	for _, p := range pr.progs {
+		p.Close()
+	}
+	for _, m := range pr.maps {
+		m.Close()
+	}
+}
+
+// ztgateDP is ztgate loaded by the loader as the agent loads it, once with events on and once
+// with events off over the same (pinned) maps.
+type ztgateDP struct {
+	n       int
+	pinDir  string
+	on, off *loader.Datapath
+	maps    *maps.Maps
+}
+
+// openZtgate loads the datapath sized for s and applies s.
+func openZtgate(n int, s *policy.Snapshot) (_ *ztgateDP, err error) {
+	lim := fleet.Limits(s)
+	z := &ztgateDP{n: n, pinDir: core.PinDir("hot")}
+	defer func() {
+		if err != nil {
+			z.Close()
+		}
+	}()
+	cfg := loader.Config{PinDir: z.pinDir, MaxDevices: lim.Devices, MaxAddrs: lim.Addrs, MaxRules: lim.Rules,
+		MaxPrefixes: lim.Prefixes, EventsEnabled: true}
+	if z.on, err = loader.Open(cfg); err != nil {
+		return z, err
+	}
+	cfg.EventsEnabled = false
+	if z.off, err = loader.Open(cfg); err != nil { // adopts the maps pinned by the first Open
+		return z, err
+	}
+	if z.maps, err = maps.New(z.on.Objects(), z.on.MapSpecs()); err != nil {
+		return z, err
+	}
+	if err = z.maps.Apply(s, lim); err != nil {
+		return z, err
+	}
+	return z, nil
+}
+
+// Close releases both programs and the maps and removes the pins.
+func (z *ztgateDP) Close() error {
+	if z.maps != nil {
+		z.maps.Close()
+	}
+	for _, d := range []*loader.Datapath{z.off, z.on} {
+		if d != nil {
+			d.Close()
+		}
+	}
+	return loader.Uninstall(z.pinDir)
+}
+
+// variant is one ztgate variant of the hot section: a fleet size, a frame class, events on or
+// off.
+type variant struct {
+	n      int // devices
+	class  string
+	events bool
+	idx    int // in the Interleave slice
+}
+
+// run runs the section: every variant and its references in interleaved rounds, then the report.
+func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return err
+	}
+	sizes := cfg.Sizes([]int{1, 1000, 100000, 1000000}, []int{1, 1000})
+	rounds := cfg.Pick(11, 3)
+	repeat := cfg.Pick(1000000, 20000) // more would make the section too long to run
+
+	floor, err := core.ReturnProgram("bench_floor", core.XDPPass)
+	if err != nil {
+		return err
+	}
+	defer floor.Close()
+	xf, err := xdpfilter.Open(xdpfilter.FlagSrc|xdpfilter.FlagDst, netip.Addr{})
+	if err != nil {
+		return err
+	}
+	defer xf.Close()
+	prims, err := openPrimitives()
+	if err != nil {
+		return err
+	}
+	defer prims.Close()
+	dps, snaps, err := openFleets(ctx, cfg, sizes)
+	defer func() {
+		for n, z := range dps {
+			if err := z.Close(); err != nil {
+				cfg.Logf("hot: release the datapath of %s devices: %v", core.Count(n), err)
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	allowed4 := fleet.Classes[0].Frame(device(sizes[0]))
+	if err := xf.Check(allowed4); err != nil {
+		return err
+	}
+	vs := []core.Variant{
+		core.ProgVariant("floor", floor, allowed4, repeat, core.XDPPass),
+		core.ProgVariant("xdp-filter", xf.Prog, allowed4, repeat, core.XDPPass),
+	}
+	for i, p := range prims.progs {
+		vs = append(vs, core.ProgVariant(prims.names[i], p, allowed4, repeat, core.XDPPass))
+	}
+	vs, hv, err := ztgateVariants(vs, sizes, dps, repeat)
+	if err != nil {
+		return err
+	}
+	res, err := measure(cfg, vs, rounds, repeat)
+	if err != nil {
+		return err
+	}
+	f := &figures{sizes: sizes, snaps: snaps, prims: prims.names, floorNs: res[0], xfNs: res[1],
+		byKey: map[string]agg{}}
+	if cfg.Quick {
+		f.quick = "quick: N = 1 and 1k only, figures not meant to be read; "
+	}
+	f.addPeers(r, res[2:2+len(prims.names)], rounds, repeat)
+	f.addZtgate(r, res, hv)
+	f.checkTargets(r)
+	return nil
+}
+
+// device is the measured device of a fleet of n: one in the middle.
+func device(n int) int { return n / 2 }
+
+// openFleets loads a datapath for the fleet of each size and applies its snapshot. The caller
+// closes the datapaths returned, also on error.
+func openFleets(ctx context.Context, cfg *core.Config, sizes []int) (map[int]*ztgateDP, map[int]*policy.Snapshot,
+	error) {
+	dps := map[int]*ztgateDP{}
+	snaps := map[int]*policy.Snapshot{}
+	for _, n := range sizes {
+		if err := ctx.Err(); err != nil {
+			return dps, snaps, err
+		}
+		s, err := fleet.Snapshot(cfg, n)
+		if err != nil {
+			return dps, snaps, err
+		}
+		snaps[n] = s
+		t0 := time.Now()
+		z, err := openZtgate(n, s)
+		if err != nil {
+			return dps, snaps, fmt.Errorf("ztgate with %s devices: %w", core.Count(n), err)
+		}
+		dps[n] = z
+		cfg.Logf("hot: ztgate with %s devices loaded and applied in %s", core.Count(n),
+			time.Since(t0).Round(time.Millisecond))
+	}
+	return dps, snaps, nil
+}
+
+// ztgateVariants appends to vs a variant per fleet size, frame class and event setting, each
+// checked to be decided as its class says, and returns them with where each is in vs.
+func ztgateVariants(vs []core.Variant, sizes []int, dps map[int]*ztgateDP, repeat int) ([]core.Variant, []variant,
+	error) {
+	var hv []variant
+	for _, n := range sizes {
+		z := dps[n]
+		for _, c := range fleet.Classes {
+			frame := c.Frame(device(n))
+			for _, ev := range []bool{true, false} {
+				p := z.off.Program()
+				if ev {
+					p = z.on.Program()
+				}
+				v, rs, err := core.Decide(z.maps, p, frame)
+				if err != nil {
+					return nil, nil, fmt.Errorf("%s with %s devices: %w", c.Name, core.Count(n), err)
+				}
+				if v != c.Verdict || rs != c.Reason {
+					return nil, nil, fmt.Errorf("%s with %s devices: got %s/%s, want %s/%s", c.Name, core.Count(n), v,
+						rs, c.Verdict, c.Reason)
+				}
+				want := uint32(core.XDPPass)
+				if c.Verdict == bpf.VerdictDrop {
+					want = core.XDPDrop
+				}
+				hv = append(hv, variant{n: n, class: c.Name, events: ev, idx: len(vs)})
+				vs = append(vs, core.ProgVariant(variantName(n, c.Name, ev), p, frame, repeat, want))
+			}
+		}
+	}
+	return vs, hv, nil
+}
+
+// measure runs the variants in interleaved rounds on the pinned benchmark CPU, after a warm-up.
+func measure(cfg *core.Config, vs []core.Variant, rounds, repeat int) ([][]float64, error) {
+	unpin, err := core.PinThread(core.BenchCPU())
+	if err != nil {
+		return nil, err
+	}
+	defer unpin()
+	if err := core.WarmUp(vs); err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	res, err := core.Interleave(rounds, vs)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Logf("hot: %d variants x %d rounds x %d repeats in %s", len(vs), rounds, repeat,
+		time.Since(t0).Round(time.Millisecond))
+	return res, nil
+}
+
+// aggKey is the key of a variant in figures.byKey.
+func aggKey(class string, n int, events bool) string {
+	return fmt.Sprintf("%s/%d/%v", class, n, events)
+}
+
+// variantName is the name of a variant in the report.
+func variantName(n int, class string, events bool) string {
+	ev := "on"
+	if !events {
+		ev = "off"
+	}
+	return fmt.Sprintf("ztgate %s dev %s ev-%s", core.Count(n), class, ev)
+}
+
+// variantNote is the note of a variant's result against the floor.
+func variantNote(class string, events bool) string {
+	switch {
+	case strings.HasSuffix(class, "-drop") && events:
+		return "event limiter: over the burst, suppressed (flood case)"
+	case strings.HasPrefix(class, "allowed"):
+		return "dev+peer+prefix+rule lookups"
+	}
+	return ""
+}
