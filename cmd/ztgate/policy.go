@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"time"
 
@@ -42,19 +41,7 @@ func (a *app) readPolicy(cmd *cli.Command) (string, []byte, error) {
 	default:
 		return "", nil, usagef(cmd, "one FILE expected, got %d arguments", cmd.NArg())
 	}
-	path := cmd.Args().First()
-	if path == "-" {
-		data, err := io.ReadAll(a.stdin)
-		if err != nil {
-			return "", nil, fmt.Errorf("read standard input: %w", err)
-		}
-		return "<stdin>", data, nil
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", nil, err
-	}
-	return path, data, nil
+	return a.readFile(cmd.Args().First())
 }
 
 // sendPolicy is a command that sends the FILE argument to the agent with send and prints the
@@ -85,15 +72,6 @@ func sendPolicy[R any](a *app, name, usage string, send func(*api.Client, contex
 			return text(a.stdout, file, r)
 		},
 	}
-}
-
-func (a *app) policyValidateCommand() *cli.Command {
-	return sendPolicy(a, "validate", "check a policy (parse, validate, compile against the agent's capacities) without applying it",
-		(*api.Client).Validate, func(w io.Writer, file string, r *api.ValidateResult) error {
-			_, err := fmt.Fprintf(w, "%s: valid: policy %q, %d devices in %d segments, hash %s\n",
-				file, r.Name, r.Devices, r.Segments, shortHash(r.Hash))
-			return err
-		})
 }
 
 func (a *app) policyDiffCommand() *cli.Command {
