@@ -18,7 +18,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/ztgate/ztgate/examples"
 	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/testenv"
 )
@@ -324,28 +323,28 @@ func (d *demo) drawLab() {
 func (d *demo) applyPolicy() error {
 	d.heading("Policy applied: validate, diff, apply")
 	cfg := d.tp.Config()
-	site := examples.Site{
+	s := site{
 		GatewayIPv4: cfg.GatewayIPv4.String(), GatewayIPv6: cfg.GatewayIPv6.String(),
 		CloudIPv4: d.cloud.IPv4.String(), CloudIPv6: d.cloud.IPv6.String(),
 	}
 	for _, dev := range []*testenv.Device{d.thermo, d.cam, d.hvac} { // not the intruder
-		sd := examples.Device{Name: dev.Name, MAC: dev.MAC.String(), Port: dev.Port.Name}
+		sd := siteDevice{Name: dev.Name, MAC: dev.MAC.String(), Port: dev.Port.Name}
 		for _, a := range dev.IPv4 {
 			sd.IPv4 = append(sd.IPv4, a.String())
 		}
 		for _, a := range append(slices.Clone(dev.IPv6), d.linkLocal[dev.Name]) {
 			sd.IPv6 = append(sd.IPv6, a.String())
 		}
-		site.Devices = append(site.Devices, sd)
+		s.Devices = append(s.Devices, sd)
 	}
-	doc, err := examples.RenderPolicy(site)
+	doc, err := renderPolicy(s)
 	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(d.dir, "policy.yaml"), doc, 0o644); err != nil {
 		return err
 	}
-	d.printf("examples/policy.yaml, rendered for the lab into policy.yaml (%d lines): thermostat (sensors),\n",
+	d.printf("The demo site's policy, rendered for the lab into policy.yaml (%d lines): thermostat (sensors),\n",
 		strings.Count(string(doc), "\n"))
 	d.printf("camera (cameras), hvac-ctl (controllers), no intruder. Nothing changes until the agent accepts it.\n")
 	if _, err := d.show(0, nil, "policy", "validate", "policy.yaml"); err != nil {

@@ -1,9 +1,9 @@
 // Command ztgate-demo is a guided tour of ztgate on a fresh Linux machine (run as root, or with
 // `sudo make demo`). It drives the real binaries, as an operator would: it builds a small lab
 // network of IoT devices behind a gateway out of network namespaces and veth pairs, starts
-// `ztgate agent` inside the gateway's namespace, applies examples/policy.yaml (rendered for the
-// lab) with `ztgate policy validate|diff|apply`, shows allowed traffic passing and attacks
-// (lateral movement, a forbidden port, IP/ARP/MAC spoofing, a rogue device) being dropped,
+// `ztgate agent` inside the gateway's namespace, applies the demo site's policy
+// (policy.yaml.tmpl, rendered for the lab) with `ztgate policy validate|diff|apply`, shows
+// allowed traffic passing and attacks (lateral movement, a forbidden port, IP/ARP/MAC spoofing, a rogue device) being dropped,
 // asks `ztgate policy explain`, `ztgate devices` and `ztgate events` (with a pcap), stops the
 // agent (enforcement stays) and uninstalls the datapath. It removes everything it created on
 // the way out, also on error or Ctrl-C.

@@ -1,8 +1,4 @@
-// Package examples holds example files shipped with ztgate. policy.yaml, the policy of the demo
-// site, is a text/template: the addresses, MACs and gateway ports of a site are only known once
-// its network exists, so the demo (cmd/ztgate-demo) renders it with RenderPolicy. It is embedded
-// so that the demo finds it wherever it runs.
-package examples
+package main
 
 import (
 	_ "embed"
@@ -12,20 +8,21 @@ import (
 	"text/template"
 )
 
-// PolicyTemplate is the text of policy.yaml.
+// policyTemplate is the demo site's policy, a text/template: the addresses, MACs and gateway
+// ports of the lab are only known once its network exists.
 //
-//go:embed policy.yaml
-var PolicyTemplate string
+//go:embed policy.yaml.tmpl
+var policyTemplate string
 
-// Site is the data policy.yaml is rendered with.
-type Site struct {
+// site is the data policy.yaml.tmpl is rendered with.
+type site struct {
 	GatewayIPv4, GatewayIPv6 string // the gateway's addresses on the device ports
 	CloudIPv4, CloudIPv6     string // the cloud host the devices report to
-	Devices                  []Device
+	Devices                  []siteDevice
 }
 
-// Device is one device of the site, as the template sees it.
-type Device struct {
+// siteDevice is one device of the site, as the template sees it.
+type siteDevice struct {
 	Name string
 	MAC  string
 	IPv4 []string
@@ -33,17 +30,17 @@ type Device struct {
 	Port string // the gateway port (interface name) the device is plugged into
 }
 
-// RenderPolicy renders policy.yaml for site. Every device the template names must be in
-// site.Devices. The result still has to be parsed and validated (policy.Parse).
-func RenderPolicy(site Site) ([]byte, error) {
+// renderPolicy renders policy.yaml.tmpl for s. Every device the template names must be in
+// s.Devices. The result still has to be parsed and validated (policy.Parse).
+func renderPolicy(s site) ([]byte, error) {
 	funcs := template.FuncMap{
-		"device": func(name string) (Device, error) {
-			for _, d := range site.Devices {
+		"device": func(name string) (siteDevice, error) {
+			for _, d := range s.Devices {
 				if d.Name == name {
 					return d, nil
 				}
 			}
-			return Device{}, fmt.Errorf("the site has no device %q", name)
+			return siteDevice{}, fmt.Errorf("the site has no device %q", name)
 		},
 		// list renders a YAML flow sequence of double-quoted strings.
 		"list": func(items []string) string {
@@ -54,13 +51,13 @@ func RenderPolicy(site Site) ([]byte, error) {
 			return "[" + strings.Join(q, ", ") + "]"
 		},
 	}
-	t, err := template.New("policy.yaml").Funcs(funcs).Option("missingkey=error").Parse(PolicyTemplate)
+	t, err := template.New("policy.yaml.tmpl").Funcs(funcs).Option("missingkey=error").Parse(policyTemplate)
 	if err != nil {
-		return nil, fmt.Errorf("examples: parse policy template: %w", err)
+		return nil, fmt.Errorf("parse policy template: %w", err)
 	}
 	var b strings.Builder
-	if err := t.Execute(&b, site); err != nil {
-		return nil, fmt.Errorf("examples: render policy template: %w", err)
+	if err := t.Execute(&b, s); err != nil {
+		return nil, fmt.Errorf("render policy template: %w", err)
 	}
 	return []byte(b.String()), nil
 }

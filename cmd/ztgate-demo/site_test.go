@@ -1,4 +1,4 @@
-package examples
+package main
 
 import (
 	"fmt"
@@ -8,11 +8,11 @@ import (
 	"github.com/ztgate/ztgate/policy"
 )
 
-// site is a site with the demo's device names and made-up values.
-func site() Site {
-	s := Site{GatewayIPv4: "10.99.0.1", GatewayIPv6: "fd00:99::1", CloudIPv4: "192.0.2.2", CloudIPv6: "2001:db8:99::2"}
+// testSite is a site with the demo's device names and made-up values.
+func testSite() site {
+	s := site{GatewayIPv4: "10.99.0.1", GatewayIPv6: "fd00:99::1", CloudIPv4: "192.0.2.2", CloudIPv6: "2001:db8:99::2"}
 	for i, name := range []string{"thermostat", "camera", "hvac-ctl"} {
-		s.Devices = append(s.Devices, Device{
+		s.Devices = append(s.Devices, siteDevice{
 			Name: name,
 			MAC:  fmt.Sprintf("02:7a:64:00:00:%02x", i),
 			IPv4: []string{fmt.Sprintf("10.99.0.%d", 10+i)},
@@ -26,7 +26,7 @@ func site() Site {
 // TestPolicyTemplate: the rendered template is a valid policy that compiles, with the three
 // segments and devices the demo relies on.
 func TestPolicyTemplate(t *testing.T) {
-	out, err := RenderPolicy(site())
+	out, err := renderPolicy(testSite())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,9 +66,9 @@ func TestPolicyTemplate(t *testing.T) {
 }
 
 func TestPolicyTemplateMissingDevice(t *testing.T) {
-	s := site()
+	s := testSite()
 	s.Devices = s.Devices[:2]
-	if _, err := RenderPolicy(s); err == nil || !strings.Contains(err.Error(), "hvac-ctl") {
+	if _, err := renderPolicy(s); err == nil || !strings.Contains(err.Error(), "hvac-ctl") {
 		t.Fatalf("render without hvac-ctl: %v, want an error naming it", err)
 	}
 }
