@@ -9,12 +9,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/urfave/cli/v3"
 
 	"github.com/ztgate/ztgate/api"
 )
@@ -302,5 +305,35 @@ func TestVersionAndHelp(t *testing.T) {
 		if !strings.Contains(r.stdout, s) {
 			t.Errorf("help lacks %q:\n%s", s, r.stdout)
 		}
+	}
+}
+
+// TestPackageDocListsCommands: the command list in main.go's package comment names every
+// command of the tree.
+func TestPackageDocListsCommands(t *testing.T) {
+	src, err := os.ReadFile("main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(src[:bytes.Index(src, []byte("\npackage main"))])
+	root := (&app{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard}).command()
+	root.Run(context.Background(), []string{"ztgate", "version"}) // adds the completion command
+	n := 0
+	_ = root.Walk(func(c *cli.Command) error {
+		if c == root || c.Hidden || c.Name == "help" {
+			return nil
+		}
+		name := strings.TrimPrefix(c.FullName(), "ztgate ")
+		if strings.HasPrefix(name, "completion ") { // one per shell: completion SHELL
+			return nil
+		}
+		n++
+		if !strings.Contains(doc, "//\t  "+name+" ") {
+			t.Errorf("main.go's command list lacks %q", name)
+		}
+		return nil
+	})
+	if n < 16 {
+		t.Errorf("walked %d commands, want at least 16", n)
 	}
 }

@@ -58,18 +58,13 @@ func sendPolicy[R any](a *app, name, usage string, send func(*api.Client, contex
 			if err != nil {
 				return err
 			}
-			var r R
-			err = call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				r, err = send(c, ctx, file, doc)
-				return err
+			r, err := callFor(ctx, cmd, func(c *api.Client, ctx context.Context) (R, error) {
+				return send(c, ctx, file, doc)
 			})
 			if err != nil {
 				return err
 			}
-			if cmd.String("output") == fmtJSON {
-				return writeJSON(a.stdout, r)
-			}
-			return text(a.stdout, file, r)
+			return show(a, cmd, r, func(w io.Writer, r R) error { return text(w, file, r) })
 		},
 	}
 }
@@ -134,18 +129,13 @@ func (a *app) policyDeleteDeviceCommand() *cli.Command {
 			if err := policy.CheckName(cmd.Args().First()); err != nil {
 				return usagef(cmd, "%v", err)
 			}
-			var r *api.ApplyResult
-			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				r, err = c.DeleteDevice(ctx, cmd.Args().First())
-				return err
+			r, err := callFor(ctx, cmd, func(c *api.Client, ctx context.Context) (*api.ApplyResult, error) {
+				return c.DeleteDevice(ctx, cmd.Args().First())
 			})
 			if err != nil {
 				return err
 			}
-			if cmd.String("output") == fmtJSON {
-				return writeJSON(a.stdout, r)
-			}
-			return printApplied(a.stdout, "", r)
+			return show(a, cmd, r, func(w io.Writer, r *api.ApplyResult) error { return printApplied(w, "", r) })
 		},
 	}
 }
@@ -171,24 +161,10 @@ func (a *app) policyGetCommand() *cli.Command {
 		Name:  "get",
 		Usage: "print the policy in force (-o yaml is valid input to apply)",
 		Flags: []cli.Flag{outputFlag(fmtYAML, fmtJSON)},
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if err := noArgs(cmd); err != nil {
-				return err
-			}
-			var p *api.PolicyInfo
-			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				p, err = c.Policy(ctx)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if cmd.String("output") == fmtJSON {
-				return writeJSON(a.stdout, p)
-			}
-			_, err = io.WriteString(a.stdout, p.YAML)
+		Action: queryAction(a, (*api.Client).Policy, func(w io.Writer, p *api.PolicyInfo) error {
+			_, err := io.WriteString(w, p.YAML)
 			return err
-		},
+		}),
 	}
 }
 
@@ -215,18 +191,13 @@ func (a *app) policyExplainCommand() *cli.Command {
 				Proto: cmd.String("proto"),
 				Port:  cmd.Uint16("port"),
 			}
-			var e *api.Explanation
-			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				e, err = c.Explain(ctx, q)
-				return err
+			e, err := callFor(ctx, cmd, func(c *api.Client, ctx context.Context) (*api.Explanation, error) {
+				return c.Explain(ctx, q)
 			})
 			if err != nil {
 				return err
 			}
-			if cmd.String("output") == fmtJSON {
-				return writeJSON(a.stdout, e)
-			}
-			return writeExplanation(a.stdout, e)
+			return show(a, cmd, e, writeExplanation)
 		},
 	}
 }

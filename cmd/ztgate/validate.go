@@ -77,9 +77,8 @@ func (v *validator) file(ctx context.Context, cmd *cli.Command, path string) err
 	}
 	var r *api.ValidateResult
 	if v.agent {
-		err = call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-			r, err = c.Validate(ctx, file, doc)
-			return err
+		r, err = callFor(ctx, cmd, func(c *api.Client, ctx context.Context) (*api.ValidateResult, error) {
+			return c.Validate(ctx, file, doc)
 		})
 		var ur *api.ErrUnreachable
 		if errors.As(err, &ur) {
@@ -95,12 +94,11 @@ func (v *validator) file(ctx context.Context, cmd *cli.Command, path string) err
 			return err
 		}
 	}
-	if cmd.String("output") == fmtJSON {
-		return writeJSON(v.stdout, r)
-	}
-	_, err = fmt.Fprintf(v.stdout, "%s: valid: policy %q, %d devices in %d segments, hash %s\n",
-		file, r.Name, r.Devices, r.Segments, shortHash(r.Hash))
-	return err
+	return show(v.app, cmd, r, func(w io.Writer, r *api.ValidateResult) error {
+		_, err := fmt.Fprintf(w, "%s: valid: policy %q, %d devices in %d segments, hash %s\n",
+			file, r.Name, r.Devices, r.Segments, shortHash(r.Hash))
+		return err
+	})
 }
 
 // validateOffline checks doc with the policy package alone; errors are reported as the agent
