@@ -183,8 +183,11 @@ func call(ctx context.Context, cmd *cli.Command, fn func(context.Context, *api.C
 	return err
 }
 
+// getter is a request to the agent whose answer is a value, e.g. (*api.Client).Status.
+type getter[T any] func(*api.Client, context.Context) (T, error)
+
 // callFor is call for a request whose answer is a value, e.g. (*api.Client).Status.
-func callFor[T any](ctx context.Context, cmd *cli.Command, get func(*api.Client, context.Context) (T, error)) (T, error) {
+func callFor[T any](ctx context.Context, cmd *cli.Command, get getter[T]) (T, error) {
 	var v T
 	err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
 		v, err = get(c, ctx)
@@ -203,8 +206,7 @@ func show[T any](a *app, cmd *cli.Command, v T, text func(io.Writer, T) error) e
 
 // queryAction is the action of a command without arguments that asks the agent with get and
 // shows the answer.
-func queryAction[T any](a *app, get func(*api.Client, context.Context) (T, error),
-	text func(io.Writer, T) error) cli.ActionFunc {
+func queryAction[T any](a *app, get getter[T], text func(io.Writer, T) error) cli.ActionFunc {
 	return func(ctx context.Context, cmd *cli.Command) error {
 		if err := noArgs(cmd); err != nil {
 			return err
@@ -218,7 +220,7 @@ func queryAction[T any](a *app, get func(*api.Client, context.Context) (T, error
 }
 
 // orEmpty makes get answer an empty list instead of nil, so that -o json prints [] for none.
-func orEmpty[T any](get func(*api.Client, context.Context) ([]T, error)) func(*api.Client, context.Context) ([]T, error) {
+func orEmpty[T any](get getter[[]T]) getter[[]T] {
 	return func(c *api.Client, ctx context.Context) ([]T, error) {
 		v, err := get(c, ctx)
 		if v == nil {

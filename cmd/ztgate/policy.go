@@ -88,7 +88,8 @@ func (a *app) policyApplyCommand() *cli.Command {
 }
 
 func (a *app) policySetDeviceCommand() *cli.Command {
-	cmd := sendPolicy(a, "set-device", "add or replace one device of the policy in force (FILE: the fields of one spec.devices entry)",
+	const usage = "add or replace one device of the policy in force (FILE: the fields of one spec.devices entry)"
+	cmd := sendPolicy(a, "set-device", usage,
 		func(c *api.Client, ctx context.Context, file string, doc []byte) (*api.ApplyResult, error) {
 			d, locate, err := policy.ParseDevice(file, doc)
 			if err != nil {

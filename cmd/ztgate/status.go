@@ -108,7 +108,8 @@ func (a *app) versionCommand() *cli.Command {
 			if err := noArgs(cmd); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(a.stdout, "ztgate %s (%s, %s/%s)\n", buildinfo.Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			_, err := fmt.Fprintf(a.stdout, "ztgate %s (%s, %s/%s)\n",
+				buildinfo.Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return err
 		},
 	}
