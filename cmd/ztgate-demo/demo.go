@@ -121,7 +121,8 @@ func run(ctx context.Context, out io.Writer, opts Options) (err error) {
 	if err := d.setup(); err != nil {
 		return err
 	}
-	for _, step := range []func() error{d.buildLab, d.startAgent, d.applyPolicy, d.allowedTraffic, d.attacks, d.observe, d.changeDevice, d.stopAndUninstall} {
+	for _, step := range []func() error{d.buildLab, d.startAgent, d.applyPolicy, d.allowedTraffic, d.attacks, d.observe,
+		d.changeDevice, d.stopAndUninstall} {
 		if err := d.interrupted(); err != nil {
 			return err
 		}
@@ -250,7 +251,8 @@ func (d *demo) buildLab() error {
 		}
 		return "removed the lab network (namespaces " + d.nsPattern() + ", veths)", nil
 	})
-	d.thermo, d.cam, d.hvac, d.intruder = tp.Device("thermostat"), tp.Device("camera"), tp.Device("hvac-ctl"), tp.Device("intruder")
+	d.thermo, d.cam, d.hvac, d.intruder = tp.Device("thermostat"), tp.Device("camera"), tp.Device("hvac-ctl"),
+		tp.Device("intruder")
 	d.cloud = tp.Upstream
 	for _, dev := range tp.Devices {
 		ll, err := linkLocal(dev)
@@ -278,7 +280,8 @@ func (d *demo) buildLab() error {
 			return err
 		}
 	}
-	d.printf("  (built in %v, echo servers on the cloud and the gateway). The policy will not know the\n", time.Since(start).Round(time.Millisecond))
+	d.printf("  (built in %v, echo servers on the cloud and the gateway). The policy will not know the\n",
+		time.Since(start).Round(time.Millisecond))
 	d.printf("  intruder, a rogue box on a free port; the camera will play a compromised device.\n")
 	return nil
 }
@@ -309,7 +312,8 @@ func linkLocal(dev *testenv.Device) (netip.Addr, error) {
 func (d *demo) drawLab() {
 	cfg := d.tp.Config()
 	for _, dev := range d.tp.Devices {
-		d.printf("  %-10s  %s  %-10s  %-11s  on gateway port %s\n", dev.Name, dev.MAC, dev.IPv4[0], dev.IPv6[0], dev.Port.Name)
+		d.printf("  %-10s  %s  %-10s  %-11s  on gateway port %s\n", dev.Name, dev.MAC, dev.IPv4[0], dev.IPv6[0],
+			dev.Port.Name)
 	}
 	d.printf("  %-10s  netns %s, %s and %s on every device port: the agent runs here\n",
 		"gateway", d.tp.Gateway.Name(), cfg.GatewayIPv4, cfg.GatewayIPv6)
@@ -375,7 +379,8 @@ func firstLine(s string) string {
 
 func (d *demo) stopAndUninstall() error {
 	d.heading("Agent stopped, enforcement stays; uninstall; teardown")
-	if _, err := d.show(0, keepPrefixes("hash, devices, interfaces, map fill levels", "Agent:", "Policy:", "Applied:", "Events:"), "status"); err != nil {
+	brief := keepPrefixes("hash, devices, interfaces, map fill levels", "Agent:", "Policy:", "Applied:", "Events:")
+	if _, err := d.show(0, brief, "status"); err != nil {
 		return err
 	}
 	d.printf("  $ kill -TERM %d\n", d.agent.pid())

@@ -50,7 +50,8 @@ func TestPolicyTemplate(t *testing.T) {
 	if got, want := strings.Join(segs, ","), "sensors,cameras,controllers"; got != want {
 		t.Errorf("segments %s, want %s", got, want)
 	}
-	if got, want := strings.Join(devs, ","), "thermostat/sensors/eth1,camera/cameras/eth2,hvac-ctl/controllers/eth3"; got != want {
+	if got, want := strings.Join(devs, ","),
+		"thermostat/sensors/eth1,camera/cameras/eth2,hvac-ctl/controllers/eth3"; got != want {
 		t.Errorf("devices %s, want %s", got, want)
 	}
 	ports := map[string]uint32{"eth1": 11, "eth2": 12, "eth3": 13}
