@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -124,5 +126,37 @@ func TestValidateAgentFirst(t *testing.T) {
 	}
 	if got := len(fa.requests()); got != len(files) {
 		t.Errorf("the agent got %d requests, want %d", got, len(files))
+	}
+}
+
+// TestValidateBinary runs the built binary as CI does: exit status 0 for the shipped policies,
+// 4 with file:line:col for a broken copy, and no agent needed.
+func TestValidateBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "ztgate")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	run := func(args ...string) (int, string, string) {
+		cmd := exec.Command(bin, append([]string{"--socket", noAgent(t), "policy", "validate"}, args...)...)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
+	}
+	if code, stdout, stderr := run(shippedPolicies(t)...); code != exitOK || strings.Count(stdout, ": valid: ") != 4 {
+		t.Errorf("shipped policies: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	bad := brokenCopy(t, "../../examples/factory.yaml", "port: eth3", "port: eth3/0")
+	code, stdout, stderr := run(bad)
+	want := bad + `:70:13: spec.devices[4].port: "eth3/0" is not a valid interface name: contains '/'`
+	if code != exitRejected || stdout != "" || !strings.Contains(stderr, "\n"+want) {
+		t.Errorf("broken copy: exit %d, want 4 and %s\nstdout:\n%s\nstderr:\n%s", code, want, stdout, stderr)
 	}
 }
