@@ -34,11 +34,13 @@ func (d *demo) build() error {
 	ctx, cancel := context.WithTimeout(d.ctx, buildTimeout)
 	defer cancel()
 	start := time.Now()
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", d.bin, "github.com/ztgate/ztgate/cmd/ztgate").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", d.bin,
+		"github.com/ztgate/ztgate/cmd/ztgate").CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("go build ztgate: %w\n%s", err, out)
 	}
-	d.printf("\n(built ztgate with `go build` in %v; -ztgate PATH uses a prebuilt binary)\n", time.Since(start).Round(time.Millisecond))
+	d.printf("\n(built ztgate with `go build` in %v; -ztgate PATH uses a prebuilt binary)\n",
+		time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -185,7 +187,8 @@ func (d *demo) cliJSON(v any, args ...string) error {
 		return err
 	}
 	if r.code != 0 {
-		return fmt.Errorf("`ztgate %s` exited with status %d: %s", strings.Join(args, " "), r.code, strings.TrimSpace(r.stderr))
+		return fmt.Errorf("`ztgate %s` exited with status %d: %s", strings.Join(args, " "), r.code,
+			strings.TrimSpace(r.stderr))
 	}
 	if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
 		return fmt.Errorf("`ztgate %s`: %w", strings.Join(args, " "), err)
@@ -201,7 +204,8 @@ func (d *demo) events(flags ...string) ([]api.Event, string, error) {
 		return nil, "", err
 	}
 	if r.code != 0 {
-		return nil, "", fmt.Errorf("`ztgate %s` exited with status %d: %s", strings.Join(args, " "), r.code, strings.TrimSpace(r.stderr))
+		return nil, "", fmt.Errorf("`ztgate %s` exited with status %d: %s", strings.Join(args, " "), r.code,
+			strings.TrimSpace(r.stderr))
 	}
 	evs, err := parseEvents(r.stdout)
 	return evs, r.stdout, err
@@ -284,7 +288,8 @@ func (d *demo) startAgent() error {
 		ports = append(ports, dev.Port.Name)
 	}
 	stateDir := filepath.Join(d.dir, "state")
-	doc := fmt.Sprintf(agentConfig, strings.Join(ports, ", "), stateDir, d.pinDir, d.socket, metricsAddress, d.opts.Mode, eventBurst)
+	doc := fmt.Sprintf(agentConfig, strings.Join(ports, ", "), stateDir, d.pinDir, d.socket, metricsAddress, d.opts.Mode,
+		eventBurst)
 	cfgPath := filepath.Join(d.dir, "agent.yaml")
 	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
 		return err
@@ -301,7 +306,8 @@ func (d *demo) startAgent() error {
 	if err != nil {
 		return fmt.Errorf("agent.yaml: %w", err)
 	}
-	d.printf("agent.yaml: the agent pins its XDP datapath in bpffs_dir, attaches it to every interface and\nserves its API on socket (keys not set keep their defaults):\n")
+	d.printf("agent.yaml: the agent pins its XDP datapath in bpffs_dir, attaches it to every interface and\n" +
+		"serves its API on socket (keys not set keep their defaults):\n")
 	for _, l := range strings.Split(strings.TrimRight(doc, "\n"), "\n")[1:] {
 		d.printf("  | %s\n", l)
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/ztgate/ztgate/examples"
 	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/testenv"
 )
@@ -122,7 +121,8 @@ func run(ctx context.Context, out io.Writer, opts Options) (err error) {
 	if err := d.setup(); err != nil {
 		return err
 	}
-	for _, step := range []func() error{d.buildLab, d.startAgent, d.applyPolicy, d.allowedTraffic, d.attacks, d.observe, d.changeDevice, d.stopAndUninstall} {
+	for _, step := range []func() error{d.buildLab, d.startAgent, d.applyPolicy, d.allowedTraffic, d.attacks, d.observe,
+		d.changeDevice, d.stopAndUninstall} {
 		if err := d.interrupted(); err != nil {
 			return err
 		}
@@ -251,7 +251,8 @@ func (d *demo) buildLab() error {
 		}
 		return "removed the lab network (namespaces " + d.nsPattern() + ", veths)", nil
 	})
-	d.thermo, d.cam, d.hvac, d.intruder = tp.Device("thermostat"), tp.Device("camera"), tp.Device("hvac-ctl"), tp.Device("intruder")
+	d.thermo, d.cam, d.hvac, d.intruder = tp.Device("thermostat"), tp.Device("camera"), tp.Device("hvac-ctl"),
+		tp.Device("intruder")
 	d.cloud = tp.Upstream
 	for _, dev := range tp.Devices {
 		ll, err := linkLocal(dev)
@@ -279,7 +280,8 @@ func (d *demo) buildLab() error {
 			return err
 		}
 	}
-	d.printf("  (built in %v, echo servers on the cloud and the gateway). The policy will not know the\n", time.Since(start).Round(time.Millisecond))
+	d.printf("  (built in %v, echo servers on the cloud and the gateway). The policy will not know the\n",
+		time.Since(start).Round(time.Millisecond))
 	d.printf("  intruder, a rogue box on a free port; the camera will play a compromised device.\n")
 	return nil
 }
@@ -310,7 +312,8 @@ func linkLocal(dev *testenv.Device) (netip.Addr, error) {
 func (d *demo) drawLab() {
 	cfg := d.tp.Config()
 	for _, dev := range d.tp.Devices {
-		d.printf("  %-10s  %s  %-10s  %-11s  on gateway port %s\n", dev.Name, dev.MAC, dev.IPv4[0], dev.IPv6[0], dev.Port.Name)
+		d.printf("  %-10s  %s  %-10s  %-11s  on gateway port %s\n", dev.Name, dev.MAC, dev.IPv4[0], dev.IPv6[0],
+			dev.Port.Name)
 	}
 	d.printf("  %-10s  netns %s, %s and %s on every device port: the agent runs here\n",
 		"gateway", d.tp.Gateway.Name(), cfg.GatewayIPv4, cfg.GatewayIPv6)
@@ -324,28 +327,28 @@ func (d *demo) drawLab() {
 func (d *demo) applyPolicy() error {
 	d.heading("Policy applied: validate, diff, apply")
 	cfg := d.tp.Config()
-	site := examples.Site{
+	s := site{
 		GatewayIPv4: cfg.GatewayIPv4.String(), GatewayIPv6: cfg.GatewayIPv6.String(),
 		CloudIPv4: d.cloud.IPv4.String(), CloudIPv6: d.cloud.IPv6.String(),
 	}
 	for _, dev := range []*testenv.Device{d.thermo, d.cam, d.hvac} { // not the intruder
-		sd := examples.Device{Name: dev.Name, MAC: dev.MAC.String(), Port: dev.Port.Name}
+		sd := siteDevice{Name: dev.Name, MAC: dev.MAC.String(), Port: dev.Port.Name}
 		for _, a := range dev.IPv4 {
 			sd.IPv4 = append(sd.IPv4, a.String())
 		}
 		for _, a := range append(slices.Clone(dev.IPv6), d.linkLocal[dev.Name]) {
 			sd.IPv6 = append(sd.IPv6, a.String())
 		}
-		site.Devices = append(site.Devices, sd)
+		s.Devices = append(s.Devices, sd)
 	}
-	doc, err := examples.RenderPolicy(site)
+	doc, err := renderPolicy(s)
 	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(d.dir, "policy.yaml"), doc, 0o644); err != nil {
 		return err
 	}
-	d.printf("examples/policy.yaml, rendered for the lab into policy.yaml (%d lines): thermostat (sensors),\n",
+	d.printf("The demo site's policy, rendered for the lab into policy.yaml (%d lines): thermostat (sensors),\n",
 		strings.Count(string(doc), "\n"))
 	d.printf("camera (cameras), hvac-ctl (controllers), no intruder. Nothing changes until the agent accepts it.\n")
 	if _, err := d.show(0, nil, "policy", "validate", "policy.yaml"); err != nil {
@@ -376,7 +379,8 @@ func firstLine(s string) string {
 
 func (d *demo) stopAndUninstall() error {
 	d.heading("Agent stopped, enforcement stays; uninstall; teardown")
-	if _, err := d.show(0, keepPrefixes("hash, devices, interfaces, map fill levels", "Agent:", "Policy:", "Applied:", "Events:"), "status"); err != nil {
+	brief := keepPrefixes("hash, devices, interfaces, map fill levels", "Agent:", "Policy:", "Applied:", "Events:")
+	if _, err := d.show(0, brief, "status"); err != nil {
 		return err
 	}
 	d.printf("  $ kill -TERM %d\n", d.agent.pid())

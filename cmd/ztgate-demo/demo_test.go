@@ -125,7 +125,8 @@ func TestDemoInterrupted(t *testing.T) {
 	if !strings.Contains(text, "applied revision 0 -> 1") || strings.Contains(text, "[5/8]") {
 		t.Errorf("the demo was not interrupted in step 4")
 	}
-	for _, want := range []string{"stopped the agent (pid ", "uninstalled the datapath", "removed the lab network", "removed the demo directory"} {
+	for _, want := range []string{"stopped the agent (pid ", "uninstalled the datapath", "removed the lab network",
+		"removed the demo directory"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the teardown does not say %q", want)
 		}
@@ -181,7 +182,8 @@ func checkLeftovers(t *testing.T, text, pinDir string) {
 	}
 	if m := regexp.MustCompile(`agent pid (\d+) ready`).FindStringSubmatch(text); m == nil {
 		t.Error("the output does not name the agent's pid")
-	} else if cmdline, err := os.ReadFile("/proc/" + m[1] + "/cmdline"); err == nil && strings.Contains(string(cmdline), "agent.yaml") {
+	} else if cmdline, err := os.ReadFile("/proc/" + m[1] + "/cmdline"); err == nil &&
+		strings.Contains(string(cmdline), "agent.yaml") {
 		t.Errorf("agent process %s left behind: %q", m[1], cmdline)
 	}
 }
@@ -191,20 +193,31 @@ func TestDecodeFrame(t *testing.T) {
 	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
 	dev, gw := mac("02:7a:64:00:00:02"), mac("02:7a:67:00:00:02")
 	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	host := func(m net.HardwareAddr, ip string) frames.Host { return frames.Host{MAC: m, IP: a(ip)} }
 	for _, c := range []struct {
 		frame []byte
 		want  string
 	}{
-		{frames.UDP(frames.Host{MAC: dev, IP: a("10.99.0.12")}, frames.Host{MAC: gw, IP: a("192.0.2.2")}, 40000, 7000, []byte("x")),
-			"IPv4 10.99.0.12 → 192.0.2.2 UDP 40000 → 7000"},
-		{frames.TCP(frames.Host{MAC: dev, IP: a("fd00:99::12")}, frames.Host{MAC: gw, IP: a("2001:db8:99::2")}, 40001, 22, true, nil),
-			"IPv6 fd00:99::12 → 2001:db8:99::2 TCP 40001 → 22 [SYN]"},
-		{frames.ARP(frames.Host{MAC: dev}, 2, dev, a("10.99.0.10"), a("10.99.0.1")),
-			"ARP reply 10.99.0.10 is-at 02:7a:64:00:00:02"},
-		{frames.ARP(frames.Host{MAC: dev}, 1, dev, a("10.99.0.13"), a("10.99.0.1")),
-			"ARP request who-has 10.99.0.1 tell 10.99.0.13"},
-		{frames.Echo(frames.Host{MAC: dev, IP: a("10.99.0.12")}, frames.Host{MAC: gw, IP: a("10.99.0.1")}),
-			"IPv4 10.99.0.12 → 10.99.0.1 ICMPv4 EchoRequest"},
+		{
+			frame: frames.UDP(host(dev, "10.99.0.12"), host(gw, "192.0.2.2"), 40000, 7000, []byte("x")),
+			want:  "IPv4 10.99.0.12 → 192.0.2.2 UDP 40000 → 7000",
+		},
+		{
+			frame: frames.TCP(host(dev, "fd00:99::12"), host(gw, "2001:db8:99::2"), 40001, 22, true, nil),
+			want:  "IPv6 fd00:99::12 → 2001:db8:99::2 TCP 40001 → 22 [SYN]",
+		},
+		{
+			frame: frames.ARP(frames.Host{MAC: dev}, 2, dev, a("10.99.0.10"), a("10.99.0.1")),
+			want:  "ARP reply 10.99.0.10 is-at 02:7a:64:00:00:02",
+		},
+		{
+			frame: frames.ARP(frames.Host{MAC: dev}, 1, dev, a("10.99.0.13"), a("10.99.0.1")),
+			want:  "ARP request who-has 10.99.0.1 tell 10.99.0.13",
+		},
+		{
+			frame: frames.Echo(host(dev, "10.99.0.12"), host(gw, "10.99.0.1")),
+			want:  "IPv4 10.99.0.12 → 10.99.0.1 ICMPv4 EchoRequest",
+		},
 	} {
 		fi := decodeFrame(c.frame)
 		if fi.Text != c.want {
@@ -215,8 +228,10 @@ func TestDecodeFrame(t *testing.T) {
 		}
 	}
 	// Events capture at most 128 bytes: a cut frame still decodes its headers.
-	long := frames.UDP(frames.Host{MAC: dev, IP: a("10.99.0.12")}, frames.Host{MAC: gw, IP: a("192.0.2.2")}, 1, 2, make([]byte, 500))
-	if fi := decodeFrame(long[:128]); fi.DPort != 2 || !strings.HasPrefix(fi.Text, "IPv4 10.99.0.12 → 192.0.2.2 UDP 1 → 2") {
+	long := frames.UDP(frames.Host{MAC: dev, IP: a("10.99.0.12")}, frames.Host{MAC: gw, IP: a("192.0.2.2")}, 1, 2,
+		make([]byte, 500))
+	if fi := decodeFrame(long[:128]); fi.DPort != 2 ||
+		!strings.HasPrefix(fi.Text, "IPv4 10.99.0.12 → 192.0.2.2 UDP 1 → 2") {
 		t.Errorf("cut frame decoded as %q", fi.Text)
 	}
 }

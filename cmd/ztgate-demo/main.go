@@ -1,12 +1,12 @@
 // Command ztgate-demo is a guided tour of ztgate on a fresh Linux machine (run as root, or with
 // `sudo make demo`). It drives the real binaries, as an operator would: it builds a small lab
 // network of IoT devices behind a gateway out of network namespaces and veth pairs, starts
-// `ztgate agent` inside the gateway's namespace, applies examples/policy.yaml (rendered for the
-// lab) with `ztgate policy validate|diff|apply`, shows allowed traffic passing and attacks
-// (lateral movement, a forbidden port, IP/ARP/MAC spoofing, a rogue device) being dropped,
-// asks `ztgate policy explain`, `ztgate devices` and `ztgate events` (with a pcap), stops the
-// agent (enforcement stays) and uninstalls the datapath. It removes everything it created on
-// the way out, also on error or Ctrl-C.
+// `ztgate agent` inside the gateway's namespace, applies the demo site's policy
+// (policy.yaml.tmpl, rendered for the lab) with `ztgate policy validate|diff|apply`, shows
+// allowed traffic passing and attacks (lateral movement, a forbidden port, IP/ARP/MAC spoofing,
+// a rogue device) being dropped, asks `ztgate policy explain`, `ztgate devices` and
+// `ztgate events` (with a pcap), stops the agent (enforcement stays) and uninstalls the
+// datapath. It removes everything it created on the way out, also on error or Ctrl-C.
 //
 // The exit status is 0 only if every expectation held.
 package main
@@ -25,8 +25,11 @@ import (
 func main() {
 	mode := flag.String("mode", "auto", "XDP attach mode of the agent: auto (native, else generic), native or generic")
 	pinDir := flag.String("pin-dir", "", "bpffs directory of the agent's pins (default: /sys/fs/bpf/ztgate-demo-<random>)")
-	bin := flag.String("ztgate", "", "the ztgate binary (CLI and agent); empty: go build it into the demo's temporary directory")
-	pcap := flag.String("pcap", "", "where `ztgate events --pcap` writes the drop events' frames (default: in the temporary directory, removed at the end)")
+	bin := flag.String("ztgate", "",
+		"the ztgate binary (CLI and agent); empty: go build it into the demo's temporary directory")
+	pcap := flag.String("pcap", "",
+		"where `ztgate events --pcap` writes the drop events' frames "+
+			"(default: in the temporary directory, removed at the end)")
 	flag.Parse()
 	m, err := loader.ParseMode(*mode)
 	if err != nil {

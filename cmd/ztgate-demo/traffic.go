@@ -40,9 +40,11 @@ func (d *demo) allowedTraffic() error {
 			func() error {
 				return d.echo(d.cam, "tcp", hostPort(d.cloud.IPv4, portHTTPS), strings.Repeat("video-frame ", 300))
 			}},
-		{fmt.Sprintf("thermostat → hvac-ctl %s UDP datagram", hostPort(d.hvac.IPv4[0], portCoAP)), "sensors: segment controllers, udp 5683",
+		{fmt.Sprintf("thermostat → hvac-ctl %s UDP datagram", hostPort(d.hvac.IPv4[0], portCoAP)),
+			"sensors: segment controllers, udp 5683",
 			func() error { return d.datagram(d.thermo, d.hvac, portCoAP, "too warm: cool down") }},
-		{fmt.Sprintf("hvac-ctl   → thermostat %s UDP datagram", hostPort(d.thermo.IPv4[0], portCoAP)), "hvac-ctl: device thermostat, udp 5683",
+		{fmt.Sprintf("hvac-ctl   → thermostat %s UDP datagram", hostPort(d.thermo.IPv4[0], portCoAP)),
+			"hvac-ctl: device thermostat, udp 5683",
 			func() error { return d.datagram(d.hvac, d.thermo, portCoAP, "ack: cooling") }},
 		{fmt.Sprintf("thermostat → gateway %s UDP (DNS)", hostPort(gw4, portDNS)), "gateway service dns",
 			func() error { return d.echo(d.thermo, "udp", hostPort(gw4, portDNS), "A? broker.example") }},
@@ -167,7 +169,8 @@ func (d *demo) attacks() error {
 	cloud4 := d.cloud.IPv4
 	attacks := []attack{
 		{
-			title: fmt.Sprintf("lateral movement: the compromised camera → hvac-ctl %s (UDP)", hostPort(hvac.IPv4[0], portCoAP)),
+			title: fmt.Sprintf("lateral movement: the compromised camera → hvac-ctl %s (UDP)",
+				hostPort(hvac.IPv4[0], portCoAP)),
 			try: func() error {
 				c, err := cam.NS.Dial("udp", hostPort(hvac.IPv4[0], portCoAP), blockTimeout)
 				if err != nil {
@@ -226,7 +229,8 @@ func (d *demo) attacks() error {
 			},
 		},
 		{
-			title: fmt.Sprintf("unknown device: the intruder (%s) → cloud %s (TCP)", intruder.MAC, hostPort(cloud4, portHTTPS)),
+			title: fmt.Sprintf("unknown device: the intruder (%s) → cloud %s (TCP)", intruder.MAC,
+				hostPort(cloud4, portHTTPS)),
 			try: func() error {
 				c, err := intruder.NS.Dial("tcp", hostPort(cloud4, portHTTPS), blockTimeout)
 				if err == nil {
@@ -239,7 +243,8 @@ func (d *demo) attacks() error {
 			match: func(fi frameInfo) bool { return bytes.Equal(fi.SrcMAC, intruder.MAC) },
 		},
 		{
-			title: fmt.Sprintf("MAC spoofing: the intruder clones the camera (%s, %s) → cloud %s", cam.MAC, cam.IPv4[0], hostPort(cloud4, portHTTPS)),
+			title: fmt.Sprintf("MAC spoofing: the intruder clones the camera (%s, %s) → cloud %s", cam.MAC, cam.IPv4[0],
+				hostPort(cloud4, portHTTPS)),
 			try: func() error {
 				f := frames.TCP(frames.Host{MAC: cam.MAC, IP: cam.IPv4[0]}, frames.Host{MAC: intruder.Port.MAC, IP: cloud4},
 					spoofSPort, portHTTPS, true, nil)
@@ -280,12 +285,14 @@ func (d *demo) attacks() error {
 
 	d.printf("Why? The agent answers from the policy in force:\n")
 	explained := keepPrefixes("from, to, flow, mode, revision", "Verdict:", "Rule:")
-	r, err := d.show(0, explained, "policy", "explain", "--from", "camera", "--to", cloud4.String(), "--proto", "tcp", "--port", fmt.Sprint(portHTTPS))
+	r, err := d.show(0, explained, "policy", "explain", "--from", "camera", "--to", cloud4.String(), "--proto", "tcp",
+		"--port", fmt.Sprint(portHTTPS))
 	if err != nil {
 		return err
 	}
 	d.verify("explain: camera → cloud tcp/443 passes", verdict(r.stdout, "pass (allow)"))
-	r, err = d.show(0, explained, "policy", "explain", "--from", "camera", "--to", "hvac-ctl", "--proto", "udp", "--port", fmt.Sprint(portCoAP))
+	r, err = d.show(0, explained, "policy", "explain", "--from", "camera", "--to", "hvac-ctl", "--proto", "udp", "--port",
+		fmt.Sprint(portCoAP))
 	if err != nil {
 		return err
 	}

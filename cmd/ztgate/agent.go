@@ -37,8 +37,10 @@ the agent listens on. Runs until SIGINT or SIGTERM; enforcement stays in place w
 			&cli.StringSliceFlag{Name: "interface", Aliases: []string{"i"},
 				Usage: "device-facing interface to protect, a name or a pattern such as 'gw-p*' (repeat for more)"},
 			&cli.StringSliceFlag{Name: "bridge", Usage: "bridge whose every port is protected (repeat for more)"},
-			&cli.StringFlag{Name: "policy", Usage: "policy `FILE` applied at start when the state directory holds none", TakesFile: true},
-			&cli.StringFlag{Name: "state-dir", Usage: "directory of the applied policy, its revision and the audit log", TakesFile: true},
+			&cli.StringFlag{Name: "policy", Usage: "policy `FILE` applied at start when the state directory holds none",
+				TakesFile: true},
+			&cli.StringFlag{Name: "state-dir", Usage: "directory of the applied policy, its revision and the audit log",
+				TakesFile: true},
 			&cli.StringFlag{Name: "bpffs-dir", Usage: "bpffs directory of the datapath's pins", TakesFile: true},
 			&cli.StringFlag{Name: "socket-group", Usage: "group (name or gid) whose members may use the API socket"},
 			&cli.StringFlag{Name: "metrics-address", Usage: "address serving /metrics, /healthz and /readyz (\"\" disables)"},
@@ -137,7 +139,8 @@ func (a *app) uninstallCommand() *cli.Command {
 		Description: `Stop the agent first: uninstall removes the pins the agent would otherwise adopt again.
 It is idempotent: nothing pinned is not an error.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "bpffs-dir", Usage: "bpffs directory of the datapath's pins", Value: loader.DefaultPinDir, TakesFile: true},
+			&cli.StringFlag{Name: "bpffs-dir", Usage: "bpffs directory of the datapath's pins", Value: loader.DefaultPinDir,
+				TakesFile: true},
 		},
 		Action: func(_ context.Context, cmd *cli.Command) error {
 			if err := noArgs(cmd); err != nil {
@@ -155,7 +158,8 @@ It is idempotent: nothing pinned is not an error.`,
 				fmt.Fprintf(a.stderr, "ztgate: nothing pinned at %s: nothing to do\n", dir)
 				return nil
 			}
-			fmt.Fprintf(a.stderr, "ztgate: detached the XDP programs and removed the datapath pinned at %s: enforcement stopped\n", dir)
+			fmt.Fprintf(a.stderr, "ztgate: detached the XDP programs and removed the datapath pinned at %s: "+
+				"enforcement stopped\n", dir)
 			return nil
 		},
 	}

@@ -29,7 +29,8 @@ func fakeRun(t *testing.T, ret error) *agent.Config {
 }
 
 func TestAgentConfigFileAndFlags(t *testing.T) {
-	cfgFile := writeFile(t, "agent.yaml", "state_dir: /srv/ztgate\nmetrics_address: \"\"\nxdp_mode: native\nlog_format: json\n")
+	cfgFile := writeFile(t, "agent.yaml",
+		"state_dir: /srv/ztgate\nmetrics_address: \"\"\nxdp_mode: native\nlog_format: json\n")
 	got := fakeRun(t, nil)
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	r := ztgate(t, context.Background(), "", "--socket", sock, "agent", "--config", cfgFile,

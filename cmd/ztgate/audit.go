@@ -28,23 +28,11 @@ chain fails with exit status 1, naming the first bad record.`,
 			if err := noArgs(cmd); err != nil {
 				return err
 			}
-			var rs []api.AuditRecord
-			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				rs, err = c.Audit(ctx)
-				return err
-			})
+			rs, err := callFor(ctx, cmd, orEmpty((*api.Client).Audit))
 			if err != nil {
 				return err
 			}
-			if cmd.String("output") == fmtJSON {
-				if rs == nil {
-					rs = []api.AuditRecord{}
-				}
-				err = writeJSON(a.stdout, rs)
-			} else {
-				err = writeAudit(a.stdout, rs)
-			}
-			if err != nil || !cmd.Bool("verify") {
+			if err := show(a, cmd, rs, writeAudit); err != nil || !cmd.Bool("verify") {
 				return err
 			}
 			if err := verifyChain(rs); err != nil {

@@ -36,11 +36,15 @@ func chain(t *testing.T, rs []api.AuditRecord) []api.AuditRecord {
 func testAudit(t *testing.T) []api.AuditRecord {
 	at := time.Date(2025, 3, 14, 12, 0, 0, 5000, time.UTC)
 	return chain(t, []api.AuditRecord{
-		{Time: at, Action: api.ActionApply, UID: 0, GID: 0, PID: 100, OldRevision: 0, NewRevision: 1, PolicyHash: "aaaa", Result: api.ResultAccepted},
-		{Time: at.Add(time.Hour), Action: api.ActionApply, UID: 1000, GID: 1000, PID: 200, OldRevision: 1, NewRevision: 1, Result: api.ResultRejected, Error: "invalid policy"},
+		{Time: at, Action: api.ActionApply, UID: 0, GID: 0, PID: 100, OldRevision: 0, NewRevision: 1, PolicyHash: "aaaa",
+			Result: api.ResultAccepted},
+		{Time: at.Add(time.Hour), Action: api.ActionApply, UID: 1000, GID: 1000, PID: 200, OldRevision: 1, NewRevision: 1,
+			Result: api.ResultRejected, Error: "invalid policy"},
 		{Time: at.Add(2 * time.Hour), Action: api.ActionConnect, UID: 1001, GID: 1001, PID: -1, Result: api.ResultRefused},
-		{Time: at.Add(3 * time.Hour), Action: api.ActionApply, UID: 0, GID: 0, PID: 300, OldRevision: 1, NewRevision: 2, PolicyHash: "bbbb", Result: api.ResultAccepted},
-		{Time: at.Add(4 * time.Hour), Action: api.ActionDevice, Change: "put device cam-07", UID: 0, GID: 0, PID: 400, OldRevision: 2, NewRevision: 3, PolicyHash: "cccc", Result: api.ResultAccepted},
+		{Time: at.Add(3 * time.Hour), Action: api.ActionApply, UID: 0, GID: 0, PID: 300, OldRevision: 1, NewRevision: 2,
+			PolicyHash: "bbbb", Result: api.ResultAccepted},
+		{Time: at.Add(4 * time.Hour), Action: api.ActionDevice, Change: "put device cam-07", UID: 0, GID: 0, PID: 400,
+			OldRevision: 2, NewRevision: 3, PolicyHash: "cccc", Result: api.ResultAccepted},
 	})
 }
 
@@ -56,7 +60,8 @@ func TestAuditList(t *testing.T) {
 	if f := strings.Fields(lines[0]); f[0] != "SEQ" || f[len(f)-1] != "ERROR" {
 		t.Errorf("header %q", lines[0])
 	}
-	if f := strings.Fields(lines[2]); f[0] != "2" || f[2] != "apply" || f[3] != "rejected" || f[4] != "1000" || !strings.HasSuffix(lines[2], "invalid policy") {
+	if f := strings.Fields(lines[2]); f[0] != "2" || f[2] != "apply" || f[3] != "rejected" || f[4] != "1000" ||
+		!strings.HasSuffix(lines[2], "invalid policy") {
 		t.Errorf("row 2 %q", lines[2])
 	}
 	if f := strings.Fields(lines[3]); f[6] != "-" {
@@ -90,18 +95,42 @@ func TestAuditVerify(t *testing.T) {
 		tamper func([]api.AuditRecord) []api.AuditRecord
 		want   string
 	}{
-		{"edited", func(rs []api.AuditRecord) []api.AuditRecord { rs[1].Result = api.ResultAccepted; return rs }, "seq 2"},
-		{"edited-time", func(rs []api.AuditRecord) []api.AuditRecord { rs[2].Time = rs[2].Time.Add(time.Second); return rs }, "seq 3"},
-		{"deleted", func(rs []api.AuditRecord) []api.AuditRecord { return append(rs[:1:1], rs[2:]...) }, "seq 3"},
-		{"reordered", func(rs []api.AuditRecord) []api.AuditRecord { rs[2], rs[3] = rs[3], rs[2]; return rs }, "seq 4"},
-		{"rehashed", func(rs []api.AuditRecord) []api.AuditRecord {
-			// Edited and its own hash recomputed: the next record's prev no longer matches.
-			rs[0].PolicyHash = "evil"
-			fixed := chain(t, append([]api.AuditRecord(nil), rs[0]))
-			rs[0].Hash = fixed[0].Hash
-			return rs
-		}, "seq 2"},
-		{"not-from-1", func(rs []api.AuditRecord) []api.AuditRecord { return rs[1:] }, "seq 2"},
+		{
+			name:   "edited",
+			tamper: func(rs []api.AuditRecord) []api.AuditRecord { rs[1].Result = api.ResultAccepted; return rs },
+			want:   "seq 2",
+		},
+		{
+			name:   "edited-time",
+			tamper: func(rs []api.AuditRecord) []api.AuditRecord { rs[2].Time = rs[2].Time.Add(time.Second); return rs },
+			want:   "seq 3",
+		},
+		{
+			name:   "deleted",
+			tamper: func(rs []api.AuditRecord) []api.AuditRecord { return append(rs[:1:1], rs[2:]...) },
+			want:   "seq 3",
+		},
+		{
+			name:   "reordered",
+			tamper: func(rs []api.AuditRecord) []api.AuditRecord { rs[2], rs[3] = rs[3], rs[2]; return rs },
+			want:   "seq 4",
+		},
+		{
+			name: "rehashed",
+			tamper: func(rs []api.AuditRecord) []api.AuditRecord {
+				// Edited and its own hash recomputed: the next record's prev no longer matches.
+				rs[0].PolicyHash = "evil"
+				fixed := chain(t, append([]api.AuditRecord(nil), rs[0]))
+				rs[0].Hash = fixed[0].Hash
+				return rs
+			},
+			want: "seq 2",
+		},
+		{
+			name:   "not-from-1",
+			tamper: func(rs []api.AuditRecord) []api.AuditRecord { return rs[1:] },
+			want:   "seq 2",
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := tc.tamper(testAudit(t))

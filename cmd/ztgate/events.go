@@ -32,18 +32,20 @@ line. --pcap FILE also saves every event's captured bytes into a pcap file (Ethe
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep streaming new events until interrupted"},
 			&cli.StringFlag{Name: "device", Usage: "only events of this device (name)"},
-			&cli.StringFlag{Name: "reason", Usage: "only events of this drop reason (e.g. no_rule, spoof_ip)", Validator: func(s string) error {
-				if _, ok := bpf.ParseReason(s); !ok {
-					return fmt.Errorf("unknown reason %q", s)
-				}
-				return nil
-			}},
-			&cli.IntFlag{Name: "limit", Usage: "at most this many recent events first (0: all the agent keeps)", Validator: func(n int) error {
-				if n < 0 {
-					return fmt.Errorf("limit must not be negative, got %d", n)
-				}
-				return nil
-			}},
+			&cli.StringFlag{Name: "reason", Usage: "only events of this drop reason (e.g. no_rule, spoof_ip)",
+				Validator: func(s string) error {
+					if _, ok := bpf.ParseReason(s); !ok {
+						return fmt.Errorf("unknown reason %q", s)
+					}
+					return nil
+				}},
+			&cli.IntFlag{Name: "limit", Usage: "at most this many recent events first (0: all the agent keeps)",
+				Validator: func(n int) error {
+					if n < 0 {
+						return fmt.Errorf("limit must not be negative, got %d", n)
+					}
+					return nil
+				}},
 			&cli.StringFlag{Name: "pcap", Usage: "also write the events' frames to this pcap `FILE`", TakesFile: true},
 			outputFlag(fmtTable, fmtJSON),
 		},
@@ -275,7 +277,8 @@ func ipSummary(p gopacket.Packet, family string, src, dst netip.Addr, proto uint
 		return s
 	case frag == "" && udp != nil && len(udp.Contents) >= 8:
 		u := udp
-		return fmt.Sprintf("%s > %s UDP", netip.AddrPortFrom(src, uint16(u.SrcPort)), netip.AddrPortFrom(dst, uint16(u.DstPort)))
+		return fmt.Sprintf("%s > %s UDP", netip.AddrPortFrom(src, uint16(u.SrcPort)),
+			netip.AddrPortFrom(dst, uint16(u.DstPort)))
 	}
 	s = fmt.Sprintf("%s %s > %s", family, src, dst)
 	switch {

@@ -43,7 +43,8 @@ func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
 		}
 	}
 	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, ls...); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
@@ -52,7 +53,8 @@ func serialize(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
 func tcpSYN(t *testing.T) []byte {
 	return serialize(t,
 		&layers.Ethernet{SrcMAC: macCam, DstMAC: macGW, EthernetType: layers.EthernetTypeIPv4},
-		&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: net.IPv4(10, 0, 0, 5), DstIP: net.IPv4(192, 0, 2, 2)},
+		&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: net.IPv4(10, 0, 0, 5),
+			DstIP: net.IPv4(192, 0, 2, 2)},
 		&layers.TCP{SrcPort: 4321, DstPort: 22, SYN: true, Window: 64240, Seq: 1},
 	)
 }
@@ -60,16 +62,18 @@ func tcpSYN(t *testing.T) []byte {
 func arpRequest(t *testing.T) []byte {
 	return serialize(t,
 		&layers.Ethernet{SrcMAC: macCam, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP},
-		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-			Operation: layers.ARPRequest, SourceHwAddress: macCam, SourceProtAddress: []byte{10, 0, 0, 5},
+		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6,
+			ProtAddressSize: 4, Operation: layers.ARPRequest, SourceHwAddress: macCam, SourceProtAddress: []byte{10, 0, 0, 5},
 			DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 0, 0, 1}},
 	)
 }
 
 func icmpv6Echo(t *testing.T) []byte {
 	return serialize(t,
-		&layers.Ethernet{SrcMAC: macCam, DstMAC: net.HardwareAddr{0x33, 0x33, 0, 0, 0, 0x16}, EthernetType: layers.EthernetTypeIPv6},
-		&layers.IPv6{Version: 6, HopLimit: 1, NextHeader: layers.IPProtocolICMPv6, SrcIP: net.ParseIP("fe80::1"), DstIP: net.ParseIP("ff02::16")},
+		&layers.Ethernet{SrcMAC: macCam, DstMAC: net.HardwareAddr{0x33, 0x33, 0, 0, 0, 0x16},
+			EthernetType: layers.EthernetTypeIPv6},
+		&layers.IPv6{Version: 6, HopLimit: 1, NextHeader: layers.IPProtocolICMPv6, SrcIP: net.ParseIP("fe80::1"),
+			DstIP: net.ParseIP("ff02::16")},
 		&layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeEchoRequest, 0)},
 		&layers.ICMPv6Echo{Identifier: 1, SeqNumber: 2},
 	)
@@ -77,8 +81,10 @@ func icmpv6Echo(t *testing.T) []byte {
 
 func mldv2Report(t *testing.T) []byte {
 	return serialize(t,
-		&layers.Ethernet{SrcMAC: macCam, DstMAC: net.HardwareAddr{0x33, 0x33, 0, 0, 0, 0x16}, EthernetType: layers.EthernetTypeIPv6},
-		&layers.IPv6{Version: 6, HopLimit: 1, NextHeader: layers.IPProtocolICMPv6, SrcIP: net.ParseIP("fe80::1"), DstIP: net.ParseIP("ff02::16")},
+		&layers.Ethernet{SrcMAC: macCam, DstMAC: net.HardwareAddr{0x33, 0x33, 0, 0, 0, 0x16},
+			EthernetType: layers.EthernetTypeIPv6},
+		&layers.IPv6{Version: 6, HopLimit: 1, NextHeader: layers.IPProtocolICMPv6, SrcIP: net.ParseIP("fe80::1"),
+			DstIP: net.ParseIP("ff02::16")},
 		&layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeMLDv2MulticastListenerReportMessageV2, 0)},
 		gopacket.Payload([]byte{0, 0, 0, 0}), // reserved, no records
 	)
@@ -88,7 +94,8 @@ func vlanUDP(t *testing.T) []byte {
 	return serialize(t,
 		&layers.Ethernet{SrcMAC: macCam, DstMAC: macGW, EthernetType: layers.EthernetTypeDot1Q},
 		&layers.Dot1Q{VLANIdentifier: 10, Type: layers.EthernetTypeIPv4},
-		&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IPv4(10, 0, 0, 7), DstIP: net.IPv4(224, 0, 0, 251)},
+		&layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IPv4(10, 0, 0, 7),
+			DstIP: net.IPv4(224, 0, 0, 251)},
 		&layers.UDP{SrcPort: 5353, DstPort: 5353},
 		gopacket.Payload([]byte("hello")),
 	)
@@ -100,14 +107,18 @@ func TestSummarize(t *testing.T) {
 		frame []byte
 		want  string
 	}{
-		{"tcp", tcpSYN(t), "10.0.0.5:4321 > 192.0.2.2:22 TCP SYN"},
-		{"arp", arpRequest(t), "ARP who-has 10.0.0.1 tell 10.0.0.5"},
-		{"icmpv6", icmpv6Echo(t), "IPv6 fe80::1 > ff02::16 ICMPv6 EchoRequest"},
-		{"mld", mldv2Report(t), "IPv6 fe80::1 > ff02::16 ICMPv6 MLDv2Report"},
-		{"vlan-udp", vlanUDP(t), "vlan 10 10.0.0.7:5353 > 224.0.0.251:5353 UDP"},
-		{"cut", tcpSYN(t)[:40], "IPv4 10.0.0.5 > 192.0.2.2 TCP [truncated]"},
-		{"lldp", append(append(append([]byte{}, macGW...), macCam...), 0x88, 0xcc, 1, 2, 3), "ethertype 0x88cc"},
-		{"empty", nil, "(no bytes captured)"},
+		{name: "tcp", frame: tcpSYN(t), want: "10.0.0.5:4321 > 192.0.2.2:22 TCP SYN"},
+		{name: "arp", frame: arpRequest(t), want: "ARP who-has 10.0.0.1 tell 10.0.0.5"},
+		{name: "icmpv6", frame: icmpv6Echo(t), want: "IPv6 fe80::1 > ff02::16 ICMPv6 EchoRequest"},
+		{name: "mld", frame: mldv2Report(t), want: "IPv6 fe80::1 > ff02::16 ICMPv6 MLDv2Report"},
+		{name: "vlan-udp", frame: vlanUDP(t), want: "vlan 10 10.0.0.7:5353 > 224.0.0.251:5353 UDP"},
+		{name: "cut", frame: tcpSYN(t)[:40], want: "IPv4 10.0.0.5 > 192.0.2.2 TCP [truncated]"},
+		{
+			name:  "lldp",
+			frame: append(append(append([]byte{}, macGW...), macCam...), 0x88, 0xcc, 1, 2, 3),
+			want:  "ethertype 0x88cc",
+		},
+		{name: "empty", frame: nil, want: "(no bytes captured)"},
 	} {
 		got := summarize(tc.frame)
 		if tc.name == "lldp" || tc.name == "cut" {
@@ -164,7 +175,8 @@ func TestEventsTable(t *testing.T) {
 	if len(lines) != 1+len(evs) {
 		t.Fatalf("want a header and %d lines: %s", len(evs), r)
 	}
-	if got := strings.Fields(lines[0]); !reflect.DeepEqual(got, []string{"TIME", "DEVICE", "IFACE", "VERDICT", "REASON", "LEN", "SUMMARY"}) {
+	if got := strings.Fields(lines[0]); !reflect.DeepEqual(got, []string{"TIME", "DEVICE", "IFACE", "VERDICT", "REASON",
+		"LEN", "SUMMARY"}) {
 		t.Errorf("header %q", got)
 	}
 	for i, want := range []string{
@@ -247,7 +259,8 @@ func checkPcap(t *testing.T, path string, evs []api.Event) {
 			t.Errorf("packet %d: % x, want % x", i, frames[i], ev.Frame)
 		}
 		ci := cis[i]
-		if ci.CaptureLength != len(ev.Frame) || ci.Length != ev.FrameLen || !ci.Timestamp.Equal(ev.Time.Truncate(time.Microsecond)) {
+		if ci.CaptureLength != len(ev.Frame) || ci.Length != ev.FrameLen ||
+			!ci.Timestamp.Equal(ev.Time.Truncate(time.Microsecond)) {
 			t.Errorf("packet %d: capture info %+v, want len %d/%d at %v", i, ci, len(ev.Frame), ev.FrameLen, ev.Time)
 		}
 	}
@@ -301,7 +314,8 @@ func TestEventsFollowUntilInterrupted(t *testing.T) {
 	var errb bytes.Buffer
 	codec := make(chan int, 1)
 	go func() {
-		codec <- runIO(ctx, []string{"ztgate", "--socket", fa.socket, "--timeout", "50ms", "events", "-f", "-o", "json", "--pcap", path},
+		codec <- runIO(ctx, []string{"ztgate", "--socket", fa.socket, "--timeout", "50ms", "events", "-f", "-o", "json",
+			"--pcap", path},
 			strings.NewReader(""), out, &errb)
 	}()
 	select {

@@ -95,6 +95,9 @@ func exitCode(err error) int {
 // reportError writes err to w the way the user should see it: "ztgate: message", then for a
 // rejected policy each problem on its own line as file:line:col: field: message, then a hint.
 func reportError(w io.Writer, err error) {
+	if errors.Is(err, errReported) {
+		return
+	}
 	var (
 		ue *usageError
 		ur *api.ErrUnreachable

@@ -5,19 +5,21 @@
 // other command is an unprivileged client of the agent's local API on its unix socket:
 //
 //	ztgate [--socket PATH] [--timeout D] COMMAND
-//	  agent                   run the agent (root)
-//	  uninstall               detach and unpin the datapath (root)
-//	  status                  agent, policy, interfaces, map fill levels, event counters
-//	  devices                 devices of the policy in force with their counters
-//	  events                  sampled drop and audit events (-f to follow, --pcap to save)
-//	  audit                   the agent's audit log (--verify checks its hash chain)
-//	  policy validate FILE    check a policy without applying it
-//	  policy diff FILE        what applying a policy would change
-//	  policy apply FILE       make a policy the one in force
-//	  policy get              the policy in force (YAML, valid input to apply)
-//	  policy explain          whether a flow is allowed, and which rule decides
-//	  version                 the version of this binary
-//	  completion SHELL        a shell completion script (bash, zsh, fish, pwsh)
+//	  agent                      run the agent (root)
+//	  uninstall                  detach and unpin the datapath (root)
+//	  status                     agent, policy, interfaces, map fill levels, event counters
+//	  devices                    devices of the policy in force with their counters
+//	  events                     sampled drop and audit events (-f to follow, --pcap to save)
+//	  audit                      the agent's audit log (--verify checks its hash chain)
+//	  policy validate FILE...    check policies without applying them (offline when no agent answers)
+//	  policy diff FILE           what applying a policy would change
+//	  policy apply FILE          make a policy the one in force
+//	  policy set-device FILE     add or replace one device of the policy in force
+//	  policy delete-device NAME  remove one device from the policy in force
+//	  policy get                 the policy in force (YAML, valid input to apply)
+//	  policy explain             whether a flow is allowed, and which rule decides
+//	  version                    the version of this binary
+//	  completion SHELL           a shell completion script (bash, zsh, fish, pwsh)
 //
 // Data goes to stdout, diagnostics to stderr. Exit status: 0 success, 1 other error, 2 usage
 // error, 3 agent unreachable, 4 policy rejected, 5 permission denied.
@@ -179,6 +181,53 @@ func call(ctx context.Context, cmd *cli.Command, fn func(context.Context, *api.C
 		return fmt.Errorf("no answer from the agent at %s within %s (--timeout)", c.Socket(), d)
 	}
 	return err
+}
+
+// getter is a request to the agent whose answer is a value, e.g. (*api.Client).Status.
+type getter[T any] func(*api.Client, context.Context) (T, error)
+
+// callFor is call for a request whose answer is a value, e.g. (*api.Client).Status.
+func callFor[T any](ctx context.Context, cmd *cli.Command, get getter[T]) (T, error) {
+	var v T
+	err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
+		v, err = get(c, ctx)
+		return err
+	})
+	return v, err
+}
+
+// show writes v to the standard output: as JSON with -o json, else with text.
+func show[T any](a *app, cmd *cli.Command, v T, text func(io.Writer, T) error) error {
+	if cmd.String("output") == fmtJSON {
+		return writeJSON(a.stdout, v)
+	}
+	return text(a.stdout, v)
+}
+
+// queryAction is the action of a command without arguments that asks the agent with get and
+// shows the answer.
+func queryAction[T any](a *app, get getter[T], text func(io.Writer, T) error) cli.ActionFunc {
+	return func(ctx context.Context, cmd *cli.Command) error {
+		if err := noArgs(cmd); err != nil {
+			return err
+		}
+		v, err := callFor(ctx, cmd, get)
+		if err != nil {
+			return err
+		}
+		return show(a, cmd, v, text)
+	}
+}
+
+// orEmpty makes get answer an empty list instead of nil, so that -o json prints [] for none.
+func orEmpty[T any](get getter[[]T]) getter[[]T] {
+	return func(c *api.Client, ctx context.Context) ([]T, error) {
+		v, err := get(c, ctx)
+		if v == nil {
+			v = []T{}
+		}
+		return v, err
+	}
 }
 
 // noArgs fails with a usage error when cmd was given positional arguments.

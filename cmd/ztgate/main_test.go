@@ -9,12 +9,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/urfave/cli/v3"
 
 	"github.com/ztgate/ztgate/api"
 )
@@ -203,17 +206,17 @@ func TestExitCode(t *testing.T) {
 		err  error
 		code int
 	}{
-		{nil, 0},
-		{errors.New("boom"), 1},
-		{&usageError{err: errors.New("bad")}, 2},
-		{fmt.Errorf("wrapped: %w", &api.ErrUnreachable{Socket: "s", Err: syscall.ECONNREFUSED}), 3},
-		{&api.ErrUnreachable{Socket: "s", Err: syscall.EACCES}, 5},
-		{&api.Error{Kind: api.KindInvalidPolicy}, 4},
-		{&api.Error{Kind: api.KindRejected}, 4},
-		{&api.Error{Kind: api.KindForbidden}, 5},
-		{&api.Error{Kind: api.KindNotFound}, 1},
-		{&api.Error{Kind: api.KindInternal}, 1},
-		{&codeError{code: 5, err: errors.New("x")}, 5},
+		{err: nil, code: 0},
+		{err: errors.New("boom"), code: 1},
+		{err: &usageError{err: errors.New("bad")}, code: 2},
+		{err: fmt.Errorf("wrapped: %w", &api.ErrUnreachable{Socket: "s", Err: syscall.ECONNREFUSED}), code: 3},
+		{err: &api.ErrUnreachable{Socket: "s", Err: syscall.EACCES}, code: 5},
+		{err: &api.Error{Kind: api.KindInvalidPolicy}, code: 4},
+		{err: &api.Error{Kind: api.KindRejected}, code: 4},
+		{err: &api.Error{Kind: api.KindForbidden}, code: 5},
+		{err: &api.Error{Kind: api.KindNotFound}, code: 1},
+		{err: &api.Error{Kind: api.KindInternal}, code: 1},
+		{err: &codeError{code: 5, err: errors.New("x")}, code: 5},
 	} {
 		if got := exitCode(tc.err); got != tc.code {
 			t.Errorf("exitCode(%v) = %d, want %d", tc.err, got, tc.code)
@@ -222,7 +225,8 @@ func TestExitCode(t *testing.T) {
 }
 
 func TestForbiddenIsExit5(t *testing.T) {
-	forbidden := replyError(http.StatusForbidden, api.Error{Kind: api.KindForbidden, Message: "uid 1000 may not use the API"})
+	forbidden := replyError(http.StatusForbidden, api.Error{Kind: api.KindForbidden,
+		Message: "uid 1000 may not use the API"})
 	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathStatus: forbidden, api.PathPolicyApply: forbidden})
 	r := fa.run(t, "status")
 	wantCode(t, r, exitForbidden)
@@ -298,9 +302,40 @@ func TestVersionAndHelp(t *testing.T) {
 	}
 	r = ztgate(t, context.Background(), "", "--help")
 	wantCode(t, r, exitOK)
-	for _, s := range []string{"EXIT STATUS", "3  agent unreachable", "4  policy rejected", "5  permission denied", "policy", "events", "audit"} {
+	for _, s := range []string{"EXIT STATUS", "3  agent unreachable", "4  policy rejected", "5  permission denied",
+		"policy", "events", "audit"} {
 		if !strings.Contains(r.stdout, s) {
 			t.Errorf("help lacks %q:\n%s", s, r.stdout)
 		}
+	}
+}
+
+// TestPackageDocListsCommands: the command list in main.go's package comment names every
+// command of the tree.
+func TestPackageDocListsCommands(t *testing.T) {
+	src, err := os.ReadFile("main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(src[:bytes.Index(src, []byte("\npackage main"))])
+	root := (&app{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard}).command()
+	root.Run(context.Background(), []string{"ztgate", "version"}) // adds the completion command
+	n := 0
+	_ = root.Walk(func(c *cli.Command) error {
+		if c == root || c.Hidden || c.Name == "help" {
+			return nil
+		}
+		name := strings.TrimPrefix(c.FullName(), "ztgate ")
+		if strings.HasPrefix(name, "completion ") { // one per shell: completion SHELL
+			return nil
+		}
+		n++
+		if !strings.Contains(doc, "//\t  "+name+" ") {
+			t.Errorf("main.go's command list lacks %q", name)
+		}
+		return nil
+	})
+	if n < 16 {
+		t.Errorf("walked %d commands, want at least 16", n)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"time"
 
@@ -42,19 +41,7 @@ func (a *app) readPolicy(cmd *cli.Command) (string, []byte, error) {
 	default:
 		return "", nil, usagef(cmd, "one FILE expected, got %d arguments", cmd.NArg())
 	}
-	path := cmd.Args().First()
-	if path == "-" {
-		data, err := io.ReadAll(a.stdin)
-		if err != nil {
-			return "", nil, fmt.Errorf("read standard input: %w", err)
-		}
-		return "<stdin>", data, nil
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", nil, err
-	}
-	return path, data, nil
+	return a.readFile(cmd.Args().First())
 }
 
 // sendPolicy is a command that sends the FILE argument to the agent with send and prints the
@@ -71,29 +58,15 @@ func sendPolicy[R any](a *app, name, usage string, send func(*api.Client, contex
 			if err != nil {
 				return err
 			}
-			var r R
-			err = call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				r, err = send(c, ctx, file, doc)
-				return err
+			r, err := callFor(ctx, cmd, func(c *api.Client, ctx context.Context) (R, error) {
+				return send(c, ctx, file, doc)
 			})
 			if err != nil {
 				return err
 			}
-			if cmd.String("output") == fmtJSON {
-				return writeJSON(a.stdout, r)
-			}
-			return text(a.stdout, file, r)
+			return show(a, cmd, r, func(w io.Writer, r R) error { return text(w, file, r) })
 		},
 	}
-}
-
-func (a *app) policyValidateCommand() *cli.Command {
-	return sendPolicy(a, "validate", "check a policy (parse, validate, compile against the agent's capacities) without applying it",
-		(*api.Client).Validate, func(w io.Writer, file string, r *api.ValidateResult) error {
-			_, err := fmt.Fprintf(w, "%s: valid: policy %q, %d devices in %d segments, hash %s\n",
-				file, r.Name, r.Devices, r.Segments, shortHash(r.Hash))
-			return err
-		})
 }
 
 func (a *app) policyDiffCommand() *cli.Command {
@@ -115,7 +88,8 @@ func (a *app) policyApplyCommand() *cli.Command {
 }
 
 func (a *app) policySetDeviceCommand() *cli.Command {
-	cmd := sendPolicy(a, "set-device", "add or replace one device of the policy in force (FILE: the fields of one spec.devices entry)",
+	const usage = "add or replace one device of the policy in force (FILE: the fields of one spec.devices entry)"
+	cmd := sendPolicy(a, "set-device", usage,
 		func(c *api.Client, ctx context.Context, file string, doc []byte) (*api.ApplyResult, error) {
 			d, locate, err := policy.ParseDevice(file, doc)
 			if err != nil {
@@ -156,18 +130,13 @@ func (a *app) policyDeleteDeviceCommand() *cli.Command {
 			if err := policy.CheckName(cmd.Args().First()); err != nil {
 				return usagef(cmd, "%v", err)
 			}
-			var r *api.ApplyResult
-			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				r, err = c.DeleteDevice(ctx, cmd.Args().First())
-				return err
+			r, err := callFor(ctx, cmd, func(c *api.Client, ctx context.Context) (*api.ApplyResult, error) {
+				return c.DeleteDevice(ctx, cmd.Args().First())
 			})
 			if err != nil {
 				return err
 			}
-			if cmd.String("output") == fmtJSON {
-				return writeJSON(a.stdout, r)
-			}
-			return printApplied(a.stdout, "", r)
+			return show(a, cmd, r, func(w io.Writer, r *api.ApplyResult) error { return printApplied(w, "", r) })
 		},
 	}
 }
@@ -193,24 +162,10 @@ func (a *app) policyGetCommand() *cli.Command {
 		Name:  "get",
 		Usage: "print the policy in force (-o yaml is valid input to apply)",
 		Flags: []cli.Flag{outputFlag(fmtYAML, fmtJSON)},
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if err := noArgs(cmd); err != nil {
-				return err
-			}
-			var p *api.PolicyInfo
-			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				p, err = c.Policy(ctx)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if cmd.String("output") == fmtJSON {
-				return writeJSON(a.stdout, p)
-			}
-			_, err = io.WriteString(a.stdout, p.YAML)
+		Action: queryAction(a, (*api.Client).Policy, func(w io.Writer, p *api.PolicyInfo) error {
+			_, err := io.WriteString(w, p.YAML)
 			return err
-		},
+		}),
 	}
 }
 
@@ -237,18 +192,13 @@ func (a *app) policyExplainCommand() *cli.Command {
 				Proto: cmd.String("proto"),
 				Port:  cmd.Uint16("port"),
 			}
-			var e *api.Explanation
-			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				e, err = c.Explain(ctx, q)
-				return err
+			e, err := callFor(ctx, cmd, func(c *api.Client, ctx context.Context) (*api.Explanation, error) {
+				return c.Explain(ctx, q)
 			})
 			if err != nil {
 				return err
 			}
-			if cmd.String("output") == fmtJSON {
-				return writeJSON(a.stdout, e)
-			}
-			return writeExplanation(a.stdout, e)
+			return show(a, cmd, e, writeExplanation)
 		},
 	}
 }

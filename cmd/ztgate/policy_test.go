@@ -16,7 +16,8 @@ import (
 )
 
 // testYAML has no trailing newline and odd spacing: get must not normalise it.
-const testYAML = "apiVersion: ztgate.io/v1\nkind: Policy\nmetadata:\n  name: home-lab   # the lab\nspec:\n  mode: enforce\n\n  devices: []"
+const testYAML = "apiVersion: ztgate.io/v1\nkind: Policy\nmetadata:\n  name: home-lab   # the lab\n" +
+	"spec:\n  mode: enforce\n\n  devices: []"
 
 func TestPolicyGetYAMLVerbatim(t *testing.T) {
 	info := api.PolicyInfo{PolicyMeta: api.PolicyMeta{Revision: 3, Name: "home-lab", Hash: "abc"}, YAML: testYAML}
@@ -115,7 +116,8 @@ var testChanges = policy.Diff{
 }
 
 func TestPolicyApply(t *testing.T) {
-	res := api.ApplyResult{OldRevision: 6, NewRevision: 7, Hash: "fedcba9876543210fedcba", Duration: 1500 * time.Microsecond, Changes: testChanges}
+	res := api.ApplyResult{OldRevision: 6, NewRevision: 7, Hash: "fedcba9876543210fedcba",
+		Duration: 1500 * time.Microsecond, Changes: testChanges}
 	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathPolicyApply: reply(res)})
 	path := writeFile(t, "p.yaml", testYAML)
 	r := fa.run(t, "policy", "apply", path)
@@ -140,7 +142,8 @@ func TestPolicyApply(t *testing.T) {
 
 func TestPolicyDiff(t *testing.T) {
 	path := writeFile(t, "p.yaml", testYAML)
-	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathPolicyDiff: reply(api.DiffResult{Revision: 7, Diff: testChanges})})
+	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathPolicyDiff: reply(api.DiffResult{Revision: 7,
+		Diff: testChanges})})
 	r := fa.run(t, "policy", "diff", path)
 	wantCode(t, r, exitOK)
 	if r.stdout != "changes against revision 7:\n"+testChanges.String() {
@@ -162,13 +165,15 @@ func TestPolicyExplain(t *testing.T) {
 	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathExplain: reply(e)})
 	r := fa.run(t, "policy", "explain", "--from", "cam-1", "--to", "nvr", "--proto", "tcp", "--port", "22")
 	wantCode(t, r, exitOK)
-	for _, s := range []string{"drop (no_rule)", "cam-1 (10.0.0.5)", "192.0.2.2 (device nvr)", "tcp port 22", "Revision:"} {
+	for _, s := range []string{"drop (no_rule)", "cam-1 (10.0.0.5)", "192.0.2.2 (device nvr)", "tcp port 22",
+		"Revision:"} {
 		if !strings.Contains(r.stdout, s) {
 			t.Errorf("explain lacks %q:\n%s", s, r.stdout)
 		}
 	}
 	var q api.ExplainRequest
-	if err := json.Unmarshal(fa.lastRequest(t).Body, &q); err != nil || q != (api.ExplainRequest{From: "cam-1", To: "nvr", Proto: "tcp", Port: 22}) {
+	if err := json.Unmarshal(fa.lastRequest(t).Body, &q); err != nil || q != (api.ExplainRequest{From: "cam-1", To: "nvr",
+		Proto: "tcp", Port: 22}) {
 		t.Errorf("sent %+v (%v)", q, err)
 	}
 	r = fa.run(t, "policy", "explain", "--from", "cam-1", "--to", "nvr", "--proto", "tcp", "-o", "json")

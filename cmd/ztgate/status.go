@@ -16,26 +16,10 @@ import (
 
 func (a *app) statusCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "status",
-		Usage: "show the agent's state: policy in force, interfaces, map fill levels, event counters",
-		Flags: []cli.Flag{outputFlag(fmtTable, fmtJSON)},
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if err := noArgs(cmd); err != nil {
-				return err
-			}
-			var st *api.Status
-			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				st, err = c.Status(ctx)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if cmd.String("output") == fmtJSON {
-				return writeJSON(a.stdout, st)
-			}
-			return writeStatus(a.stdout, st)
-		},
+		Name:   "status",
+		Usage:  "show the agent's state: policy in force, interfaces, map fill levels, event counters",
+		Flags:  []cli.Flag{outputFlag(fmtTable, fmtJSON)},
+		Action: queryAction(a, (*api.Client).Status, writeStatus),
 	}
 }
 
@@ -93,29 +77,10 @@ func writeStatus(w io.Writer, st *api.Status) error {
 
 func (a *app) devicesCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "devices",
-		Usage: "list the devices of the policy in force with their counters (packets/bytes)",
-		Flags: []cli.Flag{outputFlag(fmtTable, fmtJSON)},
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			if err := noArgs(cmd); err != nil {
-				return err
-			}
-			var ds []api.Device
-			err := call(ctx, cmd, func(ctx context.Context, c *api.Client) (err error) {
-				ds, err = c.Devices(ctx)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			if cmd.String("output") == fmtJSON {
-				if ds == nil {
-					ds = []api.Device{}
-				}
-				return writeJSON(a.stdout, ds)
-			}
-			return writeDevices(a.stdout, ds)
-		},
+		Name:   "devices",
+		Usage:  "list the devices of the policy in force with their counters (packets/bytes)",
+		Flags:  []cli.Flag{outputFlag(fmtTable, fmtJSON)},
+		Action: queryAction(a, orEmpty((*api.Client).Devices), writeDevices),
 	}
 }
 
@@ -143,7 +108,8 @@ func (a *app) versionCommand() *cli.Command {
 			if err := noArgs(cmd); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(a.stdout, "ztgate %s (%s, %s/%s)\n", buildinfo.Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			_, err := fmt.Fprintf(a.stdout, "ztgate %s (%s, %s/%s)\n",
+				buildinfo.Version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return err
 		},
 	}

@@ -162,11 +162,11 @@ func TestHumanise(t *testing.T) {
 		t    time.Time
 		want string
 	}{
-		{time.Time{}, "-"},
-		{t0.Add(-42 * time.Second), "42s ago"},
-		{t0.Add(-90 * time.Minute), "1h ago"},
-		{t0.Add(-72 * time.Hour), "3d ago"},
-		{t0.Add(time.Minute), "0s ago"},
+		{t: time.Time{}, want: "-"},
+		{t: t0.Add(-42 * time.Second), want: "42s ago"},
+		{t: t0.Add(-90 * time.Minute), want: "1h ago"},
+		{t: t0.Add(-72 * time.Hour), want: "3d ago"},
+		{t: t0.Add(time.Minute), want: "0s ago"},
 	} {
 		if got := age(tc.t); got != tc.want {
 			t.Errorf("age(%v) = %q, want %q", tc.t, got, tc.want)
