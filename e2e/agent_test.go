@@ -22,6 +22,7 @@ import (
 
 	"github.com/ztgate/ztgate/agent"
 	"github.com/ztgate/ztgate/api"
+	"github.com/ztgate/ztgate/internal/syncbuf"
 	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/policy"
 	"github.com/ztgate/ztgate/testenv"
@@ -138,27 +139,9 @@ func (l *lab) writeConfig(cfg agent.Config) {
 type agentProc struct {
 	t    *testing.T
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *syncbuf.Buffer
 	done chan struct{}
 	err  error
-}
-
-// syncBuffer is a bytes.Buffer that the agent's output and the test may use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs the agent binary bin in the gateway namespace and waits until it is ready.
@@ -172,7 +155,7 @@ func (l *lab) start(bin string) *agentProc {
 func (l *lab) startUntil(bin, what string, ok func(api.Status) bool) *agentProc {
 	l.t.Helper()
 	l.bin = bin
-	p := &agentProc{t: l.t, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &agentProc{t: l.t, log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = l.agentCmd(bin, p.log)
 	if err := p.cmd.Start(); err != nil {
 		l.t.Fatalf("start agent: %v", err)
@@ -215,7 +198,7 @@ func (l *lab) agentCmd(bin string, out io.Writer) *exec.Cmd {
 // it returns the agent's output.
 func (l *lab) startFails(bin string) string {
 	l.t.Helper()
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd := l.agentCmd(bin, out)
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)

@@ -115,19 +115,14 @@ func newSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	sizes := map[string]int{
-		bpf.ZtgateMapZtFrags:      cfg.FragEntries,
-		bpf.ZtgateMapZtEventLimit: cfg.EventLimitEntries,
-		bpf.ZtgateMapZtEvents:     cfg.RingBytes,
-	}
-	for name, n := range sizes {
-		ms, ok := spec.Maps[name]
-		if !ok {
-			return nil, fmt.Errorf("map %s missing from the object", name)
+	for cfg.EventLimitSeed == 0 {
+		var b [4]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("event budget seed: %w", err)
 		}
-		ms.MaxEntries = uint32(n)
+		cfg.EventLimitSeed = binary.NativeEndian.Uint32(b[:])
 	}
-	if err := SizeDevstats(spec, cfg.MaxDevices); err != nil {
+	if err := SizeSpec(spec, cfg); err != nil {
 		return nil, err
 	}
 	for name, ms := range spec.Maps {
@@ -135,35 +130,6 @@ func newSpec(cfg Config) (*ebpf.CollectionSpec, error) {
 			continue
 		}
 		ms.Pinning = ebpf.PinByName
-	}
-	seed := cfg.EventLimitSeed
-	for seed == 0 {
-		var b [4]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, fmt.Errorf("event budget seed: %w", err)
-		}
-		seed = binary.NativeEndian.Uint32(b[:])
-	}
-	enabled := uint8(0)
-	if cfg.EventsEnabled {
-		enabled = 1
-	}
-	vars := map[string]any{
-		bpf.ZtgateVarZtFragTimeoutNs:  uint64(cfg.FragTimeout.Nanoseconds()),
-		bpf.ZtgateVarZtEventWindowNs:  uint64(cfg.EventWindow.Nanoseconds()),
-		bpf.ZtgateVarZtEventBurst:     cfg.EventBurst,
-		bpf.ZtgateVarZtEventsEnabled:  enabled,
-		bpf.ZtgateVarZtEventLimitMask: uint32(cfg.EventLimitEntries - 1),
-		bpf.ZtgateVarZtEventLimitSeed: seed,
-	}
-	for name, v := range vars {
-		vs, ok := spec.Variables[name]
-		if !ok {
-			return nil, fmt.Errorf("variable %s missing from the object", name)
-		}
-		if err := vs.Set(v); err != nil {
-			return nil, fmt.Errorf("set %s: %w", name, err)
-		}
 	}
 	return spec, nil
 }

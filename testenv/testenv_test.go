@@ -230,22 +230,20 @@ func TestTopology(t *testing.T) {
 	t.Run("PingErrors", func(t *testing.T) {
 		// Nothing answers for 10.99.0.99 (the gateway sends it on to the upstream, which does
 		// not forward): Ping times out.
-		start := time.Now()
 		err := cam.NS.Ping(netip.MustParseAddr("10.99.0.99"), 200*time.Millisecond)
-		if err == nil || time.Since(start) < 200*time.Millisecond {
-			t.Errorf("ping of an absent host: %v after %v", err, time.Since(start))
+		if err == nil || !strings.Contains(err.Error(), "no echo reply") {
+			t.Errorf("ping of an absent host: %v, want no echo reply", err)
 		}
-		// An ICMP error about the request ends the wait at once.
+		// An ICMP error about the request ends the wait with that error, not with a timeout.
 		for _, p := range []string{"198.51.100.0/24", "2001:db8:dead::/48"} {
 			dst := netip.MustParsePrefix(p)
 			err := tp.Gateway.Netlink().RouteAdd(&netlink.Route{Dst: prefixNet(dst), Type: unix.RTN_UNREACHABLE})
 			if err != nil {
 				t.Fatal(err)
 			}
-			start := time.Now()
 			err = cam.NS.Ping(dst.Addr().Next(), wait)
-			if err == nil || !strings.Contains(err.Error(), "unreachable") || time.Since(start) > wait/2 {
-				t.Errorf("ping into an unreachable route: %v after %v", err, time.Since(start))
+			if err == nil || !strings.Contains(err.Error(), "unreachable") {
+				t.Errorf("ping into an unreachable route: %v, want an unreachable error", err)
 			}
 		}
 	})
