@@ -94,12 +94,12 @@ enum zt_addr_kind {
 #define ZT_SLOTS	   2	  /* policy slots: the active one and the one being written */
 #define ZT_MAX_OFF	   0x3fff /* largest header offset the parser follows (bounds the verifier) */
 
-/* Well-known ports and protocol numbers the guards inspect. */
-#define ZT_PORT_DHCP_SERVER  67
-#define ZT_PORT_DHCP_CLIENT  68
-#define ZT_PORT_DHCP6_CLIENT 546
-#define ZT_PORT_DHCP6_SERVER 547
-#define ZT_PORT_VXLAN	     4789
-#define ZT_PORT_GENEVE	     6081
+/* Well-known ports the guards and the allow-list inspect. */
+#define ZT_PORT_DHCP_SERVER  67	  /* DHCPv4 server (BOOTP) */
+#define ZT_PORT_DHCP_CLIENT  68	  /* DHCPv4 client */
+#define ZT_PORT_DHCP6_CLIENT 546  /* DHCPv6 client */
+#define ZT_PORT_DHCP6_SERVER 547  /* DHCPv6 server and relay agent */
+#define ZT_PORT_VXLAN	     4789 /* VXLAN: a tunnel, opened only by an explicit port */
+#define ZT_PORT_GENEVE	     6081 /* Geneve: a tunnel, opened only by an explicit port */
 
 #endif

@@ -165,6 +165,7 @@ ZT_PARSER(tcphdr, struct tcphdr)
 ZT_PARSER(l4hdr, union zt_l4hdr)
 ZT_PARSER(nd_lladdr, struct zt_nd_lladdr)
 
+/* zt_mac_eq reports whether MAC addresses a and b are equal. */
 static __always_inline int zt_mac_eq(const __u8 *a, const __u8 *b)
 {
 	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];

@@ -460,6 +460,7 @@ static __always_inline __u32 zt_dev_audits(__u16 flags, int reason)
 	return 1;
 }
 
+/* zt_xdp decides each frame, charges it and reports it when it is dropped or audited. */
 SEC("xdp")
 int zt_xdp(struct xdp_md *ctx)
 {

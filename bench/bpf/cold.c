@@ -26,6 +26,9 @@
 #include "../../bpf/account.h"
 
 #define ZT_BENCH_V4_BASE 0x0a100000 /* 10.16.0.0: the fleet's first IPv4 address */
+#define ZT_BENCH_MAC0	 0x02	    /* 02:5a: the fleet's MAC prefix (locally administered) */
+#define ZT_BENCH_MAC1	 0x5a
+#define ZT_BENCH_SPREAD	 2654435761U /* Knuth's multiplicative hash: consecutive runs, scattered devices */
 
 /* Devices to cycle over (the fleet size); set by the loader of the benchmark. */
 volatile const __u32 zt_bench_n = 1;
@@ -51,7 +54,7 @@ struct {
 	ZT_MAP(BPF_MAP_TYPE_ARRAY, 1, __u32, struct zt_dev_stats);
 } zt_bench_stats SEC(".maps");
 
-/* Rewrites the frame to come from the next device: idx, or -1 when it cannot. */
+/* zt_bench_rewrite rewrites the frame to come from the next device: idx, or -1 when it cannot. */
 static __always_inline long zt_bench_rewrite(struct xdp_md *ctx)
 {
 	__u32 zero = 0, n = zt_bench_n, idx;
@@ -62,10 +65,10 @@ static __always_inline long zt_bench_rewrite(struct xdp_md *ctx)
 
 	if (!ctr || !eth || n == 0)
 		return -1;
-	idx = (__u32)(((*ctr)++ * 2654435761ULL) % n);
+	idx = (__u32)(((*ctr)++ * (__u64)ZT_BENCH_SPREAD) % n);
 	mac = eth->h_source;
-	mac[0] = 0x02;
-	mac[1] = 0x5a;
+	mac[0] = ZT_BENCH_MAC0;
+	mac[1] = ZT_BENCH_MAC1;
 	mac[2] = idx >> 24;
 	mac[3] = idx >> 16;
 	mac[4] = idx >> 8;
@@ -77,7 +80,7 @@ static __always_inline long zt_bench_rewrite(struct xdp_md *ctx)
 
 #include "../../bpf/ztgate.c"
 
-/* The control's lookup: 1 if the frame's source MAC is in the table. */
+/* zt_bench_lookup is the control's lookup: 1 if the frame's source MAC is in the table. */
 static __always_inline int zt_bench_lookup(struct xdp_md *ctx)
 {
 	struct zt_dev_key key = {};
@@ -99,6 +102,7 @@ static __always_inline int zt_bench_lookup(struct xdp_md *ctx)
 	return 0;
 }
 
+/* zt_bench_control is the yardstick: the rewrite, then one hash lookup by source MAC. */
 SEC("xdp")
 int zt_bench_control(struct xdp_md *ctx)
 {
@@ -107,7 +111,7 @@ int zt_bench_control(struct xdp_md *ctx)
 	return zt_bench_lookup(ctx) ? XDP_PASS : XDP_DROP;
 }
 
-/* The record lookup of zt_bench_control_rec: the device record of the frame's source, checked
+/* zt_bench_record is the record lookup of zt_bench_control_rec: the device record of the frame's source, checked
  * as the allowed path checks it, or NULL. */
 static __always_inline const struct zt_dev_rec *zt_bench_record(struct xdp_md *ctx)
 {
@@ -129,6 +133,7 @@ static __always_inline const struct zt_dev_rec *zt_bench_record(struct xdp_md *c
 	return rec;
 }
 
+/* zt_bench_control_rec is the rewrite, then the device record lookup and checks (zt_bench_record). */
 SEC("xdp")
 int zt_bench_control_rec(struct xdp_md *ctx)
 {
@@ -137,8 +142,8 @@ int zt_bench_control_rec(struct xdp_md *ctx)
 	return zt_bench_record(ctx) ? XDP_PASS : XDP_DROP;
 }
 
-/* zt_bench_control_rec, then the device's counters as zt_account charges them: the index is the
- * record's dev_id, so the two accesses are dependent, as in the datapath. */
+/* zt_bench_control_stats is zt_bench_control_rec, then the device's counters as zt_account charges them: the index is
+ * the record's dev_id, so the two accesses are dependent, as in the datapath. */
 SEC("xdp")
 int zt_bench_control_stats(struct xdp_md *ctx)
 {
