@@ -107,7 +107,7 @@ static __always_inline int zt_cfg_gwmac(const struct zt_config *cfg, const __u8 
 struct zt_l2q {
 	struct zt_in6 daddr;
 	__u32 slot;
-	__u8 dmac[6];
+	__u8 dmac[ETH_ALEN];
 	__u8 family; /* 4 or 6; 0 for ARP */
 	__u8 pad;
 };

@@ -13,15 +13,21 @@ volatile const __u8 zt_events_enabled = 1;		 /* 0: count only, no events */
 volatile const __u32 zt_event_limit_mask = 4095;	 /* zt_event_limit capacity - 1 */
 volatile const __u32 zt_event_limit_seed = 0;		 /* random per load: slots cannot be aimed at */
 
-/* zt_limit_index is the first of the two budget slots (it and its neighbour, index ^ 1) a (device, reason) may
- * use: a seeded hash, so that which keys share slots differs on every load and cannot be chosen
- * from outside. */
+/* Multipliers of zt_limit_index's hash: odd constants with well-mixed bits (the golden ratio's,
+ * murmur3's and a finalizer's). */
+#define ZT_LIMIT_MUL_DEV    0x9e3779b1U
+#define ZT_LIMIT_MUL_REASON 0x85ebca77U
+#define ZT_LIMIT_MUL_MIX    0x2c1b3c6dU
+
+/* zt_limit_index is the first of the two budget slots (it and its neighbour, index ^ 1) that a
+ * (device, reason) may use: a seeded hash, so that which keys share slots differs on every load
+ * and cannot be chosen from outside. */
 static __always_inline __u32 zt_limit_index(__u32 dev_id, __u32 reason)
 {
-	__u32 h = (dev_id * 0x9e3779b1U) ^ (reason * 0x85ebca77U) ^ zt_event_limit_seed;
+	__u32 h = (dev_id * ZT_LIMIT_MUL_DEV) ^ (reason * ZT_LIMIT_MUL_REASON) ^ zt_event_limit_seed;
 
 	h ^= h >> 15;
-	h *= 0x2c1b3c6dU;
+	h *= ZT_LIMIT_MUL_MIX;
 	h ^= h >> 12;
 	return h & zt_event_limit_mask;
 }

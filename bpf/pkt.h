@@ -30,8 +30,8 @@ struct zt_pkt {
 	__u16 vid;
 	__u16 sport;
 	__u16 dport;
-	__u8 smac[6];
-	__u8 dmac[6];
+	__u8 smac[ETH_ALEN];
+	__u8 dmac[ETH_ALEN];
 	__u8 l2;       /* zt_l2 of the frame */
 	__u8 hoplimit; /* IPv6 hop limit */
 	__u8 family;   /* 4 or 6 */

@@ -5,7 +5,8 @@
 
 #include "addr.h"
 
-#define ZT_PREFIX_RULESET_BITS 32 /* zt_prefix_key.prefixlen: the rule set, always matched in full */
+/* ZT_PREFIX_EXACT is zt_prefix_key.prefixlen of a lookup: the rule set's 32 bits and all 128 of the address. */
+#define ZT_PREFIX_EXACT (32 + 128)
 
 /* zt_ports_ok reports whether a rule value allows this frame; proto_key is the protocol the rule was stored under. */
 static __always_inline int zt_ports_ok(const struct zt_rule_val *v, __u32 proto_key, __u32 l4proto, __u32 dport,
@@ -89,8 +90,7 @@ __noinline int zt_match_rules(struct zt_match *m)
 		}
 	}
 	if ((m->flags & ZT_DEV_PREFIX_RULES) && (inner = bpf_map_lookup_elem(&zt_prefixes, &slot))) {
-		struct zt_prefix_key k = {
-		    .prefixlen = ZT_PREFIX_RULESET_BITS + 128, .ruleset = m->ruleset, .addr = m->daddr};
+		struct zt_prefix_key k = {.prefixlen = ZT_PREFIX_EXACT, .ruleset = m->ruleset, .addr = m->daddr};
 		struct zt_prefix_val *g = bpf_map_lookup_elem(inner, &k);
 
 		if (g && zt_try(rules, m, group ? ZT_SEL_MCAST : ZT_SEL_PREFIX, g->group, tunnel))

@@ -5,6 +5,7 @@
 #define ZT_STRUCTS_H
 
 #include <linux/types.h>
+#include <linux/if_ether.h>
 #include "consts.h"
 
 struct zt_in6 {
@@ -13,7 +14,7 @@ struct zt_in6 {
 
 /* devices[slot]: source MAC -> everything a frame of that device needs (one cold lookup). */
 struct zt_dev_key {
-	__u8 mac[6];
+	__u8 mac[ETH_ALEN];
 	__u16 pad;
 };
 
@@ -75,7 +76,7 @@ struct zt_rule_val {
 };
 
 struct zt_mac {
-	__u8 b[6];
+	__u8 b[ETH_ALEN];
 };
 
 /* config[slot]: policy-wide settings of one revision. */
