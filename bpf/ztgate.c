@@ -1,8 +1,11 @@
 //go:build ignore
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* ztgate.c: the XDP entry point. Implements the decision order of the design notes; the Go
- * reference model (policy/model.go) is the specification and must agree on every frame. */
+/* ztgate.c: the XDP entry point and the decision order of the design notes, step by step: L2 source
+ * (1), VLAN (2), identity (3), ethertype (5), ARP (6), IP header and source (7), IPv6 extension
+ * headers (8), destination MAC (8b), fragments (9), guards (10), allow-list (11, 13; quarantine, 4,
+ * picks its rule set). The Go reference model (policy/model.go) is the specification and must agree
+ * on every frame. */
 #include "parsing.h"
 #include "maps.h"
 #include "pkt.h"
@@ -83,35 +86,6 @@ __noinline int zt_ipv4_options(struct xdp_md *ctx, __u32 start, __u32 len)
 		i += o[1];
 	}
 	return ZT_CONTINUE;
-}
-
-/* zt_nd_options checks the neighbour discovery options in [start, end): a source or target
- * link-layer address option must name the Ethernet source (mac, from zt_mac_u64). ZT_CONTINUE if
- * acceptable, else a reason. A global function, like zt_ipv4_options. */
-__noinline int zt_nd_options(struct xdp_md *ctx, __u32 start, __u32 end, __u64 mac)
-{
-	__u32 i, off = start;
-
-	if (!ctx)
-		return ZT_R_MALFORMED;
-	for (i = 0; i < ZT_MAX_ND_OPTS; i++) {
-		const struct zt_nd_lladdr *o;
-
-		if (off >= end)
-			return ZT_CONTINUE;
-		if (off + ND_OPT_UNIT > end)
-			return ZT_R_MALFORMED;
-		o = zt_parse_nd_lladdr(ctx, off);
-		if (!o)
-			return ZT_R_TRUNCATED;
-		if (o->hdr.nd_opt_len == 0 || off + o->hdr.nd_opt_len * ND_OPT_UNIT > end)
-			return ZT_R_MALFORMED;
-		if ((o->hdr.nd_opt_type == ND_OPT_SOURCE_LL_ADDR || o->hdr.nd_opt_type == ND_OPT_TARGET_LL_ADDR) &&
-		    zt_mac_u64(o->addr) != mac)
-			return ZT_R_ND_SPOOF;
-		off += o->hdr.nd_opt_len * ND_OPT_UNIT;
-	}
-	return off >= end ? ZT_CONTINUE : ZT_R_MALFORMED; /* more options than the walk follows */
 }
 
 /* zt_ipv4 is step 7 for IPv4: header consistency, source binding, options. */
@@ -236,6 +210,35 @@ static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 	pkt->l4proto = nh;
 	pkt->l4off = off;
 	return ZT_CONTINUE;
+}
+
+/* zt_nd_options checks the neighbour discovery options in [start, end): a source or target
+ * link-layer address option must name the Ethernet source (mac, from zt_mac_u64). ZT_CONTINUE if
+ * acceptable, else a reason. A global function, like zt_ipv4_options. */
+__noinline int zt_nd_options(struct xdp_md *ctx, __u32 start, __u32 end, __u64 mac)
+{
+	__u32 i, off = start;
+
+	if (!ctx)
+		return ZT_R_MALFORMED;
+	for (i = 0; i < ZT_MAX_ND_OPTS; i++) {
+		const struct zt_nd_lladdr *o;
+
+		if (off >= end)
+			return ZT_CONTINUE;
+		if (off + ND_OPT_UNIT > end)
+			return ZT_R_MALFORMED;
+		o = zt_parse_nd_lladdr(ctx, off);
+		if (!o)
+			return ZT_R_TRUNCATED;
+		if (o->hdr.nd_opt_len == 0 || off + o->hdr.nd_opt_len * ND_OPT_UNIT > end)
+			return ZT_R_MALFORMED;
+		if ((o->hdr.nd_opt_type == ND_OPT_SOURCE_LL_ADDR || o->hdr.nd_opt_type == ND_OPT_TARGET_LL_ADDR) &&
+		    zt_mac_u64(o->addr) != mac)
+			return ZT_R_ND_SPOOF;
+		off += o->hdr.nd_opt_len * ND_OPT_UNIT;
+	}
+	return off >= end ? ZT_CONTINUE : ZT_R_MALFORMED; /* more options than the walk follows */
 }
 
 /* zt_guards is step 10: infrastructure guards, plus the DHCP/ND plumbing that passes without a
