@@ -6,7 +6,9 @@
  * offset off from the start of the frame, or NULL when the frame is shorter. Each zt_parse_*
  * returns the whole header at off, or NULL; the caller turns NULL into ZT_R_TRUNCATED (or
  * ZT_R_FRAG_TINY for a first fragment). The offsets held in struct zt_pkt are the cursor: logical
- * ends (IPv4 total length, IPv6 payload length) are checked by the caller on offsets. */
+ * ends (IPv4 total length, IPv6 payload length) are checked by the caller on offsets. Offsets
+ * rather than xdp-tools' packet pointers: bounded by ZT_MAX_OFF they stay plain scalars for the
+ * verifier, and later steps (fragments, guards) reuse them. */
 #ifndef ZT_PARSING_H
 #define ZT_PARSING_H
 
