@@ -14,49 +14,49 @@ enum zt_verdict {
 
 /* Why a frame got its verdict. One enum, shared with Go (metric label = lower-case name). */
 enum zt_reason {
-	ZT_R_ALLOW = 0,             /* matched an allow rule, a service, or protocol plumbing (ARP, ND) */
-	ZT_R_BAD_L2_SRC = 1,        /* source MAC multicast/broadcast/zero, or source == destination */
-	ZT_R_VLAN_DENIED = 2,       /* tag not configured for the device, QinQ, 802.1ad, stacked tags */
-	ZT_R_UNKNOWN_DEVICE = 3,    /* no device record for the source MAC */
-	ZT_R_SPOOF_MAC_PORT = 4,    /* device bound to another gateway port */
-	ZT_R_QUARANTINED = 5,       /* quarantined device, outside its quarantine allow-set */
-	ZT_R_ETHERTYPE_DENIED = 6,  /* not ARP, IPv4 or IPv6 (includes 802.3 length frames) */
-	ZT_R_ARP_SPOOF = 7,         /* ARP sender MAC/IP not the device's own */
-	ZT_R_TRUNCATED = 8,         /* frame ends inside a header the datapath must read */
-	ZT_R_MALFORMED = 9,         /* header fields inconsistent (version, IHL, lengths, offsets) */
-	ZT_R_SPOOF_IP = 10,         /* source address not bound to the device */
-	ZT_R_IP_OPTIONS = 11,       /* IPv4 source-route options (LSRR/SSRR) */
-	ZT_R_EXT_DENIED = 12,       /* IPv6 routing header, misplaced HBH, chain longer than the parser limit */
-	ZT_R_FRAG_TINY = 13,        /* first fragment does not carry the whole L4 header */
-	ZT_R_FRAG_OVERLAP = 14,     /* later fragment overlaps the first fragment's bytes */
-	ZT_R_FRAG_NO_STATE = 15,    /* later fragment without a recorded first-fragment pass */
-	ZT_R_FRAG_TABLE_FULL = 16,  /* no room to record a first fragment: fail closed */
-	ZT_R_ROUTER_GUARD = 17,     /* router advertisement or redirect from a device */
-	ZT_R_DHCP_SERVER = 18,      /* DHCP/DHCPv6 server or relay message from a device */
-	ZT_R_DHCP_CHADDR = 19,      /* DHCP request whose chaddr differs from the source MAC */
-	ZT_R_ND_SPOOF = 20,         /* neighbour advertisement for an address not bound to the device */
-	ZT_R_ENCAP_DENIED = 21,     /* tunnel (IPIP, 6in4, GRE, VXLAN, Geneve) without an explicit rule */
-	ZT_R_NO_RULE = 22,          /* default deny: no allow rule matched */
-	ZT_R_NO_POLICY = 23,        /* no policy revision installed yet: fail closed */
-	ZT_R_L2_DST_DENIED = 24,    /* destination MAC not the gateway's, the IP owner's, or its group */
-	ZT_R_MAX = 25,              /* sentinel: number of reasons */
+	ZT_R_ALLOW = 0,		   /* matched an allow rule, a service, or protocol plumbing (ARP, ND) */
+	ZT_R_BAD_L2_SRC = 1,	   /* source MAC multicast/broadcast/zero, or source == destination */
+	ZT_R_VLAN_DENIED = 2,	   /* tag not configured for the device, QinQ, 802.1ad, stacked tags */
+	ZT_R_UNKNOWN_DEVICE = 3,   /* no device record for the source MAC */
+	ZT_R_SPOOF_MAC_PORT = 4,   /* device bound to another gateway port */
+	ZT_R_QUARANTINED = 5,	   /* quarantined device, outside its quarantine allow-set */
+	ZT_R_ETHERTYPE_DENIED = 6, /* not ARP, IPv4 or IPv6 (includes 802.3 length frames) */
+	ZT_R_ARP_SPOOF = 7,	   /* ARP sender MAC/IP not the device's own */
+	ZT_R_TRUNCATED = 8,	   /* frame ends inside a header the datapath must read */
+	ZT_R_MALFORMED = 9,	   /* header fields inconsistent (version, IHL, lengths, offsets) */
+	ZT_R_SPOOF_IP = 10,	   /* source address not bound to the device */
+	ZT_R_IP_OPTIONS = 11,	   /* IPv4 source-route options (LSRR/SSRR) */
+	ZT_R_EXT_DENIED = 12,	   /* IPv6 routing header, misplaced HBH, chain longer than the parser limit */
+	ZT_R_FRAG_TINY = 13,	   /* first fragment does not carry the whole L4 header */
+	ZT_R_FRAG_OVERLAP = 14,	   /* later fragment overlaps the first fragment's bytes */
+	ZT_R_FRAG_NO_STATE = 15,   /* later fragment without a recorded first-fragment pass */
+	ZT_R_FRAG_TABLE_FULL = 16, /* no room to record a first fragment: fail closed */
+	ZT_R_ROUTER_GUARD = 17,	   /* router advertisement or redirect from a device */
+	ZT_R_DHCP_SERVER = 18,	   /* DHCP/DHCPv6 server or relay message from a device */
+	ZT_R_DHCP_CHADDR = 19,	   /* DHCP request whose chaddr differs from the source MAC */
+	ZT_R_ND_SPOOF = 20,	   /* neighbour advertisement for an address not bound to the device */
+	ZT_R_ENCAP_DENIED = 21,	   /* tunnel (IPIP, 6in4, GRE, VXLAN, Geneve) without an explicit rule */
+	ZT_R_NO_RULE = 22,	   /* default deny: no allow rule matched */
+	ZT_R_NO_POLICY = 23,	   /* no policy revision installed yet: fail closed */
+	ZT_R_L2_DST_DENIED = 24,   /* destination MAC not the gateway's, the IP owner's, or its group */
+	ZT_R_MAX = 25,		   /* sentinel: number of reasons */
 };
 
 /* Device record flags (struct zt_dev_rec.flags). */
 enum zt_dev_flags {
-	ZT_DEV_AUDIT = 1 << 0,        /* audit mode resolved from device, segment or policy */
-	ZT_DEV_QUARANTINED = 1 << 1,  /* use the quarantine rule set */
-	ZT_DEV_PEER_RULES = 1 << 2,   /* rule set names devices or segments: look up the destination */
-	ZT_DEV_PREFIX_RULES = 1 << 3, /* rule set has CIDR rules: look up the prefix trie */
+	ZT_DEV_AUDIT = 1 << 0,		/* audit mode resolved from device, segment or policy */
+	ZT_DEV_QUARANTINED = 1 << 1,	/* use the quarantine rule set */
+	ZT_DEV_PEER_RULES = 1 << 2,	/* rule set names devices or segments: look up the destination */
+	ZT_DEV_PREFIX_RULES = 1 << 3,	/* rule set has CIDR rules: look up the prefix trie */
 	ZT_DEV_AUDIT_IDENTITY = 1 << 4, /* audit mode covers identity failures too (spoofs pass as audit) */
 };
 
 /* Slot configuration flags (struct zt_config.flags). */
 enum zt_config_flags {
-	ZT_CFG_AUDIT = 1 << 0,       /* policy-wide audit: frames dropped before identity pass as audit */
-	ZT_CFG_SVC_DHCP = 1 << 1,    /* gateway serves DHCPv4: client requests pass */
-	ZT_CFG_SVC_DHCPV6 = 1 << 2,  /* gateway serves DHCPv6: client messages pass */
-	ZT_CFG_Q_PEER_RULES = 1 << 3,   /* quarantine rule set names devices or segments */
+	ZT_CFG_AUDIT = 1 << 0,		/* policy-wide audit: frames dropped before identity pass as audit */
+	ZT_CFG_SVC_DHCP = 1 << 1,	/* gateway serves DHCPv4: client requests pass */
+	ZT_CFG_SVC_DHCPV6 = 1 << 2,	/* gateway serves DHCPv6: client messages pass */
+	ZT_CFG_Q_PEER_RULES = 1 << 3,	/* quarantine rule set names devices or segments */
 	ZT_CFG_Q_PREFIX_RULES = 1 << 4, /* quarantine rule set has CIDR rules */
 };
 
@@ -80,38 +80,26 @@ enum zt_addr_kind {
 	ZT_ADDR_DEVICE = 1, /* bound to a device */
 };
 
-#define ZT_PROTO_ANY 255        /* rule protocol wildcard (IANA reserved value) */
-#define ZT_MAX_V4 4             /* IPv4 addresses bound to one device (inline in the record) */
-#define ZT_MAX_V6 4             /* IPv6 addresses bound to one device (inline in the record) */
-#define ZT_MAX_GW 4             /* gateway addresses per family, and MACs the policy names */
-#define ZT_MAX_GWMACS 64        /* entries of zt_gwmacs: MACs of the protected interfaces and their masters */
-#define ZT_MAX_ND_OPTS 8        /* neighbour discovery options walked before dropping the frame */
-#define ZT_MAX_PORT_RANGES 16   /* port ranges per (rule set, selector, protocol) */
-#define ZT_MAX_EXT_HDRS 8       /* IPv6 extension headers walked before dropping the frame */
-#define ZT_MAX_IPV4_OPTS 40     /* bytes of IPv4 options (IHL 15 - 5) x 4 */
-#define ZT_EVENT_CAPTURE 128    /* frame bytes copied into each event */
-#define ZT_NO_DEVICE 0          /* dev_id of frames with no identified device */
-#define ZT_SLOTS 2              /* policy slots: the active one and the one being written */
-#define ZT_MAX_OFF 0x3fff       /* largest header offset the parser follows (bounds the verifier) */
+#define ZT_PROTO_ANY	   255	  /* rule protocol wildcard (IANA reserved value) */
+#define ZT_MAX_V4	   4	  /* IPv4 addresses bound to one device (inline in the record) */
+#define ZT_MAX_V6	   4	  /* IPv6 addresses bound to one device (inline in the record) */
+#define ZT_MAX_GW	   4	  /* gateway addresses per family, and MACs the policy names */
+#define ZT_MAX_GWMACS	   64	  /* entries of zt_gwmacs: MACs of the protected interfaces and their masters */
+#define ZT_MAX_ND_OPTS	   8	  /* neighbour discovery options walked before dropping the frame */
+#define ZT_MAX_PORT_RANGES 16	  /* port ranges per (rule set, selector, protocol) */
+#define ZT_MAX_EXT_HDRS	   8	  /* IPv6 extension headers walked before dropping the frame */
+#define ZT_MAX_IPV4_OPTS   40	  /* bytes of IPv4 options (IHL 15 - 5) x 4 */
+#define ZT_EVENT_CAPTURE   128	  /* frame bytes copied into each event */
+#define ZT_NO_DEVICE	   0	  /* dev_id of frames with no identified device */
+#define ZT_SLOTS	   2	  /* policy slots: the active one and the one being written */
+#define ZT_MAX_OFF	   0x3fff /* largest header offset the parser follows (bounds the verifier) */
 
-/* Well-known ports and protocol numbers the guards inspect. */
-#define ZT_PORT_DHCP_SERVER 67
-#define ZT_PORT_DHCP_CLIENT 68
-#define ZT_PORT_DHCP6_CLIENT 546
-#define ZT_PORT_DHCP6_SERVER 547
-#define ZT_PORT_VXLAN 4789
-#define ZT_PORT_GENEVE 6081
-#define ZT_DHCP_CHADDR_OFF 28   /* offset of chaddr in the BOOTP header */
-#define ZT_DHCP_MIN_LEN 34      /* BOOTP bytes needed up to the end of a 6-byte chaddr */
-#define ZT_ICMP_REDIRECT 5
-#define ZT_ICMP_ROUTER_ADVERT 9
-#define ZT_ICMP6_RS 133
-#define ZT_ICMP6_RA 134
-#define ZT_ICMP6_NS 135
-#define ZT_ICMP6_NA 136
-#define ZT_ICMP6_REDIRECT 137
-#define ZT_ND_LEN 24            /* ICMPv6 header (8) + target address (16) */
-#define ZT_ND_SLLA 1            /* ND option: source link-layer address */
-#define ZT_ND_TLLA 2            /* ND option: target link-layer address */
+/* Well-known ports the guards and the allow-list inspect. */
+#define ZT_PORT_DHCP_SERVER  67	  /* DHCPv4 server (BOOTP) */
+#define ZT_PORT_DHCP_CLIENT  68	  /* DHCPv4 client */
+#define ZT_PORT_DHCP6_CLIENT 546  /* DHCPv6 client */
+#define ZT_PORT_DHCP6_SERVER 547  /* DHCPv6 server and relay agent */
+#define ZT_PORT_VXLAN	     4789 /* VXLAN: a tunnel, opened only by an explicit port */
+#define ZT_PORT_GENEVE	     6081 /* Geneve: a tunnel, opened only by an explicit port */
 
 #endif

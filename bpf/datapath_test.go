@@ -45,7 +45,8 @@ func check(t *testing.T, h *dptest.Harness, frame []byte, verdict bpf.Verdict, r
 		wantAction = dptest.XDPDrop
 	}
 	if res.Action != wantAction || res.Verdict != verdict || res.Reason != reason {
-		t.Errorf("kernel: action %d %s/%s, want action %d %s/%s", res.Action, res.Verdict, res.Reason, wantAction, verdict, reason)
+		t.Errorf("kernel: action %d %s/%s, want action %d %s/%s",
+			res.Action, res.Verdict, res.Reason, wantAction, verdict, reason)
 	}
 	if verdict == bpf.VerdictPass {
 		return
@@ -137,34 +138,48 @@ func TestFragmentSequences(t *testing.T) {
 	udp := frames.UDPHeader(40000, 53, bytes.Repeat([]byte("q"), 16)) // 24 bytes
 	seqs := map[string][]step{
 		"26 allowed 3000-byte udp, all fragments pass": {
-			{"first", frags[0], pass, bpf.ReasonAllow},
-			{"second", frags[1], pass, bpf.ReasonAllow},
-			{"last", frags[2], pass, bpf.ReasonAllow},
-			{"last again, state released", frags[2], drop, bpf.ReasonFragNoState},
+			{name: "first", frame: frags[0], verdict: pass, reason: bpf.ReasonAllow},
+			{name: "second", frame: frags[1], verdict: pass, reason: bpf.ReasonAllow},
+			{name: "last", frame: frags[2], verdict: pass, reason: bpf.ReasonAllow},
+			{name: "last again, state released", frame: frags[2], verdict: drop, reason: bpf.ReasonFragNoState},
 		},
 		"27 later fragment before its first": {
-			{"later first", frames.IPv4(cam4, gw4, 17, 300, 3, nil, udp[:8]), drop, bpf.ReasonFragNoState},
-			{"then the first", frames.IPv4(cam4, gw4, 17, 300, 0x2000, nil, udp), pass, bpf.ReasonAllow},
+			{name: "later first", frame: frames.IPv4(cam4, gw4, 17, 300, 3, nil, udp[:8]),
+				verdict: drop, reason: bpf.ReasonFragNoState},
+			{name: "then the first", frame: frames.IPv4(cam4, gw4, 17, 300, 0x2000, nil, udp),
+				verdict: pass, reason: bpf.ReasonAllow},
 		},
 		"29 overlap rewriting the l4 header": {
-			{"first, 24 bytes", frames.IPv4(cam4, gw4, 17, 301, 0x2000, nil, udp), pass, bpf.ReasonAllow},
-			{"offset 8 overlaps", frames.IPv4(cam4, gw4, 17, 301, 0x2000|1, nil, frames.UDPHeader(1, 443, nil)), drop, bpf.ReasonFragOverlap},
-			{"offset 0 again, forbidden port", frames.IPv4(cam4, gw4, 17, 301, 0x2000, nil, frames.UDPHeader(1, 443, udp[8:])), drop, bpf.ReasonNoRule},
-			{"offset 24 follows", frames.IPv4(cam4, gw4, 17, 301, 3, nil, udp[:8]), pass, bpf.ReasonAllow},
+			{name: "first, 24 bytes", frame: frames.IPv4(cam4, gw4, 17, 301, 0x2000, nil, udp),
+				verdict: pass, reason: bpf.ReasonAllow},
+			{name: "offset 8 overlaps", frame: frames.IPv4(cam4, gw4, 17, 301, 0x2000|1, nil, frames.UDPHeader(1, 443, nil)),
+				verdict: drop, reason: bpf.ReasonFragOverlap},
+			{name: "offset 0 again, forbidden port",
+				frame:   frames.IPv4(cam4, gw4, 17, 301, 0x2000, nil, frames.UDPHeader(1, 443, udp[8:])),
+				verdict: drop, reason: bpf.ReasonNoRule},
+			{name: "offset 24 follows", frame: frames.IPv4(cam4, gw4, 17, 301, 3, nil, udp[:8]),
+				verdict: pass, reason: bpf.ReasonAllow},
 		},
 		"29 forbidden first fragment, later fragments have no state": {
-			{"first, port 443", frames.IPv4(cam4, gw4, 17, 302, 0x2000, nil, frames.UDPHeader(1, 443, udp[8:])), drop, bpf.ReasonNoRule},
-			{"later", frames.IPv4(cam4, gw4, 17, 302, 3, nil, udp[:8]), drop, bpf.ReasonFragNoState},
+			{name: "first, port 443", frame: frames.IPv4(cam4, gw4, 17, 302, 0x2000, nil, frames.UDPHeader(1, 443, udp[8:])),
+				verdict: drop, reason: bpf.ReasonNoRule},
+			{name: "later", frame: frames.IPv4(cam4, gw4, 17, 302, 3, nil, udp[:8]),
+				verdict: drop, reason: bpf.ReasonFragNoState},
 		},
 		"29 later fragment from another device's address": {
-			{"first", frames.IPv4(cam4, gw4, 17, 303, 0x2000, nil, udp), pass, bpf.ReasonAllow},
-			{"later, spoofed source", frames.IPv4(withIP(cam4, "10.0.0.12"), gw4, 17, 303, 3, nil, udp[:8]), drop, bpf.ReasonSpoofIP},
+			{name: "first", frame: frames.IPv4(cam4, gw4, 17, 303, 0x2000, nil, udp), verdict: pass, reason: bpf.ReasonAllow},
+			{name: "later, spoofed source", frame: frames.IPv4(withIP(cam4, "10.0.0.12"), gw4, 17, 303, 3, nil, udp[:8]),
+				verdict: drop, reason: bpf.ReasonSpoofIP},
 		},
 		"31 ipv6 fragments": {
-			{"first", frames.IPv6(cam6, gw6, 44, cat(frames.Frag6(17, 0, true, 400), udp)), pass, bpf.ReasonAllow},
-			{"overlap", frames.IPv6(cam6, gw6, 44, cat(frames.Frag6(17, 16, true, 400), udp[:8])), drop, bpf.ReasonFragOverlap},
-			{"last", frames.IPv6(cam6, gw6, 44, cat(frames.Frag6(17, 24, false, 400), udp[:8])), pass, bpf.ReasonAllow},
-			{"last again", frames.IPv6(cam6, gw6, 44, cat(frames.Frag6(17, 24, false, 400), udp[:8])), drop, bpf.ReasonFragNoState},
+			{name: "first", frame: frames.IPv6(cam6, gw6, 44, cat(frames.Frag6(17, 0, true, 400), udp)),
+				verdict: pass, reason: bpf.ReasonAllow},
+			{name: "overlap", frame: frames.IPv6(cam6, gw6, 44, cat(frames.Frag6(17, 16, true, 400), udp[:8])),
+				verdict: drop, reason: bpf.ReasonFragOverlap},
+			{name: "last", frame: frames.IPv6(cam6, gw6, 44, cat(frames.Frag6(17, 24, false, 400), udp[:8])),
+				verdict: pass, reason: bpf.ReasonAllow},
+			{name: "last again", frame: frames.IPv6(cam6, gw6, 44, cat(frames.Frag6(17, 24, false, 400), udp[:8])),
+				verdict: drop, reason: bpf.ReasonFragNoState},
 		},
 	}
 	for name, seq := range seqs {
@@ -201,7 +216,7 @@ func TestFragmentTimeout(t *testing.T) {
 	udp := frames.UDPHeader(40000, 53, make([]byte, 16))
 	check(t, h, frames.IPv4(cam4, gw4, 17, 500, 0x2000, nil, udp), pass, bpf.ReasonAllow)
 	check(t, h, frames.IPv4(cam4, gw4, 17, 500, 0x2000|3, nil, udp[:8]), pass, bpf.ReasonAllow)
-	// The clock is read once per jiffy (up to 10 ms at HZ=100): wait well past the timeout.
+	// The clock is read once per jiffy (a scheduler tick): wait well past the timeout.
 	time.Sleep(timeout + 100*time.Millisecond)
 	check(t, h, frames.IPv4(cam4, gw4, 17, 500, 4, nil, udp[:8]), drop, bpf.ReasonFragNoState)
 }
@@ -211,13 +226,19 @@ func TestFragmentTimeout(t *testing.T) {
 func TestNoPolicyFailsClosed(t *testing.T) {
 	h := dptest.New(t, loader.Config{})
 	cam4, gw4 := dptest.Host(dptest.Cam, false), dptest.To("10.0.0.1")
-	for _, f := range [][]byte{frames.UDP(cam4, gw4, 1, 53, nil), frames.ARP(cam4, 1, cam4.MAC, cam4.IP, gw4.IP), frames.VLAN(frames.Echo(cam4, gw4), 0x8100, 0)} {
+	fs := [][]byte{
+		frames.UDP(cam4, gw4, 1, 53, nil),
+		frames.ARP(cam4, 1, cam4.MAC, cam4.IP, gw4.IP),
+		frames.VLAN(frames.Echo(cam4, gw4), 0x8100, 0),
+	}
+	for _, f := range fs {
 		res, err := h.Run(f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		m := h.Model.Decide(f, 1, 0)
-		if res.Action != dptest.XDPDrop || res.Reason != bpf.ReasonNoPolicy || m.Reason != bpf.ReasonNoPolicy || m.Verdict != bpf.VerdictDrop {
+		if res.Action != dptest.XDPDrop || res.Reason != bpf.ReasonNoPolicy ||
+			m.Reason != bpf.ReasonNoPolicy || m.Verdict != bpf.VerdictDrop {
 			t.Errorf("kernel %d %s, model %s/%s, want drop no_policy", res.Action, res.Reason, m.Verdict, m.Reason)
 		}
 	}
@@ -267,7 +288,8 @@ func TestOverCapacityRejected(t *testing.T) {
 	}
 	cam4 := dptest.Host(dptest.Cam, false)
 	check(t, h, frames.TCP(cam4, dptest.To("203.0.113.5"), 1, 443, true, nil), pass, bpf.ReasonAllow)
-	check(t, h, frames.UDP(withMAC(cam4, "02:00:00:00:01:00"), dptest.To("10.0.0.1"), 1, 53, nil), drop, bpf.ReasonUnknownDevice)
+	unknown := withMAC(cam4, "02:00:00:00:01:00")
+	check(t, h, frames.UDP(unknown, dptest.To("10.0.0.1"), 1, 53, nil), drop, bpf.ReasonUnknownDevice)
 }
 
 // headerEnd is where f's L3 datagram ends (gopacket pads short frames to 60 bytes; cutting

@@ -96,7 +96,11 @@ func TestDifferential(t *testing.T) {
 	for _, r := range []bpf.Reason{bpf.ReasonAllow, bpf.ReasonNoRule, bpf.ReasonUnknownDevice, bpf.ReasonSpoofIP,
 		bpf.ReasonBadL2Src, bpf.ReasonVLANDenied, bpf.ReasonMalformed, bpf.ReasonTruncated, bpf.ReasonExtDenied,
 		bpf.ReasonFragNoState, bpf.ReasonEncapDenied, bpf.ReasonARPSpoof, bpf.ReasonL2DstDenied, bpf.ReasonNDSpoof} {
-		if seen[[2]int{int(bpf.VerdictDrop), int(r)}]+seen[[2]int{int(bpf.VerdictPass), int(r)}]+seen[[2]int{int(bpf.VerdictAudit), int(r)}] == 0 {
+		n := 0
+		for _, v := range []bpf.Verdict{bpf.VerdictDrop, bpf.VerdictPass, bpf.VerdictAudit} {
+			n += seen[[2]int{int(v), int(r)}]
+		}
+		if n == 0 {
 			t.Errorf("generator never produced reason %s", r)
 		}
 	}

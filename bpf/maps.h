@@ -9,34 +9,36 @@
 #include <bpf/bpf_helpers.h>
 #include "structs.h"
 
+/* ZT_MAP declares a map's type, capacity, key and value inside its struct { } definition. */
+#define ZT_MAP(map_type, capacity, key_type, value_type)                                                               \
+	__uint(type, map_type);                                                                                        \
+	__uint(max_entries, capacity);                                                                                 \
+	__type(key, key_type);                                                                                         \
+	__type(value, value_type)
+
+/* ZT_SLOT_MAPS declares an array of ZT_SLOTS inner maps of type inner_type, one per policy slot. */
+#define ZT_SLOT_MAPS(inner_type)                                                                                       \
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);                                                                      \
+	__uint(max_entries, ZT_SLOTS);                                                                                 \
+	__type(key, __u32);                                                                                            \
+	__array(values, inner_type)
+
 /* Active slot (0 or 1). Userspace fills the other slot, flips this, then waits an RCU grace period. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
+	ZT_MAP(BPF_MAP_TYPE_ARRAY, 1, __u32, __u32);
 } zt_active SEC(".maps");
 
 /* Per-slot policy-wide configuration. */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, ZT_SLOTS);
-	__type(key, __u32);
-	__type(value, struct zt_config);
+	ZT_MAP(BPF_MAP_TYPE_ARRAY, ZT_SLOTS, __u32, struct zt_config);
 } zt_cfg SEC(".maps");
 
 struct zt_devices_inner {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1);
-	__type(key, struct zt_dev_key);
-	__type(value, struct zt_dev_rec);
+	ZT_MAP(BPF_MAP_TYPE_HASH, 1, struct zt_dev_key, struct zt_dev_rec);
 };
 
 struct zt_addrs_inner {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1);
-	__type(key, struct zt_addr_key);
-	__type(value, struct zt_addr_val);
+	ZT_MAP(BPF_MAP_TYPE_HASH, 1, struct zt_addr_key, struct zt_addr_val);
 };
 
 struct zt_prefixes_inner {
@@ -48,47 +50,29 @@ struct zt_prefixes_inner {
 };
 
 struct zt_rules_inner {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1);
-	__type(key, struct zt_rule_key);
-	__type(value, struct zt_rule_val);
+	ZT_MAP(BPF_MAP_TYPE_HASH, 1, struct zt_rule_key, struct zt_rule_val);
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, ZT_SLOTS);
-	__type(key, __u32);
-	__array(values, struct zt_devices_inner);
+	ZT_SLOT_MAPS(struct zt_devices_inner);
 } zt_devices SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, ZT_SLOTS);
-	__type(key, __u32);
-	__array(values, struct zt_addrs_inner);
+	ZT_SLOT_MAPS(struct zt_addrs_inner);
 } zt_addrs SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, ZT_SLOTS);
-	__type(key, __u32);
-	__array(values, struct zt_prefixes_inner);
+	ZT_SLOT_MAPS(struct zt_prefixes_inner);
 } zt_prefixes SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, ZT_SLOTS);
-	__type(key, __u32);
-	__array(values, struct zt_rules_inner);
+	ZT_SLOT_MAPS(struct zt_rules_inner);
 } zt_rules SEC(".maps");
 
 /* Userspace-only: a map-in-map update makes the kernel wait for an RCU grace period
  * (every XDP run in flight has finished) before the syscall returns. */
 struct zt_barrier_inner {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
+	ZT_MAP(BPF_MAP_TYPE_ARRAY, 1, __u32, __u32);
 };
 
 struct {
@@ -101,26 +85,18 @@ struct {
 /* MACs of the gateway itself (the protected interfaces and their bridge masters) -> ifindex that
  * owns it. Filled by the loader before it attaches; frames to these MACs are to the gateway. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, ZT_MAX_GWMACS);
-	__type(key, struct zt_dev_key);
-	__type(value, __u32);
+	ZT_MAP(BPF_MAP_TYPE_HASH, ZT_MAX_GWMACS, struct zt_dev_key, __u32);
 } zt_gwmacs SEC(".maps");
 
 /* First-fragment verdicts; full table = fail closed. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct zt_frag_key);
-	__type(value, struct zt_frag_val);
+	ZT_MAP(BPF_MAP_TYPE_HASH, 4096, struct zt_frag_key, struct zt_frag_val);
 } zt_frags SEC(".maps");
 
 /* Frames and bytes by (verdict, reason). */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ZT_V_MAX * ZT_R_MAX);
-	__type(key, __u32);
-	__type(value, struct zt_counter);
+	/* The product in parentheses: clang-format reads it as a pointer declaration otherwise. */
+	ZT_MAP(BPF_MAP_TYPE_PERCPU_ARRAY, (ZT_V_MAX * ZT_R_MAX), __u32, struct zt_counter);
 } zt_counters SEC(".maps");
 
 /* Per-device counters: one row of zt_devstats_stride entries per possible CPU, index
@@ -132,35 +108,23 @@ struct {
  * ends and the next begins). The loader sets max_entries to possible CPUs * zt_devstats_stride.
  * No device has dev_id 0: row 0's entry 0 is the agent's (maps/devstats.go). */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct zt_dev_stats);
+	ZT_MAP(BPF_MAP_TYPE_ARRAY, 1, __u32, struct zt_dev_stats);
 } zt_devstats SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct zt_event_stats);
+	ZT_MAP(BPF_MAP_TYPE_PERCPU_ARRAY, 1, __u32, struct zt_event_stats);
 } zt_evstats SEC(".maps");
 
 /* Event budgets, a direct-mapped table indexed by a hash of (device, reason): an array lookup
  * (inlined by the verifier, no hash walk) on every frame that could emit an event; a flood of
  * keys cannot exhaust it. Capacity: a power of two (the loader sets it and zt_event_limit_mask). */
 struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, struct zt_limit_slot);
+	ZT_MAP(BPF_MAP_TYPE_ARRAY, 4096, __u32, struct zt_limit_slot);
 } zt_event_limit SEC(".maps");
 
 /* The clock cache of zt_now, per CPU. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct zt_clock);
+	ZT_MAP(BPF_MAP_TYPE_PERCPU_ARRAY, 1, __u32, struct zt_clock);
 } zt_clock SEC(".maps");
 
 struct {

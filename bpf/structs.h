@@ -5,6 +5,7 @@
 #define ZT_STRUCTS_H
 
 #include <linux/types.h>
+#include <linux/if_ether.h>
 #include "consts.h"
 
 struct zt_in6 {
@@ -13,19 +14,19 @@ struct zt_in6 {
 
 /* devices[slot]: source MAC -> everything a frame of that device needs (one cold lookup). */
 struct zt_dev_key {
-	__u8 mac[6];
+	__u8 mac[ETH_ALEN];
 	__u16 pad;
 };
 
 struct zt_dev_rec {
-	__u32 dev_id;   /* stable across revisions: index of dev_stats, events */
-	__u32 ruleset;  /* rule set id (device rules + segment rules), shared by identical lists */
-	__u32 ifindex;  /* gateway port the device must arrive on; 0 = any */
-	__u16 segment;  /* segment id; 0 = none */
-	__u16 vlan;     /* VID the device's frames carry; 0 = untagged (or priority-tagged) */
-	__u16 flags;    /* enum zt_dev_flags */
-	__u8 n_v4;      /* used entries of v4 */
-	__u8 n_v6;      /* used entries of v6 */
+	__u32 dev_id;  /* stable across revisions: index of dev_stats, events */
+	__u32 ruleset; /* rule set id (device rules + segment rules), shared by identical lists */
+	__u32 ifindex; /* gateway port the device must arrive on; 0 = any */
+	__u16 segment; /* segment id; 0 = none */
+	__u16 vlan;    /* VID the device's frames carry; 0 = untagged (or priority-tagged) */
+	__u16 flags;   /* enum zt_dev_flags */
+	__u8 n_v4;     /* used entries of v4 */
+	__u8 n_v6;     /* used entries of v6 */
 	__be32 v4[ZT_MAX_V4];
 	struct zt_in6 v6[ZT_MAX_V6];
 };
@@ -38,7 +39,7 @@ struct zt_addr_key {
 struct zt_addr_val {
 	__u32 dev_id;
 	__u16 segment;
-	__u8 kind;      /* enum zt_addr_kind */
+	__u8 kind; /* enum zt_addr_kind */
 	__u8 pad;
 };
 
@@ -46,7 +47,7 @@ struct zt_addr_val {
  * each group over every enclosing prefix, so the longest match carries all rules that apply. */
 struct zt_prefix_key {
 	__u32 prefixlen; /* 32 (rule set) + 96 + v4 length, or 32 + v6 length */
-	__u32 ruleset;   /* always matched on all 32 bits */
+	__u32 ruleset;	 /* always matched on all 32 bits */
 	struct zt_in6 addr;
 };
 
@@ -58,8 +59,8 @@ struct zt_prefix_val {
 struct zt_rule_key {
 	__u32 ruleset;
 	__u32 sel_id;
-	__u8 sel_kind;  /* enum zt_sel_kind */
-	__u8 proto;     /* IP protocol number or ZT_PROTO_ANY */
+	__u8 sel_kind; /* enum zt_sel_kind */
+	__u8 proto;    /* IP protocol number or ZT_PROTO_ANY */
 	__u16 pad;
 };
 
@@ -69,20 +70,20 @@ struct zt_port_range {
 };
 
 struct zt_rule_val {
-	__u16 flags;    /* enum zt_rule_flags */
-	__u16 n;        /* used entries of ranges, sorted, merged */
+	__u16 flags; /* enum zt_rule_flags */
+	__u16 n;     /* used entries of ranges, sorted, merged */
 	struct zt_port_range ranges[ZT_MAX_PORT_RANGES];
 };
 
 struct zt_mac {
-	__u8 b[6];
+	__u8 b[ETH_ALEN];
 };
 
 /* config[slot]: policy-wide settings of one revision. */
 struct zt_config {
 	__u64 revision;
 	__u32 quarantine_ruleset; /* rule set of quarantined devices */
-	__u16 flags;              /* enum zt_config_flags */
+	__u16 flags;		  /* enum zt_config_flags */
 	__u8 n_gw4;
 	__u8 n_gw6;
 	__be32 gw4[ZT_MAX_GW];
@@ -96,16 +97,16 @@ struct zt_config {
 struct zt_frag_key {
 	struct zt_in6 saddr;
 	struct zt_in6 daddr;
-	__u32 id;       /* IPv4 ID (16 bits) or IPv6 fragment identification */
-	__u8 proto;     /* IPv4 protocol; 0 for IPv6 */
-	__u8 family;    /* 4 or 6 */
+	__u32 id;    /* IPv4 ID (16 bits) or IPv6 fragment identification */
+	__u8 proto;  /* IPv4 protocol; 0 for IPv6 */
+	__u8 family; /* 4 or 6 */
 	__u16 pad;
 };
 
 struct zt_frag_val {
-	__u64 ts;       /* when the first fragment passed (zt_now) */
+	__u64 ts; /* when the first fragment passed (zt_now) */
 	__u32 dev_id;
-	__u32 covered;  /* payload bytes (after the IP headers) the first fragment carried */
+	__u32 covered; /* payload bytes (after the IP headers) the first fragment carried */
 };
 
 /* counters: per-CPU, index verdict * ZT_R_MAX + reason. */
@@ -124,8 +125,8 @@ struct zt_dev_stats {
 
 /* event_stats: per-CPU, single entry. */
 struct zt_event_stats {
-	__u64 emitted;    /* events written into the ring buffer */
-	__u64 lost;       /* ring buffer full: reservation failed */
+	__u64 emitted;	  /* events written into the ring buffer */
+	__u64 lost;	  /* ring buffer full: reservation failed */
 	__u64 suppressed; /* over the per-(device, reason) event budget */
 };
 
@@ -133,10 +134,10 @@ struct zt_event_stats {
  * reason) or its neighbour, whichever is its own or free; when both hold other keys' open
  * windows it shares the first one's budget (fewer events, never more). */
 struct zt_limit_slot {
-	__u32 dev_id;         /* the key that owns the slot (zt_limit_owns) */
+	__u32 dev_id; /* the key that owns the slot (zt_limit_owns) */
 	__u32 reason;
-	__u64 window_start;   /* zt_now when the window opened */
-	__u64 count;          /* events granted in the window */
+	__u64 window_start; /* zt_now when the window opened */
+	__u64 count;	    /* events granted in the window */
 };
 
 /* zt_clock: per CPU, the coarse time read in the current jiffy (see zt_now). */
@@ -147,14 +148,14 @@ struct zt_clock {
 
 /* events: one record per sampled drop or audit. */
 struct zt_event {
-	__u64 ts;         /* zt_now (CLOCK_MONOTONIC_COARSE) when the frame was decided */
-	__u32 dev_id;     /* ZT_NO_DEVICE when the source is not identified */
-	__u32 ifindex;    /* ingress port */
-	__u64 revision;   /* policy revision that decided */
-	__u8 verdict;     /* enum zt_verdict */
-	__u8 reason;      /* enum zt_reason */
-	__u16 frame_len;  /* bytes of the frame */
-	__u16 cap_len;    /* bytes copied into data */
+	__u64 ts;	 /* zt_now (CLOCK_MONOTONIC_COARSE) when the frame was decided */
+	__u32 dev_id;	 /* ZT_NO_DEVICE when the source is not identified */
+	__u32 ifindex;	 /* ingress port */
+	__u64 revision;	 /* policy revision that decided */
+	__u8 verdict;	 /* enum zt_verdict */
+	__u8 reason;	 /* enum zt_reason */
+	__u16 frame_len; /* bytes of the frame */
+	__u16 cap_len;	 /* bytes copied into data */
 	__u16 pad;
 	__u8 data[ZT_EVENT_CAPTURE];
 };

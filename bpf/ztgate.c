@@ -1,30 +1,45 @@
 //go:build ignore
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-/* ztgate.c: the XDP entry point. Implements the decision order of the design notes; the Go
- * reference model (policy/model.go) is the specification and must agree on every frame. */
-#include "helpers.h"
+/* ztgate.c: the XDP entry point and the decision order of the design notes, step by step: L2 source
+ * (1), VLAN (2), identity (3), ethertype (5), ARP (6), IP header and source (7), IPv6 extension
+ * headers (8), destination MAC (8b), fragments (9), guards (10), allow-list (11, 13; quarantine, 4,
+ * picks its rule set). The Go reference model (policy/model.go) is the specification and must agree
+ * on every frame. */
+#include "parsing.h"
+#include "maps.h"
+#include "pkt.h"
+#include "clock.h"
+#include "addr.h"
+#include "rules.h"
+#include "frag.h"
+#include "account.h"
+#include "events.h"
+
+/* ff02::1:2, all DHCP relay agents and servers (RFC 8415), as two 64-bit halves. */
+#define ZT_ALL_DHCP_AGENTS_HI 0xff02000000000000ULL
+#define ZT_ALL_DHCP_AGENTS_LO 0x0000000000010002ULL
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-/* Step 6: ARP. The sender must be the device itself (or a probe from 0.0.0.0). */
+/* zt_arp is step 6, ARP: the sender must be the device itself (or a probe from 0.0.0.0). */
 static __always_inline int zt_arp(const struct xdp_md *ctx, struct zt_pkt *pkt)
 {
-	const __u8 *a = zt_ptr(ctx, pkt->l3off, 28);
+	const struct arp_ipv4 *arp = zt_parse_arp_ipv4(ctx, pkt->l3off);
 	__be32 spa;
 	__u16 op;
 
-	if (!a)
+	if (!arp)
 		return ZT_R_TRUNCATED;
-	op = zt_be16(a + 6);
-	if (zt_be16(a) != 1 || zt_be16(a + 2) != ETH_P_IP_ || a[4] != 6 || a[5] != 4 ||
-	    (op != 1 && op != 2))
+	op = bpf_ntohs(arp->hdr.ar_op);
+	if (arp->hdr.ar_hrd != bpf_htons(ARPHRD_ETHER) || arp->hdr.ar_pro != bpf_htons(ETH_P_IP) ||
+	    arp->hdr.ar_hln != ETH_ALEN || arp->hdr.ar_pln != sizeof(spa) || (op != ARPOP_REQUEST && op != ARPOP_REPLY))
 		return ZT_R_MALFORMED;
-	if (!zt_mac_eq(a + 8, pkt->smac))
+	if (!zt_mac_eq(arp->ar_sha, pkt->smac))
 		return ZT_R_ARP_SPOOF;
-	__builtin_memcpy(&spa, a + 14, 4);
+	__builtin_memcpy(&spa, arp->ar_sip, sizeof(spa));
 	if (spa == 0) {
-		if (op != 1)
+		if (op != ARPOP_REQUEST)
 			return ZT_R_ARP_SPOOF;
 	} else if (!zt_bound_v4(pkt->dev, spa)) {
 		return ZT_R_ARP_SPOOF;
@@ -36,15 +51,15 @@ static __always_inline int zt_arp(const struct xdp_md *ctx, struct zt_pkt *pkt)
 	return ZT_R_ALLOW;
 }
 
-/* IPv4 options in [start, start + len): -1 if acceptable, else a reason. A global function, so
- * the verifier checks the bounded walk once instead of once per path that reaches it. */
+/* zt_ipv4_options checks the IPv4 options in [start, start + len): ZT_CONTINUE if acceptable, else a
+ * reason. A global function, so the verifier checks the bounded walk once, not once per path. */
 __noinline int zt_ipv4_options(struct xdp_md *ctx, __u32 start, __u32 len)
 {
 	__u32 i;
 
 	if (!ctx || len > ZT_MAX_IPV4_OPTS)
 		return ZT_R_MALFORMED;
-	for (i = 0; i < ZT_MAX_IPV4_OPTS; ) {
+	for (i = 0; i < ZT_MAX_IPV4_OPTS;) {
 		const __u8 *o;
 
 		if (i >= len)
@@ -52,9 +67,10 @@ __noinline int zt_ipv4_options(struct xdp_md *ctx, __u32 start, __u32 len)
 		o = zt_ptr(ctx, start + i, 1);
 		if (!o)
 			return ZT_R_TRUNCATED;
-		if (o[0] == 0) /* end of options */
+		/* An option is a type byte, then (except END and NOOP) a length byte covering both. */
+		if (o[0] == IPOPT_END)
 			break;
-		if (o[0] == 1) { /* no-op */
+		if (o[0] == IPOPT_NOOP) {
 			i++;
 			continue;
 		}
@@ -63,72 +79,44 @@ __noinline int zt_ipv4_options(struct xdp_md *ctx, __u32 start, __u32 len)
 		o = zt_ptr(ctx, start + i, 2);
 		if (!o)
 			return ZT_R_TRUNCATED;
-		if (o[1] < 2 || i + o[1] > len)
+		if (o[1] < ZT_IPOPT_MIN_LEN || i + o[1] > len)
 			return ZT_R_MALFORMED;
-		if (o[0] == 0x83 || o[0] == 0x89) /* loose / strict source route */
+		if (o[0] == IPOPT_LSRR || o[0] == IPOPT_SSRR)
 			return ZT_R_IP_OPTIONS;
 		i += o[1];
 	}
-	return -1;
+	return ZT_CONTINUE;
 }
 
-/* Neighbour discovery options in [start, end): a source or target link-layer address option
- * must name the Ethernet source (mac, from zt_mac_u64). -1 if acceptable, else a reason. A
- * global function, like zt_ipv4_options. */
-__noinline int zt_nd_options(struct xdp_md *ctx, __u32 start, __u32 end, __u64 mac)
-{
-	__u32 i, off = start;
-
-	if (!ctx)
-		return ZT_R_MALFORMED;
-	for (i = 0; i < ZT_MAX_ND_OPTS; i++) {
-		const __u8 *o;
-
-		if (off >= end)
-			return -1;
-		if (off + 8 > end)
-			return ZT_R_MALFORMED;
-		o = zt_ptr(ctx, off, 8);
-		if (!o)
-			return ZT_R_TRUNCATED;
-		if (o[1] == 0 || off + o[1] * 8 > end)
-			return ZT_R_MALFORMED;
-		if ((o[0] == ZT_ND_SLLA || o[0] == ZT_ND_TLLA) && zt_mac_u64(o + 2) != mac)
-			return ZT_R_ND_SPOOF;
-		off += o[1] * 8;
-	}
-	return off >= end ? -1 : ZT_R_MALFORMED; /* more options than the walk follows */
-}
-
-/* Step 7 for IPv4: header consistency, source binding, options. */
+/* zt_ipv4 is step 7 for IPv4: header consistency, source binding, options. */
 static __always_inline int zt_ipv4(struct xdp_md *ctx, struct zt_pkt *pkt)
 {
-	const __u8 *ip = zt_ptr(ctx, pkt->l3off, 20);
+	const struct iphdr *iph = zt_parse_iphdr(ctx, pkt->l3off);
 	__u32 hl, tot, frag;
 	__be32 src, dst;
 	int r;
 
-	if (!ip)
+	if (!iph)
 		return ZT_R_TRUNCATED;
-	if ((ip[0] >> 4) != 4 || (ip[0] & 0xf) < 5)
+	if (iph->version != ZT_IPV4_VERSION || iph->ihl < ZT_IPV4_MIN_IHL)
 		return ZT_R_MALFORMED;
-	hl = (ip[0] & 0xf) * 4;
+	hl = iph->ihl * ZT_IHL_UNIT;
 	if (!zt_ptr(ctx, pkt->l3off, hl))
 		return ZT_R_TRUNCATED;
-	tot = zt_be16(ip + 2);
+	tot = bpf_ntohs(iph->tot_len);
 	if (tot < hl || pkt->l3off + tot > zt_frame_len(ctx))
 		return ZT_R_MALFORMED;
 	pkt->end = pkt->l3off + tot;
 	pkt->l4off = pkt->l3off + hl;
 	pkt->fp_start = pkt->l4off;
-	pkt->l4proto = ip[9];
-	pkt->frag_id = zt_be16(ip + 4);
-	frag = zt_be16(ip + 6);
-	pkt->mf = (frag & 0x2000) != 0;
-	pkt->foff = (frag & 0x1fff) * 8;
+	pkt->l4proto = iph->protocol;
+	pkt->frag_id = bpf_ntohs(iph->id);
+	frag = bpf_ntohs(iph->frag_off);
+	pkt->mf = (frag & IP_MF) != 0;
+	pkt->foff = (frag & IP_OFFSET) * ZT_FRAG_UNIT;
 	pkt->first_frag = pkt->mf && pkt->foff == 0;
-	__builtin_memcpy(&src, ip + 12, 4);
-	__builtin_memcpy(&dst, ip + 16, 4);
+	src = iph->saddr;
+	dst = iph->daddr;
 	zt_in6_from_v4(&pkt->saddr, src);
 	zt_in6_from_v4(&pkt->daddr, dst);
 
@@ -137,34 +125,35 @@ static __always_inline int zt_ipv4(struct xdp_md *ctx, struct zt_pkt *pkt)
 	else if (!zt_bound_v4(pkt->dev, src))
 		return ZT_R_SPOOF_IP;
 
-	if (hl > 20) { /* most datagrams carry no options: no call to the walk */
-		r = zt_ipv4_options(ctx, pkt->l3off + 20, hl - 20);
-		if (r >= 0)
+	if (hl > sizeof(*iph)) { /* most datagrams carry no options: no call to the walk */
+		r = zt_ipv4_options(ctx, pkt->l3off + sizeof(*iph), hl - sizeof(*iph));
+		if (zt_decided(r))
 			return r;
 	}
 	if (!pkt->unspec)
 		pkt->counted = 1;
-	return -1; /* go on */
+	return ZT_CONTINUE;
 }
 
-/* Steps 7-8 for IPv6: header consistency, source binding, extension-header walk. */
+/* zt_ipv6 is steps 7-8 for IPv6: header consistency, source binding, extension-header walk. */
 static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 {
-	const __u8 *ip = zt_ptr(ctx, pkt->l3off, 40);
+	const struct ipv6hdr *ip6 = zt_parse_ipv6hdr(ctx, pkt->l3off);
 	__u32 off, i, seen_frag = 0;
 	__u8 nh;
 
-	if (!ip)
+	if (!ip6)
 		return ZT_R_TRUNCATED;
-	if ((ip[0] >> 4) != 6)
+	if (ip6->version != ZT_IPV6_VERSION)
 		return ZT_R_MALFORMED;
-	if (pkt->l3off + 40 + zt_be16(ip + 4) > zt_frame_len(ctx))
+	off = pkt->l3off + sizeof(*ip6);
+	if (off + bpf_ntohs(ip6->payload_len) > zt_frame_len(ctx))
 		return ZT_R_MALFORMED;
-	pkt->end = pkt->l3off + 40 + zt_be16(ip + 4);
-	__builtin_memcpy(pkt->saddr.b, ip + 8, 16);
-	__builtin_memcpy(pkt->daddr.b, ip + 24, 16);
-	nh = ip[6];
-	pkt->hoplimit = ip[7];
+	pkt->end = off + bpf_ntohs(ip6->payload_len);
+	__builtin_memcpy(pkt->saddr.b, &ip6->saddr, sizeof(pkt->saddr));
+	__builtin_memcpy(pkt->daddr.b, &ip6->daddr, sizeof(pkt->daddr));
+	nh = ip6->nexthdr;
+	pkt->hoplimit = ip6->hop_limit;
 
 	{
 		const __u64 *s = (const __u64 *)pkt->saddr.b;
@@ -177,39 +166,42 @@ static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 	if (!pkt->unspec)
 		pkt->counted = 1;
 
-	off = pkt->l3off + 40;
 	pkt->fp_start = off;
 	for (i = 0; i < ZT_MAX_EXT_HDRS; i++) {
-		const __u8 *h;
+		const struct ipv6_opt_hdr *h;
 
 		if (!zt_is_ext(nh))
 			break;
-		if (nh == IPPROTO_ROUTING_ || (nh == IPPROTO_HOPOPTS_ && i != 0))
+		if (nh == IPPROTO_ROUTING || (nh == IPPROTO_HOPOPTS && i != 0))
 			return ZT_R_EXT_DENIED;
-		if (off + 8 > pkt->end)
+		if (off + ZT_EXT_UNIT > pkt->end)
 			return ZT_R_TRUNCATED;
-		h = zt_ptr(ctx, off, 8);
-		if (!h)
-			return ZT_R_TRUNCATED;
-		if (nh == IPPROTO_FRAGMENT_) {
-			__u16 fo = zt_be16(h + 2);
+		if (nh == IPPROTO_FRAGMENT) {
+			const struct frag_hdr *fh = zt_parse_frag_hdr(ctx, off);
+			__u16 fo;
 
+			if (!fh)
+				return ZT_R_TRUNCATED;
 			if (seen_frag)
 				return ZT_R_EXT_DENIED;
 			seen_frag = 1;
-			nh = h[0];
-			off += 8;
+			fo = bpf_ntohs(fh->frag_off);
+			nh = fh->nexthdr;
+			off += sizeof(*fh);
 			pkt->fp_start = off;
-			pkt->foff = fo & 0xfff8;
-			pkt->mf = fo & 1;
-			pkt->frag_id = ((__u32)zt_be16(h + 4) << 16) | zt_be16(h + 6);
+			pkt->foff = fo & IP6_OFFSET;
+			pkt->mf = fo & IP6_MF;
+			pkt->frag_id = bpf_ntohl(fh->identification);
 			pkt->first_frag = pkt->mf && pkt->foff == 0;
 			if (pkt->foff)
 				break; /* a later fragment: the rest is payload */
 			continue;
 		}
-		nh = h[0];
-		off += (h[1] + 1) * 8;
+		h = zt_parse_ipv6_opt_hdr(ctx, off);
+		if (!h)
+			return ZT_R_TRUNCATED;
+		nh = h->nexthdr;
+		off += (h->hdrlen + 1) * ZT_EXT_UNIT;
 		if (off > pkt->end)
 			return ZT_R_TRUNCATED;
 	}
@@ -217,66 +209,96 @@ static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 		return ZT_R_EXT_DENIED; /* chain longer than the parser limit */
 	pkt->l4proto = nh;
 	pkt->l4off = off;
-	return -1;
+	return ZT_CONTINUE;
 }
 
-/* Step 10: infrastructure guards, plus the DHCP/ND plumbing that passes without a rule.
- * Returns a reason, or -1 to go on to the allow-list. */
+/* zt_nd_options checks the neighbour discovery options in [start, end): a source or target
+ * link-layer address option must name the Ethernet source (mac, from zt_mac_u64). ZT_CONTINUE if
+ * acceptable, else a reason. A global function, like zt_ipv4_options. */
+__noinline int zt_nd_options(struct xdp_md *ctx, __u32 start, __u32 end, __u64 mac)
+{
+	__u32 i, off = start;
+
+	if (!ctx)
+		return ZT_R_MALFORMED;
+	for (i = 0; i < ZT_MAX_ND_OPTS; i++) {
+		const struct zt_nd_lladdr *o;
+
+		if (off >= end)
+			return ZT_CONTINUE;
+		if (off + ND_OPT_UNIT > end)
+			return ZT_R_MALFORMED;
+		o = zt_parse_nd_lladdr(ctx, off);
+		if (!o)
+			return ZT_R_TRUNCATED;
+		if (o->hdr.nd_opt_len == 0 || off + o->hdr.nd_opt_len * ND_OPT_UNIT > end)
+			return ZT_R_MALFORMED;
+		if ((o->hdr.nd_opt_type == ND_OPT_SOURCE_LL_ADDR || o->hdr.nd_opt_type == ND_OPT_TARGET_LL_ADDR) &&
+		    zt_mac_u64(o->addr) != mac)
+			return ZT_R_ND_SPOOF;
+		off += o->hdr.nd_opt_len * ND_OPT_UNIT;
+	}
+	return off >= end ? ZT_CONTINUE : ZT_R_MALFORMED; /* more options than the walk follows */
+}
+
+/* zt_guards is step 10: infrastructure guards, plus the DHCP/ND plumbing that passes without a
+ * rule. Returns a reason, or ZT_CONTINUE to go on to the allow-list. */
 static __always_inline int zt_guards(const struct xdp_md *ctx, struct zt_pkt *pkt)
 {
 	__u32 tiny = pkt->first_frag ? ZT_R_FRAG_TINY : ZT_R_TRUNCATED;
 	__u32 need = zt_l4_need(pkt->l4proto);
-	const __u8 *l4 = zt_ptr(ctx, pkt->l4off, 8);
+	const union zt_l4hdr *l4 = zt_parse_l4hdr(ctx, pkt->l4off);
 
 	if (pkt->l4off + need > pkt->end)
 		return tiny;
 	if (need) {
 		if (!l4)
 			return tiny;
-		pkt->icmp_type = l4[0];
+		pkt->icmp_type = l4->icmp6.icmp6_type;
 	}
-	if (pkt->l4proto == IPPROTO_TCP_) {
-		const __u8 *t = zt_ptr(ctx, pkt->l4off, 20);
+	if (pkt->l4proto == IPPROTO_TCP) {
+		const struct tcphdr *tcp = zt_parse_tcphdr(ctx, pkt->l4off);
 
-		if (!t)
+		if (!tcp)
 			return tiny;
-		if ((t[12] >> 4) < 5)
+		if (tcp->doff < ZT_TCP_MIN_DOFF)
 			return ZT_R_MALFORMED;
-		if (pkt->l4off + (t[12] >> 4) * 4 > pkt->end)
+		if (pkt->l4off + tcp->doff * ZT_IHL_UNIT > pkt->end)
 			return tiny;
 	}
-	if (pkt->l4proto == IPPROTO_TCP_ || pkt->l4proto == IPPROTO_UDP_) {
+	if (pkt->l4proto == IPPROTO_TCP || pkt->l4proto == IPPROTO_UDP) {
 		if (!l4)
 			return tiny;
-		pkt->sport = zt_be16(l4);
-		pkt->dport = zt_be16(l4 + 2);
+		pkt->sport = bpf_ntohs(l4->udp.source);
+		pkt->dport = bpf_ntohs(l4->udp.dest);
 	}
-	if (pkt->l4proto == IPPROTO_UDP_ && l4) {
-		__u32 ulen = zt_be16(l4 + 4);
+	if (pkt->l4proto == IPPROTO_UDP && l4) {
+		__u32 ulen = bpf_ntohs(l4->udp.len);
 
 		/* A first fragment's UDP length covers the whole datagram, not this fragment. */
-		if (ulen < 8 || (!pkt->first_frag && pkt->l4off + ulen > pkt->end))
+		if (ulen < sizeof(struct udphdr) || (!pkt->first_frag && pkt->l4off + ulen > pkt->end))
 			return ZT_R_MALFORMED;
 	}
 
 	if (pkt->family == 4) {
-		if (pkt->l4proto == IPPROTO_UDP_) {
+		if (pkt->l4proto == IPPROTO_UDP) {
 			if (pkt->sport == ZT_PORT_DHCP_SERVER)
 				return ZT_R_DHCP_SERVER;
 			if (pkt->dport == ZT_PORT_DHCP_SERVER) {
+				__u32 bootp = pkt->l4off + sizeof(struct udphdr);
 				const __u8 *b;
 
-				if (pkt->l4off + 8 + ZT_DHCP_MIN_LEN > pkt->end)
+				if (bootp + ZT_DHCP_MIN_LEN > pkt->end)
 					return tiny;
-				b = zt_ptr(ctx, pkt->l4off + 8, ZT_DHCP_MIN_LEN);
+				b = zt_ptr(ctx, bootp, ZT_DHCP_MIN_LEN);
 				if (!b)
 					return tiny;
-				if (b[0] != 1) /* BOOTREPLY */
+				if (b[0] != ZT_BOOTREQUEST)
 					return ZT_R_DHCP_SERVER;
 				if (!zt_mac_eq(b + ZT_DHCP_CHADDR_OFF, pkt->smac))
 					return ZT_R_DHCP_CHADDR;
 				if (pkt->sport == ZT_PORT_DHCP_CLIENT && (pkt->cfg->flags & ZT_CFG_SVC_DHCP) &&
-				    (zt_in6_v4(&pkt->daddr) == 0xffffffff || zt_is_gateway(pkt))) {
+				    (zt_in6_v4(&pkt->daddr) == ZT_V4_BROADCAST || zt_is_gateway(pkt))) {
 					pkt->counted = 1;
 					return ZT_R_ALLOW;
 				}
@@ -284,43 +306,45 @@ static __always_inline int zt_guards(const struct xdp_md *ctx, struct zt_pkt *pk
 		}
 		if (pkt->unspec)
 			return ZT_R_SPOOF_IP;
-		if (pkt->l4proto == IPPROTO_ICMP_ &&
-		    (pkt->icmp_type == ZT_ICMP_REDIRECT || pkt->icmp_type == ZT_ICMP_ROUTER_ADVERT))
+		if (pkt->l4proto == IPPROTO_ICMP &&
+		    (pkt->icmp_type == ICMP_REDIRECT || pkt->icmp_type == ICMP_ROUTERADVERT))
 			return ZT_R_ROUTER_GUARD;
-		return -1;
+		return ZT_CONTINUE;
 	}
 
-	if (pkt->unspec && !(pkt->l4proto == IPPROTO_ICMPV6_ && pkt->icmp_type == ZT_ICMP6_NS))
+	if (pkt->unspec && !(pkt->l4proto == IPPROTO_ICMPV6 && pkt->icmp_type == NDISC_NEIGHBOUR_SOLICITATION))
 		return ZT_R_SPOOF_IP;
-	if (pkt->l4proto == IPPROTO_UDP_) {
+	if (pkt->l4proto == IPPROTO_UDP) {
 		if (pkt->sport == ZT_PORT_DHCP6_SERVER)
 			return ZT_R_DHCP_SERVER;
 		if (pkt->sport == ZT_PORT_DHCP6_CLIENT && pkt->dport == ZT_PORT_DHCP6_SERVER &&
 		    (pkt->cfg->flags & ZT_CFG_SVC_DHCPV6)) {
 			const __u64 *d = (const __u64 *)pkt->daddr.b;
 
-			/* ff02::1:2, all DHCP relay agents and servers */
-			if ((d[0] == bpf_cpu_to_be64(0xff02000000000000ULL) &&
-			     d[1] == bpf_cpu_to_be64(0x0000000000010002ULL)) ||
+			if ((d[0] == bpf_cpu_to_be64(ZT_ALL_DHCP_AGENTS_HI) &&
+			     d[1] == bpf_cpu_to_be64(ZT_ALL_DHCP_AGENTS_LO)) ||
 			    zt_is_gateway(pkt))
 				return ZT_R_ALLOW;
 		}
 	}
-	if (pkt->l4proto == IPPROTO_ICMPV6_) {
+	if (pkt->l4proto == IPPROTO_ICMPV6) {
 		switch (pkt->icmp_type) {
-		case ZT_ICMP6_RA:
-		case ZT_ICMP6_REDIRECT:
+		case NDISC_ROUTER_ADVERTISEMENT:
+		case NDISC_REDIRECT:
 			return ZT_R_ROUTER_GUARD;
-		case ZT_ICMP6_NA:
-		case ZT_ICMP6_NS:
-		case ZT_ICMP6_RS: {
-			__u32 opts = pkt->l4off + (pkt->icmp_type == ZT_ICMP6_RS ? 8 : ZT_ND_LEN);
+		case NDISC_NEIGHBOUR_ADVERTISEMENT:
+		case NDISC_NEIGHBOUR_SOLICITATION:
+		case NDISC_ROUTER_SOLICITATION: {
+			/* A router solicitation's options follow its 8-byte header; NS and NA carry a target. */
+			__u32 opts = pkt->l4off + (pkt->icmp_type == NDISC_ROUTER_SOLICITATION ? sizeof(struct icmp6hdr)
+											       : sizeof(struct nd_msg));
 			int r;
 
 			if (opts > pkt->end)
 				return tiny;
-			if (pkt->icmp_type == ZT_ICMP6_NA) {
-				const struct zt_in6 *t = zt_ptr(ctx, pkt->l4off + 8, 16);
+			if (pkt->icmp_type == NDISC_NEIGHBOUR_ADVERTISEMENT) {
+				const struct zt_in6 *t =
+				    zt_ptr(ctx, pkt->l4off + __builtin_offsetof(struct nd_msg, target), sizeof(*t));
 
 				if (!t)
 					return tiny;
@@ -328,7 +352,7 @@ static __always_inline int zt_guards(const struct xdp_md *ctx, struct zt_pkt *pk
 					return ZT_R_ND_SPOOF;
 			}
 			r = zt_nd_options((struct xdp_md *)ctx, opts, pkt->end, zt_mac_u64(pkt->smac));
-			if (r >= 0)
+			if (zt_decided(r))
 				return r;
 			/* Plumbing only on the link; anything else needs a rule like any packet. */
 			if (zt_nd_link_scope(pkt))
@@ -338,12 +362,14 @@ static __always_inline int zt_guards(const struct xdp_md *ctx, struct zt_pkt *pk
 		}
 		}
 	}
-	return -1;
+	return ZT_CONTINUE;
 }
 
+/* zt_decide runs the decision steps in order and returns the frame's reason. */
 static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 {
-	const __u8 *eth = zt_ptr(ctx, 0, 14);
+	const struct ethhdr *eth = zt_parse_ethhdr(ctx, 0);
+	const __u8 *src;
 	struct zt_dev_key key = {};
 	void *devices;
 	__u16 proto;
@@ -354,31 +380,32 @@ static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 	/* Step 1: L2 sanity. */
 	if (!eth)
 		return ZT_R_TRUNCATED;
-	__builtin_memcpy(pkt->smac, eth + 6, 6);
-	if ((eth[6] & 1) || !(eth[6] | eth[7] | eth[8] | eth[9] | eth[10] | eth[11]) ||
-	    zt_mac_eq(eth, eth + 6))
+	src = eth->h_source;
+	__builtin_memcpy(pkt->smac, src, ETH_ALEN);
+	if ((src[0] & ZT_MAC_GROUP) || !(src[0] | src[1] | src[2] | src[3] | src[4] | src[5]) ||
+	    zt_mac_eq(eth->h_dest, src))
 		return ZT_R_BAD_L2_SRC;
 	/* Step 2: VLAN. One 802.1Q tag at most; VID 0 is a priority tag. */
-	proto = zt_be16(eth + 12);
-	pkt->l3off = 14;
-	if (proto == ETH_P_8021AD_ || proto == ETH_P_QINQ_OLD_)
+	proto = bpf_ntohs(eth->h_proto);
+	pkt->l3off = sizeof(*eth);
+	if (proto == ETH_P_8021AD || proto == ETH_P_QINQ1)
 		return ZT_R_VLAN_DENIED;
-	if (proto == ETH_P_8021Q_) {
-		const __u8 *tag = zt_ptr(ctx, 14, 4);
+	if (proto == ETH_P_8021Q) {
+		const struct vlan_hdr *vlan = zt_parse_vlan_hdr(ctx, pkt->l3off);
 
-		if (!tag)
+		if (!vlan)
 			return ZT_R_TRUNCATED;
-		pkt->vid = zt_be16(tag) & 0x0fff;
-		proto = zt_be16(tag + 2);
-		pkt->l3off = 18;
-		if (proto == ETH_P_8021Q_ || proto == ETH_P_8021AD_ || proto == ETH_P_QINQ_OLD_)
+		pkt->vid = bpf_ntohs(vlan->h_vlan_TCI) & VLAN_VID_MASK;
+		proto = bpf_ntohs(vlan->h_vlan_encapsulated_proto);
+		pkt->l3off += sizeof(*vlan);
+		if (proto == ETH_P_8021Q || proto == ETH_P_8021AD || proto == ETH_P_QINQ1)
 			return ZT_R_VLAN_DENIED;
 	}
 	/* Step 3: identity. */
 	devices = bpf_map_lookup_elem(&zt_devices, &pkt->slot);
 	if (!devices)
 		return ZT_R_NO_POLICY;
-	__builtin_memcpy(key.mac, pkt->smac, 6);
+	__builtin_memcpy(key.mac, pkt->smac, ETH_ALEN);
 	pkt->dev = bpf_map_lookup_elem(devices, &key);
 	if (!pkt->dev)
 		return ZT_R_UNKNOWN_DEVICE;
@@ -386,20 +413,20 @@ static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 		return ZT_R_SPOOF_MAC_PORT;
 	if (pkt->vid != pkt->dev->vlan)
 		return ZT_R_VLAN_DENIED;
-	__builtin_memcpy(pkt->dmac, eth, 6);
+	__builtin_memcpy(pkt->dmac, eth->h_dest, ETH_ALEN);
 	/* Step 4 (quarantine) selects the rule set in step 13. Step 5: ethertype. */
-	if (proto == ETH_P_ARP_)
+	if (proto == ETH_P_ARP)
 		return zt_arp(ctx, pkt);
-	if (proto == ETH_P_IP_) {
+	if (proto == ETH_P_IP) {
 		pkt->family = 4;
 		r = zt_ipv4(ctx, pkt);
-	} else if (proto == ETH_P_IPV6_) {
+	} else if (proto == ETH_P_IPV6) {
 		pkt->family = 6;
 		r = zt_ipv6(ctx, pkt);
 	} else {
 		return ZT_R_ETHERTYPE_DENIED;
 	}
-	if (r >= 0)
+	if (zt_decided(r))
 		return r;
 	/* Step 8b: whom the frame is for. Enforced after the sender's identity checks, so that a
 	 * spoof is reported as one whatever its destination MAC. */
@@ -410,17 +437,17 @@ static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 	/* Steps 10-11, 13. The destination MAC must fit the IP destination: a frame the guards
 	 * let through as plumbing too. */
 	r = zt_guards(ctx, pkt);
-	if ((r < 0 || r == ZT_R_ALLOW) && pkt->l2 == ZT_L2_DENY)
+	if ((!zt_decided(r) || r == ZT_R_ALLOW) && pkt->l2 == ZT_L2_DENY)
 		r = ZT_R_L2_DST_DENIED;
-	if (r < 0)
+	if (!zt_decided(r))
 		r = zt_allow_list(pkt);
 	if (r == ZT_R_ALLOW && pkt->first_frag)
 		r = zt_frag_record(pkt);
 	return r;
 }
 
-/* Does the device's audit mode pass a frame dropped for reason? Identity failures (the sender
- * is not who it claims) stay enforced unless the device's audit covers identity too. */
+/* zt_dev_audits reports whether the device's audit mode passes a frame dropped for reason. Identity failures (the
+ * sender is not who it claims) stay enforced unless the device's audit covers identity too. */
 static __always_inline __u32 zt_dev_audits(__u16 flags, int reason)
 {
 	if (!(flags & ZT_DEV_AUDIT))
@@ -436,6 +463,7 @@ static __always_inline __u32 zt_dev_audits(__u16 flags, int reason)
 	return 1;
 }
 
+/* zt_xdp decides each frame, charges it and reports it when it is dropped or audited. */
 SEC("xdp")
 int zt_xdp(struct xdp_md *ctx)
 {
@@ -457,8 +485,8 @@ int zt_xdp(struct xdp_md *ctx)
 		reason = ZT_R_MALFORMED;
 	verdict = ZT_V_PASS;
 	if (reason != ZT_R_ALLOW) {
-		__u32 audit = pkt.dev ? zt_dev_audits(pkt.dev->flags, reason)
-				      : pkt.cfg && (pkt.cfg->flags & ZT_CFG_AUDIT);
+		__u32 audit =
+		    pkt.dev ? zt_dev_audits(pkt.dev->flags, reason) : pkt.cfg && (pkt.cfg->flags & ZT_CFG_AUDIT);
 
 		verdict = reason != ZT_R_NO_POLICY && audit ? ZT_V_AUDIT : ZT_V_DROP;
 	}

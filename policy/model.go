@@ -6,6 +6,8 @@ import (
 	"sort"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ztgate/ztgate/bpf"
 )
 
@@ -21,7 +23,7 @@ type Decision struct {
 // every frame. It decides from the same Snapshot the maps package writes into the kernel and
 // keeps its own first-fragment table with the datapath's capacity and lifetime.
 //
-// Each step below has a twin in bpf/ztgate.c or bpf/helpers.h; a reason here is a reason there.
+// Each step below has a twin in bpf/ztgate.c or a header beside it; a reason here is a reason there.
 type Model struct {
 	snap         *Snapshot
 	tries        map[uint32][]trieEntry // rule set -> prefixes, longest first
@@ -54,7 +56,8 @@ func (m *Model) SetSnapshot(s *Snapshot) {
 		return
 	}
 	for k, v := range s.Prefixes {
-		m.tries[k.Ruleset] = append(m.tries[k.Ruleset], trieEntry{bits: int(k.Prefixlen) - 32, addr: k.Addr.B, group: v.Group})
+		e := trieEntry{bits: int(k.Prefixlen) - 32, addr: k.Addr.B, group: v.Group}
+		m.tries[k.Ruleset] = append(m.tries[k.Ruleset], e)
 	}
 	for _, es := range m.tries {
 		sort.Slice(es, func(i, j int) bool { return es[i].bits > es[j].bits })
@@ -100,7 +103,7 @@ type pkt struct {
 	now       time.Duration
 }
 
-// Destination MAC classes, as ZT_L2_* in bpf/helpers.h.
+// Destination MAC classes, as ZT_L2_* in bpf/pkt.h.
 const (
 	l2Deny    = iota // the destination MAC does not fit the frame: l2_dst_denied
 	l2Gateway        // one of the gateway's MACs (zt_gwmacs or the policy's)
@@ -114,7 +117,54 @@ const (
 	maxNDOpts     = 8      // ZT_MAX_ND_OPTS
 	maxIPv4Opts   = 40     // ZT_MAX_IPV4_OPTS
 	maxExtHeaders = 8      // ZT_MAX_EXT_HDRS
-	goOn          = -1     // a step that did not decide
+	goOn          = -1     // ZT_CONTINUE: a step that did not decide
+)
+
+// Header lengths, fields and values the datapath reads, named after the C (the kernel's names in
+// bpf/parsing.h) where golang.org/x/sys/unix has no constant (unix.ETH_P_IP, unix.IPPROTO_HOPOPTS, ...).
+const (
+	ethALen        = 6      // ETH_ALEN
+	ethHLen        = 14     // ETH_HLEN, sizeof(struct ethhdr)
+	vlanHLen       = 4      // sizeof(struct vlan_hdr)
+	vlanVIDMask    = 0x0fff // VLAN_VID_MASK
+	macGroup       = 0x01   // ZT_MAC_GROUP: the group bit of a MAC's first byte
+	arpIPv4Len     = 28     // sizeof(struct arp_ipv4)
+	arpOpRequest   = 1      // ARPOP_REQUEST
+	arpOpReply     = 2      // ARPOP_REPLY
+	ipv4Len        = 4      // bytes of an IPv4 address (arphdr.ar_pln)
+	ipv4HLen       = 20     // sizeof(struct iphdr)
+	ipv4Version    = 4      // ZT_IPV4_VERSION
+	ipv4MinIHL     = 5      // ZT_IPV4_MIN_IHL
+	ihlUnit        = 4      // ZT_IHL_UNIT: iphdr.ihl and tcphdr.doff count 4 bytes
+	fragUnit       = 8      // ZT_FRAG_UNIT: IPv4 fragment offsets count 8 bytes
+	ipOffset       = 0x1fff // IP_OFFSET (unix.IP_MF is the more-fragments flag)
+	ipoptEnd       = 0      // IPOPT_END
+	ipoptNoop      = 1      // IPOPT_NOOP
+	ipoptLSRR      = 0x83   // IPOPT_LSRR
+	ipoptSSRR      = 0x89   // IPOPT_SSRR
+	ipoptMinLen    = 2      // ZT_IPOPT_MIN_LEN
+	ipv6HLen       = 40     // sizeof(struct ipv6hdr)
+	ipv6Version    = 6      // ZT_IPV6_VERSION
+	extUnit        = 8      // ZT_EXT_UNIT: ipv6_opt_hdr.hdrlen counts 8 bytes
+	fragHLen       = 8      // sizeof(struct frag_hdr)
+	ip6Offset      = 0xfff8 // IP6_OFFSET
+	ip6MF          = 0x0001 // IP6_MF
+	tcpHLen        = 20     // sizeof(struct tcphdr)
+	tcpMinDoff     = 5      // ZT_TCP_MIN_DOFF
+	udpHLen        = 8      // sizeof(struct udphdr)
+	icmpHLen       = 8      // sizeof(struct icmp6hdr), ICMP's alike
+	ndMsgLen       = 24     // sizeof(struct nd_msg): ICMPv6 header and target
+	ndOptUnit      = 8      // ND_OPT_UNIT: nd_opt_len counts 8 bytes
+	ndHopLimit     = 255    // ZT_ND_HOPLIMIT
+	bootRequest    = 1      // ZT_BOOTREQUEST
+	dhcpChaddrOff  = 28     // ZT_DHCP_CHADDR_OFF
+	dhcpMinLen     = 34     // ZT_DHCP_MIN_LEN
+	portDHCPServer = 67     // ZT_PORT_DHCP_SERVER
+	portDHCPClient = 68     // ZT_PORT_DHCP_CLIENT
+	portDHCP6Clnt  = 546    // ZT_PORT_DHCP6_CLIENT
+	portDHCP6Srv   = 547    // ZT_PORT_DHCP6_SERVER
+	portVXLAN      = 4789   // ZT_PORT_VXLAN
+	portGeneve     = 6081   // ZT_PORT_GENEVE
 )
 
 // ptr mirrors zt_ptr: n readable bytes at off, or nil.
@@ -173,29 +223,30 @@ func devAudits(flags uint16, r bpf.Reason) bool {
 
 func (m *Model) decide(p *pkt, ingress uint32) bpf.Reason {
 	// Step 1: L2 sanity.
-	eth := p.ptr(0, 14)
+	eth := p.ptr(0, ethHLen)
 	if eth == nil {
 		return bpf.ReasonTruncated
 	}
-	p.smac = eth[6:12]
-	if eth[6]&1 != 0 || bytes.Equal(p.smac, make([]byte, 6)) || bytes.Equal(eth[0:6], p.smac) {
+	dst, src := eth[:ethALen], eth[ethALen:2*ethALen]
+	p.smac = src
+	if src[0]&macGroup != 0 || bytes.Equal(src, make([]byte, ethALen)) || bytes.Equal(dst, src) {
 		return bpf.ReasonBadL2Src
 	}
 	// Step 2: VLAN.
-	proto := be16(eth[12:])
-	p.l3off = 14
-	if proto == 0x88a8 || proto == 0x9100 {
+	proto := be16(eth[2*ethALen:])
+	p.l3off = ethHLen
+	if proto == unix.ETH_P_8021AD || proto == unix.ETH_P_QINQ1 {
 		return bpf.ReasonVLANDenied
 	}
-	if proto == 0x8100 {
-		tag := p.ptr(14, 4)
+	if proto == unix.ETH_P_8021Q {
+		tag := p.ptr(ethHLen, vlanHLen)
 		if tag == nil {
 			return bpf.ReasonTruncated
 		}
-		p.vid = be16(tag) & 0x0fff
+		p.vid = be16(tag) & vlanVIDMask
 		proto = be16(tag[2:])
-		p.l3off = 18
-		if proto == 0x8100 || proto == 0x88a8 || proto == 0x9100 {
+		p.l3off = ethHLen + vlanHLen
+		if proto == unix.ETH_P_8021Q || proto == unix.ETH_P_8021AD || proto == unix.ETH_P_QINQ1 {
 			return bpf.ReasonVLANDenied
 		}
 	}
@@ -216,16 +267,16 @@ func (m *Model) decide(p *pkt, ingress uint32) bpf.Reason {
 	if p.vid != dev.Vlan {
 		return bpf.ReasonVLANDenied
 	}
-	p.dmac = eth[0:6]
+	p.dmac = dst
 	// Step 5: ethertype (step 4, quarantine, picks the rule set in step 13).
 	var r int
 	switch proto {
-	case 0x0806:
+	case unix.ETH_P_ARP:
 		return m.arp(p)
-	case 0x0800:
+	case unix.ETH_P_IP:
 		p.family = 4
 		r = m.ipv4(p)
-	case 0x86dd:
+	case unix.ETH_P_IPV6:
 		p.family = 6
 		r = m.ipv6(p)
 	default:
@@ -260,20 +311,22 @@ func (m *Model) decide(p *pkt, ingress uint32) bpf.Reason {
 
 // arp mirrors zt_arp (step 6).
 func (m *Model) arp(p *pkt) bpf.Reason {
-	a := p.ptr(p.l3off, 28)
+	a := p.ptr(p.l3off, arpIPv4Len)
 	if a == nil {
 		return bpf.ReasonTruncated
 	}
-	op := be16(a[6:])
-	if be16(a) != 1 || be16(a[2:]) != 0x0800 || a[4] != 6 || a[5] != 4 || (op != 1 && op != 2) {
+	// struct arp_ipv4: hrd, pro, hln, pln, op, then sender MAC and IP, target MAC and IP.
+	hrd, pro, hln, pln, op := be16(a), be16(a[2:]), a[4], a[5], be16(a[6:])
+	if hrd != unix.ARPHRD_ETHER || pro != unix.ETH_P_IP || hln != ethALen || pln != ipv4Len ||
+		(op != arpOpRequest && op != arpOpReply) {
 		return bpf.ReasonMalformed
 	}
-	if !bytes.Equal(a[8:14], p.smac) {
+	sha, spa := a[8:8+ethALen], a[8+ethALen:8+ethALen+ipv4Len]
+	if !bytes.Equal(sha, p.smac) {
 		return bpf.ReasonARPSpoof
 	}
-	spa := a[14:18]
-	if bytes.Equal(spa, []byte{0, 0, 0, 0}) {
-		if op != 1 {
+	if bytes.Equal(spa, make([]byte, ipv4Len)) {
+		if op != arpOpRequest {
 			return bpf.ReasonARPSpoof
 		}
 	} else if !boundV4(p.dev, spa) {
@@ -290,17 +343,17 @@ func (m *Model) arp(p *pkt) bpf.Reason {
 // (family 0: ARP).
 func (m *Model) l2(p *pkt) int {
 	d, a := p.dmac, p.daddr
-	if d[0]&1 != 0 {
-		if bytes.Equal(d, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}) {
+	if d[0]&macGroup != 0 {
+		if bytes.Equal(d, bcastMAC) {
 			if p.family == 6 || (p.family == 4 && a != bcast4) {
 				return l2Deny
 			}
 			return l2Bcast
 		}
-		if p.family == 4 && a[12]>>4 == 0xe && bytes.Equal(d, []byte{0x01, 0x00, 0x5e, a[13] & 0x7f, a[14], a[15]}) {
+		if p.family == 4 && a[12]>>4 == v4McastNibble && bytes.Equal(d, v4GroupMAC(a)) {
 			return l2Mcast
 		}
-		if p.family == 6 && a[0] == 0xff && bytes.Equal(d, []byte{0x33, 0x33, a[12], a[13], a[14], a[15]}) {
+		if p.family == 6 && a[0] == v6Mcast && bytes.Equal(d, v6GroupMAC(a)) {
 			return l2Mcast
 		}
 		return l2Deny
@@ -324,16 +377,39 @@ func (m *Model) l2(p *pkt) int {
 	return l2Deny
 }
 
+// Multicast addresses and their MACs, as the ZT_V4_* and ZT_V6_* constants of bpf/addr.h.
+const (
+	v4McastNibble = 0xe  // ZT_V4_MCAST_NIBBLE: 224.0.0.0/4
+	v4McastMask   = 0x7f // ZT_V4_MCAST_MASK: the group bits of the second byte a MAC keeps
+	v6Mcast       = 0xff // ZT_V6_MCAST: ff00::/8
+	v6LL0         = 0xfe // ZT_V6_LL0: fe80::/10, first byte
+	v6LL1Mask     = 0xc0 // ZT_V6_LL1_MASK
+	v6LL1         = 0x80 // ZT_V6_LL1
+	v6ScopeLink   = 0x02 // ZT_V6_SCOPE_LINK: ff02::/16
+)
+
+var bcastMAC = []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// v4GroupMAC is the MAC of IPv4 group a (v4-mapped): 01:00:5e and its low 23 bits (RFC 1112).
+func v4GroupMAC(a [16]byte) []byte {
+	return []byte{0x01, 0x00, 0x5e, a[13] & v4McastMask, a[14], a[15]}
+}
+
+// v6GroupMAC is the MAC of IPv6 group a: 33:33 and its low 32 bits (RFC 2464).
+func v6GroupMAC(a [16]byte) []byte {
+	return []byte{0x33, 0x33, a[12], a[13], a[14], a[15]}
+}
+
 // ndLinkScope mirrors zt_nd_link_scope: hop limit 255 and a destination no router forwards.
 func (m *Model) ndLinkScope(p *pkt) bool {
 	a := p.daddr
-	if p.hoplimit != 255 {
+	if p.hoplimit != ndHopLimit {
 		return false
 	}
 	if p.l2 == l2DevMAC {
 		return true
 	}
-	if (a[0] == 0xfe && a[1]&0xc0 == 0x80) || (a[0] == 0xff && a[1] == 0x02) {
+	if (a[0] == v6LL0 && a[1]&v6LL1Mask == v6LL1) || (a[0] == v6Mcast && a[1] == v6ScopeLink) {
 		return true
 	}
 	return m.isGateway(p)
@@ -350,20 +426,21 @@ func (p *pkt) ndOptions(start, end int, mac uint64) int {
 		if off >= end {
 			return goOn
 		}
-		if off+8 > end {
+		if off+ndOptUnit > end {
 			return int(bpf.ReasonMalformed)
 		}
-		o := p.ptr(off, 8)
+		o := p.ptr(off, ndOptUnit) // struct zt_nd_lladdr: type, length, link-layer address
 		if o == nil {
 			return int(bpf.ReasonTruncated)
 		}
-		if o[1] == 0 || off+int(o[1])*8 > end {
+		typ, n := o[0], int(o[1])
+		if n == 0 || off+n*ndOptUnit > end {
 			return int(bpf.ReasonMalformed)
 		}
-		if (o[0] == ndSLLA || o[0] == ndTLLA) && macU64(o[2:8]) != mac {
+		if (typ == ndOptSourceLLAddr || typ == ndOptTargetLLAddr) && macU64(o[2:2+ethALen]) != mac {
 			return int(bpf.ReasonNDSpoof)
 		}
-		off += int(o[1]) * 8
+		off += n * ndOptUnit
 	}
 	if off >= end {
 		return goOn
@@ -398,14 +475,16 @@ func v4mapped(a []byte) (out [16]byte) {
 
 // ipv4 mirrors zt_ipv4 (step 7).
 func (m *Model) ipv4(p *pkt) int {
-	ip := p.ptr(p.l3off, 20)
+	ip := p.ptr(p.l3off, ipv4HLen)
 	if ip == nil {
 		return int(bpf.ReasonTruncated)
 	}
-	if ip[0]>>4 != 4 || ip[0]&0xf < 5 {
+	// struct iphdr: version and ihl, tot_len at 2, id 4, frag_off 6, protocol 9, saddr 12, daddr 16.
+	version, ihl := ip[0]>>4, ip[0]&0xf
+	if version != ipv4Version || ihl < ipv4MinIHL {
 		return int(bpf.ReasonMalformed)
 	}
-	hl := int(ip[0]&0xf) * 4
+	hl := int(ihl) * ihlUnit
 	if p.ptr(p.l3off, hl) == nil {
 		return int(bpf.ReasonTruncated)
 	}
@@ -419,17 +498,18 @@ func (m *Model) ipv4(p *pkt) int {
 	p.l4proto = ip[9]
 	p.fragID = uint32(be16(ip[4:]))
 	frag := be16(ip[6:])
-	p.mf = frag&0x2000 != 0
-	p.foff = int(frag&0x1fff) * 8
+	p.mf = frag&unix.IP_MF != 0
+	p.foff = int(frag&ipOffset) * fragUnit
 	p.firstFrag = p.mf && p.foff == 0
-	p.saddr = v4mapped(ip[12:16])
-	p.daddr = v4mapped(ip[16:20])
-	if bytes.Equal(ip[12:16], []byte{0, 0, 0, 0}) {
+	src, dst := ip[12:16], ip[16:20]
+	p.saddr = v4mapped(src)
+	p.daddr = v4mapped(dst)
+	if bytes.Equal(src, make([]byte, ipv4Len)) {
 		p.unspec = true
-	} else if !boundV4(p.dev, ip[12:16]) {
+	} else if !boundV4(p.dev, src) {
 		return int(bpf.ReasonSpoofIP)
 	}
-	if r := p.ipv4Options(p.l3off+20, hl-20); r >= 0 {
+	if r := p.ipv4Options(p.l3off+ipv4HLen, hl-ipv4HLen); r >= 0 {
 		return r
 	}
 	if !p.unspec {
@@ -451,10 +531,10 @@ func (p *pkt) ipv4Options(start, n int) int {
 		if o == nil {
 			return int(bpf.ReasonTruncated)
 		}
-		if o[0] == 0 {
+		if o[0] == ipoptEnd {
 			break
 		}
-		if o[0] == 1 {
+		if o[0] == ipoptNoop {
 			i++
 			continue
 		}
@@ -465,10 +545,10 @@ func (p *pkt) ipv4Options(start, n int) int {
 		if o == nil {
 			return int(bpf.ReasonTruncated)
 		}
-		if o[1] < 2 || i+int(o[1]) > n {
+		if o[1] < ipoptMinLen || i+int(o[1]) > n {
 			return int(bpf.ReasonMalformed)
 		}
-		if o[0] == 0x83 || o[0] == 0x89 {
+		if o[0] == ipoptLSRR || o[0] == ipoptSSRR {
 			return int(bpf.ReasonIPOptions)
 		}
 		i += int(o[1])
@@ -476,21 +556,27 @@ func (p *pkt) ipv4Options(start, n int) int {
 	return goOn
 }
 
-func isExt(nh uint8) bool { return nh == 0 || nh == 60 || nh == 43 || nh == 44 }
+// isExt mirrors zt_is_ext: an IPv6 next header the parser walks (or refuses).
+func isExt(nh uint8) bool {
+	return nh == unix.IPPROTO_HOPOPTS || nh == unix.IPPROTO_DSTOPTS || nh == unix.IPPROTO_ROUTING ||
+		nh == unix.IPPROTO_FRAGMENT
+}
 
 // ipv6 mirrors zt_ipv6 (steps 7-8).
 func (m *Model) ipv6(p *pkt) int {
-	ip := p.ptr(p.l3off, 40)
+	ip := p.ptr(p.l3off, ipv6HLen)
 	if ip == nil {
 		return int(bpf.ReasonTruncated)
 	}
-	if ip[0]>>4 != 6 {
+	// struct ipv6hdr: version, payload_len at 4, nexthdr 6, hop_limit 7, saddr 8, daddr 24.
+	if ip[0]>>4 != ipv6Version {
 		return int(bpf.ReasonMalformed)
 	}
-	if p.l3off+40+int(be16(ip[4:])) > len(p.f) {
+	off := p.l3off + ipv6HLen
+	if off+int(be16(ip[4:])) > len(p.f) {
 		return int(bpf.ReasonMalformed)
 	}
-	p.end = p.l3off + 40 + int(be16(ip[4:]))
+	p.end = off + int(be16(ip[4:]))
 	copy(p.saddr[:], ip[8:24])
 	copy(p.daddr[:], ip[24:40])
 	nh := ip[6]
@@ -503,34 +589,34 @@ func (m *Model) ipv6(p *pkt) int {
 	if !p.unspec {
 		p.counted = true
 	}
-	off := p.l3off + 40
 	p.fpStart = off
 	seenFrag := false
 	for i := 0; i < maxExtHeaders; i++ {
 		if !isExt(nh) {
 			break
 		}
-		if nh == 43 || (nh == 0 && i != 0) {
+		if nh == unix.IPPROTO_ROUTING || (nh == unix.IPPROTO_HOPOPTS && i != 0) {
 			return int(bpf.ReasonExtDenied)
 		}
-		if off+8 > p.end {
+		if off+extUnit > p.end {
 			return int(bpf.ReasonTruncated)
 		}
-		h := p.ptr(off, 8)
+		h := p.ptr(off, extUnit)
 		if h == nil {
 			return int(bpf.ReasonTruncated)
 		}
-		if nh == 44 {
+		// struct ipv6_opt_hdr: nexthdr, hdrlen; struct frag_hdr: nexthdr, frag_off at 2, identification 4.
+		if nh == unix.IPPROTO_FRAGMENT {
 			fo := be16(h[2:])
 			if seenFrag {
 				return int(bpf.ReasonExtDenied)
 			}
 			seenFrag = true
 			nh = h[0]
-			off += 8
+			off += fragHLen
 			p.fpStart = off
-			p.foff = int(fo & 0xfff8)
-			p.mf = fo&1 != 0
+			p.foff = int(fo & ip6Offset)
+			p.mf = fo&ip6MF != 0
 			p.fragID = binary.BigEndian.Uint32(h[4:])
 			p.firstFrag = p.mf && p.foff == 0
 			if p.foff != 0 {
@@ -539,7 +625,7 @@ func (m *Model) ipv6(p *pkt) int {
 			continue
 		}
 		nh = h[0]
-		off += (int(h[1]) + 1) * 8
+		off += (int(h[1]) + 1) * extUnit
 		if off > p.end {
 			return int(bpf.ReasonTruncated)
 		}
@@ -552,32 +638,35 @@ func (m *Model) ipv6(p *pkt) int {
 	return goOn
 }
 
+// l4Need mirrors zt_l4_need: the bytes of L4 header the datapath must see.
 func l4Need(proto uint8) int {
 	switch proto {
 	case ProtoTCP:
-		return 20
-	case ProtoUDP, ProtoICMP, ProtoICMPv6:
-		return 8
+		return tcpHLen
+	case ProtoUDP:
+		return udpHLen
+	case ProtoICMP, ProtoICMPv6:
+		return icmpHLen
 	}
 	return 0
 }
 
 var (
-	allDHCPv6 = [16]byte{0xff, 0x02, 14: 0x00, 13: 0x01, 15: 0x02}
+	allDHCPv6 = [16]byte{0xff, 0x02, 13: 0x01, 15: 0x02} // ff02::1:2, all DHCP relay agents and servers
 	bcast4    = v4mapped([]byte{255, 255, 255, 255})
 )
 
-// ICMP types the guards inspect.
+// ICMP types and ND options the guards inspect, as bpf/parsing.h names them.
 const (
-	icmpRedirect     = 5
-	icmpRouterAdvert = 9
-	icmp6RS          = 133
-	icmp6RA          = 134
-	icmp6NS          = 135
-	icmp6NA          = 136
-	icmp6Redirect    = 137
-	ndSLLA           = 1 // ND option: source link-layer address
-	ndTLLA           = 2 // ND option: target link-layer address
+	icmpRedirect      = 5   // ICMP_REDIRECT
+	icmpRouterAdvert  = 9   // ICMP_ROUTERADVERT
+	icmp6RS           = 133 // NDISC_ROUTER_SOLICITATION
+	icmp6RA           = 134 // NDISC_ROUTER_ADVERTISEMENT
+	icmp6NS           = 135 // NDISC_NEIGHBOUR_SOLICITATION
+	icmp6NA           = 136 // NDISC_NEIGHBOUR_ADVERTISEMENT
+	icmp6Redirect     = 137 // NDISC_REDIRECT
+	ndOptSourceLLAddr = 1   // ND_OPT_SOURCE_LL_ADDR
+	ndOptTargetLLAddr = 2   // ND_OPT_TARGET_LL_ADDR
 )
 
 // guards mirrors zt_guards (step 10 and the DHCP/ND plumbing).
@@ -587,7 +676,7 @@ func (m *Model) guards(p *pkt) int {
 		tiny = int(bpf.ReasonFragTiny)
 	}
 	need := l4Need(p.l4proto)
-	l4 := p.ptr(p.l4off, 8)
+	l4 := p.ptr(p.l4off, udpHLen) // ICMP's type, or the ports of TCP and UDP alike
 	if p.l4off+need > p.end {
 		return tiny
 	}
@@ -598,14 +687,15 @@ func (m *Model) guards(p *pkt) int {
 		p.icmpType = l4[0]
 	}
 	if p.l4proto == ProtoTCP {
-		t := p.ptr(p.l4off, 20)
+		t := p.ptr(p.l4off, tcpHLen)
 		if t == nil {
 			return tiny
 		}
-		if t[12]>>4 < 5 {
+		doff := int(t[12] >> 4) // tcphdr.doff
+		if doff < tcpMinDoff {
 			return int(bpf.ReasonMalformed)
 		}
-		if p.l4off+int(t[12]>>4)*4 > p.end {
+		if p.l4off+doff*ihlUnit > p.end {
 			return tiny
 		}
 	}
@@ -618,31 +708,32 @@ func (m *Model) guards(p *pkt) int {
 	}
 	if p.l4proto == ProtoUDP && l4 != nil {
 		ulen := int(be16(l4[4:]))
-		if ulen < 8 || (!p.firstFrag && p.l4off+ulen > p.end) {
+		if ulen < udpHLen || (!p.firstFrag && p.l4off+ulen > p.end) {
 			return int(bpf.ReasonMalformed)
 		}
 	}
 
 	if p.family == 4 {
 		if p.l4proto == ProtoUDP {
-			if p.sport == 67 {
+			if p.sport == portDHCPServer {
 				return int(bpf.ReasonDHCPServer)
 			}
-			if p.dport == 67 {
-				if p.l4off+8+34 > p.end {
+			if p.dport == portDHCPServer {
+				bootp := p.l4off + udpHLen
+				if bootp+dhcpMinLen > p.end {
 					return tiny
 				}
-				b := p.ptr(p.l4off+8, 34)
+				b := p.ptr(bootp, dhcpMinLen)
 				if b == nil {
 					return tiny
 				}
-				if b[0] != 1 {
+				if b[0] != bootRequest {
 					return int(bpf.ReasonDHCPServer)
 				}
-				if !bytes.Equal(b[28:34], p.smac) {
+				if !bytes.Equal(b[dhcpChaddrOff:dhcpChaddrOff+ethALen], p.smac) {
 					return int(bpf.ReasonDHCPChaddr)
 				}
-				if p.sport == 68 && p.cfg.Flags&bpf.CfgSvcDHCP != 0 && (p.daddr == bcast4 || m.isGateway(p)) {
+				if p.sport == portDHCPClient && p.cfg.Flags&bpf.CfgSvcDHCP != 0 && (p.daddr == bcast4 || m.isGateway(p)) {
 					p.counted = true
 					return int(bpf.ReasonAllow)
 				}
@@ -661,10 +752,10 @@ func (m *Model) guards(p *pkt) int {
 		return int(bpf.ReasonSpoofIP)
 	}
 	if p.l4proto == ProtoUDP {
-		if p.sport == 547 {
+		if p.sport == portDHCP6Srv {
 			return int(bpf.ReasonDHCPServer)
 		}
-		if p.sport == 546 && p.dport == 547 && p.cfg.Flags&bpf.CfgSvcDHCPv6 != 0 {
+		if p.sport == portDHCP6Clnt && p.dport == portDHCP6Srv && p.cfg.Flags&bpf.CfgSvcDHCPv6 != 0 {
 			if p.daddr == allDHCPv6 || m.isGateway(p) {
 				return int(bpf.ReasonAllow)
 			}
@@ -675,15 +766,15 @@ func (m *Model) guards(p *pkt) int {
 		case icmp6RA, icmp6Redirect:
 			return int(bpf.ReasonRouterGuard)
 		case icmp6NA, icmp6NS, icmp6RS:
-			opts := p.l4off + 24
+			opts := p.l4off + ndMsgLen
 			if p.icmpType == icmp6RS {
-				opts = p.l4off + 8
+				opts = p.l4off + icmpHLen
 			}
 			if opts > p.end {
 				return tiny
 			}
 			if p.icmpType == icmp6NA {
-				t := p.ptr(p.l4off+8, 16)
+				t := p.ptr(p.l4off+icmpHLen, len(p.daddr)) // nd_msg.target
 				if t == nil {
 					return tiny
 				}
@@ -743,7 +834,7 @@ func (m *Model) allowList(p *pkt) bpf.Reason {
 	// A broadcast or multicast frame matches only the rules that name a multicast prefix.
 	group := p.l2 == l2Bcast || p.l2 == l2Mcast
 	tunnel := pr == ProtoIPIP || pr == ProtoIPv6 || pr == ProtoGRE ||
-		(pr == ProtoUDP && (p.dport == 4789 || p.dport == 6081))
+		(pr == ProtoUDP && (p.dport == portVXLAN || p.dport == portGeneve))
 	try := func(kind uint8, id uint32) bool {
 		k := bpf.RuleKey{Ruleset: rs, SelId: id, SelKind: kind, Proto: pr}
 		if v, ok := m.snap.Rules[k]; ok && portsOK(&v, pr, pr, p.dport, tunnel) {

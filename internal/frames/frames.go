@@ -34,7 +34,8 @@ func eth(src, dst Host, t layers.EthernetType) *layers.Ethernet {
 }
 
 // ipLayers returns the Ethernet and IP layers for src -> dst carrying proto.
-func ipLayers(src, dst Host, proto layers.IPProtocol) (*layers.Ethernet, gopacket.SerializableLayer, gopacket.NetworkLayer) {
+func ipLayers(src, dst Host, proto layers.IPProtocol) (
+	*layers.Ethernet, gopacket.SerializableLayer, gopacket.NetworkLayer) {
 	if src.IP.Is4() {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: proto, Id: 1,
 			SrcIP: src.IP.AsSlice(), DstIP: dst.IP.AsSlice()}
@@ -113,7 +114,9 @@ func DHCPRequest(src, dst Host, op layers.DHCPOp, chaddr net.HardwareAddr, sport
 	_ = u.SetNetworkLayerForChecksum(nl)
 	d := &layers.DHCPv4{Operation: op, HardwareType: layers.LinkTypeEthernet, HardwareLen: 6,
 		Xid: 0x1234, ClientHWAddr: chaddr,
-		Options: layers.DHCPOptions{layers.NewDHCPOption(layers.DHCPOptMessageType, []byte{byte(layers.DHCPMsgTypeDiscover)})}}
+		Options: layers.DHCPOptions{
+			layers.NewDHCPOption(layers.DHCPOptMessageType, []byte{byte(layers.DHCPMsgTypeDiscover)}),
+		}}
 	return Build(e, ip, u, d)
 }
 
