@@ -197,7 +197,7 @@ static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 				break; /* a later fragment: the rest is payload */
 			continue;
 		}
-		h = zt_parse_ipv6_opt_hdr(ctx, off);
+		h = zt_ptr(ctx, off, ZT_EXT_UNIT); /* the header's whole first unit, as its length counts from it */
 		if (!h)
 			return ZT_R_TRUNCATED;
 		nh = h->nexthdr;

@@ -9,7 +9,9 @@ import (
 )
 
 // SizeSpec sizes the maps of spec, a datapath collection spec, and sets its runtime constants
-// from cfg as Open does (zero fields take DefaultConfig values), without pinning anything.
+// from cfg as Open does, without pinning anything. Zero sizes and durations take DefaultConfig
+// values; EventsEnabled is taken as given; a zero EventLimitSeed keeps the object's (Open picks a
+// random one).
 func SizeSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 	cfg = cfg.withDefaults()
 	sizes := map[string]int{

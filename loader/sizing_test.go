@@ -9,7 +9,7 @@ import (
 )
 
 // TestSizeSpecAsOpen checks that SizeSpec sizes every map and sets every runtime constant as
-// Open's spec has them, for the defaults and for a configuration with every size changed.
+// Open's spec has them: for the defaults, with events on, and with every size changed.
 func TestSizeSpecAsOpen(t *testing.T) {
 	custom := DefaultConfig()
 	custom.MaxDevices, custom.FragEntries, custom.EventLimitEntries, custom.RingBytes = 1000, 512, 1024, 1<<16
@@ -19,6 +19,7 @@ func TestSizeSpecAsOpen(t *testing.T) {
 		cfg  Config
 	}{
 		{name: "defaults", cfg: Config{EventLimitSeed: 7}},
+		{name: "events on", cfg: Config{EventsEnabled: true, EventLimitSeed: 7}},
 		{name: "custom", cfg: custom},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
