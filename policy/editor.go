@@ -285,6 +285,79 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 	if !replace {
 		i = len(e.p.Spec.Devices)
 	}
+	if err := e.validatePut(file, path, nd, i, replace, locate); err != nil {
+		return nil, err
+	}
+	p := &devicePut{nd: nd, i: i, replace: replace, nkey: devKey(mustMAC(nd.MAC))}
+	if replace {
+		p.od = &e.p.Spec.Devices[i]
+		p.okey = devKey(mustMAC(p.od.MAC))
+		p.orec = e.snap.Devices[p.okey]
+	}
+	d := e.delta("put device " + nd.Name)
+
+	// The device id follows the MAC, as in Compile: a new MAC is a new identity.
+	p.id = p.orec.DevId
+	p.newID = !replace || p.okey != p.nkey
+	if p.newID {
+		if replace && e.namedByOthers(p.od) > 0 {
+			return nil, fieldError(file, joinPath(path, "mac"), locate, fmt.Sprintf(
+				"changing the MAC address of device %s gives it a new identity, and rules of other devices, "+
+					"segments or the quarantine name it: apply the whole policy instead", quote(nd.Name)))
+		}
+		p.id = e.peekID()
+		d.Fresh = []uint32{p.id}
+	}
+
+	var err error
+	p.scratchRecord, err = e.compileScratch(path, nd, p.id, p.newID)
+	if err != nil {
+		var pe *PathError
+		if errors.As(err, &pe) {
+			return nil, fieldError(file, pe.Path, locate, pe.Err.Error())
+		}
+		return nil, err
+	}
+	e.putEntries(d, p)
+	d.commit = func() { e.commitPut(p) }
+	e.pending = d
+	return d, nil
+}
+
+// devicePut is a put being prepared: the new device, the one it replaces (if any), and what
+// the steps of PreparePut find for Commit.
+type devicePut struct {
+	nd, od     *Device
+	i          int  // nd's index in the policy's devices
+	replace    bool // od is the device of nd's name, at index i
+	okey, nkey bpf.DevKey
+	orec       bpf.DevRec
+	id         uint32 // nd's dev_id
+	newID      bool   // id is not od's: a new device, or a new MAC
+	scratchRecord
+	added *rsKeys // the new rule set's entries (addedRS)
+	gone  *rsKeys // the old rule set's, when no other device uses it
+}
+
+// scratchRecord is a device's record compiled into a scratch snapshot, and the changes to the
+// compiler's state that Commit redoes.
+type scratchRecord struct {
+	rec     bpf.DevRec
+	addedRS bool   // the record's rule set is new: rule set nRS, its entries in scratch
+	rsFlag  uint16 // the new rule set's flags
+	canon   string // the new rule set's key in compiler.rulesets
+	gAfter  uint32 // compiler.groups after compiling it
+	cached  bool   // list was in compiler.listCache
+	stale   bool   // and its rule set names the device's old id
+	list    string // the device's key in compiler.listCache
+	scratch *Snapshot
+	nRS     int
+}
+
+// validatePut checks nd as the device document at path in file, as device i of the policy
+// (replacing the one there, or joining it).
+func (e *Editor) validatePut(file, path string, nd *Device, i int, replace bool,
+	locate func(string) (int, int)) error {
 	errs := &errorList{}
 	v := e.val
 	v.file, v.errs, v.locate, v.singlePath, v.singleIdx, v.singleName = file, errs, locate, path, i, nd.Name
@@ -297,35 +370,13 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 		delete(e.devIdx, nd.Name)
 	}
 	v.file, v.errs, v.locate = "", nil, nil
-	if err := errs.err(); err != nil {
-		return nil, err
-	}
-	var od *Device
-	var orec bpf.DevRec
-	okey, nkey := bpf.DevKey{}, devKey(mustMAC(nd.MAC))
-	if replace {
-		od = &e.p.Spec.Devices[i]
-		okey = devKey(mustMAC(od.MAC))
-		orec = e.snap.Devices[okey]
-	}
-	d := e.delta("put device " + nd.Name)
+	return errs.err()
+}
 
-	// The device id follows the MAC, as in Compile: a new MAC is a new identity.
-	id := orec.DevId
-	newID := !replace || okey != nkey
-	if newID {
-		if replace && e.namedByOthers(od) > 0 {
-			return nil, fieldError(file, joinPath(path, "mac"), locate, fmt.Sprintf(
-				"changing the MAC address of device %s gives it a new identity, and rules of other devices, "+
-					"segments or the quarantine name it: apply the whole policy instead", quote(nd.Name)))
-		}
-		id = e.peekID()
-		d.Fresh = []uint32{id}
-	}
-
-	// Compile the record; a rule list no device uses yet becomes a new rule set, compiled
-	// into a scratch snapshot. Then the compiler is put back as it was: Commit redoes what
-	// the change needs.
+// compileScratch compiles nd's record with dev_id id; a rule list no device uses yet becomes a
+// new rule set, compiled into a scratch snapshot. Then the compiler is put back as it was:
+// Commit redoes what the change needs.
+func (e *Editor) compileScratch(path string, nd *Device, id uint32, newID bool) (scratchRecord, error) {
 	list := string(listKey(nil, nd.Segment, nd.Allow))
 	cachedRS, cached := e.c.listCache[list]
 	// A device that names itself and gets a new id needs its list compiled again: the cached
@@ -365,29 +416,31 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 	gAfter := e.c.groups
 	e.c.groups = g0
 	if err != nil {
-		var pe *PathError
-		if errors.As(err, &pe) {
-			return nil, fieldError(file, pe.Path, locate, pe.Err.Error())
-		}
-		return nil, err
+		return scratchRecord{}, err
 	}
+	return scratchRecord{rec: rec, addedRS: addedRS, rsFlag: rsFlag, canon: canon, gAfter: gAfter,
+		cached: cached, stale: stale, list: list, scratch: scratch, nRS: nRS}, nil
+}
 
+// putEntries records in d the map entries p changes: the device map, the address index and
+// the rule sets.
+func (e *Editor) putEntries(d *Delta, p *devicePut) {
 	// The device map.
-	if replace && okey != nkey {
-		d.Devices.Del = append(d.Devices.Del, okey)
+	if p.replace && p.okey != p.nkey {
+		d.Devices.Del = append(d.Devices.Del, p.okey)
 		d.Counts[0]--
 	}
-	if !replace || okey != nkey {
+	if !p.replace || p.okey != p.nkey {
 		d.Counts[0]++
 	}
-	if !replace || orec != rec {
-		d.Devices.put(nkey, rec)
+	if !p.replace || p.orec != p.rec {
+		d.Devices.put(p.nkey, p.rec)
 	}
 	// The address index.
-	nval := addrVal(&rec)
-	naddrs := deviceAddrs(nd)
-	if replace {
-		for _, a := range deviceAddrs(od) {
+	nval := addrVal(&p.rec)
+	naddrs := deviceAddrs(p.nd)
+	if p.replace {
+		for _, a := range deviceAddrs(p.od) {
 			if !slices.Contains(naddrs, a) {
 				d.Addrs.Del = append(d.Addrs.Del, bpf.AddrKey{Addr: in6(a)})
 				d.Counts[1]--
@@ -405,69 +458,67 @@ func (e *Editor) PreparePut(file, path string, nd *Device, locate func(string) (
 		}
 	}
 	// The rule sets: the new one's entries; the old one's if no other device uses it.
-	var added *rsKeys
-	if addedRS {
-		added = &rsKeys{canon: canon}
-		for k, v := range scratch.Rules {
+	if p.addedRS {
+		p.added = &rsKeys{canon: p.canon}
+		for k, v := range p.scratch.Rules {
 			d.Rules.put(k, v)
-			added.rules = append(added.rules, k)
+			p.added.rules = append(p.added.rules, k)
 		}
-		for k, v := range scratch.Prefixes {
+		for k, v := range p.scratch.Prefixes {
 			d.Prefixes.put(k, v)
-			added.prefixes = append(added.prefixes, k)
+			p.added.prefixes = append(p.added.prefixes, k)
 		}
-		d.Counts[3] += len(scratch.Rules)
-		d.Counts[2] += len(scratch.Prefixes)
+		d.Counts[3] += len(p.scratch.Rules)
+		d.Counts[2] += len(p.scratch.Prefixes)
 	}
-	var gone *rsKeys
-	if replace && orec.Ruleset != rec.Ruleset {
-		gone = e.release(orec.Ruleset, d)
+	if p.replace && p.orec.Ruleset != p.rec.Ruleset {
+		p.gone = e.release(p.orec.Ruleset, d)
 	}
-	if id >= e.next {
-		d.MaxDevID = max(d.MaxDevID, id)
+	if p.id >= e.next {
+		d.MaxDevID = max(d.MaxDevID, p.id)
 	}
+}
 
-	d.commit = func() {
-		// The old rule set first (it may take the list's cache entry with it), then the new.
-		if replace && orec.Ruleset != rec.Ruleset {
-			e.rsUse[orec.Ruleset]--
-		}
-		e.forget(gone)
-		if addedRS {
-			e.c.rsFlags = append(e.c.rsFlags, rsFlag)
-			e.c.rulesets[canon] = uint32(nRS)
-			e.c.groups = gAfter
-			e.rsKeys[uint32(nRS)] = added
-		}
-		if !cached || stale {
-			e.c.listCache[list] = rec.Ruleset
-			e.rsKeys[rec.Ruleset].lists = append(e.rsKeys[rec.Ruleset].lists, list)
-		}
-		if !replace || orec.Ruleset != rec.Ruleset {
-			e.rsUse[rec.Ruleset]++
-		}
-		if newID {
-			e.takeID(id) // before the old id is freed: it is not reused in this revision
-		}
-		if replace {
-			e.index(i, od, -1)
-			if okey != nkey {
-				delete(e.snap.DeviceNames, orec.DevId)
-				heap.Push(&e.ids, orec.DevId)
-			}
-		}
-		if replace {
-			e.p.Spec.Devices[i] = *nd
-		} else {
-			e.p.Spec.Devices = append(e.p.Spec.Devices, *nd)
-			e.devIdx[nd.Name] = i
-		}
-		e.index(i, &e.p.Spec.Devices[i], 1)
-		e.c.devIDs[nd.Name] = id
-		e.snap.DeviceNames[id] = nd.Name
+// commitPut makes p part of the policy, the snapshot's names, the compiler's state and the
+// indexes (the commit of its Delta).
+func (e *Editor) commitPut(p *devicePut) {
+	// The old rule set first (it may take the list's cache entry with it), then the new.
+	if p.replace && p.orec.Ruleset != p.rec.Ruleset {
+		e.rsUse[p.orec.Ruleset]--
 	}
-	e.pending = d
-	return d, nil
+	e.forget(p.gone)
+	if p.addedRS {
+		e.c.rsFlags = append(e.c.rsFlags, p.rsFlag)
+		e.c.rulesets[p.canon] = uint32(p.nRS)
+		e.c.groups = p.gAfter
+		e.rsKeys[uint32(p.nRS)] = p.added
+	}
+	if !p.cached || p.stale {
+		e.c.listCache[p.list] = p.rec.Ruleset
+		e.rsKeys[p.rec.Ruleset].lists = append(e.rsKeys[p.rec.Ruleset].lists, p.list)
+	}
+	if !p.replace || p.orec.Ruleset != p.rec.Ruleset {
+		e.rsUse[p.rec.Ruleset]++
+	}
+	if p.newID {
+		e.takeID(p.id) // before the old id is freed: it is not reused in this revision
+	}
+	if p.replace {
+		e.index(p.i, p.od, -1)
+		if p.okey != p.nkey {
+			delete(e.snap.DeviceNames, p.orec.DevId)
+			heap.Push(&e.ids, p.orec.DevId)
+		}
+	}
+	if p.replace {
+		e.p.Spec.Devices[p.i] = *p.nd
+	} else {
+		e.p.Spec.Devices = append(e.p.Spec.Devices, *p.nd)
+		e.devIdx[p.nd.Name] = p.i
+	}
+	e.index(p.i, &e.p.Spec.Devices[p.i], 1)
+	e.c.devIDs[p.nd.Name] = p.id
+	e.snap.DeviceNames[p.id] = p.nd.Name
 }
 
 // fieldError is one problem of a device document, located when locate is given.
