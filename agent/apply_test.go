@@ -3,6 +3,7 @@ package agent
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -190,5 +191,48 @@ func TestOverCapacityBeforeCompile(t *testing.T) {
 	}
 	if _, err := a.apply("fits.yaml", fleet(t, 4), self); err != nil || compiled != 1 {
 		t.Errorf("a policy that fits: %v, compiled %d times", err, compiled)
+	}
+}
+
+// TestCompileRejectLocated checks that a policy the compile refuses (a device's port that is no
+// interface) is rejected by apply and validate with the file, line, column and field of the
+// problem, and that the running policy stays in force.
+func TestCompileRejectLocated(t *testing.T) {
+	a := startTestAgent(t, 16)
+	if _, err := a.apply("first.yaml", fleet(t, 2), self); err != nil {
+		t.Fatal(err)
+	}
+	before := a.cur.Load().meta
+	doc := []byte(`apiVersion: ztgate/v1
+kind: Policy
+metadata: {name: typo}
+spec:
+  devices:
+    - name: cam
+      mac: "02:00:00:00:01:01"
+      ipv4: [10.0.1.1]
+      port: ztnosuch0
+`)
+	for _, tc := range []struct {
+		name string
+		run  func() error
+	}{
+		{name: "apply", run: func() error { _, err := a.apply("typo.yaml", doc, self); return err }},
+		{name: "validate", run: func() error { _, _, err := a.validate("typo.yaml", doc); return err }},
+	} {
+		err := tc.run()
+		var re *rejectError
+		if !errors.As(err, &re) || len(re.fields) != 1 {
+			t.Fatalf("%s: %v, want one rejected field", tc.name, err)
+		}
+		got := re.fields[0]
+		want := api.FieldError{File: "typo.yaml", Line: 9, Column: 13, Field: "spec.devices[0].port",
+			Message: got.Message}
+		if got != want || !strings.Contains(got.Message, "ztnosuch0") {
+			t.Errorf("%s: %+v, want %+v naming the port", tc.name, got, want)
+		}
+	}
+	if after := a.cur.Load().meta; after.Revision != before.Revision || after.Hash != before.Hash {
+		t.Errorf("running policy changed: %+v, was %+v", after, before)
 	}
 }

@@ -132,7 +132,7 @@ func (a *Agent) checkCounts(filename string, p *policy.Policy) error {
 
 // compile compiles p as revision rev over the policy whose device ids are prev's, within the
 // datapath's capacities.
-func (a *Agent) compile(filename string, p *policy.Policy, rev uint64,
+func (a *Agent) compile(filename string, doc []byte, p *policy.Policy, rev uint64,
 	prev *policy.Snapshot) (*policy.Snapshot, error) {
 	if err := a.checkCounts(filename, p); err != nil {
 		return nil, err
@@ -142,14 +142,14 @@ func (a *Agent) compile(filename string, p *policy.Policy, rev uint64,
 		compileHook(filename)
 	}
 	if err != nil {
-		return nil, compileReject(filename, err)
+		return nil, compileReject(filename, doc, err)
 	}
 	return s, nil
 }
 
 // edit is compile keeping the compiler's state, for device changes (the Editor owns p). lim
 // is zero for a policy accepted before (restored at start), which is never refused for its size.
-func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy.Snapshot,
+func (a *Agent) edit(filename string, doc []byte, p *policy.Policy, rev uint64, prev *policy.Snapshot,
 	lim policy.Limits) (*policy.Editor, error) {
 	if lim != (policy.Limits{}) {
 		if err := a.checkCounts(filename, p); err != nil {
@@ -161,12 +161,14 @@ func (a *Agent) edit(filename string, p *policy.Policy, rev uint64, prev *policy
 		compileHook(filename)
 	}
 	if err != nil {
-		return nil, compileReject(filename, err)
+		return nil, compileReject(filename, doc, err)
 	}
 	return ed, nil
 }
 
-func compileReject(filename string, err error) error {
+// compileReject is the rejection of a policy the compile refused: over capacity, or a field it
+// cannot enforce, located in doc (the document as sent; nil for a policy restored at start).
+func compileReject(filename string, doc []byte, err error) error {
 	var ce *policy.CapacityError
 	if errors.As(err, &ce) {
 		n := strconv.Itoa(ce.Count)
@@ -174,6 +176,9 @@ func compileReject(filename string, err error) error {
 			n = "more than " + strconv.Itoa(ce.Capacity)
 		}
 		return capacityRejectN(filename, ce.Map, n, ce.Capacity)
+	}
+	if doc != nil {
+		err = policy.Locate(filename, doc, err)
 	}
 	fields := api.FieldErrors(err)
 	if len(fields) == 0 {
@@ -220,7 +225,7 @@ func (a *Agent) restore() error {
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 		}
-		ed, err := a.edit(st.Filename, p, st.Revision, prev, policy.Limits{})
+		ed, err := a.edit(st.Filename, nil, p, st.Revision, prev, policy.Limits{})
 		if err != nil {
 			return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 		}
@@ -479,7 +484,7 @@ func (a *Agent) applyLocked(old *current, filename string, doc []byte, hash stri
 	}
 	ph.parse = since(&t)
 	rev := old.meta.Revision + 1
-	ed, err := a.edit(filename, p, rev, old.snap, a.limits())
+	ed, err := a.edit(filename, doc, p, rev, old.snap, a.limits())
 	if err != nil {
 		return nil, err
 	}
@@ -598,7 +603,7 @@ func (a *Agent) validate(filename string, doc []byte) (*api.ValidateResult, *pol
 		prev = &policy.Snapshot{Devices: devs}
 	}
 	a.polMu.RUnlock()
-	snap, err := a.compile(filename, p, cur.meta.Revision+1, prev)
+	snap, err := a.compile(filename, doc, p, cur.meta.Revision+1, prev)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -30,9 +30,18 @@ func CheckOffline(filename string, data []byte) (*Policy, *Snapshot, error) {
 
 // compileErrors turns an error of Compile into Errors located in data.
 func compileErrors(filename string, data []byte, err error) Errors {
+	if located, ok := Locate(filename, data, err).(Errors); ok {
+		return located
+	}
+	return Errors{{File: filename, Msg: fmt.Sprintf("cannot compile: %v", err)}}
+}
+
+// Locate returns err, an error of Compile for the document data of filename, as Errors that give
+// the file, line, column and field of the problem; an error that names no field is returned as it is.
+func Locate(filename string, data []byte, err error) error {
 	var pe *PathError
 	if !errors.As(err, &pe) {
-		return Errors{{File: filename, Msg: fmt.Sprintf("cannot compile: %v", err)}}
+		return err
 	}
 	fe := &FieldError{File: filename, Path: pe.Path, Msg: pe.Err.Error()}
 	if root, ferr := decodeYAML(data); ferr == nil {
