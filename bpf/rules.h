@@ -8,7 +8,15 @@
 /* ZT_PREFIX_EXACT is zt_prefix_key.prefixlen of a lookup: the rule set's 32 bits and all 128 of the address. */
 #define ZT_PREFIX_EXACT (32 + 128)
 
-/* zt_ports_ok reports whether a rule value allows this frame; proto_key is the protocol the rule was stored under. */
+/* zt_icmp_key is what the ranges of an ICMP or ICMPv6 rule hold in place of ports: the type in the high
+ * byte, the code in the low one (a type with every code is the range type<<8 .. type<<8|0xff). */
+static __always_inline __u16 zt_icmp_key(__u8 type, __u8 code)
+{
+	return (__u16)type << 8 | code;
+}
+
+/* zt_ports_ok reports whether a rule value allows this frame; proto_key is the protocol the rule was stored under,
+ * dport the frame's destination port or, for ICMP and ICMPv6, its zt_icmp_key. */
 static __always_inline int zt_ports_ok(const struct zt_rule_val *v, __u32 proto_key, __u32 l4proto, __u32 dport,
 				       __u32 tunnel)
 {
@@ -18,10 +26,10 @@ static __always_inline int zt_ports_ok(const struct zt_rule_val *v, __u32 proto_
 		return 0;
 	if (proto_key == ZT_PROTO_ANY)
 		return !tunnel; /* a wildcard never opens a tunnel */
-	if (l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP)
-		return 1; /* protocol without ports: the explicit protocol rule decides */
+	if (l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP && l4proto != IPPROTO_ICMP && l4proto != IPPROTO_ICMPV6)
+		return 1; /* protocol without ports or types: the explicit protocol rule decides */
 	if (v->flags & ZT_RULE_ALL_PORTS)
-		return !tunnel; /* "all UDP ports" does not name VXLAN or Geneve */
+		return !tunnel; /* "all UDP ports" does not name VXLAN or Geneve; "all types" of ICMP */
 	n = v->n;
 	for (i = 0; i < ZT_MAX_PORT_RANGES; i++) {
 		if (i >= n)

@@ -255,6 +255,8 @@ static __always_inline int zt_guards(const struct xdp_md *ctx, struct zt_pkt *pk
 		if (!l4)
 			return tiny;
 		pkt->icmp_type = l4->icmp6.icmp6_type;
+		if (pkt->l4proto == IPPROTO_ICMP || pkt->l4proto == IPPROTO_ICMPV6)
+			pkt->dport = zt_icmp_key(pkt->icmp_type, l4->icmp6.icmp6_code);
 	}
 	if (pkt->l4proto == IPPROTO_TCP) {
 		const struct tcphdr *tcp = zt_parse_tcphdr(ctx, pkt->l4off);

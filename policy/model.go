@@ -685,6 +685,9 @@ func (m *Model) guards(p *pkt) int {
 			return tiny
 		}
 		p.icmpType = l4[0]
+		if p.l4proto == ProtoICMP || p.l4proto == ProtoICMPv6 {
+			p.dport = icmpKey(p.icmpType, l4[1])
+		}
 	}
 	if p.l4proto == ProtoTCP {
 		t := p.ptr(p.l4off, tcpHLen)
@@ -875,12 +878,16 @@ func (m *Model) allowList(p *pkt) bpf.Reason {
 	return bpf.ReasonNoRule
 }
 
+// icmpKey mirrors zt_icmp_key: what an ICMP or ICMPv6 rule's ranges hold in place of ports, the
+// type in the high byte and the code in the low one.
+func icmpKey(typ, code uint8) uint16 { return uint16(typ)<<8 | uint16(code) }
+
 // portsOK mirrors zt_ports_ok.
 func portsOK(v *bpf.RuleVal, protoKey, l4proto uint8, dport uint16, tunnel bool) bool {
 	if protoKey == ProtoAny {
 		return !tunnel
 	}
-	if l4proto != ProtoTCP && l4proto != ProtoUDP {
+	if l4proto != ProtoTCP && l4proto != ProtoUDP && l4proto != ProtoICMP && l4proto != ProtoICMPv6 {
 		return true
 	}
 	if v.Flags&bpf.RuleAllPorts != 0 {

@@ -187,6 +187,7 @@ func (g *Gen) l4(v6 bool) (uint8, []byte) {
 		return 17, u
 	case 6, 7:
 		icmp := []byte{byte(g.pick(256)), 0, 0, 0, 0, 0, 0, 0}
+		icmp[1] = []byte{0, 0, 1, 3, 4, byte(g.pick(256))}[g.pick(6)] // the code: rules may name one
 		if v6 {
 			icmp[0] = []byte{128, 129, 133, 134, 135, 136, 137, 143, byte(g.pick(256))}[g.pick(9)]
 			icmp = append(icmp, make([]byte, 16)...)
