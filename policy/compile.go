@@ -387,6 +387,10 @@ func listKey(b []byte, segment string, rules []Rule) []byte {
 			b = binary.LittleEndian.AppendUint16(b, p.Lo)
 			b = binary.LittleEndian.AppendUint16(b, p.Hi)
 		}
+		b = binary.AppendUvarint(b, uint64(len(r.ICMP)))
+		for _, t := range r.ICMP {
+			str(string(t))
+		}
 	}
 	return b
 }
@@ -421,8 +425,14 @@ type portSet struct {
 	ranges []PortRange
 }
 
-// add adds the ports r allows for proto (every port when r lists none or proto has none).
+// add adds the ports r allows for proto (every port when r lists none or proto has none); for
+// icmp and icmpv6 the "ports" are the ICMP key ranges of r's types (every type when it lists
+// none). r's icmp types are valid: ruleset checks them first.
 func (ps *portSet) add(r Rule, proto uint8) {
+	if icmp, _ := r.icmpRanges(proto); len(icmp) > 0 {
+		ps.ranges = append(ps.ranges, icmp...)
+		return
+	}
 	if len(r.Ports) == 0 || (proto != ProtoTCP && proto != ProtoUDP) {
 		ps.all = true
 		return
@@ -489,6 +499,9 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 		proto, err := ParseProto(r.Proto)
 		if err != nil {
 			return 0, atPath(fmt.Sprintf("%s[%d].proto", path, i), err)
+		}
+		if _, err := r.icmpRanges(proto); err != nil {
+			return 0, atPath(fmt.Sprintf("%s[%d].icmp", path, i), err)
 		}
 		switch {
 		case r.To.Gateway:

@@ -90,9 +90,10 @@ type FieldChange struct {
 }
 
 // String spells r on one line, the same way for every rule that compiles the same:
-// "to <target> proto <proto>[ ports <p>,<lo>-<hi>]". The target is "cidr <prefix>", "device
-// <name>", "segment <name>" or "gateway"; the protocol is tcp, udp, icmp, icmpv6, any (also
-// for an empty proto) or its number; ports are sorted and deduplicated.
+// "to <target> proto <proto>[ ports <p>,<lo>-<hi>][ icmp <type>[/<code>],...]". The target is
+// "cidr <prefix>", "device <name>", "segment <name>" or "gateway"; the protocol is tcp, udp,
+// icmp, icmpv6, any (also for an empty proto) or its number; ports are sorted and deduplicated;
+// icmp types are named where they have a name, sorted and deduplicated.
 func (r Rule) String() string {
 	var b strings.Builder
 	b.WriteString("to ")
@@ -128,7 +129,25 @@ func (r Rule) String() string {
 		}
 		b.WriteString(" ports " + strings.Join(s, ","))
 	}
+	if len(r.ICMP) > 0 {
+		b.WriteString(" icmp " + icmpList(r.ICMP, r.Proto))
+	}
 	return b.String()
+}
+
+// icmpList spells a rule's icmp types for Rule.String: each by its name when it has one (an
+// invalid entry as written), sorted and deduplicated.
+func icmpList(types []ICMPType, proto string) string {
+	p, _ := ParseProto(proto)
+	s := make([]string, len(types))
+	for i, t := range types {
+		s[i] = string(t)
+		if m, err := ParseICMPType(string(t), p); err == nil {
+			s[i] = m.text(p)
+		}
+	}
+	slices.Sort(s)
+	return strings.Join(slices.Compact(s), ",")
 }
 
 // protoName is the canonical name of a rule's proto: the name of a named protocol (also when
@@ -258,7 +277,7 @@ func sameDevice(o, n *Device) bool {
 		o.VLAN == n.VLAN && o.Segment == n.Segment && o.Mode == n.Mode && o.Quarantined == n.Quarantined &&
 		o.AuditIdentity == n.AuditIdentity &&
 		slices.EqualFunc(o.Allow, n.Allow, func(a, b Rule) bool {
-			return a.To == b.To && a.Proto == b.Proto && slices.Equal(a.Ports, b.Ports)
+			return a.To == b.To && a.Proto == b.Proto && slices.Equal(a.Ports, b.Ports) && slices.Equal(a.ICMP, b.ICMP)
 		})
 }
 

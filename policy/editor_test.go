@@ -50,6 +50,10 @@ func (g *editGen) rules() []Rule {
 			r.Proto = "udp"
 		default:
 			r.Proto = "icmp"
+			// Lists that differ only by icmp types must not share a rule set.
+			if k := g.r.IntN(4); k > 0 {
+				r.ICMP = [][]ICMPType{{"echo-request"}, {"echo-reply"}, {"8/0", "3"}}[k-1]
+			}
 		}
 		out = append(out, r)
 	}

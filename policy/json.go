@@ -134,6 +134,14 @@ func (d *jsonDoc) value(v reflect.Value, name string) bool {
 		return d.object(v)
 	case v.Kind() == reflect.Slice:
 		return d.array(v)
+	case v.Type() == icmpTypeType && d.b[d.i] >= '0' && d.b[d.i] <= '9':
+		// A bare type number, which the YAML path reads as the string of its digits.
+		start := d.i
+		if _, ok := d.uint(); !ok {
+			return false
+		}
+		v.SetString(string(d.b[start:d.i]))
+		return true
 	case v.Kind() == reflect.String:
 		s, ok := d.str()
 		if ok {

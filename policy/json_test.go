@@ -42,7 +42,8 @@ func jsonFleet(n int) []byte {
   "segments": [
    {"name": "s0", "mode": "enforce",
     "allow": [{"to": {"cidr": "203.0.113.0/24"}, "proto": "tcp", "ports": [443, "8000-8080"]},
-     {"to": {"segment": "s1"}, "proto": "icmp"}]},
+     {"to": {"segment": "s1"}, "proto": "icmp"},
+     {"to": {"gateway": true}, "proto": "icmpv6", "icmp": ["echo-request", 2, "1/4", "destination-unreachable/3"]}]},
    {"name": "s1", "allow": []}],
   "devices": [`)
 	for i := range n {
@@ -203,6 +204,16 @@ func FuzzJSONFastPath(f *testing.F) {
 	f.Add(toJSON(f, valid, false))
 	f.Add(toJSON(f, valid, true))
 	f.Add(jsonFleet(3))
+	icmp := `{"apiVersion": "ztgate/v1", "kind": "Policy", "metadata": {"name": "t"}, "spec": {"devices": ` +
+		`[{"name": "d1", "mac": "02:00:00:00:00:01", "allow": [{"to": {"gateway": true}, "proto": "%s", "icmp": [%s]}]}]}}`
+	for _, seed := range []struct{ proto, icmp string }{
+		{proto: "icmp", icmp: `"echo-request", 8, "3/4", "destination-unreachable/3"`},
+		{proto: "icmpv6", icmp: `"packet-too-big", 255, "255/255"`},
+		{proto: "tcp", icmp: `8`},
+		{proto: "icmp", icmp: `256, "3/256", "08", "echo"`},
+	} {
+		f.Add([]byte(fmt.Sprintf(icmp, seed.proto, seed.icmp)))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fast, slow, err := bothPaths(t, data)
 		if fast == nil {

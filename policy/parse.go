@@ -217,7 +217,10 @@ func (d *decoder) charge(node *yaml.Node, path string, n int) bool {
 	return true
 }
 
-var portRangeType = reflect.TypeFor[PortRange]()
+var (
+	portRangeType = reflect.TypeFor[PortRange]()
+	icmpTypeType  = reflect.TypeFor[ICMPType]()
+)
 
 // value decodes n into v, which is addressable.
 func (d *decoder) value(n *yaml.Node, path string, v reflect.Value) {

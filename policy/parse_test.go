@@ -766,6 +766,8 @@ func FuzzParse(f *testing.F) {
 		}
 		f.Add(data)
 	}
+	f.Add([]byte(icmpDoc("icmp", `icmp: [echo-request, 8, 3/4, "destination-unreachable/3"]`)))
+	f.Add([]byte(icmpDoc("icmpv6", `icmp: [packet-too-big, 255/255, 0]`)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse("fuzz.yaml", data)
 		if err != nil {

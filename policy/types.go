@@ -97,11 +97,12 @@ type Device struct {
 	Allow         []Rule `yaml:"allow,omitempty"`
 }
 
-// Rule allows traffic to a destination, for a protocol, to destination ports.
+// Rule allows traffic to a destination, for a protocol, to destination ports or ICMP types.
 type Rule struct {
 	To    Target      `yaml:"to"`
 	Proto string      `yaml:"proto,omitempty"` // tcp, udp, icmp, icmpv6, any (default) or 0-254
 	Ports []PortRange `yaml:"ports,omitempty"` // only with tcp or udp; empty = every port
+	ICMP  []ICMPType  `yaml:"icmp,omitempty"`  // only with icmp or icmpv6; empty = every type
 }
 
 // Target is exactly one of: a CIDR, a device name, a segment name, or the gateway.

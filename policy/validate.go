@@ -436,14 +436,25 @@ func (v *validator) rules(path string, rules []Rule) {
 	}
 }
 
-// rule validates r's destination, protocol and ports.
+// rule validates r's destination, protocol, ports and ICMP types.
 func (v *validator) rule(path string, r *Rule) {
 	v.target(path+".to", &r.To)
 	proto, err := ParseProto(r.Proto)
-	if err != nil {
+	switch {
+	case err != nil:
 		v.errorf(path+".proto", "%s", err)
-	} else if len(r.Ports) > 0 && proto != 6 && proto != 17 {
+	case len(r.Ports) > 0 && len(r.ICMP) > 0:
+		v.errorf(path+".icmp", "ports and icmp cannot be set together")
+	case len(r.Ports) > 0 && proto != ProtoTCP && proto != ProtoUDP:
 		v.errorf(path+".ports", "ports are only allowed with proto tcp or udp")
+	case len(r.ICMP) > 0 && icmpNames(proto) == nil:
+		v.errorf(path+".icmp", "icmp types need proto icmp or icmpv6")
+	case len(r.ICMP) > 0:
+		for i, t := range r.ICMP {
+			if _, err := ParseICMPType(string(t), proto); err != nil {
+				v.errorf(index(path+".icmp", i), "%s", err)
+			}
+		}
 	}
 	for i, pr := range r.Ports {
 		if err := pr.check(); err != nil {
