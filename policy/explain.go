@@ -14,12 +14,14 @@ import (
 )
 
 // Query asks whether device From may reach To (an IP address, a device name or "gateway")
-// with protocol Proto (tcp, udp, icmp, icmpv6, any or a number) on destination port Port.
+// with protocol Proto (tcp, udp, icmp, icmpv6, any or a number) on destination port Port, or
+// for icmp and icmpv6 with the message ICMP ("TYPE" or "TYPE/CODE" as in a rule; default echo-request).
 type Query struct {
 	From  string `json:"from"`
 	To    string `json:"to"`
 	Proto string `json:"proto"`
 	Port  uint16 `json:"port,omitempty"`
+	ICMP  string `json:"icmp,omitempty"`
 }
 
 // Explanation is the reference model's answer to a Query and what in the policy decides it.
@@ -30,6 +32,7 @@ type Explanation struct {
 	DstDevice string `json:"dst_device,omitempty"` // device owning Dst, if any
 	Proto     string `json:"proto"`
 	Port      uint16 `json:"port,omitempty"`
+	ICMP      string `json:"icmp,omitempty"`      // the query\'s ICMP message as TYPE/CODE, when it names one
 	Mode      string `json:"mode"`                // enforce or audit, as in force for the device
 	Verdict   string `json:"verdict"`             // pass, drop, audit (the model's)
 	Reason    string `json:"reason"`              // allow, no_rule, quarantined, ... (the model's)
@@ -41,6 +44,8 @@ type Explanation struct {
 const (
 	explainSrcPort = 49152 // source port of TCP and UDP probes (other than DHCP)
 	tpid8021Q      = 0x8100
+	icmpEchoKey    = 8 << 8   // an ICMP echo request, code 0, as type<<8|code
+	icmp6EchoKey   = 128 << 8 // an ICMPv6 echo request, code 0
 )
 
 var (
@@ -91,14 +96,26 @@ func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 			proto = ProtoICMPv6
 		}
 	}
+	// For icmp and icmpv6 the datapath matches type<<8|code where it matches ports.
+	port := q.Port
+	var msg ICMPMatch
+	if proto == ProtoICMP || proto == ProtoICMPv6 {
+		if msg, err = queryICMP(q.ICMP, proto); err != nil {
+			return nil, err
+		}
+		port = msg.Range().Lo
+	}
 
 	e := &Explanation{From: dev.Name, Src: src.String(), Dst: dst.String(),
 		Proto: protoNumberName(proto), Port: q.Port, Mode: string(effectiveMode(p, dev))}
+	if q.ICMP != "" {
+		e.ICMP = msg.text(proto)
+	}
 	if owner := deviceOwning(p, dst); owner != nil {
 		e.DstDevice = owner.Name
 	}
 
-	frame := probe(mac, src, dst, proto, q.Port)
+	frame := probe(mac, src, dst, proto, port)
 	if dev.VLAN != 0 {
 		frame = frames.VLAN(frame, tpid8021Q, dev.VLAN)
 	}
@@ -115,12 +132,12 @@ func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 		return e, nil
 	}
 
-	path, r, ok := findRule(p, di, dst, proto, q.Port)
+	path, r, ok := findRule(p, di, dst, proto, port)
 	switch {
 	case ok:
 		e.Rule, e.RuleText = path, r.String()
 	default:
-		if svc := gatewayService(p, dst, proto, q.Port); svc != "" {
+		if svc := gatewayService(p, dst, proto, port); svc != "" {
 			e.Rule = "spec.gateway.services: " + string(svc)
 		}
 	}
@@ -142,8 +159,21 @@ func queryProto(q Query) (uint8, error) {
 		return 0, fmt.Errorf("proto %s needs a port", protoNumberName(proto))
 	case proto != ProtoTCP && proto != ProtoUDP && q.Port != 0:
 		return 0, fmt.Errorf("port %d: ports apply only to tcp and udp, not %s", q.Port, protoNumberName(proto))
+	case q.ICMP != "" && proto != ProtoICMP && proto != ProtoICMPv6:
+		return 0, fmt.Errorf("icmp %s: icmp types need proto icmp or icmpv6", quote(q.ICMP))
 	}
 	return proto, nil
+}
+
+// queryICMP is the message of a query's ICMP for proto: an echo request when it is empty, code
+// 0 when it names a type alone.
+func queryICMP(s string, proto uint8) (ICMPMatch, error) {
+	if s == "" {
+		s = "echo-request"
+	}
+	m, err := ParseICMPType(s, proto)
+	m.AnyCode = false
+	return m, err
 }
 
 // endpoints picks the source and destination addresses of a probe from dev to to.
@@ -224,7 +254,8 @@ func firstAddr(list []string) (netip.Addr, error) {
 	return a, nil
 }
 
-// probe builds the Ethernet frame of a query (untagged).
+// probe builds the Ethernet frame of a query (untagged); for icmp and icmpv6, port is the
+// message's type<<8|code.
 func probe(mac net.HardwareAddr, src, dst netip.Addr, proto uint8, port uint16) []byte {
 	dstMAC := explainDstMAC
 	if mac.String() == dstMAC.String() {
@@ -243,8 +274,11 @@ func probe(mac net.HardwareAddr, src, dst netip.Addr, proto uint8, port uint16) 
 		return frames.UDP(sh, dh, 546, 547, make([]byte, 4))
 	case proto == ProtoUDP:
 		return frames.UDP(sh, dh, explainSrcPort, port, nil)
-	case proto == ProtoICMP && src.Is4(), proto == ProtoICMPv6 && src.Is6():
+	case proto == ProtoICMP && src.Is4() && port == icmpEchoKey, proto == ProtoICMPv6 && src.Is6() && port == icmp6EchoKey:
 		return frames.Echo(sh, dh)
+	case proto == ProtoICMP && src.Is4(), proto == ProtoICMPv6 && src.Is6():
+		// Room for the longest message the guards read (a neighbor advertisement's target).
+		return frames.ICMP(sh, dh, uint8(port>>8), uint8(port), make([]byte, 20))
 	case src.Is4():
 		return frames.IPv4(sh, dh, proto, 1, 0, nil, make([]byte, 8))
 	}
@@ -374,6 +408,8 @@ func ruleAllows(p *Policy, r Rule, dst netip.Addr, proto uint8, port uint16) boo
 		return !tunnel
 	case rp != proto:
 		return false
+	case proto == ProtoICMP || proto == ProtoICMPv6:
+		return icmpAllows(r, proto, port)
 	case proto != ProtoTCP && proto != ProtoUDP:
 		return true
 	case len(r.Ports) == 0:
@@ -381,6 +417,24 @@ func ruleAllows(p *Policy, r Rule, dst netip.Addr, proto uint8, port uint16) boo
 	}
 	for _, pr := range r.Ports {
 		if pr.Lo <= port && port <= pr.Hi && (!tunnel || pr.Lo == pr.Hi) {
+			return true
+		}
+	}
+	return false
+}
+
+// icmpAllows reports whether r, a rule for proto icmp or icmpv6, allows the message key
+// (type<<8|code): every message when r lists no icmp types.
+func icmpAllows(r Rule, proto uint8, key uint16) bool {
+	if len(r.ICMP) == 0 {
+		return true
+	}
+	ranges, err := r.icmpRanges(proto)
+	if err != nil {
+		return false
+	}
+	for _, pr := range ranges {
+		if pr.Lo <= key && key <= pr.Hi {
 			return true
 		}
 	}

@@ -354,3 +354,85 @@ func TestICMPDiff(t *testing.T) {
 		t.Errorf("Compare = %+v, want device a changed to echo-reply", d)
 	}
 }
+
+// icmpExplainPolicy has a device that may only ping the gateway and get unreachables from
+// 198.51.100.0/24, and a device whose icmpv6 rule to the gateway lists no types.
+func icmpExplainPolicy() *Policy {
+	return &Policy{APIVersion: APIVersion, Kind: Kind, Metadata: Metadata{Name: "icmp"}, Spec: Spec{
+		Gateway: Gateway{IPv4: []string{"10.0.0.1"}, IPv6: []string{"fd00::1"}},
+		Devices: []Device{
+			{Name: "pinger", MAC: "02:00:00:00:00:0b", IPv4: []string{"10.0.0.11"}, IPv6: []string{"fd00::11"},
+				Allow: []Rule{
+					{To: Target{Gateway: true}, Proto: "icmp", ICMP: []ICMPType{"echo-request"}},
+					{To: Target{CIDR: "198.51.100.0/24"}, Proto: "icmp", ICMP: []ICMPType{"3/4"}},
+					{To: Target{Gateway: true}, Proto: "icmpv6", ICMP: []ICMPType{"echo-request", "packet-too-big"}},
+				}},
+			{Name: "open", MAC: "02:00:00:00:00:0c", IPv4: []string{"10.0.0.12"}, IPv6: []string{"fd00::12"},
+				Allow: []Rule{{To: Target{Gateway: true}, Proto: "icmpv6"}}},
+		},
+	}}
+}
+
+func TestExplainICMP(t *testing.T) {
+	p := icmpExplainPolicy()
+	s := compileForExplain(t, p)
+	for _, tc := range []struct {
+		name    string
+		q       Query
+		verdict string
+		rule    string
+		icmp    string
+	}{
+		{name: "echo-request allowed", q: Query{From: "pinger", To: "gateway", Proto: "icmp", ICMP: "echo-request"},
+			verdict: "pass", rule: "spec.devices[0].allow[0]", icmp: "echo-request/0"},
+		{name: "default is an echo request", q: Query{From: "pinger", To: "gateway", Proto: "icmp"},
+			verdict: "pass", rule: "spec.devices[0].allow[0]"},
+		{name: "echo request with another code", q: Query{From: "pinger", To: "gateway", Proto: "icmp", ICMP: "8/7"},
+			verdict: "pass", rule: "spec.devices[0].allow[0]", icmp: "echo-request/7"},
+		{name: "timestamp denied", q: Query{From: "pinger", To: "gateway", Proto: "icmp", ICMP: "timestamp"},
+			verdict: "drop", icmp: "timestamp/0"},
+		{name: "3/4 allowed", q: Query{From: "pinger", To: "198.51.100.9", Proto: "icmp", ICMP: "destination-unreachable/4"},
+			verdict: "pass", rule: "spec.devices[0].allow[1]", icmp: "destination-unreachable/4"},
+		{name: "3/3 denied", q: Query{From: "pinger", To: "198.51.100.9", Proto: "icmp", ICMP: "3/3"},
+			verdict: "drop", icmp: "destination-unreachable/3"},
+		{name: "v6 packet-too-big allowed", q: Query{From: "pinger", To: "gateway", Proto: "icmpv6", ICMP: "2"},
+			verdict: "pass", rule: "spec.devices[0].allow[2]", icmp: "packet-too-big/0"},
+		{name: "v6 echo-reply denied", q: Query{From: "pinger", To: "gateway", Proto: "icmpv6", ICMP: "echo-reply"},
+			verdict: "drop", icmp: "echo-reply/0"},
+		{name: "no icmp list allows every type", q: Query{From: "open", To: "gateway", Proto: "icmpv6", ICMP: "200/9"},
+			verdict: "pass", rule: "spec.devices[1].allow[0]", icmp: "200/9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := Explain(p, s, tc.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Verdict != tc.verdict || e.Rule != tc.rule || e.ICMP != tc.icmp {
+				t.Errorf("Explain = %+v, want verdict %s, rule %q, icmp %q", *e, tc.verdict, tc.rule, tc.icmp)
+			}
+			if tc.verdict == "drop" && e.Reason != "no_rule" {
+				t.Errorf("reason %s, want no_rule", e.Reason)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name string
+		q    Query
+		want string
+	}{
+		{name: "icmp with tcp", q: Query{From: "pinger", To: "gateway", Proto: "tcp", Port: 1, ICMP: "8"},
+			want: "icmp types need proto icmp or icmpv6"},
+		{name: "icmp with any", q: Query{From: "pinger", To: "gateway", ICMP: "8"},
+			want: "icmp types need proto icmp or icmpv6"},
+		{name: "unknown name", q: Query{From: "pinger", To: "gateway", Proto: "icmpv6", ICMP: "source-quench"},
+			want: "is an icmp type, not an icmpv6 one"},
+		{name: "code out of range", q: Query{From: "pinger", To: "gateway", Proto: "icmp", ICMP: "3/300"},
+			want: "out of range 0-255"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := Explain(p, s, tc.q); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error = %v, want one containing %q", err, tc.want)
+			}
+		})
+	}
+}
