@@ -173,13 +173,16 @@ func (a *app) policyExplainCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "explain",
 		Usage: "tell whether a device may reach a destination under the policy in force, and why",
-		UsageText: "ztgate policy explain --from DEVICE --to DST --proto PROTO [--port N] [-o table|json]\n\n" +
+		UsageText: "ztgate policy explain --from DEVICE --to DST --proto PROTO [--port N | --icmp TYPE[/CODE]] " +
+			"[-o table|json]\n\n" +
 			"DST is an IP address, a device name or \"gateway\"; PROTO is tcp, udp, icmp, icmpv6, any or a number.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "from", Usage: "the source device (name)", Required: true},
 			&cli.StringFlag{Name: "to", Usage: "the destination: an IP address, a device name or \"gateway\"", Required: true},
 			&cli.StringFlag{Name: "proto", Usage: "the protocol: tcp, udp, icmp, icmpv6, any or a number", Required: true},
 			&cli.Uint16Flag{Name: "port", Usage: "the destination port (tcp, udp)"},
+			&cli.StringFlag{Name: "icmp", Usage: "the ICMP message (icmp, icmpv6): TYPE or TYPE/CODE, as in a rule; " +
+				"default echo-request"},
 			outputFlag(fmtTable, fmtJSON),
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
@@ -191,6 +194,7 @@ func (a *app) policyExplainCommand() *cli.Command {
 				To:    cmd.String("to"),
 				Proto: cmd.String("proto"),
 				Port:  cmd.Uint16("port"),
+				ICMP:  cmd.String("icmp"),
 			}
 			e, err := callFor(ctx, cmd, func(c *api.Client, ctx context.Context) (*api.Explanation, error) {
 				return c.Explain(ctx, q)
@@ -216,6 +220,9 @@ func writeExplanation(w io.Writer, e *api.Explanation) error {
 	flow := e.Proto
 	if e.Port != 0 {
 		flow += " port " + strconv.Itoa(int(e.Port))
+	}
+	if e.ICMP != "" {
+		flow += " " + e.ICMP
 	}
 	row(tw, "Flow:", flow)
 	row(tw, "Mode:", orDash(e.Mode))

@@ -183,3 +183,21 @@ func TestPolicyExplain(t *testing.T) {
 		t.Errorf("explain -o json: %v %+v", err, got)
 	}
 }
+
+func TestPolicyExplainICMP(t *testing.T) {
+	e := api.Explanation{Revision: 7, Explanation: policy.Explanation{
+		From: "cam-1", Src: "10.0.0.5", Dst: "10.0.0.1", Proto: "icmp", ICMP: "destination-unreachable/4",
+		Mode: "enforce", Verdict: "pass", Reason: "allow",
+	}}
+	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathExplain: reply(e)})
+	r := fa.run(t, "policy", "explain", "--from", "cam-1", "--to", "gateway", "--proto", "icmp", "--icmp", "3/4")
+	wantCode(t, r, exitOK)
+	if !strings.Contains(r.stdout, "icmp destination-unreachable/4") {
+		t.Errorf("explain lacks the ICMP message:\n%s", r.stdout)
+	}
+	var q api.ExplainRequest
+	if err := json.Unmarshal(fa.lastRequest(t).Body, &q); err != nil || q != (api.ExplainRequest{From: "cam-1",
+		To: "gateway", Proto: "icmp", ICMP: "3/4"}) {
+		t.Errorf("sent %+v (%v)", q, err)
+	}
+}
