@@ -436,3 +436,46 @@ func TestExplainICMP(t *testing.T) {
 		})
 	}
 }
+
+// TestICMPJSONParity: the JSON fast path takes an icmp list only as the YAML path decodes it,
+// and leaves every literal it does not take to the YAML path.
+func TestICMPJSONParity(t *testing.T) {
+	const doc = `{"apiVersion": "ztgate/v1", "kind": "Policy", "metadata": {"name": "t"}, "spec": {"devices": ` +
+		`[{"name": "d1", "mac": "02:00:00:00:00:01", "allow": [{"to": {"gateway": true}, "proto": "icmp", "icmp": [%s]}]}]}}`
+	for _, tc := range []struct {
+		name    string
+		literal string
+		fast    bool // whether the fast path takes the document
+	}{
+		{name: "number", literal: "8", fast: true},
+		{name: "zero", literal: "0", fast: true},
+		{name: "255", literal: "255", fast: true},
+		{name: "string number", literal: `"8"`, fast: true},
+		{name: "name", literal: `"echo-request"`, fast: true},
+		{name: "type and code", literal: `"3/4"`, fast: true},
+		{name: "several", literal: `8, "3/4", 0, "timestamp"`, fast: true},
+		{name: "256", literal: "256"},
+		{name: "leading zero", literal: "08"},
+		{name: "string leading zero", literal: `"08"`},
+		{name: "float", literal: "8.0"},
+		{name: "exponent", literal: "8e0"},
+		{name: "negative", literal: "-8"},
+		{name: "huge", literal: "123456789012345678901234"},
+		{name: "bool", literal: "true"},
+		{name: "null", literal: "null"},
+		{name: "object", literal: `{"type": 8}`},
+		{name: "unknown name", literal: `"ping"`},
+		{name: "code 256", literal: `"3/256"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := []byte(fmt.Sprintf(doc, tc.literal))
+			fast, slow, err := bothPaths(t, data)
+			if (fast != nil) != tc.fast {
+				t.Fatalf("fast path took it: %v, want %v (YAML path: %v)", fast != nil, tc.fast, err)
+			}
+			if fast != nil && (err != nil || !reflect.DeepEqual(fast, slow)) {
+				t.Errorf("the paths differ:\nfast %+v\nslow %+v (%v)", fast, slow, err)
+			}
+		})
+	}
+}
