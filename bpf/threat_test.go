@@ -628,6 +628,35 @@ func threatCases() []threatCase {
 			frame: frames.IPv4(cam4, web4, 17, 78, 0x2000, nil,
 				cat(frames.UDPHeader(1, 443, make([]byte, 64))[:8], make([]byte, 16))), verdict: drop, reason: bpf.ReasonNoRule},
 	)
+	// 55: ICMP types. A device allowed only echo requests sends no other ICMP message there.
+	pg4, pg6, ping4 := v4(dptest.Pinger), v6(dptest.Pinger), to("198.51.100.7")
+	body6 := make([]byte, 4) // the rest of the ICMPv6 header, which the datapath reads
+	cs = append(cs,
+		threatCase{row: 55, name: "icmp echo-request where allowed", frame: frames.ICMP(pg4, ping4, 8, 0, nil),
+			verdict: pass, reason: bpf.ReasonAllow},
+		threatCase{row: 55, name: "icmp echo-request, any code", frame: frames.ICMP(pg4, ping4, 8, 7, nil),
+			verdict: pass, reason: bpf.ReasonAllow},
+		threatCase{row: 55, name: "icmp unreachable quoting a made-up flow",
+			frame: frames.ICMP(pg4, ping4, 3, 3, make([]byte, 28)), verdict: drop, reason: bpf.ReasonNoRule},
+		threatCase{row: 55, name: "icmp echo-reply where only requests are allowed",
+			frame: frames.ICMP(pg4, ping4, 0, 0, nil), verdict: drop, reason: bpf.ReasonNoRule},
+		threatCase{row: 55, name: "icmp timestamp", frame: frames.ICMP(pg4, ping4, 13, 0, nil),
+			verdict: drop, reason: bpf.ReasonNoRule},
+		threatCase{row: 55, name: "icmp 3/3 to the gateway: its one code", frame: frames.ICMP(pg4, gw4, 3, 3, nil),
+			verdict: pass, reason: bpf.ReasonAllow},
+		threatCase{row: 55, name: "icmp 3/1 to the gateway: another code", frame: frames.ICMP(pg4, gw4, 3, 1, nil),
+			verdict: drop, reason: bpf.ReasonNoRule},
+		threatCase{row: 55, name: "icmp echo-request to the gateway: no rule", frame: frames.ICMP(pg4, gw4, 8, 0, nil),
+			verdict: drop, reason: bpf.ReasonNoRule},
+		threatCase{row: 55, name: "icmpv6 echo-request where allowed",
+			frame: frames.ICMP(pg6, to("2001:db8::7"), 128, 0, body6), verdict: pass, reason: bpf.ReasonAllow},
+		threatCase{row: 55, name: "icmpv6 echo-reply", frame: frames.ICMP(pg6, to("2001:db8::7"), 129, 0, body6),
+			verdict: drop, reason: bpf.ReasonNoRule},
+		threatCase{row: 55, name: "icmpv6 packet-too-big", frame: frames.ICMP(pg6, to("2001:db8::7"), 2, 0, body6),
+			verdict: drop, reason: bpf.ReasonNoRule},
+		threatCase{row: 55, name: "icmp without types still allows every type (cam to the gateway)",
+			frame: frames.ICMP(cam4, gw4, 13, 0, nil), verdict: pass, reason: bpf.ReasonAllow},
+	)
 	// Quarantine.
 	q := v4(dptest.Quar)
 	cs = append(cs,

@@ -76,6 +76,15 @@ func NewBig(n int, seed uint64) *Big {
 				}
 			}
 		}
+		if rule.Proto == "icmp" || rule.Proto == "icmpv6" {
+			for range r.IntN(3) { // none: every type
+				types := []policy.ICMPType{"0", "3", "3/3", "8", "11/0", "echo-reply"}
+				if rule.Proto == "icmpv6" {
+					types = []policy.ICMPType{"1/4", "128", "129", "echo-request", "143"}
+				}
+				rule.ICMP = append(rule.ICMP, types[r.IntN(len(types))])
+			}
+		}
 		return rule
 	}
 	const segs = 12

@@ -44,6 +44,7 @@ const (
 	AuditID  = 22 // mode audit with auditIdentity, no rules
 	Wide     = 23 // udp 53 to 0.0.0.0/0, udp 5353 to ::/0
 	MDNS     = 24 // udp 53 to 0.0.0.0/0, udp 5353 to 224.0.0.251/32, udp 1900 to 255.255.255.255/32
+	Pinger   = 25 // icmp echo-request to 198.51.100.0/24, icmp 3/3 to the gateway, icmpv6 echo-request to ::/0
 	Gateway  = 1  // the gateway's addresses: 10.0.0.1, fd00::1
 )
 
@@ -127,6 +128,10 @@ func Fixture() *policy.Policy {
 			rule(policy.Target{CIDR: "0.0.0.0/0"}, "udp", port(53)),
 			rule(policy.Target{CIDR: "224.0.0.251/32"}, "udp", port(5353)),
 			rule(policy.Target{CIDR: "255.255.255.255/32"}, "udp", port(1900))),
+		dev(Pinger, "pinger", "",
+			policy.Rule{To: policy.Target{CIDR: "198.51.100.0/24"}, Proto: "icmp", ICMP: []policy.ICMPType{"echo-request"}},
+			policy.Rule{To: policy.Target{Gateway: true}, Proto: "icmp", ICMP: []policy.ICMPType{"3/3"}},
+			policy.Rule{To: policy.Target{CIDR: "::/0"}, Proto: "icmpv6", ICMP: []policy.ICMPType{"echo-request"}}),
 	}
 	return p
 }
