@@ -41,6 +41,12 @@ func (ns *Namespace) Handle() netns.NsHandle { return ns.handle }
 // neighbours), owned by the namespace: do not close it.
 func (ns *Namespace) Netlink() *netlink.Handle { return ns.nl }
 
+// ReadProcNet returns the file /proc/thread-self/net/name as the namespace sees it ("snmp",
+// "igmp6", ...).
+func (ns *Namespace) ReadProcNet(name string) ([]byte, error) {
+	return inside(ns, func() ([]byte, error) { return os.ReadFile("/proc/thread-self/net/" + name) })
+}
+
 // Do runs fn on a locked OS thread inside the namespace; see the package-level [Do].
 func (ns *Namespace) Do(fn func() error) error { return Do(ns.handle, fn) }
 

@@ -862,12 +862,8 @@ func waitReady(ns *Namespace, ifname string, want []netip.Addr, deadline time.Ti
 // multicast group (that happens asynchronously, after the address is added), so neighbour
 // solicitations for it would be dropped and resolution would stall for a second.
 func missingSolicitedNode(ns *Namespace, index int, addrs []netip.Addr) string {
-	var igmp6 []byte
-	if err := ns.Do(func() error {
-		var err error
-		igmp6, err = os.ReadFile("/proc/thread-self/net/igmp6")
-		return err
-	}); err != nil {
+	igmp6, err := ns.ReadProcNet("igmp6")
+	if err != nil {
 		return err.Error()
 	}
 	joined := map[string]bool{}

@@ -212,12 +212,8 @@ func firstLines(b []byte, n int) string {
 // udpNoPorts reads Udp NoPorts (datagrams to a closed port: frames that reached the stack's
 // UDP layer) of ns.
 func udpNoPorts(ns *testenv.Namespace) (uint64, error) {
-	var b []byte
-	if err := ns.Do(func() error {
-		var err error
-		b, err = os.ReadFile("/proc/thread-self/net/snmp")
-		return err
-	}); err != nil {
+	b, err := ns.ReadProcNet("snmp")
+	if err != nil {
 		return 0, err
 	}
 	var head []string
