@@ -474,7 +474,7 @@ func (a *Agent) fold() error {
 	if err != nil {
 		return err
 	}
-	st := &persisted{Revision: cur.meta.Revision, Name: cur.meta.Name, Hash: policyHash(doc),
+	st := &persisted{Revision: cur.meta.Revision, Name: cur.meta.Name, Hash: policy.Hash(doc),
 		AppliedAt: cur.meta.AppliedAt, Filename: cur.filename, YAML: string(doc), devs: cur.snap.Devices,
 		SnapshotHash: cur.snap.Hash()}
 	if err := a.store.save(st); err != nil {

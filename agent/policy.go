@@ -267,7 +267,7 @@ func (a *Agent) restore() error {
 				return fmt.Errorf("persisted policy revision %d: %w", st.Revision, err)
 			}
 			a.log.Info("replayed device changes", "changes", last.Revision-st.Revision, "revision", rev)
-			st = &persisted{Revision: rev, Name: p.Metadata.Name, Hash: policyHash(doc), AppliedAt: last.At,
+			st = &persisted{Revision: rev, Name: p.Metadata.Name, Hash: policy.Hash(doc), AppliedAt: last.At,
 				Filename: st.Filename, YAML: string(doc), SnapshotHash: "-"}
 		}
 		hash := snap.Hash()
@@ -385,7 +385,7 @@ func (a *Agent) applyHeld(filename string, doc []byte, who caller) (*api.ApplyRe
 	t0 := time.Now()
 	old := a.cur.Load()
 	var ph applyPhases
-	hash := policyHash(doc)
+	hash := policy.Hash(doc)
 	ph.hash = time.Since(t0)
 	rec := who.record(api.ActionApply, old.meta.Revision)
 	rec.PolicyHash = hash
@@ -610,7 +610,7 @@ func (a *Agent) validate(filename string, doc []byte) (*api.ValidateResult, *pol
 	if err := a.checkCapacity(filename, snap); err != nil {
 		return nil, nil, err
 	}
-	res := &api.ValidateResult{Name: p.Metadata.Name, Hash: policyHash(doc), Devices: len(p.Spec.Devices),
+	res := &api.ValidateResult{Name: p.Metadata.Name, Hash: policy.Hash(doc), Devices: len(p.Spec.Devices),
 		Segments: len(p.Spec.Segments)}
 	return res, p, nil
 }

@@ -209,7 +209,7 @@ func TestRoutesWithoutDatapath(t *testing.T) {
 		t.Fatalf("GET audit: %d %v", w.Code, err)
 	}
 	if len(rs) != 1 || rs[0].Action != api.ActionApply || rs[0].Result != api.ResultRejected || rs[0].UID != 4242 ||
-		rs[0].PID != 99 || rs[0].OldRevision != 7 || rs[0].NewRevision != 7 || rs[0].PolicyHash != policyHash([]byte(bad)) {
+		rs[0].PID != 99 || rs[0].OldRevision != 7 || rs[0].NewRevision != 7 || rs[0].PolicyHash != policy.Hash([]byte(bad)) {
 		t.Errorf("audit after a rejected apply: %+v", rs)
 	}
 

@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/internal/fsutil"
+	"github.com/ztgate/ztgate/policy"
 )
 
 // stateFile is the applied policy and its revision, written atomically (one file, renamed into
@@ -43,11 +42,6 @@ type persisted struct {
 	// devs, when DevIDs is nil, is where save takes the device ids from (the applied
 	// snapshot's devices): formatting them straight into the file spares building DevIDs.
 	devs map[bpf.DevKey]bpf.DevRec
-}
-
-func policyHash(doc []byte) string {
-	sum := sha256.Sum256(doc)
-	return hex.EncodeToString(sum[:])
 }
 
 // store is the agent's state directory.
@@ -99,7 +93,7 @@ func (s *store) load() (*persisted, error) {
 	if err := json.Unmarshal(data, &p); err != nil {
 		return nil, fmt.Errorf("read state %s: %w", filepath.Join(s.dir, stateFile), err)
 	}
-	if got := policyHash([]byte(p.YAML)); got != p.Hash {
+	if got := policy.Hash([]byte(p.YAML)); got != p.Hash {
 		return nil, fmt.Errorf("read state %s: policy hash %s does not match its content (%s)",
 			filepath.Join(s.dir, stateFile), p.Hash, got)
 	}

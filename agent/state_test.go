@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ztgate/ztgate/policy"
 )
 
 func newTestStore(t *testing.T) *store {
@@ -36,7 +38,7 @@ func testState(rev uint64, doc string) *persisted {
 	return &persisted{
 		Revision:     rev,
 		Name:         "site-a",
-		Hash:         policyHash([]byte(doc)),
+		Hash:         policy.Hash([]byte(doc)),
 		AppliedAt:    time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC),
 		Filename:     "/etc/ztgate/policy.yaml",
 		YAML:         doc,

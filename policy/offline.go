@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 )
@@ -48,4 +50,10 @@ func Locate(filename string, data []byte, err error) error {
 		fe.Line, fe.Col = locateNode(root, pe.Path)
 	}
 	return Errors{fe}
+}
+
+// Hash is the hash that names a policy document: the hex SHA-256 of its bytes as sent.
+func Hash(doc []byte) string {
+	sum := sha256.Sum256(doc)
+	return hex.EncodeToString(sum[:])
 }

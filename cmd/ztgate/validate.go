@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -110,8 +108,7 @@ func validateOffline(file string, doc []byte) (*api.ValidateResult, error) {
 		return nil, &api.Error{Kind: api.KindInvalidPolicy, Fields: fields,
 			Message: fmt.Sprintf("invalid policy: %d problem(s)", len(fields))}
 	}
-	sum := sha256.Sum256(doc)
-	return &api.ValidateResult{Name: p.Metadata.Name, Hash: hex.EncodeToString(sum[:]),
+	return &api.ValidateResult{Name: p.Metadata.Name, Hash: policy.Hash(doc),
 		Devices: len(p.Spec.Devices), Segments: len(p.Spec.Segments)}, nil
 }
 
