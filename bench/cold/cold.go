@@ -16,6 +16,7 @@ import (
 	"github.com/ztgate/ztgate/bench/core"
 	"github.com/ztgate/ztgate/bench/fleet"
 	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/internal/dptest"
 	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/maps"
 	"github.com/ztgate/ztgate/policy"
@@ -182,8 +183,10 @@ func open(n int, s *policy.Snapshot) (_ *datapath, err error) {
 // nothing else), so the rewrite lands on devices the policy binds; the control never misses.
 func (c *datapath) check() error {
 	frame := fleet.Classes[0].Frame(c.n / 2)
-	if v, r, err := core.Decide(c.maps, c.hot, frame); err != nil || v != bpf.VerdictPass || r != bpf.ReasonAllow {
-		return fmt.Errorf("regular build at %s devices: %s/%s (%v), want pass/allow", core.Count(c.n), v, r, err)
+	if res, err := dptest.Decide(c.maps, c.hot, frame); err != nil || res.Verdict != bpf.VerdictPass ||
+		res.Reason != bpf.ReasonAllow {
+		return fmt.Errorf("regular build at %s devices: %s/%s (%v), want pass/allow", core.Count(c.n), res.Verdict,
+			res.Reason, err)
 	}
 	runs := min(c.n, 1<<16)
 	before, err := c.maps.Counters()

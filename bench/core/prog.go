@@ -6,7 +6,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
-	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/maps"
 )
@@ -50,36 +49,6 @@ func ProgVariant(name string, p *ebpf.Program, frame []byte, repeat int, want ui
 		}
 		return float64(d.Nanoseconds()), nil
 	}}
-}
-
-// Decide runs frame once through p and returns the (verdict, reason) counter that moved.
-func Decide(m *maps.Maps, p *ebpf.Program, frame []byte) (bpf.Verdict, bpf.Reason, error) {
-	before, err := m.Counters()
-	if err != nil {
-		return 0, 0, err
-	}
-	if _, err := p.Run(&ebpf.RunOptions{Data: frame}); err != nil {
-		return 0, 0, err
-	}
-	after, err := m.Counters()
-	if err != nil {
-		return 0, 0, err
-	}
-	var v bpf.Verdict
-	var r bpf.Reason
-	moved := 0
-	for i := range bpf.NumVerdicts {
-		for j := range bpf.NumReasons {
-			if after[i][j].Packets != before[i][j].Packets {
-				moved++
-				v, r = bpf.Verdict(i), bpf.Reason(j)
-			}
-		}
-	}
-	if moved != 1 {
-		return 0, 0, fmt.Errorf("%d counters moved for one frame, want 1", moved)
-	}
-	return v, r, nil
 }
 
 // ReturnProgram loads an XDP program named name that returns action and does nothing else:

@@ -20,6 +20,7 @@ import (
 	"github.com/ztgate/ztgate/bench/fleet"
 	"github.com/ztgate/ztgate/bench/xdpfilter"
 	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/internal/dptest"
 	"github.com/ztgate/ztgate/loader"
 	"github.com/ztgate/ztgate/maps"
 	"github.com/ztgate/ztgate/policy"
@@ -357,7 +358,8 @@ func ztgateVariants(vs []core.Variant, sizes []int, dps map[int]*ztgateDP, repea
 				if ev {
 					p = z.on.Program()
 				}
-				v, rs, err := core.Decide(z.maps, p, frame)
+				res, err := dptest.Decide(z.maps, p, frame)
+				v, rs := res.Verdict, res.Reason
 				if err != nil {
 					return nil, nil, fmt.Errorf("%s with %s devices: %w", c.Name, core.Count(n), err)
 				}

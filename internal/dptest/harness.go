@@ -120,16 +120,20 @@ func (h *Harness) Now() time.Duration { return time.Since(h.start) }
 
 // Run runs frame through the XDP program as received on ifindex 1 and reports the action and
 // the (verdict, reason) counter that moved.
-func (h *Harness) Run(frame []byte) (Result, error) {
-	before, err := h.Maps.Counters()
+func (h *Harness) Run(frame []byte) (Result, error) { return Decide(h.Maps, h.DP.Program(), frame) }
+
+// Decide runs frame once through p, a datapath program whose counters are m's, and returns its
+// action and the (verdict, reason) counter that moved; exactly one must.
+func Decide(m *maps.Maps, p *ebpf.Program, frame []byte) (Result, error) {
+	before, err := m.Counters()
 	if err != nil {
 		return Result{}, err
 	}
-	ret, err := h.DP.Program().Run(&ebpf.RunOptions{Data: frame})
+	ret, err := p.Run(&ebpf.RunOptions{Data: frame})
 	if err != nil {
 		return Result{}, fmt.Errorf("test run: %w", err)
 	}
-	after, err := h.Maps.Counters()
+	after, err := m.Counters()
 	if err != nil {
 		return Result{}, err
 	}
