@@ -12,7 +12,7 @@ volatile const __u32 zt_devstats_stride = 0;
 /* zt_account charges a frame to its (verdict, reason) counter and, once identified, to its device. */
 static __always_inline void zt_account(const struct zt_pkt *pkt, __u32 verdict, __u32 reason, __u32 len)
 {
-	__u32 idx = verdict * ZT_R_MAX + reason;
+	__u32 idx = (pkt->dir * ZT_V_MAX + verdict) * ZT_R_MAX + reason;
 	struct zt_counter *c = bpf_map_lookup_elem(&zt_counters, &idx);
 
 	if (c) {
@@ -26,7 +26,10 @@ static __always_inline void zt_account(const struct zt_pkt *pkt, __u32 verdict, 
 		__u32 idx = bpf_get_smp_processor_id() * zt_devstats_stride + pkt->dev->dev_id;
 		struct zt_dev_stats *s = bpf_map_lookup_elem(&zt_devstats, &idx);
 
-		if (s) {
+		if (s && pkt->dir == ZT_DIR_TO_DEVICE) {
+			s->in_packets[verdict]++;
+			s->in_bytes[verdict] += len;
+		} else if (s) {
 			s->packets[verdict]++;
 			s->bytes[verdict] += len;
 			s->last_seen = zt_now();

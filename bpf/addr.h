@@ -69,14 +69,13 @@ static __always_inline int zt_bound_v6(const struct zt_dev_rec *dev, const struc
 	return 0;
 }
 
-/* zt_is_gateway reports whether the destination is one of the gateway's own addresses. */
-static __always_inline int zt_is_gateway(const struct zt_pkt *pkt)
+/* zt_cfg_gateway reports whether a (of family 4 or 6) is one of the gateway's own addresses in cfg. */
+static __always_inline int zt_cfg_gateway(const struct zt_config *cfg, __u8 family, const struct zt_in6 *a)
 {
-	const struct zt_config *cfg = pkt->cfg;
 	__u32 i;
 
-	if (pkt->family == 4) {
-		__be32 d = zt_in6_v4(&pkt->daddr);
+	if (family == 4) {
+		__be32 d = zt_in6_v4(a);
 #pragma unroll
 		for (i = 0; i < ZT_MAX_GW; i++)
 			if (i < cfg->n_gw4 && cfg->gw4[i] == d)
@@ -85,9 +84,15 @@ static __always_inline int zt_is_gateway(const struct zt_pkt *pkt)
 	}
 #pragma unroll
 	for (i = 0; i < ZT_MAX_GW; i++)
-		if (i < cfg->n_gw6 && zt_in6_eq(&cfg->gw6[i], &pkt->daddr))
+		if (i < cfg->n_gw6 && zt_in6_eq(&cfg->gw6[i], a))
 			return 1;
 	return 0;
+}
+
+/* zt_is_gateway reports whether the destination is one of the gateway's own addresses. */
+static __always_inline int zt_is_gateway(const struct zt_pkt *pkt)
+{
+	return zt_cfg_gateway(pkt->cfg, pkt->family, &pkt->daddr);
 }
 
 /* zt_cfg_gwmac reports whether mac is one the policy names for the gateway (a router behind a

@@ -12,6 +12,14 @@ enum zt_verdict {
 	ZT_V_MAX = 3, /* sentinel: number of verdicts */
 };
 
+/* Directions: frames from a device are decided by the XDP program where they arrive, frames toward a
+ * device by the TC program where they leave for its port. */
+enum zt_dir {
+	ZT_DIR_FROM_DEVICE = 0,
+	ZT_DIR_TO_DEVICE = 1,
+	ZT_DIR_MAX = 2, /* sentinel: number of directions */
+};
+
 /* Why a frame got its verdict. One enum, shared with Go (metric label = lower-case name). */
 enum zt_reason {
 	ZT_R_ALLOW = 0,		   /* matched an allow rule, a service, or protocol plumbing (ARP, ND) */
@@ -39,7 +47,10 @@ enum zt_reason {
 	ZT_R_NO_RULE = 22,	   /* default deny: no allow rule matched */
 	ZT_R_NO_POLICY = 23,	   /* no policy revision installed yet: fail closed */
 	ZT_R_L2_DST_DENIED = 24,   /* destination MAC not the gateway's, the IP owner's, or its group */
-	ZT_R_MAX = 25,		   /* sentinel: number of reasons */
+	ZT_R_INBOUND_DENIED = 25,  /* toward a device: no flow it is part of, no from: rule allows it */
+	ZT_R_FLOW_TABLE_FULL = 26, /* a new flow, and the flow table or the device's flow quota is full */
+	ZT_R_ICMP_NO_FLOW = 27,	   /* ICMP error that quotes no tracked flow of its receiver */
+	ZT_R_MAX = 28,		   /* sentinel: number of reasons */
 };
 
 /* Device record flags (struct zt_dev_rec.flags). */
@@ -49,6 +60,8 @@ enum zt_dev_flags {
 	ZT_DEV_PEER_RULES = 1 << 2,	/* rule set names devices or segments: look up the destination */
 	ZT_DEV_PREFIX_RULES = 1 << 3,	/* rule set has CIDR rules: look up the prefix trie */
 	ZT_DEV_AUDIT_IDENTITY = 1 << 4, /* audit mode covers identity failures too (spoofs pass as audit) */
+	ZT_DEV_IN_PEER_RULES = 1 << 5,	/* from: rules name devices or segments: look up the source */
+	ZT_DEV_IN_PREFIX_RULES = 1 << 6, /* from: rules have CIDRs: look up the prefix trie */
 };
 
 /* Slot configuration flags (struct zt_config.flags). */
@@ -73,6 +86,24 @@ enum zt_sel_kind {
 /* Rule value flags (struct zt_rule_val.flags). */
 enum zt_rule_flags {
 	ZT_RULE_ALL_PORTS = 1 << 0, /* no port list: any port (or a protocol without ports) */
+};
+
+/* Who opened a flow, and what allowed it (struct zt_flow_val). */
+enum zt_flow_flags {
+	ZT_FLOW_A_OPENED = 0, /* endpoint a of the key sent the first packet */
+	ZT_FLOW_B_OPENED = 1, /* endpoint b did */
+	ZT_FLOW_OUT = 0,      /* the opener is a device and its rules allowed the flow */
+	ZT_FLOW_IN = 1,	      /* the responder is a device and its from: rules allowed the flow */
+	ZT_ECHO_A_ASKS = 1,   /* zt_flow_key.echo: endpoint a sends the echo requests */
+	ZT_ECHO_B_ASKS = 2,   /* zt_flow_key.echo: endpoint b does */
+};
+
+/* What a packet is to the flow table (zt_flow_ports). */
+enum zt_flow_kind {
+	ZT_FK_NONE = 0,	      /* no flow tracks it */
+	ZT_FK_PORTS = 1,      /* TCP or UDP */
+	ZT_FK_ECHO_REQ = 2,   /* ICMP or ICMPv6 echo request */
+	ZT_FK_ECHO_REPLY = 3, /* ICMP or ICMPv6 echo reply */
 };
 
 /* Address kinds (struct zt_addr_val.kind). */

@@ -38,29 +38,44 @@ static __always_inline int zt_limit_owns(const struct zt_limit_slot *s, __u32 de
 	return s->dev_id == dev_id && s->reason == reason;
 }
 
-/* zt_limit_open reports whether slot s's window is still open at now. */
+/* zt_limit_open reports whether slot s's window is still open at now. A slot never used (window_start
+ * 0) holds none, however short the time since boot. */
 static __always_inline int zt_limit_open(const struct zt_limit_slot *s, __u64 now)
 {
-	return zt_elapsed(now, s->window_start) < zt_event_window_ns;
+	return s->window_start && zt_elapsed(now, s->window_start) < zt_event_window_ns;
 }
 
-/* zt_event reports a dropped or audited frame in the ring buffer, within its budget. */
-static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pkt, __u32 verdict, __u32 reason,
-				     __u32 len)
+/* zt_event_cap is the frame bytes an event of a len-byte frame copies: 1 to ZT_EVENT_CAPTURE. It
+ * computes ((cap - 1) & 127) + 1 with an AND the compiler cannot drop, so that the verifier sees
+ * the bound on the very register the caller passes to the copying helper. */
+static __always_inline __u32 zt_event_cap(__u32 len)
 {
-	__u32 zero = 0, dev_id = pkt->dev ? pkt->dev->dev_id : ZT_NO_DEVICE, idx, cap;
+	__u32 cap = len < ZT_EVENT_CAPTURE ? len : ZT_EVENT_CAPTURE;
+
+	cap -= 1;
+	asm volatile("%0 &= %1" : "+r"(cap) : "i"(ZT_EVENT_CAPTURE - 1));
+	return cap + 1;
+}
+
+/* zt_event_reserve reserves the ring buffer record of a dropped or audited frame, within its
+ * budget, and fills all but its data; NULL when no event is due. The caller copies the frame's
+ * first zt_event_cap(len) bytes (or sets cap_len 0) and submits the record. */
+static __always_inline struct zt_event *zt_event_reserve(const struct zt_pkt *pkt, __u32 verdict, __u32 reason,
+							  __u32 len)
+{
+	__u32 zero = 0, dev_id = pkt->dev ? pkt->dev->dev_id : ZT_NO_DEVICE, idx;
 	struct zt_event_stats *st;
 	struct zt_limit_slot *lim;
 	struct zt_event *e;
 	__u64 now;
 
 	if (!zt_events_enabled)
-		return;
+		return NULL;
 	idx = zt_limit_index(dev_id, reason);
 	st = bpf_map_lookup_elem(&zt_evstats, &zero);
 	lim = bpf_map_lookup_elem(&zt_event_limit, &idx);
 	if (!st || !lim)
-		return;
+		return NULL;
 	now = zt_now(); /* only when events are on */
 	if (!zt_limit_owns(lim, dev_id, reason)) {
 		/* The key's own slot, if either is; else the first slot unless it is another key's
@@ -75,7 +90,7 @@ static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pk
 	if (zt_limit_open(lim, now)) {
 		if (lim->count >= zt_event_burst) {
 			st->suppressed++;
-			return;
+			return NULL;
 		}
 		__sync_fetch_and_add(&lim->count, 1);
 	} else {
@@ -88,27 +103,20 @@ static __always_inline void zt_event(struct xdp_md *ctx, const struct zt_pkt *pk
 	e = bpf_ringbuf_reserve(&zt_events, sizeof(*e), 0);
 	if (!e) {
 		st->lost++;
-		return;
+		return NULL;
 	}
 	e->ts = now;
 	e->dev_id = dev_id;
-	e->ifindex = ctx->ingress_ifindex;
+	e->ifindex = pkt->ifindex;
 	e->revision = pkt->cfg ? pkt->cfg->revision : 0;
 	e->verdict = verdict;
 	e->reason = reason;
 	e->frame_len = len;
+	e->dir = pkt->dir;
 	e->pad = 0;
-	cap = len < ZT_EVENT_CAPTURE ? len : ZT_EVENT_CAPTURE;
-	/* cap = ((cap - 1) & 127) + 1 with an AND the compiler cannot drop, so that the verifier
-	 * sees 1 <= cap <= 128 on the very register passed to the helper. */
-	cap -= 1;
-	asm volatile("%0 &= %1" : "+r"(cap) : "i"(ZT_EVENT_CAPTURE - 1));
-	cap += 1;
-	e->cap_len = cap;
-	if (bpf_xdp_load_bytes(ctx, 0, e->data, cap))
-		e->cap_len = 0;
-	bpf_ringbuf_submit(e, 0);
+	e->cap_len = zt_event_cap(len);
 	st->emitted++;
+	return e;
 }
 
 #endif

@@ -17,6 +17,7 @@ static __always_inline void zt_frag_key(const struct zt_pkt *pkt, struct zt_frag
 	k->id = pkt->frag_id;
 	k->proto = pkt->family == 4 ? pkt->l4proto : 0;
 	k->family = pkt->family;
+	k->dir = pkt->dir;
 	k->pad = 0;
 }
 

@@ -93,10 +93,22 @@ struct {
 	ZT_MAP(BPF_MAP_TYPE_HASH, 4096, struct zt_frag_key, struct zt_frag_val);
 } zt_frags SEC(".maps");
 
-/* Frames and bytes by (verdict, reason). */
+/* Flows the policy allowed (struct zt_flow_key). Not LRU: a full table fails closed for new flows
+ * (flow_table_full) and never evicts a device's established flows; the agent deletes expired ones. */
+struct {
+	ZT_MAP(BPF_MAP_TYPE_HASH, 65536, struct zt_flow_key, struct zt_flow_val);
+} zt_flows SEC(".maps");
+
+/* Flows each device holds in zt_flows, by dev_id: a device at its quota (zt_flow_quota) opens no
+ * new flow, so that no device takes the whole table. The loader sizes it like zt_devstats' row. */
+struct {
+	ZT_MAP(BPF_MAP_TYPE_ARRAY, 1, __u32, __u32);
+} zt_flow_count SEC(".maps");
+
+/* Frames and bytes by (direction, verdict, reason). */
 struct {
 	/* The product in parentheses: clang-format reads it as a pointer declaration otherwise. */
-	ZT_MAP(BPF_MAP_TYPE_PERCPU_ARRAY, (ZT_V_MAX * ZT_R_MAX), __u32, struct zt_counter);
+	ZT_MAP(BPF_MAP_TYPE_PERCPU_ARRAY, (ZT_DIR_MAX * ZT_V_MAX * ZT_R_MAX), __u32, struct zt_counter);
 } zt_counters SEC(".maps");
 
 /* Per-device counters: one row of zt_devstats_stride entries per possible CPU, index
@@ -144,6 +156,11 @@ const struct zt_prefix_val *zt_btf_prefix_val __attribute__((unused));
 const struct zt_rule_key *zt_btf_rule_key __attribute__((unused));
 const struct zt_rule_val *zt_btf_rule_val __attribute__((unused));
 const struct zt_event *zt_btf_event __attribute__((unused));
+const struct zt_flow_key *zt_btf_flow_key __attribute__((unused));
+const struct zt_flow_val *zt_btf_flow_val __attribute__((unused));
+const enum zt_flow_flags *zt_btf_flow_flags __attribute__((unused));
+const enum zt_dir *zt_btf_dir __attribute__((unused));
+const enum zt_flow_kind *zt_btf_flow_kind __attribute__((unused));
 const enum zt_verdict *zt_btf_verdict __attribute__((unused));
 const enum zt_reason *zt_btf_reason __attribute__((unused));
 const enum zt_dev_flags *zt_btf_dev_flags __attribute__((unused));

@@ -29,6 +29,9 @@ var reasonNames = [...]string{
 	ZtgateZtReasonZT_R_NO_RULE:          "no_rule",
 	ZtgateZtReasonZT_R_NO_POLICY:        "no_policy",
 	ZtgateZtReasonZT_R_L2DST_DENIED:     "l2_dst_denied",
+	ZtgateZtReasonZT_R_INBOUND_DENIED:   "inbound_denied",
+	ZtgateZtReasonZT_R_FLOW_TABLE_FULL:  "flow_table_full",
+	ZtgateZtReasonZT_R_ICMP_NO_FLOW:     "icmp_no_flow",
 }
 
 var verdictNames = [...]string{
@@ -37,11 +40,24 @@ var verdictNames = [...]string{
 	ZtgateZtVerdictZT_V_AUDIT: "audit",
 }
 
-// NumReasons and NumVerdicts are the enums' _MAX sentinels.
+var dirNames = [...]string{
+	ZtgateZtDirZT_DIR_FROM_DEVICE: "from_device",
+	ZtgateZtDirZT_DIR_TO_DEVICE:   "to_device",
+}
+
+// NumReasons, NumVerdicts and NumDirs are the enums' _MAX sentinels.
 const (
 	NumReasons  = int(ZtgateZtReasonZT_R_MAX)
 	NumVerdicts = int(ZtgateZtVerdictZT_V_MAX)
+	NumDirs     = int(ZtgateZtDirZT_DIR_MAX)
 )
+
+func (d ZtgateZtDir) String() string {
+	if int(d) < len(dirNames) {
+		return dirNames[d]
+	}
+	return fmt.Sprintf("dir(%d)", uint32(d))
+}
 
 func (r ZtgateZtReason) String() string {
 	if int(r) < len(reasonNames) && reasonNames[r] != "" {
@@ -67,5 +83,7 @@ func ParseReason(s string) (Reason, bool) {
 	return 0, false
 }
 
-// CounterIndex is the zt_counters index of (verdict, reason).
-func CounterIndex(v Verdict, r Reason) uint32 { return uint32(v)*uint32(NumReasons) + uint32(r) }
+// CounterIndex is the zt_counters index of (direction, verdict, reason).
+func CounterIndex(d Dir, v Verdict, r Reason) uint32 {
+	return (uint32(d)*uint32(NumVerdicts)+uint32(v))*uint32(NumReasons) + uint32(r)
+}

@@ -133,28 +133,35 @@ union zt_l4hdr {
 	struct udphdr udp;
 };
 
-/* zt_ptr returns a pointer to n readable bytes at offset off of the frame, or NULL. */
-static __always_inline void *zt_ptr(const struct xdp_md *ctx, __u32 off, __u32 n)
+/* zt_ptr_in returns a pointer to n readable bytes at offset off of the packet [data, data_end), or NULL. */
+static __always_inline void *zt_ptr_in(void *data, void *data_end, __u32 off, __u32 n)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	void *p;
 
 	if (off > ZT_MAX_OFF)
 		return NULL;
+	/* The bound again, on the register the addition uses: the compiler may test a copy. */
+	asm volatile("%0 &= %1" : "+r"(off) : "i"(ZT_MAX_OFF));
 	p = data + off;
 	if (p + n > data_end)
 		return NULL;
 	return p;
 }
 
+/* zt_ptr returns a pointer to n readable bytes at offset off of the frame, or NULL. ctx is the XDP
+ * program's struct xdp_md or the TC program's struct __sk_buff: both have data and data_end. */
+#define zt_ptr(ctx, off, n) zt_ptr_in((void *)(long)(ctx)->data, (void *)(long)(ctx)->data_end, (off), (n))
+
 /* ZT_PARSER defines zt_parse_NAME(ctx, off): the struct TYPE at off, or NULL when the frame ends
  * inside it. */
 #define ZT_PARSER(name, type)                                                                                          \
-	static __always_inline type *zt_parse_##name(const struct xdp_md *ctx, __u32 off)                              \
+	static __always_inline type *zt_parse_##name##_in(void *data, void *data_end, __u32 off)                       \
 	{                                                                                                              \
-		return zt_ptr(ctx, off, sizeof(type));                                                                 \
+		return zt_ptr_in(data, data_end, off, sizeof(type));                                                   \
 	}
+
+/* zt_parse(name, ctx, off) is zt_parse_NAME for either program's context. */
+#define zt_parse(name, ctx, off) zt_parse_##name##_in((void *)(long)(ctx)->data, (void *)(long)(ctx)->data_end, (off))
 
 ZT_PARSER(ethhdr, struct ethhdr)
 ZT_PARSER(vlan_hdr, struct vlan_hdr)
@@ -172,11 +179,8 @@ static __always_inline int zt_mac_eq(const __u8 *a, const __u8 *b)
 	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] && a[5] == b[5];
 }
 
-/* zt_frame_len is the frame's length in bytes. */
-static __always_inline __u32 zt_frame_len(const struct xdp_md *ctx)
-{
-	return ctx->data_end - ctx->data;
-}
+/* zt_frame_len is the frame's length in bytes (of either program's context). */
+#define zt_frame_len(ctx) ((__u32)((ctx)->data_end - (ctx)->data))
 
 /* zt_is_ext reports whether an IPv6 next header is one the parser walks (or refuses) rather than
  * a terminal protocol. */

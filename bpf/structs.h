@@ -20,7 +20,8 @@ struct zt_dev_key {
 
 struct zt_dev_rec {
 	__u32 dev_id;  /* stable across revisions: index of dev_stats, events */
-	__u32 ruleset; /* rule set id (device rules + segment rules), shared by identical lists */
+	__u32 ruleset;	  /* rule set id (device rules + segment rules), shared by identical lists */
+	__u32 in_ruleset; /* rule set id of the from: rules (toward the device), matched on the source */
 	__u32 ifindex; /* gateway port the device must arrive on; 0 = any */
 	__u16 segment; /* segment id; 0 = none */
 	__u16 vlan;    /* VID the device's frames carry; 0 = untagged (or priority-tagged) */
@@ -41,6 +42,10 @@ struct zt_addr_val {
 	__u16 segment;
 	__u8 kind; /* enum zt_addr_kind */
 	__u8 pad;
+	__u32 ruleset;	  /* the device's zt_dev_rec.ruleset, to re-decide a flow it opened */
+	__u32 in_ruleset; /* the device's zt_dev_rec.in_ruleset, to re-decide a flow opened toward it */
+	__u16 flags;	  /* the device's zt_dev_rec.flags */
+	__u16 pad2;
 };
 
 /* prefixes[slot]: LPM trie (rule set, destination prefix) -> prefix group. The compiler closes
@@ -100,7 +105,8 @@ struct zt_frag_key {
 	__u32 id;    /* IPv4 ID (16 bits) or IPv6 fragment identification */
 	__u8 proto;  /* IPv4 protocol; 0 for IPv6 */
 	__u8 family; /* 4 or 6 */
-	__u16 pad;
+	__u8 dir;    /* enum zt_dir: a datagram from a device and one toward a device are apart */
+	__u8 pad;
 };
 
 struct zt_frag_val {
@@ -109,7 +115,30 @@ struct zt_frag_val {
 	__u32 covered; /* payload bytes (after the IP headers) the first fragment carried */
 };
 
-/* counters: per-CPU, index verdict * ZT_R_MAX + reason. */
+/* flows: connections the policy allowed, keyed by their two endpoints in a fixed order (the
+ * lower (address, port) first: zt_flow_key_of), so that both directions and an ICMP error quoting
+ * either find one entry. Ports are TCP/UDP ports; both of an ICMP echo's are its identifier, and
+ * echo says which endpoint asks, so that a request is never taken for a reply. */
+struct zt_flow_key {
+	struct zt_in6 a;
+	struct zt_in6 b;
+	__u16 aport;
+	__u16 bport;
+	__u8 proto;
+	__u8 echo; /* ICMP echo: ZT_ECHO_A_ASKS or ZT_ECHO_B_ASKS; 0 for TCP and UDP */
+	__u8 pad[2];
+};
+
+struct zt_flow_val {
+	__u64 ts;	/* zt_now of the last packet either way */
+	__u64 revision; /* policy revision that last allowed the flow */
+	__u32 dev_id;	/* device charged for the flow (zt_flow_count) */
+	__u8 opener;	/* ZT_FLOW_A_OPENED or ZT_FLOW_B_OPENED: which endpoint sent the first packet */
+	__u8 by;	/* ZT_FLOW_OUT: the opener's rules allowed it; ZT_FLOW_IN: the responder's from: rules */
+	__u16 pad;
+};
+
+/* counters: per-CPU, index (dir * ZT_V_MAX + verdict) * ZT_R_MAX + reason. */
 struct zt_counter {
 	__u64 packets;
 	__u64 bytes;
@@ -118,8 +147,10 @@ struct zt_counter {
 /* zt_devstats entry: one CPU's counters of one device (bpf/maps.h). Counted only after identity
  * and source checks passed. */
 struct zt_dev_stats {
-	__u64 packets[ZT_V_MAX];
+	__u64 packets[ZT_V_MAX];    /* frames from the device, by verdict */
 	__u64 bytes[ZT_V_MAX];
+	__u64 in_packets[ZT_V_MAX]; /* frames toward the device, by verdict */
+	__u64 in_bytes[ZT_V_MAX];
 	__u64 last_seen; /* zt_now of the last counted frame */
 };
 
@@ -150,13 +181,14 @@ struct zt_clock {
 struct zt_event {
 	__u64 ts;	 /* zt_now (CLOCK_MONOTONIC_COARSE) when the frame was decided */
 	__u32 dev_id;	 /* ZT_NO_DEVICE when the source is not identified */
-	__u32 ifindex;	 /* ingress port */
+	__u32 ifindex;	 /* the port the frame came in on (from a device) or was leaving by (toward one) */
 	__u64 revision;	 /* policy revision that decided */
 	__u8 verdict;	 /* enum zt_verdict */
 	__u8 reason;	 /* enum zt_reason */
 	__u16 frame_len; /* bytes of the frame */
 	__u16 cap_len;	 /* bytes copied into data */
-	__u16 pad;
+	__u8 dir;	 /* enum zt_dir */
+	__u8 pad;
 	__u8 data[ZT_EVENT_CAPTURE];
 };
 

@@ -20,6 +20,9 @@ type (
 	Event      = ZtgateZtEvent
 	Reason     = ZtgateZtReason
 	Verdict    = ZtgateZtVerdict
+	FlowKey    = ZtgateZtFlowKey
+	FlowVal    = ZtgateZtFlowVal
+	Dir        = ZtgateZtDir
 )
 
 // Short names for the flag and kind enums of consts.h.
@@ -29,6 +32,8 @@ const (
 	DevPeerRules     = uint16(ZtgateZtDevFlagsZT_DEV_PEER_RULES)
 	DevPrefixRules   = uint16(ZtgateZtDevFlagsZT_DEV_PREFIX_RULES)
 	DevAuditIdentity = uint16(ZtgateZtDevFlagsZT_DEV_AUDIT_IDENTITY)
+	DevInPeerRules   = uint16(ZtgateZtDevFlagsZT_DEV_IN_PEER_RULES)
+	DevInPrefixRules = uint16(ZtgateZtDevFlagsZT_DEV_IN_PREFIX_RULES)
 
 	CfgAudit        = uint16(ZtgateZtConfigFlagsZT_CFG_AUDIT)
 	CfgSvcDHCP      = uint16(ZtgateZtConfigFlagsZT_CFG_SVC_DHCP)
@@ -45,6 +50,18 @@ const (
 	VerdictPass     = ZtgateZtVerdictZT_V_PASS
 	VerdictDrop     = ZtgateZtVerdictZT_V_DROP
 	VerdictAudit    = ZtgateZtVerdictZT_V_AUDIT
+	DirFromDevice   = ZtgateZtDirZT_DIR_FROM_DEVICE
+	DirToDevice     = ZtgateZtDirZT_DIR_TO_DEVICE
+	FlowAOpened     = uint8(ZtgateZtFlowFlagsZT_FLOW_A_OPENED)
+	FlowBOpened     = uint8(ZtgateZtFlowFlagsZT_FLOW_B_OPENED)
+	FlowOut         = uint8(ZtgateZtFlowFlagsZT_FLOW_OUT)
+	FlowIn          = uint8(ZtgateZtFlowFlagsZT_FLOW_IN)
+	EchoAAsks       = uint8(ZtgateZtFlowFlagsZT_ECHO_A_ASKS)
+	EchoBAsks       = uint8(ZtgateZtFlowFlagsZT_ECHO_B_ASKS)
+	FlowKindNone    = uint8(ZtgateZtFlowKindZT_FK_NONE)
+	FlowKindPorts   = uint8(ZtgateZtFlowKindZT_FK_PORTS)
+	FlowKindEchoReq = uint8(ZtgateZtFlowKindZT_FK_ECHO_REQ)
+	FlowKindEchoRep = uint8(ZtgateZtFlowKindZT_FK_ECHO_REPLY)
 )
 
 // Reasons of enum zt_reason, short names.
@@ -74,4 +91,7 @@ const (
 	ReasonNoRule          = ZtgateZtReasonZT_R_NO_RULE
 	ReasonNoPolicy        = ZtgateZtReasonZT_R_NO_POLICY
 	ReasonL2DstDenied     = ZtgateZtReasonZT_R_L2DST_DENIED
+	ReasonInboundDenied   = ZtgateZtReasonZT_R_INBOUND_DENIED
+	ReasonFlowTableFull   = ZtgateZtReasonZT_R_FLOW_TABLE_FULL
+	ReasonICMPNoFlow      = ZtgateZtReasonZT_R_ICMP_NO_FLOW
 )

@@ -6,6 +6,7 @@
  * headers (8), destination MAC (8b), fragments (9), guards (10), allow-list (11, 13; quarantine, 4,
  * picks its rule set). The Go reference model (policy/model.go) is the specification and must agree
  * on every frame. */
+#include <linux/pkt_cls.h>
 #include "parsing.h"
 #include "maps.h"
 #include "pkt.h"
@@ -13,6 +14,9 @@
 #include "addr.h"
 #include "rules.h"
 #include "frag.h"
+#include "ext.h"
+#include "flow.h"
+#include "todevice.h"
 #include "account.h"
 #include "events.h"
 
@@ -25,7 +29,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 /* zt_arp is step 6, ARP: the sender must be the device itself (or a probe from 0.0.0.0). */
 static __always_inline int zt_arp(const struct xdp_md *ctx, struct zt_pkt *pkt)
 {
-	const struct arp_ipv4 *arp = zt_parse_arp_ipv4(ctx, pkt->l3off);
+	const struct arp_ipv4 *arp = zt_parse(arp_ipv4, ctx, pkt->l3off);
 	__be32 spa;
 	__u16 op;
 
@@ -91,7 +95,7 @@ __noinline int zt_ipv4_options(struct xdp_md *ctx, __u32 start, __u32 len)
 /* zt_ipv4 is step 7 for IPv4: header consistency, source binding, options. */
 static __always_inline int zt_ipv4(struct xdp_md *ctx, struct zt_pkt *pkt)
 {
-	const struct iphdr *iph = zt_parse_iphdr(ctx, pkt->l3off);
+	const struct iphdr *iph = zt_parse(iphdr, ctx, pkt->l3off);
 	__u32 hl, tot, frag;
 	__be32 src, dst;
 	int r;
@@ -138,9 +142,8 @@ static __always_inline int zt_ipv4(struct xdp_md *ctx, struct zt_pkt *pkt)
 /* zt_ipv6 is steps 7-8 for IPv6: header consistency, source binding, extension-header walk. */
 static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 {
-	const struct ipv6hdr *ip6 = zt_parse_ipv6hdr(ctx, pkt->l3off);
-	__u32 off, i, seen_frag = 0;
-	__u8 nh;
+	const struct ipv6hdr *ip6 = zt_parse(ipv6hdr, ctx, pkt->l3off);
+	__u32 off;
 
 	if (!ip6)
 		return ZT_R_TRUNCATED;
@@ -152,7 +155,6 @@ static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 	pkt->end = off + bpf_ntohs(ip6->payload_len);
 	__builtin_memcpy(pkt->saddr.b, &ip6->saddr, sizeof(pkt->saddr));
 	__builtin_memcpy(pkt->daddr.b, &ip6->daddr, sizeof(pkt->daddr));
-	nh = ip6->nexthdr;
 	pkt->hoplimit = ip6->hop_limit;
 
 	{
@@ -165,51 +167,7 @@ static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 	}
 	if (!pkt->unspec)
 		pkt->counted = 1;
-
-	pkt->fp_start = off;
-	for (i = 0; i < ZT_MAX_EXT_HDRS; i++) {
-		const struct ipv6_opt_hdr *h;
-
-		if (!zt_is_ext(nh))
-			break;
-		if (nh == IPPROTO_ROUTING || (nh == IPPROTO_HOPOPTS && i != 0))
-			return ZT_R_EXT_DENIED;
-		if (off + ZT_EXT_UNIT > pkt->end)
-			return ZT_R_TRUNCATED;
-		if (nh == IPPROTO_FRAGMENT) {
-			const struct frag_hdr *fh = zt_parse_frag_hdr(ctx, off);
-			__u16 fo;
-
-			if (!fh)
-				return ZT_R_TRUNCATED;
-			if (seen_frag)
-				return ZT_R_EXT_DENIED;
-			seen_frag = 1;
-			fo = bpf_ntohs(fh->frag_off);
-			nh = fh->nexthdr;
-			off += sizeof(*fh);
-			pkt->fp_start = off;
-			pkt->foff = fo & IP6_OFFSET;
-			pkt->mf = fo & IP6_MF;
-			pkt->frag_id = bpf_ntohl(fh->identification);
-			pkt->first_frag = pkt->mf && pkt->foff == 0;
-			if (pkt->foff)
-				break; /* a later fragment: the rest is payload */
-			continue;
-		}
-		h = zt_ptr(ctx, off, ZT_EXT_UNIT); /* the header's whole first unit, as its length counts from it */
-		if (!h)
-			return ZT_R_TRUNCATED;
-		nh = h->nexthdr;
-		off += (h->hdrlen + 1) * ZT_EXT_UNIT;
-		if (off > pkt->end)
-			return ZT_R_TRUNCATED;
-	}
-	if (!pkt->foff && zt_is_ext(nh))
-		return ZT_R_EXT_DENIED; /* chain longer than the parser limit */
-	pkt->l4proto = nh;
-	pkt->l4off = off;
-	return ZT_CONTINUE;
+	return zt_ipv6_ext((void *)(long)ctx->data, (void *)(long)ctx->data_end, pkt, off, ip6->nexthdr);
 }
 
 /* zt_nd_options checks the neighbour discovery options in [start, end): a source or target
@@ -228,7 +186,7 @@ __noinline int zt_nd_options(struct xdp_md *ctx, __u32 start, __u32 end, __u64 m
 			return ZT_CONTINUE;
 		if (off + ND_OPT_UNIT > end)
 			return ZT_R_MALFORMED;
-		o = zt_parse_nd_lladdr(ctx, off);
+		o = zt_parse(nd_lladdr, ctx, off);
 		if (!o)
 			return ZT_R_TRUNCATED;
 		if (o->hdr.nd_opt_len == 0 || off + o->hdr.nd_opt_len * ND_OPT_UNIT > end)
@@ -247,7 +205,7 @@ static __always_inline int zt_guards(const struct xdp_md *ctx, struct zt_pkt *pk
 {
 	__u32 tiny = pkt->first_frag ? ZT_R_FRAG_TINY : ZT_R_TRUNCATED;
 	__u32 need = zt_l4_need(pkt->l4proto);
-	const union zt_l4hdr *l4 = zt_parse_l4hdr(ctx, pkt->l4off);
+	const union zt_l4hdr *l4 = zt_parse(l4hdr, ctx, pkt->l4off);
 
 	if (pkt->l4off + need > pkt->end)
 		return tiny;
@@ -255,11 +213,13 @@ static __always_inline int zt_guards(const struct xdp_md *ctx, struct zt_pkt *pk
 		if (!l4)
 			return tiny;
 		pkt->icmp_type = l4->icmp6.icmp6_type;
-		if (pkt->l4proto == IPPROTO_ICMP || pkt->l4proto == IPPROTO_ICMPV6)
+		if (pkt->l4proto == IPPROTO_ICMP || pkt->l4proto == IPPROTO_ICMPV6) {
 			pkt->dport = zt_icmp_key(pkt->icmp_type, l4->icmp6.icmp6_code);
+			pkt->icmp_id = bpf_ntohs(l4->icmp6.icmp6_identifier);
+		}
 	}
 	if (pkt->l4proto == IPPROTO_TCP) {
-		const struct tcphdr *tcp = zt_parse_tcphdr(ctx, pkt->l4off);
+		const struct tcphdr *tcp = zt_parse(tcphdr, ctx, pkt->l4off);
 
 		if (!tcp)
 			return tiny;
@@ -367,10 +327,35 @@ static __always_inline int zt_guards(const struct xdp_md *ctx, struct zt_pkt *pk
 	return ZT_CONTINUE;
 }
 
+/* zt_flow_step is step 12 for a frame from a device: an ICMP error passes if it quotes a live flow,
+ * a packet of a live flow passes on one lookup (the fast path), and a packet the allow-list passes
+ * opens its flow. Broadcast and multicast frames open none. */
+static __always_inline int zt_flow_step(struct xdp_md *ctx, struct zt_pkt *pkt)
+{
+	struct zt_flow_key k;
+	__u16 fs, fd;
+	__u8 side, kind;
+	int r;
+
+	if (zt_icmp_error(pkt->l4proto, pkt->icmp_type))
+		return zt_flow_related((void *)(long)ctx->data, (void *)(long)ctx->data_end, pkt);
+	if (pkt->l2 == ZT_L2_BCAST || pkt->l2 == ZT_L2_MCAST ||
+	    !(kind = zt_flow_ports(pkt->l4proto, pkt->icmp_type, pkt->icmp_id, pkt->sport, pkt->dport, &fs, &fd)))
+		return zt_allow_list(pkt);
+	side = zt_flow_key_of(&k, &pkt->saddr, fs, &pkt->daddr, fd, pkt->l4proto, kind);
+	r = zt_flow_hit(pkt, &k);
+	if (zt_decided(r))
+		return r;
+	r = zt_allow_list(pkt);
+	if (r == ZT_R_ALLOW && kind != ZT_FK_ECHO_REPLY) /* a reply opens nothing */
+		r = zt_flow_open(pkt, &k, side, ZT_FLOW_OUT, pkt->dev->dev_id);
+	return r;
+}
+
 /* zt_decide runs the decision steps in order and returns the frame's reason. */
 static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 {
-	const struct ethhdr *eth = zt_parse_ethhdr(ctx, 0);
+	const struct ethhdr *eth = zt_parse(ethhdr, ctx, 0);
 	const __u8 *src;
 	struct zt_dev_key key = {};
 	void *devices;
@@ -393,7 +378,7 @@ static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 	if (proto == ETH_P_8021AD || proto == ETH_P_QINQ1)
 		return ZT_R_VLAN_DENIED;
 	if (proto == ETH_P_8021Q) {
-		const struct vlan_hdr *vlan = zt_parse_vlan_hdr(ctx, pkt->l3off);
+		const struct vlan_hdr *vlan = zt_parse(vlan_hdr, ctx, pkt->l3off);
 
 		if (!vlan)
 			return ZT_R_TRUNCATED;
@@ -411,7 +396,7 @@ static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 	pkt->dev = bpf_map_lookup_elem(devices, &key);
 	if (!pkt->dev)
 		return ZT_R_UNKNOWN_DEVICE;
-	if (pkt->dev->ifindex && pkt->dev->ifindex != ctx->ingress_ifindex)
+	if (pkt->dev->ifindex && pkt->dev->ifindex != pkt->ifindex)
 		return ZT_R_SPOOF_MAC_PORT;
 	if (pkt->vid != pkt->dev->vlan)
 		return ZT_R_VLAN_DENIED;
@@ -442,7 +427,7 @@ static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 	if ((!zt_decided(r) || r == ZT_R_ALLOW) && pkt->l2 == ZT_L2_DENY)
 		r = ZT_R_L2_DST_DENIED;
 	if (!zt_decided(r))
-		r = zt_allow_list(pkt);
+		r = zt_flow_step(ctx, pkt);
 	if (r == ZT_R_ALLOW && pkt->first_frag)
 		r = zt_frag_record(pkt);
 	return r;
@@ -465,35 +450,81 @@ static __always_inline __u32 zt_dev_audits(__u16 flags, int reason)
 	return 1;
 }
 
+/* zt_verdict is the verdict of a frame decided for reason: audit where the device (or, for frames of
+ * no device, the policy) is in audit mode and the reason is one audit covers. */
+static __always_inline __u32 zt_verdict(const struct zt_pkt *pkt, int reason)
+{
+	__u32 audit;
+
+	if (reason == ZT_R_ALLOW)
+		return ZT_V_PASS;
+	audit = pkt->dev ? zt_dev_audits(pkt->dev->flags, reason) : pkt->cfg && (pkt->cfg->flags & ZT_CFG_AUDIT);
+	return reason != ZT_R_NO_POLICY && audit ? ZT_V_AUDIT : ZT_V_DROP;
+}
+
+/* zt_slot reads the active slot into pkt, and its configuration (NULL before the first policy). */
+static __always_inline void zt_slot(struct zt_pkt *pkt)
+{
+	__u32 zero = 0, *slot = bpf_map_lookup_elem(&zt_active, &zero);
+
+	if (slot) {
+		pkt->slot = *slot & (ZT_SLOTS - 1);
+		pkt->cfg = bpf_map_lookup_elem(&zt_cfg, &pkt->slot);
+	}
+}
+
 /* zt_xdp decides each frame, charges it and reports it when it is dropped or audited. */
 SEC("xdp")
 int zt_xdp(struct xdp_md *ctx)
 {
-	struct zt_pkt pkt = {};
-	__u32 zero = 0, len = zt_frame_len(ctx), verdict, *slot;
+	struct zt_pkt pkt = {.dir = ZT_DIR_FROM_DEVICE, .ifindex = ctx->ingress_ifindex};
+	__u32 len = zt_frame_len(ctx), verdict;
+	struct zt_event *e;
 	int reason;
 
 #ifdef ZT_BENCH_COLD
 	/* Benchmark build only (bench/bpf): rewrite the frame to come from the next device. */
 	zt_bench_rewrite(ctx);
 #endif
-	slot = bpf_map_lookup_elem(&zt_active, &zero);
-	if (slot) {
-		pkt.slot = *slot & (ZT_SLOTS - 1);
-		pkt.cfg = bpf_map_lookup_elem(&zt_cfg, &pkt.slot);
-	}
+	zt_slot(&pkt);
 	reason = zt_decide(ctx, &pkt);
 	if (reason < 0 || reason >= ZT_R_MAX)
 		reason = ZT_R_MALFORMED;
-	verdict = ZT_V_PASS;
-	if (reason != ZT_R_ALLOW) {
-		__u32 audit =
-		    pkt.dev ? zt_dev_audits(pkt.dev->flags, reason) : pkt.cfg && (pkt.cfg->flags & ZT_CFG_AUDIT);
-
-		verdict = reason != ZT_R_NO_POLICY && audit ? ZT_V_AUDIT : ZT_V_DROP;
-	}
+	verdict = zt_verdict(&pkt, reason);
 	zt_account(&pkt, verdict, reason, len);
-	if (verdict != ZT_V_PASS)
-		zt_event(ctx, &pkt, verdict, reason, len);
+	if (verdict != ZT_V_PASS && (e = zt_event_reserve(&pkt, verdict, reason, len))) {
+		if (bpf_xdp_load_bytes(ctx, 0, e->data, zt_event_cap(len)))
+			e->cap_len = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
 	return verdict == ZT_V_DROP ? XDP_DROP : XDP_PASS;
+}
+
+/* zt_tc decides each frame leaving for a device port (TC egress), charges it to its device and
+ * reports it when it is dropped or audited. A pass is TC_ACT_UNSPEC: the next program or filter
+ * of the hook, if any, still sees the frame. */
+SEC("tc")
+int zt_tc(struct __sk_buff *skb)
+{
+	struct zt_pkt pkt = {.dir = ZT_DIR_TO_DEVICE, .ifindex = skb->ifindex};
+	__u32 len = skb->len, verdict;
+	struct zt_event *e;
+	int reason;
+
+	/* The headers into the linear part, for direct access; a failure shows as truncated. */
+	bpf_skb_pull_data(skb, len < ZT_TC_PULL ? len : ZT_TC_PULL);
+	zt_slot(&pkt);
+	reason = zt_to_device((void *)(long)skb->data, (void *)(long)skb->data_end, len, &pkt);
+	if (reason == ZT_R_ALLOW && pkt.first_frag && pkt.dev)
+		reason = zt_frag_record(&pkt);
+	if (reason < 0 || reason >= ZT_R_MAX)
+		reason = ZT_R_MALFORMED;
+	verdict = zt_verdict(&pkt, reason);
+	zt_account(&pkt, verdict, reason, len);
+	if (verdict != ZT_V_PASS && (e = zt_event_reserve(&pkt, verdict, reason, len))) {
+		if (bpf_skb_load_bytes(skb, 0, e->data, zt_event_cap(len)))
+			e->cap_len = 0;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return verdict == ZT_V_DROP ? TC_ACT_SHOT : TC_ACT_UNSPEC;
 }

@@ -25,11 +25,15 @@ const (
 )
 
 type ZtgateZtAddrVal struct {
-	_       structs.HostLayout
-	DevId   uint32
-	Segment uint16
-	Kind    uint8
-	Pad     uint8
+	_         structs.HostLayout
+	DevId     uint32
+	Segment   uint16
+	Kind      uint8
+	Pad       uint8
+	Ruleset   uint32
+	InRuleset uint32
+	Flags     uint16
+	Pad2      uint16
 }
 
 type ZtgateZtClock struct {
@@ -71,11 +75,13 @@ type ZtgateZtCounter struct {
 type ZtgateZtDevFlags uint32
 
 const (
-	ZtgateZtDevFlagsZT_DEV_AUDIT          ZtgateZtDevFlags = 1
-	ZtgateZtDevFlagsZT_DEV_QUARANTINED    ZtgateZtDevFlags = 2
-	ZtgateZtDevFlagsZT_DEV_PEER_RULES     ZtgateZtDevFlags = 4
-	ZtgateZtDevFlagsZT_DEV_PREFIX_RULES   ZtgateZtDevFlags = 8
-	ZtgateZtDevFlagsZT_DEV_AUDIT_IDENTITY ZtgateZtDevFlags = 16
+	ZtgateZtDevFlagsZT_DEV_AUDIT           ZtgateZtDevFlags = 1
+	ZtgateZtDevFlagsZT_DEV_QUARANTINED     ZtgateZtDevFlags = 2
+	ZtgateZtDevFlagsZT_DEV_PEER_RULES      ZtgateZtDevFlags = 4
+	ZtgateZtDevFlagsZT_DEV_PREFIX_RULES    ZtgateZtDevFlags = 8
+	ZtgateZtDevFlagsZT_DEV_AUDIT_IDENTITY  ZtgateZtDevFlags = 16
+	ZtgateZtDevFlagsZT_DEV_IN_PEER_RULES   ZtgateZtDevFlags = 32
+	ZtgateZtDevFlagsZT_DEV_IN_PREFIX_RULES ZtgateZtDevFlags = 64
 )
 
 type ZtgateZtDevKey struct {
@@ -85,25 +91,36 @@ type ZtgateZtDevKey struct {
 }
 
 type ZtgateZtDevRec struct {
-	_       structs.HostLayout
-	DevId   uint32
-	Ruleset uint32
-	Ifindex uint32
-	Segment uint16
-	Vlan    uint16
-	Flags   uint16
-	N_v4    uint8
-	N_v6    uint8
-	V4      [4]uint32
-	V6      [4]ZtgateZtIn6
+	_         structs.HostLayout
+	DevId     uint32
+	Ruleset   uint32
+	InRuleset uint32
+	Ifindex   uint32
+	Segment   uint16
+	Vlan      uint16
+	Flags     uint16
+	N_v4      uint8
+	N_v6      uint8
+	V4        [4]uint32
+	V6        [4]ZtgateZtIn6
 }
 
 type ZtgateZtDevStats struct {
-	_        structs.HostLayout
-	Packets  [3]uint64
-	Bytes    [3]uint64
-	LastSeen uint64
+	_         structs.HostLayout
+	Packets   [3]uint64
+	Bytes     [3]uint64
+	InPackets [3]uint64
+	InBytes   [3]uint64
+	LastSeen  uint64
 }
+
+type ZtgateZtDir uint32
+
+const (
+	ZtgateZtDirZT_DIR_FROM_DEVICE ZtgateZtDir = 0
+	ZtgateZtDirZT_DIR_TO_DEVICE   ZtgateZtDir = 1
+	ZtgateZtDirZT_DIR_MAX         ZtgateZtDir = 2
+)
 
 type ZtgateZtEvent struct {
 	_        structs.HostLayout
@@ -115,7 +132,8 @@ type ZtgateZtEvent struct {
 	Reason   uint8
 	FrameLen uint16
 	CapLen   uint16
-	Pad      uint16
+	Dir      uint8
+	Pad      uint8
 	Data     [128]uint8
 }
 
@@ -126,6 +144,47 @@ type ZtgateZtEventStats struct {
 	Suppressed uint64
 }
 
+type ZtgateZtFlowFlags uint32
+
+const (
+	ZtgateZtFlowFlagsZT_FLOW_A_OPENED ZtgateZtFlowFlags = 0
+	ZtgateZtFlowFlagsZT_FLOW_B_OPENED ZtgateZtFlowFlags = 1
+	ZtgateZtFlowFlagsZT_FLOW_OUT      ZtgateZtFlowFlags = 0
+	ZtgateZtFlowFlagsZT_FLOW_IN       ZtgateZtFlowFlags = 1
+	ZtgateZtFlowFlagsZT_ECHO_A_ASKS   ZtgateZtFlowFlags = 1
+	ZtgateZtFlowFlagsZT_ECHO_B_ASKS   ZtgateZtFlowFlags = 2
+)
+
+type ZtgateZtFlowKey struct {
+	_     structs.HostLayout
+	A     ZtgateZtIn6
+	B     ZtgateZtIn6
+	Aport uint16
+	Bport uint16
+	Proto uint8
+	Echo  uint8
+	Pad   [2]uint8
+}
+
+type ZtgateZtFlowKind uint32
+
+const (
+	ZtgateZtFlowKindZT_FK_NONE       ZtgateZtFlowKind = 0
+	ZtgateZtFlowKindZT_FK_PORTS      ZtgateZtFlowKind = 1
+	ZtgateZtFlowKindZT_FK_ECHO_REQ   ZtgateZtFlowKind = 2
+	ZtgateZtFlowKindZT_FK_ECHO_REPLY ZtgateZtFlowKind = 3
+)
+
+type ZtgateZtFlowVal struct {
+	_        structs.HostLayout
+	Ts       uint64
+	Revision uint64
+	DevId    uint32
+	Opener   uint8
+	By       uint8
+	Pad      uint16
+}
+
 type ZtgateZtFragKey struct {
 	_      structs.HostLayout
 	Saddr  ZtgateZtIn6
@@ -133,7 +192,8 @@ type ZtgateZtFragKey struct {
 	Id     uint32
 	Proto  uint8
 	Family uint8
-	Pad    uint16
+	Dir    uint8
+	Pad    uint8
 }
 
 type ZtgateZtFragVal struct {
@@ -201,7 +261,10 @@ const (
 	ZtgateZtReasonZT_R_NO_RULE          ZtgateZtReason = 22
 	ZtgateZtReasonZT_R_NO_POLICY        ZtgateZtReason = 23
 	ZtgateZtReasonZT_R_L2DST_DENIED     ZtgateZtReason = 24
-	ZtgateZtReasonZT_R_MAX              ZtgateZtReason = 25
+	ZtgateZtReasonZT_R_INBOUND_DENIED   ZtgateZtReason = 25
+	ZtgateZtReasonZT_R_FLOW_TABLE_FULL  ZtgateZtReason = 26
+	ZtgateZtReasonZT_R_ICMP_NO_FLOW     ZtgateZtReason = 27
+	ZtgateZtReasonZT_R_MAX              ZtgateZtReason = 28
 )
 
 type ZtgateZtRuleFlags uint32
@@ -264,10 +327,13 @@ const (
 	ZtgateMapZtEventLimit     = "zt_event_limit"
 	ZtgateMapZtEvents         = "zt_events"
 	ZtgateMapZtEvstats        = "zt_evstats"
+	ZtgateMapZtFlowCount      = "zt_flow_count"
+	ZtgateMapZtFlows          = "zt_flows"
 	ZtgateMapZtFrags          = "zt_frags"
 	ZtgateMapZtGwmacs         = "zt_gwmacs"
 	ZtgateMapZtPrefixes       = "zt_prefixes"
 	ZtgateMapZtRules          = "zt_rules"
+	ZtgateProgZtTc            = "zt_tc"
 	ZtgateProgZtXdp           = "zt_xdp"
 	ZtgateVarZtBtfAddrKey     = "zt_btf_addr_key"
 	ZtgateVarZtBtfAddrKind    = "zt_btf_addr_kind"
@@ -276,7 +342,12 @@ const (
 	ZtgateVarZtBtfDevFlags    = "zt_btf_dev_flags"
 	ZtgateVarZtBtfDevKey      = "zt_btf_dev_key"
 	ZtgateVarZtBtfDevRec      = "zt_btf_dev_rec"
+	ZtgateVarZtBtfDir         = "zt_btf_dir"
 	ZtgateVarZtBtfEvent       = "zt_btf_event"
+	ZtgateVarZtBtfFlowFlags   = "zt_btf_flow_flags"
+	ZtgateVarZtBtfFlowKey     = "zt_btf_flow_key"
+	ZtgateVarZtBtfFlowKind    = "zt_btf_flow_kind"
+	ZtgateVarZtBtfFlowVal     = "zt_btf_flow_val"
 	ZtgateVarZtBtfPrefixKey   = "zt_btf_prefix_key"
 	ZtgateVarZtBtfPrefixVal   = "zt_btf_prefix_val"
 	ZtgateVarZtBtfReason      = "zt_btf_reason"
@@ -291,6 +362,10 @@ const (
 	ZtgateVarZtEventLimitSeed = "zt_event_limit_seed"
 	ZtgateVarZtEventWindowNs  = "zt_event_window_ns"
 	ZtgateVarZtEventsEnabled  = "zt_events_enabled"
+	ZtgateVarZtFlowOtherNs    = "zt_flow_other_ns"
+	ZtgateVarZtFlowQuota      = "zt_flow_quota"
+	ZtgateVarZtFlowTcpNs      = "zt_flow_tcp_ns"
+	ZtgateVarZtFlowUdpNs      = "zt_flow_udp_ns"
 	ZtgateVarZtFragTimeoutNs  = "zt_frag_timeout_ns"
 )
 
@@ -336,6 +411,7 @@ type ZtgateSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ZtgateProgramSpecs struct {
+	ZtTc  *ebpf.ProgramSpec `ebpf:"zt_tc"`
 	ZtXdp *ebpf.ProgramSpec `ebpf:"zt_xdp"`
 }
 
@@ -354,6 +430,8 @@ type ZtgateMapSpecs struct {
 	ZtEventLimit *ebpf.MapSpec `ebpf:"zt_event_limit"`
 	ZtEvents     *ebpf.MapSpec `ebpf:"zt_events"`
 	ZtEvstats    *ebpf.MapSpec `ebpf:"zt_evstats"`
+	ZtFlowCount  *ebpf.MapSpec `ebpf:"zt_flow_count"`
+	ZtFlows      *ebpf.MapSpec `ebpf:"zt_flows"`
 	ZtFrags      *ebpf.MapSpec `ebpf:"zt_frags"`
 	ZtGwmacs     *ebpf.MapSpec `ebpf:"zt_gwmacs"`
 	ZtPrefixes   *ebpf.MapSpec `ebpf:"zt_prefixes"`
@@ -371,7 +449,12 @@ type ZtgateVariableSpecs struct {
 	ZtBtfDevFlags    *ebpf.VariableSpec `ebpf:"zt_btf_dev_flags"`
 	ZtBtfDevKey      *ebpf.VariableSpec `ebpf:"zt_btf_dev_key"`
 	ZtBtfDevRec      *ebpf.VariableSpec `ebpf:"zt_btf_dev_rec"`
+	ZtBtfDir         *ebpf.VariableSpec `ebpf:"zt_btf_dir"`
 	ZtBtfEvent       *ebpf.VariableSpec `ebpf:"zt_btf_event"`
+	ZtBtfFlowFlags   *ebpf.VariableSpec `ebpf:"zt_btf_flow_flags"`
+	ZtBtfFlowKey     *ebpf.VariableSpec `ebpf:"zt_btf_flow_key"`
+	ZtBtfFlowKind    *ebpf.VariableSpec `ebpf:"zt_btf_flow_kind"`
+	ZtBtfFlowVal     *ebpf.VariableSpec `ebpf:"zt_btf_flow_val"`
 	ZtBtfPrefixKey   *ebpf.VariableSpec `ebpf:"zt_btf_prefix_key"`
 	ZtBtfPrefixVal   *ebpf.VariableSpec `ebpf:"zt_btf_prefix_val"`
 	ZtBtfReason      *ebpf.VariableSpec `ebpf:"zt_btf_reason"`
@@ -386,6 +469,10 @@ type ZtgateVariableSpecs struct {
 	ZtEventLimitSeed *ebpf.VariableSpec `ebpf:"zt_event_limit_seed"`
 	ZtEventWindowNs  *ebpf.VariableSpec `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.VariableSpec `ebpf:"zt_events_enabled"`
+	ZtFlowOtherNs    *ebpf.VariableSpec `ebpf:"zt_flow_other_ns"`
+	ZtFlowQuota      *ebpf.VariableSpec `ebpf:"zt_flow_quota"`
+	ZtFlowTcpNs      *ebpf.VariableSpec `ebpf:"zt_flow_tcp_ns"`
+	ZtFlowUdpNs      *ebpf.VariableSpec `ebpf:"zt_flow_udp_ns"`
 	ZtFragTimeoutNs  *ebpf.VariableSpec `ebpf:"zt_frag_timeout_ns"`
 }
 
@@ -420,6 +507,8 @@ type ZtgateMaps struct {
 	ZtEventLimit *ebpf.Map `ebpf:"zt_event_limit"`
 	ZtEvents     *ebpf.Map `ebpf:"zt_events"`
 	ZtEvstats    *ebpf.Map `ebpf:"zt_evstats"`
+	ZtFlowCount  *ebpf.Map `ebpf:"zt_flow_count"`
+	ZtFlows      *ebpf.Map `ebpf:"zt_flows"`
 	ZtFrags      *ebpf.Map `ebpf:"zt_frags"`
 	ZtGwmacs     *ebpf.Map `ebpf:"zt_gwmacs"`
 	ZtPrefixes   *ebpf.Map `ebpf:"zt_prefixes"`
@@ -439,6 +528,8 @@ func (m *ZtgateMaps) Close() error {
 		m.ZtEventLimit,
 		m.ZtEvents,
 		m.ZtEvstats,
+		m.ZtFlowCount,
+		m.ZtFlows,
 		m.ZtFrags,
 		m.ZtGwmacs,
 		m.ZtPrefixes,
@@ -457,7 +548,12 @@ type ZtgateVariables struct {
 	ZtBtfDevFlags    *ebpf.Variable `ebpf:"zt_btf_dev_flags"`
 	ZtBtfDevKey      *ebpf.Variable `ebpf:"zt_btf_dev_key"`
 	ZtBtfDevRec      *ebpf.Variable `ebpf:"zt_btf_dev_rec"`
+	ZtBtfDir         *ebpf.Variable `ebpf:"zt_btf_dir"`
 	ZtBtfEvent       *ebpf.Variable `ebpf:"zt_btf_event"`
+	ZtBtfFlowFlags   *ebpf.Variable `ebpf:"zt_btf_flow_flags"`
+	ZtBtfFlowKey     *ebpf.Variable `ebpf:"zt_btf_flow_key"`
+	ZtBtfFlowKind    *ebpf.Variable `ebpf:"zt_btf_flow_kind"`
+	ZtBtfFlowVal     *ebpf.Variable `ebpf:"zt_btf_flow_val"`
 	ZtBtfPrefixKey   *ebpf.Variable `ebpf:"zt_btf_prefix_key"`
 	ZtBtfPrefixVal   *ebpf.Variable `ebpf:"zt_btf_prefix_val"`
 	ZtBtfReason      *ebpf.Variable `ebpf:"zt_btf_reason"`
@@ -472,6 +568,10 @@ type ZtgateVariables struct {
 	ZtEventLimitSeed *ebpf.Variable `ebpf:"zt_event_limit_seed"`
 	ZtEventWindowNs  *ebpf.Variable `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.Variable `ebpf:"zt_events_enabled"`
+	ZtFlowOtherNs    *ebpf.Variable `ebpf:"zt_flow_other_ns"`
+	ZtFlowQuota      *ebpf.Variable `ebpf:"zt_flow_quota"`
+	ZtFlowTcpNs      *ebpf.Variable `ebpf:"zt_flow_tcp_ns"`
+	ZtFlowUdpNs      *ebpf.Variable `ebpf:"zt_flow_udp_ns"`
 	ZtFragTimeoutNs  *ebpf.Variable `ebpf:"zt_frag_timeout_ns"`
 }
 
@@ -479,11 +579,13 @@ type ZtgateVariables struct {
 //
 // It can be passed to LoadZtgateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ZtgatePrograms struct {
+	ZtTc  *ebpf.Program `ebpf:"zt_tc"`
 	ZtXdp *ebpf.Program `ebpf:"zt_xdp"`
 }
 
 func (p *ZtgatePrograms) Close() error {
 	return _ZtgateClose(
+		p.ZtTc,
 		p.ZtXdp,
 	)
 }

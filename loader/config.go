@@ -25,6 +25,11 @@ type Config struct {
 
 	// FragEntries is the capacity of zt_frags (first fragments in flight; full = fail closed).
 	FragEntries int
+	// FlowEntries is the capacity of zt_flows, the flow table (full = new flows fail closed);
+	// FlowQuota is how many of them one device may hold.
+	FlowEntries, FlowQuota int
+	// FlowTCP, FlowUDP and FlowOther are the idle lifetimes of TCP, UDP and ICMP echo flows.
+	FlowTCP, FlowUDP, FlowOther time.Duration
 	// EventLimitSeed seeds the hash that places (device, reason) keys in zt_event_limit's
 	// slots; 0 (the default) draws a random seed at every load, so that which keys share slots
 	// cannot be known from outside. Tests fix it to be deterministic.
@@ -58,6 +63,11 @@ func DefaultConfig() Config {
 		MaxRules:          16384,
 		MaxPrefixes:       4096,
 		FragEntries:       4096,
+		FlowEntries:       65536,
+		FlowQuota:         1024,
+		FlowTCP:           2 * time.Hour,
+		FlowUDP:           2 * time.Minute,
+		FlowOther:         30 * time.Second,
 		EventLimitEntries: 4096,
 		RingBytes:         1 << 20,
 		FragTimeout:       30 * time.Second,
@@ -84,11 +94,20 @@ func (c Config) withDefaults() Config {
 	setInt(&c.MaxRules, d.MaxRules)
 	setInt(&c.MaxPrefixes, d.MaxPrefixes)
 	setInt(&c.FragEntries, d.FragEntries)
+	setInt(&c.FlowEntries, d.FlowEntries)
+	setInt(&c.FlowQuota, d.FlowQuota)
+	for _, f := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&c.FragTimeout, d.FragTimeout}, {&c.FlowTCP, d.FlowTCP}, {&c.FlowUDP, d.FlowUDP}, {&c.FlowOther, d.FlowOther},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+	}
 	setInt(&c.EventLimitEntries, d.EventLimitEntries)
 	setInt(&c.RingBytes, d.RingBytes)
-	if c.FragTimeout == 0 {
-		c.FragTimeout = d.FragTimeout
-	}
 	if c.EventWindow == 0 {
 		c.EventWindow = d.EventWindow
 	}
@@ -114,6 +133,7 @@ func (c Config) validate() error {
 	}{
 		{name: "max devices", v: c.MaxDevices}, {name: "max addrs", v: c.MaxAddrs}, {name: "max rules", v: c.MaxRules},
 		{name: "max prefixes", v: c.MaxPrefixes}, {name: "frag entries", v: c.FragEntries},
+		{name: "flow entries", v: c.FlowEntries}, {name: "flow quota", v: c.FlowQuota},
 		{name: "event limit entries", v: c.EventLimitEntries},
 	} {
 		if f.v < 1 || f.v > maxEntries {
@@ -128,8 +148,8 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("ring bytes %d: must be a power of two between the page size (%d) and %d",
 			c.RingBytes, page, maxEntries))
 	}
-	if c.FragTimeout < 0 || c.EventWindow < 0 {
-		errs = append(errs, errors.New("frag timeout and event window must not be negative"))
+	if c.FragTimeout < 0 || c.EventWindow < 0 || c.FlowTCP < 0 || c.FlowUDP < 0 || c.FlowOther < 0 {
+		errs = append(errs, errors.New("frag timeout, event window and flow lifetimes must not be negative"))
 	}
 	if c.Mode != ModeAuto && c.Mode != ModeNative && c.Mode != ModeGeneric {
 		errs = append(errs, fmt.Errorf("attach mode %v: must be auto, native or generic", c.Mode))

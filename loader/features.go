@@ -24,15 +24,18 @@ type Feature struct {
 	Probe func() error // nil error: the kernel has it
 }
 
-// Features lists what the datapath needs from the kernel: the XDP program type, every map type
-// and helper its object file uses (read from the ELF, so the list follows the program) and XDP
-// bpf_links.
+// Features lists what the datapath needs from the kernel: the XDP and TC program types, every map
+// type and helper its object file uses (read from the ELF, so the list follows the programs) and
+// XDP bpf_links.
 func Features() ([]Feature, error) {
 	spec, err := bpf.LoadZtgate()
 	if err != nil {
 		return nil, fmt.Errorf("features: %w", err)
 	}
-	out := []Feature{{Name: "program type XDP", Probe: func() error { return features.HaveProgramType(ebpf.XDP) }}}
+	out := []Feature{
+		{Name: "program type XDP", Probe: func() error { return features.HaveProgramType(ebpf.XDP) }},
+		{Name: "program type SchedCLS", Probe: func() error { return features.HaveProgramType(ebpf.SchedCLS) }},
+	}
 
 	mapTypes := map[ebpf.MapType]bool{}
 	for _, m := range spec.Maps {
@@ -50,22 +53,36 @@ func Features() ([]Feature, error) {
 		out = append(out, Feature{Name: "map type " + t.String(), Probe: func() error { return features.HaveMapType(t) }})
 	}
 
-	helpers := map[asm.BuiltinFunc]bool{}
+	// Helpers by the program type that calls them: the TC program's skb helpers exist for XDP
+	// programs on no kernel.
+	type use struct {
+		pt ebpf.ProgramType
+		fn asm.BuiltinFunc
+	}
+	helpers := map[use]bool{}
 	for _, p := range spec.Programs {
 		for _, ins := range p.Instructions {
 			if ins.IsBuiltinCall() {
-				helpers[asm.BuiltinFunc(ins.Constant)] = true
+				helpers[use{p.Type, asm.BuiltinFunc(ins.Constant)}] = true
 			}
 		}
 	}
-	fns := make([]asm.BuiltinFunc, 0, len(helpers))
-	for fn := range helpers {
-		fns = append(fns, fn)
+	uses := make([]use, 0, len(helpers))
+	for u := range helpers {
+		uses = append(uses, u)
 	}
-	sort.Slice(fns, func(i, j int) bool { return fns[i] < fns[j] })
-	for _, fn := range fns {
-		out = append(out, Feature{Name: "helper " + helperName(fn),
-			Probe: func() error { return features.HaveProgramHelper(ebpf.XDP, fn) }})
+	sort.Slice(uses, func(i, j int) bool {
+		if uses[i].pt != uses[j].pt {
+			return uses[i].pt < uses[j].pt
+		}
+		return uses[i].fn < uses[j].fn
+	})
+	for _, u := range uses {
+		name := "helper " + helperName(u.fn)
+		if u.pt != ebpf.XDP {
+			name += " (" + u.pt.String() + ")"
+		}
+		out = append(out, Feature{Name: name, Probe: func() error { return features.HaveProgramHelper(u.pt, u.fn) }})
 	}
 	out = append(out, Feature{Name: "XDP bpf_link", Probe: probeXDPLink})
 	return out, nil

@@ -30,13 +30,14 @@ import (
 	"github.com/ztgate/ztgate/bpf"
 )
 
-// LayoutVersion is the version of the map layout, and the name of the pin subdirectory (v4).
+// LayoutVersion is the version of the map layout, and the name of the pin subdirectory (v5).
 // v1: zt_event_limit was an LRU hash of (device, reason); v2: it is an array of budget slots,
 // and zt_clock (the per-CPU clock cache) is new; v3: zt_devstats is a plain array, one row of
 // devices per CPU, instead of a per-CPU array (device counters restart from zero on the upgrade);
 // v4: zt_config carries the policy's gateway MACs, zt_counters the l2_dst_denied reason, and
-// zt_gwmacs (the gateway's own MACs) is new.
-const LayoutVersion = 4
+// zt_gwmacs (the gateway's own MACs) is new; v5: the flow table (zt_flows, zt_flow_count) is new,
+// zt_counters and zt_devstats count both directions, device records carry the from: rule set.
+const LayoutVersion = 5
 
 // LayoutDir is the directory that holds the pins of the current layout under pinDir.
 func LayoutDir(pinDir string) string { return layoutDir(pinDir, LayoutVersion) }
@@ -154,6 +155,11 @@ func SizeDevstats(spec *ebpf.CollectionSpec, maxDevices int) error {
 		return fmt.Errorf("variable %s missing from the object", bpf.ZtgateVarZtDevstatsStride)
 	}
 	ms.MaxEntries = uint32(stride) * uint32(ncpu)
+	fc, ok := spec.Maps[bpf.ZtgateMapZtFlowCount]
+	if !ok {
+		return fmt.Errorf("map %s missing from the object", bpf.ZtgateMapZtFlowCount)
+	}
+	fc.MaxEntries = uint32(stride) // one counter per dev_id, read through the same bound
 	if err := vs.Set(uint32(stride)); err != nil {
 		return fmt.Errorf("set %s: %w", bpf.ZtgateVarZtDevstatsStride, err)
 	}

@@ -16,6 +16,7 @@ func SizeSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 	cfg = cfg.withDefaults()
 	sizes := map[string]int{
 		bpf.ZtgateMapZtFrags:      cfg.FragEntries,
+		bpf.ZtgateMapZtFlows:      cfg.FlowEntries,
 		bpf.ZtgateMapZtEventLimit: cfg.EventLimitEntries,
 		bpf.ZtgateMapZtEvents:     cfg.RingBytes,
 	}
@@ -39,6 +40,10 @@ func SizeSpec(spec *ebpf.CollectionSpec, cfg Config) error {
 		bpf.ZtgateVarZtEventBurst:     cfg.EventBurst,
 		bpf.ZtgateVarZtEventsEnabled:  enabled,
 		bpf.ZtgateVarZtEventLimitMask: uint32(cfg.EventLimitEntries - 1),
+		bpf.ZtgateVarZtFlowQuota:      uint32(cfg.FlowQuota),
+		bpf.ZtgateVarZtFlowTcpNs:      uint64(cfg.FlowTCP.Nanoseconds()),
+		bpf.ZtgateVarZtFlowUdpNs:      uint64(cfg.FlowUDP.Nanoseconds()),
+		bpf.ZtgateVarZtFlowOtherNs:    uint64(cfg.FlowOther.Nanoseconds()),
 	}
 	if cfg.EventLimitSeed != 0 {
 		vars[bpf.ZtgateVarZtEventLimitSeed] = cfg.EventLimitSeed

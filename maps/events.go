@@ -75,7 +75,8 @@ func decodeEvent(b []byte, ev *bpf.Event) {
 	ev.Reason = b[25]
 	ev.FrameLen = ne.Uint16(b[26:])
 	ev.CapLen = ne.Uint16(b[28:])
-	ev.Pad = ne.Uint16(b[30:])
+	ev.Dir = b[30]
+	ev.Pad = b[31]
 	copy(ev.Data[:], b[32:eventSize])
 }
 
@@ -90,7 +91,8 @@ var (
 	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Reason)-25]
 	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.FrameLen)-26]
 	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.CapLen)-28]
-	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Pad)-30]
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Dir)-30]
+	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Pad)-31]
 	_ = [1]struct{}{}[unsafe.Offsetof(bpf.Event{}.Data)-32]
 	_ = [1]struct{}{}[unsafe.Sizeof(bpf.Event{})-160]
 )

@@ -740,8 +740,9 @@ func TestDevIDZeroNotCharged(t *testing.T) {
 	if err := unix.SchedSetaffinity(0, &cpu0); err != nil {
 		t.Fatal(err)
 	}
-	if ret := run(t, e, ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 17, 40000, 53)); ret != xdpPass {
-		t.Fatalf("frame: action %d, want XDP_PASS", ret)
+	// Allowed by its rules, the frame opens no flow: dev_id 0 has no flow quota either.
+	if ret := run(t, e, ipv4Frame(devMAC, "10.0.0.2", "10.0.0.1", 17, 40000, 53)); ret != xdpDrop {
+		t.Fatalf("frame: action %d, want XDP_DROP (flow_table_full)", ret)
 	}
 	var after bpf.DevStats
 	if err := e.dp.Objects().ZtDevstats.Lookup(watermarkKey, &after); err != nil {

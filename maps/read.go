@@ -145,19 +145,37 @@ func readAll[K comparable, V any](mp *ebpf.Map) (map[K]V, error) {
 	return out, it.Err()
 }
 
-// Counters returns the frame and byte counters by verdict and reason, summed over CPUs.
+// Counters returns the frame and byte counters by verdict and reason, summed over CPUs and both
+// directions.
 func (m *Maps) Counters() ([bpf.NumVerdicts][bpf.NumReasons]bpf.Counter, error) {
 	var out [bpf.NumVerdicts][bpf.NumReasons]bpf.Counter
-	var per []bpf.Counter
-	for v := range bpf.NumVerdicts {
-		for r := range bpf.NumReasons {
-			idx := bpf.CounterIndex(bpf.Verdict(v), bpf.Reason(r))
-			if err := m.objs.ZtCounters.Lookup(idx, &per); err != nil {
-				return out, fmt.Errorf("read zt_counters[%d]: %w", idx, err)
-			}
-			for _, c := range per {
+	all, err := m.DirCounters()
+	for _, dir := range all {
+		for v := range dir {
+			for r, c := range dir[v] {
 				out[v][r].Packets += c.Packets
 				out[v][r].Bytes += c.Bytes
+			}
+		}
+	}
+	return out, err
+}
+
+// DirCounters returns the frame and byte counters by direction, verdict and reason, summed over CPUs.
+func (m *Maps) DirCounters() ([bpf.NumDirs][bpf.NumVerdicts][bpf.NumReasons]bpf.Counter, error) {
+	var out [bpf.NumDirs][bpf.NumVerdicts][bpf.NumReasons]bpf.Counter
+	var per []bpf.Counter
+	for d := range bpf.NumDirs {
+		for v := range bpf.NumVerdicts {
+			for r := range bpf.NumReasons {
+				idx := bpf.CounterIndex(bpf.Dir(d), bpf.Verdict(v), bpf.Reason(r))
+				if err := m.objs.ZtCounters.Lookup(idx, &per); err != nil {
+					return out, fmt.Errorf("read zt_counters[%d]: %w", idx, err)
+				}
+				for _, c := range per {
+					out[d][v][r].Packets += c.Packets
+					out[d][v][r].Bytes += c.Bytes
+				}
 			}
 		}
 	}

@@ -347,7 +347,8 @@ func (c *compiler) write(d *Device, rec *bpf.DevRec) {
 
 // addrVal is what the address index says of each address bound to the device of rec.
 func addrVal(rec *bpf.DevRec) bpf.AddrVal {
-	return bpf.AddrVal{DevId: rec.DevId, Segment: rec.Segment, Kind: bpf.AddrDevice}
+	return bpf.AddrVal{DevId: rec.DevId, Segment: rec.Segment, Kind: bpf.AddrDevice,
+		Ruleset: rec.Ruleset, InRuleset: rec.InRuleset, Flags: rec.Flags}
 }
 
 // PathError is a compile error at one field of the policy (Path, as in FieldError).

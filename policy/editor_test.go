@@ -136,11 +136,13 @@ func canonSnap(s *Snapshot) string {
 	var lines []string
 	for k, rec := range s.Devices {
 		r := rec
-		r.Ruleset = 0
-		lines = append(lines, fmt.Sprintf("dev %x %+v {%s}", k.Mac, r, rs(rec.Ruleset)))
+		r.Ruleset, r.InRuleset = 0, 0
+		lines = append(lines, fmt.Sprintf("dev %x %+v {%s} in {%s}", k.Mac, r, rs(rec.Ruleset), rs(rec.InRuleset)))
 	}
 	for k, v := range s.Addrs {
-		lines = append(lines, fmt.Sprintf("addr %x %+v", k.Addr, v))
+		a := v
+		a.Ruleset, a.InRuleset = 0, 0
+		lines = append(lines, fmt.Sprintf("addr %x %+v {%s} in {%s}", k.Addr, a, rs(v.Ruleset), rs(v.InRuleset)))
 	}
 	for id, n := range s.DeviceNames {
 		lines = append(lines, fmt.Sprintf("name %d %s", id, n))

@@ -382,6 +382,7 @@ func TestExplainICMP(t *testing.T) {
 		verdict string
 		rule    string
 		icmp    string
+		reason  string // of a drop; no_rule when empty
 	}{
 		{name: "echo-request allowed", q: Query{From: "pinger", To: "gateway", Proto: "icmp", ICMP: "echo-request"},
 			verdict: "pass", rule: "spec.devices[0].allow[0]", icmp: "echo-request/0"},
@@ -391,12 +392,14 @@ func TestExplainICMP(t *testing.T) {
 			verdict: "pass", rule: "spec.devices[0].allow[0]", icmp: "echo-request/7"},
 		{name: "timestamp denied", q: Query{From: "pinger", To: "gateway", Proto: "icmp", ICMP: "timestamp"},
 			verdict: "drop", icmp: "timestamp/0"},
-		{name: "3/4 allowed", q: Query{From: "pinger", To: "198.51.100.9", Proto: "icmp", ICMP: "destination-unreachable/4"},
-			verdict: "pass", rule: "spec.devices[0].allow[1]", icmp: "destination-unreachable/4"},
-		{name: "3/3 denied", q: Query{From: "pinger", To: "198.51.100.9", Proto: "icmp", ICMP: "3/3"},
-			verdict: "drop", icmp: "destination-unreachable/3"},
-		{name: "v6 packet-too-big allowed", q: Query{From: "pinger", To: "gateway", Proto: "icmpv6", ICMP: "2"},
-			verdict: "pass", rule: "spec.devices[0].allow[2]", icmp: "packet-too-big/0"},
+		// An error passes only when it quotes a tracked flow, whatever the rules list: a probe
+		// quotes none.
+		{name: "3/4 listed, no flow", q: Query{From: "pinger", To: "198.51.100.9", Proto: "icmp",
+			ICMP: "destination-unreachable/4"}, verdict: "drop", icmp: "destination-unreachable/4", reason: "icmp_no_flow"},
+		{name: "3/3 not listed, no flow", q: Query{From: "pinger", To: "198.51.100.9", Proto: "icmp", ICMP: "3/3"},
+			verdict: "drop", icmp: "destination-unreachable/3", reason: "icmp_no_flow"},
+		{name: "v6 packet-too-big listed, no flow", q: Query{From: "pinger", To: "gateway", Proto: "icmpv6", ICMP: "2"},
+			verdict: "drop", icmp: "packet-too-big/0", reason: "icmp_no_flow"},
 		{name: "v6 echo-reply denied", q: Query{From: "pinger", To: "gateway", Proto: "icmpv6", ICMP: "echo-reply"},
 			verdict: "drop", icmp: "echo-reply/0"},
 		{name: "no icmp list allows every type", q: Query{From: "open", To: "gateway", Proto: "icmpv6", ICMP: "200/9"},
@@ -410,8 +413,12 @@ func TestExplainICMP(t *testing.T) {
 			if e.Verdict != tc.verdict || e.Rule != tc.rule || e.ICMP != tc.icmp {
 				t.Errorf("Explain = %+v, want verdict %s, rule %q, icmp %q", *e, tc.verdict, tc.rule, tc.icmp)
 			}
-			if tc.verdict == "drop" && e.Reason != "no_rule" {
-				t.Errorf("reason %s, want no_rule", e.Reason)
+			want := tc.reason
+			if want == "" {
+				want = "no_rule"
+			}
+			if tc.verdict == "drop" && e.Reason != want {
+				t.Errorf("reason %s, want %s", e.Reason, want)
 			}
 		})
 	}

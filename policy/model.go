@@ -31,6 +31,9 @@ type Model struct {
 	fragCapacity int
 	fragTimeout  time.Duration
 	gwMACs       map[[6]byte]bool // zt_gwmacs: the gateway's own MACs, from the loader
+	flows        map[bpf.FlowKey]bpf.FlowVal
+	flowCount    map[uint32]uint32 // zt_flow_count: flows charged to each device
+	flowLimits   FlowLimits
 }
 
 type trieEntry struct {
@@ -43,7 +46,8 @@ type trieEntry struct {
 // table of fragCapacity entries whose records live for fragTimeout.
 func NewModel(s *Snapshot, fragCapacity int, fragTimeout time.Duration) *Model {
 	m := &Model{frags: map[bpf.FragKey]bpf.FragVal{}, fragCapacity: fragCapacity, fragTimeout: fragTimeout,
-		gwMACs: map[[6]byte]bool{}}
+		gwMACs: map[[6]byte]bool{}, flows: map[bpf.FlowKey]bpf.FlowVal{}, flowCount: map[uint32]uint32{},
+		flowLimits: DefaultFlowLimits()}
 	m.SetSnapshot(s)
 	return m
 }
@@ -100,6 +104,8 @@ type pkt struct {
 	unspec    bool
 	counted   bool
 	icmpType  uint8
+	icmpID    uint16 // an ICMP echo's identifier
+	dir       bpf.Dir
 	now       time.Duration
 }
 
@@ -177,14 +183,23 @@ func (p *pkt) ptr(off, n int) []byte {
 
 func be16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
 
-// Decide returns the verdict for frame arriving on gateway port ingress at time now.
+// Decide returns the verdict for frame arriving from a device on gateway port ingress at time now.
 func (m *Model) Decide(frame []byte, ingress uint32, now time.Duration) Decision {
-	// zt_cfg is an array: before any policy its entry exists, zeroed.
-	p := &pkt{f: frame, now: now, cfg: &bpf.Config{}}
+	p := m.newPkt(frame, bpf.DirFromDevice, now)
+	return m.decision(p, m.decide(p, ingress))
+}
+
+// newPkt starts the state of one frame. zt_cfg is an array: before any policy its entry exists, zeroed.
+func (m *Model) newPkt(frame []byte, dir bpf.Dir, now time.Duration) *pkt {
+	p := &pkt{f: frame, now: now, cfg: &bpf.Config{}, dir: dir}
 	if m.snap != nil {
 		p.cfg = &m.snap.Config
 	}
-	r := m.decide(p, ingress)
+	return p
+}
+
+// decision mirrors zt_verdict: the verdict of a frame decided for r.
+func (m *Model) decision(p *pkt, r bpf.Reason) Decision {
 	d := Decision{Reason: r, Verdict: bpf.VerdictPass}
 	if r != bpf.ReasonAllow {
 		audit := false
@@ -301,7 +316,7 @@ func (m *Model) decide(p *pkt, ingress uint32) bpf.Reason {
 		r = int(bpf.ReasonL2DstDenied)
 	}
 	if r < 0 {
-		r = int(m.allowList(p))
+		r = int(m.flowStep(p))
 	}
 	if bpf.Reason(r) == bpf.ReasonAllow && p.firstFrag {
 		return m.fragRecord(p)
@@ -589,6 +604,11 @@ func (m *Model) ipv6(p *pkt) int {
 	if !p.unspec {
 		p.counted = true
 	}
+	return p.ipv6Ext(off, nh)
+}
+
+// ipv6Ext mirrors zt_ipv6_ext (step 8): the extension-header walk from off, where header nh starts.
+func (p *pkt) ipv6Ext(off int, nh uint8) int {
 	p.fpStart = off
 	seenFrag := false
 	for i := 0; i < maxExtHeaders; i++ {
@@ -687,6 +707,7 @@ func (m *Model) guards(p *pkt) int {
 		p.icmpType = l4[0]
 		if p.l4proto == ProtoICMP || p.l4proto == ProtoICMPv6 {
 			p.dport = icmpKey(p.icmpType, l4[1])
+			p.icmpID = be16(l4[4:])
 		}
 	}
 	if p.l4proto == ProtoTCP {
@@ -800,58 +821,79 @@ func (m *Model) guards(p *pkt) int {
 }
 
 // isGateway mirrors zt_is_gateway.
-func (m *Model) isGateway(p *pkt) bool {
-	c := p.cfg
-	if p.family == 4 {
+func (m *Model) isGateway(p *pkt) bool { return cfgGateway(p.cfg, p.family, p.daddr) }
+
+// cfgGateway mirrors zt_cfg_gateway: a (of family 4 or 6) is one of the gateway's own addresses.
+func cfgGateway(c *bpf.Config, family int, a [16]byte) bool {
+	if family == 4 {
 		for i := 0; i < int(c.N_gw4) && i < len(c.Gw4); i++ {
-			a := v4mapped(binary.NativeEndian.AppendUint32(nil, c.Gw4[i]))
-			if a == p.daddr {
+			if v4mapped(binary.NativeEndian.AppendUint32(nil, c.Gw4[i])) == a {
 				return true
 			}
 		}
 		return false
 	}
 	for i := 0; i < int(c.N_gw6) && i < len(c.Gw6); i++ {
-		if c.Gw6[i].B == p.daddr {
+		if c.Gw6[i].B == a {
 			return true
 		}
 	}
 	return false
 }
 
-// allowList mirrors zt_allow_list and zt_match_rules (steps 11 and 13).
+// match mirrors struct zt_match: what the rule lookups need of a frame.
+type match struct {
+	daddr     [16]byte
+	ruleset   uint32
+	flags     uint16 // bpf.DevPeerRules | bpf.DevPrefixRules | bpf.DevQuarantined
+	dport     uint16
+	l4proto   uint8
+	toGateway bool
+	group     bool // broadcast or multicast frame
+}
+
+// allowList mirrors zt_allow_list (steps 11 and 13): the device's rules, or the quarantine set.
 func (m *Model) allowList(p *pkt) bpf.Reason {
-	rs := p.dev.Ruleset
-	flags := p.dev.Flags & (bpf.DevPeerRules | bpf.DevPrefixRules)
+	mt := match{daddr: p.daddr, ruleset: p.dev.Ruleset, flags: p.dev.Flags & (bpf.DevPeerRules | bpf.DevPrefixRules),
+		dport: p.dport, l4proto: p.l4proto, toGateway: m.isGateway(p), group: p.l2 == l2Bcast || p.l2 == l2Mcast}
 	if p.dev.Flags&bpf.DevQuarantined != 0 {
-		rs = p.cfg.QuarantineRuleset
-		flags = bpf.DevQuarantined
-		if p.cfg.Flags&bpf.CfgQPeerRules != 0 {
-			flags |= bpf.DevPeerRules
-		}
-		if p.cfg.Flags&bpf.CfgQPrefixRules != 0 {
-			flags |= bpf.DevPrefixRules
-		}
+		mt.ruleset, mt.flags = quarantineSet(p.cfg)
 	}
-	pr := p.l4proto
-	// A broadcast or multicast frame matches only the rules that name a multicast prefix.
-	group := p.l2 == l2Bcast || p.l2 == l2Mcast
+	return m.matchRules(&mt)
+}
+
+// quarantineSet is the rule set and lookup flags of quarantined devices in cfg.
+func quarantineSet(cfg *bpf.Config) (uint32, uint16) {
+	flags := bpf.DevQuarantined
+	if cfg.Flags&bpf.CfgQPeerRules != 0 {
+		flags |= bpf.DevPeerRules
+	}
+	if cfg.Flags&bpf.CfgQPrefixRules != 0 {
+		flags |= bpf.DevPrefixRules
+	}
+	return cfg.QuarantineRuleset, flags
+}
+
+// matchRules mirrors zt_match_rules: a broadcast or multicast frame matches only the rules that
+// name a multicast prefix.
+func (m *Model) matchRules(mt *match) bpf.Reason {
+	rs, flags, pr := mt.ruleset, mt.flags, mt.l4proto
 	tunnel := pr == ProtoIPIP || pr == ProtoIPv6 || pr == ProtoGRE ||
-		(pr == ProtoUDP && (p.dport == portVXLAN || p.dport == portGeneve))
+		(pr == ProtoUDP && (mt.dport == portVXLAN || mt.dport == portGeneve))
 	try := func(kind uint8, id uint32) bool {
 		k := bpf.RuleKey{Ruleset: rs, SelId: id, SelKind: kind, Proto: pr}
-		if v, ok := m.snap.Rules[k]; ok && portsOK(&v, pr, pr, p.dport, tunnel) {
+		if v, ok := m.snap.Rules[k]; ok && portsOK(&v, pr, pr, mt.dport, tunnel) {
 			return true
 		}
 		k.Proto = ProtoAny
 		v, ok := m.snap.Rules[k]
-		return ok && portsOK(&v, ProtoAny, pr, p.dport, tunnel)
+		return ok && portsOK(&v, ProtoAny, pr, mt.dport, tunnel)
 	}
-	if !group && m.isGateway(p) && try(bpf.SelGateway, 0) {
+	if !mt.group && mt.toGateway && try(bpf.SelGateway, 0) {
 		return bpf.ReasonAllow
 	}
-	if !group && flags&bpf.DevPeerRules != 0 {
-		if a, ok := m.snap.Addrs[bpf.AddrKey{Addr: bpf.In6{B: p.daddr}}]; ok && a.Kind == bpf.AddrDevice {
+	if !mt.group && flags&bpf.DevPeerRules != 0 {
+		if a, ok := m.snap.Addrs[bpf.AddrKey{Addr: bpf.In6{B: mt.daddr}}]; ok && a.Kind == bpf.AddrDevice {
 			if try(bpf.SelDevice, a.DevId) {
 				return bpf.ReasonAllow
 			}
@@ -862,10 +904,10 @@ func (m *Model) allowList(p *pkt) bpf.Reason {
 	}
 	if flags&bpf.DevPrefixRules != 0 {
 		kind := bpf.SelPrefix
-		if group {
+		if mt.group {
 			kind = bpf.SelMcast
 		}
-		if g, ok := m.longestMatch(rs, p.daddr); ok && try(kind, g) {
+		if g, ok := m.longestMatch(rs, mt.daddr); ok && try(kind, g) {
 			return bpf.ReasonAllow
 		}
 	}
@@ -923,7 +965,8 @@ func prefixContains(pfx [16]byte, bits int, a [16]byte) bool {
 }
 
 func (p *pkt) fragKey() bpf.FragKey {
-	k := bpf.FragKey{Saddr: bpf.In6{B: p.saddr}, Daddr: bpf.In6{B: p.daddr}, Id: p.fragID, Family: uint8(p.family)}
+	k := bpf.FragKey{Saddr: bpf.In6{B: p.saddr}, Daddr: bpf.In6{B: p.daddr}, Id: p.fragID, Family: uint8(p.family),
+		Dir: uint8(p.dir)}
 	if p.family == 4 {
 		k.Proto = p.l4proto
 	}

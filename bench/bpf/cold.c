@@ -84,7 +84,7 @@ static __always_inline long zt_bench_rewrite(struct xdp_md *ctx)
 static __always_inline int zt_bench_lookup(struct xdp_md *ctx)
 {
 	struct zt_dev_key key = {};
-	const struct ethhdr *eth = zt_parse_ethhdr(ctx, 0);
+	const struct ethhdr *eth = zt_parse(ethhdr, ctx, 0);
 	__u32 one = 1;
 	__u64 *v, *miss;
 

@@ -31,6 +31,8 @@ const (
 	ZtgateColdMapZtEventLimit         = "zt_event_limit"
 	ZtgateColdMapZtEvents             = "zt_events"
 	ZtgateColdMapZtEvstats            = "zt_evstats"
+	ZtgateColdMapZtFlowCount          = "zt_flow_count"
+	ZtgateColdMapZtFlows              = "zt_flows"
 	ZtgateColdMapZtFrags              = "zt_frags"
 	ZtgateColdMapZtGwmacs             = "zt_gwmacs"
 	ZtgateColdMapZtPrefixes           = "zt_prefixes"
@@ -38,6 +40,7 @@ const (
 	ZtgateColdProgZtBenchControl      = "zt_bench_control"
 	ZtgateColdProgZtBenchControlRec   = "zt_bench_control_rec"
 	ZtgateColdProgZtBenchControlStats = "zt_bench_control_stats"
+	ZtgateColdProgZtTc                = "zt_tc"
 	ZtgateColdProgZtXdp               = "zt_xdp"
 	ZtgateColdVarZtBenchN             = "zt_bench_n"
 	ZtgateColdVarZtBtfAddrKey         = "zt_btf_addr_key"
@@ -47,7 +50,12 @@ const (
 	ZtgateColdVarZtBtfDevFlags        = "zt_btf_dev_flags"
 	ZtgateColdVarZtBtfDevKey          = "zt_btf_dev_key"
 	ZtgateColdVarZtBtfDevRec          = "zt_btf_dev_rec"
+	ZtgateColdVarZtBtfDir             = "zt_btf_dir"
 	ZtgateColdVarZtBtfEvent           = "zt_btf_event"
+	ZtgateColdVarZtBtfFlowFlags       = "zt_btf_flow_flags"
+	ZtgateColdVarZtBtfFlowKey         = "zt_btf_flow_key"
+	ZtgateColdVarZtBtfFlowKind        = "zt_btf_flow_kind"
+	ZtgateColdVarZtBtfFlowVal         = "zt_btf_flow_val"
 	ZtgateColdVarZtBtfPrefixKey       = "zt_btf_prefix_key"
 	ZtgateColdVarZtBtfPrefixVal       = "zt_btf_prefix_val"
 	ZtgateColdVarZtBtfReason          = "zt_btf_reason"
@@ -62,6 +70,10 @@ const (
 	ZtgateColdVarZtEventLimitSeed     = "zt_event_limit_seed"
 	ZtgateColdVarZtEventWindowNs      = "zt_event_window_ns"
 	ZtgateColdVarZtEventsEnabled      = "zt_events_enabled"
+	ZtgateColdVarZtFlowOtherNs        = "zt_flow_other_ns"
+	ZtgateColdVarZtFlowQuota          = "zt_flow_quota"
+	ZtgateColdVarZtFlowTcpNs          = "zt_flow_tcp_ns"
+	ZtgateColdVarZtFlowUdpNs          = "zt_flow_udp_ns"
 	ZtgateColdVarZtFragTimeoutNs      = "zt_frag_timeout_ns"
 )
 
@@ -110,6 +122,7 @@ type ZtgateColdProgramSpecs struct {
 	ZtBenchControl      *ebpf.ProgramSpec `ebpf:"zt_bench_control"`
 	ZtBenchControlRec   *ebpf.ProgramSpec `ebpf:"zt_bench_control_rec"`
 	ZtBenchControlStats *ebpf.ProgramSpec `ebpf:"zt_bench_control_stats"`
+	ZtTc                *ebpf.ProgramSpec `ebpf:"zt_tc"`
 	ZtXdp               *ebpf.ProgramSpec `ebpf:"zt_xdp"`
 }
 
@@ -132,6 +145,8 @@ type ZtgateColdMapSpecs struct {
 	ZtEventLimit *ebpf.MapSpec `ebpf:"zt_event_limit"`
 	ZtEvents     *ebpf.MapSpec `ebpf:"zt_events"`
 	ZtEvstats    *ebpf.MapSpec `ebpf:"zt_evstats"`
+	ZtFlowCount  *ebpf.MapSpec `ebpf:"zt_flow_count"`
+	ZtFlows      *ebpf.MapSpec `ebpf:"zt_flows"`
 	ZtFrags      *ebpf.MapSpec `ebpf:"zt_frags"`
 	ZtGwmacs     *ebpf.MapSpec `ebpf:"zt_gwmacs"`
 	ZtPrefixes   *ebpf.MapSpec `ebpf:"zt_prefixes"`
@@ -150,7 +165,12 @@ type ZtgateColdVariableSpecs struct {
 	ZtBtfDevFlags    *ebpf.VariableSpec `ebpf:"zt_btf_dev_flags"`
 	ZtBtfDevKey      *ebpf.VariableSpec `ebpf:"zt_btf_dev_key"`
 	ZtBtfDevRec      *ebpf.VariableSpec `ebpf:"zt_btf_dev_rec"`
+	ZtBtfDir         *ebpf.VariableSpec `ebpf:"zt_btf_dir"`
 	ZtBtfEvent       *ebpf.VariableSpec `ebpf:"zt_btf_event"`
+	ZtBtfFlowFlags   *ebpf.VariableSpec `ebpf:"zt_btf_flow_flags"`
+	ZtBtfFlowKey     *ebpf.VariableSpec `ebpf:"zt_btf_flow_key"`
+	ZtBtfFlowKind    *ebpf.VariableSpec `ebpf:"zt_btf_flow_kind"`
+	ZtBtfFlowVal     *ebpf.VariableSpec `ebpf:"zt_btf_flow_val"`
 	ZtBtfPrefixKey   *ebpf.VariableSpec `ebpf:"zt_btf_prefix_key"`
 	ZtBtfPrefixVal   *ebpf.VariableSpec `ebpf:"zt_btf_prefix_val"`
 	ZtBtfReason      *ebpf.VariableSpec `ebpf:"zt_btf_reason"`
@@ -165,6 +185,10 @@ type ZtgateColdVariableSpecs struct {
 	ZtEventLimitSeed *ebpf.VariableSpec `ebpf:"zt_event_limit_seed"`
 	ZtEventWindowNs  *ebpf.VariableSpec `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.VariableSpec `ebpf:"zt_events_enabled"`
+	ZtFlowOtherNs    *ebpf.VariableSpec `ebpf:"zt_flow_other_ns"`
+	ZtFlowQuota      *ebpf.VariableSpec `ebpf:"zt_flow_quota"`
+	ZtFlowTcpNs      *ebpf.VariableSpec `ebpf:"zt_flow_tcp_ns"`
+	ZtFlowUdpNs      *ebpf.VariableSpec `ebpf:"zt_flow_udp_ns"`
 	ZtFragTimeoutNs  *ebpf.VariableSpec `ebpf:"zt_frag_timeout_ns"`
 }
 
@@ -203,6 +227,8 @@ type ZtgateColdMaps struct {
 	ZtEventLimit *ebpf.Map `ebpf:"zt_event_limit"`
 	ZtEvents     *ebpf.Map `ebpf:"zt_events"`
 	ZtEvstats    *ebpf.Map `ebpf:"zt_evstats"`
+	ZtFlowCount  *ebpf.Map `ebpf:"zt_flow_count"`
+	ZtFlows      *ebpf.Map `ebpf:"zt_flows"`
 	ZtFrags      *ebpf.Map `ebpf:"zt_frags"`
 	ZtGwmacs     *ebpf.Map `ebpf:"zt_gwmacs"`
 	ZtPrefixes   *ebpf.Map `ebpf:"zt_prefixes"`
@@ -226,6 +252,8 @@ func (m *ZtgateColdMaps) Close() error {
 		m.ZtEventLimit,
 		m.ZtEvents,
 		m.ZtEvstats,
+		m.ZtFlowCount,
+		m.ZtFlows,
 		m.ZtFrags,
 		m.ZtGwmacs,
 		m.ZtPrefixes,
@@ -245,7 +273,12 @@ type ZtgateColdVariables struct {
 	ZtBtfDevFlags    *ebpf.Variable `ebpf:"zt_btf_dev_flags"`
 	ZtBtfDevKey      *ebpf.Variable `ebpf:"zt_btf_dev_key"`
 	ZtBtfDevRec      *ebpf.Variable `ebpf:"zt_btf_dev_rec"`
+	ZtBtfDir         *ebpf.Variable `ebpf:"zt_btf_dir"`
 	ZtBtfEvent       *ebpf.Variable `ebpf:"zt_btf_event"`
+	ZtBtfFlowFlags   *ebpf.Variable `ebpf:"zt_btf_flow_flags"`
+	ZtBtfFlowKey     *ebpf.Variable `ebpf:"zt_btf_flow_key"`
+	ZtBtfFlowKind    *ebpf.Variable `ebpf:"zt_btf_flow_kind"`
+	ZtBtfFlowVal     *ebpf.Variable `ebpf:"zt_btf_flow_val"`
 	ZtBtfPrefixKey   *ebpf.Variable `ebpf:"zt_btf_prefix_key"`
 	ZtBtfPrefixVal   *ebpf.Variable `ebpf:"zt_btf_prefix_val"`
 	ZtBtfReason      *ebpf.Variable `ebpf:"zt_btf_reason"`
@@ -260,6 +293,10 @@ type ZtgateColdVariables struct {
 	ZtEventLimitSeed *ebpf.Variable `ebpf:"zt_event_limit_seed"`
 	ZtEventWindowNs  *ebpf.Variable `ebpf:"zt_event_window_ns"`
 	ZtEventsEnabled  *ebpf.Variable `ebpf:"zt_events_enabled"`
+	ZtFlowOtherNs    *ebpf.Variable `ebpf:"zt_flow_other_ns"`
+	ZtFlowQuota      *ebpf.Variable `ebpf:"zt_flow_quota"`
+	ZtFlowTcpNs      *ebpf.Variable `ebpf:"zt_flow_tcp_ns"`
+	ZtFlowUdpNs      *ebpf.Variable `ebpf:"zt_flow_udp_ns"`
 	ZtFragTimeoutNs  *ebpf.Variable `ebpf:"zt_frag_timeout_ns"`
 }
 
@@ -270,6 +307,7 @@ type ZtgateColdPrograms struct {
 	ZtBenchControl      *ebpf.Program `ebpf:"zt_bench_control"`
 	ZtBenchControlRec   *ebpf.Program `ebpf:"zt_bench_control_rec"`
 	ZtBenchControlStats *ebpf.Program `ebpf:"zt_bench_control_stats"`
+	ZtTc                *ebpf.Program `ebpf:"zt_tc"`
 	ZtXdp               *ebpf.Program `ebpf:"zt_xdp"`
 }
 
@@ -278,6 +316,7 @@ func (p *ZtgateColdPrograms) Close() error {
 		p.ZtBenchControl,
 		p.ZtBenchControlRec,
 		p.ZtBenchControlStats,
+		p.ZtTc,
 		p.ZtXdp,
 	)
 }

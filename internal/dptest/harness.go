@@ -193,7 +193,7 @@ func (h *Harness) ExpectEvent(v bpf.Verdict, r bpf.Reason) (bpf.Event, error) {
 // Counter reads one (verdict, reason) counter summed over CPUs.
 func (h *Harness) Counter(v bpf.Verdict, r bpf.Reason) (uint64, error) {
 	var per []bpf.Counter
-	if err := h.DP.Objects().ZtCounters.Lookup(bpf.CounterIndex(v, r), &per); err != nil {
+	if err := h.DP.Objects().ZtCounters.Lookup(bpf.CounterIndex(bpf.DirFromDevice, v, r), &per); err != nil {
 		return 0, fmt.Errorf("read counter %s/%s: %w", v, r, err)
 	}
 	var n uint64

@@ -1,0 +1,253 @@
+package policy
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ztgate/ztgate/bpf"
+)
+
+// tcPull mirrors ZT_TC_PULL: the TC program reads headers from a frame's first tcPull bytes.
+const tcPull = 512
+
+// DecideToDevice returns the verdict for frame leaving the gateway by port egress, toward a
+// device, at time now: the TC program's decision (bpf/todevice.h).
+func (m *Model) DecideToDevice(frame []byte, egress uint32, now time.Duration) Decision {
+	p := m.newPkt(frame[:min(len(frame), tcPull)], bpf.DirToDevice, now)
+	r := m.toDevice(p, len(frame), egress)
+	if r == bpf.ReasonAllow && p.firstFrag && p.dev != nil {
+		r = m.fragRecord(p)
+	}
+	return m.decision(p, r)
+}
+
+// groupIP mirrors zt_group_ip: the IP destination is a broadcast or multicast address.
+func (p *pkt) groupIP() bool {
+	if p.family == 4 {
+		return p.daddr == bcast4 || p.daddr[12]>>4 == 0xe
+	}
+	return p.daddr[0] == 0xff
+}
+
+// toIPv4 mirrors zt_to_ip4 (T4 for IPv4).
+func (p *pkt) toIPv4(n int) int {
+	ip := p.ptr(p.l3off, ipv4HLen)
+	if ip == nil {
+		return int(bpf.ReasonTruncated)
+	}
+	ihl := int(ip[0] & 0xf)
+	if ip[0]>>4 != ipv4Version || ihl < ipv4MinIHL {
+		return int(bpf.ReasonMalformed)
+	}
+	tot := int(be16(ip[2:]))
+	if tot < ihl*ihlUnit || p.l3off+tot > n {
+		return int(bpf.ReasonMalformed)
+	}
+	p.saddr, p.daddr = v4mapped(ip[12:16]), v4mapped(ip[16:20])
+	if ihl != ipv4MinIHL {
+		if p.groupIP() {
+			return int(bpf.ReasonAllow)
+		}
+		return int(bpf.ReasonIPOptions)
+	}
+	p.end = p.l3off + tot
+	p.l4off = p.l3off + ipv4HLen
+	p.fpStart = p.l4off
+	p.l4proto = ip[9]
+	p.fragID = uint32(be16(ip[4:]))
+	frag := be16(ip[6:])
+	p.mf = frag&unix.IP_MF != 0
+	p.foff = int(frag&ipOffset) * fragUnit
+	p.firstFrag = p.mf && p.foff == 0
+	return goOn
+}
+
+// toIPv6 mirrors zt_to_ip6 (T4 for IPv6).
+func (p *pkt) toIPv6(n int) int {
+	ip := p.ptr(p.l3off, ipv6HLen)
+	if ip == nil {
+		return int(bpf.ReasonTruncated)
+	}
+	if ip[0]>>4 != ipv6Version {
+		return int(bpf.ReasonMalformed)
+	}
+	off := p.l3off + ipv6HLen
+	if off+int(be16(ip[4:])) > n {
+		return int(bpf.ReasonMalformed)
+	}
+	p.end = off + int(be16(ip[4:]))
+	copy(p.saddr[:], ip[8:24])
+	copy(p.daddr[:], ip[24:40])
+	p.hoplimit = ip[7]
+	return p.ipv6Ext(off, ip[6])
+}
+
+// toPlumbing mirrors zt_to_plumbing (T6): neighbour discovery on the link, DHCP server messages.
+func (p *pkt) toPlumbing() bool {
+	if p.l4proto == ProtoICMPv6 && p.icmpType >= icmp6RS && p.icmpType <= icmp6Redirect {
+		return p.hoplimit == ndHopLimit
+	}
+	if p.l4proto != ProtoUDP {
+		return false
+	}
+	if p.family == 4 {
+		return p.sport == portDHCPServer && p.dport == portDHCPClient
+	}
+	return p.sport == portDHCP6Srv && p.dport == portDHCP6Clnt
+}
+
+// toL4 mirrors zt_to_l4 (T7).
+func (p *pkt) toL4() int {
+	tiny := int(bpf.ReasonTruncated)
+	if p.firstFrag {
+		tiny = int(bpf.ReasonFragTiny)
+	}
+	need := l4Need(p.l4proto)
+	l4 := p.ptr(p.l4off, udpHLen)
+	if need == 0 {
+		return goOn
+	}
+	if p.l4off+need > p.end || l4 == nil {
+		return tiny
+	}
+	if p.l4proto == ProtoTCP {
+		t := p.ptr(p.l4off, tcpHLen)
+		if t == nil {
+			return tiny
+		}
+		if int(t[12]>>4) < tcpMinDoff {
+			return int(bpf.ReasonMalformed)
+		}
+	}
+	if p.l4proto == ProtoTCP || p.l4proto == ProtoUDP {
+		p.sport, p.dport = be16(l4), be16(l4[2:])
+		return goOn
+	}
+	p.icmpType = l4[0]
+	p.dport = icmpKey(p.icmpType, l4[1])
+	p.icmpID = be16(l4[4:])
+	return goOn
+}
+
+// fromRules mirrors zt_from_rules (T10): the destination device's from: rules, on the source.
+func (m *Model) fromRules(p *pkt) bpf.Reason {
+	if p.dev.Flags&bpf.DevQuarantined != 0 {
+		return bpf.ReasonQuarantined
+	}
+	mt := match{daddr: p.saddr, ruleset: p.dev.InRuleset, flags: inFlags(p.dev.Flags), dport: p.dport,
+		l4proto: p.l4proto, toGateway: cfgGateway(p.cfg, p.family, p.saddr)}
+	r := m.matchRules(&mt)
+	if r == bpf.ReasonNoRule {
+		return bpf.ReasonInboundDenied
+	}
+	return r
+}
+
+// toDevice mirrors zt_to_device: a frame of n bytes (p.f holds its first tcPull) leaving by egress.
+func (m *Model) toDevice(p *pkt, n int, egress uint32) bpf.Reason {
+	if m.snap == nil {
+		return bpf.ReasonNoPolicy
+	}
+	// T1: L2 and VLAN.
+	eth := p.ptr(0, ethHLen)
+	if eth == nil {
+		return bpf.ReasonTruncated
+	}
+	proto := be16(eth[2*ethALen:])
+	p.l3off = ethHLen
+	if proto == unix.ETH_P_8021AD || proto == unix.ETH_P_QINQ1 {
+		return bpf.ReasonVLANDenied
+	}
+	if proto == unix.ETH_P_8021Q {
+		tag := p.ptr(ethHLen, vlanHLen)
+		if tag == nil {
+			return bpf.ReasonTruncated
+		}
+		proto = be16(tag[2:])
+		p.l3off += vlanHLen
+		if proto == unix.ETH_P_8021Q || proto == unix.ETH_P_8021AD || proto == unix.ETH_P_QINQ1 {
+			return bpf.ReasonVLANDenied
+		}
+	}
+	switch proto {
+	case unix.ETH_P_ARP:
+		return bpf.ReasonAllow
+	case unix.ETH_P_IP:
+		p.family = 4
+	case unix.ETH_P_IPV6:
+		p.family = 6
+	default:
+		return bpf.ReasonEthertypeDenied
+	}
+	ip := func() int {
+		if p.family == 4 {
+			return p.toIPv4(n)
+		}
+		return p.toIPv6(n)
+	}
+	// T2: broadcast and multicast.
+	if eth[0]&macGroup != 0 {
+		if r := ip(); r >= 0 && r != int(bpf.ReasonAllow) {
+			return bpf.Reason(r)
+		}
+		if p.groupIP() {
+			return bpf.ReasonAllow
+		}
+		return bpf.ReasonL2DstDenied
+	}
+	// T3: the destination device.
+	var key bpf.DevKey
+	copy(key.Mac[:], eth[:ethALen])
+	dev, ok := m.snap.Devices[key]
+	if !ok {
+		return bpf.ReasonUnknownDevice
+	}
+	p.dev = &dev
+	if dev.Ifindex != 0 && dev.Ifindex != egress {
+		return bpf.ReasonSpoofMACPort
+	}
+	// T4.
+	if r := ip(); r >= 0 {
+		if r == int(bpf.ReasonAllow) {
+			return bpf.ReasonL2DstDenied
+		}
+		return bpf.Reason(r)
+	}
+	p.counted = true
+	// T5.
+	if p.foff != 0 {
+		return m.fragLater(p)
+	}
+	if r := p.toL4(); r >= 0 {
+		return bpf.Reason(r)
+	}
+	if p.toPlumbing() {
+		return bpf.ReasonAllow
+	}
+	bound := boundV6(p.dev, p.daddr[:])
+	if p.family == 4 {
+		bound = boundV4(p.dev, p.daddr[12:])
+	}
+	if !bound {
+		return bpf.ReasonL2DstDenied
+	}
+	// T8.
+	if icmpError(p.l4proto, p.icmpType) {
+		return m.flowRelated(p)
+	}
+	// T9, T10.
+	fs, fd, kind := flowPorts(p.l4proto, p.icmpType, p.icmpID, p.sport, p.dport)
+	if kind == bpf.FlowKindNone {
+		return m.fromRules(p)
+	}
+	k, side := flowKeyOf(p.saddr, fs, p.daddr, fd, p.l4proto, kind)
+	if r := m.flowHit(p, k); r >= 0 {
+		return bpf.Reason(r)
+	}
+	r := m.fromRules(p)
+	if r == bpf.ReasonAllow && kind != bpf.FlowKindEchoRep { // a reply opens nothing
+		r = m.flowOpen(p, k, side, bpf.FlowIn, p.dev.DevId)
+	}
+	return r
+}
