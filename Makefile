@@ -29,7 +29,8 @@ FUZZ_TARGETS ?= \
 	./policy:FuzzParse \
 	./policy:FuzzEditor \
 	./policy:FuzzJSONFastPath \
-	./bpf:FuzzDifferential
+	./bpf:FuzzDifferential \
+	./bpf:FuzzSequence
 
 # BPF code generation. bpf2go reads extra clang flags from BPF2GO_CFLAGS; we pass the multiarch
 # include directory (asm/types.h lives in /usr/include/<triplet> on Debian/Ubuntu) so that the

@@ -13,9 +13,12 @@ import (
 	"github.com/ztgate/ztgate/policy"
 )
 
-// TestDifferential runs generated frames through the kernel and the model against a policy
-// of 1,000 devices: the verdict and the reason must agree on every frame. ZTGATE_DIFF_FRAMES
-// overrides the count (default 200,000).
+// TestDifferential replays generated sequences of frames in both directions through the kernel
+// (the XDP program for frames from devices, the TC program for frames toward them) and the model
+// against a policy of 1,000 devices, swapping between two revisions of it now and then: the
+// verdict and the reason must agree on every frame, flows and fragments included. The flow table
+// is small, so that quotas and a full table are met too. ZTGATE_DIFF_FRAMES overrides the count
+// (default 200,000).
 func TestDifferential(t *testing.T) {
 	n := 200_000
 	if s := os.Getenv("ZTGATE_DIFF_FRAMES"); s != "" {
@@ -24,7 +27,7 @@ func TestDifferential(t *testing.T) {
 	if testing.Short() {
 		n = 20_000
 	}
-	h := dptest.New(t, loader.Config{})
+	h := dptest.New(t, loader.Config{FlowEntries: 1024, FlowQuota: 3})
 	big := dptest.NewBig(1000, 1)
 	// Rules to multicast prefixes next to wide ones (Big draws 0.0.0.0/0, ::/0 and 224.0.0.0/4
 	// too), so that broadcast and multicast frames meet both, and closures that mix them.
@@ -51,57 +54,88 @@ func TestDifferential(t *testing.T) {
 	if err := big.Policy.Validate(); err != nil {
 		t.Fatalf("generated policy is invalid: %v", err)
 	}
-	s, err := policy.Compile(big.Policy, policy.CompileOptions{Revision: 1, Ifindex: dptest.Ifindex})
-	if err != nil {
-		t.Fatal(err)
+	// The second revision revokes half of every segment's rules: flows they allowed must stop.
+	revoked := *big.Policy
+	revoked.Spec.Segments = append([]policy.Segment(nil), big.Policy.Spec.Segments...)
+	for i := range revoked.Spec.Segments {
+		s := &revoked.Spec.Segments[i]
+		s.Allow = s.Allow[:len(s.Allow)/2]
 	}
-	if err := h.Apply(s); err != nil {
-		t.Fatal(err)
-	}
-	g := dptest.NewGen(big, 2)
-	seen := map[[2]int]int{}
-	groups := map[bpf.Reason]int{} // broadcast and multicast UDP frames, outside DHCP, by reason
-	bad := 0
-	for i := range n {
-		f := g.Frame()
-		want := h.Model.Decide(f, dptest.IfLoopback, h.Now())
-		ok, got, err := h.RunExpect(f, want)
+	var revs [2]*policy.Snapshot
+	for i, p := range []*policy.Policy{big.Policy, &revoked} {
+		s, err := policy.Compile(p, policy.CompileOptions{Revision: uint64(i + 1), Ifindex: dptest.Ifindex})
 		if err != nil {
 			t.Fatal(err)
 		}
-		seen[[2]int{int(want.Verdict), int(want.Reason)}]++
-		if groupUDP(f) {
+		revs[i] = s
+	}
+	if err := h.Apply(revs[0]); err != nil {
+		t.Fatal(err)
+	}
+	g := dptest.NewSeqGen(big, 2)
+	seen := map[[3]int]int{}        // (direction, verdict, reason)
+	groups := map[bpf.Reason]int{} // broadcast and multicast UDP frames from devices, outside DHCP, by reason
+	bad, swaps := 0, 0
+	for i := range n {
+		if i > 0 && i%25_000 == 0 {
+			swaps++
+			s := *revs[swaps%2]
+			s.Revision, s.Config.Revision = uint64(swaps+1), uint64(swaps+1)
+			if err := h.Apply(&s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st := g.Step()
+		f := st.Frame
+		want := h.ModelDecide(st.Dir, f)
+		ok, got, err := h.RunExpectDir(st.Dir, f, want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[[3]int{int(st.Dir), int(want.Verdict), int(want.Reason)}]++
+		if st.Dir == bpf.DirFromDevice && groupUDP(f) {
 			groups[want.Reason]++
 		}
 		if !ok {
 			bad++
 			if bad <= 10 {
-				t.Errorf("frame %d: model %s/%s, kernel action %d %s/%s (on re-run)\n%s",
-					i, want.Verdict, want.Reason, got.Action, got.Verdict, got.Reason, hex.Dump(f))
+				t.Errorf("frame %d (%s): model %s/%s, kernel action %d %s/%s (on re-run)\n%s",
+					i, st.Dir, want.Verdict, want.Reason, got.Action, got.Verdict, got.Reason, hex.Dump(f))
 			}
 		}
 	}
 	if bad > 0 {
 		t.Fatalf("%d of %d frames disagree", bad, n)
 	}
-	t.Logf("%d frames, 0 disagreements; %d verdict/reason classes seen", n, len(seen))
+	t.Logf("%d frames, 0 disagreements, %d policy swaps; %d direction/verdict/reason classes seen", n, swaps, len(seen))
 	for k, c := range seen {
-		t.Logf("  %-5s %-16s %d", bpf.Verdict(k[0]), bpf.Reason(k[1]), c)
+		t.Logf("  %-11s %-5s %-16s %d", bpf.Dir(k[0]), bpf.Verdict(k[1]), bpf.Reason(k[2]), c)
 	}
 	t.Logf("broadcast and multicast udp frames: %d allowed (by a multicast prefix rule), %d no_rule",
 		groups[bpf.ReasonAllow], groups[bpf.ReasonNoRule])
 	if groups[bpf.ReasonAllow] == 0 || groups[bpf.ReasonNoRule] == 0 {
 		t.Errorf("generator never produced an allowed and a denied broadcast or multicast udp frame")
 	}
-	for _, r := range []bpf.Reason{bpf.ReasonAllow, bpf.ReasonNoRule, bpf.ReasonUnknownDevice, bpf.ReasonSpoofIP,
-		bpf.ReasonBadL2Src, bpf.ReasonVLANDenied, bpf.ReasonMalformed, bpf.ReasonTruncated, bpf.ReasonExtDenied,
-		bpf.ReasonFragNoState, bpf.ReasonEncapDenied, bpf.ReasonARPSpoof, bpf.ReasonL2DstDenied, bpf.ReasonNDSpoof} {
+	count := func(d bpf.Dir, r bpf.Reason) int {
 		n := 0
 		for _, v := range []bpf.Verdict{bpf.VerdictDrop, bpf.VerdictPass, bpf.VerdictAudit} {
-			n += seen[[2]int{int(v), int(r)}]
+			n += seen[[3]int{int(d), int(v), int(r)}]
 		}
-		if n == 0 {
-			t.Errorf("generator never produced reason %s", r)
+		return n
+	}
+	for _, r := range []bpf.Reason{bpf.ReasonAllow, bpf.ReasonNoRule, bpf.ReasonUnknownDevice, bpf.ReasonSpoofIP,
+		bpf.ReasonBadL2Src, bpf.ReasonVLANDenied, bpf.ReasonMalformed, bpf.ReasonTruncated, bpf.ReasonExtDenied,
+		bpf.ReasonFragNoState, bpf.ReasonEncapDenied, bpf.ReasonARPSpoof, bpf.ReasonL2DstDenied, bpf.ReasonNDSpoof,
+		bpf.ReasonICMPNoFlow, bpf.ReasonFlowTableFull} {
+		if count(bpf.DirFromDevice, r) == 0 {
+			t.Errorf("generator never produced reason %s from a device", r)
+		}
+	}
+	for _, r := range []bpf.Reason{bpf.ReasonAllow, bpf.ReasonInboundDenied, bpf.ReasonICMPNoFlow,
+		bpf.ReasonUnknownDevice, bpf.ReasonL2DstDenied, bpf.ReasonTruncated, bpf.ReasonMalformed,
+		bpf.ReasonFragNoState} {
+		if count(bpf.DirToDevice, r) == 0 {
+			t.Errorf("generator never produced reason %s toward a device", r)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"path/filepath"
 	"testing"
@@ -33,7 +34,7 @@ type Harness struct {
 
 // Result is what the kernel did with one frame.
 type Result struct {
-	Action  uint32 // XDP_DROP (1) or XDP_PASS (2)
+	Action  uint32 // XDP_DROP (1) or XDP_PASS (2); TCDrop or TCPass toward devices
 	Verdict bpf.Verdict
 	Reason  bpf.Reason
 }
@@ -42,6 +43,12 @@ type Result struct {
 const (
 	XDPDrop = 1
 	XDPPass = 2
+)
+
+// TC actions of the program toward devices.
+const (
+	TCPass = math.MaxUint32 // TC_ACT_UNSPEC (-1): the next program or filter decides, if any
+	TCDrop = 2              // TC_ACT_SHOT
 )
 
 // New loads the datapath with cfg (zero fields: defaults; events on with a large budget) and
@@ -62,6 +69,13 @@ func New(t testing.TB, cfg loader.Config) *Harness {
 	}
 	if cfg.FragEntries == 0 {
 		cfg.FragEntries = def.FragEntries
+	}
+	// Flows outlive a test unless it sets a lifetime: the model's clock and the kernel's differ
+	// by the time between two frames, which must never cross a lifetime.
+	for _, d := range []*time.Duration{&cfg.FlowTCP, &cfg.FlowUDP, &cfg.FlowOther} {
+		if *d == 0 {
+			*d = time.Hour
+		}
 	}
 	// Registered before Open: a load that fails after pinning maps leaves them behind.
 	t.Cleanup(func() {
@@ -89,6 +103,8 @@ func New(t testing.TB, cfg loader.Config) *Harness {
 		Model:  policy.NewModel(nil, c.FragEntries, c.FragTimeout),
 		Limits: maps.Limits{Devices: c.MaxDevices, Addrs: c.MaxAddrs, Rules: c.MaxRules, Prefixes: c.MaxPrefixes},
 	}
+	h.Model.SetFlowLimits(policy.FlowLimits{Entries: c.FlowEntries, Quota: c.FlowQuota, TCP: c.FlowTCP,
+		UDP: c.FlowUDP, Other: c.FlowOther})
 	// The fixture frames' destination: the gateway's MAC, as the loader registers an interface's.
 	if err := h.AddGatewayMAC(GatewayMAC); err != nil {
 		t.Fatal(err)
@@ -121,6 +137,28 @@ func (h *Harness) Now() time.Duration { return time.Since(h.start) }
 // Run runs frame through the XDP program as received on ifindex 1 and reports the action and
 // the (verdict, reason) counter that moved.
 func (h *Harness) Run(frame []byte) (Result, error) { return Decide(h.Maps, h.DP.Program(), frame) }
+
+// RunTo runs frame through the TC program toward devices, as leaving by ifindex 1 (the loopback
+// BPF_PROG_TEST_RUN gives the skb), and reports the action and the counter that moved.
+func (h *Harness) RunTo(frame []byte) (Result, error) {
+	return Decide(h.Maps, h.DP.Objects().ZtTc, frame)
+}
+
+// RunDir is Run for a frame from a device (bpf.DirFromDevice), RunTo for one toward a device.
+func (h *Harness) RunDir(d bpf.Dir, frame []byte) (Result, error) {
+	if d == bpf.DirToDevice {
+		return h.RunTo(frame)
+	}
+	return h.Run(frame)
+}
+
+// ModelDecide is the model's decision for frame in direction d at the harness clock.
+func (h *Harness) ModelDecide(d bpf.Dir, frame []byte) policy.Decision {
+	if d == bpf.DirToDevice {
+		return h.Model.DecideToDevice(frame, IfLoopback, h.Now())
+	}
+	return h.Model.Decide(frame, IfLoopback, h.Now())
+}
 
 // Decide runs frame once through p, a datapath program whose counters are m's, and returns its
 // action and the (verdict, reason) counter that moved; exactly one must.
@@ -190,11 +228,16 @@ func (h *Harness) ExpectEvent(v bpf.Verdict, r bpf.Reason) (bpf.Event, error) {
 	return bpf.Event{}, fmt.Errorf("%w: %s/%s", ErrNoEvent, v, r)
 }
 
-// Counter reads one (verdict, reason) counter summed over CPUs.
+// Counter reads one (verdict, reason) counter of frames from devices, summed over CPUs.
 func (h *Harness) Counter(v bpf.Verdict, r bpf.Reason) (uint64, error) {
+	return h.CounterDir(bpf.DirFromDevice, v, r)
+}
+
+// CounterDir reads one (direction, verdict, reason) counter summed over CPUs.
+func (h *Harness) CounterDir(d bpf.Dir, v bpf.Verdict, r bpf.Reason) (uint64, error) {
 	var per []bpf.Counter
-	if err := h.DP.Objects().ZtCounters.Lookup(bpf.CounterIndex(bpf.DirFromDevice, v, r), &per); err != nil {
-		return 0, fmt.Errorf("read counter %s/%s: %w", v, r, err)
+	if err := h.DP.Objects().ZtCounters.Lookup(bpf.CounterIndex(d, v, r), &per); err != nil {
+		return 0, fmt.Errorf("read counter %s %s/%s: %w", d, v, r, err)
 	}
 	var n uint64
 	for _, c := range per {
@@ -203,31 +246,41 @@ func (h *Harness) Counter(v bpf.Verdict, r bpf.Reason) (uint64, error) {
 	return n, nil
 }
 
-// RunExpect runs frame and reports whether the kernel chose exactly want's verdict and reason:
-// the one counter want names moved (each frame moves exactly one) and the action matches. It
-// reads one counter instead of all of them, for long differential runs. On a mismatch the
-// Result comes from running the frame once more with a full counter comparison (a diagnosis:
-// fragment state may have moved on).
+// RunExpect runs frame from a device and reports whether the kernel chose exactly want's verdict
+// and reason. See RunExpectDir.
 func (h *Harness) RunExpect(frame []byte, want policy.Decision) (bool, Result, error) {
-	before, err := h.Counter(want.Verdict, want.Reason)
+	return h.RunExpectDir(bpf.DirFromDevice, frame, want)
+}
+
+// RunExpectDir runs frame in direction d and reports whether the kernel chose exactly want's
+// verdict and reason: the one counter want names moved (each frame moves exactly one) and the
+// action matches. It reads one counter instead of all of them, for long differential runs. On a
+// mismatch the Result comes from running the frame once more with a full counter comparison (a
+// diagnosis: fragment and flow state may have moved on).
+func (h *Harness) RunExpectDir(d bpf.Dir, frame []byte, want policy.Decision) (bool, Result, error) {
+	before, err := h.CounterDir(d, want.Verdict, want.Reason)
 	if err != nil {
 		return false, Result{}, err
 	}
-	ret, err := h.DP.Program().Run(&ebpf.RunOptions{Data: frame})
+	prog, pass, drop := h.DP.Program(), uint32(XDPPass), uint32(XDPDrop)
+	if d == bpf.DirToDevice {
+		prog, pass, drop = h.DP.Objects().ZtTc, TCPass, TCDrop
+	}
+	ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
 	if err != nil {
 		return false, Result{}, fmt.Errorf("test run: %w", err)
 	}
-	after, err := h.Counter(want.Verdict, want.Reason)
+	after, err := h.CounterDir(d, want.Verdict, want.Reason)
 	if err != nil {
 		return false, Result{}, err
 	}
-	wantAction := uint32(XDPPass)
+	wantAction := pass
 	if want.Verdict == bpf.VerdictDrop {
-		wantAction = XDPDrop
+		wantAction = drop
 	}
 	if after == before+1 && ret == wantAction {
 		return true, Result{Action: ret, Verdict: want.Verdict, Reason: want.Reason}, nil
 	}
-	res, err := h.Run(frame)
+	res, err := h.RunDir(d, frame)
 	return false, res, err
 }
