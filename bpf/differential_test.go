@@ -73,7 +73,7 @@ func TestDifferential(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := dptest.NewSeqGen(big, 2)
-	seen := map[[3]int]int{}        // (direction, verdict, reason)
+	seen := map[[3]int]int{}       // (direction, verdict, reason)
 	groups := map[bpf.Reason]int{} // broadcast and multicast UDP frames from devices, outside DHCP, by reason
 	bad, swaps := 0, 0
 	for i := range n {
