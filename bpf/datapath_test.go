@@ -26,27 +26,46 @@ func fixtureHarness(t testing.TB, cfg loader.Config) *dptest.Harness {
 	return h
 }
 
-// check runs frame through the kernel and the model and compares both with the expectation:
-// action, the (verdict, reason) counter, and for drops and audits the event with its header bytes.
+// check runs frame from a device through the kernel and the model and compares both with the
+// expectation. See checkDir.
 func check(t *testing.T, h *dptest.Harness, frame []byte, verdict bpf.Verdict, reason bpf.Reason) {
 	t.Helper()
+	checkDir(t, h, bpf.DirFromDevice, frame, verdict, reason)
+}
+
+// checkDir runs frame in direction d through the kernel and the model and compares both with the
+// expectation: action, the (direction, verdict, reason) counter, and for drops and audits the
+// event with its direction and header bytes.
+func checkDir(t *testing.T, h *dptest.Harness, d bpf.Dir, frame []byte, verdict bpf.Verdict, reason bpf.Reason) {
+	t.Helper()
 	want := policy.Decision{Verdict: verdict, Reason: reason}
-	got := h.Model.Decide(frame, dptest.IfLoopback, h.Now())
+	got := h.ModelDecide(d, frame)
 	if got.Verdict != want.Verdict || got.Reason != want.Reason {
 		t.Errorf("model: %s/%s, want %s/%s", got.Verdict, got.Reason, verdict, reason)
 	}
 	h.DrainEvents()
-	res, err := h.Run(frame)
+	before, err := h.CounterDir(d, verdict, reason)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantAction := uint32(dptest.XDPPass)
-	if verdict == bpf.VerdictDrop {
-		wantAction = dptest.XDPDrop
+	res, err := h.RunDir(d, frame)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if res.Action != wantAction || res.Verdict != verdict || res.Reason != reason {
-		t.Errorf("kernel: action %d %s/%s, want action %d %s/%s",
-			res.Action, res.Verdict, res.Reason, wantAction, verdict, reason)
+	after, err := h.CounterDir(d, verdict, reason)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantAction, dropAction := uint32(dptest.XDPPass), uint32(dptest.XDPDrop)
+	if d == bpf.DirToDevice {
+		wantAction, dropAction = dptest.TCPass, dptest.TCDrop
+	}
+	if verdict == bpf.VerdictDrop {
+		wantAction = dropAction
+	}
+	if res.Action != wantAction || res.Verdict != verdict || res.Reason != reason || after != before+1 {
+		t.Errorf("kernel: action %d %s/%s (%s counter +%d), want action %d %s/%s",
+			res.Action, res.Verdict, res.Reason, d, after-before, wantAction, verdict, reason)
 	}
 	if verdict == bpf.VerdictPass {
 		return
@@ -60,8 +79,9 @@ func check(t *testing.T, h *dptest.Harness, frame []byte, verdict bpf.Verdict, r
 	if int(ev.FrameLen) != len(frame) || int(ev.CapLen) != n || !bytes.Equal(ev.Data[:n], frame[:n]) {
 		t.Errorf("event carries %d/%d bytes that differ from the frame's first %d", ev.CapLen, ev.FrameLen, n)
 	}
-	if ev.DevId != got.DevID || ev.Revision != 1 {
-		t.Errorf("event dev_id %d revision %d, want %d and 1", ev.DevId, ev.Revision, got.DevID)
+	if rev := h.Model.Snapshot().Revision; ev.DevId != got.DevID || ev.Revision != rev || bpf.Dir(ev.Dir) != d {
+		t.Errorf("event dev_id %d revision %d direction %s, want %d, %d and %s", ev.DevId, ev.Revision,
+			bpf.Dir(ev.Dir), got.DevID, rev, d)
 	}
 }
 

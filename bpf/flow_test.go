@@ -1,0 +1,251 @@
+package bpf_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"testing"
+
+	"github.com/ztgate/ztgate/bpf"
+	"github.com/ztgate/ztgate/internal/dptest"
+	"github.com/ztgate/ztgate/internal/frames"
+	"github.com/ztgate/ztgate/loader"
+	"github.com/ztgate/ztgate/policy"
+)
+
+// flowStep is one frame of a flow case, its direction and the decision both the kernel and the model
+// must give it.
+type flowStep struct {
+	dir     bpf.Dir
+	frame   []byte
+	verdict bpf.Verdict
+	reason  bpf.Reason
+}
+
+// flowCase is a sequence of the threat matrix's rows on traffic toward devices and on flows.
+type flowCase struct {
+	row   int
+	name  string
+	steps []flowStep
+}
+
+var (
+	fromDev = bpf.DirFromDevice
+	toDev   = bpf.DirToDevice
+)
+
+func out(f []byte, v bpf.Verdict, r bpf.Reason) flowStep { return flowStep{fromDev, f, v, r} }
+func in(f []byte, v bpf.Verdict, r bpf.Reason) flowStep  { return flowStep{toDev, f, v, r} }
+
+// toward returns h as the destination of a frame leaving the gateway for it: its own MAC.
+func toward(n int, v6 bool) frames.Host { return dptest.Host(n, v6) }
+
+// from returns a source on the uplink: ip, sent by the gateway's MAC (a routed gateway).
+func from(ip string) frames.Host { return dptest.To(ip) }
+
+// tcpFlags returns the TCP frame f with its flags byte set to flags.
+func tcpFlags(f []byte, flags byte) []byte {
+	off := 14 + 20
+	if binary.BigEndian.Uint16(f[12:]) == 0x86dd {
+		off = 14 + 40
+	}
+	f[off+13] = flags
+	return f
+}
+
+// echo returns an ICMP or ICMPv6 echo request (reply when reply) with identifier id.
+func echo(src, dst frames.Host, id uint16, reply bool) []byte {
+	typ, off := uint8(8), 14+20
+	if !src.IP.Is4() {
+		typ, off = 128, 14+40
+	}
+	if reply {
+		typ = map[uint8]uint8{8: 0, 128: 129}[typ]
+	}
+	f := frames.ICMP(src, dst, typ, 0, make([]byte, 8))
+	binary.BigEndian.PutUint16(f[off+4:], id)
+	return f
+}
+
+// quoteError returns an ICMP error from src to dst that quotes the IP datagram of frame q (its
+// first 48 bytes) after the error's 8-byte header.
+func quoteError(src, dst frames.Host, typ, code uint8, q []byte) []byte {
+	quote := q[14:min(len(q), 14+48)]
+	if src.IP.Is4() {
+		return frames.ICMP(src, dst, typ, code, quote) // the ICMPv4 layer writes the 4 unused bytes
+	}
+	return frames.ICMP(src, dst, typ, code, append(make([]byte, 4), quote...))
+}
+
+const (
+	synAck = 0x12
+	ack    = 0x10
+	rst    = 0x04
+)
+
+func flowCases() []flowCase {
+	cam, cam6, camIn, camIn6 := v4(dptest.Cam), v6(dptest.Cam), toward(dptest.Cam, false), toward(dptest.Cam, true)
+	sensor, sensorIn := v4(dptest.Sensor), toward(dptest.Sensor, false)
+	pinger, pingerIn := v4(dptest.Pinger), toward(dptest.Pinger, false)
+	web, web6 := from("203.0.113.7"), from("2001:db8:443::9")
+	ping := from("198.51.100.9")
+	syn := frames.TCP(cam, dptest.To("203.0.113.7"), 40000, 443, true, nil)
+	return []flowCase{
+		{56, "uplink cannot open tcp, udp or icmp echo toward a device", []flowStep{
+			in(frames.TCP(web, camIn, 5555, 22, true, nil), drop, bpf.ReasonInboundDenied),
+			in(frames.UDP(web, camIn, 5555, 5683, nil), drop, bpf.ReasonInboundDenied),
+			in(echo(web, camIn, 9, false), drop, bpf.ReasonInboundDenied),
+			in(frames.TCP(web6, camIn6, 5555, 23, true, nil), drop, bpf.ReasonInboundDenied),
+		}},
+		{56, "another segment cannot open toward a device", []flowStep{
+			in(frames.TCP(v4(dptest.Broker), camIn, 5555, 22, true, nil), drop, bpf.ReasonInboundDenied),
+		}},
+		{57, "reply-shaped frames with no flow", []flowStep{
+			in(tcpFlags(frames.TCP(web, camIn, 443, 40001, true, nil), synAck), drop, bpf.ReasonInboundDenied),
+			in(tcpFlags(frames.TCP(web, camIn, 443, 40001, false, nil), ack), drop, bpf.ReasonInboundDenied),
+			in(tcpFlags(frames.TCP(web, camIn, 443, 40001, false, nil), rst), drop, bpf.ReasonInboundDenied),
+			in(echo(ping, pingerIn, 77, true), drop, bpf.ReasonInboundDenied),
+			in(frames.UDP(from("8.8.8.8"), toward(dptest.Wide, false), 53, 5353, nil), drop, bpf.ReasonInboundDenied),
+		}},
+		{58, "a device's connection gets its replies, on its ports only", []flowStep{
+			out(syn, pass, bpf.ReasonAllow),
+			in(tcpFlags(frames.TCP(web, camIn, 443, 40000, true, nil), synAck), pass, bpf.ReasonAllow),
+			out(tcpFlags(frames.TCP(cam, dptest.To("203.0.113.7"), 40000, 443, false, nil), ack), pass, bpf.ReasonAllow),
+			in(tcpFlags(frames.TCP(web, camIn, 443, 40000, false, nil), ack), pass, bpf.ReasonAllow),
+			in(tcpFlags(frames.TCP(web, camIn, 444, 40000, false, nil), ack), drop, bpf.ReasonInboundDenied),
+			in(tcpFlags(frames.TCP(web, camIn, 443, 40002, false, nil), ack), drop, bpf.ReasonInboundDenied),
+			in(tcpFlags(frames.TCP(from("203.0.113.8"), camIn, 443, 40000, false, nil), ack), drop,
+				bpf.ReasonInboundDenied),
+		}},
+		{58, "the same over IPv6", []flowStep{
+			out(frames.TCP(cam6, dptest.To("2001:db8:443::9"), 40000, 443, true, nil), pass, bpf.ReasonAllow),
+			in(tcpFlags(frames.TCP(web6, camIn6, 443, 40000, true, nil), synAck), pass, bpf.ReasonAllow),
+		}},
+		{58, "echo replies follow echo requests, by identifier; a request is no reply", []flowStep{
+			out(echo(pinger, dptest.To("198.51.100.9"), 7, false), pass, bpf.ReasonAllow),
+			in(echo(ping, pingerIn, 7, true), pass, bpf.ReasonAllow),
+			in(echo(ping, pingerIn, 8, true), drop, bpf.ReasonInboundDenied),
+			in(echo(ping, pingerIn, 7, false), drop, bpf.ReasonInboundDenied),
+		}},
+		{58, "a dns answer follows its query", []flowStep{
+			out(frames.UDP(v4(dptest.Wide), dptest.To("8.8.8.8"), 5300, 53, nil), pass, bpf.ReasonAllow),
+			in(frames.UDP(from("8.8.8.8"), toward(dptest.Wide, false), 53, 5300, nil), pass, bpf.ReasonAllow),
+			in(frames.UDP(from("8.8.4.4"), toward(dptest.Wide, false), 53, 5300, nil), drop, bpf.ReasonInboundDenied),
+		}},
+		{59, "icmp errors toward a device about its flow pass, made-up ones do not", []flowStep{
+			out(frames.TCP(cam, dptest.To("203.0.113.7"), 40010, 443, true, nil), pass, bpf.ReasonAllow),
+			in(quoteError(from("192.0.2.1"), camIn, 3, 4,
+				frames.TCP(cam, dptest.To("203.0.113.7"), 40010, 443, true, nil)), pass, bpf.ReasonAllow),
+			in(quoteError(from("192.0.2.1"), camIn, 3, 4,
+				frames.TCP(cam, dptest.To("203.0.113.7"), 40011, 443, true, nil)), drop, bpf.ReasonICMPNoFlow),
+			in(quoteError(from("192.0.2.1"), camIn, 11, 0,
+				frames.TCP(v4(dptest.Sensor), dptest.To("203.0.113.7"), 40010, 443, true, nil)), drop,
+				bpf.ReasonICMPNoFlow),
+		}},
+		{59, "a device's icmp error about a flow it is part of passes", []flowStep{
+			out(frames.UDP(v4(dptest.Wide), dptest.To("8.8.8.8"), 5301, 53, nil), pass, bpf.ReasonAllow),
+			out(quoteError(v4(dptest.Wide), dptest.To("8.8.8.8"), 3, 3,
+				frames.UDP(from("8.8.8.8"), toward(dptest.Wide, false), 53, 5301, nil)), pass, bpf.ReasonAllow),
+			out(quoteError(v4(dptest.Wide), dptest.To("8.8.8.8"), 3, 3,
+				frames.UDP(from("8.8.8.8"), toward(dptest.Wide, false), 53, 5302, nil)), drop, bpf.ReasonICMPNoFlow),
+		}},
+		{60, "a lateral flow allowed one way works both ways with one rule", []flowStep{
+			out(frames.UDP(sensor, dptest.To("10.0.0.11"), 41000, 5683, nil), pass, bpf.ReasonAllow),
+			in(frames.UDP(sensor, camIn, 41000, 5683, nil), pass, bpf.ReasonAllow),
+			out(frames.UDP(cam, dptest.To("10.0.0.12"), 5683, 41000, nil), pass, bpf.ReasonAllow),
+			in(frames.UDP(cam, sensorIn, 5683, 41000, nil), pass, bpf.ReasonAllow),
+			// The other way round opens nothing: cam has no rule to sensor.
+			out(frames.UDP(cam, dptest.To("10.0.0.12"), 5683, 41001, nil), drop, bpf.ReasonNoRule),
+			in(frames.UDP(cam, sensorIn, 5683, 41001, nil), drop, bpf.ReasonInboundDenied),
+		}},
+		{56, "toward a device: link plumbing passes, what is not its own does not", []flowStep{
+			in(frames.ARP(dptest.To("10.0.0.1"), 1, dptest.GatewayMAC, dptest.To("10.0.0.1").IP, cam.IP), pass,
+				bpf.ReasonAllow),
+			in(frames.UDP(from("10.0.0.1"), camIn, 67, 68, nil), pass, bpf.ReasonAllow),
+			in(frames.UDP(web, frames.Host{MAC: camIn.MAC, IP: v4(dptest.Sensor).IP}, 1, 2, nil), drop,
+				bpf.ReasonL2DstDenied),
+			in(frames.UDP(web, frames.Host{MAC: dptest.RouterMAC, IP: cam.IP}, 1, 2, nil), drop,
+				bpf.ReasonUnknownDevice),
+		}},
+	}
+}
+
+// TestFlows runs the threat matrix's rows on traffic toward devices and on flows, frame by frame in
+// order, through the kernel's two programs and the model.
+func TestFlows(t *testing.T) {
+	h := fixtureHarness(t, loader.Config{})
+	for _, c := range flowCases() {
+		t.Run(fmt.Sprintf("%02d/%s", c.row, c.name), func(t *testing.T) {
+			for i, s := range c.steps {
+				t.Run(fmt.Sprint(i), func(t *testing.T) { checkDir(t, h, s.dir, s.frame, s.verdict, s.reason) })
+			}
+		})
+	}
+}
+
+// TestFlowRevoked: a swap that revokes the rule of an established flow stops it on its next
+// packet, either way; a swap that keeps the rule keeps the flow.
+func TestFlowRevoked(t *testing.T) {
+	h := fixtureHarness(t, loader.Config{})
+	cam, camIn, web := v4(dptest.Cam), toward(dptest.Cam, false), from("203.0.113.7")
+	syn := frames.TCP(cam, dptest.To("203.0.113.7"), 40000, 443, true, nil)
+	reply := tcpFlags(frames.TCP(web, camIn, 443, 40000, false, nil), ack)
+	apply := func(p *policy.Policy, rev uint64) {
+		t.Helper()
+		s, err := dptest.Compile(p, rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Apply(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkDir(t, h, fromDev, syn, pass, bpf.ReasonAllow)
+	checkDir(t, h, toDev, reply, pass, bpf.ReasonAllow)
+	apply(dptest.Fixture(), 2) // the same rules
+	checkDir(t, h, toDev, reply, pass, bpf.ReasonAllow)
+	revoked := dptest.Fixture()
+	revoked.Spec.Segments[0].Allow = revoked.Spec.Segments[0].Allow[1:] // cameras: no tcp 443 to 203.0.113.0/24
+	apply(revoked, 3)
+	checkDir(t, h, toDev, reply, drop, bpf.ReasonInboundDenied)
+	checkDir(t, h, fromDev, tcpFlags(append([]byte(nil), syn...), ack), drop, bpf.ReasonNoRule)
+	if n := h.Model.Flows(); n != 0 {
+		t.Errorf("model holds %d flows after the revocation, want 0", n)
+	}
+}
+
+// TestFlowExhaustion: one device opening flows with made-up ports until its quota is refused
+// (flow_table_full, counted) and does not disturb another device's established flow; a full
+// table refuses new flows of every device and keeps the established ones.
+func TestFlowExhaustion(t *testing.T) {
+	const quota, entries = 8, 12
+	h := fixtureHarness(t, loader.Config{FlowQuota: quota, FlowEntries: entries})
+	wide, wideIn, dns := v4(dptest.Wide), toward(dptest.Wide, false), from("8.8.8.8")
+	cam, camIn, web := v4(dptest.Cam), toward(dptest.Cam, false), from("203.0.113.7")
+	checkDir(t, h, fromDev, frames.TCP(cam, dptest.To("203.0.113.7"), 40000, 443, true, nil), pass, bpf.ReasonAllow)
+	for i := range quota {
+		checkDir(t, h, fromDev, frames.UDP(wide, dptest.To("8.8.8.8"), uint16(10000+i), 53, nil), pass, bpf.ReasonAllow)
+	}
+	for i := range 5 { // over the quota
+		checkDir(t, h, fromDev, frames.UDP(wide, dptest.To("8.8.8.8"), uint16(20000+i), 53, nil), drop,
+			bpf.ReasonFlowTableFull)
+	}
+	if n, err := h.CounterDir(fromDev, drop, bpf.ReasonFlowTableFull); err != nil || n != 5 {
+		t.Errorf("flow_table_full counter %d, %v; want 5", n, err)
+	}
+	// Its own established flows and the other device's still pass.
+	checkDir(t, h, toDev, frames.UDP(dns, wideIn, 53, 10000, nil), pass, bpf.ReasonAllow)
+	checkDir(t, h, toDev, tcpFlags(frames.TCP(web, camIn, 443, 40000, false, nil), ack), pass, bpf.ReasonAllow)
+	// Cam fills the rest of the table (1 + 8 + 3 = 12 entries); then nobody opens a flow.
+	for i := range entries - quota - 1 {
+		checkDir(t, h, fromDev, frames.TCP(cam, dptest.To("203.0.113.7"), uint16(41000+i), 443, true, nil), pass,
+			bpf.ReasonAllow)
+	}
+	checkDir(t, h, fromDev, frames.TCP(cam, dptest.To("203.0.113.7"), 42000, 443, true, nil), drop,
+		bpf.ReasonFlowTableFull)
+	checkDir(t, h, fromDev, frames.UDP(v4(dptest.MDNS), dptest.To("8.8.8.8"), 5000, 53, nil), drop,
+		bpf.ReasonFlowTableFull)
+	checkDir(t, h, toDev, tcpFlags(frames.TCP(web, camIn, 443, 40000, false, nil), ack), pass, bpf.ReasonAllow)
+	if n := h.Model.Flows(); n != entries {
+		t.Errorf("model holds %d flows, want %d", n, entries)
+	}
+}
