@@ -283,4 +283,33 @@ static __always_inline int zt_flow_related(void *data, void *data_end, const str
 	return zt_flow_hit(pkt, &k) == ZT_R_ALLOW ? ZT_R_ALLOW : ZT_R_ICMP_NO_FLOW;
 }
 
+/* zt_peer_from_rules returns the dev_id of the device the IP destination of pkt is bound to when
+ * that device's from: rules allow pkt's sender (a device) to open this connection to it; 0
+ * otherwise, and for a quarantined destination. A lateral connection opens with either side's
+ * rule: the sender's allow-list or the receiver's from: rules. */
+static __always_inline __u32 zt_peer_from_rules(const struct zt_pkt *pkt)
+{
+	struct zt_match m = {
+	    .daddr = pkt->saddr,
+	    .slot = pkt->slot,
+	    .dport = pkt->dport,
+	    .l4proto = pkt->l4proto,
+	    .l2 = ZT_L2_DEV,
+	};
+	struct zt_addr_key ak = {.addr = pkt->daddr};
+	struct zt_addr_val *a;
+	void *inner;
+
+	inner = bpf_map_lookup_elem(&zt_addrs, &m.slot);
+	if (!inner)
+		return 0;
+	a = bpf_map_lookup_elem(inner, &ak);
+	if (!a || a->kind != ZT_ADDR_DEVICE || (a->flags & ZT_DEV_QUARANTINED))
+		return 0;
+	m.ruleset = a->in_ruleset;
+	m.flags = (a->flags & ZT_DEV_IN_PEER_RULES ? ZT_DEV_PEER_RULES : 0) |
+		  (a->flags & ZT_DEV_IN_PREFIX_RULES ? ZT_DEV_PREFIX_RULES : 0);
+	return zt_match_rules(&m) == ZT_R_ALLOW ? a->dev_id : 0;
+}
+
 #endif

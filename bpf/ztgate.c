@@ -329,26 +329,34 @@ static __always_inline int zt_guards(const struct xdp_md *ctx, struct zt_pkt *pk
 
 /* zt_flow_step is step 12 for a frame from a device: an ICMP error passes if it quotes a live flow,
  * a packet of a live flow passes on one lookup (the fast path), and a packet the allow-list passes
- * opens its flow. Broadcast and multicast frames open none. */
+ * opens its flow. To another device, the receiver's from: rules may allow what the sender's
+ * allow-list does not (a unicast frame only); the flow is then charged to the receiver.
+ * Broadcast and multicast frames open no flow. */
 static __always_inline int zt_flow_step(struct xdp_md *ctx, struct zt_pkt *pkt)
 {
 	struct zt_flow_key k;
+	__u32 peer = 0;
 	__u16 fs, fd;
 	__u8 side, kind;
 	int r;
 
 	if (zt_icmp_error(pkt->l4proto, pkt->icmp_type))
 		return zt_flow_related((void *)(long)ctx->data, (void *)(long)ctx->data_end, pkt);
-	if (pkt->l2 == ZT_L2_BCAST || pkt->l2 == ZT_L2_MCAST ||
-	    !(kind = zt_flow_ports(pkt->l4proto, pkt->icmp_type, pkt->icmp_id, pkt->sport, pkt->dport, &fs, &fd)))
+	if (pkt->l2 == ZT_L2_BCAST || pkt->l2 == ZT_L2_MCAST)
 		return zt_allow_list(pkt);
+	kind = zt_flow_ports(pkt->l4proto, pkt->icmp_type, pkt->icmp_id, pkt->sport, pkt->dport, &fs, &fd);
 	side = zt_flow_key_of(&k, &pkt->saddr, fs, &pkt->daddr, fd, pkt->l4proto, kind);
-	r = zt_flow_hit(pkt, &k);
-	if (zt_decided(r))
-		return r;
+	if (kind) {
+		r = zt_flow_hit(pkt, &k);
+		if (zt_decided(r))
+			return r;
+	}
 	r = zt_allow_list(pkt);
-	if (r == ZT_R_ALLOW && kind != ZT_FK_ECHO_REPLY) /* a reply opens nothing */
-		r = zt_flow_open(pkt, &k, side, ZT_FLOW_OUT, pkt->dev->dev_id);
+	if ((r == ZT_R_NO_RULE || r == ZT_R_ENCAP_DENIED) && (peer = zt_peer_from_rules(pkt)))
+		r = ZT_R_ALLOW;
+	if (r == ZT_R_ALLOW && kind && kind != ZT_FK_ECHO_REPLY) /* a reply opens nothing */
+		r = peer ? zt_flow_open(pkt, &k, side, ZT_FLOW_IN, peer)
+			 : zt_flow_open(pkt, &k, side, ZT_FLOW_OUT, pkt->dev->dev_id);
 	return r;
 }
 

@@ -275,22 +275,47 @@ func (m *Model) flowRelated(p *pkt) bpf.Reason {
 	return bpf.ReasonICMPNoFlow
 }
 
+// peerFromRules mirrors zt_peer_from_rules: the dev_id of the device the destination is bound to
+// when its from: rules allow the sender to open this connection; 0 otherwise.
+func (m *Model) peerFromRules(p *pkt) uint32 {
+	a, ok := m.snap.Addrs[bpf.AddrKey{Addr: bpf.In6{B: p.daddr}}]
+	if !ok || a.Kind != bpf.AddrDevice || a.Flags&bpf.DevQuarantined != 0 {
+		return 0
+	}
+	mt := match{daddr: p.saddr, ruleset: a.InRuleset, flags: inFlags(a.Flags), dport: p.dport, l4proto: p.l4proto}
+	if m.matchRules(&mt) == bpf.ReasonAllow {
+		return a.DevId
+	}
+	return 0
+}
+
 // flowStep mirrors zt_flow_step (step 12 for a frame from a device).
 func (m *Model) flowStep(p *pkt) bpf.Reason {
 	if icmpError(p.l4proto, p.icmpType) {
 		return m.flowRelated(p)
 	}
-	fs, fd, kind := flowPorts(p.l4proto, p.icmpType, p.icmpID, p.sport, p.dport)
-	if p.l2 == l2Bcast || p.l2 == l2Mcast || kind == bpf.FlowKindNone {
+	if p.l2 == l2Bcast || p.l2 == l2Mcast {
 		return m.allowList(p)
 	}
+	fs, fd, kind := flowPorts(p.l4proto, p.icmpType, p.icmpID, p.sport, p.dport)
 	k, side := flowKeyOf(p.saddr, fs, p.daddr, fd, p.l4proto, kind)
-	if r := m.flowHit(p, k); r >= 0 {
-		return bpf.Reason(r)
+	if kind != bpf.FlowKindNone {
+		if r := m.flowHit(p, k); r >= 0 {
+			return bpf.Reason(r)
+		}
 	}
 	r := m.allowList(p)
-	if r == bpf.ReasonAllow && kind != bpf.FlowKindEchoRep { // a reply opens nothing
-		r = m.flowOpen(p, k, side, bpf.FlowOut, p.dev.DevId)
+	var peer uint32
+	if r == bpf.ReasonNoRule || r == bpf.ReasonEncapDenied {
+		if peer = m.peerFromRules(p); peer != 0 {
+			r = bpf.ReasonAllow
+		}
+	}
+	if r == bpf.ReasonAllow && kind != bpf.FlowKindNone && kind != bpf.FlowKindEchoRep { // a reply opens nothing
+		if peer != 0 {
+			return m.flowOpen(p, k, side, bpf.FlowIn, peer)
+		}
+		return m.flowOpen(p, k, side, bpf.FlowOut, p.dev.DevId)
 	}
 	return r
 }
