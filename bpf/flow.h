@@ -117,19 +117,18 @@ static __always_inline void zt_flow_delete(const struct zt_flow_key *k, __u32 de
 		__sync_fetch_and_add(n, (__u32)-1); /* xadd: BPF v1 has no atomic subtract */
 }
 
-/* zt_flow_allowed reports whether the policy of pkt's slot still allows flow k (v) as it allowed
- * its first packet: by the opener device's rules (ZT_FLOW_OUT) or by the responder device's from:
- * rules (ZT_FLOW_IN), that device still holding the address it had. */
-static __always_inline int zt_flow_allowed(const struct zt_pkt *pkt, const struct zt_flow_key *k,
-					   const struct zt_flow_val *v)
+/* zt_flow_allowed reports whether the policy of slot (configuration cfg) still allows flow k (v) of
+ * an address family as it allowed its first packet: by the opener device's rules (ZT_FLOW_OUT) or
+ * by the responder device's from: rules (ZT_FLOW_IN), that device still holding the address it had. */
+static __always_inline int zt_flow_allowed(const struct zt_config *cfg, __u32 slot, __u8 family,
+					   const struct zt_flow_key *k, const struct zt_flow_val *v)
 {
 	const struct zt_in6 *op = v->opener == ZT_FLOW_A_OPENED ? &k->a : &k->b;
 	const struct zt_in6 *rs = v->opener == ZT_FLOW_A_OPENED ? &k->b : &k->a;
 	__u16 rport = v->opener == ZT_FLOW_A_OPENED ? k->bport : k->aport;
 	const struct zt_in6 *peer = v->by == ZT_FLOW_OUT ? rs : op;
-	const struct zt_config *cfg = pkt->cfg;
 	struct zt_addr_key ak = {.addr = v->by == ZT_FLOW_OUT ? *op : *rs};
-	struct zt_match m = {.daddr = *peer, .slot = pkt->slot, .l4proto = k->proto, .l2 = ZT_L2_DEV};
+	struct zt_match m = {.daddr = *peer, .slot = slot, .l4proto = k->proto, .l2 = ZT_L2_DEV};
 	struct zt_addr_val *a;
 	void *inner;
 
@@ -146,7 +145,7 @@ static __always_inline int zt_flow_allowed(const struct zt_pkt *pkt, const struc
 		m.dport = zt_icmp_key(ICMPV6_ECHO_REQUEST, 0);
 	else
 		m.dport = rport;
-	m.to_gateway = zt_cfg_gateway(cfg, pkt->family, peer);
+	m.to_gateway = zt_cfg_gateway(cfg, family, peer);
 	if (v->by == ZT_FLOW_IN) {
 		if (a->flags & ZT_DEV_QUARANTINED)
 			return 0;
@@ -164,27 +163,41 @@ static __always_inline int zt_flow_allowed(const struct zt_pkt *pkt, const struc
 	return zt_match_rules(&m) == ZT_R_ALLOW;
 }
 
-/* zt_flow_hit returns ZT_R_ALLOW when flow k is live and allowed under pkt's revision, refreshing
- * it; otherwise ZT_CONTINUE, having deleted a flow that expired or that the revision no longer
- * allows. */
-static __always_inline int zt_flow_hit(const struct zt_pkt *pkt, const struct zt_flow_key *k)
+/* zt_flow_lookup returns ZT_R_ALLOW when flow k is live and allowed under the revision of slot
+ * (an address family's flow), refreshing it; otherwise ZT_CONTINUE, having deleted a flow that
+ * expired or that the revision no longer allows. A global function: the verifier checks it once,
+ * not at each of its callers on each of their paths. */
+__noinline int zt_flow_lookup(const struct zt_flow_key *k, __u32 slot, __u32 family)
 {
-	struct zt_flow_val *v = bpf_map_lookup_elem(&zt_flows, k);
+	struct zt_config *cfg;
+	struct zt_flow_val *v;
 	__u64 now;
 
+	if (!k)
+		return ZT_CONTINUE;
+	v = bpf_map_lookup_elem(&zt_flows, k);
 	if (!v)
+		return ZT_CONTINUE;
+	cfg = bpf_map_lookup_elem(&zt_cfg, &slot);
+	if (!cfg)
 		return ZT_CONTINUE;
 	now = zt_now();
 	if (zt_elapsed(now, v->ts) > zt_flow_timeout(k->proto) ||
-	    (v->revision != pkt->cfg->revision && !zt_flow_allowed(pkt, k, v))) {
+	    (v->revision != cfg->revision && !zt_flow_allowed(cfg, slot, family, k, v))) {
 		zt_flow_delete(k, v->dev_id);
 		return ZT_CONTINUE;
 	}
-	if (v->revision != pkt->cfg->revision)
-		v->revision = pkt->cfg->revision;
+	if (v->revision != cfg->revision)
+		v->revision = cfg->revision;
 	if (v->ts != now) /* once per tick: no store (and no cache line bouncing) on most packets */
 		v->ts = now;
 	return ZT_R_ALLOW;
+}
+
+/* zt_flow_hit is zt_flow_lookup for a packet of pkt's revision and family: ZT_R_ALLOW or ZT_CONTINUE. */
+static __always_inline int zt_flow_hit(const struct zt_pkt *pkt, const struct zt_flow_key *k)
+{
+	return zt_flow_lookup(k, pkt->slot, pkt->family) == ZT_R_ALLOW ? ZT_R_ALLOW : ZT_CONTINUE;
 }
 
 /* zt_flow_open records flow k, opened by its endpoint opener and allowed by (ZT_FLOW_OUT or

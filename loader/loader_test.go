@@ -559,17 +559,22 @@ func TestVerifierErrorIncludesLog(t *testing.T) {
 func TestVerifierBudget(t *testing.T) {
 	requirePriv(t)
 	dp := openDatapath(t, testConfig(t))
-	info, err := dp.Program().Info()
-	if err != nil {
-		t.Fatal(err)
+	for _, p := range []struct {
+		name   string
+		prog   *ebpf.Program
+		budget uint32
+	}{{"zt_xdp", dp.Program(), 200000}, {"zt_tc", dp.Objects().ZtTc, 160000}} {
+		info, err := p.prog.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, ok := info.VerifiedInstructions()
+		if !ok {
+			t.Fatal("kernel reports no verified instruction count (Linux >= 5.16 does)")
+		}
+		if n > p.budget {
+			t.Errorf("%s: the verifier walked %d instructions, budget %d", p.name, n, p.budget)
+		}
+		t.Logf("%s: verified instructions: %d", p.name, n)
 	}
-	n, ok := info.VerifiedInstructions()
-	if !ok {
-		t.Fatal("kernel reports no verified instruction count (Linux >= 5.16 does)")
-	}
-	const budget = 250000
-	if n > budget {
-		t.Errorf("the verifier walked %d instructions, budget %d", n, budget)
-	}
-	t.Logf("verified instructions: %d", n)
 }
