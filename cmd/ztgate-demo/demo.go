@@ -59,6 +59,7 @@ const (
 	portCoAP   = 5683 // sensors <-> controllers, UDP
 	portHTTPS  = 443  // camera -> cloud, TCP
 	portSSH    = 22   // camera -> cloud, not allowed
+	portTelnet = 23   // cloud -> camera, not allowed (no from: rule)
 	portDNS    = 53   // gateway service
 	spoofSPort = 40000
 )

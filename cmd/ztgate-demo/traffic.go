@@ -122,8 +122,11 @@ func (d *demo) datagram(from, to *testenv.Device, port int, msg string) error {
 
 // blockedTCP expects a TCP connection from dev to addr to time out: its SYN is dropped (a
 // refusal would mean that the SYN got through).
-func (d *demo) blockedTCP(dev *testenv.Device, addr string) error {
-	c, err := dev.NS.Dial("tcp", addr, blockTimeout)
+func (d *demo) blockedTCP(dev *testenv.Device, addr string) error { return blockedDial(dev.NS, addr) }
+
+// blockedDial expects a TCP connection from namespace ns to addr to time out.
+func blockedDial(ns *testenv.Namespace, addr string) error {
+	c, err := ns.Dial("tcp", addr, blockTimeout)
 	if err == nil {
 		c.Close()
 		return errors.New("connected")
@@ -143,15 +146,15 @@ type attack struct {
 	title  string               // what is tried
 	try    func() error         // makes the attempt; nil error: it failed as it should
 	reason string               // the drop reason the agent must report
-	port   *testenv.Device      // the device whose gateway port the frame enters
+	port   *testenv.Device      // the device whose gateway port the frame enters (or leaves by, toward it)
 	match  func(frameInfo) bool // picks this attempt's frame among the events
 }
 
 // attackReasons are the drop reasons the attacks provoke.
-var attackReasons = []string{"no_rule", "spoof_ip", "arp_spoof", "unknown_device", "spoof_mac_port"}
+var attackReasons = []string{"no_rule", "spoof_ip", "arp_spoof", "unknown_device", "spoof_mac_port", "inbound_denied"}
 
 func (d *demo) attacks() error {
-	d.heading("Lateral movement and spoofing are dropped, each reported with a reason")
+	d.heading("Lateral movement, spoofing and connections toward devices are dropped, each reported with a reason")
 	d.printf("Each attempt must fail, and `ztgate events -o json --reason R` must hold its frame.\n")
 	sn, err := d.cloud.NS.Sniff(d.cloud.Ifname) // what reaches the cloud
 	if err != nil {
@@ -261,6 +264,13 @@ func (d *demo) attacks() error {
 			},
 			reason: "spoof_mac_port", port: intruder,
 			match: func(fi frameInfo) bool { return bytes.Equal(fi.SrcMAC, cam.MAC) },
+		},
+		{
+			title: fmt.Sprintf("from the uplink: the cloud → the camera %s (telnet), which no from: rule opens",
+				hostPort(cam.IPv4[0], portTelnet)),
+			try:    func() error { return blockedDial(d.cloud.NS, hostPort(cam.IPv4[0], portTelnet)) },
+			reason: "inbound_denied", port: cam,
+			match: func(fi frameInfo) bool { return fi.Dst == cam.IPv4[0] && fi.DPort == portTelnet },
 		},
 	}
 	for i, a := range attacks {
