@@ -203,6 +203,7 @@ func (a *Agent) serve(ctx context.Context) error {
 	sweepCtx, stopSweep := context.WithCancel(ctx)
 	defer stopSweep()
 	go a.sweepFrags(sweepCtx)
+	go a.sweepFlows(sweepCtx)
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
@@ -256,6 +257,56 @@ func (a *Agent) sweepFrags(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// flowSweepMax and flowSweepMin bound the interval between two sweeps of the flow table.
+const (
+	flowSweepMax = 10 * time.Second
+	flowSweepMin = 100 * time.Millisecond
+)
+
+// flowSweepInterval is how often the flow table is swept: every flowSweepMax, or four times per
+// shortest lifetime when that is shorter, but not more often than every flowSweepMin.
+func flowSweepInterval(l maps.FlowLifetimes) time.Duration {
+	return max(min(flowSweepMax, l.Shortest()/4), flowSweepMin)
+}
+
+// flowLifetimes are the flow lifetimes the datapath was loaded with.
+func (a *Agent) flowLifetimes() maps.FlowLifetimes {
+	c := a.dp.Config()
+	return maps.FlowLifetimes{TCP: c.FlowTCP, UDP: c.FlowUDP, Other: c.FlowOther}
+}
+
+// sweepFlows removes the flows no packet came back for within their lifetime, giving them back
+// to their device's quota, until ctx ends.
+func (a *Agent) sweepFlows(ctx context.Context) {
+	lim := a.flowLifetimes()
+	t := time.NewTicker(flowSweepInterval(lim))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			a.sweepFlowsOnce(lim)
+		}
+	}
+}
+
+// sweepFlowsOnce sweeps the flow table once and returns how many flows it removed.
+func (a *Agent) sweepFlowsOnce(lim maps.FlowLifetimes) int {
+	now, err := maps.Now()
+	if err != nil {
+		a.log.Warn("sweep flow table", "err", err)
+		return 0
+	}
+	n, err := a.maps.SweepFlows(now, lim)
+	if err != nil {
+		a.log.Warn("sweep flow table", "err", err)
+	} else if n > 0 {
+		a.log.Debug("swept idle flows", "removed", n)
+	}
+	return n
 }
 
 // close releases the agent's resources; pins, links and the policy stay.

@@ -202,13 +202,14 @@ func monoToWall(ns uint64) (int64, bool) {
 // toAPIEvent converts a datapath event, naming its device and interface.
 func (a *Agent) toAPIEvent(ev *bpf.Event) api.Event {
 	out := api.Event{
-		Time:     ktimeToWall(ev.Ts),
-		DevID:    ev.DevId,
-		Ifindex:  ev.Ifindex,
-		Revision: ev.Revision,
-		Verdict:  bpf.Verdict(ev.Verdict).String(),
-		Reason:   bpf.Reason(ev.Reason).String(),
-		FrameLen: int(ev.FrameLen),
+		Time:      ktimeToWall(ev.Ts),
+		DevID:     ev.DevId,
+		Direction: bpf.Dir(ev.Dir).String(),
+		Ifindex:   ev.Ifindex,
+		Revision:  ev.Revision,
+		Verdict:   bpf.Verdict(ev.Verdict).String(),
+		Reason:    bpf.Reason(ev.Reason).String(),
+		FrameLen:  int(ev.FrameLen),
 	}
 	n := min(int(ev.CapLen), len(ev.Data))
 	out.Frame = a.frames.copy(ev.Data[:n])

@@ -25,6 +25,7 @@ func (a *Agent) routes() http.Handler {
 	mux.HandleFunc("DELETE "+api.PathPolicyDevices+"{name}", a.handleDeleteDevice)
 	mux.HandleFunc("POST "+api.PathExplain, a.handleExplain)
 	mux.HandleFunc("GET "+api.PathDevices, a.handleDevices)
+	mux.HandleFunc("GET "+api.PathFlows, a.handleFlows)
 	mux.HandleFunc("GET "+api.PathEvents, a.handleEvents)
 	mux.HandleFunc("GET "+api.PathAudit, a.handleAudit)
 	return a.checkPeer(mux)
@@ -204,6 +205,29 @@ func (a *Agent) handleDevices(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, ds)
 }
 
+func (a *Agent) handleFlows(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 0
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			badRequest(w, "limit: not a non-negative number")
+			return
+		}
+		limit = n
+	}
+	fs, err := a.flows(q.Get("device"), limit)
+	if errors.Is(err, errNoDevice) {
+		writeError(w, &api.Error{Status: http.StatusNotFound, Kind: api.KindNotFound, Message: err.Error()})
+		return
+	}
+	if err != nil {
+		writeError(w, errorFor(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, fs)
+}
+
 func (a *Agent) handleAudit(w http.ResponseWriter, _ *http.Request) {
 	rs, err := a.audit.Records()
 	if err != nil {
@@ -219,12 +243,16 @@ func (a *Agent) handleAudit(w http.ResponseWriter, _ *http.Request) {
 // handleEvents streams the recent matching events, then (follow=1) new ones, as NDJSON.
 func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	device, reason := q.Get("device"), q.Get("reason")
+	device, reason, dir := q.Get("device"), q.Get("reason"), q.Get("direction")
 	if reason != "" {
 		if _, ok := bpf.ParseReason(reason); !ok {
 			badRequest(w, fmt.Sprintf("unknown reason %q", reason))
 			return
 		}
+	}
+	if dir != "" && dir != bpf.DirFromDevice.String() && dir != bpf.DirToDevice.String() {
+		badRequest(w, fmt.Sprintf("unknown direction %q (from_device or to_device)", dir))
+		return
 	}
 	limit := 0
 	if s := q.Get("limit"); s != "" {
@@ -236,7 +264,8 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	match := func(ev *api.Event) bool {
-		return (device == "" || ev.Device == device) && (reason == "" || ev.Reason == reason)
+		return (device == "" || ev.Device == device) && (reason == "" || ev.Reason == reason) &&
+			(dir == "" || ev.Direction == dir)
 	}
 	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
 	var recent []api.Event

@@ -233,6 +233,10 @@ func TestHandleEvents(t *testing.T) {
 		if n%2 == 0 {
 			e.Reason, e.Device = "spoof_ip", "cam-1"
 		}
+		e.Direction = "from_device"
+		if n%3 == 0 {
+			e.Direction = "to_device"
+		}
 		a.events.publish(e)
 	}
 	get := func(query string) (int, []uint64) {
@@ -268,6 +272,9 @@ func TestHandleEvents(t *testing.T) {
 		{query: "?reason=spoof_ip", status: 200, want: []uint64{2, 4, 6}},
 		{query: "?device=cam-1&limit=1", status: 200, want: []uint64{6}},
 		{query: "?reason=no_rule&device=cam-1", status: 200, want: nil},
+		{query: "?direction=to_device", status: 200, want: []uint64{3, 6}},
+		{query: "?direction=from_device&device=cam-1", status: 200, want: []uint64{2, 4}},
+		{query: "?direction=inbound", status: 400, want: nil},
 		{query: "?reason=bogus", status: 400, want: nil},
 		{query: "?limit=-1", status: 400, want: nil},
 		{query: "?limit=x", status: 400, want: nil},

@@ -24,7 +24,8 @@ const (
 	PathPolicyDevices  = "/v1/policy/devices/" // PUT .../NAME device YAML, DELETE .../NAME: ApplyResult
 	PathExplain        = "/v1/explain"         // POST ExplainRequest: policy.Explanation
 	PathDevices        = "/v1/devices"         // GET: []Device
-	PathEvents         = "/v1/events"          // GET ?follow=1&device=NAME&reason=R&limit=N: NDJSON Event stream
+	PathFlows          = "/v1/flows"           // GET ?device=NAME&limit=N: []Flow (the flow table)
+	PathEvents         = "/v1/events"          // GET ?follow=1&device=&reason=&direction=&limit=: NDJSON Events
 	PathAudit          = "/v1/audit"           // GET: []AuditRecord (the audit log, oldest first)
 )
 
@@ -105,6 +106,7 @@ type Status struct {
 	Policy     PolicyMeta  `json:"policy"`
 	Interfaces []Interface `json:"interfaces"`
 	Maps       []MapUsage  `json:"maps"`
+	Flows      *FlowStats  `json:"flows,omitempty"` // nil: the flow table could not be read
 	Events     EventStats  `json:"events"`
 	// Damage lists what the agent found damaged in its state directory at start ("part:
 	// problem"): it enforces fail-closed and reports it until a policy is applied.
@@ -140,6 +142,36 @@ type MapUsage struct {
 	Map      string `json:"map"`
 	Entries  int    `json:"entries"`
 	Capacity int    `json:"capacity"`
+}
+
+// FlowStats is the fill level of the flow table: the connections the policy allowed, whose
+// replies pass without a rule of their own.
+type FlowStats struct {
+	Entries  int `json:"entries"`
+	Capacity int `json:"capacity"`
+	Quota    int `json:"quota"`   // flows one device may hold
+	Devices  int `json:"devices"` // devices holding at least one flow
+	// Top lists the devices holding the most flows, most first.
+	Top []DeviceFlows `json:"top,omitempty"`
+}
+
+// DeviceFlows is how many flows one device holds.
+type DeviceFlows struct {
+	Device string `json:"device,omitempty"` // empty: no device of the policy in force has this id
+	DevID  uint32 `json:"dev_id"`
+	Flows  int    `json:"flows"`
+}
+
+// Flow is one connection of the flow table, from the endpoint that opened it.
+type Flow struct {
+	Opener    string        `json:"opener"`    // address:port (ICMP echo: the identifier as port)
+	Responder string        `json:"responder"` // address:port
+	Proto     string        `json:"proto"`     // tcp, udp, icmp, icmpv6 or the protocol number
+	Direction string        `json:"direction"` // from_device: a device opened it; to_device: opened toward one
+	Device    string        `json:"device,omitempty"`
+	DevID     uint32        `json:"dev_id"`   // the device charged for it
+	Revision  uint64        `json:"revision"` // the policy revision that last allowed it
+	Idle      time.Duration `json:"idle_ns"`  // since its last packet, either way
 }
 
 // EventStats counts events: Emitted, Lost (ring buffer full) and Suppressed (per-(device,
@@ -192,7 +224,16 @@ type Device struct {
 	Allowed  Traffic   `json:"allowed"`
 	Dropped  Traffic   `json:"dropped"`
 	Audited  Traffic   `json:"audited"` // would have been dropped (audit mode)
+	Inbound  Verdicts  `json:"inbound"` // frames toward the device (Allowed, Dropped, Audited: sent by it)
+	Flows    int       `json:"flows"`   // connections of the flow table charged to the device
 	LastSeen time.Time `json:"last_seen,omitzero"`
+}
+
+// Verdicts counts frames by verdict.
+type Verdicts struct {
+	Allowed Traffic `json:"allowed"`
+	Dropped Traffic `json:"dropped"`
+	Audited Traffic `json:"audited"`
 }
 
 // Traffic is a packet and byte count.
@@ -206,6 +247,7 @@ type Event struct {
 	Time      time.Time `json:"time"`
 	Device    string    `json:"device,omitempty"` // empty: not a known device
 	DevID     uint32    `json:"dev_id"`
+	Direction string    `json:"direction"` // from_device: came in on Interface; to_device: leaving by it
 	Interface string    `json:"interface,omitempty"`
 	Ifindex   uint32    `json:"ifindex"`
 	Revision  uint64    `json:"revision"`

@@ -170,6 +170,25 @@ func (c *Client) Devices(ctx context.Context) ([]Device, error) {
 	return ds, c.getJSON(ctx, PathDevices, nil, &ds)
 }
 
+// FlowFilter selects flows. Zero value: every flow.
+type FlowFilter struct {
+	Device string // only the flows charged to this device (name)
+	Limit  int    // at most this many (0: all)
+}
+
+// Flows lists the connections of the flow table.
+func (c *Client) Flows(ctx context.Context, f FlowFilter) ([]Flow, error) {
+	q := url.Values{}
+	if f.Device != "" {
+		q.Set("device", f.Device)
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var fs []Flow
+	return fs, c.getJSON(ctx, PathFlows, q, &fs)
+}
+
 // Audit returns the audit log.
 func (c *Client) Audit(ctx context.Context) ([]AuditRecord, error) {
 	var rs []AuditRecord
@@ -181,7 +200,9 @@ type EventFilter struct {
 	Follow bool   // keep streaming new events until ctx ends
 	Device string // only this device (name)
 	Reason string // only this reason
-	Limit  int    // at most this many recent events first (0: all the agent keeps)
+	// Direction: only events of frames from devices ("from_device") or toward them ("to_device").
+	Direction string
+	Limit     int // at most this many recent events first (0: all the agent keeps)
 }
 
 // Events streams events to fn until the stream ends, ctx ends (nil is returned then) or fn
@@ -196,6 +217,9 @@ func (c *Client) Events(ctx context.Context, f EventFilter, fn func(Event) error
 	}
 	if f.Reason != "" {
 		q.Set("reason", f.Reason)
+	}
+	if f.Direction != "" {
+		q.Set("direction", f.Direction)
 	}
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))

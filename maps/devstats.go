@@ -41,11 +41,14 @@ func (m *Maps) devstatsCap() (int, error) {
 	return stride - 1, err
 }
 
-// addDevStats folds one CPU's entry p into s: packets and bytes add up, last_seen is the latest.
+// addDevStats folds one CPU's entry p into s: packets and bytes of both directions add up,
+// last_seen is the latest.
 func addDevStats(s *bpf.DevStats, p *bpf.DevStats) {
 	for v := range p.Packets {
 		s.Packets[v] += p.Packets[v]
 		s.Bytes[v] += p.Bytes[v]
+		s.InPackets[v] += p.InPackets[v]
+		s.InBytes[v] += p.InBytes[v]
 	}
 	s.LastSeen = max(s.LastSeen, p.LastSeen)
 }

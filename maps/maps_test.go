@@ -214,7 +214,7 @@ func TestApplyAndDecide(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string][2]int{"zt_devices": {1, 64}, "zt_addrs": {1, 256}, "zt_prefixes": {1, 64},
-		"zt_rules": {2, 256}, "zt_frags": {0, 128}}
+		"zt_rules": {2, 256}, "zt_frags": {0, 128}, "zt_flows": {2, 65536}} // the two frames that passed
 	for _, u := range use {
 		if w, ok := want[u.Map]; !ok || u.Entries != w[0] || u.Capacity != w[1] {
 			t.Errorf("usage %+v, want %v", u, w)

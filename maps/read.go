@@ -205,7 +205,7 @@ type MapUsage struct {
 }
 
 // Usage returns the fill level of the maps that can fill up: the four policy maps of the active
-// revision (against lim, as Apply checks them) and the fragment and event-budget tables.
+// revision (against lim, as Apply checks them) and the fragment and flow tables.
 func (m *Maps) Usage(lim Limits) ([]MapUsage, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -232,7 +232,7 @@ func (m *Maps) Usage(lim Limits) ([]MapUsage, error) {
 	return append(out, tables...), nil
 }
 
-// TableUsage returns the fill level of the datapath's own tables (the fragment table),
+// TableUsage returns the fill level of the datapath's own tables (the fragment and flow tables),
 // the part of Usage that does not depend on the policy. Unlike Usage it opens no map by id, so
 // it needs no CAP_SYS_ADMIN.
 func (m *Maps) TableUsage() ([]MapUsage, error) {
@@ -250,7 +250,14 @@ func (m *Maps) tableUsage() ([]MapUsage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("count %s: %w", bpf.ZtgateMapZtFrags, err)
 	}
-	return []MapUsage{{Map: bpf.ZtgateMapZtFrags, Entries: frags, Capacity: int(m.objs.ZtFrags.MaxEntries())}}, nil
+	flows := 0
+	if err := m.walkFlows(func(*bpf.FlowKey, *bpf.FlowVal) { flows++ }); err != nil {
+		return nil, fmt.Errorf("count %s: %w", bpf.ZtgateMapZtFlows, err)
+	}
+	return []MapUsage{
+		{Map: bpf.ZtgateMapZtFrags, Entries: frags, Capacity: int(m.objs.ZtFrags.MaxEntries())},
+		{Map: bpf.ZtgateMapZtFlows, Entries: flows, Capacity: int(m.objs.ZtFlows.MaxEntries())},
+	}, nil
 }
 
 // PolicyUsage is the fill level of the policy maps when they hold s (the active snapshot),

@@ -3,7 +3,9 @@
 // Like cloudflare/ebpf_exporter, the Collector reads the BPF maps at scrape time and reports
 // their monotonic counters as const metrics: nothing is cached between scrapes and nothing is
 // counted twice. Labels are bounded sets (verdict, reason, segment, map, interface); no metric
-// carries a MAC address, an IP address or a device name.
+// carries a MAC address, an IP address or a device name. Frames are counted by direction:
+// from_device (decided by the XDP program as a device sends them) and to_device (decided by
+// the TC program as they leave the gateway toward a device).
 package metrics
 
 import (
@@ -23,15 +25,18 @@ import (
 
 // Source is what the collector reads at each scrape.
 type Source interface {
-	// Counters returns packets and bytes by verdict and reason, summed over CPUs.
-	Counters() ([bpf.NumVerdicts][bpf.NumReasons]bpf.Counter, error)
+	// DirCounters returns packets and bytes by direction, verdict and reason, summed over CPUs.
+	DirCounters() ([bpf.NumDirs][bpf.NumVerdicts][bpf.NumReasons]bpf.Counter, error)
 	// AllDeviceStats returns the counters of each device by dev_id; DevStats.Packets and
-	// DevStats.Bytes are indexed by verdict.
+	// DevStats.Bytes (sent by the device) and InPackets and InBytes (toward it) are indexed by
+	// verdict.
 	AllDeviceStats() (map[uint32]bpf.DevStats, error)
 	// EventStats returns the datapath's event counters.
 	EventStats() (bpf.EventStats, error)
 	// MapUsage returns the fill level of the maps that can fill up.
 	MapUsage() ([]maps.MapUsage, error)
+	// FlowStats returns the fill level of the flow table.
+	FlowStats() (maps.FlowStats, error)
 	// State returns the agent's view of what it enforces.
 	State() State
 }
@@ -70,9 +75,10 @@ const (
 	srcDeviceStats = "device_stats"
 	srcEventStats  = "event_stats"
 	srcMapUsage    = "map_usage"
+	srcFlowStats   = "flow_stats"
 )
 
-var sources = []string{srcCounters, srcDeviceStats, srcEventStats, srcMapUsage}
+var sources = []string{srcCounters, srcDeviceStats, srcEventStats, srcMapUsage, srcFlowStats}
 
 func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
 	return prometheus.NewDesc(prometheus.BuildFQName(namespace, subsystem, name), help, labels, nil)
@@ -80,13 +86,21 @@ func desc(subsystem, name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	descPackets = desc("datapath", "packets_total",
-		"Frames decided by the datapath, by verdict and reason.", "verdict", "reason")
+		"Frames decided by the datapath, by direction (from_device, to_device), verdict and reason.",
+		"direction", "verdict", "reason")
 	descBytes = desc("datapath", "bytes_total",
-		"Bytes of the frames decided by the datapath, by verdict and reason.", "verdict", "reason")
+		"Bytes of the frames decided by the datapath, by direction (from_device, to_device), verdict and reason.",
+		"direction", "verdict", "reason")
 	descSegPackets = desc("segment", "packets_total",
-		"Frames sent by the devices of a segment, by verdict.", "segment", "verdict")
+		"Frames sent by (from_device) or toward (to_device) the devices of a segment, by direction and verdict.",
+		"segment", "direction", "verdict")
 	descSegBytes = desc("segment", "bytes_total",
-		"Bytes of the frames sent by the devices of a segment, by verdict.", "segment", "verdict")
+		"Bytes of the frames sent by (from_device) or toward (to_device) the devices of a segment, "+
+			"by direction and verdict.", "segment", "direction", "verdict")
+	descFlows = desc("", "flows",
+		"Connections in the flow table (zt_flows): the policy allowed their first packet, their replies pass.")
+	descFlowCapacity = desc("", "flow_capacity",
+		"Capacity of the flow table: when it is full, new connections are dropped (flow_table_full).")
 	descEvEmitted = desc("events", "emitted_total",
 		"Events the datapath wrote to the event ring buffer.")
 	descEvLost = desc("events", "lost_total",
@@ -184,7 +198,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descPackets, descBytes, descSegPackets, descSegBytes,
 		descEvEmitted, descEvLost, descEvSuppressed, descEvRead, descEvDropped,
-		descMapEntries, descMapCapacity, descRevision, descAttached, descIfState, descIfAttaches, descIfRepairs,
+		descMapEntries, descMapCapacity, descFlows, descFlowCapacity, descRevision, descAttached, descIfState,
+		descIfAttaches, descIfRepairs,
 		descDamaged, descBuildInfo,
 	} {
 		ch <- d
@@ -205,6 +220,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectSegments(ch, st)
 	c.collectEvents(ch, st)
 	c.collectMaps(ch)
+	c.collectFlows(ch)
 
 	ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, float64(st.Revision))
 	for _, ifc := range st.Interfaces {
@@ -267,15 +283,18 @@ var datapathSeries = func() [][2]int {
 }()
 
 func (c *Collector) collectCounters(ch chan<- prometheus.Metric) {
-	cnt, err := c.src.Counters()
+	cnt, err := c.src.DirCounters()
 	if err != nil {
 		c.fail(ch, srcCounters, err, descPackets, descBytes)
 		return
 	}
-	for _, s := range datapathSeries {
-		v, r := bpf.Verdict(s[0]), bpf.Reason(s[1])
-		ch <- counter(descPackets, cnt[s[0]][s[1]].Packets, v.String(), r.String())
-		ch <- counter(descBytes, cnt[s[0]][s[1]].Bytes, v.String(), r.String())
+	for d := range bpf.NumDirs {
+		ds := bpf.Dir(d).String()
+		for _, s := range datapathSeries {
+			v, r := bpf.Verdict(s[0]), bpf.Reason(s[1])
+			ch <- counter(descPackets, cnt[d][s[0]][s[1]].Packets, ds, v.String(), r.String())
+			ch <- counter(descBytes, cnt[d][s[0]][s[1]].Bytes, ds, v.String(), r.String())
+		}
 	}
 }
 
@@ -285,7 +304,9 @@ func (c *Collector) collectSegments(ch chan<- prometheus.Metric, st State) {
 		c.fail(ch, srcDeviceStats, err, descSegPackets, descSegBytes)
 		return
 	}
-	type sums struct{ packets, bytes [bpf.NumVerdicts]uint64 }
+	type sums struct {
+		packets, bytes [bpf.NumDirs][bpf.NumVerdicts]uint64
+	}
 	seg := map[string]*sums{}
 	for _, name := range st.Segments {
 		if name != "" {
@@ -303,12 +324,15 @@ func (c *Collector) collectSegments(ch chan<- prometheus.Metric, st State) {
 			seg[name] = t
 		}
 		for v := range min(len(s.Packets), bpf.NumVerdicts) {
-			t.packets[v] += s.Packets[v]
-			t.bytes[v] += s.Bytes[v]
+			t.packets[bpf.DirFromDevice][v] += s.Packets[v]
+			t.bytes[bpf.DirFromDevice][v] += s.Bytes[v]
+			t.packets[bpf.DirToDevice][v] += s.InPackets[v]
+			t.bytes[bpf.DirToDevice][v] += s.InBytes[v]
 		}
 	}
 	// Devices of no segment show as "none" once they have traffic, unless "none" is a segment.
-	if t := seg[NoSegment]; t != nil && t.packets == ([bpf.NumVerdicts]uint64{}) && !declared(st, NoSegment) {
+	if t := seg[NoSegment]; t != nil && t.packets == ([bpf.NumDirs][bpf.NumVerdicts]uint64{}) &&
+		!declared(st, NoSegment) {
 		delete(seg, NoSegment)
 	}
 	names := make([]string, 0, len(seg))
@@ -318,10 +342,13 @@ func (c *Collector) collectSegments(ch chan<- prometheus.Metric, st State) {
 	sort.Strings(names)
 	for _, name := range names {
 		t := seg[name]
-		for v := range bpf.NumVerdicts {
-			vs := bpf.Verdict(v).String()
-			ch <- counter(descSegPackets, t.packets[v], name, vs)
-			ch <- counter(descSegBytes, t.bytes[v], name, vs)
+		for d := range bpf.NumDirs {
+			ds := bpf.Dir(d).String()
+			for v := range bpf.NumVerdicts {
+				vs := bpf.Verdict(v).String()
+				ch <- counter(descSegPackets, t.packets[d][v], name, ds, vs)
+				ch <- counter(descSegBytes, t.bytes[d][v], name, ds, vs)
+			}
 		}
 	}
 }
@@ -357,6 +384,16 @@ func (c *Collector) collectMaps(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descMapEntries, prometheus.GaugeValue, float64(u.Entries), u.Map)
 		ch <- prometheus.MustNewConstMetric(descMapCapacity, prometheus.GaugeValue, float64(u.Capacity), u.Map)
 	}
+}
+
+func (c *Collector) collectFlows(ch chan<- prometheus.Metric) {
+	fs, err := c.src.FlowStats()
+	if err != nil {
+		c.fail(ch, srcFlowStats, err, descFlows, descFlowCapacity)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descFlows, prometheus.GaugeValue, float64(fs.Entries))
+	ch <- prometheus.MustNewConstMetric(descFlowCapacity, prometheus.GaugeValue, float64(fs.Capacity))
 }
 
 // Handler serves /metrics from reg, /healthz (always 200 "ok") and /readyz (200 "ready" when

@@ -21,29 +21,37 @@ import (
 
 // fakeSource is a Source with fixed contents; a non-nil error field makes that read fail.
 type fakeSource struct {
-	counters [bpf.NumVerdicts][bpf.NumReasons]bpf.Counter
+	counters [bpf.NumDirs][bpf.NumVerdicts][bpf.NumReasons]bpf.Counter
 	devs     map[uint32]bpf.DevStats
 	ev       bpf.EventStats
 	usage    []maps.MapUsage
+	flows    maps.FlowStats
 	state    State
 
-	countersErr, devsErr, evErr, usageErr error
+	countersErr, devsErr, evErr, usageErr, flowsErr error
 }
 
-func (f *fakeSource) Counters() ([bpf.NumVerdicts][bpf.NumReasons]bpf.Counter, error) {
+func (f *fakeSource) DirCounters() ([bpf.NumDirs][bpf.NumVerdicts][bpf.NumReasons]bpf.Counter, error) {
 	return f.counters, f.countersErr
 }
+
+func (f *fakeSource) FlowStats() (maps.FlowStats, error) { return f.flows, f.flowsErr }
 
 func (f *fakeSource) AllDeviceStats() (map[uint32]bpf.DevStats, error) { return f.devs, f.devsErr }
 func (f *fakeSource) EventStats() (bpf.EventStats, error)              { return f.ev, f.evErr }
 func (f *fakeSource) MapUsage() ([]maps.MapUsage, error)               { return f.usage, f.usageErr }
 func (f *fakeSource) State() State                                     { return f.state }
 
+// devStats is a device's counters: pass, drop and audit frames of 100 bytes from the device, and
+// twice as many toward it.
 func devStats(pass, drop, audit uint64) bpf.DevStats {
 	var s bpf.DevStats
 	s.Packets[bpf.VerdictPass], s.Bytes[bpf.VerdictPass] = pass, pass*100
 	s.Packets[bpf.VerdictDrop], s.Bytes[bpf.VerdictDrop] = drop, drop*100
 	s.Packets[bpf.VerdictAudit], s.Bytes[bpf.VerdictAudit] = audit, audit*100
+	for v := range s.Packets {
+		s.InPackets[v], s.InBytes[v] = 2*s.Packets[v], 2*s.Bytes[v]
+	}
 	return s
 }
 
@@ -55,7 +63,8 @@ func newFake() *fakeSource {
 			3: devStats(7, 3, 0),  // in Segments with "": none
 			4: devStats(1, 1, 1),  // not in Segments: none
 		},
-		ev: bpf.EventStats{Emitted: 40, Lost: 2, Suppressed: 9},
+		ev:    bpf.EventStats{Emitted: 40, Lost: 2, Suppressed: 9},
+		flows: maps.FlowStats{Entries: 12, Capacity: 65536, Devices: 2},
 		usage: []maps.MapUsage{
 			{Map: "devices", Entries: 4, Capacity: 1024},
 			{Map: "zt_frags", Entries: 0, Capacity: 4096},
@@ -72,11 +81,14 @@ func newFake() *fakeSource {
 			Damaged:       map[string]bool{"state": false, "journal": true, "audit": false},
 		},
 	}
-	f.counters[bpf.VerdictPass][bpf.ReasonAllow] = bpf.Counter{Packets: 100, Bytes: 6400}
-	f.counters[bpf.VerdictDrop][bpf.ReasonNoRule] = bpf.Counter{Packets: 7, Bytes: 420}
-	f.counters[bpf.VerdictAudit][bpf.ReasonSpoofIP] = bpf.Counter{Packets: 3, Bytes: 180}
+	from, to := &f.counters[bpf.DirFromDevice], &f.counters[bpf.DirToDevice]
+	from[bpf.VerdictPass][bpf.ReasonAllow] = bpf.Counter{Packets: 100, Bytes: 6400}
+	from[bpf.VerdictDrop][bpf.ReasonNoRule] = bpf.Counter{Packets: 7, Bytes: 420}
+	from[bpf.VerdictAudit][bpf.ReasonSpoofIP] = bpf.Counter{Packets: 3, Bytes: 180}
+	to[bpf.VerdictPass][bpf.ReasonAllow] = bpf.Counter{Packets: 80, Bytes: 8000}
+	to[bpf.VerdictDrop][bpf.ReasonInboundDenied] = bpf.Counter{Packets: 5, Bytes: 300}
 	// A pair the datapath never counts: must not be exported.
-	f.counters[bpf.VerdictPass][bpf.ReasonNoRule] = bpf.Counter{Packets: 99, Bytes: 99}
+	from[bpf.VerdictPass][bpf.ReasonNoRule] = bpf.Counter{Packets: 99, Bytes: 99}
 	return f
 }
 
@@ -167,6 +179,8 @@ var allFamilies = []string{
 	"ztgate_events_emitted_total",
 	"ztgate_events_lost_total",
 	"ztgate_events_suppressed_total",
+	"ztgate_flow_capacity",
+	"ztgate_flows",
 	"ztgate_interface_attached",
 	"ztgate_interface_attaches_total",
 	"ztgate_interface_repairs_total",
@@ -220,7 +234,7 @@ func TestDatapath(t *testing.T) {
 	if err != nil {
 		t.Fatalf("gather: %v", err)
 	}
-	wantSeries := 1 + 2*(bpf.NumReasons-1)
+	wantSeries := bpf.NumDirs * (1 + 2*(bpf.NumReasons-1))
 	for _, name := range []string{"ztgate_datapath_packets_total", "ztgate_datapath_bytes_total"} {
 		n := 0
 		for _, s := range samples {
@@ -232,38 +246,55 @@ func TestDatapath(t *testing.T) {
 			t.Errorf("%s: %d series, want %d", name, n, wantSeries)
 		}
 	}
-	// Every drop and audit reason exists, even at zero.
-	for r := range bpf.NumReasons {
-		reason := bpf.Reason(r)
-		if reason == bpf.ReasonAllow {
-			continue
-		}
-		for _, v := range []string{"drop", "audit"} {
-			if _, ok := value(samples, "ztgate_datapath_packets_total", "verdict", v, "reason", reason.String()); !ok {
-				t.Errorf("missing ztgate_datapath_packets_total{verdict=%q,reason=%q}", v, reason)
+	// Every drop and audit reason exists in both directions, even at zero.
+	for d := range bpf.NumDirs {
+		dir := bpf.Dir(d).String()
+		for r := range bpf.NumReasons {
+			reason := bpf.Reason(r)
+			if reason == bpf.ReasonAllow {
+				continue
+			}
+			for _, v := range []string{"drop", "audit"} {
+				if _, ok := value(samples, "ztgate_datapath_packets_total", "direction", dir, "verdict", v,
+					"reason", reason.String()); !ok {
+					t.Errorf("missing ztgate_datapath_packets_total{direction=%q,verdict=%q,reason=%q}", dir, v, reason)
+				}
 			}
 		}
 	}
+	const from, to = "from_device", "to_device"
 	for _, tc := range []struct {
-		name, verdict, reason string
-		want                  float64
-		exists                bool
+		name, dir, verdict, reason string
+		want                       float64
+		exists                     bool
 	}{
-		{name: "ztgate_datapath_packets_total", verdict: "pass", reason: "allow", want: 100, exists: true},
-		{name: "ztgate_datapath_bytes_total", verdict: "pass", reason: "allow", want: 6400, exists: true},
-		{name: "ztgate_datapath_packets_total", verdict: "drop", reason: "no_rule", want: 7, exists: true},
-		{name: "ztgate_datapath_bytes_total", verdict: "drop", reason: "no_rule", want: 420, exists: true},
-		{name: "ztgate_datapath_packets_total", verdict: "audit", reason: "spoof_ip", want: 3, exists: true},
-		{name: "ztgate_datapath_packets_total", verdict: "drop", reason: "arp_spoof", want: 0, exists: true},
-		{name: "ztgate_datapath_packets_total", verdict: "pass", reason: "no_rule", want: 0, exists: false},
-		{name: "ztgate_datapath_packets_total", verdict: "drop", reason: "allow", want: 0, exists: false},
-		{name: "ztgate_datapath_packets_total", verdict: "audit", reason: "allow", want: 0, exists: false},
+		{name: "ztgate_datapath_packets_total", dir: from, verdict: "pass", reason: "allow", want: 100, exists: true},
+		{name: "ztgate_datapath_bytes_total", dir: from, verdict: "pass", reason: "allow", want: 6400, exists: true},
+		{name: "ztgate_datapath_packets_total", dir: from, verdict: "drop", reason: "no_rule", want: 7, exists: true},
+		{name: "ztgate_datapath_bytes_total", dir: from, verdict: "drop", reason: "no_rule", want: 420, exists: true},
+		{name: "ztgate_datapath_packets_total", dir: from, verdict: "audit", reason: "spoof_ip", want: 3, exists: true},
+		{name: "ztgate_datapath_packets_total", dir: from, verdict: "drop", reason: "arp_spoof", want: 0, exists: true},
+		{name: "ztgate_datapath_packets_total", dir: from, verdict: "pass", reason: "no_rule", want: 0},
+		{name: "ztgate_datapath_packets_total", dir: from, verdict: "drop", reason: "allow", want: 0},
+		{name: "ztgate_datapath_packets_total", dir: from, verdict: "audit", reason: "allow", want: 0},
+		{name: "ztgate_datapath_packets_total", dir: to, verdict: "pass", reason: "allow", want: 80, exists: true},
+		{name: "ztgate_datapath_bytes_total", dir: to, verdict: "pass", reason: "allow", want: 8000, exists: true},
+		{name: "ztgate_datapath_packets_total", dir: to, verdict: "drop", reason: "inbound_denied", want: 5, exists: true},
+		{name: "ztgate_datapath_bytes_total", dir: to, verdict: "drop", reason: "inbound_denied", want: 300, exists: true},
+		{name: "ztgate_datapath_packets_total", dir: to, verdict: "drop", reason: "no_rule", want: 0, exists: true},
+		{name: "ztgate_datapath_packets_total", dir: from, verdict: "drop", reason: "inbound_denied", want: 0,
+			exists: true},
+		{name: "ztgate_datapath_packets_total", dir: to, verdict: "pass", reason: "no_rule", want: 0},
 	} {
-		got, ok := value(samples, tc.name, "verdict", tc.verdict, "reason", tc.reason)
+		got, ok := value(samples, tc.name, "direction", tc.dir, "verdict", tc.verdict, "reason", tc.reason)
 		if ok != tc.exists || got != tc.want {
-			t.Errorf("%s{verdict=%q,reason=%q} = %v (exists %v), want %v (exists %v)",
-				tc.name, tc.verdict, tc.reason, got, ok, tc.want, tc.exists)
+			t.Errorf("%s{direction=%q,verdict=%q,reason=%q} = %v (exists %v), want %v (exists %v)",
+				tc.name, tc.dir, tc.verdict, tc.reason, got, ok, tc.want, tc.exists)
 		}
+	}
+	// Without the direction label nothing matches: every series has one.
+	if _, ok := value(samples, "ztgate_datapath_packets_total", "verdict", "pass", "reason", "allow"); ok {
+		t.Error("a ztgate_datapath_packets_total series has no direction label")
 	}
 }
 
@@ -271,28 +302,48 @@ func TestSegments(t *testing.T) {
 	f := newFake()
 	c := New(f, "1.2.3")
 	want := `
-# HELP ztgate_segment_packets_total Frames sent by the devices of a segment, by verdict.
+# HELP ztgate_segment_packets_total Frames sent by (from_device) or toward (to_device) the devices ` +
+		`of a segment, by direction and verdict.
 # TYPE ztgate_segment_packets_total counter
-ztgate_segment_packets_total{segment="cams",verdict="audit"} 2
-ztgate_segment_packets_total{segment="cams",verdict="drop"} 1
-ztgate_segment_packets_total{segment="cams",verdict="pass"} 15
-ztgate_segment_packets_total{segment="none",verdict="audit"} 1
-ztgate_segment_packets_total{segment="none",verdict="drop"} 4
-ztgate_segment_packets_total{segment="none",verdict="pass"} 8
-ztgate_segment_packets_total{segment="printers",verdict="audit"} 0
-ztgate_segment_packets_total{segment="printers",verdict="drop"} 0
-ztgate_segment_packets_total{segment="printers",verdict="pass"} 0
-# HELP ztgate_segment_bytes_total Bytes of the frames sent by the devices of a segment, by verdict.
+ztgate_segment_packets_total{direction="from_device",segment="cams",verdict="audit"} 2
+ztgate_segment_packets_total{direction="from_device",segment="cams",verdict="drop"} 1
+ztgate_segment_packets_total{direction="from_device",segment="cams",verdict="pass"} 15
+ztgate_segment_packets_total{direction="from_device",segment="none",verdict="audit"} 1
+ztgate_segment_packets_total{direction="from_device",segment="none",verdict="drop"} 4
+ztgate_segment_packets_total{direction="from_device",segment="none",verdict="pass"} 8
+ztgate_segment_packets_total{direction="from_device",segment="printers",verdict="audit"} 0
+ztgate_segment_packets_total{direction="from_device",segment="printers",verdict="drop"} 0
+ztgate_segment_packets_total{direction="from_device",segment="printers",verdict="pass"} 0
+ztgate_segment_packets_total{direction="to_device",segment="cams",verdict="audit"} 4
+ztgate_segment_packets_total{direction="to_device",segment="cams",verdict="drop"} 2
+ztgate_segment_packets_total{direction="to_device",segment="cams",verdict="pass"} 30
+ztgate_segment_packets_total{direction="to_device",segment="none",verdict="audit"} 2
+ztgate_segment_packets_total{direction="to_device",segment="none",verdict="drop"} 8
+ztgate_segment_packets_total{direction="to_device",segment="none",verdict="pass"} 16
+ztgate_segment_packets_total{direction="to_device",segment="printers",verdict="audit"} 0
+ztgate_segment_packets_total{direction="to_device",segment="printers",verdict="drop"} 0
+ztgate_segment_packets_total{direction="to_device",segment="printers",verdict="pass"} 0
+# HELP ztgate_segment_bytes_total Bytes of the frames sent by (from_device) or toward (to_device) ` +
+		`the devices of a segment, by direction and verdict.
 # TYPE ztgate_segment_bytes_total counter
-ztgate_segment_bytes_total{segment="cams",verdict="audit"} 200
-ztgate_segment_bytes_total{segment="cams",verdict="drop"} 100
-ztgate_segment_bytes_total{segment="cams",verdict="pass"} 1500
-ztgate_segment_bytes_total{segment="none",verdict="audit"} 100
-ztgate_segment_bytes_total{segment="none",verdict="drop"} 400
-ztgate_segment_bytes_total{segment="none",verdict="pass"} 800
-ztgate_segment_bytes_total{segment="printers",verdict="audit"} 0
-ztgate_segment_bytes_total{segment="printers",verdict="drop"} 0
-ztgate_segment_bytes_total{segment="printers",verdict="pass"} 0
+ztgate_segment_bytes_total{direction="from_device",segment="cams",verdict="audit"} 200
+ztgate_segment_bytes_total{direction="from_device",segment="cams",verdict="drop"} 100
+ztgate_segment_bytes_total{direction="from_device",segment="cams",verdict="pass"} 1500
+ztgate_segment_bytes_total{direction="from_device",segment="none",verdict="audit"} 100
+ztgate_segment_bytes_total{direction="from_device",segment="none",verdict="drop"} 400
+ztgate_segment_bytes_total{direction="from_device",segment="none",verdict="pass"} 800
+ztgate_segment_bytes_total{direction="from_device",segment="printers",verdict="audit"} 0
+ztgate_segment_bytes_total{direction="from_device",segment="printers",verdict="drop"} 0
+ztgate_segment_bytes_total{direction="from_device",segment="printers",verdict="pass"} 0
+ztgate_segment_bytes_total{direction="to_device",segment="cams",verdict="audit"} 400
+ztgate_segment_bytes_total{direction="to_device",segment="cams",verdict="drop"} 200
+ztgate_segment_bytes_total{direction="to_device",segment="cams",verdict="pass"} 3000
+ztgate_segment_bytes_total{direction="to_device",segment="none",verdict="audit"} 200
+ztgate_segment_bytes_total{direction="to_device",segment="none",verdict="drop"} 800
+ztgate_segment_bytes_total{direction="to_device",segment="none",verdict="pass"} 1600
+ztgate_segment_bytes_total{direction="to_device",segment="printers",verdict="audit"} 0
+ztgate_segment_bytes_total{direction="to_device",segment="printers",verdict="drop"} 0
+ztgate_segment_bytes_total{direction="to_device",segment="printers",verdict="pass"} 0
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
 		"ztgate_segment_packets_total", "ztgate_segment_bytes_total"); err != nil {
@@ -301,8 +352,8 @@ ztgate_segment_bytes_total{segment="printers",verdict="pass"} 0
 
 	// Without traffic from unsegmented devices there is no "none" segment.
 	f.devs = map[uint32]bpf.DevStats{1: devStats(1, 0, 0), 3: {}}
-	if n := testutil.CollectAndCount(c, "ztgate_segment_packets_total"); n != 6 {
-		t.Errorf("ztgate_segment_packets_total: %d series, want 6 (cams, printers)", n)
+	if n := testutil.CollectAndCount(c, "ztgate_segment_packets_total"); n != 12 {
+		t.Errorf("ztgate_segment_packets_total: %d series, want 12 (cams, printers)", n)
 	}
 }
 
@@ -332,6 +383,12 @@ ztgate_map_entries{map="zt_frags"} 0
 # TYPE ztgate_map_capacity gauge
 ztgate_map_capacity{map="devices"} 1024
 ztgate_map_capacity{map="zt_frags"} 4096
+# HELP ztgate_flows Connections in the flow table (zt_flows): the policy allowed their first packet, their replies pass.
+# TYPE ztgate_flows gauge
+ztgate_flows 12
+# HELP ztgate_flow_capacity Capacity of the flow table: when it is full, new connections are dropped (flow_table_full).
+# TYPE ztgate_flow_capacity gauge
+ztgate_flow_capacity 65536
 # HELP ztgate_policy_revision Revision of the policy the agent applied.
 # TYPE ztgate_policy_revision gauge
 ztgate_policy_revision 17
@@ -365,7 +422,8 @@ ztgate_interface_repairs_total{interface="lan1"} 0
 	names := []string{
 		"ztgate_events_emitted_total", "ztgate_events_lost_total", "ztgate_events_suppressed_total",
 		"ztgate_agent_events_read_total", "ztgate_agent_events_dropped_total",
-		"ztgate_map_entries", "ztgate_map_capacity", "ztgate_policy_revision", "ztgate_interface_attached",
+		"ztgate_map_entries", "ztgate_map_capacity", "ztgate_flows", "ztgate_flow_capacity", "ztgate_policy_revision",
+		"ztgate_interface_attached",
 		"ztgate_interface_state", "ztgate_interface_attaches_total", "ztgate_interface_repairs_total",
 	}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
@@ -426,6 +484,8 @@ func TestSourceErrors(t *testing.T) {
 			missing: []string{"ztgate_events_emitted_total", "ztgate_events_lost_total", "ztgate_events_suppressed_total"}},
 		{source: "map_usage", set: func(f *fakeSource) { f.usageErr = boom },
 			missing: []string{"ztgate_map_entries", "ztgate_map_capacity"}},
+		{source: "flow_stats", set: func(f *fakeSource) { f.flowsErr = boom },
+			missing: []string{"ztgate_flows", "ztgate_flow_capacity"}},
 	} {
 		t.Run(tc.source, func(t *testing.T) {
 			f := newFake()

@@ -28,7 +28,9 @@ func (a *app) eventsCommand() *cli.Command {
 		Usage: "show sampled drop and audit events with a decode of each frame",
 		Description: `Lists the recent events the agent keeps, then returns; with -f keeps streaming new ones
 until interrupted (SIGINT/SIGTERM, exit status 0). -o json writes one api.Event JSON object a
-line. --pcap FILE also saves every event's captured bytes into a pcap file (Ethernet).`,
+line. --pcap FILE also saves every event's captured bytes into a pcap file (Ethernet). DIRECTION
+is from_device (a frame a device sent, IFACE the port it came in on) or to_device (a frame
+toward a device, IFACE the port it was leaving by).`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep streaming new events until interrupted"},
 			&cli.StringFlag{Name: "device", Usage: "only events of this device (name)"},
@@ -36,6 +38,14 @@ line. --pcap FILE also saves every event's captured bytes into a pcap file (Ethe
 				Validator: func(s string) error {
 					if _, ok := bpf.ParseReason(s); !ok {
 						return fmt.Errorf("unknown reason %q", s)
+					}
+					return nil
+				}},
+			&cli.StringFlag{Name: "direction", Usage: "only events of frames from devices (from_device) or toward them " +
+				"(to_device)",
+				Validator: func(s string) error {
+					if s != bpf.DirFromDevice.String() && s != bpf.DirToDevice.String() {
+						return fmt.Errorf("unknown direction %q (want %s or %s)", s, bpf.DirFromDevice, bpf.DirToDevice)
 					}
 					return nil
 				}},
@@ -58,10 +68,11 @@ func (a *app) events(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	f := api.EventFilter{
-		Follow: cmd.Bool("follow"),
-		Device: cmd.String("device"),
-		Reason: cmd.String("reason"),
-		Limit:  cmd.Int("limit"),
+		Follow:    cmd.Bool("follow"),
+		Device:    cmd.String("device"),
+		Reason:    cmd.String("reason"),
+		Limit:     cmd.Int("limit"),
+		Direction: cmd.String("direction"),
 	}
 
 	var (
@@ -77,13 +88,15 @@ func (a *app) events(ctx context.Context, cmd *cli.Command) error {
 		header = func() {
 			if !headerDone {
 				headerDone = true
-				fmt.Fprintf(a.stdout, eventLineFormat, "TIME", "DEVICE", "IFACE", "VERDICT", "REASON", "LEN", "SUMMARY")
+				fmt.Fprintf(a.stdout, eventLineFormat, "TIME", "DEVICE", "IFACE", "DIRECTION", "VERDICT", "REASON", "LEN",
+					"SUMMARY")
 			}
 		}
 		sinks = append(sinks, func(ev api.Event) error {
 			header()
 			_, err := fmt.Fprintf(a.stdout, eventLineFormat, ev.Time.Local().Format(eventTimeFormat),
-				orDash(ev.Device), orDash(ev.Interface), ev.Verdict, ev.Reason, fmt.Sprint(ev.FrameLen), summarize(ev.Frame))
+				orDash(ev.Device), orDash(ev.Interface), orDash(ev.Direction), ev.Verdict, ev.Reason, fmt.Sprint(ev.FrameLen),
+				summarize(ev.Frame))
 			return err
 		})
 	}
@@ -128,7 +141,7 @@ func (a *app) events(ctx context.Context, cmd *cli.Command) error {
 // Layout of the event table: fixed widths rather than a tabwriter, so that lines can be
 // written as events arrive.
 const (
-	eventLineFormat = "%-22s %-14s %-10s %-7s %-16s %5s %s\n"
+	eventLineFormat = "%-22s %-14s %-10s %-11s %-7s %-16s %5s %s\n"
 	eventTimeFormat = "Jan _2 15:04:05.000"
 )
 

@@ -141,11 +141,11 @@ func testEvents(t *testing.T) []api.Event {
 	for i, f := range frames {
 		evs[i] = api.Event{
 			Time: base.Add(time.Duration(i) * time.Millisecond), Device: "cam-1", DevID: 1, Interface: "eth1", Ifindex: 3,
-			Revision: 7, Verdict: "drop", Reason: "no_rule", FrameLen: len(f), Frame: f,
+			Revision: 7, Verdict: "drop", Reason: "no_rule", FrameLen: len(f), Frame: f, Direction: "from_device",
 		}
 	}
 	evs[1].Device, evs[1].DevID, evs[1].Reason = "", 0, "unknown_device"
-	evs[3].Verdict, evs[3].Reason = "audit", "no_rule"
+	evs[3].Verdict, evs[3].Reason, evs[3].Direction = "audit", "inbound_denied", "to_device"
 	// A frame captured in part: the wire length is larger.
 	evs[0].FrameLen = 1514
 	return evs
@@ -175,15 +175,17 @@ func TestEventsTable(t *testing.T) {
 	if len(lines) != 1+len(evs) {
 		t.Fatalf("want a header and %d lines: %s", len(evs), r)
 	}
-	if got := strings.Fields(lines[0]); !reflect.DeepEqual(got, []string{"TIME", "DEVICE", "IFACE", "VERDICT", "REASON",
-		"LEN", "SUMMARY"}) {
+	if got := strings.Fields(lines[0]); !reflect.DeepEqual(got, []string{"TIME", "DEVICE", "IFACE", "DIRECTION",
+		"VERDICT", "REASON", "LEN", "SUMMARY"}) {
 		t.Errorf("header %q", got)
 	}
 	for i, want := range []string{
-		"cam-1 eth1 drop no_rule 1514 10.0.0.5:4321 > 192.0.2.2:22 TCP SYN",
-		fmt.Sprintf("- eth1 drop unknown_device %d ARP who-has 10.0.0.1 tell 10.0.0.5", evs[1].FrameLen),
-		fmt.Sprintf("cam-1 eth1 drop no_rule %d IPv6 fe80::1 > ff02::16 ICMPv6 EchoRequest", evs[2].FrameLen),
-		fmt.Sprintf("cam-1 eth1 audit no_rule %d vlan 10 10.0.0.7:5353 > 224.0.0.251:5353 UDP", evs[3].FrameLen),
+		"cam-1 eth1 from_device drop no_rule 1514 10.0.0.5:4321 > 192.0.2.2:22 TCP SYN",
+		fmt.Sprintf("- eth1 from_device drop unknown_device %d ARP who-has 10.0.0.1 tell 10.0.0.5", evs[1].FrameLen),
+		fmt.Sprintf("cam-1 eth1 from_device drop no_rule %d IPv6 fe80::1 > ff02::16 ICMPv6 EchoRequest",
+			evs[2].FrameLen),
+		fmt.Sprintf("cam-1 eth1 to_device audit inbound_denied %d vlan 10 10.0.0.7:5353 > 224.0.0.251:5353 UDP",
+			evs[3].FrameLen),
 	} {
 		// Skip the time (three fields: "Mar 14 12:00:00.123").
 		got := strings.Join(strings.Fields(lines[i+1])[3:], " ")
@@ -196,7 +198,8 @@ func TestEventsTable(t *testing.T) {
 func TestEventsJSONPassthrough(t *testing.T) {
 	evs := testEvents(t)
 	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathEvents: serveEvents(evs)})
-	r := fa.run(t, "events", "-o", "json", "--device", "cam-1", "--reason", "no_rule", "--limit", "50")
+	r := fa.run(t, "events", "-o", "json", "--device", "cam-1", "--reason", "no_rule", "--limit", "50",
+		"--direction", "from_device")
 	wantCode(t, r, exitOK)
 	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
 	if len(lines) != len(evs) {
@@ -212,7 +215,8 @@ func TestEventsJSONPassthrough(t *testing.T) {
 		}
 	}
 	q := fa.lastRequest(t).Query
-	if want := map[string]string{"device": "cam-1", "reason": "no_rule", "limit": "50"}; !reflect.DeepEqual(q, want) {
+	want := map[string]string{"device": "cam-1", "reason": "no_rule", "limit": "50", "direction": "from_device"}
+	if !reflect.DeepEqual(q, want) {
 		t.Errorf("query %v, want %v", q, want)
 	}
 }

@@ -7,8 +7,9 @@
 //	ztgate [--socket PATH] [--timeout D] COMMAND
 //	  agent                      run the agent (root)
 //	  uninstall                  detach and unpin the datapath (root)
-//	  status                     agent, policy, interfaces, map fill levels, event counters
-//	  devices                    devices of the policy in force with their counters
+//	  status                     agent, policy, interfaces, map fill levels, flow table, event counters
+//	  devices                    devices of the policy in force with their counters, both ways
+//	  flows                      the connections of the flow table
 //	  events                     sampled drop and audit events (-f to follow, --pcap to save)
 //	  audit                      the agent's audit log (--verify checks its hash chain)
 //	  policy validate FILE...    check policies without applying them (offline when no agent answers)
@@ -126,6 +127,7 @@ func (a *app) command() *cli.Command {
 			a.uninstallCommand(),
 			a.statusCommand(),
 			a.devicesCommand(),
+			a.flowsCommand(),
 			a.eventsCommand(),
 			a.auditCommand(),
 			a.policyCommand(),

@@ -17,7 +17,7 @@ import (
 func (a *app) statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "status",
-		Usage:  "show the agent's state: policy in force, interfaces, map fill levels, event counters",
+		Usage:  "show the agent's state: policy in force, interfaces, map fill levels, flow table, event counters",
 		Flags:  []cli.Flag{outputFlag(fmtTable, fmtJSON)},
 		Action: queryAction(a, (*api.Client).Status, writeStatus),
 	}
@@ -48,6 +48,21 @@ func writeStatus(w io.Writer, st *api.Status) error {
 		row(tw, "  Applied:", applied)
 		row(tw, "  Devices:", fmt.Sprintf("%d in %d segments", p.Devices, p.Segments))
 	}
+	if f := st.Flows; f != nil {
+		row(tw, "Flows:", fmt.Sprintf("%d of %d (%.1f%%), %d devices hold any, at most %d each",
+			f.Entries, f.Capacity, percent(f.Entries, f.Capacity), f.Devices, f.Quota))
+		if len(f.Top) > 0 {
+			top := make([]string, 0, len(f.Top))
+			for _, d := range f.Top {
+				name := d.Device
+				if name == "" {
+					name = fmt.Sprintf("id %d", d.DevID)
+				}
+				top = append(top, fmt.Sprintf("%s %d", name, d.Flows))
+			}
+			row(tw, "  Most:", strings.Join(top, ", "))
+		}
+	}
 	e := st.Events
 	row(tw, "Events:", fmt.Sprintf("emitted %d, lost %d, suppressed %d, read %d, dropped %d",
 		e.Emitted, e.Lost, e.Suppressed, e.Read, e.Dropped))
@@ -77,8 +92,10 @@ func writeStatus(w io.Writer, st *api.Status) error {
 
 func (a *app) devicesCommand() *cli.Command {
 	return &cli.Command{
-		Name:   "devices",
-		Usage:  "list the devices of the policy in force with their counters (packets/bytes)",
+		Name:  "devices",
+		Usage: "list the devices of the policy in force with their counters (packets/bytes) and flows",
+		Description: `ALLOWED, DROPPED and AUDITED count the frames each device sent; IN-ALLOWED, IN-DROPPED and
+IN-AUDITED the frames toward it; FLOWS the connections of the flow table charged to it.`,
 		Flags:  []cli.Flag{outputFlag(fmtTable, fmtJSON)},
 		Action: queryAction(a, orEmpty((*api.Client).Devices), writeDevices),
 	}
@@ -87,10 +104,64 @@ func (a *app) devicesCommand() *cli.Command {
 // writeDevices renders devices as a table; counters are packets/bytes.
 func writeDevices(w io.Writer, ds []api.Device) error {
 	tw := newTable(w)
-	row(tw, "NAME", "SEGMENT", "STATE", "MAC", "IPV4", "ALLOWED", "DROPPED", "AUDITED", "LAST-SEEN")
+	row(tw, "NAME", "SEGMENT", "STATE", "MAC", "IPV4", "ALLOWED", "DROPPED", "AUDITED", "IN-ALLOWED", "IN-DROPPED",
+		"IN-AUDITED", "FLOWS", "LAST-SEEN")
 	for _, d := range ds {
 		row(tw, d.Name, orDash(d.Segment), d.State, orDash(d.MAC), orDash(strings.Join(d.IPv4, ",")),
-			traffic(d.Allowed), traffic(d.Dropped), traffic(d.Audited), age(d.LastSeen))
+			traffic(d.Allowed), traffic(d.Dropped), traffic(d.Audited), traffic(d.Inbound.Allowed),
+			traffic(d.Inbound.Dropped), traffic(d.Inbound.Audited), d.Flows, age(d.LastSeen))
+	}
+	return tw.Flush()
+}
+
+func (a *app) flowsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "flows",
+		Usage: "list the connections of the flow table: their replies pass without a rule of their own",
+		Description: `Each flow is shown from the endpoint that opened it. DIRECTION from_device: a device opened
+it under its own rules; to_device: it was opened toward the device under its from: rules. IDLE
+is the time since its last packet either way; the agent removes flows idle past their lifetime.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "device", Usage: "only the flows charged to this device (name)"},
+			&cli.IntFlag{Name: "limit", Usage: "at most this many flows (0: all)",
+				Validator: func(n int) error {
+					if n < 0 {
+						return fmt.Errorf("limit must not be negative, got %d", n)
+					}
+					return nil
+				}},
+			outputFlag(fmtTable, fmtJSON),
+		},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if err := noArgs(cmd); err != nil {
+				return err
+			}
+			f := api.FlowFilter{Device: cmd.String("device"), Limit: cmd.Int("limit")}
+			fs, err := callFor(ctx, cmd, func(c *api.Client, ctx context.Context) ([]api.Flow, error) {
+				fs, err := c.Flows(ctx, f)
+				if fs == nil {
+					fs = []api.Flow{}
+				}
+				return fs, err
+			})
+			if err != nil {
+				return err
+			}
+			return show(a, cmd, fs, writeFlows)
+		},
+	}
+}
+
+// writeFlows renders flows as a table.
+func writeFlows(w io.Writer, fs []api.Flow) error {
+	tw := newTable(w)
+	row(tw, "OPENER", "RESPONDER", "PROTO", "DIRECTION", "DEVICE", "IDLE", "REVISION")
+	for _, f := range fs {
+		dev := f.Device
+		if dev == "" {
+			dev = fmt.Sprintf("id %d", f.DevID)
+		}
+		row(tw, f.Opener, f.Responder, f.Proto, f.Direction, dev, humanDuration(f.Idle), f.Revision)
 	}
 	return tw.Flush()
 }

@@ -44,6 +44,8 @@ var testStatus = api.Status{
 		{Map: "zt_devices", Entries: 12, Capacity: 4096},
 		{Map: "zt_rules", Entries: 8192, Capacity: 16384},
 	},
+	Flows: &api.FlowStats{Entries: 300, Capacity: 65536, Quota: 1024, Devices: 7,
+		Top: []api.DeviceFlows{{Device: "cam-1", DevID: 1, Flows: 200}, {DevID: 9, Flows: 40}}},
 	Events: api.EventStats{Emitted: 100, Lost: 1, Suppressed: 20, Read: 99, Dropped: 2},
 }
 
@@ -60,6 +62,8 @@ func TestStatusTable(t *testing.T) {
 		`Applied:\s+.*\(5m ago\)`,
 		`Devices:\s+12 in 3 segments`,
 		`Events:\s+emitted 100, lost 1, suppressed 20, read 99, dropped 2`,
+		`Flows:\s+300 of 65536 \(0\.5%\), 7 devices hold any, at most 1024 each`,
+		`Most:\s+cam-1 200, id 9 40`,
 		`(?m)^\s+NAME\s+IFINDEX\s+MODE\s+ATTACHED\s+STATE\s+SINCE\s+ATTACHES\s+ERROR$`,
 		`(?m)^\s+eth1\s+3\s+native\s+yes\s+attached\s+-\s+2\s+-$`,
 		`(?m)^\s+wlan0\s+4\s+none\s+no\s+failed\s+-\s+0\s+link down$`,
@@ -102,7 +106,8 @@ var testDevices = []api.Device{
 	{
 		Name: "cam-1", ID: 1, Segment: "cameras", MAC: "02:00:00:00:00:01", IPv4: []string{"10.0.0.5", "10.0.0.6"},
 		State: "enforce", Allowed: api.Traffic{Packets: 12, Bytes: 1536}, Dropped: api.Traffic{Packets: 3, Bytes: 180},
-		LastSeen: t0.Add(-3 * time.Minute),
+		Inbound: api.Verdicts{Allowed: api.Traffic{Packets: 10, Bytes: 4096}, Dropped: api.Traffic{Packets: 2, Bytes: 120}},
+		Flows:   4, LastSeen: t0.Add(-3 * time.Minute),
 	},
 	{Name: "sensor-9", ID: 2, MAC: "02:00:00:00:00:09", State: "quarantined"},
 }
@@ -117,9 +122,12 @@ func TestDevicesTable(t *testing.T) {
 		t.Fatalf("want a header and 2 rows: %s", r)
 	}
 	want := [][]string{
-		{"NAME", "SEGMENT", "STATE", "MAC", "IPV4", "ALLOWED", "DROPPED", "AUDITED", "LAST-SEEN"},
-		{"cam-1", "cameras", "enforce", "02:00:00:00:00:01", "10.0.0.5,10.0.0.6", "12/1.5K", "3/180B", "0/0B", "3m", "ago"},
-		{"sensor-9", "-", "quarantined", "02:00:00:00:00:09", "-", "0/0B", "0/0B", "0/0B", "-"},
+		{"NAME", "SEGMENT", "STATE", "MAC", "IPV4", "ALLOWED", "DROPPED", "AUDITED", "IN-ALLOWED", "IN-DROPPED",
+			"IN-AUDITED", "FLOWS", "LAST-SEEN"},
+		{"cam-1", "cameras", "enforce", "02:00:00:00:00:01", "10.0.0.5,10.0.0.6", "12/1.5K", "3/180B", "0/0B",
+			"10/4.0K", "2/120B", "0/0B", "4", "3m", "ago"},
+		{"sensor-9", "-", "quarantined", "02:00:00:00:00:09", "-", "0/0B", "0/0B", "0/0B", "0/0B", "0/0B", "0/0B", "0",
+			"-"},
 	}
 	for i, l := range lines {
 		if got := strings.Fields(l); !reflect.DeepEqual(got, want[i]) {
@@ -176,5 +184,68 @@ func TestHumanise(t *testing.T) {
 		if got := humanBytes(n); got != want {
 			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+var testFlows = []api.Flow{
+	{Opener: "10.0.0.5:40000", Responder: "203.0.113.5:443", Proto: "tcp", Direction: "from_device", Device: "cam-1",
+		DevID: 1, Revision: 7, Idle: 90 * time.Second},
+	{Opener: "192.0.2.9:5000", Responder: "10.0.0.9:8883", Proto: "udp", Direction: "to_device", DevID: 9,
+		Revision: 6, Idle: 2 * time.Second},
+}
+
+func TestFlowsTable(t *testing.T) {
+	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathFlows: reply(testFlows)})
+	r := fa.run(t, "flows")
+	wantCode(t, r, exitOK)
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	want := [][]string{
+		{"OPENER", "RESPONDER", "PROTO", "DIRECTION", "DEVICE", "IDLE", "REVISION"},
+		{"10.0.0.5:40000", "203.0.113.5:443", "tcp", "from_device", "cam-1", "1m", "7"},
+		{"192.0.2.9:5000", "10.0.0.9:8883", "udp", "to_device", "id", "9", "2s", "6"},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("want a header and 2 rows: %s", r)
+	}
+	for i, l := range lines {
+		if got := strings.Fields(l); !reflect.DeepEqual(got, want[i]) {
+			t.Errorf("line %d: got %q, want %q", i, got, want[i])
+		}
+	}
+	if q := fa.lastRequest(t).Query; len(q) != 0 {
+		t.Errorf("query %v, want none", q)
+	}
+}
+
+func TestFlowsJSON(t *testing.T) {
+	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathFlows: reply(testFlows)})
+	r := fa.run(t, "flows", "-o", "json", "--device", "cam-1", "--limit", "10")
+	wantCode(t, r, exitOK)
+	var got []api.Flow
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+		t.Fatalf("%v: %s", err, r)
+	}
+	if !reflect.DeepEqual(got, testFlows) {
+		t.Errorf("flows -o json:\n got %+v\nwant %+v", got, testFlows)
+	}
+	q, want := fa.lastRequest(t).Query, map[string]string{"device": "cam-1", "limit": "10"}
+	if !reflect.DeepEqual(q, want) {
+		t.Errorf("query %v, want %v", q, want)
+	}
+
+	// No flows: an empty JSON array, not null.
+	fa = newFakeAgent(t, map[string]http.HandlerFunc{api.PathFlows: reply([]api.Flow{})})
+	r = fa.run(t, "flows", "-o", "json")
+	wantCode(t, r, exitOK)
+	if strings.TrimSpace(r.stdout) != "[]" {
+		t.Errorf("no flows: %s", r)
+	}
+
+	// An unknown device is the agent's not-found error.
+	fa = newFakeAgent(t, map[string]http.HandlerFunc{api.PathFlows: replyError(http.StatusNotFound,
+		api.Error{Kind: api.KindNotFound, Message: "no such device in the policy in force: \"x\""})})
+	r = fa.run(t, "flows", "--device", "x")
+	if r.code == exitOK || !strings.Contains(r.stderr, "no such device") {
+		t.Errorf("flows of an unknown device: %s", r)
 	}
 }

@@ -1,0 +1,294 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/ztgate/ztgate/bpf"
+)
+
+// IP protocol numbers of the flow table's lifetimes.
+const (
+	protoTCP = 6
+	protoUDP = 17
+)
+
+// FlowLifetimes are the idle lifetimes of flows by protocol: loader.Config's FlowTCP, FlowUDP
+// and FlowOther (ICMP echo), as the datapath was loaded with.
+type FlowLifetimes struct {
+	TCP, UDP, Other time.Duration
+}
+
+// of is the lifetime of a flow of IP protocol proto, as zt_flow_timeout chooses it.
+func (l FlowLifetimes) of(proto uint8) time.Duration {
+	switch proto {
+	case protoTCP:
+		return l.TCP
+	case protoUDP:
+		return l.UDP
+	}
+	return l.Other
+}
+
+// Shortest is the shortest of the three lifetimes.
+func (l FlowLifetimes) Shortest() time.Duration { return min(l.TCP, l.UDP, l.Other) }
+
+func (l FlowLifetimes) validate() error {
+	if l.TCP <= 0 || l.UDP <= 0 || l.Other <= 0 {
+		return fmt.Errorf("flow lifetimes tcp %v, udp %v, other %v: each must be positive", l.TCP, l.UDP, l.Other)
+	}
+	return nil
+}
+
+// Now is the current time on the clock of the datapath's timestamps (flows, fragments, last
+// seen): CLOCK_MONOTONIC in nanoseconds. The datapath's own clock, zt_now, is the coarse variant
+// and trails it by a couple of timer ticks.
+func Now() (uint64, error) { return monotonicNow() }
+
+// elapsed is how long before now the datapath timestamp then was; a timestamp ahead of now
+// (another CPU's clock, a caller's stale now) reads as 0, as zt_elapsed does.
+func elapsed(now, then uint64) time.Duration {
+	d := int64(now - then)
+	if d < 0 {
+		return 0
+	}
+	return time.Duration(d)
+}
+
+// SweepFlows deletes the flows of zt_flows idle for longer than their protocol's lifetime in
+// lim plus sweepSlack, as of now (Now, or a later time to expire everything), and gives each
+// deleted flow's quota back to its device in zt_flow_count. It returns how many flows it deleted.
+//
+// The datapath deletes an expired flow itself when a packet finds it; the sweeper removes the
+// ones no packet comes back for. A flow is charged back only when this call's delete removed it
+// (a concurrent delete by the datapath charges it back there). zt_flow_count is decremented by a
+// read-modify-write (userspace has no atomic add on a map value): a flow the datapath opens for
+// the same device between the read and the write is not counted, so that device may hold one
+// flow more than its quota until its flows expire; the count never goes below 0.
+func (m *Maps) SweepFlows(now uint64, lim FlowLifetimes) (int, error) {
+	if err := lim.validate(); err != nil {
+		return 0, fmt.Errorf("sweep %s: %w", bpf.ZtgateMapZtFlows, err)
+	}
+	mp := m.objs.ZtFlows
+	expired := func(k *bpf.FlowKey, v *bpf.FlowVal) bool {
+		return elapsed(now, v.Ts) > lim.of(k.Proto)+sweepSlack
+	}
+	var keys []bpf.FlowKey
+	seen := make(map[bpf.FlowKey]bool)
+	err := m.walkFlows(func(k *bpf.FlowKey, v *bpf.FlowVal) {
+		if expired(k, v) && !seen[*k] {
+			seen[*k] = true
+			keys = append(keys, *k)
+		}
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sweep %s: %w", bpf.ZtgateMapZtFlows, err)
+	}
+
+	n := 0
+	var v bpf.FlowVal
+	for i := range keys {
+		k := &keys[i]
+		if err := mp.Lookup(k, &v); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				continue // the datapath deleted it and charged it back
+			}
+			return n, fmt.Errorf("sweep %s: %w", bpf.ZtgateMapZtFlows, err)
+		}
+		if !expired(k, &v) {
+			continue // re-opened meanwhile
+		}
+		if err := mp.Delete(k); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				continue
+			}
+			return n, fmt.Errorf("sweep %s: %w", bpf.ZtgateMapZtFlows, err)
+		}
+		n++
+		if err := m.unchargeFlow(v.DevId); err != nil {
+			return n, fmt.Errorf("sweep %s: %w", bpf.ZtgateMapZtFlows, err)
+		}
+	}
+	return n, nil
+}
+
+// unchargeFlow gives one flow back to device devID in zt_flow_count, never below 0 (see
+// SweepFlows for the race this read-modify-write accepts).
+func (m *Maps) unchargeFlow(devID uint32) error {
+	if int64(devID) >= int64(m.objs.ZtFlowCount.MaxEntries()) {
+		return nil // no device has this id: the datapath charged nothing
+	}
+	var c uint32
+	if err := m.objs.ZtFlowCount.Lookup(devID, &c); err != nil {
+		return fmt.Errorf("read %s[%d]: %w", bpf.ZtgateMapZtFlowCount, devID, err)
+	}
+	if c == 0 {
+		return nil
+	}
+	if err := m.objs.ZtFlowCount.Update(devID, c-1, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("write %s[%d]: %w", bpf.ZtgateMapZtFlowCount, devID, err)
+	}
+	return nil
+}
+
+// flowChunk is how many flows one batch lookup reads.
+const flowChunk = 4096
+
+// walkFlows calls fn for each entry of zt_flows, in batches where the kernel has them. The
+// datapath adds and deletes entries meanwhile: a walk sees each entry present throughout at
+// least once, and at most the table's capacity of entries in all.
+func (m *Maps) walkFlows(fn func(*bpf.FlowKey, *bpf.FlowVal)) error {
+	mp := m.objs.ZtFlows
+	capacity := int(mp.MaxEntries())
+	keys := make([]bpf.FlowKey, min(flowChunk, capacity))
+	vals := make([]bpf.FlowVal, len(keys))
+	var cursor ebpf.MapBatchCursor
+	seen := 0
+	for seen < capacity {
+		n, err := mp.BatchLookup(&cursor, keys, vals, nil)
+		for i := range min(n, capacity-seen) {
+			fn(&keys[i], &vals[i])
+		}
+		seen += n
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) && seen == 0 {
+			return m.iterateFlows(fn)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// iterateFlows is walkFlows one entry at a time, for kernels without batch lookups of hash maps.
+func (m *Maps) iterateFlows(fn func(*bpf.FlowKey, *bpf.FlowVal)) error {
+	mp := m.objs.ZtFlows
+	var (
+		k bpf.FlowKey
+		v bpf.FlowVal
+	)
+	n := 0
+	it := mp.Iterate()
+	for n < int(mp.MaxEntries()) && it.Next(&k, &v) {
+		fn(&k, &v)
+		n++
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
+		return err
+	}
+	return nil
+}
+
+// DeviceFlows is how many flows of zt_flows are charged to one device.
+type DeviceFlows struct {
+	DevID uint32
+	Flows int
+}
+
+// FlowStats is the fill level of the flow table.
+type FlowStats struct {
+	Entries  int           // flows in zt_flows
+	Capacity int           // its capacity (loader.Config.FlowEntries)
+	Devices  int           // devices charged at least one flow
+	Top      []DeviceFlows // the devices with the most flows, most first (ties: lower id first)
+}
+
+// FlowStats counts the flows of zt_flows and reads the per-device counts of zt_flow_count,
+// returning at most top devices (0: none) in Top.
+func (m *Maps) FlowStats(top int) (FlowStats, error) {
+	st := FlowStats{Capacity: int(m.objs.ZtFlows.MaxEntries())}
+	if err := m.walkFlows(func(*bpf.FlowKey, *bpf.FlowVal) { st.Entries++ }); err != nil {
+		return st, fmt.Errorf("count %s: %w", bpf.ZtgateMapZtFlows, err)
+	}
+	counts, err := m.FlowCounts()
+	if err != nil {
+		return st, err
+	}
+	st.Devices = len(counts)
+	all := make([]DeviceFlows, 0, len(counts))
+	for id, n := range counts {
+		all = append(all, DeviceFlows{DevID: id, Flows: n})
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].Flows != all[j].Flows {
+			return all[i].Flows > all[j].Flows
+		}
+		return all[i].DevID < all[j].DevID
+	})
+	if top > 0 {
+		st.Top = all[:min(top, len(all))]
+	}
+	return st, nil
+}
+
+// FlowCounts returns the flows charged to each device that holds any (zt_flow_count), by dev_id.
+func (m *Maps) FlowCounts() (map[uint32]int, error) {
+	mp := m.objs.ZtFlowCount
+	size := int(mp.MaxEntries())
+	keys := make([]uint32, min(flowChunk, size))
+	vals := make([]uint32, len(keys))
+	out := map[uint32]int{}
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := mp.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			if vals[i] != 0 && keys[i] != noDevID {
+				out[keys[i]] = int(vals[i])
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", bpf.ZtgateMapZtFlowCount, err)
+		}
+	}
+}
+
+// Flow is one entry of the flow table, decoded and oriented from the endpoint that opened it.
+type Flow struct {
+	Opener    netip.AddrPort // the endpoint that sent the first packet (ICMP echo: its identifier as port)
+	Responder netip.AddrPort // the other endpoint
+	Proto     uint8          // IP protocol
+	Inbound   bool           // allowed by the responder device's from: rules (else by the opener's rules)
+	DevID     uint32         // the device charged for it
+	Revision  uint64         // the policy revision that last allowed it
+	Idle      time.Duration  // since its last packet, either way
+	Key       bpf.FlowKey    // the raw key
+}
+
+// Flows lists the flows of zt_flows, at most max of them (0: all), with their idle time as of
+// now (Now). The order is the table's.
+func (m *Maps) Flows(now uint64, max int) ([]Flow, error) {
+	var out []Flow
+	err := m.walkFlows(func(k *bpf.FlowKey, v *bpf.FlowVal) {
+		if max > 0 && len(out) >= max {
+			return
+		}
+		out = append(out, decodeFlow(now, k, v))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", bpf.ZtgateMapZtFlows, err)
+	}
+	return out, nil
+}
+
+// decodeFlow decodes one entry of zt_flows.
+func decodeFlow(now uint64, k *bpf.FlowKey, v *bpf.FlowVal) Flow {
+	a := netip.AddrPortFrom(netip.AddrFrom16(k.A.B).Unmap(), k.Aport)
+	b := netip.AddrPortFrom(netip.AddrFrom16(k.B.B).Unmap(), k.Bport)
+	f := Flow{Opener: a, Responder: b, Proto: k.Proto, Inbound: v.By == bpf.FlowIn, DevID: v.DevId,
+		Revision: v.Revision, Idle: elapsed(now, v.Ts), Key: *k}
+	if v.Opener == bpf.FlowBOpened {
+		f.Opener, f.Responder = b, a
+	}
+	return f
+}
