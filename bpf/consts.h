@@ -55,12 +55,12 @@ enum zt_reason {
 
 /* Device record flags (struct zt_dev_rec.flags). */
 enum zt_dev_flags {
-	ZT_DEV_AUDIT = 1 << 0,		/* audit mode resolved from device, segment or policy */
-	ZT_DEV_QUARANTINED = 1 << 1,	/* use the quarantine rule set */
-	ZT_DEV_PEER_RULES = 1 << 2,	/* rule set names devices or segments: look up the destination */
-	ZT_DEV_PREFIX_RULES = 1 << 3,	/* rule set has CIDR rules: look up the prefix trie */
-	ZT_DEV_AUDIT_IDENTITY = 1 << 4, /* audit mode covers identity failures too (spoofs pass as audit) */
-	ZT_DEV_IN_PEER_RULES = 1 << 5,	/* from: rules name devices or segments: look up the source */
+	ZT_DEV_AUDIT = 1 << 0,		 /* audit mode resolved from device, segment or policy */
+	ZT_DEV_QUARANTINED = 1 << 1,	 /* use the quarantine rule set */
+	ZT_DEV_PEER_RULES = 1 << 2,	 /* rule set names devices or segments: look up the destination */
+	ZT_DEV_PREFIX_RULES = 1 << 3,	 /* rule set has CIDR rules: look up the prefix trie */
+	ZT_DEV_AUDIT_IDENTITY = 1 << 4,	 /* audit mode covers identity failures too (spoofs pass as audit) */
+	ZT_DEV_IN_PEER_RULES = 1 << 5,	 /* from: rules name devices or segments: look up the source */
 	ZT_DEV_IN_PREFIX_RULES = 1 << 6, /* from: rules have CIDRs: look up the prefix trie */
 };
 

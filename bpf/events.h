@@ -61,7 +61,7 @@ static __always_inline __u32 zt_event_cap(__u32 len)
  * budget, and fills all but its data; NULL when no event is due. The caller copies the frame's
  * first zt_event_cap(len) bytes (or sets cap_len 0) and submits the record. */
 static __always_inline struct zt_event *zt_event_reserve(const struct zt_pkt *pkt, __u32 verdict, __u32 reason,
-							  __u32 len)
+							 __u32 len)
 {
 	__u32 zero = 0, dev_id = pkt->dev ? pkt->dev->dev_id : ZT_NO_DEVICE, idx;
 	struct zt_event_stats *st;

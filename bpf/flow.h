@@ -13,21 +13,21 @@
 #include "rules.h"
 
 /* Flow knobs, set by the loader before load. */
-volatile const __u32 zt_flow_quota = 1024;			/* flows one device may hold */
-volatile const __u64 zt_flow_tcp_ns = 7200ULL * 1000000000ULL;	/* idle lifetime of a TCP flow */
-volatile const __u64 zt_flow_udp_ns = 120ULL * 1000000000ULL;	/* idle lifetime of a UDP flow */
+volatile const __u32 zt_flow_quota = 1024;		       /* flows one device may hold */
+volatile const __u64 zt_flow_tcp_ns = 7200ULL * 1000000000ULL; /* idle lifetime of a TCP flow */
+volatile const __u64 zt_flow_udp_ns = 120ULL * 1000000000ULL;  /* idle lifetime of a UDP flow */
 volatile const __u64 zt_flow_other_ns = 30ULL * 1000000000ULL; /* idle lifetime of an ICMP echo flow */
 
 /* ICMP types of the flow table; linux/icmp.h cannot be included (see parsing.h), the names are
  * the kernel's. ICMPv6's come from linux/icmpv6.h. */
-#define ICMP_ECHOREPLY	    0  /* echo reply */
-#define ICMP_DEST_UNREACH   3  /* destination unreachable: quotes the datagram */
-#define ICMP_SOURCE_QUENCH  4  /* source quench (deprecated): quotes the datagram */
-#define ICMP_ECHO	    8  /* echo request */
-#define ICMP_TIME_EXCEEDED  11 /* time exceeded: quotes the datagram */
-#define ICMP_PARAMETERPROB  12 /* parameter problem: quotes the datagram */
-#define ZT_ICMP_QUOTE_L4    8  /* bytes of the quoted datagram's upper-layer header an error carries */
-#define ZT_ICMP_QUOTE_OFF   8  /* an error's quote starts after its 8-byte header */
+#define ICMP_ECHOREPLY	   0  /* echo reply */
+#define ICMP_DEST_UNREACH  3  /* destination unreachable: quotes the datagram */
+#define ICMP_SOURCE_QUENCH 4  /* source quench (deprecated): quotes the datagram */
+#define ICMP_ECHO	   8  /* echo request */
+#define ICMP_TIME_EXCEEDED 11 /* time exceeded: quotes the datagram */
+#define ICMP_PARAMETERPROB 12 /* parameter problem: quotes the datagram */
+#define ZT_ICMP_QUOTE_L4   8  /* bytes of the quoted datagram's upper-layer header an error carries */
+#define ZT_ICMP_QUOTE_OFF  8  /* an error's quote starts after its 8-byte header */
 
 /* zt_icmp_error reports whether an ICMP (proto IPPROTO_ICMP) or ICMPv6 type is an error message,
  * which quotes the datagram that caused it. */
@@ -240,8 +240,7 @@ struct zt_quote {
 /* zt_parse_quote reads the datagram an ICMP error of pkt quotes (an IP header without options or
  * extension headers, then 8 bytes of TCP, UDP or an ICMP echo) into q. Returns 1, or 0 when
  * the quote is not one the flow table could hold. */
-static __always_inline int zt_parse_quote_in(void *data, void *data_end, const struct zt_pkt *pkt,
-					     struct zt_quote *q)
+static __always_inline int zt_parse_quote_in(void *data, void *data_end, const struct zt_pkt *pkt, struct zt_quote *q)
 {
 	__u32 off = pkt->l4off + ZT_ICMP_QUOTE_OFF, l4;
 	const __u8 *u;
@@ -278,8 +277,8 @@ static __always_inline int zt_parse_quote_in(void *data, void *data_end, const s
 		return 0;
 	type = u[0];
 	id = (__u16)u[4] << 8 | u[5];
-	q->kind = zt_flow_ports(q->proto, type, id, (__u16)u[0] << 8 | u[1], (__u16)u[2] << 8 | u[3], &q->sport,
-				&q->dport);
+	q->kind =
+	    zt_flow_ports(q->proto, type, id, (__u16)u[0] << 8 | u[1], (__u16)u[2] << 8 | u[3], &q->sport, &q->dport);
 	return q->kind != ZT_FK_NONE;
 }
 

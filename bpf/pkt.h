@@ -41,9 +41,9 @@ struct zt_pkt {
 	__u8 unspec;	 /* source is 0.0.0.0 or :: */
 	__u8 counted;	 /* passed identity and source checks: charge the device */
 	__u8 icmp_type;
-	__u8 dir;	/* enum zt_dir */
-	__u16 icmp_id;	/* an ICMP echo's identifier */
-	__u32 ifindex;	/* the port the frame arrived on (from a device) or leaves by (toward one) */
+	__u8 dir;      /* enum zt_dir */
+	__u16 icmp_id; /* an ICMP echo's identifier */
+	__u32 ifindex; /* the port the frame arrived on (from a device) or leaves by (toward one) */
 };
 
 #endif

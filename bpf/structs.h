@@ -19,15 +19,15 @@ struct zt_dev_key {
 };
 
 struct zt_dev_rec {
-	__u32 dev_id;  /* stable across revisions: index of dev_stats, events */
+	__u32 dev_id;	  /* stable across revisions: index of dev_stats, events */
 	__u32 ruleset;	  /* rule set id (device rules + segment rules), shared by identical lists */
 	__u32 in_ruleset; /* rule set id of the from: rules (toward the device), matched on the source */
-	__u32 ifindex; /* gateway port the device must arrive on; 0 = any */
-	__u16 segment; /* segment id; 0 = none */
-	__u16 vlan;    /* VID the device's frames carry; 0 = untagged (or priority-tagged) */
-	__u16 flags;   /* enum zt_dev_flags */
-	__u8 n_v4;     /* used entries of v4 */
-	__u8 n_v6;     /* used entries of v6 */
+	__u32 ifindex;	  /* gateway port the device must arrive on; 0 = any */
+	__u16 segment;	  /* segment id; 0 = none */
+	__u16 vlan;	  /* VID the device's frames carry; 0 = untagged (or priority-tagged) */
+	__u16 flags;	  /* enum zt_dev_flags */
+	__u8 n_v4;	  /* used entries of v4 */
+	__u8 n_v6;	  /* used entries of v6 */
 	__be32 v4[ZT_MAX_V4];
 	struct zt_in6 v6[ZT_MAX_V6];
 };
@@ -147,7 +147,7 @@ struct zt_counter {
 /* zt_devstats entry: one CPU's counters of one device (bpf/maps.h). Counted only after identity
  * and source checks passed. */
 struct zt_dev_stats {
-	__u64 packets[ZT_V_MAX];    /* frames from the device, by verdict */
+	__u64 packets[ZT_V_MAX]; /* frames from the device, by verdict */
 	__u64 bytes[ZT_V_MAX];
 	__u64 in_packets[ZT_V_MAX]; /* frames toward the device, by verdict */
 	__u64 in_bytes[ZT_V_MAX];

@@ -322,6 +322,9 @@ var sampleRE = regexp.MustCompile(`^ztgate_`)
 
 // TestAgentMetrics: the scraped exposition passes the lint of `promtool check metrics`, and the
 // datapath counters match the frames the test sent.
+// fromDev is the direction label of frames from devices, first of a series' labels.
+const fromDev = `direction="from_device",`
+
 func TestAgentMetrics(t *testing.T) {
 	l := newLab(t, func(c *agent.Config) { c.EventBurst = 1 << 20 })
 	tp := l.tp
@@ -392,11 +395,14 @@ func TestAgentMetrics(t *testing.T) {
 		series string
 		want   float64
 	}{
-		{series: `ztgate_datapath_packets_total{reason="spoof_ip",verdict="drop"}`, want: nSpoof},
-		{series: `ztgate_datapath_bytes_total{reason="spoof_ip",verdict="drop"}`, want: nSpoof * float64(len(spoof))},
-		{series: `ztgate_datapath_packets_total{reason="unknown_device",verdict="drop"}`, want: nUnknown},
+		{series: `ztgate_datapath_packets_total{` + fromDev + `reason="spoof_ip",verdict="drop"}`, want: nSpoof},
 		{
-			series: `ztgate_datapath_bytes_total{reason="unknown_device",verdict="drop"}`,
+			series: `ztgate_datapath_bytes_total{` + fromDev + `reason="spoof_ip",verdict="drop"}`,
+			want:   nSpoof * float64(len(spoof)),
+		},
+		{series: `ztgate_datapath_packets_total{` + fromDev + `reason="unknown_device",verdict="drop"}`, want: nUnknown},
+		{
+			series: `ztgate_datapath_bytes_total{` + fromDev + `reason="unknown_device",verdict="drop"}`,
 			want:   nUnknown * float64(len(unknown)),
 		},
 	}
@@ -405,19 +411,19 @@ func TestAgentMetrics(t *testing.T) {
 			t.Errorf("%s grew by %v, sent %v", c.series, got, c.want)
 		}
 	}
-	if got := delta(`ztgate_datapath_packets_total{reason="allow",verdict="pass"}`); got < nAllowed {
+	if got := delta(`ztgate_datapath_packets_total{` + fromDev + `reason="allow",verdict="pass"}`); got < nAllowed {
 		t.Errorf("pass/allow grew by %v, sent %d allowed datagrams", got, nAllowed)
 	}
 	// Per-device (and so per-segment) counters count only frames from identified devices with
 	// their own addresses: attacker's no_rule frames, not its spoofed ones.
-	const untrusted = `ztgate_segment_packets_total{segment="untrusted",verdict="drop"}`
+	const untrusted = `ztgate_segment_packets_total{` + fromDev + `segment="untrusted",verdict="drop"}`
 	if got := delta(untrusted); got < nNoRule || got >= nNoRule+nSpoof {
 		t.Errorf("untrusted segment drops grew by %v, attacker sent %d no_rule frames (and %d spoofed)", got, nNoRule, nSpoof)
 	}
-	if got := delta(`ztgate_datapath_packets_total{reason="no_rule",verdict="drop"}`); got < nNoRule {
+	if got := delta(`ztgate_datapath_packets_total{` + fromDev + `reason="no_rule",verdict="drop"}`); got < nNoRule {
 		t.Errorf("no_rule drops grew by %v, attacker sent %d", got, nNoRule)
 	}
-	if got := delta(`ztgate_segment_packets_total{segment="cameras",verdict="pass"}`); got < nAllowed {
+	if got := delta(`ztgate_segment_packets_total{` + fromDev + `segment="cameras",verdict="pass"}`); got < nAllowed {
 		t.Errorf("cameras segment passes grew by %v, cam sent %d", got, nAllowed)
 	}
 	if got := metricValue(t, expo, "ztgate_policy_revision"); got != 1 {

@@ -246,7 +246,7 @@ func TestAgentDamagedState(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer echo.Close()
-			noPolicy := `ztgate_datapath_packets_total{reason="no_policy",verdict="drop"}`
+			noPolicy := `ztgate_datapath_packets_total{` + fromDev + `reason="no_policy",verdict="drop"}`
 			_, expo := l.scrape("/metrics")
 			dropped := metricValue(t, expo, noPolicy)
 			passes := sendOnce(t, tp.Device("cam"), tp.Upstream.IPv4, 7000)
