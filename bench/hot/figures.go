@@ -11,9 +11,9 @@ import (
 
 // figures are the hot section's per-round costs, turned into results and target verdicts.
 type figures struct {
-	sizes   []int
-	snaps   map[int]*policy.Snapshot
-	prims   []string  // the primitives' names, in openPrimitives' order
+	sizes     []int
+	snaps     map[int]*policy.Snapshot
+	prims     []string  // the primitives' names, in openPrimitives' order
 	floorNs   []float64 // per round
 	xfNs      []float64 // per round
 	tcFloorNs []float64 // per round
