@@ -78,7 +78,7 @@ func (f *figures) addFlowPeers(r *core.Report, res [][]float64, fv *flowVariants
 		rf := core.Ratios(ns, f.floorNs)
 		r.Add(core.Result{Section: "hot", Name: fmt.Sprintf("rewriter + floor (IPv%d)", 4+2*i), Value: core.Median(ns),
 			Unit: "ns/pkt", Ratio: core.Median(rf), Base: "floor", Spread: core.Spread(rf),
-			Note: fmt.Sprintf("first-packet method: source port rewrite + tail call, %d runs per call; taken out "+
+			Note: fmt.Sprintf("first-packet method: source port rewrite + tail call, calls of %d runs; taken out "+
 				"of the first-packet figures", firstRuns)})
 	}
 }

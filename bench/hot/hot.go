@@ -313,7 +313,7 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 	if err != nil {
 		return err
 	}
-	fv, err := openFlowVariants(floor, sizes, dps, snaps, repeat)
+	fv, err := openFlowVariants(floor, sizes, dps, snaps, repeat, cfg.Pick(8, 1))
 	defer fv.Close()
 	if err != nil {
 		return err
