@@ -357,16 +357,15 @@ type flowVariants struct {
 	tcFloorIdx int
 }
 
-// openFlowVariants makes, for every fleet size, the first-packet variants (IPv4, IPv6, events on)
+// open makes, for every fleet size, the first-packet variants (IPv4, IPv6, events on)
 // of calls calls per round and the TC variants (inboundClasses, events on and off), each checked
 // to be decided as it should, and their peers: the rewriter tail-calling the floor, by family, and
-// the TC floor. The caller closes what is returned, also on error.
-func openFlowVariants(floor *ebpf.Program, sizes []int, dps map[int]*ztgateDP, snaps map[int]*policy.Snapshot,
-	repeat, calls int) (*flowVariants, error) {
-	fv := &flowVariants{}
+// the TC floor. The caller closes fv, also on error.
+func (fv *flowVariants) open(floor *ebpf.Program, sizes []int, dps map[int]*ztgateDP, snaps map[int]*policy.Snapshot,
+	repeat, calls int) error {
 	var err error
 	if fv.tcFloor, err = tcFloor(); err != nil {
-		return fv, err
+		return err
 	}
 	fv.tcFloorIdx = len(fv.vs)
 	fv.vs = append(fv.vs, core.ProgVariant("TC floor (TC_ACT_UNSPEC only)", fv.tcFloor,
@@ -374,7 +373,7 @@ func openFlowVariants(floor *ebpf.Program, sizes []int, dps map[int]*ztgateDP, s
 	for i, v6 := range []bool{false, true} {
 		rw, err := newRewriter(floor, ebpf.AttachNone, sportOffset(v6))
 		if err != nil {
-			return fv, err
+			return err
 		}
 		fv.rws = append(fv.rws, rw)
 		fv.passIdx[i] = len(fv.vs)
@@ -386,13 +385,13 @@ func openFlowVariants(floor *ebpf.Program, sizes []int, dps map[int]*ztgateDP, s
 		for i, v6 := range []bool{false, true} {
 			rw, err := newRewriter(z.on.Program(), ebpf.AttachXDP, sportOffset(v6)) // SEC("xdp")
 			if err != nil {
-				return fv, err
+				return err
 			}
 			fv.rws = append(fv.rws, rw)
 			frame := fleet.Classes[i].Frame(device(n))
 			class := fmt.Sprintf("first-packet-v%d", map[bool]int{false: 4, true: 6}[v6])
 			if err := checkFirst(z, rw, frame); err != nil {
-				return fv, fmt.Errorf("%s with %s devices: %w", class, core.Count(n), err)
+				return fmt.Errorf("%s with %s devices: %w", class, core.Count(n), err)
 			}
 			fv.hv = append(fv.hv, variant{n: n, class: class, events: true, idx: len(fv.vs), pass: fv.passIdx[i]})
 			fv.vs = append(fv.vs, firstVariant(variantName(n, class, true), z, rw, frame, calls))
@@ -406,14 +405,14 @@ func openFlowVariants(floor *ebpf.Program, sizes []int, dps map[int]*ztgateDP, s
 				}
 				ret, v, r, err := decideTC(z, p, frame)
 				if err != nil {
-					return fv, fmt.Errorf("%s with %s devices: %w", c.name, core.Count(n), err)
+					return fmt.Errorf("%s with %s devices: %w", c.name, core.Count(n), err)
 				}
 				want := uint32(tcActUnspec)
 				if c.verdict == bpf.VerdictDrop {
 					want = tcActShot
 				}
 				if v != c.verdict || r != c.reason || ret != want {
-					return fv, fmt.Errorf("%s with %s devices: got %s/%s (action %d), want %s/%s (action %d)", c.name,
+					return fmt.Errorf("%s with %s devices: got %s/%s (action %d), want %s/%s (action %d)", c.name,
 						core.Count(n), v, r, ret, c.verdict, c.reason, want)
 				}
 				fv.hv = append(fv.hv, variant{n: n, class: c.name, events: ev, idx: len(fv.vs), tc: true})
@@ -423,10 +422,10 @@ func openFlowVariants(floor *ebpf.Program, sizes []int, dps map[int]*ztgateDP, s
 		// The replies found their flows and the unsolicited frame opened none: the device holds
 		// the two flows its allowed frames opened.
 		if got, err := z.flowCount(snaps[n], device(n)); err != nil || got != 2 {
-			return fv, fmt.Errorf("%s devices: the measured device holds %d flows (%v), want 2", core.Count(n), got, err)
+			return fmt.Errorf("%s devices: the measured device holds %d flows (%v), want 2", core.Count(n), got, err)
 		}
 	}
-	return fv, nil
+	return nil
 }
 
 // add appends the variants to vs and hv, with their indexes in vs.

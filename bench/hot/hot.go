@@ -313,9 +313,9 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 	if err != nil {
 		return err
 	}
-	fv, err := openFlowVariants(floor, sizes, dps, snaps, repeat, cfg.Pick(8, 1))
+	fv := &flowVariants{}
 	defer fv.Close()
-	if err != nil {
+	if err := fv.open(floor, sizes, dps, snaps, repeat, cfg.Pick(8, 1)); err != nil {
 		return err
 	}
 	vs, hv = fv.add(vs, hv)
