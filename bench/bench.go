@@ -13,6 +13,7 @@ import (
 	"github.com/ztgate/ztgate/bench/control"
 	"github.com/ztgate/ztgate/bench/core"
 	"github.com/ztgate/ztgate/bench/events"
+	"github.com/ztgate/ztgate/bench/flows"
 	"github.com/ztgate/ztgate/bench/hot"
 	"github.com/ztgate/ztgate/bench/live"
 )
@@ -38,7 +39,7 @@ var LiveSenders = core.LiveSenders
 
 // sections are the suite's sections in run order; the cold section reuses the fleets the hot
 // one compiled.
-var sections = []Section{control.Section, events.Section, hot.Section, cold.Section, live.Section}
+var sections = []Section{control.Section, events.Section, hot.Section, cold.Section, flows.Section, live.Section}
 
 // Sections lists the sections in run order.
 func Sections() []Section { return append([]Section(nil), sections...) }

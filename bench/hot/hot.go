@@ -39,17 +39,28 @@ var Section = core.Section{
 // decision differs from host to host (its cost tripled between two hosts whose lookups did not),
 // so a ratio to it moves with the host; it stays in the table as context.
 const (
-	allowedVsFilterMax  = 1.0  // allowed path (IPv4, IPv6), x xdp-filter
-	identityVsFilterMax = 0.5  // identity drops (unknown device, spoofed IP), x xdp-filter
-	vsPrimitivesMax     = 1.5  // allowed path and identity drops, x (floor + the primitives they call)
-	flatMax             = 0.10 // max/min-1 of the allowed-path ratio across fleet sizes
+	firstVsFilterMax       = 1.0  // first packet of a flow (IPv4, IPv6), x xdp-filter
+	establishedVsFilterMax = 0.7  // a packet of a live flow (IPv4, IPv6), x xdp-filter
+	identityVsFilterMax    = 0.5  // identity drops (unknown device, spoofed IP), x xdp-filter
+	replyVsFilterMax       = 1.0  // TC: a reply toward a device whose flow exists, x xdp-filter
+	unsolicitedVsFilterMax = 0.5  // TC: a frame toward a device of no flow and no from: rule, x xdp-filter
+	vsPrimitivesMax        = 1.5  // established path and identity drops, x (floor + the primitives they call)
+	flatMax                = 0.10 // max/min-1 of the established path's ratio across fleet sizes from 1k
 )
 
-// calls are the helper calls of each frame class with events on, as (hash lookups, LPM
-// lookups, clock reads), by bpf/ztgate.c as of this suite; with events off a drop reads the
-// clock once less (the event limiter's timestamp).
-var calls = map[string][3]int{"allowed-v4": {3, 1, 1}, "allowed-v6": {3, 1, 1}, "no-rule-drop": {4, 1, 2},
-	"unknown-device-drop": {1, 0, 1}, "spoofed-ip-drop": {1, 0, 1}}
+// calls are the helper calls of each frame class with events on, as (hash lookups with an
+// 8-byte key, LPM lookups, clock reads, flow-table lookups), by bpf/ztgate.c and bpf/todevice.h
+// as of this suite; array lookups are left out, and so is the first packet's flow insert (no
+// primitive measures it). With events off a drop reads the clock once less (the event limiter's
+// timestamp).
+var calls = map[string][4]int{
+	"established-v4": {1, 0, 2, 1}, "established-v6": {1, 0, 2, 1},
+	"first-packet-v4": {3, 1, 2, 1}, "first-packet-v6": {3, 1, 2, 1},
+	"no-rule-drop":        {4, 1, 2, 1},
+	"unknown-device-drop": {1, 0, 1, 0}, "spoofed-ip-drop": {1, 0, 1, 0},
+	"inbound-reply-v4": {1, 0, 2, 1}, "inbound-reply-v6": {1, 0, 2, 1},
+	"unsolicited-inbound-drop": {1, 0, 2, 1},
+}
 
 // xfHashes is the number of hash lookups xdp-filter makes on the measured frame (MAC and
 // IPv4 address, each as source and destination); its two array lookups are left out.
@@ -209,8 +220,9 @@ func openZtgate(n int, s *policy.Snapshot) (_ *ztgateDP, err error) {
 			z.Close()
 		}
 	}()
+	// The quota leaves room for a first-packet call's flows (firstRuns) beside the established ones.
 	cfg := loader.Config{PinDir: z.pinDir, MaxDevices: lim.Devices, MaxAddrs: lim.Addrs, MaxRules: lim.Rules,
-		MaxPrefixes: lim.Prefixes, EventsEnabled: true}
+		MaxPrefixes: lim.Prefixes, EventsEnabled: true, FlowQuota: 2 * firstRuns}
 	if z.on, err = loader.Open(cfg); err != nil {
 		return z, err
 	}
@@ -247,6 +259,8 @@ type variant struct {
 	class  string
 	events bool
 	idx    int // in the Interleave slice
+	pass   int // first packet: the rewriter-to-floor peer's index in the Interleave slice (0: none)
+	tc     bool
 }
 
 // run runs the section: every variant and its references in interleaved rounds, then the report.
@@ -295,20 +309,27 @@ func run(ctx context.Context, cfg *core.Config, r *core.Report) error {
 	for i, p := range prims.progs {
 		vs = append(vs, core.ProgVariant(prims.names[i], p, allowed4, repeat, core.XDPPass))
 	}
-	vs, hv, err := ztgateVariants(vs, sizes, dps, repeat)
+	vs, hv, err := ztgateVariants(vs, sizes, dps, snaps, repeat)
 	if err != nil {
 		return err
 	}
+	fv := &flowVariants{}
+	defer fv.Close()
+	if err := fv.open(floor, sizes, dps, snaps, repeat, cfg.Pick(8, 1)); err != nil {
+		return err
+	}
+	vs, hv = fv.add(vs, hv)
 	res, err := measure(cfg, vs, rounds, repeat)
 	if err != nil {
 		return err
 	}
 	f := &figures{sizes: sizes, snaps: snaps, prims: prims.names, floorNs: res[0], xfNs: res[1],
-		byKey: map[string]agg{}}
+		tcFloorNs: res[fv.tcFloorIdx], byKey: map[string]agg{}}
 	if cfg.Quick {
 		f.quick = "quick: N = 1 and 1k only, figures not meant to be read; "
 	}
 	f.addPeers(r, res[2:2+len(prims.names)], rounds, repeat)
+	f.addFlowPeers(r, res, fv)
 	f.addZtgate(r, res, hv)
 	f.checkTargets(r)
 	return nil
@@ -346,13 +367,17 @@ func openFleets(ctx context.Context, cfg *core.Config, sizes []int) (map[int]*zt
 
 // ztgateVariants appends to vs a variant per fleet size, frame class and event setting, each
 // checked to be decided as its class says, and returns them with where each is in vs.
-func ztgateVariants(vs []core.Variant, sizes []int, dps map[int]*ztgateDP, repeat int) ([]core.Variant, []variant,
-	error) {
+func ztgateVariants(vs []core.Variant, sizes []int, dps map[int]*ztgateDP, snaps map[int]*policy.Snapshot,
+	repeat int) ([]core.Variant, []variant, error) {
 	var hv []variant
 	for _, n := range sizes {
 		z := dps[n]
 		for _, c := range fleet.Classes {
 			frame := c.Frame(device(n))
+			flows0, err := z.flowCount(snaps[n], device(n))
+			if err != nil {
+				return nil, nil, err
+			}
 			for _, ev := range []bool{true, false} {
 				p := z.off.Program()
 				if ev {
@@ -371,12 +396,40 @@ func ztgateVariants(vs []core.Variant, sizes []int, dps map[int]*ztgateDP, repea
 				if c.Verdict == bpf.VerdictDrop {
 					want = core.XDPDrop
 				}
-				hv = append(hv, variant{n: n, class: c.Name, events: ev, idx: len(vs)})
-				vs = append(vs, core.ProgVariant(variantName(n, c.Name, ev), p, frame, repeat, want))
+				class := hotClass(c.Name)
+				hv = append(hv, variant{n: n, class: class, events: ev, idx: len(vs)})
+				vs = append(vs, core.ProgVariant(variantName(n, class, ev), p, frame, repeat, want))
+			}
+			// An allowed frame's first run opened its flow, the second found it: every measured run
+			// of the replayed frame takes the established path.
+			flows1, err := z.flowCount(snaps[n], device(n))
+			if err != nil {
+				return nil, nil, err
+			}
+			if want := flows0 + uint32(btoi(c.Verdict == bpf.VerdictPass)); flows1 != want {
+				return nil, nil, fmt.Errorf("%s with %s devices: the device holds %d flows, want %d", c.Name,
+					core.Count(n), flows1, want)
 			}
 		}
 	}
 	return vs, hv, nil
+}
+
+// hotClass is the hot section's name of a class of fleet.Classes: a replayed allowed frame
+// takes the established path from its second run on.
+func hotClass(name string) string {
+	if rest, ok := strings.CutPrefix(name, "allowed-"); ok {
+		return "established-" + rest
+	}
+	return name
+}
+
+// btoi is 1 for true.
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // measure runs the variants in interleaved rounds on the pinned benchmark CPU, after a warm-up.
@@ -416,10 +469,16 @@ func variantName(n int, class string, events bool) string {
 // variantNote is the note of a variant's result against the floor.
 func variantNote(class string, events bool) string {
 	switch {
+	case class == "unsolicited-inbound-drop":
+		return "TC: no flow, no from: rule" + map[bool]string{true: "; event limiter: suppressed (flood case)"}[events]
 	case strings.HasSuffix(class, "-drop") && events:
 		return "event limiter: over the burst, suppressed (flood case)"
-	case strings.HasPrefix(class, "allowed"):
-		return "dev+peer+prefix+rule lookups"
+	case strings.HasPrefix(class, "established"):
+		return "device + flow lookups (the fast path)"
+	case strings.HasPrefix(class, "first-packet"):
+		return "dev+peer+prefix+rule lookups, flow lookup (miss) and insert"
+	case strings.HasPrefix(class, "inbound-reply"):
+		return "TC: destination device + flow lookups"
 	}
 	return ""
 }

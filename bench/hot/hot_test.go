@@ -53,11 +53,24 @@ func TestHotColdQuick(t *testing.T) {
 		"cold/ztgate 1k dev allowed-v4 cold/control",
 		"cold/ztgate 10k dev allowed-v4 hot/control",
 	}
+	want = append(want, "hot/TC floor (TC_ACT_UNSPEC only)/floor", "hot/rewriter + floor (IPv4)/floor",
+		"hot/rewriter + floor (IPv6)/floor")
 	for _, n := range []int{1, 1000} {
 		for _, c := range fleet.Classes {
 			for _, ev := range []bool{true, false} {
-				name := variantName(n, c.Name, ev)
+				name := variantName(n, hotClass(c.Name), ev)
 				want = append(want, "hot/"+name+"/floor", "hot/"+name+"/xdp-filter", "hot/"+name+"/floor + primitives")
+			}
+		}
+		for _, c := range firstClasses {
+			name := variantName(n, c, true)
+			want = append(want, "hot/"+name+"/floor", "hot/"+name+"/xdp-filter", "hot/"+name+"/floor + primitives")
+		}
+		for _, c := range inboundClasses {
+			for _, ev := range []bool{true, false} {
+				name := variantName(n, c.name, ev)
+				want = append(want, "hot/"+name+"/TC floor", "hot/"+name+"/xdp-filter",
+					"hot/"+name+"/floor + primitives")
 			}
 		}
 	}
@@ -79,10 +92,11 @@ func TestHotColdQuick(t *testing.T) {
 			t.Errorf("target %s/%q: note %q does not say quick", tg.Section, tg.Desc, tg.Note)
 		}
 	}
-	// hot: allowed path and identity drops each against xdp-filter and against their primitives,
+	// hot: first packet, established path, identity drops, inbound reply and unsolicited inbound
+	// drop against xdp-filter, the established path and identity drops against their primitives,
 	// flatness; cold: one per N. No hot target is relative to the floor alone.
-	if sections["hot"] != 5 || sections["cold"] != 2 {
-		t.Errorf("targets per section %v, want hot 5, cold 2", sections)
+	if sections["hot"] != 8 || sections["cold"] != 2 {
+		t.Errorf("targets per section %v, want hot 8, cold 2", sections)
 	}
 	for _, tg := range r.Targets {
 		if tg.Section == "hot" && strings.HasSuffix(tg.Desc, "x the floor") {
