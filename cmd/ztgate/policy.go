@@ -215,9 +215,6 @@ func (a *app) policyExplainCommand() *cli.Command {
 func writeExplanation(w io.Writer, e *api.Explanation) error {
 	tw := newTable(w)
 	row(tw, "Verdict:", fmt.Sprintf("%s (%s)", e.Verdict, e.Reason))
-	if e.Direction != "" {
-		row(tw, "Direction:", e.Direction)
-	}
 	from := fmt.Sprintf("%s (%s)", e.From, orDash(e.Src))
 	switch {
 	case e.SrcDevice != "":
@@ -237,6 +234,9 @@ func writeExplanation(w io.Writer, e *api.Explanation) error {
 	}
 	if e.ICMP != "" {
 		flow += " " + e.ICMP
+	}
+	if e.Direction == policy.DirectionInbound {
+		flow += ", inbound (the device's from: rules)"
 	}
 	row(tw, "Flow:", flow)
 	row(tw, "Mode:", orDash(e.Mode))
