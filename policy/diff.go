@@ -282,7 +282,8 @@ func sameDevice(o, n *Device) bool {
 		o.VLAN == n.VLAN && o.Segment == n.Segment && o.Mode == n.Mode && o.Quarantined == n.Quarantined &&
 		o.AuditIdentity == n.AuditIdentity &&
 		slices.EqualFunc(o.Allow, n.Allow, func(a, b Rule) bool {
-			return a.To == b.To && a.From == b.From && a.Proto == b.Proto && slices.Equal(a.Ports, b.Ports) && slices.Equal(a.ICMP, b.ICMP)
+			return a.To == b.To && a.From == b.From && a.Proto == b.Proto && slices.Equal(a.Ports, b.Ports) &&
+				slices.Equal(a.ICMP, b.ICMP)
 		})
 }
 

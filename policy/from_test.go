@@ -84,7 +84,8 @@ func TestParseFromRules(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(back, p) {
 		t.Fatalf("Marshal round trip: %v\n%s", err, out)
 	}
-	q, err := Parse("t.yaml", []byte(strings.Replace(ok, "- {from: {cidr: 192.0.2.0/24}", "- {to: {cidr: 192.0.2.0/24}", 1)))
+	swapped := strings.Replace(ok, "- {from: {cidr: 192.0.2.0/24}", "- {to: {cidr: 192.0.2.0/24}", 1)
+	q, err := Parse("t.yaml", []byte(swapped))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -193,7 +193,8 @@ func TestPolicyExplainInbound(t *testing.T) {
 	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathExplain: reply(e)})
 	r := fa.run(t, "policy", "explain", "--from", "10.0.0.24", "--to", "cam-1", "--proto", "tcp", "--port", "554")
 	wantCode(t, r, exitOK)
-	for _, s := range []string{"pass (allow)", "tcp port 554, inbound", "10.0.0.24 (device nvr)", "10.0.0.21 (device cam-1)",
+	for _, s := range []string{"pass (allow)", "tcp port 554, inbound", "10.0.0.24 (device nvr)",
+		"10.0.0.21 (device cam-1)",
 		"spec.segments[0].allow[0]: from device nvr proto tcp ports 554"} {
 		if !strings.Contains(r.stdout, s) {
 			t.Errorf("explain lacks %q:\n%s", s, r.stdout)
