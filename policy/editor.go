@@ -239,8 +239,8 @@ func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 	}
 	od := &e.p.Spec.Devices[i]
 	if n := e.namedByOthers(od); n > 0 {
-		return nil, fmt.Errorf("device %s is the destination or source of %d rule(s) of other devices, segments "+
-			"or the quarantine: remove them first: %w", quote(name), n, ErrReferenced)
+		return nil, fmt.Errorf("device %s is the destination of %d rule(s) of other devices, segments or the "+
+			"quarantine (or, in a from: rule, the source): remove them first: %w", quote(name), n, ErrReferenced)
 	}
 	okey := devKey(mustMAC(od.MAC))
 	orec := e.snap.Devices[okey]

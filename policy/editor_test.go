@@ -326,7 +326,7 @@ func TestEditorRefusals(t *testing.T) {
 			t.Errorf("put %q: got %v, want %q", c.doc, err, c.want)
 		}
 	}
-	const referenced = `device "cam" is the destination or source of 1 rule(s)`
+	const referenced = `device "cam" is the destination of 1 rule(s)`
 	if _, err := e.PrepareDelete("cam"); err == nil || !strings.Contains(err.Error(), referenced) {
 		t.Errorf("delete cam: got %v", err)
 	}
