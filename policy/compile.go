@@ -140,12 +140,12 @@ type compiler struct {
 	rsFlags  []uint16          // rule set id -> ZT_DEV_PEER_RULES | ZT_DEV_PREFIX_RULES
 	groups   uint32            // prefix groups handed out
 
-	// listCache maps a device's rule list as written (its segment and its own rules, see
-	// listKey) to its rule set: devices mostly share a few lists, and compiling a list
-	// (ruleset) costs far more than recognising one already compiled.
+	// listCache maps a device's rule list as written (its segment and its own rules of one
+	// direction, see listKey) to its rule set: devices mostly share a few lists, and compiling
+	// a list (ruleset) costs far more than recognising one already compiled.
 	listCache map[string]uint32
-	key       []byte // listKey's buffer
-	lastCanon string // the key of the last rule set compiled (for the Editor)
+	key       []byte   // listKey's buffer
+	added     []string // the keys of the rule sets compiled, in order, since the Editor reset it
 }
 
 // run compiles c.p into c.snap: segment and device ids, the gateway's configuration and the
@@ -203,7 +203,7 @@ func (c *compiler) run() error {
 		cfg.N_gwmac++
 	}
 
-	qrs, err := c.ruleset("spec.quarantine.allow", spec.Quarantine.Allow)
+	qrs, err := c.ruleset("spec.quarantine.allow", spec.Quarantine.Allow, false)
 	if err != nil {
 		return err
 	}
@@ -288,22 +288,14 @@ func (c *compiler) record(path string, d *Device, segs map[string]*Segment) (bpf
 	if d.Mode != "" {
 		mode = d.Mode
 	}
-	c.key = listKey(c.key[:0], d.Segment, d.Allow)
-	rs, ok := c.listCache[string(c.key)]
-	if !ok {
-		var rules []Rule
-		if seg != nil {
-			rules = append(rules, seg.Allow...)
-		}
-		rules = append(rules, d.Allow...)
-		var err error
-		if rs, err = c.ruleset(joinPath(path, "allow"), rules); err != nil {
-			return rec, err
-		}
-		c.listCache[string(c.key)] = rs
+	var err error
+	if rec.Ruleset, err = c.list(path, d, seg, false); err != nil {
+		return rec, err
 	}
-	rec.Ruleset = rs
-	rec.Flags = c.rsFlags[rs]
+	if rec.InRuleset, err = c.list(path, d, seg, true); err != nil {
+		return rec, err
+	}
+	rec.Flags = c.rsFlags[rec.Ruleset] | inboundFlags(c.rsFlags[rec.InRuleset])
 	if mode == ModeAudit {
 		rec.Flags |= bpf.DevAudit
 		if auditIdentity {
@@ -331,6 +323,39 @@ func (c *compiler) record(path string, d *Device, segs map[string]*Segment) (bpf
 		}
 	}
 	return rec, nil
+}
+
+// list returns the rule set of device d's outbound (to:) or inbound (from:) rules, its segment's
+// and its own, compiling them when no device compiled the same list before.
+func (c *compiler) list(path string, d *Device, seg *Segment, inbound bool) (uint32, error) {
+	c.key = listKey(c.key[:0], d.Segment, d.Allow, inbound)
+	if rs, ok := c.listCache[string(c.key)]; ok {
+		return rs, nil
+	}
+	var rules []Rule
+	if seg != nil {
+		rules = append(rules, seg.Allow...)
+	}
+	rules = append(rules, d.Allow...)
+	rs, err := c.ruleset(joinPath(path, "allow"), rules, inbound)
+	if err != nil {
+		return 0, err
+	}
+	c.listCache[string(c.key)] = rs
+	return rs, nil
+}
+
+// inboundFlags are the device flags that say what the inbound rule set with flags f holds:
+// bpf.DevInPeerRules for bpf.DevPeerRules, bpf.DevInPrefixRules for bpf.DevPrefixRules.
+func inboundFlags(f uint16) uint16 {
+	var in uint16
+	if f&bpf.DevPeerRules != 0 {
+		in |= bpf.DevInPeerRules
+	}
+	if f&bpf.DevPrefixRules != 0 {
+		in |= bpf.DevInPrefixRules
+	}
+	return in
 }
 
 // write adds device d, compiled into rec, to the snapshot.
@@ -362,22 +387,38 @@ func (e *PathError) Unwrap() error { return e.Err }
 
 func atPath(path string, err error) error { return &PathError{Path: path, Err: err} }
 
-// listKey appends to b an encoding of a device's rule list as written: its segment's name (the
-// segment's rules) and its own rules, every string length-prefixed so that different lists
-// never share a key.
-func listKey(b []byte, segment string, rules []Rule) []byte {
+// listKey appends to b an encoding of a device's rule list of one direction as written: the
+// direction, its segment's name (the segment's rules of that direction) and its own rules of
+// that direction (to: rules, or from: rules when inbound), every string length-prefixed so that
+// different lists never share a key.
+func listKey(b []byte, segment string, rules []Rule, inbound bool) []byte {
 	str := func(s string) {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
+	n := 0
+	for i := range rules {
+		if rules[i].Inbound() == inbound {
+			n++
+		}
+	}
+	if inbound {
+		b = append(b, 'i')
+	} else {
+		b = append(b, 'o')
+	}
 	str(segment)
-	b = binary.AppendUvarint(b, uint64(len(rules)))
+	b = binary.AppendUvarint(b, uint64(n))
 	for i := range rules {
 		r := &rules[i]
-		str(r.To.CIDR)
-		str(r.To.Device)
-		str(r.To.Segment)
-		if r.To.Gateway {
+		if r.Inbound() != inbound {
+			continue
+		}
+		t := r.Peer()
+		str(t.CIDR)
+		str(t.Device)
+		str(t.Segment)
+		if t.Gateway {
 			b = append(b, 1)
 		} else {
 			b = append(b, 0)
@@ -475,9 +516,10 @@ func (pp protoPorts) add(r Rule, proto uint8) {
 	ps.add(r, proto)
 }
 
-// ruleset compiles a rule list (plus the gateway services every device may use) into rule
-// map entries, shared by every device whose list is the same.
-func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
+// ruleset compiles the rules of a list of one direction into rule map entries, shared by every
+// device (and direction) whose entries are the same: the to: rules plus the gateway services
+// every device may use, or the from: rules (matched on the source) when inbound.
+func (c *compiler) ruleset(path string, rules []Rule, inbound bool) (_ uint32, err error) {
 	sels := map[selector]protoPorts{}
 	prefixes := map[netip.Prefix]protoPorts{}
 	addSel := func(s selector, r Rule, proto uint8) {
@@ -488,6 +530,9 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 	}
 	gw := selector{kind: bpf.SelGateway}
 	for _, s := range c.p.Spec.Gateway.Services {
+		if inbound { // the services are the device's connections to the gateway
+			break
+		}
 		switch s {
 		case ServiceDNS:
 			addSel(gw, Rule{Ports: []PortRange{{53, 53}}}, ProtoUDP)
@@ -496,7 +541,15 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 			addSel(gw, Rule{Ports: []PortRange{{123, 123}}}, ProtoUDP)
 		}
 	}
+	end := "to"
+	if inbound {
+		end = "from"
+	}
 	for i, r := range rules {
+		if r.Inbound() != inbound {
+			continue
+		}
+		t := r.Peer()
 		proto, err := ParseProto(r.Proto)
 		if err != nil {
 			return 0, atPath(fmt.Sprintf("%s[%d].proto", path, i), err)
@@ -505,24 +558,24 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 			return 0, atPath(fmt.Sprintf("%s[%d].icmp", path, i), err)
 		}
 		switch {
-		case r.To.Gateway:
+		case t.Gateway:
 			addSel(gw, r, proto)
-		case r.To.Device != "":
-			id, ok := c.devIDs[r.To.Device]
+		case t.Device != "":
+			id, ok := c.devIDs[t.Device]
 			if !ok {
-				return 0, atPath(fmt.Sprintf("%s[%d].to.device", path, i), fmt.Errorf("%q is not a device", r.To.Device))
+				return 0, atPath(fmt.Sprintf("%s[%d].%s.device", path, i, end), fmt.Errorf("%q is not a device", t.Device))
 			}
 			addSel(selector{bpf.SelDevice, id}, r, proto)
-		case r.To.Segment != "":
-			id, ok := c.segIDs[r.To.Segment]
+		case t.Segment != "":
+			id, ok := c.segIDs[t.Segment]
 			if !ok {
-				return 0, atPath(fmt.Sprintf("%s[%d].to.segment", path, i), fmt.Errorf("%q is not a segment", r.To.Segment))
+				return 0, atPath(fmt.Sprintf("%s[%d].%s.segment", path, i, end), fmt.Errorf("%q is not a segment", t.Segment))
 			}
 			addSel(selector{bpf.SelSegment, uint32(id)}, r, proto)
-		case r.To.CIDR != "":
-			pfx, err := netip.ParsePrefix(r.To.CIDR)
+		case t.CIDR != "":
+			pfx, err := netip.ParsePrefix(t.CIDR)
 			if err != nil {
-				return 0, atPath(fmt.Sprintf("%s[%d].to.cidr", path, i), err)
+				return 0, atPath(fmt.Sprintf("%s[%d].%s.cidr", path, i, end), err)
 			}
 			pfx = pfx.Masked()
 			if prefixes[pfx] == nil {
@@ -530,7 +583,7 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 			}
 			prefixes[pfx].add(r, proto)
 		default:
-			return 0, atPath(fmt.Sprintf("%s[%d].to", path, i), errors.New("no destination"))
+			return 0, atPath(fmt.Sprintf("%s[%d].%s", path, i, end), errors.New("no destination or source"))
 		}
 	}
 	// A v6 prefix that covers ::ffff:0:0/96 would match IPv4 destinations in the trie: an
@@ -629,7 +682,7 @@ func (c *compiler) ruleset(path string, rules []Rule) (_ uint32, err error) {
 		}
 	}
 	c.rulesets[key] = id
-	c.lastCanon = key
+	c.added = append(c.added, key)
 	c.rsFlags = append(c.rsFlags, flags)
 	return id, nil
 }

@@ -90,14 +90,19 @@ type FieldChange struct {
 }
 
 // String spells r on one line, the same way for every rule that compiles the same:
-// "to <target> proto <proto>[ ports <p>,<lo>-<hi>][ icmp <type>[/<code>],...]". The target is
-// "cidr <prefix>", "device <name>", "segment <name>" or "gateway"; the protocol is tcp, udp,
-// icmp, icmpv6, any (also for an empty proto) or its number; ports are sorted and deduplicated;
-// icmp types are named where they have a name, sorted and deduplicated.
+// "to <target> proto <proto>[ ports <p>,<lo>-<hi>][ icmp <type>[/<code>],...]", or "from
+// <target> ..." for a from: rule. The target is "cidr <prefix>", "device <name>", "segment
+// <name>" or "gateway"; the protocol is tcp, udp, icmp, icmpv6, any (also for an empty proto)
+// or its number; ports are sorted and deduplicated; icmp types are named where they have a
+// name, sorted and deduplicated.
 func (r Rule) String() string {
 	var b strings.Builder
-	b.WriteString("to ")
-	switch t := r.To; {
+	if r.Inbound() {
+		b.WriteString("from ")
+	} else {
+		b.WriteString("to ")
+	}
+	switch t := r.Peer(); {
 	case t.Gateway:
 		b.WriteString("gateway")
 	case t.Device != "":
@@ -277,7 +282,8 @@ func sameDevice(o, n *Device) bool {
 		o.VLAN == n.VLAN && o.Segment == n.Segment && o.Mode == n.Mode && o.Quarantined == n.Quarantined &&
 		o.AuditIdentity == n.AuditIdentity &&
 		slices.EqualFunc(o.Allow, n.Allow, func(a, b Rule) bool {
-			return a.To == b.To && a.Proto == b.Proto && slices.Equal(a.Ports, b.Ports) && slices.Equal(a.ICMP, b.ICMP)
+			return a.To == b.To && a.From == b.From && a.Proto == b.Proto && slices.Equal(a.Ports, b.Ports) &&
+				slices.Equal(a.ICMP, b.ICMP)
 		})
 }
 

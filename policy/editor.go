@@ -27,7 +27,7 @@ type Editor struct {
 	devIdx map[string]int     // device name -> index in p.Spec.Devices
 	val    *validator         // its macs and owners map to device indexes
 	refs   map[string]int     // device name -> rules (device, segment, quarantine) naming it
-	rsUse  map[uint32]int     // rule set -> devices using it
+	rsUse  map[uint32]int     // rule set -> uses by devices (their Ruleset and InRuleset)
 	rsKeys map[uint32]*rsKeys // rule set -> its entries and the keys that find it
 	ids    idHeap             // free dev_ids below next
 	next   uint32             // every dev_id >= next is free
@@ -136,6 +136,7 @@ func (e *Editor) Index() {
 		}
 		used[rec.DevId] = true
 		e.rsUse[rec.Ruleset]++
+		e.rsUse[rec.InRuleset]++
 	}
 	e.next = uint32(max(len(used), 1))
 	for id := 1; id < len(used); id++ {
@@ -191,13 +192,14 @@ func (e *Editor) index(i int, d *Device, n int) {
 	e.countRefs(d.Allow, n)
 }
 
-// countRefs adds n to the reference count of every device that rules name.
+// countRefs adds n to the reference count of every device that rules name (as a destination
+// or a source).
 func (e *Editor) countRefs(rules []Rule, n int) {
-	for _, r := range rules {
-		if r.To.Device != "" {
-			e.refs[r.To.Device] += n
-			if e.refs[r.To.Device] == 0 {
-				delete(e.refs, r.To.Device)
+	for i := range rules {
+		if name := rules[i].Peer().Device; name != "" {
+			e.refs[name] += n
+			if e.refs[name] == 0 {
+				delete(e.refs, name)
 			}
 		}
 	}
@@ -223,11 +225,11 @@ func (e *Editor) Device(name string) (*Device, bool) {
 // ErrNotFound reports that the device to delete is not in the policy.
 var ErrNotFound = errors.New("no such device")
 
-// ErrReferenced reports that the device to delete is the destination of rules.
+// ErrReferenced reports that the device to delete is the destination or source of rules.
 var ErrReferenced = errors.New("device in use")
 
 // PrepareDelete prepares the removal of device name. It is refused while a rule names the
-// device as its destination.
+// device as its destination or source.
 func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 	e.Index()
 	e.pending = nil
@@ -238,7 +240,7 @@ func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 	od := &e.p.Spec.Devices[i]
 	if n := e.namedByOthers(od); n > 0 {
 		return nil, fmt.Errorf("device %s is the destination of %d rule(s) of other devices, segments or the "+
-			"quarantine: remove them first: %w", quote(name), n, ErrReferenced)
+			"quarantine (or, in a from: rule, the source): remove them first: %w", quote(name), n, ErrReferenced)
 	}
 	okey := devKey(mustMAC(od.MAC))
 	orec := e.snap.Devices[okey]
@@ -249,7 +251,8 @@ func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 		d.Addrs.Del = append(d.Addrs.Del, bpf.AddrKey{Addr: in6(a)})
 		d.Counts[1]--
 	}
-	gone := e.release(orec.Ruleset, d)
+	uses := ruleUses(nil, &orec, -1)
+	gone := e.release(uses, d)
 	d.commit = func() {
 		e.index(i, od, -1)
 		last := len(e.p.Spec.Devices) - 1
@@ -267,8 +270,10 @@ func (e *Editor) PrepareDelete(name string) (*Delta, error) {
 		delete(e.c.devIDs, name)
 		delete(e.snap.DeviceNames, orec.DevId)
 		heap.Push(&e.ids, orec.DevId)
-		e.rsUse[orec.Ruleset]--
-		e.forget(gone)
+		e.use(uses)
+		for _, k := range gone {
+			e.forget(k)
+		}
 	}
 	e.pending = d
 	return d, nil
@@ -335,21 +340,21 @@ type devicePut struct {
 	id         uint32 // nd's dev_id
 	newID      bool   // id is not od's: a new device, or a new MAC
 	scratchRecord
-	added *rsKeys // the new rule set's entries (addedRS)
-	gone  *rsKeys // the old rule set's, when no other device uses it
+	added []*rsKeys      // the new rule sets' entries (scratchRecord.added)
+	uses  map[uint32]int // the change of each rule set's uses
+	gone  []*rsKeys      // the old rule sets' entries, of those no device uses afterwards
 }
 
 // scratchRecord is a device's record compiled into a scratch snapshot, and the changes to the
 // compiler's state that Commit redoes.
 type scratchRecord struct {
 	rec     bpf.DevRec
-	addedRS bool   // the record's rule set is new: rule set nRS, its entries in scratch
-	rsFlag  uint16 // the new rule set's flags
-	canon   string // the new rule set's key in compiler.rulesets
-	gAfter  uint32 // compiler.groups after compiling it
-	cached  bool   // list was in compiler.listCache
-	stale   bool   // and its rule set names the device's old id
-	list    string // the device's key in compiler.listCache
+	added   []string  // keys in compiler.rulesets of the new rule sets: nRS, nRS+1, entries in scratch
+	rsFlags []uint16  // the new rule sets' flags
+	gAfter  uint32    // compiler.groups after compiling them
+	lists   [2]string // the device's keys in compiler.listCache: outbound, inbound
+	cached  [2]bool   // list was in compiler.listCache
+	stale   [2]bool   // and its rule set names the device's old id
 	scratch *Snapshot
 	nRS     int
 }
@@ -377,13 +382,17 @@ func (e *Editor) validatePut(file, path string, nd *Device, i int, replace bool,
 // new rule set, compiled into a scratch snapshot. Then the compiler is put back as it was:
 // Commit redoes what the change needs.
 func (e *Editor) compileScratch(path string, nd *Device, id uint32, newID bool) (scratchRecord, error) {
-	list := string(listKey(nil, nd.Segment, nd.Allow))
-	cachedRS, cached := e.c.listCache[list]
-	// A device that names itself and gets a new id needs its list compiled again: the cached
-	// rule set names its old id.
-	stale := cached && newID && selfRefs(nd) > 0
-	if stale {
-		delete(e.c.listCache, list)
+	var sr scratchRecord
+	var cachedRS [2]uint32
+	for dir, inbound := range [2]bool{false, true} {
+		sr.lists[dir] = string(listKey(nil, nd.Segment, nd.Allow, inbound))
+		cachedRS[dir], sr.cached[dir] = e.c.listCache[sr.lists[dir]]
+		// A device that names itself and gets a new id needs its list compiled again: the
+		// cached rule set names its old id.
+		sr.stale[dir] = sr.cached[dir] && newID && namesSelf(nd, inbound)
+		if sr.stale[dir] {
+			delete(e.c.listCache, sr.lists[dir])
+		}
 	}
 	scratch := &Snapshot{Rules: map[bpf.RuleKey]bpf.RuleVal{}, Prefixes: map[bpf.PrefixKey]bpf.PrefixVal{}}
 	real := e.c.snap
@@ -391,7 +400,7 @@ func (e *Editor) compileScratch(path string, nd *Device, id uint32, newID bool) 
 	nRS, g0 := len(e.c.rsFlags), e.c.groups
 	prevID, hadID := e.c.devIDs[nd.Name]
 	e.c.devIDs[nd.Name] = id
-	e.c.lastCanon = ""
+	e.c.added = e.c.added[:0]
 	rec, err := e.c.record(path, nd, e.segs)
 	e.c.snap = real
 	if hadID {
@@ -399,27 +408,28 @@ func (e *Editor) compileScratch(path string, nd *Device, id uint32, newID bool) 
 	} else {
 		delete(e.c.devIDs, nd.Name)
 	}
-	addedRS := len(e.c.rsFlags) > nRS
-	var rsFlag uint16
-	canon := e.c.lastCanon
-	if addedRS {
-		rsFlag = e.c.rsFlags[nRS]
-		e.c.rsFlags = e.c.rsFlags[:nRS]
+	sr.added = slices.Clone(e.c.added)
+	sr.rsFlags = slices.Clone(e.c.rsFlags[nRS:])
+	e.c.rsFlags = e.c.rsFlags[:nRS]
+	for _, canon := range sr.added {
 		delete(e.c.rulesets, canon)
 	}
-	if !cached || stale {
-		delete(e.c.listCache, list)
+	e.c.added = e.c.added[:0]
+	for dir := range sr.lists {
+		if !sr.cached[dir] || sr.stale[dir] {
+			delete(e.c.listCache, sr.lists[dir])
+		}
+		if sr.stale[dir] {
+			e.c.listCache[sr.lists[dir]] = cachedRS[dir]
+		}
 	}
-	if stale {
-		e.c.listCache[list] = cachedRS
-	}
-	gAfter := e.c.groups
+	sr.gAfter = e.c.groups
 	e.c.groups = g0
 	if err != nil {
 		return scratchRecord{}, err
 	}
-	return scratchRecord{rec: rec, addedRS: addedRS, rsFlag: rsFlag, canon: canon, gAfter: gAfter,
-		cached: cached, stale: stale, list: list, scratch: scratch, nRS: nRS}, nil
+	sr.rec, sr.scratch, sr.nRS = rec, scratch, nRS
+	return sr, nil
 }
 
 // putEntries records in d the map entries p changes: the device map, the address index and
@@ -457,23 +467,28 @@ func (e *Editor) putEntries(d *Delta, p *devicePut) {
 			d.Addrs.put(k, nval)
 		}
 	}
-	// The rule sets: the new one's entries; the old one's if no other device uses it.
-	if p.addedRS {
-		p.added = &rsKeys{canon: p.canon}
-		for k, v := range p.scratch.Rules {
-			d.Rules.put(k, v)
-			p.added.rules = append(p.added.rules, k)
-		}
-		for k, v := range p.scratch.Prefixes {
-			d.Prefixes.put(k, v)
-			p.added.prefixes = append(p.added.prefixes, k)
-		}
-		d.Counts[3] += len(p.scratch.Rules)
-		d.Counts[2] += len(p.scratch.Prefixes)
+	// The rule sets: the new ones' entries; the old ones' if no device uses them afterwards.
+	p.added = make([]*rsKeys, len(p.scratchRecord.added))
+	for i, canon := range p.scratchRecord.added {
+		p.added[i] = &rsKeys{canon: canon}
 	}
-	if p.replace && p.orec.Ruleset != p.rec.Ruleset {
-		p.gone = e.release(p.orec.Ruleset, d)
+	for k, v := range p.scratch.Rules {
+		d.Rules.put(k, v)
+		a := p.added[int(k.Ruleset)-p.nRS]
+		a.rules = append(a.rules, k)
 	}
+	for k, v := range p.scratch.Prefixes {
+		d.Prefixes.put(k, v)
+		a := p.added[int(k.Ruleset)-p.nRS]
+		a.prefixes = append(a.prefixes, k)
+	}
+	d.Counts[3] += len(p.scratch.Rules)
+	d.Counts[2] += len(p.scratch.Prefixes)
+	p.uses = ruleUses(nil, &p.rec, 1)
+	if p.replace {
+		p.uses = ruleUses(p.uses, &p.orec, -1)
+	}
+	p.gone = e.release(p.uses, d)
 	if p.id >= e.next {
 		d.MaxDevID = max(d.MaxDevID, p.id)
 	}
@@ -482,23 +497,23 @@ func (e *Editor) putEntries(d *Delta, p *devicePut) {
 // commitPut makes p part of the policy, the snapshot's names, the compiler's state and the
 // indexes (the commit of its Delta).
 func (e *Editor) commitPut(p *devicePut) {
-	// The old rule set first (it may take the list's cache entry with it), then the new.
-	if p.replace && p.orec.Ruleset != p.rec.Ruleset {
-		e.rsUse[p.orec.Ruleset]--
+	// The old rule sets first (they may take the lists' cache entries with them), then the new.
+	e.use(p.uses)
+	for _, k := range p.gone {
+		e.forget(k)
 	}
-	e.forget(p.gone)
-	if p.addedRS {
-		e.c.rsFlags = append(e.c.rsFlags, p.rsFlag)
-		e.c.rulesets[p.canon] = uint32(p.nRS)
-		e.c.groups = p.gAfter
-		e.rsKeys[uint32(p.nRS)] = p.added
+	for i, canon := range p.scratchRecord.added {
+		id := uint32(p.nRS + i)
+		e.c.rsFlags = append(e.c.rsFlags, p.rsFlags[i])
+		e.c.rulesets[canon] = id
+		e.rsKeys[id] = p.added[i]
 	}
-	if !p.cached || p.stale {
-		e.c.listCache[p.list] = p.rec.Ruleset
-		e.rsKeys[p.rec.Ruleset].lists = append(e.rsKeys[p.rec.Ruleset].lists, p.list)
-	}
-	if !p.replace || p.orec.Ruleset != p.rec.Ruleset {
-		e.rsUse[p.rec.Ruleset]++
+	e.c.groups = p.gAfter
+	for dir, rs := range [2]uint32{p.rec.Ruleset, p.rec.InRuleset} {
+		if !p.cached[dir] || p.stale[dir] {
+			e.c.listCache[p.lists[dir]] = rs
+			e.rsKeys[rs].lists = append(e.rsKeys[rs].lists, p.lists[dir])
+		}
 	}
 	if p.newID {
 		e.takeID(p.id) // before the old id is freed: it is not reused in this revision
@@ -541,21 +556,43 @@ func (e *Editor) delta(summary string) *Delta {
 	return d
 }
 
-// release records in d that a device stops using rule set rs, and removes rs's entries when
-// it was the last (returning them, for Commit to forget).
-func (e *Editor) release(rs uint32, d *Delta) *rsKeys {
-	if rs == e.quarR || e.rsUse[rs] > 1 {
-		return nil
+// ruleUses adds n to uses (allocated when nil) for each rule set of rec: its outbound and its
+// inbound one (twice when they are the same).
+func ruleUses(uses map[uint32]int, rec *bpf.DevRec, n int) map[uint32]int {
+	if uses == nil {
+		uses = make(map[uint32]int, 4)
 	}
-	k := e.rsKeys[rs]
-	if k == nil {
-		return nil
+	uses[rec.Ruleset] += n
+	uses[rec.InRuleset] += n
+	return uses
+}
+
+// use applies a change of the rule sets' uses (Commit).
+func (e *Editor) use(uses map[uint32]int) {
+	for rs, n := range uses {
+		e.rsUse[rs] += n
 	}
-	d.Rules.Del = append(d.Rules.Del, k.rules...)
-	d.Prefixes.Del = append(d.Prefixes.Del, k.prefixes...)
-	d.Counts[3] -= len(k.rules)
-	d.Counts[2] -= len(k.prefixes)
-	return k
+}
+
+// release records in d the removal of the entries of the rule sets that the change of uses
+// leaves unused (never the quarantine's), returning them for Commit to forget.
+func (e *Editor) release(uses map[uint32]int, d *Delta) []*rsKeys {
+	var gone []*rsKeys
+	for rs, n := range uses {
+		if n >= 0 || rs == e.quarR || e.rsUse[rs]+n > 0 {
+			continue
+		}
+		k := e.rsKeys[rs]
+		if k == nil {
+			continue
+		}
+		d.Rules.Del = append(d.Rules.Del, k.rules...)
+		d.Prefixes.Del = append(d.Prefixes.Del, k.prefixes...)
+		d.Counts[3] -= len(k.rules)
+		d.Counts[2] -= len(k.prefixes)
+		gone = append(gone, k)
+	}
+	return gone
 }
 
 // forget drops a removed rule set from the compiler and the indexes (Commit).
@@ -608,18 +645,28 @@ func (e *Editor) takeID(id uint32) {
 }
 
 // namedByOthers counts the rules of other devices, segments and the quarantine that name
-// device d (of the policy) as their destination.
+// device d (of the policy) as their destination or source.
 func (e *Editor) namedByOthers(d *Device) int { return e.refs[d.Name] - selfRefs(d) }
 
 // selfRefs counts the rules of d that name d itself.
 func selfRefs(d *Device) int {
 	n := 0
-	for _, r := range d.Allow {
-		if r.To.Device == d.Name {
+	for i := range d.Allow {
+		if d.Allow[i].Peer().Device == d.Name {
 			n++
 		}
 	}
 	return n
+}
+
+// namesSelf reports whether a rule of d of one direction (from: rules when inbound) names d.
+func namesSelf(d *Device, inbound bool) bool {
+	for i := range d.Allow {
+		if d.Allow[i].Inbound() == inbound && d.Allow[i].Peer().Device == d.Name {
+			return true
+		}
+	}
+	return false
 }
 
 // deviceAddrs are d's bound addresses (d is valid).

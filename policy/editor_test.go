@@ -55,6 +55,10 @@ func (g *editGen) rules() []Rule {
 				r.ICMP = [][]ICMPType{{"echo-request"}, {"echo-reply"}, {"8/0", "3"}}[k-1]
 			}
 		}
+		if g.r.IntN(3) == 0 {
+			// A from: rule: the same target as a source, toward the device.
+			r.From, r.To = r.To, Target{}
+		}
 		out = append(out, r)
 	}
 	return out
@@ -92,7 +96,8 @@ func editBase(g *editGen, n int) *Policy {
 		seg := Segment{Name: s}
 		if s != "s0" {
 			seg.Allow = []Rule{{To: Target{Segment: "s0"}, Proto: "tcp", Ports: []PortRange{{Lo: 443, Hi: 443}}},
-				{To: Target{CIDR: "203.0.113.0/24"}, Proto: "udp"}}
+				{To: Target{CIDR: "203.0.113.0/24"}, Proto: "udp"},
+				{From: Target{Segment: "s0"}, Proto: "tcp", Ports: []PortRange{{Lo: 8080, Hi: 8080}}}}
 		}
 		p.Spec.Segments = append(p.Spec.Segments, seg)
 	}

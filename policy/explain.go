@@ -16,6 +16,8 @@ import (
 // Query asks whether device From may reach To (an IP address, a device name or "gateway")
 // with protocol Proto (tcp, udp, icmp, icmpv6, any or a number) on destination port Port, or
 // for icmp and icmpv6 with the message ICMP ("TYPE" or "TYPE/CODE" as in a rule; default echo-request).
+// When From is not a device name but an IP address or "gateway" and To names a device, the
+// question is inbound: may From open a connection toward the device (its from: rules)?
 type Query struct {
 	From  string `json:"from"`
 	To    string `json:"to"`
@@ -26,8 +28,10 @@ type Query struct {
 
 // Explanation is the reference model's answer to a Query and what in the policy decides it.
 type Explanation struct {
-	From      string `json:"from"`                 // device name
+	Direction string `json:"direction"`            // outbound (from a device) or inbound (toward a device)
+	From      string `json:"from"`                 // device name; inbound: the query's address or gateway
 	Src       string `json:"src"`                  // source address used (the device's first of the family)
+	SrcDevice string `json:"src_device,omitempty"` // inbound: the device owning Src, if any
 	Dst       string `json:"dst"`                  // destination address
 	DstDevice string `json:"dst_device,omitempty"` // device owning Dst, if any
 	Proto     string `json:"proto"`
@@ -38,7 +42,23 @@ type Explanation struct {
 	Reason    string `json:"reason"`              // allow, no_rule, quarantined, ... (the model's)
 	Rule      string `json:"rule,omitempty"`      // the deciding rule's path (spec.segments[1].allow[0]) or service
 	RuleText  string `json:"rule_text,omitempty"` // the rule as Rule.String
+	// Replies says how the answers of an allowed outbound connection pass toward the device:
+	// RepliesFollowFlow for tcp, udp and echo requests, whose flow the datapath tracks (no
+	// from: rule needed), else RepliesNeedRule.
+	Replies string `json:"replies,omitempty"`
 }
+
+// Directions of an Explanation.
+const (
+	DirectionOutbound = "outbound" // from a device: its to: rules (the XDP program)
+	DirectionInbound  = "inbound"  // toward a device: its from: rules (the TC program)
+)
+
+// Explanation.Replies of an allowed outbound connection.
+const (
+	RepliesFollowFlow = "follow the flow"                                  // they pass as part of the flow it opened
+	RepliesNeedRule   = "need a from: rule (no flow tracks this protocol)" // it opened no flow
+)
 
 // Probe frame constants.
 const (
@@ -62,19 +82,22 @@ var (
 // VLAN, on its port) to To: an address, "gateway" or a device name. An empty Proto is tcp with
 // a Port and any (an echo request) without. Verdict and Reason are the model's; Rule names the
 // first rule, or else the gateway service, that allows the traffic, and is empty otherwise.
+// An allowed connection's Replies follow the flow.
+//
+// An inbound query (From an address or "gateway", To a device) becomes one frame leaving the
+// gateway toward the device (to its MAC and first address of the family, by its port), decided
+// as the TC program does: Rule names the first from: rule that allows it.
 func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 	if p == nil || s == nil {
 		return nil, errors.New("explain needs a policy and its snapshot")
 	}
-	di := -1
-	for i := range p.Spec.Devices {
-		if p.Spec.Devices[i].Name == q.From {
-			di = i
-			break
-		}
-	}
+	di := deviceIndex(p, q.From)
 	if di < 0 {
-		return nil, fmt.Errorf("unknown device %q", q.From)
+		if ti := deviceIndex(p, q.To); ti >= 0 {
+			return explainInbound(p, s, q, ti)
+		}
+		return nil, fmt.Errorf("unknown device %q: from names a device, or an IP address or gateway "+
+			"when to names a device", q.From)
 	}
 	dev := &p.Spec.Devices[di]
 	mac, err := net.ParseMAC(dev.MAC)
@@ -86,7 +109,7 @@ func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, dst, err := endpoints(p, dev, q.To, proto)
+	src, dst, err := endpoints(p, dev, q.To, "destination", proto)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +129,7 @@ func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 		port = msg.Range().Lo
 	}
 
-	e := &Explanation{From: dev.Name, Src: src.String(), Dst: dst.String(),
+	e := &Explanation{Direction: DirectionOutbound, From: dev.Name, Src: src.String(), Dst: dst.String(),
 		Proto: protoNumberName(proto), Port: q.Port, Mode: string(effectiveMode(p, dev))}
 	if q.ICMP != "" {
 		e.ICMP = msg.text(proto)
@@ -115,7 +138,14 @@ func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 		e.DstDevice = owner.Name
 	}
 
-	frame := probe(mac, src, dst, proto, port)
+	dstMAC := explainDstMAC
+	if mac.String() == dstMAC.String() {
+		dstMAC = explainAltDstMAC
+	}
+	if g := frames.GroupMAC(dst); g != nil {
+		dstMAC = g // a group or the broadcast: the frame goes to its MAC, as a sender's would
+	}
+	frame := probe(frames.Host{MAC: mac, IP: src}, frames.Host{MAC: dstMAC, IP: dst}, proto, port)
 	if dev.VLAN != 0 {
 		frame = frames.VLAN(frame, tpid8021Q, dev.VLAN)
 	}
@@ -131,8 +161,13 @@ func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 	if dec.Reason != bpf.ReasonAllow {
 		return e, nil
 	}
+	e.Replies = RepliesNeedRule
+	if _, _, kind := flowPorts(proto, uint8(port>>8), 0, explainSrcPort, port); kind == bpf.FlowKindPorts ||
+		kind == bpf.FlowKindEchoReq {
+		e.Replies = RepliesFollowFlow
+	}
 
-	path, r, ok := findRule(p, di, dst, proto, port)
+	path, r, ok := findRule(p, di, dst, proto, port, false)
 	switch {
 	case ok:
 		e.Rule, e.RuleText = path, r.String()
@@ -142,6 +177,74 @@ func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 		}
 	}
 	return e, nil
+}
+
+// explainInbound answers q, an inbound query toward device ti.
+func explainInbound(p *Policy, s *Snapshot, q Query, ti int) (*Explanation, error) {
+	dev := &p.Spec.Devices[ti]
+	mac, err := net.ParseMAC(dev.MAC)
+	if err != nil {
+		return nil, fmt.Errorf("device %q: mac %q: %w", dev.Name, dev.MAC, err)
+	}
+	proto, err := queryProto(q)
+	if err != nil {
+		return nil, err
+	}
+	dst, src, err := endpoints(p, dev, q.From, "source", proto)
+	if err != nil {
+		return nil, err
+	}
+	if proto == ProtoAny {
+		proto = ProtoICMP
+		if dst.Is6() {
+			proto = ProtoICMPv6
+		}
+	}
+	port := q.Port
+	var msg ICMPMatch
+	if proto == ProtoICMP || proto == ProtoICMPv6 {
+		if msg, err = queryICMP(q.ICMP, proto); err != nil {
+			return nil, err
+		}
+		port = msg.Range().Lo
+	}
+	e := &Explanation{Direction: DirectionInbound, From: q.From, Src: src.String(), Dst: dst.String(),
+		DstDevice: dev.Name, Proto: protoNumberName(proto), Port: q.Port, Mode: string(effectiveMode(p, dev))}
+	if q.ICMP != "" {
+		e.ICMP = msg.text(proto)
+	}
+	if owner := deviceOwning(p, src); owner != nil {
+		e.SrcDevice = owner.Name
+	}
+	// The frame leaves the gateway: from one of its MACs to the device's.
+	srcMAC := explainDstMAC
+	if mac.String() == srcMAC.String() {
+		srcMAC = explainAltDstMAC
+	}
+	frame := probe(frames.Host{MAC: srcMAC, IP: src}, frames.Host{MAC: mac, IP: dst}, proto, port)
+	var egress uint32
+	if rec, ok := s.Devices[DevKey(mac)]; ok {
+		egress = rec.Ifindex
+	}
+	dec := NewModel(s, 16, time.Minute).DecideToDevice(frame, egress, 0)
+	e.Verdict, e.Reason = dec.Verdict.String(), dec.Reason.String()
+	if dec.Reason != bpf.ReasonAllow {
+		return e, nil
+	}
+	if path, r, ok := findRule(p, ti, src, proto, port, true); ok {
+		e.Rule, e.RuleText = path, r.String()
+	}
+	return e, nil
+}
+
+// deviceIndex is the index of the device named name in p, or -1.
+func deviceIndex(p *Policy, name string) int {
+	for i := range p.Spec.Devices {
+		if p.Spec.Devices[i].Name == name {
+			return i
+		}
+	}
+	return -1
 }
 
 // queryProto returns the protocol number of q and checks its port.
@@ -176,8 +279,9 @@ func queryICMP(s string, proto uint8) (ICMPMatch, error) {
 	return m, err
 }
 
-// endpoints picks the source and destination addresses of a probe from dev to to.
-func endpoints(p *Policy, dev *Device, to string, proto uint8) (src, dst netip.Addr, err error) {
+// endpoints picks the addresses of a probe between dev and to, the other end (role names it in
+// errors: destination, or source for an inbound probe): dev's first of a family, and to's.
+func endpoints(p *Policy, dev *Device, to, role string, proto uint8) (src, dst netip.Addr, err error) {
 	src4, err := firstAddr(dev.IPv4)
 	if err != nil {
 		return src, dst, fmt.Errorf("device %q: %w", dev.Name, err)
@@ -216,7 +320,7 @@ func endpoints(p *Policy, dev *Device, to string, proto uint8) (src, dst netip.A
 			}
 		}
 		if d == nil {
-			return src, dst, fmt.Errorf("unknown destination %q: not an IP address, a device or gateway", to)
+			return src, dst, fmt.Errorf("unknown %s %q: not an IP address, a device or gateway", role, to)
 		}
 		lists = [2][]string{d.IPv4, d.IPv6}
 		what = fmt.Sprintf("device %q", to)
@@ -254,17 +358,10 @@ func firstAddr(list []string) (netip.Addr, error) {
 	return a, nil
 }
 
-// probe builds the Ethernet frame of a query (untagged); for icmp and icmpv6, port is the
-// message's type<<8|code.
-func probe(mac net.HardwareAddr, src, dst netip.Addr, proto uint8, port uint16) []byte {
-	dstMAC := explainDstMAC
-	if mac.String() == dstMAC.String() {
-		dstMAC = explainAltDstMAC
-	}
-	if g := frames.GroupMAC(dst); g != nil {
-		dstMAC = g // a group or the broadcast: the frame goes to its MAC, as a sender's would
-	}
-	sh, dh := frames.Host{MAC: mac, IP: src}, frames.Host{MAC: dstMAC, IP: dst}
+// probe builds the Ethernet frame of a query from sh to dh (untagged); for icmp and icmpv6,
+// port is the message's type<<8|code.
+func probe(sh, dh frames.Host, proto uint8, port uint16) []byte {
+	mac, src := sh.MAC, sh.IP
 	switch {
 	case proto == ProtoTCP:
 		return frames.TCP(sh, dh, explainSrcPort, port, true, nil)
@@ -333,8 +430,9 @@ func isGatewayAddr(p *Policy, a netip.Addr) bool {
 	return hasAddr(p.Spec.Gateway.IPv4, a) || hasAddr(p.Spec.Gateway.IPv6, a)
 }
 
-// findRule returns the path and the rule that allows traffic from device di to dst.
-func findRule(p *Policy, di int, dst netip.Addr, proto uint8, port uint16) (string, Rule, bool) {
+// findRule returns the path and the rule that allows traffic from device di to peer, or with
+// inbound from peer toward device di (its from: rules).
+func findRule(p *Policy, di int, peer netip.Addr, proto uint8, port uint16, inbound bool) (string, Rule, bool) {
 	d := &p.Spec.Devices[di]
 	type list struct {
 		path  string
@@ -356,7 +454,7 @@ func findRule(p *Policy, di int, dst netip.Addr, proto uint8, port uint16) (stri
 	}
 	for _, l := range lists {
 		for j, r := range l.rules {
-			if ruleAllows(p, r, dst, proto, port) {
+			if r.Inbound() == inbound && ruleAllows(p, r, peer, proto, port) {
 				return fmt.Sprintf("%s[%d]", l.path, j), r, true
 			}
 		}
@@ -367,11 +465,12 @@ func findRule(p *Policy, di int, dst netip.Addr, proto uint8, port uint16) (stri
 // limitedBroadcast is 255.255.255.255, which no CIDR rule opens.
 var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
-// ruleAllows reports whether r allows traffic to dst with proto to port, with the datapath's
-// semantics: a rule for any protocol, or for every port, does not allow tunnels (IPIP, IPv6
-// in IP, GRE, VXLAN and Geneve by UDP port), and a tunnel port must be listed on its own.
+// ruleAllows reports whether r allows traffic with proto to port, to dst (a to: rule) or from
+// dst (a from: rule), with the datapath's semantics: a rule for any protocol, or for every
+// port, does not allow tunnels (IPIP, IPv6 in IP, GRE, VXLAN and Geneve by UDP port), and a
+// tunnel port must be listed on its own.
 func ruleAllows(p *Policy, r Rule, dst netip.Addr, proto uint8, port uint16) bool {
-	switch t := r.To; {
+	switch t := r.Peer(); {
 	case t.Gateway:
 		if !isGatewayAddr(p, dst) {
 			return false

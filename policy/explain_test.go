@@ -154,7 +154,7 @@ func TestExplain(t *testing.T) {
 				Rule: "spec.devices[7].allow[0]", RuleText: "to gateway proto any"}},
 		{name: "an any-protocol rule does not name a tunnel", q: Query{From: "labrat", To: "gateway", Proto: "47"},
 			want: Explanation{Src: "10.0.0.18", Dst: "10.0.0.1", Mode: "audit", Verdict: "pass", Reason: "allow",
-				Rule: "spec.devices[7].allow[1]", RuleText: "to gateway proto 47"}},
+				Rule: "spec.devices[7].allow[1]", RuleText: "to gateway proto 47", Replies: RepliesNeedRule}},
 		{name: "a gateway rule does not name other destinations",
 			q: Query{From: "labrat", To: "192.0.2.1", Proto: "udp", Port: 9},
 			want: Explanation{Src: "10.0.0.18", Dst: "192.0.2.1", Mode: "audit", Verdict: "pass", Reason: "allow",
@@ -180,7 +180,7 @@ func TestExplain(t *testing.T) {
 				Rule: "spec.devices[8].allow[0]", RuleText: "to cidr 0.0.0.0/0 proto tcp"}},
 		{name: "gre by number", q: Query{From: "thermostat", To: "gateway", Proto: "47"},
 			want: Explanation{Src: "10.0.0.11", Dst: "10.0.0.1", Verdict: "pass", Reason: "allow",
-				Rule: "spec.devices[0].allow[1]", RuleText: "to gateway proto 47"}},
+				Rule: "spec.devices[0].allow[1]", RuleText: "to gateway proto 47", Replies: RepliesNeedRule}},
 		{name: "vxlan on its own port", q: Query{From: "thermostat", To: "gateway", Proto: "udp", Port: 4789},
 			want: Explanation{Src: "10.0.0.11", Dst: "10.0.0.1", Verdict: "pass", Reason: "allow",
 				Rule: "spec.devices[0].allow[2]", RuleText: "to gateway proto udp ports 4789"}},
@@ -188,7 +188,8 @@ func TestExplain(t *testing.T) {
 			want: Explanation{Src: "10.0.0.20", Dst: "198.51.100.9", Verdict: "drop", Reason: "encap_denied"}},
 		{name: "any-protocol rule carries another protocol", q: Query{From: "tunnels", To: "198.51.100.9", Proto: "132"},
 			want: Explanation{Src: "10.0.0.20", Dst: "198.51.100.9", Verdict: "pass", Reason: "allow",
-				Rule: "spec.devices[9].allow[2]", RuleText: "to cidr 198.51.100.0/24 proto any"}},
+				Rule: "spec.devices[9].allow[2]", RuleText: "to cidr 198.51.100.0/24 proto any",
+				Replies: RepliesNeedRule}},
 		// The rule udp 4789 matches, but the compiler merges it into 4780-4790 and the
 		// datapath carries vxlan only on a port listed alone: the model's drop stands, no rule.
 		{name: "model drops although a rule matches", q: Query{From: "tunnels", To: "gateway", Proto: "udp", Port: 4789},
@@ -202,6 +203,12 @@ func TestExplain(t *testing.T) {
 			}
 			want := tt.want
 			want.From = tt.q.From
+			if want.Direction == "" {
+				want.Direction = DirectionOutbound
+			}
+			if want.Direction == DirectionOutbound && want.Reason == "allow" && want.Replies == "" {
+				want.Replies = RepliesFollowFlow
+			}
 			if want.Proto == "" {
 				want.Proto = tt.q.Proto
 			}

@@ -285,7 +285,7 @@ func TestICMPListKey(t *testing.T) {
 	}
 	r := []Rule{{To: Target{Gateway: true}, Proto: "icmp", ICMP: []ICMPType{"8"}}}
 	r2 := []Rule{{To: Target{Gateway: true}, Proto: "icmp", ICMP: []ICMPType{"8/0"}}}
-	if string(listKey(nil, "", r)) == string(listKey(nil, "", r2)) {
+	if string(listKey(nil, "", r, false)) == string(listKey(nil, "", r2, false)) {
 		t.Errorf("listKey does not tell icmp [8] from [8/0]")
 	}
 }

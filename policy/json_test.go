@@ -43,8 +43,10 @@ func jsonFleet(n int) []byte {
    {"name": "s0", "mode": "enforce",
     "allow": [{"to": {"cidr": "203.0.113.0/24"}, "proto": "tcp", "ports": [443, "8000-8080"]},
      {"to": {"segment": "s1"}, "proto": "icmp"},
-     {"to": {"gateway": true}, "proto": "icmpv6", "icmp": ["echo-request", 2, "1/4", "destination-unreachable/3"]}]},
-   {"name": "s1", "allow": []}],
+     {"to": {"gateway": true}, "proto": "icmpv6", "icmp": ["echo-request", 2, "1/4", "destination-unreachable/3"]},
+     {"from": {"segment": "s1"}, "proto": "tcp", "ports": [22, "8000-8080"]},
+     {"from": {"gateway": true}, "proto": "icmp", "icmp": ["echo-request", 3]}]},
+   {"name": "s1", "allow": [{"from": {"cidr": "192.0.2.0/24"}, "proto": "udp"}]}],
   "devices": [`)
 	for i := range n {
 		if i > 0 {
@@ -59,7 +61,8 @@ func jsonFleet(n int) []byte {
 			b.WriteString(`, "quarantined": true`)
 		}
 		fmt.Fprintf(&b, `, "allow": [{"to": {"device": "d%d"}, "proto": "any"}, `+
-			`{"to": {"cidr": "198.51.100.0/24"}, "proto": "6", "ports": ["%d"]}]}`, (i+1)%n, 1000+i)
+			`{"to": {"cidr": "198.51.100.0/24"}, "proto": "6", "ports": ["%d"]}, `+
+			`{"from": {"device": "d%d"}, "proto": "tcp", "ports": [%d]}]}`, (i+1)%n, 1000+i, (i+n-1)%n, 2000+i)
 	}
 	b.WriteString("]}}\n")
 	return []byte(b.String())
@@ -213,6 +216,10 @@ func FuzzJSONFastPath(f *testing.F) {
 		{proto: "icmp", icmp: `256, "3/256", "08", "echo"`},
 	} {
 		f.Add([]byte(fmt.Sprintf(icmp, seed.proto, seed.icmp)))
+		// The same as a from: rule, and with both ends (which the validator refuses).
+		f.Add([]byte(strings.Replace(fmt.Sprintf(icmp, seed.proto, seed.icmp), `"to"`, `"from"`, 1)))
+		f.Add([]byte(strings.Replace(fmt.Sprintf(icmp, seed.proto, seed.icmp), `"to"`,
+			`"from": {"cidr": "192.0.2.0/24"}, "to"`, 1)))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fast, slow, err := bothPaths(t, data)

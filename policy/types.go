@@ -97,9 +97,12 @@ type Device struct {
 	Allow         []Rule `yaml:"allow,omitempty"`
 }
 
-// Rule allows traffic to a destination, for a protocol, to destination ports or ICMP types.
+// Rule allows traffic, for a protocol, to destination ports or ICMP types: with To, from the
+// devices it applies to toward a destination; with From, from a source toward those devices
+// (their ports). A rule sets exactly one of To and From.
 type Rule struct {
-	To    Target      `yaml:"to"`
+	To    Target      `yaml:"to,omitempty"`
+	From  Target      `yaml:"from,omitempty"`  // inbound: connections toward the device from this source
 	Proto string      `yaml:"proto,omitempty"` // tcp, udp, icmp, icmpv6, any (default) or 0-254
 	Ports []PortRange `yaml:"ports,omitempty"` // only with tcp or udp; empty = every port
 	ICMP  []ICMPType  `yaml:"icmp,omitempty"`  // only with icmp or icmpv6; empty = every type
@@ -111,6 +114,17 @@ type Target struct {
 	Device  string `yaml:"device,omitempty"`
 	Segment string `yaml:"segment,omitempty"`
 	Gateway bool   `yaml:"gateway,omitempty"`
+}
+
+// Inbound reports whether r is a from: rule (it allows connections toward the device).
+func (r *Rule) Inbound() bool { return r.From != Target{} }
+
+// Peer is r's other end: the destination of a to: rule, the source of a from: rule.
+func (r *Rule) Peer() Target {
+	if r.Inbound() {
+		return r.From
+	}
+	return r.To
 }
 
 // PortRange is an inclusive range; a single port has Lo == Hi. In YAML: 443, "443" or "8000-8080".

@@ -107,6 +107,12 @@ func (v *validator) policy(p *Policy) {
 	v.mode("spec.mode", s.Mode)
 	v.gatewaySpec(&s.Gateway)
 	v.rules("spec.quarantine.allow", s.Quarantine.Allow)
+	for i := range s.Quarantine.Allow {
+		if s.Quarantine.Allow[i].Inbound() {
+			v.errorf(index("spec.quarantine.allow", i)+".from",
+				"from: rules are not allowed in the quarantine: a quarantined device accepts no new connections")
+		}
+	}
 	for i := range s.Segments {
 		v.segment(i, &s.Segments[i])
 	}
@@ -436,9 +442,22 @@ func (v *validator) rules(path string, rules []Rule) {
 	}
 }
 
-// rule validates r's destination, protocol, ports and ICMP types.
+// rule validates r's destination (to) or source (from), protocol, ports and ICMP types.
 func (v *validator) rule(path string, r *Rule) {
-	v.target(path+".to", &r.To)
+	switch to, from := r.To != (Target{}), r.Inbound(); {
+	case !to && !from:
+		v.errorf(path+".to", "must set one of cidr, device, segment or gateway: true, "+
+			"under to (a destination) or from (a source)")
+	case to && from:
+		v.errorf(path+".from", "cannot be set together with to: a rule allows connections either from "+
+			"the device (to) or toward it (from)")
+		v.target(path+".to", &r.To)
+		v.target(path+".from", &r.From)
+	case from:
+		v.target(path+".from", &r.From)
+	default:
+		v.target(path+".to", &r.To)
+	}
 	proto, err := ParseProto(r.Proto)
 	switch {
 	case err != nil:

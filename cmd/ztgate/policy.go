@@ -171,13 +171,17 @@ func (a *app) policyGetCommand() *cli.Command {
 
 func (a *app) policyExplainCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "explain",
-		Usage: "tell whether a device may reach a destination under the policy in force, and why",
-		UsageText: "ztgate policy explain --from DEVICE --to DST --proto PROTO [--port N | --icmp TYPE[/CODE]] " +
+		Name: "explain",
+		Usage: "tell whether a device may reach a destination, or a source open a connection toward a device, " +
+			"under the policy in force, and why",
+		UsageText: "ztgate policy explain --from SRC --to DST --proto PROTO [--port N | --icmp TYPE[/CODE]] " +
 			"[-o table|json]\n\n" +
-			"DST is an IP address, a device name or \"gateway\"; PROTO is tcp, udp, icmp, icmpv6, any or a number.",
+			"SRC is a device name (its to: rules decide), or an IP address or \"gateway\" when DST is a device " +
+			"(the device's from: rules decide);\nDST is an IP address, a device name or \"gateway\"; " +
+			"PROTO is tcp, udp, icmp, icmpv6, any or a number.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "from", Usage: "the source device (name)", Required: true},
+			&cli.StringFlag{Name: "from", Usage: "the source: a device name, or an IP address or \"gateway\" " +
+				"toward the device --to names", Required: true},
 			&cli.StringFlag{Name: "to", Usage: "the destination: an IP address, a device name or \"gateway\"", Required: true},
 			&cli.StringFlag{Name: "proto", Usage: "the protocol: tcp, udp, icmp, icmpv6, any or a number", Required: true},
 			&cli.Uint16Flag{Name: "port", Usage: "the destination port (tcp, udp)"},
@@ -211,7 +215,14 @@ func (a *app) policyExplainCommand() *cli.Command {
 func writeExplanation(w io.Writer, e *api.Explanation) error {
 	tw := newTable(w)
 	row(tw, "Verdict:", fmt.Sprintf("%s (%s)", e.Verdict, e.Reason))
-	row(tw, "From:", fmt.Sprintf("%s (%s)", e.From, orDash(e.Src)))
+	from := fmt.Sprintf("%s (%s)", e.From, orDash(e.Src))
+	switch {
+	case e.SrcDevice != "":
+		from = fmt.Sprintf("%s (device %s)", e.Src, e.SrcDevice)
+	case e.From == e.Src:
+		from = e.Src
+	}
+	row(tw, "From:", from)
 	to := e.Dst
 	if e.DstDevice != "" {
 		to += " (device " + e.DstDevice + ")"
@@ -224,6 +235,9 @@ func writeExplanation(w io.Writer, e *api.Explanation) error {
 	if e.ICMP != "" {
 		flow += " " + e.ICMP
 	}
+	if e.Direction == policy.DirectionInbound {
+		flow += ", inbound (the device's from: rules)"
+	}
 	row(tw, "Flow:", flow)
 	row(tw, "Mode:", orDash(e.Mode))
 	rule := orDash(e.Rule)
@@ -231,6 +245,9 @@ func writeExplanation(w io.Writer, e *api.Explanation) error {
 		rule += ": " + e.RuleText
 	}
 	row(tw, "Rule:", rule)
+	if e.Replies != "" {
+		row(tw, "Replies:", e.Replies)
+	}
 	row(tw, "Revision:", e.Revision)
 	return tw.Flush()
 }

@@ -184,6 +184,39 @@ func TestPolicyExplain(t *testing.T) {
 	}
 }
 
+func TestPolicyExplainInbound(t *testing.T) {
+	e := api.Explanation{Revision: 7, Explanation: policy.Explanation{
+		Direction: policy.DirectionInbound, From: "10.0.0.24", Src: "10.0.0.24", SrcDevice: "nvr", Dst: "10.0.0.21",
+		DstDevice: "cam-1", Proto: "tcp", Port: 554, Mode: "enforce", Verdict: "pass", Reason: "allow",
+		Rule: "spec.segments[0].allow[0]", RuleText: "from device nvr proto tcp ports 554",
+	}}
+	fa := newFakeAgent(t, map[string]http.HandlerFunc{api.PathExplain: reply(e)})
+	r := fa.run(t, "policy", "explain", "--from", "10.0.0.24", "--to", "cam-1", "--proto", "tcp", "--port", "554")
+	wantCode(t, r, exitOK)
+	for _, s := range []string{"pass (allow)", "tcp port 554, inbound", "10.0.0.24 (device nvr)",
+		"10.0.0.21 (device cam-1)",
+		"spec.segments[0].allow[0]: from device nvr proto tcp ports 554"} {
+		if !strings.Contains(r.stdout, s) {
+			t.Errorf("explain lacks %q:\n%s", s, r.stdout)
+		}
+	}
+	r = fa.run(t, "policy", "explain", "--from", "10.0.0.24", "--to", "cam-1", "--proto", "tcp", "-o", "json")
+	wantCode(t, r, exitOK)
+	for _, key := range []string{`"direction": "inbound"`, `"src_device": "nvr"`} {
+		if !strings.Contains(r.stdout, key) {
+			t.Errorf("explain -o json lacks %s:\n%s", key, r.stdout)
+		}
+	}
+
+	e.Direction, e.Replies = policy.DirectionOutbound, policy.RepliesFollowFlow
+	fa = newFakeAgent(t, map[string]http.HandlerFunc{api.PathExplain: reply(e)})
+	r = fa.run(t, "policy", "explain", "--from", "nvr", "--to", "cam-1", "--proto", "tcp", "--port", "554")
+	wantCode(t, r, exitOK)
+	if !strings.Contains(r.stdout, "Replies:") || !strings.Contains(r.stdout, "follow the flow") {
+		t.Errorf("explain lacks the replies:\n%s", r.stdout)
+	}
+}
+
 func TestPolicyExplainICMP(t *testing.T) {
 	e := api.Explanation{Revision: 7, Explanation: policy.Explanation{
 		From: "cam-1", Src: "10.0.0.5", Dst: "10.0.0.1", Proto: "icmp", ICMP: "destination-unreachable/4",
