@@ -27,7 +27,7 @@ func TestDifferential(t *testing.T) {
 	if testing.Short() {
 		n = 20_000
 	}
-	h := dptest.New(t, loader.Config{FlowEntries: 1024, FlowQuota: 3})
+	h := dptest.New(t, loader.Config{FlowEntries: 2048, FlowQuota: 8})
 	big := dptest.NewBig(1000, 1)
 	// Rules to multicast prefixes next to wide ones (Big draws 0.0.0.0/0, ::/0 and 224.0.0.0/4
 	// too), so that broadcast and multicast frames meet both, and closures that mix them.
@@ -93,6 +93,9 @@ func TestDifferential(t *testing.T) {
 			t.Fatal(err)
 		}
 		seen[[3]int{int(st.Dir), int(want.Verdict), int(want.Reason)}]++
+		if want.Verdict == bpf.VerdictPass {
+			g.Passed(st)
+		}
 		if st.Dir == bpf.DirFromDevice && groupUDP(f) {
 			groups[want.Reason]++
 		}
@@ -110,6 +113,11 @@ func TestDifferential(t *testing.T) {
 	t.Logf("%d frames, 0 disagreements, %d policy swaps; %d direction/verdict/reason classes seen", n, swaps, len(seen))
 	for k, c := range seen {
 		t.Logf("  %-11s %-5s %-16s %d", bpf.Dir(k[0]), bpf.Verdict(k[1]), bpf.Reason(k[2]), c)
+	}
+	opened := h.Model.Opened()
+	t.Logf("flows opened: %d by the opener's rules, %d by the responder's from: rules", opened[0], opened[1])
+	if opened[0] == 0 || opened[1] == 0 {
+		t.Errorf("the sequences opened no flow of one kind")
 	}
 	t.Logf("broadcast and multicast udp frames: %d allowed (by a multicast prefix rule), %d no_rule",
 		groups[bpf.ReasonAllow], groups[bpf.ReasonNoRule])

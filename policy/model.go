@@ -34,6 +34,7 @@ type Model struct {
 	flows        map[bpf.FlowKey]bpf.FlowVal
 	flowCount    map[uint32]uint32 // zt_flow_count: flows charged to each device
 	flowLimits   FlowLimits
+	opened       [2]int // flows opened, by bpf.FlowOut and bpf.FlowIn
 }
 
 type trieEntry struct {

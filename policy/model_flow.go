@@ -24,6 +24,10 @@ func (m *Model) SetFlowLimits(l FlowLimits) { m.flowLimits = l }
 // Flows returns the number of flows held (live or expired, until a lookup or a sweep removes them).
 func (m *Model) Flows() int { return len(m.flows) }
 
+// Opened returns how many flows the model opened, by what allowed them: [bpf.FlowOut] the opener
+// device's rules, [bpf.FlowIn] the responder device's from: rules.
+func (m *Model) Opened() [2]int { return m.opened }
+
 // FlowCount returns the number of flows charged to device devID.
 func (m *Model) FlowCount(devID uint32) uint32 { return m.flowCount[devID] }
 
@@ -210,6 +214,7 @@ func (m *Model) flowOpen(p *pkt, k bpf.FlowKey, opener, by uint8, devID uint32) 
 	}
 	m.flows[k] = bpf.FlowVal{Ts: uint64(p.now), Revision: p.cfg.Revision, DevId: devID, Opener: opener, By: by}
 	m.flowCount[devID]++
+	m.opened[by&1]++
 	return bpf.ReasonAllow
 }
 

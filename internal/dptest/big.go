@@ -10,8 +10,8 @@ import (
 )
 
 // Big is a generated policy of n devices in 12 segments with every rule shape the compiler
-// knows: CIDR, device, segment and gateway targets, port lists and ranges, protocol numbers,
-// "any", services, VLANs, port bindings, audit and quarantine.
+// knows: CIDR, device, segment and gateway targets, from: rules toward devices, port lists and
+// ranges, protocol numbers, "any", services, VLANs, port bindings, audit and quarantine.
 type Big struct {
 	Policy *policy.Policy
 	Hosts  []BigHost
@@ -87,6 +87,36 @@ func NewBig(n int, seed uint64) *Big {
 		}
 		return rule
 	}
+	// from: rules come from a second stream, so that the to: rules stay those of earlier versions.
+	r2 := rand.New(rand.NewPCG(seed, 13))
+	fromCIDRs := []string{"203.0.113.0/24", "8.8.8.8/32", "10.0.0.0/8", "0.0.0.0/0", "2001:db8::/32", "fd00::/16",
+		"::/0"}
+	rndFrom := func(segs, devs int) policy.Rule {
+		var from policy.Target
+		switch r2.IntN(5) {
+		case 0, 1:
+			from.CIDR = fromCIDRs[r2.IntN(len(fromCIDRs))]
+		case 2:
+			from.Device = fmt.Sprintf("d%d", r2.IntN(max(devs, 1)))
+		case 3:
+			from.Segment = fmt.Sprintf("s%d", r2.IntN(segs))
+		default:
+			from.Gateway = true
+		}
+		rule := policy.Rule{From: from, Proto: []string{"tcp", "udp", "icmp", "icmpv6", "any", "47"}[r2.IntN(6)]}
+		switch rule.Proto {
+		case "tcp", "udp":
+			for range r2.IntN(3) {
+				p := []uint16{22, 53, 443, 5683, 8883, 1, 80}[r2.IntN(7)]
+				rule.Ports = append(rule.Ports, policy.PortRange{Lo: p, Hi: p + uint16(r2.IntN(2)*100)})
+			}
+		case "icmp":
+			if r2.IntN(2) == 0 {
+				rule.ICMP = []policy.ICMPType{"echo-request"}
+			}
+		}
+		return rule
+	}
 	const segs = 12
 	for s := range segs {
 		seg := policy.Segment{Name: fmt.Sprintf("s%d", s)}
@@ -95,6 +125,9 @@ func NewBig(n int, seed uint64) *Big {
 		}
 		for range 1 + r.IntN(4) {
 			seg.Allow = append(seg.Allow, rndRule(segs, n))
+		}
+		for range r2.IntN(3) {
+			seg.Allow = append(seg.Allow, rndFrom(segs, n))
 		}
 		p.Spec.Segments = append(p.Spec.Segments, seg)
 	}
@@ -134,6 +167,9 @@ func NewBig(n int, seed uint64) *Big {
 		}
 		for range r.IntN(3) {
 			d.Allow = append(d.Allow, rndRule(segs, i))
+		}
+		if r2.IntN(4) == 0 {
+			d.Allow = append(d.Allow, rndFrom(segs, i))
 		}
 		p.Spec.Devices = append(p.Spec.Devices, d)
 		b.Hosts = append(b.Hosts, h)

@@ -24,6 +24,7 @@ type Step struct {
 type SeqGen struct {
 	*Gen
 	out, in [][]byte // recent frames from and toward devices, newest last
+	passed  [][]byte // recent frames from devices that passed (Passed), to open more flows like them
 }
 
 // recentN is how many recent frames of each direction a SeqGen answers to.
@@ -51,6 +52,8 @@ func (g *SeqGen) Step() Step {
 	var f []byte
 	dir := bpf.DirToDevice
 	switch k := g.pick(100); {
+	case k < 12 && len(g.passed) > 0: // a frame that passed again, or from another port: a new flow
+		f, dir = g.again(g.recent(g.passed)), bpf.DirFromDevice
 	case k < 20: // a reply to a recent frame of a device
 		f = g.reply(g.recent(g.out), true)
 	case k < 32: // an unsolicited frame toward a device
@@ -96,6 +99,36 @@ func TCRunnable(f []byte) []byte {
 		f = append(f, make([]byte, need-len(f))...)
 	}
 	return f
+}
+
+// Passed tells the generator that s passed: a frame from a device that passed is sent again
+// later, as it is or from another port, so that flows open and are used.
+func (g *SeqGen) Passed(s Step) {
+	if s.Dir == bpf.DirFromDevice {
+		g.passed = remember(g.passed, s.Frame)
+	}
+}
+
+// again returns f, or f from another source port (TCP, UDP) or echo identifier.
+func (g *SeqGen) again(f []byte) []byte {
+	r := append([]byte(nil), f...)
+	off, v := l3(r)
+	if off == 0 || g.chance(40) {
+		return r
+	}
+	l4, proto := off+40, r[off+6]
+	if v == 4 {
+		l4, proto = off+int(r[off]&0xf)*4, r[off+9]
+	}
+	if len(r) >= l4+8 {
+		switch proto {
+		case 1, 58: // another echo identifier
+			binary.BigEndian.PutUint16(r[l4+4:], uint16(g.pick(65536)))
+		case 6, 17: // another source port
+			binary.BigEndian.PutUint16(r[l4:], uint16(1024+g.pick(64000)))
+		}
+	}
+	return r
 }
 
 // l3 returns the IP header offset and version of an untagged or single-tagged frame, or 0.
