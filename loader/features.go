@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/ztgate/ztgate/bpf"
@@ -22,11 +24,13 @@ import (
 type Feature struct {
 	Name  string       // e.g. "map type RingBuf", "helper bpf_xdp_load_bytes"
 	Probe func() error // nil error: the kernel has it
+	// Optional: without it the datapath uses a fallback (CheckFeatures does not require it).
+	Optional bool
 }
 
 // Features lists what the datapath needs from the kernel: the XDP and TC program types, every map
-// type and helper its object file uses (read from the ELF, so the list follows the programs) and
-// XDP bpf_links.
+// type and helper its object file uses (read from the ELF, so the list follows the programs),
+// XDP bpf_links and, optional, tcx bpf_links (without them Attach uses a clsact filter).
 func Features() ([]Feature, error) {
 	spec, err := bpf.LoadZtgate()
 	if err != nil {
@@ -84,7 +88,8 @@ func Features() ([]Feature, error) {
 		}
 		out = append(out, Feature{Name: name, Probe: func() error { return features.HaveProgramHelper(u.pt, u.fn) }})
 	}
-	out = append(out, Feature{Name: "XDP bpf_link", Probe: probeXDPLink})
+	out = append(out, Feature{Name: "XDP bpf_link", Probe: probeXDPLink},
+		Feature{Name: "tcx bpf_link (else a clsact filter)", Probe: probeTCX, Optional: true})
 	return out, nil
 }
 
@@ -108,13 +113,14 @@ func helperName(fn asm.BuiltinFunc) string {
 }
 
 // CheckFeatures probes every feature and returns an error naming those the kernel lacks (and
-// those that could not be probed).
+// those that could not be probed). An optional feature the kernel lacks is no error.
 func CheckFeatures(fs []Feature) error {
 	var errs []error
 	for _, f := range fs {
 		err := f.Probe()
 		switch {
 		case err == nil:
+		case f.Optional && errors.Is(err, ebpf.ErrNotSupported):
 		case errors.Is(err, ebpf.ErrNotSupported):
 			errs = append(errs, fmt.Errorf("%s: not supported by this kernel", f.Name))
 		default:
@@ -167,4 +173,56 @@ func probeXDPLink() error {
 		return err
 	}
 	return xl.Close()
+}
+
+// probeTCX attaches a program that passes every packet, through a tcx bpf_link at egress, to the
+// loopback interface of a network namespace it creates for that (on a thread of its own), so that
+// no interface of the caller's namespace is touched.
+func probeTCX() error {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return err
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.SchedCLS,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}, // TC_ACT_UNSPEC
+	})
+	if err != nil {
+		return fmt.Errorf("load probe program: %w", err)
+	}
+	defer prog.Close()
+	errc := make(chan error, 1)
+	go func() {
+		// The thread enters a namespace of its own; it stays locked, and dies with this
+		// goroutine, unless it gets back to the original namespace.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		ns, err := netns.New()
+		if err != nil {
+			errc <- fmt.Errorf("create probe namespace: %w", err)
+			return
+		}
+		defer ns.Close()
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			var l link.Link
+			l, err = link.AttachTCX(link.TCXOptions{Interface: lo.Attrs().Index, Program: prog,
+				Attach: ebpf.AttachTCXEgress})
+			if err == nil {
+				err = l.Close()
+			} else if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				err = fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err)
+			}
+		}
+		if serr := netns.Set(orig); serr == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
 }
