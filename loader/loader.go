@@ -53,10 +53,10 @@ type Datapath struct {
 	objs  bpf.ZtgateObjects
 	specs bpf.ZtgateMapSpecs // the specs the maps were created from (inner map templates)
 
-	mu     sync.Mutex
+	mu      sync.Mutex
 	links   map[string]link.Link // ifname -> XDP link this process holds (pinned)
 	tcLinks map[string]link.Link // ifname -> tcx link this process holds (pinned)
-	closed bool
+	closed  bool
 }
 
 // Open loads the datapath: it mounts bpffs at /sys/fs/bpf when needed, creates the pin
