@@ -154,6 +154,7 @@ func (d *Datapath) attach(ifname string, want Mode) (Mode, error) {
 	if err != nil {
 		return ModeNone, fmt.Errorf("tc egress: %w", err)
 	}
+	d.rememberNS(ifname)
 	// An XDP failure takes back a TC attachment this call made (an adopted one stays): a failed
 	// Attach leaves nothing new behind.
 	failed := func(err error) (Mode, error) {

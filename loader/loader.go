@@ -26,6 +26,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netns"
 
 	"github.com/ztgate/ztgate/bpf"
 )
@@ -56,7 +57,9 @@ type Datapath struct {
 	mu      sync.Mutex
 	links   map[string]link.Link // ifname -> XDP link this process holds (pinned)
 	tcLinks map[string]link.Link // ifname -> tcx link this process holds (pinned)
-	closed  bool
+	// attachNS: ifname -> the network namespace this process attached it in (for Detach).
+	attachNS map[string]netns.NsHandle
+	closed   bool
 }
 
 // Open loads the datapath: it mounts bpffs at /sys/fs/bpf when needed, creates the pin
@@ -97,7 +100,8 @@ func Open(cfg Config) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load datapath: %w", err)
 	}
-	d := &Datapath{cfg: cfg, dir: dir, links: map[string]link.Link{}, tcLinks: map[string]link.Link{}}
+	d := &Datapath{cfg: cfg, dir: dir, links: map[string]link.Link{}, tcLinks: map[string]link.Link{},
+		attachNS: map[string]netns.NsHandle{}}
 	// Keep a copy of the map specs: the maps package creates inner maps from the templates.
 	if err := spec.Copy().Assign(&d.specs); err != nil {
 		return nil, fmt.Errorf("load datapath: %w", err)
@@ -217,7 +221,10 @@ func (d *Datapath) Close() error {
 			errs = append(errs, fmt.Errorf("close tcx link of %s: %w", name, err))
 		}
 	}
-	d.links, d.tcLinks = nil, nil
+	for _, ns := range d.attachNS {
+		ns.Close()
+	}
+	d.links, d.tcLinks, d.attachNS = nil, nil, nil
 	if err := d.objs.Close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -230,7 +230,7 @@ func Uninstall(pinDir string) error {
 		}
 		defer l.Close()
 		if ifindex := xdpLinkHere(l); ifindex != 0 {
-			if _, err := delTCFilter(ifindex); err != nil {
+			if _, err := delTCFilter(here, ifindex); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", path, err))
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,12 +116,12 @@ func (d *Datapath) attachTC(ifname string, ifindex int) (string, func(), error) 
 			d.tcLinks[ifname] = l
 		}
 		// A filter left by an earlier clsact attachment would run a stale program after ours.
-		if f, err := findTCFilter(ifindex); err == nil && f != nil {
+		if f, err := findTCFilter(here, ifindex); err == nil && f != nil {
 			_ = netlink.FilterDel(f)
 		}
 		return TCKindTCX, nil, nil
 	}
-	f, err := findTCFilter(ifindex)
+	f, err := findTCFilter(here, ifindex)
 	if err != nil {
 		return "", nil, err
 	}
@@ -278,13 +279,16 @@ func clsactQdisc(ifindex int) *netlink.Clsact {
 	}}
 }
 
-// hasClsact tells whether ifindex has a clsact qdisc.
-func hasClsact(ifindex int) (bool, error) {
-	nl, err := netlink.LinkByIndex(ifindex)
+// here is a netlink handle on the network namespace of the calling thread.
+var here = &netlink.Handle{}
+
+// hasClsact tells whether ifindex has a clsact qdisc (h: in the namespace of h).
+func hasClsact(h *netlink.Handle, ifindex int) (bool, error) {
+	nl, err := h.LinkByIndex(ifindex)
 	if err != nil {
 		return false, fmt.Errorf("look up ifindex %d: %w", ifindex, err)
 	}
-	qs, err := netlink.QdiscList(nl)
+	qs, err := h.QdiscList(nl)
 	if err != nil {
 		return false, fmt.Errorf("list qdiscs: %w", err)
 	}
@@ -298,7 +302,7 @@ func hasClsact(ifindex int) (bool, error) {
 
 // ensureClsact adds a clsact qdisc to ifindex unless it has one, and reports whether it added it.
 func ensureClsact(ifindex int) (bool, error) {
-	ok, err := hasClsact(ifindex)
+	ok, err := hasClsact(here, ifindex)
 	if err != nil || ok {
 		return false, err
 	}
@@ -312,18 +316,18 @@ func ensureClsact(ifindex int) (bool, error) {
 	return true, nil
 }
 
-// findTCFilter returns ztgate's filter on the egress parent of ifindex, or nil: none, or no
-// clsact qdisc.
-func findTCFilter(ifindex int) (*netlink.BpfFilter, error) {
-	ok, err := hasClsact(ifindex)
+// findTCFilter returns ztgate's filter on the egress parent of ifindex in the namespace of h, or
+// nil: none, or no clsact qdisc.
+func findTCFilter(h *netlink.Handle, ifindex int) (*netlink.BpfFilter, error) {
+	ok, err := hasClsact(h, ifindex)
 	if err != nil || !ok {
 		return nil, err
 	}
-	nl, err := netlink.LinkByIndex(ifindex)
+	nl, err := h.LinkByIndex(ifindex)
 	if err != nil {
 		return nil, fmt.Errorf("look up ifindex %d: %w", ifindex, err)
 	}
-	list, err := netlink.FilterList(nl, netlink.HANDLE_MIN_EGRESS)
+	list, err := h.FilterList(nl, netlink.HANDLE_MIN_EGRESS)
 	if err != nil {
 		return nil, fmt.Errorf("list egress filters: %w", err)
 	}
@@ -336,22 +340,23 @@ func findTCFilter(ifindex int) (*netlink.BpfFilter, error) {
 	return nil, nil
 }
 
-// delTCFilter removes ztgate's filter from the egress parent of ifindex, if it is there. The
-// clsact qdisc stays: another program may use it, and without filters it does nothing.
-func delTCFilter(ifindex int) (bool, error) {
-	f, err := findTCFilter(ifindex)
+// delTCFilter removes ztgate's filter from the egress parent of ifindex in the namespace of h, if
+// it is there. The clsact qdisc stays: another program may use it, and without filters it does
+// nothing.
+func delTCFilter(h *netlink.Handle, ifindex int) (bool, error) {
+	f, err := findTCFilter(h, ifindex)
 	if err != nil || f == nil {
 		return false, err
 	}
-	if err := netlink.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := h.FilterDel(f); err != nil && !errors.Is(err, unix.ENOENT) {
 		return false, fmt.Errorf("delete clsact filter: %w", err)
 	}
 	return true, nil
 }
 
 // detachTC removes ifname's TC attachment: the tcx link (held, or pinned in any layout) and
-// ztgate's clsact filter when the interface exists in the calling thread's namespace. It reports
-// whether there was one.
+// ztgate's clsact filter on the interface of that name in the namespace where this Datapath
+// attached it (else in the calling thread's). It reports whether there was one.
 func (d *Datapath) detachTC(ifname string) (bool, error) {
 	found := false
 	path, version := d.tcPath(ifname), LayoutVersion
@@ -382,12 +387,36 @@ func (d *Datapath) detachTC(ifname string) (bool, error) {
 			_ = removeOldLayout(filepath.Dir(path))
 		}
 	}
-	nl, err := netlink.LinkByName(ifname)
+	h := here
+	if ns, ok := d.attachNS[ifname]; ok {
+		delete(d.attachNS, ifname)
+		defer ns.Close()
+		nh, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			return found, fmt.Errorf("netlink handle in the namespace of the attachment: %w", err)
+		}
+		defer nh.Close()
+		h = nh
+	}
+	nl, err := h.LinkByName(ifname)
 	if err != nil {
 		return found, nil // gone: its filters went with it
 	}
-	removed, err := delTCFilter(nl.Attrs().Index)
+	removed, err := delTCFilter(h, nl.Attrs().Index)
 	return found || removed, err
+}
+
+// rememberNS records the network namespace of the calling thread as the one ifname was attached
+// in, for Detach to remove a clsact filter from there whatever thread calls it.
+func (d *Datapath) rememberNS(ifname string) {
+	ns, err := netns.Get()
+	if err != nil {
+		return // Detach then looks in the namespace of its caller
+	}
+	if old, ok := d.attachNS[ifname]; ok {
+		old.Close()
+	}
+	d.attachNS[ifname] = ns
 }
 
 // tcStatus fills in st's TC attachment: the tcx link pinned as tcPin (when it exists), else
@@ -411,7 +440,7 @@ func tcStatus(st *Interface, tcPin string, ourTC ebpf.ProgramID) {
 		return
 	}
 	if st.TC == "" && st.Ifindex != 0 {
-		f, err := findTCFilter(st.Ifindex)
+		f, err := findTCFilter(here, st.Ifindex)
 		if err != nil {
 			st.Err = err.Error()
 			return
