@@ -95,7 +95,7 @@ func checkIfname(ifname string) error {
 	return nil
 }
 
-// Attach runs the program on ifname in the mode of Config.Mode. See AttachMode.
+// Attach runs the programs on ifname, XDP in the mode of Config.Mode. See AttachMode.
 func (d *Datapath) Attach(ifname string) (Mode, error) {
 	return d.AttachMode(ifname, d.cfg.Mode)
 }
@@ -104,10 +104,12 @@ func (d *Datapath) Attach(ifname string) (Mode, error) {
 // thread): zt_tc at TC egress for the frames leaving toward devices (see attachTC), then zt_xdp
 // for the frames arriving from them. It returns the XDP mode in force, read back from the kernel.
 //
-// If a link is pinned for ifname (a previous process, or an earlier Attach), it is adopted and
-// switched to this Datapath's program with link.Update: there is no instant without a program.
-// An adopted link keeps its mode whatever want says; Detach first to change the mode. Otherwise
-// a new link is created in mode want (ModeAuto: native, else generic) and pinned.
+// If an XDP link is pinned for ifname (a previous process, or an earlier Attach), it is adopted
+// and switched to this Datapath's program with link.Update: there is no instant without a
+// program. An adopted link keeps its mode whatever want says; Detach first to change the mode.
+// Otherwise a new link is created in mode want (ModeAuto: native, else generic) and pinned. The
+// TC attachment is adopted the same way, and keeps its kind (tcx or clsact) whatever
+// Config.TCMode says.
 func (d *Datapath) AttachMode(ifname string, want Mode) (Mode, error) {
 	mode, err := d.attach(ifname, want)
 	if err != nil {
@@ -423,7 +425,8 @@ func (d *Datapath) detachXDP(ifname string) (bool, error) {
 	return true, nil
 }
 
-// Interface is the state of one interface the datapath is attached to (one pinned link).
+// Interface is the state of one interface the datapath is attached to (a pinned XDP link, and
+// its TC egress attachment: a pinned tcx link or ztgate's clsact filter).
 type Interface struct {
 	Name      string         // from the pin name link-<Name>
 	Ifindex   int            // 0 when the interface is gone (the kernel detached the link)

@@ -78,6 +78,7 @@ func DefaultConfig() Config {
 		EventBurst:        10,
 		EventsEnabled:     true,
 		Mode:              ModeAuto,
+		TCMode:            TCModeAuto,
 	}
 }
 
