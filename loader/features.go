@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"sort"
 	"strconv"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/ztgate/ztgate/bpf"
@@ -113,14 +111,14 @@ func helperName(fn asm.BuiltinFunc) string {
 }
 
 // CheckFeatures probes every feature and returns an error naming those the kernel lacks (and
-// those that could not be probed). An optional feature the kernel lacks is no error.
+// those that could not be probed). An optional feature is never an error: without it (or when
+// it cannot be probed) the datapath takes its fallback.
 func CheckFeatures(fs []Feature) error {
 	var errs []error
 	for _, f := range fs {
 		err := f.Probe()
 		switch {
-		case err == nil:
-		case f.Optional && errors.Is(err, ebpf.ErrNotSupported):
+		case err == nil, f.Optional:
 		case errors.Is(err, ebpf.ErrNotSupported):
 			errs = append(errs, fmt.Errorf("%s: not supported by this kernel", f.Name))
 		default:
@@ -134,8 +132,7 @@ func CheckFeatures(fs []Feature) error {
 }
 
 // probeXDPLink attaches a program that passes every frame, through an XDP bpf_link in generic
-// mode, to one end of a veth pair (or a dummy interface, without veth) it creates for that and
-// removes, so that no interface it did not create is touched.
+// mode, to a throwaway interface (see withProbeInterface).
 func probeXDPLink() error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
@@ -149,10 +146,26 @@ func probeXDPLink() error {
 		return fmt.Errorf("load probe program: %w", err)
 	}
 	defer prog.Close()
+	return withProbeInterface("ztprb", func(ifindex int) error {
+		xl, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPGenericMode})
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err)
+		}
+		if err != nil {
+			return err
+		}
+		return xl.Close()
+	})
+}
+
+// withProbeInterface runs fn on one end of a veth pair (or a dummy interface, without veth)
+// named prefix and the pid, which it creates for that and removes, so that no interface it did
+// not create is touched.
+func withProbeInterface(prefix string, fn func(ifindex int) error) error {
 	la := netlink.NewLinkAttrs()
-	la.Name = "ztprb" + strconv.Itoa(os.Getpid()%100000000)
+	la.Name = prefix + strconv.Itoa(os.Getpid()%100000000)
 	var created netlink.Link = &netlink.Veth{LinkAttrs: la, PeerName: la.Name + "p"}
-	err = netlink.LinkAdd(created)
+	err := netlink.LinkAdd(created)
 	if errors.Is(err, unix.EOPNOTSUPP) { // a kernel without veth: a dummy interface will do
 		created = &netlink.Dummy{LinkAttrs: la}
 		err = netlink.LinkAdd(created)
@@ -165,19 +178,11 @@ func probeXDPLink() error {
 	if err != nil {
 		return err
 	}
-	xl, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: target.Attrs().Index, Flags: link.XDPGenericMode})
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-		return fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err)
-	}
-	if err != nil {
-		return err
-	}
-	return xl.Close()
+	return fn(target.Attrs().Index)
 }
 
-// probeTCX attaches a program that passes every packet, through a tcx bpf_link at egress, to the
-// loopback interface of a network namespace it creates for that (on a thread of its own), so that
-// no interface of the caller's namespace is touched.
+// probeTCX attaches a program that passes every packet, through a tcx bpf_link at egress, to a
+// throwaway interface (see withProbeInterface).
 func probeTCX() error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
@@ -191,38 +196,14 @@ func probeTCX() error {
 		return fmt.Errorf("load probe program: %w", err)
 	}
 	defer prog.Close()
-	errc := make(chan error, 1)
-	go func() {
-		// The thread enters a namespace of its own; it stays locked, and dies with this
-		// goroutine, unless it gets back to the original namespace.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
+	return withProbeInterface("ztprt", func(ifindex int) error {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXEgress})
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err)
+		}
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
-		defer orig.Close()
-		ns, err := netns.New()
-		if err != nil {
-			errc <- fmt.Errorf("create probe namespace: %w", err)
-			return
-		}
-		defer ns.Close()
-		lo, err := netlink.LinkByName("lo")
-		if err == nil {
-			var l link.Link
-			l, err = link.AttachTCX(link.TCXOptions{Interface: lo.Attrs().Index, Program: prog,
-				Attach: ebpf.AttachTCXEgress})
-			if err == nil {
-				err = l.Close()
-			} else if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-				err = fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err)
-			}
-		}
-		if serr := netns.Set(orig); serr == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
+		return l.Close()
+	})
 }

@@ -523,6 +523,10 @@ func TestTCXFeature(t *testing.T) {
 	if err := CheckFeatures(missing); err != nil {
 		t.Errorf("a missing optional feature fails the check: %v", err)
 	}
+	missing[0].Probe = func() error { return errors.New("boom") }
+	if err := CheckFeatures(missing); err != nil {
+		t.Errorf("an optional feature that cannot be probed fails the check: %v", err)
+	}
 	missing[0].Optional = false
 	if err := CheckFeatures(missing); err == nil {
 		t.Error("a missing required feature passes the check")
