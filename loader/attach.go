@@ -95,18 +95,21 @@ func checkIfname(ifname string) error {
 	return nil
 }
 
-// Attach runs the program on ifname in the mode of Config.Mode. See AttachMode.
+// Attach runs the programs on ifname, XDP in the mode of Config.Mode. See AttachMode.
 func (d *Datapath) Attach(ifname string) (Mode, error) {
 	return d.AttachMode(ifname, d.cfg.Mode)
 }
 
-// AttachMode runs the program on ifname (looked up in the network namespace of the calling
-// thread) and returns the mode in force, read back from the kernel.
+// AttachMode runs the programs on ifname (looked up in the network namespace of the calling
+// thread): zt_tc at TC egress for the frames leaving toward devices (see attachTC), then zt_xdp
+// for the frames arriving from them. It returns the XDP mode in force, read back from the kernel.
 //
-// If a link is pinned for ifname (a previous process, or an earlier Attach), it is adopted and
-// switched to this Datapath's program with link.Update: there is no instant without a program.
-// An adopted link keeps its mode whatever want says; Detach first to change the mode. Otherwise
-// a new link is created in mode want (ModeAuto: native, else generic) and pinned.
+// If an XDP link is pinned for ifname (a previous process, or an earlier Attach), it is adopted
+// and switched to this Datapath's program with link.Update: there is no instant without a
+// program. An adopted link keeps its mode whatever want says; Detach first to change the mode.
+// Otherwise a new link is created in mode want (ModeAuto: native, else generic) and pinned. The
+// TC attachment is adopted the same way, and keeps its kind (tcx or clsact) whatever
+// Config.TCMode says.
 func (d *Datapath) AttachMode(ifname string, want Mode) (Mode, error) {
 	mode, err := d.attach(ifname, want)
 	if err != nil {
@@ -143,24 +146,43 @@ func (d *Datapath) attach(ifname string, want Mode) (Mode, error) {
 	if err := gwmacs.AddInterface(d.objs.ZtGwmacs, nlink); err != nil {
 		return ModeNone, err
 	}
+	// TC egress before XDP: between the two, the interface errs on the closed side. With the
+	// new TC program and no (or the previous) XDP program, every frame toward a device is
+	// checked, and only replies to flows that no XDP program of this layout opened yet are
+	// dropped; the other order would let frames toward devices through unchecked, which a
+	// policy with from: rules must never do. On an adoption both are switched in place, so
+	// neither direction is ever without a program.
+	_, undoTC, err := d.attachTC(ifname, ifindex)
+	if err != nil {
+		return ModeNone, fmt.Errorf("tc egress: %w", err)
+	}
+	d.rememberNS(ifname)
+	// An XDP failure takes back a TC attachment this call made (an adopted one stays): a failed
+	// Attach leaves nothing new behind.
+	failed := func(err error) (Mode, error) {
+		if undoTC != nil {
+			undoTC()
+		}
+		return ModeNone, err
+	}
 	path := d.linkPath(ifname)
 	l, adopted, err := d.adopt(ifname, ifindex, path)
 	if err != nil {
-		return ModeNone, err
+		return failed(err)
 	}
 	if !adopted {
 		if l, adopted, err = d.migrate(ifname, ifindex, path); err != nil {
-			return ModeNone, err
+			return failed(err)
 		}
 	}
 	requested := ModeNone
 	if !adopted {
 		if l, requested, err = d.attachNew(ifindex, want); err != nil {
-			return ModeNone, err
+			return failed(err)
 		}
 		if err := l.Pin(path); err != nil {
 			l.Close() // the only reference: this detaches the program again
-			return ModeNone, fmt.Errorf("pin link: %w", err)
+			return failed(fmt.Errorf("pin link: %w", err))
 		}
 	}
 	if old, ok := d.links[ifname]; ok && old != l {
@@ -255,7 +277,7 @@ func (d *Datapath) migrate(ifname string, ifindex int, path string) (link.Link, 
 	return nil, false, nil
 }
 
-// removeOldLayout removes an older layout's pin directory once no link is pinned in it: what is
+// removeOldLayout removes an older layout's pin directory once no link (XDP or tcx) is pinned in it: what is
 // left are map pins, which no program of the current layout uses. A missing directory is fine.
 func removeOldLayout(dir string) error {
 	ents, err := os.ReadDir(dir)
@@ -266,7 +288,7 @@ func removeOldLayout(dir string) error {
 		return err
 	}
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), linkPinPrefix) {
+		if isLinkPin(e.Name()) {
 			return nil
 		}
 	}
@@ -332,9 +354,10 @@ func xdpMode(ifindex int) (Mode, ebpf.ProgramID, error) {
 	return ModeUnknown, id, nil
 }
 
-// Detach detaches the program from ifname and removes the link's pin: enforcement on ifname
-// stops. It acts on the pin, so it also detaches a link attached by another process. It returns
-// an error wrapping fs.ErrNotExist when nothing is attached to ifname through this pin dir.
+// Detach detaches both programs from ifname and removes the links' pins: enforcement on ifname
+// stops. It acts on the pins (and on ztgate's clsact filter), so it also detaches what another
+// process attached. It returns an error wrapping fs.ErrNotExist when nothing is attached to
+// ifname through this pin dir.
 func (d *Datapath) Detach(ifname string) error {
 	if err := d.detach(ifname); err != nil {
 		return fmt.Errorf("detach %s: %w", ifname, err)
@@ -357,34 +380,53 @@ func (d *Datapath) detach(ifname string) error {
 	}
 	defer unlock()
 
+	// XDP first, the reverse of Attach: in between, frames toward devices are still checked.
+	xdp, err := d.detachXDP(ifname)
+	if err != nil {
+		return err
+	}
+	tc, err := d.detachTC(ifname)
+	if err != nil {
+		return fmt.Errorf("tc egress: %w", err)
+	}
+	if !xdp && !tc {
+		return fmt.Errorf("not attached: %w", fs.ErrNotExist)
+	}
+	return nil
+}
+
+// detachXDP detaches and unpins ifname's XDP link and reports whether there was one.
+func (d *Datapath) detachXDP(ifname string) (bool, error) {
 	path, version := d.linkPath(ifname), LayoutVersion
 	l, ok := d.links[ifname]
 	if !ok {
 		// Not adopted by this process: pinned by a previous one, maybe under an older layout.
 		path, version = d.findLinkPin(ifname)
+		var err error
 		l, err = link.LoadPinnedLink(path, nil)
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("not attached: %w", fs.ErrNotExist)
+			return false, nil
 		}
 		if err != nil {
-			return fmt.Errorf("load pinned link %s: %w", path, err)
+			return false, fmt.Errorf("load pinned link %s: %w", path, err)
 		}
 	}
 	delete(d.links, ifname)
 	defer l.Close()
 	if err := l.Detach(); err != nil {
-		return err
+		return true, err
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("unpin link: %w", err)
+		return true, fmt.Errorf("unpin link: %w", err)
 	}
 	if version != LayoutVersion {
 		_ = removeOldLayout(filepath.Dir(path)) // its maps go with its last link
 	}
-	return nil
+	return true, nil
 }
 
-// Interface is the state of one interface the datapath is attached to (one pinned link).
+// Interface is the state of one interface the datapath is attached to (a pinned XDP link, and
+// its TC egress attachment: a pinned tcx link or ztgate's clsact filter).
 type Interface struct {
 	Name      string         // from the pin name link-<Name>
 	Ifindex   int            // 0 when the interface is gone (the kernel detached the link)
@@ -394,16 +436,25 @@ type Interface struct {
 	Current   bool           // the link runs this Datapath's program (false: not adopted yet)
 	Layout    int            // the layout version whose directory pins the link (older: not migrated yet)
 	Err       string         // why the state could not be read, if it could not
+
+	// The program toward devices at TC egress.
+	TC          string         // TCKindTCX, TCKindClsact, or "" when none is attached
+	TCLinkID    link.ID        // the pinned tcx link (0 for clsact)
+	TCProgramID ebpf.ProgramID // program the tcx link or ztgate's clsact filter runs
+	TCCurrent   bool           // it is this Datapath's TC program (false: not adopted yet)
 }
 
-// Status lists the interfaces with a pinned link in this Datapath's pin directory, sorted by
-// name, including links pinned by a previous process and not adopted yet, also under an older
-// layout (a previous version's links that no Attach has migrated). Modes are read in the network
-// namespace of the calling thread.
+// Status lists the interfaces with a pinned link (XDP or tcx) in this Datapath's pin directory,
+// sorted by name, including links pinned by a previous process and not adopted yet, also under
+// an older layout (a previous version's links that no Attach has migrated), with their TC egress
+// attachment. Modes and clsact filters are read in the network namespace of the calling thread.
 func (d *Datapath) Status() ([]Interface, error) {
-	var ourID ebpf.ProgramID
+	var ourID, ourTC ebpf.ProgramID
 	if info, err := d.objs.ZtXdp.Info(); err == nil {
 		ourID, _ = info.ID()
+	}
+	if info, err := d.objs.ZtTc.Info(); err == nil {
+		ourTC, _ = info.ID()
 	}
 	var out []Interface
 	seen := map[string]bool{}
@@ -418,11 +469,18 @@ func (d *Datapath) Status() ([]Interface, error) {
 		}
 		for _, e := range entries {
 			name, ok := strings.CutPrefix(e.Name(), linkPinPrefix)
+			if !ok {
+				name, ok = strings.CutPrefix(e.Name(), tcPinPrefix)
+			}
 			if !ok || e.IsDir() || seen[name] {
 				continue
 			}
 			seen[name] = true
-			st := d.linkStatus(name, filepath.Join(dir, e.Name()), ourID)
+			st := Interface{Name: name, Mode: ModeNone}
+			if _, err := os.Lstat(filepath.Join(dir, linkPinPrefix+name)); err == nil {
+				st = d.linkStatus(name, filepath.Join(dir, linkPinPrefix+name), ourID)
+			}
+			tcStatus(&st, filepath.Join(dir, tcPinPrefix+name), ourTC)
 			st.Layout = v
 			out = append(out, st)
 		}
@@ -461,7 +519,7 @@ func (d *Datapath) linkStatus(name, path string, ourID ebpf.ProgramID) Interface
 	return st
 }
 
-// Interfaces returns the names of the interfaces with a pinned link, sorted.
+// Interfaces returns the names of the interfaces with a pinned link (XDP or tcx), sorted.
 func (d *Datapath) Interfaces() ([]string, error) {
 	st, err := d.Status()
 	if err != nil {

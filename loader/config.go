@@ -52,6 +52,9 @@ type Config struct {
 	// Mode is the XDP attach mode Attach asks for: ModeAuto (native, else generic), ModeNative
 	// or ModeGeneric.
 	Mode Mode
+	// TCMode is how Attach puts the program toward devices at TC egress: TCModeAuto (the zero
+	// value: tcx when the kernel has it, else clsact), TCModeTCX or TCModeClsact.
+	TCMode TCMode
 }
 
 // DefaultConfig returns the configuration used for every zero field by Open.
@@ -75,6 +78,7 @@ func DefaultConfig() Config {
 		EventBurst:        10,
 		EventsEnabled:     true,
 		Mode:              ModeAuto,
+		TCMode:            TCModeAuto,
 	}
 }
 
@@ -153,6 +157,9 @@ func (c Config) validate() error {
 	}
 	if c.Mode != ModeAuto && c.Mode != ModeNative && c.Mode != ModeGeneric {
 		errs = append(errs, fmt.Errorf("attach mode %v: must be auto, native or generic", c.Mode))
+	}
+	if c.TCMode != TCModeAuto && c.TCMode != TCModeTCX && c.TCMode != TCModeClsact {
+		errs = append(errs, fmt.Errorf("tc mode %v: must be auto, tcx or clsact", c.TCMode))
 	}
 	return errors.Join(errs...)
 }

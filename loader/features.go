@@ -22,11 +22,13 @@ import (
 type Feature struct {
 	Name  string       // e.g. "map type RingBuf", "helper bpf_xdp_load_bytes"
 	Probe func() error // nil error: the kernel has it
+	// Optional: without it the datapath uses a fallback (CheckFeatures does not require it).
+	Optional bool
 }
 
 // Features lists what the datapath needs from the kernel: the XDP and TC program types, every map
-// type and helper its object file uses (read from the ELF, so the list follows the programs) and
-// XDP bpf_links.
+// type and helper its object file uses (read from the ELF, so the list follows the programs),
+// XDP bpf_links and, optional, tcx bpf_links (without them Attach uses a clsact filter).
 func Features() ([]Feature, error) {
 	spec, err := bpf.LoadZtgate()
 	if err != nil {
@@ -84,7 +86,8 @@ func Features() ([]Feature, error) {
 		}
 		out = append(out, Feature{Name: name, Probe: func() error { return features.HaveProgramHelper(u.pt, u.fn) }})
 	}
-	out = append(out, Feature{Name: "XDP bpf_link", Probe: probeXDPLink})
+	out = append(out, Feature{Name: "XDP bpf_link", Probe: probeXDPLink},
+		Feature{Name: "tcx bpf_link (else a clsact filter)", Probe: probeTCX, Optional: true})
 	return out, nil
 }
 
@@ -108,13 +111,14 @@ func helperName(fn asm.BuiltinFunc) string {
 }
 
 // CheckFeatures probes every feature and returns an error naming those the kernel lacks (and
-// those that could not be probed).
+// those that could not be probed). An optional feature is never an error: without it (or when
+// it cannot be probed) the datapath takes its fallback.
 func CheckFeatures(fs []Feature) error {
 	var errs []error
 	for _, f := range fs {
 		err := f.Probe()
 		switch {
-		case err == nil:
+		case err == nil, f.Optional:
 		case errors.Is(err, ebpf.ErrNotSupported):
 			errs = append(errs, fmt.Errorf("%s: not supported by this kernel", f.Name))
 		default:
@@ -128,8 +132,7 @@ func CheckFeatures(fs []Feature) error {
 }
 
 // probeXDPLink attaches a program that passes every frame, through an XDP bpf_link in generic
-// mode, to one end of a veth pair (or a dummy interface, without veth) it creates for that and
-// removes, so that no interface it did not create is touched.
+// mode, to a throwaway interface (see withProbeInterface).
 func probeXDPLink() error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
@@ -143,10 +146,26 @@ func probeXDPLink() error {
 		return fmt.Errorf("load probe program: %w", err)
 	}
 	defer prog.Close()
+	return withProbeInterface("ztprb", func(ifindex int) error {
+		xl, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPGenericMode})
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err)
+		}
+		if err != nil {
+			return err
+		}
+		return xl.Close()
+	})
+}
+
+// withProbeInterface runs fn on one end of a veth pair (or a dummy interface, without veth)
+// named prefix and the pid, which it creates for that and removes, so that no interface it did
+// not create is touched.
+func withProbeInterface(prefix string, fn func(ifindex int) error) error {
 	la := netlink.NewLinkAttrs()
-	la.Name = "ztprb" + strconv.Itoa(os.Getpid()%100000000)
+	la.Name = prefix + strconv.Itoa(os.Getpid()%100000000)
 	var created netlink.Link = &netlink.Veth{LinkAttrs: la, PeerName: la.Name + "p"}
-	err = netlink.LinkAdd(created)
+	err := netlink.LinkAdd(created)
 	if errors.Is(err, unix.EOPNOTSUPP) { // a kernel without veth: a dummy interface will do
 		created = &netlink.Dummy{LinkAttrs: la}
 		err = netlink.LinkAdd(created)
@@ -159,12 +178,32 @@ func probeXDPLink() error {
 	if err != nil {
 		return err
 	}
-	xl, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: target.Attrs().Index, Flags: link.XDPGenericMode})
-	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-		return fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err)
-	}
-	if err != nil {
+	return fn(target.Attrs().Index)
+}
+
+// probeTCX attaches a program that passes every packet, through a tcx bpf_link at egress, to a
+// throwaway interface (see withProbeInterface).
+func probeTCX() error {
+	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
 	}
-	return xl.Close()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.SchedCLS,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()}, // TC_ACT_UNSPEC
+	})
+	if err != nil {
+		return fmt.Errorf("load probe program: %w", err)
+	}
+	defer prog.Close()
+	return withProbeInterface("ztprt", func(ifindex int) error {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXEgress})
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("%w: %w", ebpf.ErrNotSupported, err)
+		}
+		if err != nil {
+			return err
+		}
+		return l.Close()
+	})
 }

@@ -1,8 +1,8 @@
-// Package loader loads the ztgate XDP datapath, pins its maps and links in bpffs, attaches it to
-// interfaces (native XDP, else generic), adopts what a previous process left pinned, and
-// uninstalls it.
+// Package loader loads the ztgate datapath, pins its maps and links in bpffs, attaches it to
+// interfaces (XDP, native else generic, for frames from devices; TC egress, tcx else clsact, for
+// frames toward them), adopts what a previous process left pinned, and uninstalls it.
 //
-// Lifecycle. Every map and every XDP link is pinned under <PinDir>/v<LayoutVersion>. Close (or
+// Lifecycle. Every map, every XDP link and every tcx link is pinned under <PinDir>/v<LayoutVersion>. Close (or
 // the process dying) leaves the pins, so enforcement stays in place and fails closed; the next
 // Open reuses the pinned maps (policy, counters and fragment state survive) and Attach adopts
 // the pinned link with link.Update, never detach-then-attach. Only Uninstall removes it all.
@@ -26,6 +26,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"github.com/vishvananda/netns"
 
 	"github.com/ztgate/ztgate/bpf"
 )
@@ -53,9 +54,12 @@ type Datapath struct {
 	objs  bpf.ZtgateObjects
 	specs bpf.ZtgateMapSpecs // the specs the maps were created from (inner map templates)
 
-	mu     sync.Mutex
-	links  map[string]link.Link // ifname -> link this process holds (pinned)
-	closed bool
+	mu      sync.Mutex
+	links   map[string]link.Link // ifname -> XDP link this process holds (pinned)
+	tcLinks map[string]link.Link // ifname -> tcx link this process holds (pinned)
+	// attachNS: ifname -> the network namespace this process attached it in (for Detach).
+	attachNS map[string]netns.NsHandle
+	closed   bool
 }
 
 // Open loads the datapath: it mounts bpffs at /sys/fs/bpf when needed, creates the pin
@@ -96,7 +100,8 @@ func Open(cfg Config) (*Datapath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load datapath: %w", err)
 	}
-	d := &Datapath{cfg: cfg, dir: dir, links: map[string]link.Link{}}
+	d := &Datapath{cfg: cfg, dir: dir, links: map[string]link.Link{}, tcLinks: map[string]link.Link{},
+		attachNS: map[string]netns.NsHandle{}}
 	// Keep a copy of the map specs: the maps package creates inner maps from the templates.
 	if err := spec.Copy().Assign(&d.specs); err != nil {
 		return nil, fmt.Errorf("load datapath: %w", err)
@@ -211,7 +216,15 @@ func (d *Datapath) Close() error {
 			errs = append(errs, fmt.Errorf("close link of %s: %w", name, err))
 		}
 	}
-	d.links = nil
+	for name, l := range d.tcLinks {
+		if err := l.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close tcx link of %s: %w", name, err))
+		}
+	}
+	for _, ns := range d.attachNS {
+		ns.Close()
+	}
+	d.links, d.tcLinks, d.attachNS = nil, nil, nil
 	if err := d.objs.Close(); err != nil {
 		errs = append(errs, err)
 	}

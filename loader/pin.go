@@ -181,7 +181,9 @@ func flockHolder(fd int) int {
 }
 
 // Uninstall removes the datapath pinned under pinDir (the PinDir of Config, e.g.
-// /sys/fs/bpf/ztgate): it detaches and unpins every XDP link (enforcement stops), unpins every
+// /sys/fs/bpf/ztgate): it detaches and unpins every XDP and tcx link and removes ztgate's clsact
+// filter from the interfaces of the XDP links, in the calling thread's network namespace
+// (enforcement stops), unpins every
 // map (the kernel frees each one when its last user is gone) and removes the directory, for
 // every layout version. It is idempotent: a missing pinDir is not an error. It refuses a
 // directory that is not on bpffs or is a mount point, and never touches anything outside pinDir.
@@ -218,7 +220,7 @@ func Uninstall(pinDir string) error {
 		if err != nil {
 			return err
 		}
-		if de.IsDir() || !strings.HasPrefix(de.Name(), linkPinPrefix) {
+		if de.IsDir() || !isLinkPin(de.Name()) {
 			return nil
 		}
 		l, err := link.LoadPinnedLink(path, nil)
@@ -226,10 +228,15 @@ func Uninstall(pinDir string) error {
 			errs = append(errs, fmt.Errorf("load pinned link %s: %w", path, err))
 			return nil
 		}
+		defer l.Close()
+		if ifindex := xdpLinkHere(l); ifindex != 0 {
+			if _, err := delTCFilter(here, ifindex); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", path, err))
+			}
+		}
 		if err := l.Detach(); err != nil && !errors.Is(err, unix.ENOLINK) {
 			errs = append(errs, fmt.Errorf("detach %s: %w", path, err))
 		}
-		l.Close()
 		return nil
 	})
 	if err != nil {
@@ -242,4 +249,18 @@ func Uninstall(pinDir string) error {
 		return fmt.Errorf("uninstall %s: %w", pinDir, err)
 	}
 	return nil
+}
+
+// xdpLinkHere returns the ifindex of XDP link l when the interface of that index in the calling
+// thread's network namespace runs l's program (the link is attached in this namespace), else 0.
+func xdpLinkHere(l link.Link) int {
+	info, err := l.Info()
+	if err != nil || info.XDP() == nil || info.XDP().Ifindex == 0 {
+		return 0
+	}
+	ifindex := int(info.XDP().Ifindex)
+	if _, id, err := xdpMode(ifindex); err != nil || id != info.Program {
+		return 0
+	}
+	return ifindex
 }

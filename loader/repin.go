@@ -5,23 +5,34 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"github.com/cilium/ebpf/link"
 )
 
-// Repin pins the link of ifname this Datapath holds again when its pin was removed: without the
-// pin the link, and so the program on ifname, would go when this process exits. It reports
-// whether it pinned the link; a link it does not hold is left alone.
+// Repin pins the links of ifname this Datapath holds (XDP and tcx) again when a pin was
+// removed: without the pin a link, and so a program on ifname, would go when this process
+// exits. It reports whether it pinned a link; a link it does not hold is left alone.
 func (d *Datapath) Repin(ifname string) (bool, error) {
 	if err := checkIfname(ifname); err != nil {
 		return false, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	l, ok := d.links[ifname]
-	if d.closed || !ok {
+	if d.closed {
 		return false, nil
 	}
-	path := d.linkPath(ifname)
-	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+	type held struct {
+		l    link.Link
+		path string
+	}
+	var missing []held
+	if l, ok := d.links[ifname]; ok && unpinned(d.linkPath(ifname)) {
+		missing = append(missing, held{l, d.linkPath(ifname)})
+	}
+	if l, ok := d.tcLinks[ifname]; ok && unpinned(d.tcPath(ifname)) {
+		missing = append(missing, held{l, d.tcPath(ifname)})
+	}
+	if len(missing) == 0 {
 		return false, nil
 	}
 	unlock, err := lockDir(d.cfg.PinDir)
@@ -29,14 +40,23 @@ func (d *Datapath) Repin(ifname string) (bool, error) {
 		return false, fmt.Errorf("pin %s again: %w", ifname, err)
 	}
 	defer unlock()
-	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
-		return false, nil // pinned meanwhile (Detach, another Attach)
+	pinned := false
+	for _, h := range missing {
+		if !unpinned(h.path) {
+			continue // pinned meanwhile (Detach, another Attach)
+		}
+		if err := h.l.Unpin(); err != nil { // forget the removed path
+			return pinned, fmt.Errorf("pin %s again: %w", ifname, err)
+		}
+		if err := h.l.Pin(h.path); err != nil {
+			return pinned, fmt.Errorf("pin %s again: %w", ifname, err)
+		}
+		pinned = true
 	}
-	if err := l.Unpin(); err != nil { // forget the removed path
-		return false, fmt.Errorf("pin %s again: %w", ifname, err)
-	}
-	if err := l.Pin(path); err != nil {
-		return false, fmt.Errorf("pin %s again: %w", ifname, err)
-	}
-	return true, nil
+	return pinned, nil
+}
+
+func unpinned(path string) bool {
+	_, err := os.Lstat(path)
+	return errors.Is(err, fs.ErrNotExist)
 }
