@@ -50,6 +50,9 @@ type Config struct {
 	Pprof bool `yaml:"pprof"`
 	// XDPMode is auto (native, else generic), native or generic.
 	XDPMode string `yaml:"xdp_mode"`
+	// TCMode is how the program toward devices attaches at egress: auto (tcx, else a clsact
+	// filter), tcx or clsact.
+	TCMode string `yaml:"tc_mode"`
 	// Events turns the drop/audit event ring buffer on.
 	Events bool `yaml:"events"`
 	// EventHistory is how many recent events the agent keeps for `ztgate events`.
@@ -69,6 +72,13 @@ type Config struct {
 	MaxPolicyBytes int `yaml:"max_policy_bytes"`
 	// FragSweep is how often stale fragment records are removed.
 	FragSweep time.Duration `yaml:"frag_sweep"`
+	// FlowEntries is the capacity of the flow table, FlowQuota how many flows one device may
+	// hold; FlowTCP, FlowUDP and FlowOther the idle lifetimes of TCP, UDP and ICMP echo flows.
+	FlowEntries int           `yaml:"flow_entries"`
+	FlowQuota   int           `yaml:"flow_quota"`
+	FlowTCP     time.Duration `yaml:"flow_tcp"`
+	FlowUDP     time.Duration `yaml:"flow_udp"`
+	FlowOther   time.Duration `yaml:"flow_other"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `yaml:"log_level"`
 	LogFormat string `yaml:"log_format"`
@@ -83,6 +93,7 @@ func DefaultConfig() Config {
 		Socket:         api.DefaultSocket,
 		MetricsAddress: "127.0.0.1:9431",
 		XDPMode:        "auto",
+		TCMode:         "auto",
 		Events:         true,
 		EventHistory:   4096,
 		EventRingBytes: lc.RingBytes,
@@ -94,6 +105,11 @@ func DefaultConfig() Config {
 		MaxPrefixes:    lc.MaxPrefixes,
 		MaxPolicyBytes: policy.MaxDocumentSize,
 		FragSweep:      10 * time.Second,
+		FlowEntries:    lc.FlowEntries,
+		FlowQuota:      lc.FlowQuota,
+		FlowTCP:        lc.FlowTCP,
+		FlowUDP:        lc.FlowUDP,
+		FlowOther:      lc.FlowOther,
 		LogLevel:       "info",
 		LogFormat:      "text",
 	}
@@ -147,6 +163,9 @@ func (c Config) Validate() error {
 	if _, err := loader.ParseMode(c.XDPMode); err != nil {
 		errs = append(errs, fmt.Errorf("xdp_mode: %w", err))
 	}
+	if _, err := loader.ParseTCMode(c.TCMode); err != nil {
+		errs = append(errs, fmt.Errorf("tc_mode: %w", err))
+	}
 	for _, v := range []struct {
 		name string
 		n    int
@@ -157,6 +176,8 @@ func (c Config) Validate() error {
 		{name: "max_prefixes", n: c.MaxPrefixes},
 		{name: "event_history", n: c.EventHistory},
 		{name: "max_policy_bytes", n: c.MaxPolicyBytes},
+		{name: "flow_entries", n: c.FlowEntries},
+		{name: "flow_quota", n: c.FlowQuota},
 	} {
 		if v.n <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %d", v.name, v.n))
@@ -174,6 +195,14 @@ func (c Config) Validate() error {
 	}
 	if c.FragSweep <= 0 {
 		errs = append(errs, fmt.Errorf("frag_sweep: must be positive, got %s", c.FragSweep))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"flow_tcp", c.FlowTCP}, {"flow_udp", c.FlowUDP}, {"flow_other", c.FlowOther}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive, got %s", d.name, d.v))
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -212,5 +241,8 @@ func (c Config) loaderConfig() loader.Config {
 	lc.EventsEnabled = c.Events
 	lc.RingBytes, lc.EventBurst, lc.EventWindow = c.EventRingBytes, c.EventBurst, c.EventWindow
 	lc.Mode, _ = loader.ParseMode(c.XDPMode)
+	lc.TCMode, _ = loader.ParseTCMode(c.TCMode)
+	lc.FlowEntries, lc.FlowQuota = c.FlowEntries, c.FlowQuota
+	lc.FlowTCP, lc.FlowUDP, lc.FlowOther = c.FlowTCP, c.FlowUDP, c.FlowOther
 	return lc
 }

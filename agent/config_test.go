@@ -95,6 +95,12 @@ func TestValidateBadValues(t *testing.T) {
 		{key: "max_rules", mod: func(c *Config) { c.MaxRules = -1 }},
 		{key: "max_prefixes", mod: func(c *Config) { c.MaxPrefixes = 0 }},
 		{key: "frag_sweep", mod: func(c *Config) { c.FragSweep = 0 }},
+		{key: "tc_mode", mod: func(c *Config) { c.TCMode = "ingress" }},
+		{key: "flow_entries", mod: func(c *Config) { c.FlowEntries = 0 }},
+		{key: "flow_quota", mod: func(c *Config) { c.FlowQuota = -1 }},
+		{key: "flow_tcp", mod: func(c *Config) { c.FlowTCP = 0 }},
+		{key: "flow_udp", mod: func(c *Config) { c.FlowUDP = -time.Second }},
+		{key: "flow_other", mod: func(c *Config) { c.FlowOther = 0 }},
 		{key: "log_level", mod: func(c *Config) { c.LogLevel = "trace" }},
 		{key: "log_level", mod: func(c *Config) { c.LogLevel = "" }},
 		{key: "log_level", mod: func(c *Config) { c.LogLevel = "INFO" }},
@@ -112,14 +118,15 @@ func TestValidateBadValues(t *testing.T) {
 }
 
 func TestValidateReportsEveryProblem(t *testing.T) {
-	c := Config{XDPMode: "turbo", EventWindow: -1, FragSweep: -1}
+	c := Config{XDPMode: "turbo", TCMode: "ingress", EventWindow: -1, FragSweep: -1}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("zero config validates")
 	}
 	for _, key := range []string{"interfaces", "state_dir", "bpffs_dir", "socket", "xdp_mode", "max_devices",
 		"max_addresses", "max_rules", "max_prefixes", "event_history", "event_ring_bytes", "event_burst",
-		"event_window", "frag_sweep", "log_level", "log_format"} {
+		"event_window", "frag_sweep", "log_level", "log_format", "tc_mode", "flow_entries", "flow_quota", "flow_tcp",
+		"flow_udp", "flow_other"} {
 		if !strings.Contains(err.Error(), key+":") {
 			t.Errorf("error does not name %s:\n%v", key, err)
 		}

@@ -123,9 +123,9 @@ func (a *Agent) setIface(name string, st ifaceState) {
 	a.notifyReady()
 }
 
-// ensure attaches the program to l if the configuration protects it and it does not run the
-// program already: a new interface, a re-created one (new ifindex) or one whose program was
-// removed.
+// ensure attaches the programs to l if the configuration protects it and it does not run both
+// already (XDP, and TC at egress): a new interface, a re-created one (new ifindex) or one whose
+// program was removed.
 func (a *Agent) ensure(l netlink.Link) {
 	if !a.protected(l) {
 		return
@@ -133,7 +133,8 @@ func (a *Agent) ensure(l netlink.Link) {
 	attrs := l.Attrs()
 	name, idx := attrs.Name, attrs.Index
 	ours := func(attrs *netlink.LinkAttrs) bool {
-		return attrs.Xdp != nil && attrs.Xdp.Attached && a.progID != 0 && ebpf.ProgramID(attrs.Xdp.ProgId) == a.progID
+		return attrs.Xdp != nil && attrs.Xdp.Attached && a.progID != 0 && ebpf.ProgramID(attrs.Xdp.ProgId) == a.progID &&
+			a.dp.TCRunning(attrs.Name, attrs.Index)
 	}
 	running := ours(attrs)
 	if !running {
@@ -152,7 +153,7 @@ func (a *Agent) ensure(l netlink.Link) {
 			a.repin(name, old)
 			return
 		}
-		a.log.Error("alert: the XDP program is gone from a protected interface: attaching it again",
+		a.log.Error("alert: a program (XDP, or TC toward devices) is gone from a protected interface: attaching again",
 			"interface", name, "ifindex", idx)
 		repairs = 1
 	}

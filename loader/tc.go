@@ -465,3 +465,15 @@ func (d *Datapath) TCProgramID() (ebpf.ProgramID, error) {
 	}
 	return id, nil
 }
+
+// TCRunning reports whether interface ifname (ifindex, in the namespace of the calling thread)
+// runs this Datapath's TC program at egress: through its pinned tcx link or ztgate's clsact filter.
+func (d *Datapath) TCRunning(ifname string, ifindex int) bool {
+	ours, err := d.TCProgramID()
+	if err != nil || checkIfname(ifname) != nil {
+		return false
+	}
+	st := Interface{Ifindex: ifindex}
+	tcStatus(&st, d.tcPath(ifname), ours)
+	return st.TCCurrent && st.Ifindex == ifindex
+}

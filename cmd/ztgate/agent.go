@@ -46,6 +46,8 @@ the agent listens on. Runs until SIGINT or SIGTERM; enforcement stays in place w
 			&cli.StringFlag{Name: "metrics-address", Usage: "address serving /metrics, /healthz and /readyz (\"\" disables)"},
 			&cli.StringFlag{Name: "xdp-mode", Usage: "XDP attach mode: auto (native, else generic), native or generic",
 				Validator: oneOf("xdp mode", "auto", "native", "generic")},
+			&cli.StringFlag{Name: "tc-mode", Usage: "TC attach toward devices: auto (tcx, else clsact), tcx or clsact",
+				Validator: oneOf("tc mode", "auto", "tcx", "clsact")},
 			&cli.BoolFlag{Name: "no-events", Usage: "turn off the drop/audit event ring buffer"},
 			&cli.StringFlag{Name: "log-level", Usage: "log level: debug, info, warn or error",
 				Validator: oneOf("log level", "debug", "info", "warn", "error")},
@@ -105,6 +107,7 @@ func agentConfig(cmd *cli.Command) (agent.Config, error) {
 	str("socket-group", &cfg.SocketGroup)
 	str("metrics-address", &cfg.MetricsAddress)
 	str("xdp-mode", &cfg.XDPMode)
+	str("tc-mode", &cfg.TCMode)
 	str("log-level", &cfg.LogLevel)
 	str("log-format", &cfg.LogFormat)
 	if cmd.IsSet("no-events") {
