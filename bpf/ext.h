@@ -21,7 +21,7 @@ static __always_inline int zt_ipv6_ext(void *data, void *data_end, struct zt_pkt
 			break;
 		if (nh == IPPROTO_ROUTING || (nh == IPPROTO_HOPOPTS && i != 0))
 			return ZT_R_EXT_DENIED;
-		if (off + ZT_EXT_UNIT > pkt->end)
+		if (off + ZT_EXT_UNIT > pkt->lim)
 			return ZT_R_TRUNCATED;
 		if (nh == IPPROTO_FRAGMENT) {
 			const struct frag_hdr *fh = zt_parse_frag_hdr_in(data, data_end, off);
@@ -50,7 +50,7 @@ static __always_inline int zt_ipv6_ext(void *data, void *data_end, struct zt_pkt
 			return ZT_R_TRUNCATED;
 		nh = h->nexthdr;
 		off += (h->hdrlen + 1) * ZT_EXT_UNIT;
-		if (off > pkt->end)
+		if (off > pkt->lim)
 			return ZT_R_TRUNCATED;
 	}
 	if (!pkt->foff && zt_is_ext(nh))

@@ -147,7 +147,15 @@ static __always_inline int zt_flow_allowed(const struct zt_config *cfg, __u32 sl
 		m.dport = rport;
 	m.to_gateway = zt_cfg_gateway(cfg, family, peer);
 	if (v->by == ZT_FLOW_IN) {
+		struct zt_addr_val *o;
+
 		if (a->flags & ZT_DEV_QUARANTINED)
+			return 0;
+		/* A device that opened it must not be quarantined since: its quarantine set decides
+		 * what it opens, and no from: rule of another device overrides that. */
+		ak.addr = *op;
+		o = bpf_map_lookup_elem(inner, &ak);
+		if (o && o->kind == ZT_ADDR_DEVICE && (o->flags & ZT_DEV_QUARANTINED))
 			return 0;
 		m.ruleset = a->in_ruleset;
 		m.flags = (a->flags & ZT_DEV_IN_PEER_RULES ? ZT_DEV_PEER_RULES : 0) |
@@ -270,7 +278,7 @@ static __always_inline int zt_parse_quote_in(void *data, void *data_end, const s
 	if (q->proto != (pkt->family == 4 ? IPPROTO_ICMP : IPPROTO_ICMPV6) && q->proto != IPPROTO_TCP &&
 	    q->proto != IPPROTO_UDP)
 		return 0;
-	if (l4 + ZT_ICMP_QUOTE_L4 > pkt->end)
+	if (l4 + ZT_ICMP_QUOTE_L4 > pkt->lim)
 		return 0;
 	u = zt_ptr_in(data, data_end, l4, ZT_ICMP_QUOTE_L4);
 	if (!u)
@@ -283,13 +291,16 @@ static __always_inline int zt_parse_quote_in(void *data, void *data_end, const s
 }
 
 /* zt_flow_related decides an ICMP error of pkt: ZT_R_ALLOW when it goes back to the sender of a
- * datagram of a live flow (its quote), else ZT_R_ICMP_NO_FLOW. */
+ * datagram of a live flow (its quote), else ZT_R_ICMP_NO_FLOW. An error from a device must also come
+ * from that datagram's receiver: a device is an endpoint, never a router on another's path. */
 static __always_inline int zt_flow_related(void *data, void *data_end, const struct zt_pkt *pkt)
 {
 	struct zt_quote q = {};
 	struct zt_flow_key k;
 
 	if (!zt_parse_quote_in(data, data_end, pkt, &q) || !zt_in6_eq(&q.saddr, &pkt->daddr))
+		return ZT_R_ICMP_NO_FLOW;
+	if (pkt->dir == ZT_DIR_FROM_DEVICE && !zt_in6_eq(&q.daddr, &pkt->saddr))
 		return ZT_R_ICMP_NO_FLOW;
 	zt_flow_key_of(&k, &q.saddr, q.sport, &q.daddr, q.dport, q.proto, q.kind);
 	return zt_flow_hit(pkt, &k) == ZT_R_ALLOW ? ZT_R_ALLOW : ZT_R_ICMP_NO_FLOW;

@@ -76,6 +76,17 @@ func quoteError(src, dst frames.Host, typ, code uint8, q []byte) []byte {
 	return frames.ICMP(src, dst, typ, code, append(make([]byte, 4), quote...))
 }
 
+// bigOpts returns an IPv6 destination options header of 568 bytes whose next header is nh: three
+// PadN options (type 1) fill it.
+func bigOpts(nh uint8) []byte {
+	h := make([]byte, 568)
+	h[0], h[1] = nh, 568/8-1
+	h[2], h[3] = 1, 255
+	h[259], h[260] = 1, 255
+	h[516], h[517] = 1, 50
+	return h
+}
+
 const (
 	synAck = 0x12
 	ack    = 0x10
@@ -85,6 +96,7 @@ const (
 func flowCases() []flowCase {
 	cam, cam6, camIn, camIn6 := v4(dptest.Cam), v6(dptest.Cam), toward(dptest.Cam, false), toward(dptest.Cam, true)
 	sensor, sensorIn := v4(dptest.Sensor), toward(dptest.Sensor, false)
+	broker, brokerIn := v4(dptest.Broker), toward(dptest.Broker, false)
 	pinger, pingerIn := v4(dptest.Pinger), toward(dptest.Pinger, false)
 	web, web6 := from("203.0.113.7"), from("2001:db8:443::9")
 	ping := from("198.51.100.9")
@@ -156,6 +168,28 @@ func flowCases() []flowCase {
 			// The other way round opens nothing: cam has no rule to sensor.
 			out(frames.UDP(cam, dptest.To("10.0.0.12"), 5683, 41001, nil), drop, bpf.ReasonNoRule),
 			in(frames.UDP(cam, sensorIn, 5683, 41001, nil), drop, bpf.ReasonInboundDenied),
+		}},
+		{59, "a device cannot forge an icmp error about another device's flow", []flowStep{
+			out(frames.TCP(cam, dptest.To("203.0.113.7"), 40020, 443, true, nil), pass, bpf.ReasonAllow),
+			out(quoteError(sensor, dptest.To("203.0.113.7"), 3, 3,
+				tcpFlags(frames.TCP(web, camIn, 443, 40020, false, nil), ack)), drop, bpf.ReasonICMPNoFlow),
+			in(tcpFlags(frames.TCP(web, camIn, 443, 40020, false, nil), ack), pass, bpf.ReasonAllow),
+		}},
+		{61, "from: rules open exactly their port from their source, and the replies follow", []flowStep{
+			in(frames.TCP(web, brokerIn, 5000, 22, true, nil), pass, bpf.ReasonAllow),
+			out(tcpFlags(frames.TCP(broker, dptest.To("203.0.113.7"), 22, 5000, false, nil), synAck), pass,
+				bpf.ReasonAllow),
+			in(frames.TCP(web, brokerIn, 5000, 23, true, nil), drop, bpf.ReasonInboundDenied),
+			in(frames.TCP(from("198.51.100.9"), brokerIn, 5000, 22, true, nil), drop, bpf.ReasonInboundDenied),
+			// A lateral connection the receiver's from: rule allows, though the sender has no rule.
+			out(frames.UDP(sensor, dptest.To("10.0.0.13"), 41000, 9000, nil), pass, bpf.ReasonAllow),
+			in(frames.UDP(sensor, brokerIn, 41000, 9000, nil), pass, bpf.ReasonAllow),
+			out(frames.UDP(broker, dptest.To("10.0.0.12"), 9000, 41000, nil), pass, bpf.ReasonAllow),
+			out(frames.UDP(sensor, dptest.To("10.0.0.13"), 41000, 9001, nil), drop, bpf.ReasonNoRule),
+		}},
+		{62, "headers past the first 512 bytes toward a device are truncated", []flowStep{
+			in(frames.IPv6(web6, toward(dptest.Broker, true), 60, append(bigOpts(17), frames.UDPHeader(1, 22, nil)...)),
+				drop, bpf.ReasonTruncated),
 		}},
 		{56, "toward a device: link plumbing passes, what is not its own does not", []flowStep{
 			in(frames.ARP(dptest.To("10.0.0.1"), 1, dptest.GatewayMAC, dptest.To("10.0.0.1").IP, cam.IP), pass,
@@ -247,5 +281,39 @@ func TestFlowExhaustion(t *testing.T) {
 	checkDir(t, h, toDev, tcpFlags(frames.TCP(web, camIn, 443, 40000, false, nil), ack), pass, bpf.ReasonAllow)
 	if n := h.Model.Flows(); n != entries {
 		t.Errorf("model holds %d flows, want %d", n, entries)
+	}
+}
+
+// TestFlowQuarantine: quarantining a device stops the flows it opened, also those another
+// device's from: rules allowed; a quarantined device keeps no from: rules.
+func TestFlowQuarantine(t *testing.T) {
+	h := fixtureHarness(t, loader.Config{})
+	sensor, brokerIn, web := v4(dptest.Sensor), toward(dptest.Broker, false), from("203.0.113.7")
+	toBroker := frames.UDP(sensor, dptest.To("10.0.0.13"), 41000, 9000, nil)
+	checkDir(t, h, fromDev, toBroker, pass, bpf.ReasonAllow)
+	checkDir(t, h, toDev, frames.UDP(sensor, brokerIn, 41000, 9000, nil), pass, bpf.ReasonAllow)
+	checkDir(t, h, toDev, frames.TCP(web, brokerIn, 5000, 22, true, nil), pass, bpf.ReasonAllow)
+	for i, name := range []string{"sensor", "broker"} {
+		p := dptest.Fixture()
+		for j := range p.Spec.Devices {
+			if p.Spec.Devices[j].Name == name {
+				p.Spec.Devices[j].Quarantined = true
+			}
+		}
+		s, err := dptest.Compile(p, uint64(2+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Apply(s); err != nil {
+			t.Fatal(err)
+		}
+		if name == "sensor" {
+			checkDir(t, h, toDev, frames.UDP(sensor, brokerIn, 41000, 9000, nil), drop, bpf.ReasonInboundDenied)
+			checkDir(t, h, fromDev, toBroker, drop, bpf.ReasonQuarantined)
+			continue
+		}
+		checkDir(t, h, toDev, tcpFlags(frames.TCP(web, brokerIn, 5000, 22, false, nil), ack), drop,
+			bpf.ReasonQuarantined)
+		checkDir(t, h, toDev, frames.TCP(web, brokerIn, 5001, 22, true, nil), drop, bpf.ReasonQuarantined)
 	}
 }

@@ -23,6 +23,7 @@ struct zt_pkt {
 	__u32 slot;
 	__u32 l3off;	/* start of the IP/ARP header */
 	__u32 end;	/* end of the IP datagram (from its length field) */
+	__u32 lim;	/* end of what headers are read from: end, for the TC program at most ZT_TC_PULL */
 	__u32 l4off;	/* start of the upper-layer header */
 	__u32 fp_start; /* start of the fragmentable part (fragment offsets count from here) */
 	__u32 foff;	/* fragment offset in bytes */

@@ -49,6 +49,7 @@ static __always_inline int zt_to_ip4(void *data, void *data_end, __u32 len, stru
 	if (iph->ihl != ZT_IPV4_MIN_IHL)
 		return zt_group_ip(pkt) ? ZT_R_ALLOW : ZT_R_IP_OPTIONS;
 	pkt->end = pkt->l3off + tot;
+	pkt->lim = pkt->end < ZT_TC_PULL ? pkt->end : ZT_TC_PULL;
 	pkt->l4off = pkt->l3off + sizeof(*iph);
 	pkt->fp_start = pkt->l4off;
 	pkt->l4proto = iph->protocol;
@@ -74,6 +75,7 @@ static __always_inline int zt_to_ip6(void *data, void *data_end, __u32 len, stru
 	if (off + bpf_ntohs(ip6->payload_len) > len)
 		return ZT_R_MALFORMED;
 	pkt->end = off + bpf_ntohs(ip6->payload_len);
+	pkt->lim = pkt->end < ZT_TC_PULL ? pkt->end : ZT_TC_PULL;
 	__builtin_memcpy(pkt->saddr.b, &ip6->saddr, sizeof(pkt->saddr));
 	__builtin_memcpy(pkt->daddr.b, &ip6->daddr, sizeof(pkt->daddr));
 	pkt->hoplimit = ip6->hop_limit;
@@ -103,7 +105,7 @@ static __always_inline int zt_to_l4(void *data, void *data_end, struct zt_pkt *p
 
 	if (!need)
 		return ZT_CONTINUE;
-	if (pkt->l4off + need > pkt->end || !l4)
+	if (pkt->l4off + need > pkt->lim || !l4)
 		return tiny;
 	if (pkt->l4proto == IPPROTO_TCP) {
 		const struct tcphdr *tcp = zt_parse_tcphdr_in(data, data_end, pkt->l4off);
@@ -124,8 +126,23 @@ static __always_inline int zt_to_l4(void *data, void *data_end, struct zt_pkt *p
 	return ZT_CONTINUE;
 }
 
+/* zt_src_quarantined reports whether the source address of pkt belongs to a quarantined device,
+ * which opens nothing outside its quarantine set, whatever another device's from: rules say. */
+static __always_inline int zt_src_quarantined(const struct zt_pkt *pkt)
+{
+	struct zt_addr_key ak = {.addr = pkt->saddr};
+	struct zt_addr_val *a;
+	__u32 slot = pkt->slot;
+	void *inner = bpf_map_lookup_elem(&zt_addrs, &slot);
+
+	if (!inner)
+		return 0;
+	a = bpf_map_lookup_elem(inner, &ak);
+	return a && a->kind == ZT_ADDR_DEVICE && (a->flags & ZT_DEV_QUARANTINED);
+}
+
 /* zt_from_rules is T10: the from: rules of the destination device, matched on the frame's source.
- * A quarantined device has none. */
+ * A quarantined device has none, and a quarantined source opens nothing. */
 static __always_inline int zt_from_rules(const struct zt_pkt *pkt)
 {
 	const struct zt_dev_rec *dev = pkt->dev;
@@ -145,6 +162,8 @@ static __always_inline int zt_from_rules(const struct zt_pkt *pkt)
 	if (dev->flags & ZT_DEV_QUARANTINED)
 		return ZT_R_QUARANTINED;
 	r = zt_match_rules(&m);
+	if (r == ZT_R_ALLOW && zt_src_quarantined(pkt))
+		return ZT_R_INBOUND_DENIED;
 	return r == ZT_R_NO_RULE ? ZT_R_INBOUND_DENIED : r;
 }
 

@@ -111,6 +111,7 @@ static __always_inline int zt_ipv4(struct xdp_md *ctx, struct zt_pkt *pkt)
 	if (tot < hl || pkt->l3off + tot > zt_frame_len(ctx))
 		return ZT_R_MALFORMED;
 	pkt->end = pkt->l3off + tot;
+	pkt->lim = pkt->end;
 	pkt->l4off = pkt->l3off + hl;
 	pkt->fp_start = pkt->l4off;
 	pkt->l4proto = iph->protocol;
@@ -153,6 +154,7 @@ static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 	if (off + bpf_ntohs(ip6->payload_len) > zt_frame_len(ctx))
 		return ZT_R_MALFORMED;
 	pkt->end = off + bpf_ntohs(ip6->payload_len);
+	pkt->lim = pkt->end;
 	__builtin_memcpy(pkt->saddr.b, &ip6->saddr, sizeof(pkt->saddr));
 	__builtin_memcpy(pkt->daddr.b, &ip6->daddr, sizeof(pkt->daddr));
 	pkt->hoplimit = ip6->hop_limit;
@@ -519,7 +521,8 @@ int zt_tc(struct __sk_buff *skb)
 	struct zt_event *e;
 	int reason;
 
-	/* The headers into the linear part, for direct access; a failure shows as truncated. */
+	/* The headers into the linear part, for direct access; a failure shows as truncated. Headers
+	 * are read from the first ZT_TC_PULL bytes only (zt_pkt.lim), however much is linear. */
 	bpf_skb_pull_data(skb, len < ZT_TC_PULL ? len : ZT_TC_PULL);
 	zt_slot(&pkt);
 	reason = zt_to_device((void *)(long)skb->data, (void *)(long)skb->data_end, len, &pkt);

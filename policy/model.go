@@ -87,6 +87,7 @@ type pkt struct {
 	daddr     [16]byte
 	l3off     int
 	end       int
+	lim       int // zt_pkt.lim: end, toward devices at most tcPull
 	l4off     int
 	fpStart   int
 	foff      int
@@ -509,6 +510,7 @@ func (m *Model) ipv4(p *pkt) int {
 		return int(bpf.ReasonMalformed)
 	}
 	p.end = p.l3off + tot
+	p.lim = p.end
 	p.l4off = p.l3off + hl
 	p.fpStart = p.l4off
 	p.l4proto = ip[9]
@@ -593,6 +595,7 @@ func (m *Model) ipv6(p *pkt) int {
 		return int(bpf.ReasonMalformed)
 	}
 	p.end = off + int(be16(ip[4:]))
+	p.lim = p.end
 	copy(p.saddr[:], ip[8:24])
 	copy(p.daddr[:], ip[24:40])
 	nh := ip[6]
@@ -619,7 +622,7 @@ func (p *pkt) ipv6Ext(off int, nh uint8) int {
 		if nh == unix.IPPROTO_ROUTING || (nh == unix.IPPROTO_HOPOPTS && i != 0) {
 			return int(bpf.ReasonExtDenied)
 		}
-		if off+extUnit > p.end {
+		if off+extUnit > p.lim {
 			return int(bpf.ReasonTruncated)
 		}
 		h := p.ptr(off, extUnit)
@@ -647,7 +650,7 @@ func (p *pkt) ipv6Ext(off int, nh uint8) int {
 		}
 		nh = h[0]
 		off += (int(h[1]) + 1) * extUnit
-		if off > p.end {
+		if off > p.lim {
 			return int(bpf.ReasonTruncated)
 		}
 	}

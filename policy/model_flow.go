@@ -160,6 +160,10 @@ func (m *Model) flowAllowed(p *pkt, k bpf.FlowKey, v bpf.FlowVal) bool {
 		if a.Flags&bpf.DevQuarantined != 0 {
 			return false
 		}
+		if o, ok := m.snap.Addrs[bpf.AddrKey{Addr: bpf.In6{B: op}}]; ok && o.Kind == bpf.AddrDevice &&
+			o.Flags&bpf.DevQuarantined != 0 {
+			return false
+		}
 		mt.ruleset, mt.flags = a.InRuleset, inFlags(a.Flags)
 	case a.Flags&bpf.DevQuarantined != 0:
 		mt.ruleset, mt.flags = quarantineSet(p.cfg)
@@ -255,7 +259,7 @@ func (p *pkt) parseQuote() (icmpQuote, bool) {
 	if q.proto != own && q.proto != ProtoTCP && q.proto != ProtoUDP {
 		return q, false
 	}
-	if l4+icmpQuoteL4 > p.end {
+	if l4+icmpQuoteL4 > p.lim {
 		return q, false
 	}
 	u := p.ptr(l4, icmpQuoteL4)
@@ -270,7 +274,7 @@ func (p *pkt) parseQuote() (icmpQuote, bool) {
 // datagram of a live flow.
 func (m *Model) flowRelated(p *pkt) bpf.Reason {
 	q, ok := p.parseQuote()
-	if !ok || q.saddr != p.daddr {
+	if !ok || q.saddr != p.daddr || (p.dir == bpf.DirFromDevice && q.daddr != p.saddr) {
 		return bpf.ReasonICMPNoFlow
 	}
 	k, _ := flowKeyOf(q.saddr, q.sport, q.daddr, q.dport, q.proto, q.kind)

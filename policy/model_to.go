@@ -52,6 +52,7 @@ func (p *pkt) toIPv4(n int) int {
 		return int(bpf.ReasonIPOptions)
 	}
 	p.end = p.l3off + tot
+	p.lim = min(p.end, tcPull)
 	p.l4off = p.l3off + ipv4HLen
 	p.fpStart = p.l4off
 	p.l4proto = ip[9]
@@ -77,6 +78,7 @@ func (p *pkt) toIPv6(n int) int {
 		return int(bpf.ReasonMalformed)
 	}
 	p.end = off + int(be16(ip[4:]))
+	p.lim = min(p.end, tcPull)
 	copy(p.saddr[:], ip[8:24])
 	copy(p.daddr[:], ip[24:40])
 	p.hoplimit = ip[7]
@@ -108,7 +110,7 @@ func (p *pkt) toL4() int {
 	if need == 0 {
 		return goOn
 	}
-	if p.l4off+need > p.end || l4 == nil {
+	if p.l4off+need > p.lim || l4 == nil {
 		return tiny
 	}
 	if p.l4proto == ProtoTCP {
@@ -130,7 +132,8 @@ func (p *pkt) toL4() int {
 	return goOn
 }
 
-// fromRules mirrors zt_from_rules (T10): the destination device's from: rules, on the source.
+// fromRules mirrors zt_from_rules (T10): the destination device's from: rules, on the source; a
+// quarantined source opens nothing.
 func (m *Model) fromRules(p *pkt) bpf.Reason {
 	if p.dev.Flags&bpf.DevQuarantined != 0 {
 		return bpf.ReasonQuarantined
@@ -138,6 +141,13 @@ func (m *Model) fromRules(p *pkt) bpf.Reason {
 	mt := match{daddr: p.saddr, ruleset: p.dev.InRuleset, flags: inFlags(p.dev.Flags), dport: p.dport,
 		l4proto: p.l4proto, toGateway: cfgGateway(p.cfg, p.family, p.saddr)}
 	r := m.matchRules(&mt)
+	if r == bpf.ReasonAllow {
+		// zt_src_quarantined: a quarantined source opens nothing, whatever the from: rules say.
+		if a, ok := m.snap.Addrs[bpf.AddrKey{Addr: bpf.In6{B: p.saddr}}]; ok && a.Kind == bpf.AddrDevice &&
+			a.Flags&bpf.DevQuarantined != 0 {
+			return bpf.ReasonInboundDenied
+		}
+	}
 	if r == bpf.ReasonNoRule {
 		return bpf.ReasonInboundDenied
 	}

@@ -32,7 +32,7 @@ func Host(n int, v6 bool) frames.Host {
 const (
 	Cam      = 11 // segment cameras: tcp 443 to 203.0.113.0/24 and 2001:db8:443::/48, icmp to gateway
 	Sensor   = 12 // segment sensors: tcp 8883 to segment brokers, udp 5683 to device cam
-	Broker   = 13 // segment brokers: udp 53 to ::/0 (IPv6 only)
+	Broker   = 13 // segment brokers: udp 53 to ::/0 (IPv6 only); from sensor udp 9000, from 203.0.113.0/24 tcp 22
 	Pinned   = 14 // port lo: udp 9999 to the gateway
 	Ghost    = 15 // port ghost
 	Tagged   = 16 // vlan 20, segment cameras
@@ -114,7 +114,9 @@ func Fixture() *policy.Policy {
 	p.Spec.Devices = []policy.Device{
 		dev(Cam, "cam", "cameras"),
 		dev(Sensor, "sensor", "sensors"),
-		dev(Broker, "broker", "brokers"),
+		dev(Broker, "broker", "brokers",
+			policy.Rule{From: policy.Target{Device: "sensor"}, Proto: "udp", Ports: []policy.PortRange{port(9000)}},
+			policy.Rule{From: policy.Target{CIDR: "203.0.113.0/24"}, Proto: "tcp", Ports: []policy.PortRange{port(22)}}),
 		pinned, ghost, tagged, auditor, quar,
 		dev(Tunneler, "tunneler", "",
 			rule(policy.Target{Gateway: true}, "47"),
