@@ -3,6 +3,8 @@ package bpf_test
 import (
 	"encoding/binary"
 	"fmt"
+	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/ztgate/ztgate/bpf"
@@ -86,6 +88,31 @@ func bigOpts(nh uint8) []byte {
 	h[516], h[517] = 1, 50
 	return h
 }
+
+// stranger returns h sent by a MAC that is neither the gateway's, a router's nor a device's.
+func stranger(h frames.Host) frames.Host {
+	h.MAC = net.HardwareAddr{2, 0x97, 0, 0, 0, 1}
+	return h
+}
+
+// router returns h sent by the router the fixture's policy names (spec.gateway.macs).
+func router(h frames.Host) frames.Host {
+	h.MAC = dptest.RouterMAC
+	return h
+}
+
+// Group destinations toward devices.
+var (
+	bcastMAC    = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	allNodesMAC = net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
+	mdnsMAC     = net.HardwareAddr{1, 0, 0x5e, 0, 0, 0xfb}
+)
+
+func toward4(mac net.HardwareAddr, ip string) frames.Host {
+	return frames.Host{MAC: mac, IP: netip.MustParseAddr(ip)}
+}
+
+func toward6(mac net.HardwareAddr, ip string) frames.Host { return toward4(mac, ip) }
 
 const (
 	synAck = 0x12
@@ -190,6 +217,26 @@ func flowCases() []flowCase {
 		{62, "headers past the first 512 bytes toward a device are truncated", []flowStep{
 			in(frames.IPv6(web6, toward(dptest.Broker, true), 60, append(bigOpts(17), frames.UDPHeader(1, 22, nil)...)),
 				drop, bpf.ReasonTruncated),
+		}},
+		{63, "group frames toward devices only from the gateway, a router it names, or a device", []flowStep{
+			in(frames.UDP(stranger(web), toward4(bcastMAC, "255.255.255.255"), 5000, 23, nil), drop,
+				bpf.ReasonInboundDenied),
+			in(frames.ICMP(stranger(from("fe80::99")), toward6(allNodesMAC, "ff02::1"), 134, 0, make([]byte, 12)),
+				drop, bpf.ReasonInboundDenied),
+			in(frames.ICMP(from("fe80::1"), toward6(allNodesMAC, "ff02::1"), 134, 0, make([]byte, 12)), pass,
+				bpf.ReasonAllow),
+			in(frames.ICMP(router(from("fe80::2")), toward6(allNodesMAC, "ff02::1"), 134, 0, make([]byte, 12)), pass,
+				bpf.ReasonAllow),
+			in(frames.UDP(v4(dptest.MDNS), toward4(mdnsMAC, "224.0.0.251"), 5353, 5353, nil), pass, bpf.ReasonAllow),
+			in(frames.UDP(from("10.0.0.1"), toward4(bcastMAC, "10.0.0.11"), 67, 68, nil), drop, bpf.ReasonL2DstDenied),
+		}},
+		{64, "dhcp server messages only from the gateway's address or a router it names", []flowStep{
+			in(frames.UDP(from("10.0.0.1"), camIn, 67, 68, nil), pass, bpf.ReasonAllow),
+			in(frames.UDP(router(from("192.0.2.1")), camIn, 67, 68, nil), pass, bpf.ReasonAllow),
+			in(frames.UDP(web, camIn, 67, 68, nil), drop, bpf.ReasonInboundDenied),
+			in(frames.UDP(stranger(from("10.0.0.1")), camIn, 67, 68, nil), drop, bpf.ReasonInboundDenied),
+			in(frames.UDP(from("fe80::1"), camIn6, 547, 546, nil), pass, bpf.ReasonAllow),
+			in(frames.UDP(web6, camIn6, 547, 546, nil), drop, bpf.ReasonInboundDenied),
 		}},
 		{56, "toward a device: link plumbing passes, what is not its own does not", []flowStep{
 			in(frames.ARP(dptest.To("10.0.0.1"), 1, dptest.GatewayMAC, dptest.To("10.0.0.1").IP, cam.IP), pass,

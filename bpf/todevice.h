@@ -82,18 +82,55 @@ static __always_inline int zt_to_ip6(void *data, void *data_end, __u32 len, stru
 	return zt_ipv6_ext(data, data_end, pkt, off, ip6->nexthdr);
 }
 
-/* zt_to_plumbing reports whether pkt is link plumbing every device needs, passed without a rule
- * (T6): neighbour discovery confined to the link, and DHCP and DHCPv6 server messages. */
-static __always_inline int zt_to_plumbing(const struct zt_pkt *pkt)
+/* Who sent a frame toward a device, by its source MAC (zt_src_of). */
+#define ZT_SRC_OTHER  0 /* anyone else: a host beyond the gateway, or a frame routed by the gateway */
+#define ZT_SRC_SELF   1 /* one of the gateway's own MACs (zt_gwmacs): the gateway, or what it routes */
+#define ZT_SRC_ROUTER 2 /* a MAC the policy names for the gateway (spec.gateway.macs: a router) */
+#define ZT_SRC_DEVICE 3 /* a known device's MAC: a bridge forwarding a frame decided where it was sent */
+
+/* zt_src_of classifies the source MAC smac of a frame toward a device (ZT_SRC_*). */
+static __always_inline int zt_src_of(const struct zt_pkt *pkt, void *devices, const __u8 *smac)
 {
-	if (pkt->l4proto == IPPROTO_ICMPV6 && pkt->icmp_type >= NDISC_ROUTER_SOLICITATION &&
-	    pkt->icmp_type <= NDISC_REDIRECT)
-		return pkt->hoplimit == ZT_ND_HOPLIMIT;
-	if (pkt->l4proto != IPPROTO_UDP)
+	struct zt_dev_key k = {};
+
+	__builtin_memcpy(k.mac, smac, ETH_ALEN);
+	if (bpf_map_lookup_elem(&zt_gwmacs, &k))
+		return ZT_SRC_SELF;
+	if (zt_cfg_gwmac(pkt->cfg, smac))
+		return ZT_SRC_ROUTER;
+	return bpf_map_lookup_elem(devices, &k) ? ZT_SRC_DEVICE : ZT_SRC_OTHER;
+}
+
+/* zt_link_local reports whether IPv6 address a is link-local unicast (fe80::/10). */
+static __always_inline int zt_link_local(const struct zt_in6 *a)
+{
+	return a->b[0] == ZT_V6_LL0 && (a->b[1] & ZT_V6_LL1_MASK) == ZT_V6_LL1;
+}
+
+/* zt_to_plumbing reports whether pkt is link plumbing every device needs, passed without a rule
+ * (T6), from its source class src: neighbour discovery confined to the link (hop limit 255, which
+ * nothing the gateway routes keeps) from the gateway or a router the policy names; a DHCP server
+ * message from such a router or from the gateway's own address; a DHCPv6 one from a link-local
+ * address of either. */
+static __always_inline int zt_to_plumbing(const struct zt_pkt *pkt, void *devices, const __u8 *smac)
+{
+	int nd = pkt->l4proto == IPPROTO_ICMPV6 && pkt->icmp_type >= NDISC_ROUTER_SOLICITATION &&
+		 pkt->icmp_type <= NDISC_REDIRECT;
+	int dhcp = pkt->l4proto == IPPROTO_UDP &&
+		   (pkt->family == 4 ? pkt->sport == ZT_PORT_DHCP_SERVER && pkt->dport == ZT_PORT_DHCP_CLIENT
+				     : pkt->sport == ZT_PORT_DHCP6_SERVER && pkt->dport == ZT_PORT_DHCP6_CLIENT);
+	int src;
+
+	if (!nd && !dhcp)
 		return 0;
+	src = zt_src_of(pkt, devices, smac);
+	if (src != ZT_SRC_SELF && src != ZT_SRC_ROUTER)
+		return 0;
+	if (nd)
+		return pkt->hoplimit == ZT_ND_HOPLIMIT;
 	if (pkt->family == 4)
-		return pkt->sport == ZT_PORT_DHCP_SERVER && pkt->dport == ZT_PORT_DHCP_CLIENT;
-	return pkt->sport == ZT_PORT_DHCP6_SERVER && pkt->dport == ZT_PORT_DHCP6_CLIENT;
+		return src == ZT_SRC_ROUTER || zt_cfg_gateway(pkt->cfg, 4, &pkt->saddr);
+	return zt_link_local(&pkt->saddr);
 }
 
 /* zt_to_l4 is T7: the upper-layer header a first fragment or whole datagram must carry. */
@@ -208,13 +245,16 @@ static __always_inline int zt_to_device(void *data, void *data_end, __u32 len, s
 		pkt->family = 6;
 	else
 		return ZT_R_ETHERTYPE_DENIED;
-	/* T2: a broadcast or multicast frame carries a group IP destination and passes: a device's was
-	 * decided where it was sent, and the gateway routes no multicast. */
+	/* T2: a broadcast or multicast frame carries a group IP destination and passes when the
+	 * gateway, a router the policy names or a device sent it (a device's was decided where it was
+	 * sent; the gateway routes no multicast); no device's from: rule can speak for a group. */
 	if (eth->h_dest[0] & ZT_MAC_GROUP) {
 		r = pkt->family == 4 ? zt_to_ip4(data, data_end, len, pkt) : zt_to_ip6(data, data_end, len, pkt);
 		if (zt_decided(r) && r != ZT_R_ALLOW)
 			return r;
-		return zt_group_ip(pkt) ? ZT_R_ALLOW : ZT_R_L2_DST_DENIED;
+		if (!zt_group_ip(pkt))
+			return ZT_R_L2_DST_DENIED;
+		return zt_src_of(pkt, devices, eth->h_source) == ZT_SRC_OTHER ? ZT_R_INBOUND_DENIED : ZT_R_ALLOW;
 	}
 	/* T3: the destination device, by MAC, on its port. */
 	__builtin_memcpy(key.mac, eth->h_dest, ETH_ALEN);
@@ -234,7 +274,7 @@ static __always_inline int zt_to_device(void *data, void *data_end, __u32 len, s
 	r = zt_to_l4(data, data_end, pkt);
 	if (zt_decided(r))
 		return r;
-	if (zt_to_plumbing(pkt))
+	if (zt_to_plumbing(pkt, devices, eth->h_source))
 		return ZT_R_ALLOW;
 	if (pkt->family == 4 ? !zt_bound_v4(pkt->dev, zt_in6_v4(&pkt->daddr)) : !zt_bound_v6(pkt->dev, &pkt->daddr))
 		return ZT_R_L2_DST_DENIED;

@@ -85,18 +85,51 @@ func (p *pkt) toIPv6(n int) int {
 	return p.ipv6Ext(off, ip[6])
 }
 
-// toPlumbing mirrors zt_to_plumbing (T6): neighbour discovery on the link, DHCP server messages.
-func (p *pkt) toPlumbing() bool {
-	if p.l4proto == ProtoICMPv6 && p.icmpType >= icmp6RS && p.icmpType <= icmp6Redirect {
-		return p.hoplimit == ndHopLimit
+// Who sent a frame toward a device, by its source MAC, as ZT_SRC_* in bpf/todevice.h.
+const (
+	srcOther  = iota // anyone else
+	srcSelf          // one of the gateway's own MACs (zt_gwmacs)
+	srcRouter        // a MAC the policy names for the gateway
+	srcDevice        // a known device's MAC
+)
+
+// srcOf mirrors zt_src_of.
+func (m *Model) srcOf(p *pkt, smac []byte) int {
+	mac := [6]byte(smac)
+	if m.gwMACs[mac] {
+		return srcSelf
 	}
-	if p.l4proto != ProtoUDP {
+	for i := 0; i < int(p.cfg.N_gwmac) && i < len(p.cfg.Gwmac); i++ {
+		if p.cfg.Gwmac[i].B == mac {
+			return srcRouter
+		}
+	}
+	if _, ok := m.snap.Devices[bpf.DevKey{Mac: mac}]; ok {
+		return srcDevice
+	}
+	return srcOther
+}
+
+// toPlumbing mirrors zt_to_plumbing (T6): neighbour discovery on the link and DHCP server
+// messages, from the gateway or a router the policy names.
+func (m *Model) toPlumbing(p *pkt, smac []byte) bool {
+	nd := p.l4proto == ProtoICMPv6 && p.icmpType >= icmp6RS && p.icmpType <= icmp6Redirect
+	dhcp := p.l4proto == ProtoUDP && ((p.family == 4 && p.sport == portDHCPServer && p.dport == portDHCPClient) ||
+		(p.family == 6 && p.sport == portDHCP6Srv && p.dport == portDHCP6Clnt))
+	if !nd && !dhcp {
 		return false
 	}
-	if p.family == 4 {
-		return p.sport == portDHCPServer && p.dport == portDHCPClient
+	src := m.srcOf(p, smac)
+	if src != srcSelf && src != srcRouter {
+		return false
 	}
-	return p.sport == portDHCP6Srv && p.dport == portDHCP6Clnt
+	switch {
+	case nd:
+		return p.hoplimit == ndHopLimit
+	case p.family == 4:
+		return src == srcRouter || cfgGateway(p.cfg, 4, p.saddr)
+	}
+	return p.saddr[0] == v6LL0 && p.saddr[1]&v6LL1Mask == v6LL1
 }
 
 // toL4 mirrors zt_to_l4 (T7).
@@ -201,10 +234,13 @@ func (m *Model) toDevice(p *pkt, n int, egress uint32) bpf.Reason {
 		if r := ip(); r >= 0 && r != int(bpf.ReasonAllow) {
 			return bpf.Reason(r)
 		}
-		if p.groupIP() {
-			return bpf.ReasonAllow
+		if !p.groupIP() {
+			return bpf.ReasonL2DstDenied
 		}
-		return bpf.ReasonL2DstDenied
+		if m.srcOf(p, eth[ethALen:2*ethALen]) == srcOther {
+			return bpf.ReasonInboundDenied
+		}
+		return bpf.ReasonAllow
 	}
 	// T3: the destination device.
 	var key bpf.DevKey
@@ -232,7 +268,7 @@ func (m *Model) toDevice(p *pkt, n int, egress uint32) bpf.Reason {
 	if r := p.toL4(); r >= 0 {
 		return bpf.Reason(r)
 	}
-	if p.toPlumbing() {
+	if m.toPlumbing(p, eth[ethALen:2*ethALen]) {
 		return bpf.ReasonAllow
 	}
 	bound := boundV6(p.dev, p.daddr[:])

@@ -252,6 +252,27 @@ func (g *SeqGen) unsolicited() []byte {
 	if g.chance(10) {
 		dst.MAC = g.dstMAC(dst.IP)
 	}
+	if g.chance(15) { // a host beyond a bridge, neither the gateway nor a device
+		src.MAC = net.HardwareAddr{2, 0x97, 0, 0, 0, byte(g.pick(4))}
+	}
+	if g.chance(15) { // link plumbing: DHCP server messages, neighbour discovery, from anywhere
+		switch g.pick(3) {
+		case 0:
+			if v6 {
+				src.IP = netip.MustParseAddr([]string{"fe80::1", "fd00::1", "2001:db8::1"}[g.pick(3)])
+				return TCRunnable(frames.UDP(src, dst, 547, 546, nil))
+			}
+			src.IP = netip.MustParseAddr([]string{"10.0.0.1", "10.255.0.1", "203.0.113.7"}[g.pick(3)])
+			return TCRunnable(frames.UDP(src, dst, 67, 68, nil))
+		default:
+			src.IP = netip.MustParseAddr([]string{"fe80::1", "fd00::1", "fe80::99"}[g.pick(3)])
+			if !v6 || g.chance(30) {
+				dst = frames.Host{MAC: net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}, IP: netip.MustParseAddr("ff02::1")}
+			}
+			f := frames.ICMP(src, dst, uint8(133+g.pick(5)), 0, make([]byte, 20))
+			return g.mutate(f)
+		}
+	}
 	proto, l4 := g.l4(v6)
 	if proto == 6 && len(l4) >= 14 {
 		l4[13] = []byte{0x02, 0x12, 0x10, 0x04}[g.pick(4)]
