@@ -364,3 +364,41 @@ func TestFlowQuarantine(t *testing.T) {
 		checkDir(t, h, toDev, frames.TCP(web, brokerIn, 5001, 22, true, nil), drop, bpf.ReasonQuarantined)
 	}
 }
+
+// TestFlowIDReuse: a device id that a removed device held and a new device is given starts with no
+// flow and its whole quota: the new device inherits neither.
+func TestFlowIDReuse(t *testing.T) {
+	h := fixtureHarness(t, loader.Config{FlowQuota: 3})
+	cam, camIn, web := v4(dptest.Cam), toward(dptest.Cam, false), from("203.0.113.7")
+	for i := range 3 {
+		checkDir(t, h, fromDev, frames.TCP(cam, dptest.To("203.0.113.7"), uint16(40000+i), 443, true, nil), pass,
+			bpf.ReasonAllow)
+	}
+	checkDir(t, h, fromDev, frames.TCP(cam, dptest.To("203.0.113.7"), 40009, 443, true, nil), drop,
+		bpf.ReasonFlowTableFull)
+	// cam is replaced by another device (another MAC) with its name and addresses: the same id.
+	p := dptest.Fixture()
+	newMAC := net.HardwareAddr{2, 0, 0, 0, 0x99, dptest.Cam}
+	p.Spec.Devices[0].MAC = newMAC.String() // the name stays: rules name it
+	s, err := dptest.Compile(p, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := h.Model.Snapshot().Devices[policy.DevKey(cam.MAC)].DevId
+	if id := s.Devices[policy.DevKey(newMAC)].DevId; id != old {
+		t.Fatalf("newcam has id %d, want cam's %d", id, old)
+	}
+	if err := h.Apply(s); err != nil {
+		t.Fatal(err)
+	}
+	checkDir(t, h, toDev, tcpFlags(frames.TCP(web, frames.Host{MAC: newMAC, IP: camIn.IP}, 443, 40000, false, nil), ack),
+		drop, bpf.ReasonInboundDenied)
+	newcam := frames.Host{MAC: newMAC, IP: cam.IP}
+	for i := range 3 {
+		checkDir(t, h, fromDev, frames.TCP(newcam, dptest.To("203.0.113.7"), uint16(41000+i), 443, true, nil), pass,
+			bpf.ReasonAllow)
+	}
+	if n := h.Model.FlowCount(old); n != 3 {
+		t.Errorf("model: id %d holds %d flows, want 3", old, n)
+	}
+}

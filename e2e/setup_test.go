@@ -25,6 +25,7 @@ type gateway struct {
 	maps *maps.Maps
 	ev   *maps.EventReader
 	rev  uint64
+	last *policy.Snapshot // the snapshot applied last: devices keep their ids (and flows) over it
 }
 
 // pinDir is a fresh, unique pin directory name in bpffs.
@@ -150,18 +151,20 @@ func (g *gateway) apply(p *policy.Policy) {
 	if err := g.maps.Apply(s, limits(g.dp)); err != nil {
 		g.t.Fatalf("apply: %v", err)
 	}
+	g.last = s
 }
 
-// compile validates and compiles p as the next revision.
+// compile validates and compiles p as the next revision, over the last applied.
 func (g *gateway) compile(p *policy.Policy) (*policy.Snapshot, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
 	g.rev++
-	return policy.Compile(p, policy.CompileOptions{Revision: g.rev, Ifindex: func(name string) (uint32, error) {
+	ifindex := func(name string) (uint32, error) {
 		idx, err := g.tp.Gateway.LinkIndex(name)
 		return uint32(idx), err
-	}})
+	}
+	return policy.Compile(p, policy.CompileOptions{Revision: g.rev, Prev: g.last, Ifindex: ifindex})
 }
 
 // limits are the map capacities dp was loaded with.

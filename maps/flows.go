@@ -292,3 +292,47 @@ func decodeFlow(now uint64, k *bpf.FlowKey, v *bpf.FlowVal) Flow {
 	}
 	return f
 }
+
+// clearFlows deletes the flows charged to the device ids fresh (ids the revision in force does not
+// give these devices: a deleted device's, or never used) and sets their quota count to 0, so that a
+// new device inherits neither a deleted one's flows nor its quota. No frame charges a fresh id
+// before the revision that gives it is in force. The table is walked only when a fresh id still
+// holds flows.
+func (m *Maps) clearFlows(fresh []uint32) error {
+	counts := m.objs.ZtFlowCount
+	held := map[uint32]bool{}
+	for _, id := range fresh {
+		if int64(id) >= int64(counts.MaxEntries()) {
+			continue
+		}
+		var c uint32
+		if err := counts.Lookup(id, &c); err != nil {
+			return fmt.Errorf("read %s[%d]: %w", bpf.ZtgateMapZtFlowCount, id, err)
+		}
+		if c != 0 {
+			held[id] = true
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	var keys []bpf.FlowKey
+	if err := m.walkFlows(func(k *bpf.FlowKey, v *bpf.FlowVal) {
+		if held[v.DevId] {
+			keys = append(keys, *k)
+		}
+	}); err != nil {
+		return fmt.Errorf("clear flows of new device ids: %w", err)
+	}
+	for i := range keys {
+		if err := m.objs.ZtFlows.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clear flows of new device ids: %w", err)
+		}
+	}
+	for id := range held {
+		if err := counts.Update(id, uint32(0), ebpf.UpdateExist); err != nil {
+			return fmt.Errorf("write %s[%d]: %w", bpf.ZtgateMapZtFlowCount, id, err)
+		}
+	}
+	return nil
+}

@@ -90,9 +90,13 @@ func (m *Maps) transact(check, ready func() error, fresh []uint32, maxID uint32,
 	}
 	r.cur, r.nxt = cur, 1-cur
 	r.pre = r.lap() // the first Apply of a process runs a barrier first
-	// No frame charges the ids the revision in force does not use: a new device starts at zero.
+	// No frame charges the ids the revision in force does not use: a new device starts at zero,
+	// with no flow and its whole quota.
 	// Before any write, so that a failure leaves the slots untouched.
 	if err := m.prepareDevStats(fresh, maxID); err != nil {
+		return err
+	}
+	if err := m.clearFlows(fresh); err != nil {
 		return err
 	}
 	if err := write(&r); err != nil {

@@ -53,8 +53,23 @@ func NewModel(s *Snapshot, fragCapacity int, fragTimeout time.Duration) *Model {
 	return m
 }
 
-// SetSnapshot installs a new revision; the fragment table, like the datapath's, is kept.
+// SetSnapshot installs a new revision; the fragment table, like the datapath's, is kept, and so
+// is the flow table but for the flows of fresh device ids (s.FreshOver the revision it replaces),
+// which maps.Apply clears with their quota.
 func (m *Model) SetSnapshot(s *Snapshot) {
+	if s != nil && m.snap != nil {
+		for _, id := range s.FreshOver(m.snap) {
+			if m.flowCount[id] == 0 {
+				continue
+			}
+			for k, v := range m.flows {
+				if v.DevId == id {
+					delete(m.flows, k)
+				}
+			}
+			delete(m.flowCount, id)
+		}
+	}
 	m.snap = s
 	m.tries = map[uint32][]trieEntry{}
 	if s == nil {

@@ -122,8 +122,12 @@ func (h *Harness) AddGatewayMAC(mac net.HardwareAddr) error {
 	return nil
 }
 
-// Apply installs s in the kernel and in the model.
+// Apply installs s in the kernel and in the model. Its fresh device ids are those the snapshot in
+// force does not give the same devices, as an agent compiling over it would find.
 func (h *Harness) Apply(s *policy.Snapshot) error {
+	if prev := h.Model.Snapshot(); prev != nil {
+		s.Fresh = s.FreshOver(prev)
+	}
 	if err := h.Maps.Apply(s, h.Limits); err != nil {
 		return err
 	}
