@@ -61,15 +61,14 @@ func elapsed(now, then uint64) time.Duration {
 }
 
 // SweepFlows deletes the flows of zt_flows idle for longer than their protocol's lifetime in
-// lim plus sweepSlack, as of now (Now, or a later time to expire everything), and gives each
-// deleted flow's quota back to its device in zt_flow_count. It returns how many flows it deleted.
+// lim plus sweepSlack, as of now (Now, or a later time to expire everything), then sets each
+// device's count in zt_flow_count to the flows it holds. It returns how many flows it deleted.
 //
 // The datapath deletes an expired flow itself when a packet finds it; the sweeper removes the
-// ones no packet comes back for. A flow is charged back only when this call's delete removed it
-// (a concurrent delete by the datapath charges it back there). zt_flow_count is decremented by a
-// read-modify-write (userspace has no atomic add on a map value): a flow the datapath opens for
-// the same device between the read and the write is not counted, so that device may hold one
-// flow more than its quota until its flows expire; the count never goes below 0.
+// ones no packet comes back for. Userspace has no atomic add on a map value, so rather than
+// decrement, the sweep recounts: a flow the datapath opens or deletes between the walk and the
+// write of a count is miscounted until the next sweep (a device may hold a flow more than its
+// quota, or be refused one, for that long), and no error outlives a sweep.
 func (m *Maps) SweepFlows(now uint64, lim FlowLifetimes) (int, error) {
 	if err := lim.validate(); err != nil {
 		return 0, fmt.Errorf("sweep %s: %w", bpf.ZtgateMapZtFlows, err)
@@ -80,10 +79,16 @@ func (m *Maps) SweepFlows(now uint64, lim FlowLifetimes) (int, error) {
 	}
 	var keys []bpf.FlowKey
 	seen := make(map[bpf.FlowKey]bool)
+	live := map[uint32]uint32{} // flows each device holds after the sweep
 	err := m.walkFlows(func(k *bpf.FlowKey, v *bpf.FlowVal) {
-		if expired(k, v) && !seen[*k] {
-			seen[*k] = true
+		if seen[*k] {
+			return
+		}
+		seen[*k] = true
+		if expired(k, v) {
 			keys = append(keys, *k)
+		} else {
+			live[v.DevId]++
 		}
 	})
 	if err != nil {
@@ -101,7 +106,8 @@ func (m *Maps) SweepFlows(now uint64, lim FlowLifetimes) (int, error) {
 			return n, fmt.Errorf("sweep %s: %w", bpf.ZtgateMapZtFlows, err)
 		}
 		if !expired(k, &v) {
-			continue // re-opened meanwhile
+			live[v.DevId]++ // re-opened meanwhile
+			continue
 		}
 		if err := mp.Delete(k); err != nil {
 			if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -110,28 +116,35 @@ func (m *Maps) SweepFlows(now uint64, lim FlowLifetimes) (int, error) {
 			return n, fmt.Errorf("sweep %s: %w", bpf.ZtgateMapZtFlows, err)
 		}
 		n++
-		if err := m.unchargeFlow(v.DevId); err != nil {
-			return n, fmt.Errorf("sweep %s: %w", bpf.ZtgateMapZtFlows, err)
-		}
+	}
+	if err := m.recountFlows(live); err != nil {
+		return n, fmt.Errorf("sweep %s: %w", bpf.ZtgateMapZtFlows, err)
 	}
 	return n, nil
 }
 
-// unchargeFlow gives one flow back to device devID in zt_flow_count, never below 0 (see
-// SweepFlows for the race this read-modify-write accepts).
-func (m *Maps) unchargeFlow(devID uint32) error {
-	if int64(devID) >= int64(m.objs.ZtFlowCount.MaxEntries()) {
-		return nil // no device has this id: the datapath charged nothing
+// recountFlows sets zt_flow_count to live (flows by device id; 0 for an id not in it), writing
+// only the counts that differ.
+func (m *Maps) recountFlows(live map[uint32]uint32) error {
+	counts := m.objs.ZtFlowCount
+	var (
+		id, c uint32
+		ids   []uint32
+		vals  []uint32
+	)
+	it := counts.Iterate()
+	for it.Next(&id, &c) {
+		if c != live[id] {
+			ids, vals = append(ids, id), append(vals, live[id])
+		}
 	}
-	var c uint32
-	if err := m.objs.ZtFlowCount.Lookup(devID, &c); err != nil {
-		return fmt.Errorf("read %s[%d]: %w", bpf.ZtgateMapZtFlowCount, devID, err)
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", bpf.ZtgateMapZtFlowCount, err)
 	}
-	if c == 0 {
-		return nil
-	}
-	if err := m.objs.ZtFlowCount.Update(devID, c-1, ebpf.UpdateExist); err != nil {
-		return fmt.Errorf("write %s[%d]: %w", bpf.ZtgateMapZtFlowCount, devID, err)
+	for i, id := range ids {
+		if err := counts.Update(id, vals[i], ebpf.UpdateExist); err != nil {
+			return fmt.Errorf("write %s[%d]: %w", bpf.ZtgateMapZtFlowCount, id, err)
+		}
 	}
 	return nil
 }
