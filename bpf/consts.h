@@ -96,6 +96,7 @@ enum zt_flow_flags {
 	ZT_FLOW_IN = 1,	      /* the responder is a device and its from: rules allowed the flow */
 	ZT_ECHO_A_ASKS = 1,   /* zt_flow_key.echo: endpoint a sends the echo requests */
 	ZT_ECHO_B_ASKS = 2,   /* zt_flow_key.echo: endpoint b does */
+	ZT_FLOW_NO_SIDE = 2,  /* a lookup for no endpoint's packet (an ICMP error about the flow) */
 };
 
 /* What a packet is to the flow table (zt_flow_ports). */

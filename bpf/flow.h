@@ -95,9 +95,13 @@ static __always_inline __u8 zt_flow_key_of(struct zt_flow_key *k, const struct z
 	return sfirst ? ZT_FLOW_A_OPENED : ZT_FLOW_B_OPENED;
 }
 
-/* zt_flow_timeout is the idle lifetime of a flow of IP protocol proto. */
-static __always_inline __u64 zt_flow_timeout(__u8 proto)
+/* zt_flow_timeout is the idle lifetime of a flow of IP protocol proto: its protocol's once the
+ * responder has answered, zt_flow_other_ns (an echo's) until then, so that connections nobody
+ * answers (spoofed or scanning ones) give their quota back soon. */
+static __always_inline __u64 zt_flow_timeout(__u8 proto, __u8 replied)
 {
+	if (!replied)
+		return zt_flow_other_ns;
 	if (proto == IPPROTO_TCP)
 		return zt_flow_tcp_ns;
 	if (proto == IPPROTO_UDP)
@@ -105,14 +109,23 @@ static __always_inline __u64 zt_flow_timeout(__u8 proto)
 	return zt_flow_other_ns;
 }
 
-/* zt_flow_delete removes flow k, charged to dev_id, and gives the device its quota back. */
-static __always_inline void zt_flow_delete(const struct zt_flow_key *k, __u32 dev_id)
+/* zt_flow_count_of is the zt_flow_count index of device dev_id's flows allowed by `by`: one row of
+ * ids for the flows its own rules opened, one for those its from: rules did, each with its own
+ * quota, so that a flood toward a device's open port cannot keep it from opening connections. */
+static __always_inline __u32 zt_flow_count_of(__u32 dev_id, __u8 by)
 {
+	return by == ZT_FLOW_IN ? dev_id + zt_devstats_stride : dev_id;
+}
+
+/* zt_flow_delete removes flow k (value v) and gives its device its quota back. */
+static __always_inline void zt_flow_delete(const struct zt_flow_key *k, const struct zt_flow_val *v)
+{
+	__u32 idx = zt_flow_count_of(v->dev_id, v->by);
 	__u32 *n;
 
 	if (bpf_map_delete_elem(&zt_flows, k))
 		return; /* another CPU, or the agent, deleted it and gave the quota back */
-	n = bpf_map_lookup_elem(&zt_flow_count, &dev_id);
+	n = bpf_map_lookup_elem(&zt_flow_count, &idx);
 	if (n && *n)
 		__sync_fetch_and_add(n, (__u32)-1); /* xadd: BPF v1 has no atomic subtract */
 }
@@ -172,10 +185,11 @@ static __always_inline int zt_flow_allowed(const struct zt_config *cfg, __u32 sl
 }
 
 /* zt_flow_lookup returns ZT_R_ALLOW when flow k is live and allowed under the revision of slot
- * (an address family's flow), refreshing it; otherwise ZT_CONTINUE, having deleted a flow that
- * expired or that the revision no longer allows. A global function: the verifier checks it once,
- * not at each of its callers on each of their paths. */
-__noinline int zt_flow_lookup(const struct zt_flow_key *k, __u32 slot, __u32 family)
+ * (an address family's flow), refreshing it for a packet of endpoint side (ZT_FLOW_A_OPENED or
+ * ZT_FLOW_B_OPENED: its sender; ZT_FLOW_NO_SIDE: an ICMP error, which refreshes nothing);
+ * otherwise ZT_CONTINUE, having deleted a flow that expired or that the revision no longer
+ * allows. A global function: the verifier checks it once, not at each caller on each path. */
+__noinline int zt_flow_lookup(const struct zt_flow_key *k, __u32 slot, __u32 family, __u32 side)
 {
 	struct zt_config *cfg;
 	struct zt_flow_val *v;
@@ -190,27 +204,38 @@ __noinline int zt_flow_lookup(const struct zt_flow_key *k, __u32 slot, __u32 fam
 	if (!cfg)
 		return ZT_CONTINUE;
 	now = zt_now();
-	if (zt_elapsed(now, v->ts) > zt_flow_timeout(k->proto) ||
-	    (v->revision != cfg->revision && !zt_flow_allowed(cfg, slot, family, k, v))) {
-		zt_flow_delete(k, v->dev_id);
+	if (zt_elapsed(now, v->ts) > zt_flow_timeout(k->proto, v->replied)) {
+		zt_flow_delete(k, v);
 		return ZT_CONTINUE;
 	}
-	if (v->revision != cfg->revision)
+	/* Refreshed before a re-decision, which deletes it if the revision no longer allows it:
+	 * nothing lives across that call but k and v (the stack of three calls is bounded). */
+	if (side != ZT_FLOW_NO_SIDE) {
+		if (!v->replied && side != v->opener)
+			v->replied = 1;
+		if (v->ts != now) /* once per tick: no store (and no cache line bouncing) on most packets */
+			v->ts = now;
+	}
+	if (v->revision != cfg->revision) {
+		if (!zt_flow_allowed(cfg, slot, family, k, v)) {
+			zt_flow_delete(k, v);
+			return ZT_CONTINUE;
+		}
 		v->revision = cfg->revision;
-	if (v->ts != now) /* once per tick: no store (and no cache line bouncing) on most packets */
-		v->ts = now;
+	}
 	return ZT_R_ALLOW;
 }
 
-/* zt_flow_hit is zt_flow_lookup for a packet of pkt's revision and family: ZT_R_ALLOW or ZT_CONTINUE. */
-static __always_inline int zt_flow_hit(const struct zt_pkt *pkt, const struct zt_flow_key *k)
+/* zt_flow_hit is zt_flow_lookup for a packet of pkt's revision and family sent by endpoint side of
+ * k (ZT_FLOW_NO_SIDE: an ICMP error): ZT_R_ALLOW or ZT_CONTINUE. */
+static __always_inline int zt_flow_hit(const struct zt_pkt *pkt, const struct zt_flow_key *k, __u8 side)
 {
-	return zt_flow_lookup(k, pkt->slot, pkt->family) == ZT_R_ALLOW ? ZT_R_ALLOW : ZT_CONTINUE;
+	return zt_flow_lookup(k, pkt->slot, pkt->family, side) == ZT_R_ALLOW ? ZT_R_ALLOW : ZT_CONTINUE;
 }
 
 /* zt_flow_open records flow k, opened by its endpoint opener and allowed by (ZT_FLOW_OUT or
  * ZT_FLOW_IN), charged to device dev_id. Returns ZT_R_ALLOW, or ZT_R_FLOW_TABLE_FULL when the
- * device is at its quota or the table is full. */
+ * device is at its quota for flows allowed that way or the table is full. */
 static __always_inline int zt_flow_open(const struct zt_pkt *pkt, const struct zt_flow_key *k, __u8 opener, __u8 by,
 					__u32 dev_id)
 {
@@ -221,10 +246,13 @@ static __always_inline int zt_flow_open(const struct zt_pkt *pkt, const struct z
 	    .opener = opener,
 	    .by = by,
 	};
-	__u32 *n = bpf_map_lookup_elem(&zt_flow_count, &dev_id);
+	__u32 idx = zt_flow_count_of(dev_id, by), *n;
 	long err;
 
-	if (!n || dev_id == ZT_NO_DEVICE || *n >= zt_flow_quota)
+	if (dev_id == ZT_NO_DEVICE || dev_id >= zt_devstats_stride)
+		return ZT_R_FLOW_TABLE_FULL;
+	n = bpf_map_lookup_elem(&zt_flow_count, &idx);
+	if (!n || *n >= zt_flow_quota)
 		return ZT_R_FLOW_TABLE_FULL;
 	err = bpf_map_update_elem(&zt_flows, k, &v, BPF_NOEXIST);
 	if (err == -EEXIST)
@@ -303,7 +331,7 @@ static __always_inline int zt_flow_related(void *data, void *data_end, const str
 	if (pkt->dir == ZT_DIR_FROM_DEVICE && !zt_in6_eq(&q.daddr, &pkt->saddr))
 		return ZT_R_ICMP_NO_FLOW;
 	zt_flow_key_of(&k, &q.saddr, q.sport, &q.daddr, q.dport, q.proto, q.kind);
-	return zt_flow_hit(pkt, &k) == ZT_R_ALLOW ? ZT_R_ALLOW : ZT_R_ICMP_NO_FLOW;
+	return zt_flow_hit(pkt, &k, ZT_FLOW_NO_SIDE) == ZT_R_ALLOW ? ZT_R_ALLOW : ZT_R_ICMP_NO_FLOW;
 }
 
 /* zt_peer_from_rules returns the dev_id of the device the IP destination of pkt is bound to when

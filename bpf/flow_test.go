@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/ztgate/ztgate/bpf"
 	"github.com/ztgate/ztgate/internal/dptest"
@@ -401,4 +402,46 @@ func TestFlowIDReuse(t *testing.T) {
 	if n := h.Model.FlowCount(old); n != 3 {
 		t.Errorf("model: id %d holds %d flows, want 3", old, n)
 	}
+}
+
+// TestFlowQuotaByDirection: flows toward a device's open port (its from: rules) and the flows it
+// opens itself have a quota each: a flood of new connections toward it does not stop its own.
+func TestFlowQuotaByDirection(t *testing.T) {
+	const quota = 2
+	h := fixtureHarness(t, loader.Config{FlowQuota: quota})
+	brokerIn, broker6 := toward(dptest.Broker, false), v6(dptest.Broker)
+	for i := range quota {
+		checkDir(t, h, toDev, frames.TCP(from("203.0.113.7"), brokerIn, uint16(5000+i), 22, true, nil), pass,
+			bpf.ReasonAllow)
+	}
+	checkDir(t, h, toDev, frames.TCP(from("203.0.113.8"), brokerIn, 5000, 22, true, nil), drop,
+		bpf.ReasonFlowTableFull)
+	for i := range quota {
+		checkDir(t, h, fromDev, frames.UDP(broker6, dptest.To("2001:db8::53"), uint16(6000+i), 53, nil), pass,
+			bpf.ReasonAllow)
+	}
+	checkDir(t, h, fromDev, frames.UDP(broker6, dptest.To("2001:db8::53"), 6009, 53, nil), drop,
+		bpf.ReasonFlowTableFull)
+	if n := h.Model.FlowCount(h.Model.Snapshot().Devices[policy.DevKey(broker6.MAC)].DevId); n != 2*quota {
+		t.Errorf("model: broker holds %d flows, want %d", n, 2*quota)
+	}
+}
+
+// TestFlowUnanswered: a flow nobody answered lives the short lifetime (FlowOther), an answered one
+// its protocol's; an ICMP error about a flow does not keep it alive.
+func TestFlowUnanswered(t *testing.T) {
+	const other = 300 * time.Millisecond
+	h := fixtureHarness(t, loader.Config{FlowOther: other})
+	cam, camIn, web := v4(dptest.Cam), toward(dptest.Cam, false), from("203.0.113.7")
+	syn := func(port uint16) []byte { return frames.TCP(cam, dptest.To("203.0.113.7"), port, 443, true, nil) }
+	answer := func(port uint16) []byte {
+		return tcpFlags(frames.TCP(web, camIn, 443, port, false, nil), synAck)
+	}
+	checkDir(t, h, fromDev, syn(40000), pass, bpf.ReasonAllow) // never answered
+	checkDir(t, h, fromDev, syn(40001), pass, bpf.ReasonAllow)
+	checkDir(t, h, toDev, answer(40001), pass, bpf.ReasonAllow)
+	time.Sleep(3 * other) // past the short lifetime on both clocks, far from TCP's (an hour here)
+	checkDir(t, h, toDev, quoteError(from("192.0.2.1"), camIn, 3, 4, syn(40000)), drop, bpf.ReasonICMPNoFlow)
+	checkDir(t, h, toDev, answer(40000), drop, bpf.ReasonInboundDenied)
+	checkDir(t, h, toDev, answer(40001), pass, bpf.ReasonAllow)
 }

@@ -99,8 +99,14 @@ struct {
 	ZT_MAP(BPF_MAP_TYPE_HASH, 65536, struct zt_flow_key, struct zt_flow_val);
 } zt_flows SEC(".maps");
 
-/* Flows each device holds in zt_flows, by dev_id: a device at its quota (zt_flow_quota) opens no
- * new flow, so that no device takes the whole table. The loader sizes it like zt_devstats' row. */
+/* zt_devstats_stride is the zt_devstats entries per CPU (max devices + 1), and the length of each
+ * row of zt_flow_count; the loader sets it. */
+volatile const __u32 zt_devstats_stride = 0;
+
+/* Flows each device holds in zt_flows, in two rows of zt_devstats_stride entries by dev_id: the
+ * flows its own rules opened, then those its from: rules did (zt_flow_count_of). A device at its
+ * quota (zt_flow_quota) of either opens no new flow of that kind, so that no device takes the
+ * whole table, and no flood toward a device stops it from opening its own. */
 struct {
 	ZT_MAP(BPF_MAP_TYPE_ARRAY, 1, __u32, __u32);
 } zt_flow_count SEC(".maps");

@@ -135,7 +135,8 @@ struct zt_flow_val {
 	__u32 dev_id;	/* device charged for the flow (zt_flow_count) */
 	__u8 opener;	/* ZT_FLOW_A_OPENED or ZT_FLOW_B_OPENED: which endpoint sent the first packet */
 	__u8 by;	/* ZT_FLOW_OUT: the opener's rules allowed it; ZT_FLOW_IN: the responder's from: rules */
-	__u16 pad;
+	__u8 replied;	/* the responder sent on it: it lives its protocol's lifetime, else zt_flow_other_ns */
+	__u8 pad;
 };
 
 /* counters: per-CPU, index (dir * ZT_V_MAX + verdict) * ZT_R_MAX + reason. */

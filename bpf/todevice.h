@@ -285,7 +285,7 @@ static __always_inline int zt_to_device(void *data, void *data_end, __u32 len, s
 	if (!(kind = zt_flow_ports(pkt->l4proto, pkt->icmp_type, pkt->icmp_id, pkt->sport, pkt->dport, &fs, &fd)))
 		return zt_from_rules(pkt);
 	side = zt_flow_key_of(&k, &pkt->saddr, fs, &pkt->daddr, fd, pkt->l4proto, kind);
-	r = zt_flow_hit(pkt, &k);
+	r = zt_flow_hit(pkt, &k, side);
 	if (zt_decided(r))
 		return r;
 	r = zt_from_rules(pkt);

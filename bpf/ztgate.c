@@ -349,7 +349,7 @@ static __always_inline int zt_flow_step(struct xdp_md *ctx, struct zt_pkt *pkt)
 	kind = zt_flow_ports(pkt->l4proto, pkt->icmp_type, pkt->icmp_id, pkt->sport, pkt->dport, &fs, &fd);
 	side = zt_flow_key_of(&k, &pkt->saddr, fs, &pkt->daddr, fd, pkt->l4proto, kind);
 	if (kind) {
-		r = zt_flow_hit(pkt, &k);
+		r = zt_flow_hit(pkt, &k, side);
 		if (zt_decided(r))
 			return r;
 	}

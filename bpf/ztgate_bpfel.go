@@ -153,6 +153,7 @@ const (
 	ZtgateZtFlowFlagsZT_FLOW_IN       ZtgateZtFlowFlags = 1
 	ZtgateZtFlowFlagsZT_ECHO_A_ASKS   ZtgateZtFlowFlags = 1
 	ZtgateZtFlowFlagsZT_ECHO_B_ASKS   ZtgateZtFlowFlags = 2
+	ZtgateZtFlowFlagsZT_FLOW_NO_SIDE  ZtgateZtFlowFlags = 2
 )
 
 type ZtgateZtFlowKey struct {
@@ -182,7 +183,8 @@ type ZtgateZtFlowVal struct {
 	DevId    uint32
 	Opener   uint8
 	By       uint8
-	Pad      uint16
+	Replied  uint8
+	Pad      uint8
 }
 
 type ZtgateZtFragKey struct {

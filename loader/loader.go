@@ -164,7 +164,7 @@ func SizeDevstats(spec *ebpf.CollectionSpec, maxDevices int) error {
 	if !ok {
 		return fmt.Errorf("map %s missing from the object", bpf.ZtgateMapZtFlowCount)
 	}
-	fc.MaxEntries = uint32(stride) // one counter per dev_id, read through the same bound
+	fc.MaxEntries = 2 * uint32(stride) // two counters per dev_id (flows out, flows in), read through the same bound
 	if err := vs.Set(uint32(stride)); err != nil {
 		return fmt.Errorf("set %s: %w", bpf.ZtgateVarZtDevstatsStride, err)
 	}

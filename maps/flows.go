@@ -75,11 +75,15 @@ func (m *Maps) SweepFlows(now uint64, lim FlowLifetimes) (int, error) {
 	}
 	mp := m.objs.ZtFlows
 	expired := func(k *bpf.FlowKey, v *bpf.FlowVal) bool {
-		return elapsed(now, v.Ts) > lim.of(k.Proto)+sweepSlack
+		life := lim.of(k.Proto)
+		if v.Replied == 0 {
+			life = lim.Other // as zt_flow_timeout: a flow nobody answered lives as an echo's
+		}
+		return elapsed(now, v.Ts) > life+sweepSlack
 	}
 	var keys []bpf.FlowKey
 	seen := make(map[bpf.FlowKey]bool)
-	live := map[uint32]uint32{} // flows each device holds after the sweep
+	live := map[uint32]uint32{} // flows each device holds after the sweep, by zt_flow_count index
 	err := m.walkFlows(func(k *bpf.FlowKey, v *bpf.FlowVal) {
 		if seen[*k] {
 			return
@@ -88,7 +92,7 @@ func (m *Maps) SweepFlows(now uint64, lim FlowLifetimes) (int, error) {
 		if expired(k, v) {
 			keys = append(keys, *k)
 		} else {
-			live[v.DevId]++
+			live[m.countIndex(v.DevId, v.By)]++
 		}
 	})
 	if err != nil {
@@ -106,7 +110,7 @@ func (m *Maps) SweepFlows(now uint64, lim FlowLifetimes) (int, error) {
 			return n, fmt.Errorf("sweep %s: %w", bpf.ZtgateMapZtFlows, err)
 		}
 		if !expired(k, &v) {
-			live[v.DevId]++ // re-opened meanwhile
+			live[m.countIndex(v.DevId, v.By)]++ // re-opened meanwhile
 			continue
 		}
 		if err := mp.Delete(k); err != nil {
@@ -123,8 +127,8 @@ func (m *Maps) SweepFlows(now uint64, lim FlowLifetimes) (int, error) {
 	return n, nil
 }
 
-// recountFlows sets zt_flow_count to live (flows by device id; 0 for an id not in it), writing
-// only the counts that differ.
+// recountFlows sets zt_flow_count to live (flows by zt_flow_count index; 0 for one not in it),
+// writing only the counts that differ.
 func (m *Maps) recountFlows(live map[uint32]uint32) error {
 	counts := m.objs.ZtFlowCount
 	var (
@@ -242,10 +246,21 @@ func (m *Maps) FlowStats(top int) (FlowStats, error) {
 	return st, nil
 }
 
-// FlowCounts returns the flows charged to each device that holds any (zt_flow_count), by dev_id.
+// countIndex is the zt_flow_count index of device devID's flows allowed by `by` (bpf.FlowOut or
+// bpf.FlowIn), as zt_flow_count_of computes it: two rows of ids.
+func (m *Maps) countIndex(devID uint32, by uint8) uint32 {
+	if by == bpf.FlowIn {
+		return devID + m.objs.ZtFlowCount.MaxEntries()/2
+	}
+	return devID
+}
+
+// FlowCounts returns the flows charged to each device that holds any (zt_flow_count, both of its
+// rows), by dev_id.
 func (m *Maps) FlowCounts() (map[uint32]int, error) {
 	mp := m.objs.ZtFlowCount
 	size := int(mp.MaxEntries())
+	stride := uint32(size / 2)
 	keys := make([]uint32, min(flowChunk, size))
 	vals := make([]uint32, len(keys))
 	out := map[uint32]int{}
@@ -253,8 +268,8 @@ func (m *Maps) FlowCounts() (map[uint32]int, error) {
 	for {
 		n, err := mp.BatchLookup(&cursor, keys, vals, nil)
 		for i := range n {
-			if vals[i] != 0 && keys[i] != noDevID {
-				out[keys[i]] = int(vals[i])
+			if id := keys[i] % stride; vals[i] != 0 && id != noDevID {
+				out[id] += int(vals[i])
 			}
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -315,15 +330,17 @@ func (m *Maps) clearFlows(fresh []uint32) error {
 	counts := m.objs.ZtFlowCount
 	held := map[uint32]bool{}
 	for _, id := range fresh {
-		if int64(id) >= int64(counts.MaxEntries()) {
+		if int64(id) >= int64(counts.MaxEntries()/2) {
 			continue
 		}
-		var c uint32
-		if err := counts.Lookup(id, &c); err != nil {
-			return fmt.Errorf("read %s[%d]: %w", bpf.ZtgateMapZtFlowCount, id, err)
-		}
-		if c != 0 {
-			held[id] = true
+		for _, by := range []uint8{bpf.FlowOut, bpf.FlowIn} {
+			var c uint32
+			if err := counts.Lookup(m.countIndex(id, by), &c); err != nil {
+				return fmt.Errorf("read %s[%d]: %w", bpf.ZtgateMapZtFlowCount, id, err)
+			}
+			if c != 0 {
+				held[id] = true
+			}
 		}
 	}
 	if len(held) == 0 {
@@ -343,8 +360,10 @@ func (m *Maps) clearFlows(fresh []uint32) error {
 		}
 	}
 	for id := range held {
-		if err := counts.Update(id, uint32(0), ebpf.UpdateExist); err != nil {
-			return fmt.Errorf("write %s[%d]: %w", bpf.ZtgateMapZtFlowCount, id, err)
+		for _, by := range []uint8{bpf.FlowOut, bpf.FlowIn} {
+			if err := counts.Update(m.countIndex(id, by), uint32(0), ebpf.UpdateExist); err != nil {
+				return fmt.Errorf("write %s[%d]: %w", bpf.ZtgateMapZtFlowCount, id, err)
+			}
 		}
 	}
 	return nil

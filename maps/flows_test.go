@@ -77,6 +77,11 @@ func TestSweepFlows(t *testing.T) {
 	mustPass(t, h, wideDNS(5000), "udp from wide again") // the same flow
 	mustPass(t, h, frames.TCP(dptest.Host(dptest.Cam, false), dptest.To("203.0.113.5"), 40000, 443, true, nil),
 		"tcp from cam")
+	// The server answers: an answered flow lives its protocol's lifetime, an unanswered one an echo's.
+	answer := frames.TCP(dptest.To("203.0.113.5"), dptest.Host(dptest.Cam, false), 443, 40000, false, nil)
+	if res, err := h.RunTo(answer); err != nil || res.Reason != bpf.ReasonAllow {
+		t.Fatalf("the answer toward cam: %+v, %v", res, err)
+	}
 	mustPass(t, h, frames.Echo(dptest.Host(dptest.Pinger, false), dptest.To("198.51.100.7")), "echo from pinger")
 
 	st, err := h.Maps.FlowStats(2)
@@ -144,7 +149,7 @@ func TestSweepFlows(t *testing.T) {
 	if n, err := h.Maps.SweepFlows(now, testLifetimes); n != 0 || err != nil {
 		t.Errorf("sweep now = %d, %v, want 0, nil", n, err)
 	}
-	// Ten minutes on, the UDP and ICMP flows expired, the TCP one did not.
+	// Ten minutes on, the UDP and ICMP flows expired, the answered TCP one did not.
 	n, err := h.Maps.SweepFlows(now+uint64(10*time.Minute), testLifetimes)
 	if err != nil || n != udpFlows+1 {
 		t.Errorf("sweep +10m = %d, %v, want %d, nil", n, err, udpFlows+1)

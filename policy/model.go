@@ -32,7 +32,7 @@ type Model struct {
 	fragTimeout  time.Duration
 	gwMACs       map[[6]byte]bool // zt_gwmacs: the gateway's own MACs, from the loader
 	flows        map[bpf.FlowKey]bpf.FlowVal
-	flowCount    map[uint32]uint32 // zt_flow_count: flows charged to each device
+	flowCount    map[countKey]uint32 // zt_flow_count: flows charged to each device, by what allowed them
 	flowLimits   FlowLimits
 	opened       [2]int // flows opened, by bpf.FlowOut and bpf.FlowIn
 }
@@ -47,7 +47,7 @@ type trieEntry struct {
 // table of fragCapacity entries whose records live for fragTimeout.
 func NewModel(s *Snapshot, fragCapacity int, fragTimeout time.Duration) *Model {
 	m := &Model{frags: map[bpf.FragKey]bpf.FragVal{}, fragCapacity: fragCapacity, fragTimeout: fragTimeout,
-		gwMACs: map[[6]byte]bool{}, flows: map[bpf.FlowKey]bpf.FlowVal{}, flowCount: map[uint32]uint32{},
+		gwMACs: map[[6]byte]bool{}, flows: map[bpf.FlowKey]bpf.FlowVal{}, flowCount: map[countKey]uint32{},
 		flowLimits: DefaultFlowLimits()}
 	m.SetSnapshot(s)
 	return m
@@ -59,7 +59,7 @@ func NewModel(s *Snapshot, fragCapacity int, fragTimeout time.Duration) *Model {
 func (m *Model) SetSnapshot(s *Snapshot) {
 	if s != nil && m.snap != nil {
 		for _, id := range s.FreshOver(m.snap) {
-			if m.flowCount[id] == 0 {
+			if m.FlowCount(id) == 0 {
 				continue
 			}
 			for k, v := range m.flows {
@@ -67,7 +67,8 @@ func (m *Model) SetSnapshot(s *Snapshot) {
 					delete(m.flows, k)
 				}
 			}
-			delete(m.flowCount, id)
+			delete(m.flowCount, countKey{id, bpf.FlowOut})
+			delete(m.flowCount, countKey{id, bpf.FlowIn})
 		}
 	}
 	m.snap = s

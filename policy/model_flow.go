@@ -28,21 +28,33 @@ func (m *Model) Flows() int { return len(m.flows) }
 // device's rules, [bpf.FlowIn] the responder device's from: rules.
 func (m *Model) Opened() [2]int { return m.opened }
 
-// FlowCount returns the number of flows charged to device devID.
-func (m *Model) FlowCount(devID uint32) uint32 { return m.flowCount[devID] }
+// countKey is an entry of zt_flow_count (zt_flow_count_of): a device, and what allowed its flows
+// (bpf.FlowOut: its rules; bpf.FlowIn: its from: rules), each with its own quota.
+type countKey struct {
+	dev uint32
+	by  uint8
+}
+
+// FlowCount returns the number of flows charged to device devID, both kinds.
+func (m *Model) FlowCount(devID uint32) uint32 {
+	return m.flowCount[countKey{devID, bpf.FlowOut}] + m.flowCount[countKey{devID, bpf.FlowIn}]
+}
 
 // SweepFlows mirrors the agent's sweep: it removes the flows idle for longer than their lifetime
 // at now and returns how many.
 func (m *Model) SweepFlows(now time.Duration) int {
 	n := 0
 	for k, v := range m.flows {
-		if elapsed(uint64(now), v.Ts) > uint64(m.flowTimeout(k.Proto)) {
-			m.flowDelete(k, v.DevId)
+		if elapsed(uint64(now), v.Ts) > uint64(m.flowTimeout(k.Proto, v.Replied)) {
+			m.flowDelete(k, v)
 			n++
 		}
 	}
 	return n
 }
+
+// flowNoSide mirrors ZT_FLOW_NO_SIDE: a flow lookup for no endpoint's packet (an ICMP error).
+const flowNoSide = uint8(bpf.ZtgateZtFlowFlagsZT_FLOW_NO_SIDE)
 
 // ICMP types of the flow table, as bpf/flow.h names them.
 const (
@@ -111,8 +123,11 @@ func flowKeyOf(s [16]byte, sp uint16, d [16]byte, dp uint16, proto, kind uint8) 
 	return k, side
 }
 
-// flowTimeout mirrors zt_flow_timeout.
-func (m *Model) flowTimeout(proto uint8) time.Duration {
+// flowTimeout mirrors zt_flow_timeout: the protocol's lifetime once answered, an echo's until then.
+func (m *Model) flowTimeout(proto, replied uint8) time.Duration {
+	if replied == 0 {
+		return m.flowLimits.Other
+	}
 	switch proto {
 	case ProtoTCP:
 		return m.flowLimits.TCP
@@ -123,13 +138,13 @@ func (m *Model) flowTimeout(proto uint8) time.Duration {
 }
 
 // flowDelete mirrors zt_flow_delete.
-func (m *Model) flowDelete(k bpf.FlowKey, devID uint32) {
+func (m *Model) flowDelete(k bpf.FlowKey, v bpf.FlowVal) {
 	if _, ok := m.flows[k]; !ok {
 		return
 	}
 	delete(m.flows, k)
-	if m.flowCount[devID] > 0 {
-		m.flowCount[devID]--
+	if c := (countKey{v.DevId, v.By}); m.flowCount[c] > 0 {
+		m.flowCount[c]--
 	}
 }
 
@@ -186,28 +201,34 @@ func inFlags(f uint16) uint16 {
 	return out
 }
 
-// flowHit mirrors zt_flow_hit: allow when flow k is live and allowed under the current revision
-// (refreshing it), else go on, having deleted a flow that expired or is no longer allowed.
-func (m *Model) flowHit(p *pkt, k bpf.FlowKey) int {
+// flowHit mirrors zt_flow_hit (and zt_flow_lookup): allow when flow k is live and allowed under the
+// current revision (refreshing it for a packet of endpoint side; flowNoSide: an ICMP error, which
+// refreshes nothing), else go on, having deleted a flow that expired or is no longer allowed.
+func (m *Model) flowHit(p *pkt, k bpf.FlowKey, side uint8) int {
 	v, ok := m.flows[k]
 	if !ok {
 		return goOn
 	}
 	now := uint64(p.now)
-	if elapsed(now, v.Ts) > uint64(m.flowTimeout(k.Proto)) ||
+	if elapsed(now, v.Ts) > uint64(m.flowTimeout(k.Proto, v.Replied)) ||
 		(v.Revision != p.cfg.Revision && !m.flowAllowed(p, k, v)) {
-		m.flowDelete(k, v.DevId)
+		m.flowDelete(k, v)
 		return goOn
 	}
 	v.Revision = p.cfg.Revision
-	v.Ts = now
+	if side != flowNoSide {
+		if side != v.Opener {
+			v.Replied = 1
+		}
+		v.Ts = now
+	}
 	m.flows[k] = v
 	return int(bpf.ReasonAllow)
 }
 
 // flowOpen mirrors zt_flow_open.
 func (m *Model) flowOpen(p *pkt, k bpf.FlowKey, opener, by uint8, devID uint32) bpf.Reason {
-	if devID == ZeroDevID || m.flowCount[devID] >= uint32(m.flowLimits.Quota) {
+	if devID == ZeroDevID || m.flowCount[countKey{devID, by}] >= uint32(m.flowLimits.Quota) {
 		return bpf.ReasonFlowTableFull
 	}
 	if _, ok := m.flows[k]; ok {
@@ -217,7 +238,7 @@ func (m *Model) flowOpen(p *pkt, k bpf.FlowKey, opener, by uint8, devID uint32) 
 		return bpf.ReasonFlowTableFull
 	}
 	m.flows[k] = bpf.FlowVal{Ts: uint64(p.now), Revision: p.cfg.Revision, DevId: devID, Opener: opener, By: by}
-	m.flowCount[devID]++
+	m.flowCount[countKey{devID, by}]++
 	m.opened[by&1]++
 	return bpf.ReasonAllow
 }
@@ -278,7 +299,7 @@ func (m *Model) flowRelated(p *pkt) bpf.Reason {
 		return bpf.ReasonICMPNoFlow
 	}
 	k, _ := flowKeyOf(q.saddr, q.sport, q.daddr, q.dport, q.proto, q.kind)
-	if m.flowHit(p, k) == int(bpf.ReasonAllow) {
+	if m.flowHit(p, k, flowNoSide) == int(bpf.ReasonAllow) {
 		return bpf.ReasonAllow
 	}
 	return bpf.ReasonICMPNoFlow
@@ -309,7 +330,7 @@ func (m *Model) flowStep(p *pkt) bpf.Reason {
 	fs, fd, kind := flowPorts(p.l4proto, p.icmpType, p.icmpID, p.sport, p.dport)
 	k, side := flowKeyOf(p.saddr, fs, p.daddr, fd, p.l4proto, kind)
 	if kind != bpf.FlowKindNone {
-		if r := m.flowHit(p, k); r >= 0 {
+		if r := m.flowHit(p, k, side); r >= 0 {
 			return bpf.Reason(r)
 		}
 	}

@@ -288,7 +288,7 @@ func (m *Model) toDevice(p *pkt, n int, egress uint32) bpf.Reason {
 		return m.fromRules(p)
 	}
 	k, side := flowKeyOf(p.saddr, fs, p.daddr, fd, p.l4proto, kind)
-	if r := m.flowHit(p, k); r >= 0 {
+	if r := m.flowHit(p, k, side); r >= 0 {
 		return bpf.Reason(r)
 	}
 	r := m.fromRules(p)
