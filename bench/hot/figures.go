@@ -109,7 +109,7 @@ func (f *figures) addZtgate(r *core.Report, res [][]float64, hv []variant) {
 		rp := core.Ratios(ns, f.need(k))
 		note := fmt.Sprintf("%d hash + %d LPM + %d flow-key lookups + %d clock reads", k[0], k[1], k[3], k[2])
 		if h.pass > 0 {
-			note += " (the flow insert not counted)"
+			note += " (the flow insert and the quota's atomic add not counted)"
 		}
 		r.Add(core.Result{Section: "hot", Name: name, Value: core.Median(ns), Unit: "ns/pkt", Ratio: core.Median(rp),
 			Base: "floor + primitives", Spread: core.Spread(rp), Note: note})
@@ -121,8 +121,8 @@ func (f *figures) addZtgate(r *core.Report, res [][]float64, hv []variant) {
 // need is, per round, the floor plus the primitives a path of k calls makes (clock reads that
 // came out below zero in the noise count as free).
 func (f *figures) need(k [4]int) []float64 {
-	hash, lpm, clock := f.primRounds[f.prims[0]], f.primRounds[f.prims[1]], f.primRounds[f.prims[2]]
-	flow := f.primRounds[f.prims[3]]
+	hash, lpm, clock, flow := f.primRounds[primHash], f.primRounds[primLPM], f.primRounds[primClock],
+		f.primRounds[primFlowHit]
 	out := make([]float64, len(f.floorNs))
 	for j := range out {
 		out[j] = f.floorNs[j] + float64(k[0])*hash[j] + float64(k[1])*lpm[j] + float64(k[2])*max(0, clock[j]) +
@@ -133,8 +133,8 @@ func (f *figures) need(k [4]int) []float64 {
 
 // primCost is the median cost of the primitives a path of k calls makes.
 func (f *figures) primCost(k [4]int) float64 {
-	return float64(k[0])*f.prim[f.prims[0]] + float64(k[1])*f.prim[f.prims[1]] +
-		float64(k[2])*max(0, f.prim[f.prims[2]]) + float64(k[3])*f.prim[f.prims[3]]
+	return float64(k[0])*f.prim[primHash] + float64(k[1])*f.prim[primLPM] +
+		float64(k[2])*max(0, f.prim[primClock]) + float64(k[3])*f.prim[primFlowHit]
 }
 
 // callsOf is the helper calls of class with events on or off.
@@ -174,15 +174,16 @@ func (f *figures) floorContext(classes ...string) string {
 func (f *figures) checkTargets(r *core.Report) {
 	vsXF := func(a agg) float64 { return a.vsXF }
 	vsPrim := func(a agg) float64 { return a.vsPrim }
-	hashNs, flowNs := f.prim[f.prims[0]], f.prim[f.prims[3]]
+	hashNs, flowNs := f.prim[primHash], f.prim[primFlowHit]
 	floorNs, xfNs := core.Median(f.floorNs), core.Median(f.xfNs)
 	first, est := calls["first-packet-v4"], calls["established-v4"]
 	w, at := f.worst(vsXF, firstClasses...)
 	r.Check("hot", fmt.Sprintf("first packet of a flow (IPv4, IPv6) <= %.1fx xdp-filter", firstVsFilterMax), w, "<=",
 		firstVsFilterMax, "x", f.quick+fmt.Sprintf("worst of every N: %s (a new flow every run: rewritten source "+
 			"port, the rewriter's cost taken out); xdp-filter %.0f ns in the same rounds; the path's %d hash + %d LPM "+
-			"+ %d flow-key lookups alone are ~%.0f ns by the primitives, plus the flow insert", at, xfNs, first[0],
-			first[1], first[3], f.primCost(first))+f.floorContext(firstClasses...))
+			"+ %d flow-key lookups alone are ~%.0f ns by the primitives, plus the flow insert and the quota's atomic "+
+			"add: %.0f ns by the insert + delete primitive (an upper bound), %.0f ns", at, xfNs, first[0], first[1],
+			first[3], f.primCost(first), f.prim[primInsDel], f.prim[primAtomic])+f.floorContext(firstClasses...))
 	w, at = f.worst(vsXF, establishedClasses...)
 	r.Check("hot", fmt.Sprintf("established flow (IPv4, IPv6) <= %.1fx xdp-filter", establishedVsFilterMax), w, "<=",
 		establishedVsFilterMax, "x", f.quick+fmt.Sprintf("worst of every N and event setting: %s; the device "+
