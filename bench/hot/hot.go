@@ -237,7 +237,7 @@ func openPrimitives() (_ *primitives, err error) {
 	countPre := append(zero(4), lookup(count, 4)...)
 	countPre = append(countPre, asm.JEq.Imm(asm.R0, 0, "fail"), asm.Mov.Reg(asm.R6, asm.R0), asm.Mov.Imm(asm.R7, 1))
 	ops := []struct {
-		name string
+		name  string
 		pre   asm.Instructions
 		op    asm.Instructions
 		fails bool // op may jump to "fail"
