@@ -35,7 +35,7 @@ func writeReport(cfg *core.Config, r *core.Report, vs []*variant, m *measurement
 	defer r.TagSender(sec, sender)
 	p := &reporter{cfg: cfg, r: r, vs: vs, m: m, skipped: skipped, sender: sender, idx: map[string]int{}}
 	if cfg.Quick {
-		p.quick = "quick (1 round, 4 variants): figures not meant to be read; "
+		p.quick = fmt.Sprintf("quick (1 round, %d variants): figures not meant to be read; ", len(vs))
 	}
 	// Each round's receiver costs are taken against the mean of the generator's cost before and
 	// after it.
