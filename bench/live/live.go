@@ -242,8 +242,8 @@ func (v *variant) openSender(sender string, gw *testenv.Namespace, sinkIdx int) 
 
 // probe sends a few frames and checks that the receiver does what the variant says: nothing
 // received for the generator alone; otherwise every frame received, ztgate's counter for the
-// expected verdict and reason moved by as many, and the stack's UDP layer reached by every
-// frame or by none.
+// expected verdict and reason (from devices: the receiver's ICMP errors toward the device pass
+// the TC program) moved by as many, and the stack's UDP layer reached by every frame or by none.
 func (v *variant) probe() error {
 	if v.inbound {
 		return v.probeInbound()
@@ -259,7 +259,7 @@ func (v *variant) probe() error {
 	}
 	var zc0 uint64
 	if v.zt != nil {
-		if zc0, err = v.zt.counter(v.verdict, v.reason); err != nil {
+		if zc0, err = v.zt.counterDir(bpf.DirFromDevice, v.verdict, v.reason); err != nil {
 			return err
 		}
 	}
@@ -318,7 +318,7 @@ func (v *variant) probe() error {
 		}
 	}
 	if v.zt != nil {
-		zc1, err := v.zt.counter(v.verdict, v.reason)
+		zc1, err := v.zt.counterDir(bpf.DirFromDevice, v.verdict, v.reason)
 		if err != nil {
 			return err
 		}
