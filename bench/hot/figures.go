@@ -60,7 +60,7 @@ func (f *figures) addPeers(r *core.Report, primNs [][]float64, rounds, repeat in
 		r.Add(core.Result{Section: "hot", Name: "primitive: " + name, Value: core.Median(per), Unit: "ns/op",
 			Note: fmt.Sprintf("(%d in a row - floor) / %d", primOps, primOps)})
 	}
-	f.xfPrim = core.Ratios(f.xfNs, f.need([4]int{xfHashes, 0, 0, 0}))
+	f.xfPrim = core.Ratios(f.xfNs, f.need(f.floorNs, [4]int{xfHashes, 0, 0, 0}))
 	r.Add(core.Result{Section: "hot", Name: "xdp-filter 10k MAC + 10k IPv4", Value: core.Median(f.xfNs), Unit: "ns/pkt",
 		Ratio: core.Median(f.xfPrim), Base: "floor + primitives", Spread: core.Spread(f.xfPrim),
 		Note: fmt.Sprintf("its %d hash lookups (8-byte key primitive; the 2 array lookups left out)", xfHashes)})
@@ -106,7 +106,7 @@ func (f *figures) addZtgate(r *core.Report, res [][]float64, hv []variant) {
 		r.Add(core.Result{Section: "hot", Name: name, Value: core.Median(ns), Unit: "ns/pkt", Ratio: core.Median(rx),
 			Base: "xdp-filter", Spread: core.Spread(rx)})
 		k := callsOf(h.class, h.events)
-		rp := core.Ratios(ns, f.need(k))
+		rp := core.Ratios(ns, f.need(floor, k))
 		note := fmt.Sprintf("%d hash + %d LPM + %d flow-key lookups + %d clock reads", k[0], k[1], k[3], k[2])
 		if h.pass > 0 {
 			note += " (the flow insert and the quota's atomic add not counted)"
@@ -118,14 +118,14 @@ func (f *figures) addZtgate(r *core.Report, res [][]float64, hv []variant) {
 	}
 }
 
-// need is, per round, the floor plus the primitives a path of k calls makes (clock reads that
-// came out below zero in the noise count as free).
-func (f *figures) need(k [4]int) []float64 {
+// need is, per round, the floor (the XDP or the TC one) plus the primitives a path of k calls
+// makes (clock reads that came out below zero in the noise count as free).
+func (f *figures) need(floor []float64, k [4]int) []float64 {
 	hash, lpm, clock, flow := f.primRounds[primHash], f.primRounds[primLPM], f.primRounds[primClock],
 		f.primRounds[primFlowHit]
 	out := make([]float64, len(f.floorNs))
 	for j := range out {
-		out[j] = f.floorNs[j] + float64(k[0])*hash[j] + float64(k[1])*lpm[j] + float64(k[2])*max(0, clock[j]) +
+		out[j] = floor[j] + float64(k[0])*hash[j] + float64(k[1])*lpm[j] + float64(k[2])*max(0, clock[j]) +
 			float64(k[3])*flow[j]
 	}
 	return out
