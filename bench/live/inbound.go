@@ -286,9 +286,6 @@ func (v *variant) countInbound() (uint64, error) {
 	return v.zt.counterDir(bpf.DirToDevice, v.verdict, v.reason)
 }
 
-// Target of the inbound flood (transmit cost, as the drop path's against XDP_DROP).
-const inDropVsShotMax = 1.3 // ztgate's unsolicited inbound drop <= 1.3x TC_ACT_SHOT
-
 // addInboundCost reports an inbound variant's transmit cost (its CPU time per frame less the
 // inbound sender's alone, round by round) against no program.
 func (p *reporter) addInboundCost(i int, v *variant) {
@@ -306,7 +303,9 @@ func (p *reporter) addInboundCost(i int, v *variant) {
 }
 
 // addInbound reports what ztgate's TC program adds, live and with hot caches, how many frames
-// its to-device counters saw, and checks the inbound flood's target.
+// its to-device counters saw, and the flood's transmit cost against TC_ACT_SHOT. No target: the
+// transmit costs are differences of a few tens of ns between totals that vary more than that
+// from round to round.
 func (p *reporter) addInbound() {
 	hot := p.m.hot
 	none, shot := p.get(inNone), p.get(inTCDrop)
@@ -346,13 +345,11 @@ func (p *reporter) addInbound() {
 		return
 	}
 	rs := core.Ratios(zt, shot)
-	p.r.Add(core.Result{Section: sec, Name: p.name(inFlood) + ": transmit cost", Value: core.Median(zt),
-		Unit: "ns/pkt", Ratio: core.Median(rs), Base: p.name(inTCDrop), Spread: core.Spread(rs)})
-	note := fmt.Sprintf("%s%s %.0f ns, TC_ACT_SHOT %.0f ns (transmit cost: the inbound sender's own taken out)",
-		p.quick, p.name(inFlood), core.Median(zt), core.Median(shot))
+	note := "per-round ratio of two small differences (the inbound sender's own cost taken out of each): read " +
+		"the spread; the medians' difference is above"
 	if none != nil {
 		note += fmt.Sprintf("; delivering the frame instead (no program) costs %.0f ns", core.Median(none))
 	}
-	p.r.Check(sec, fmt.Sprintf("ztgate unsolicited inbound drop <= %.1fx TC_ACT_SHOT (transmit cost)",
-		inDropVsShotMax), core.Median(rs), "<=", inDropVsShotMax, "x", note)
+	p.r.Add(core.Result{Section: sec, Name: p.name(inFlood) + ": transmit cost", Value: core.Median(zt),
+		Unit: "ns/pkt", Ratio: core.Median(rs), Base: p.name(inTCDrop), Spread: core.Spread(rs), Note: note})
 }
