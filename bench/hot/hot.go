@@ -51,8 +51,8 @@ const (
 // calls are the helper calls of each frame class with events on, as (hash lookups with an
 // 8-byte key, LPM lookups, clock reads, flow-table lookups), by bpf/ztgate.c and bpf/todevice.h
 // as of this suite; array lookups are left out, and so are the first packet's flow insert and
-// quota add (their primitives are reported, the insert only with its delete). With events off a drop reads the clock once less (the event limiter's
-// timestamp).
+// quota add (their primitives are reported, the insert only with its delete). With events off
+// a drop reads the clock once less (the event limiter's timestamp).
 var calls = map[string][4]int{
 	"established-v4": {1, 0, 2, 1}, "established-v6": {1, 0, 2, 1},
 	"first-packet-v4": {3, 1, 2, 1}, "first-packet-v6": {3, 1, 2, 1},
