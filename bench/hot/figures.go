@@ -60,7 +60,7 @@ func (f *figures) addPeers(r *core.Report, primNs [][]float64, rounds, repeat in
 		r.Add(core.Result{Section: "hot", Name: "primitive: " + name, Value: core.Median(per), Unit: "ns/op",
 			Note: fmt.Sprintf("(%d in a row - floor) / %d", primOps, primOps)})
 	}
-	f.xfPrim = core.Ratios(f.xfNs, f.need([4]int{xfHashes, 0, 0, 0}))
+	f.xfPrim = core.Ratios(f.xfNs, f.need(f.floorNs, [4]int{xfHashes, 0, 0, 0}))
 	r.Add(core.Result{Section: "hot", Name: "xdp-filter 10k MAC + 10k IPv4", Value: core.Median(f.xfNs), Unit: "ns/pkt",
 		Ratio: core.Median(f.xfPrim), Base: "floor + primitives", Spread: core.Spread(f.xfPrim),
 		Note: fmt.Sprintf("its %d hash lookups (8-byte key primitive; the 2 array lookups left out)", xfHashes)})
@@ -106,10 +106,10 @@ func (f *figures) addZtgate(r *core.Report, res [][]float64, hv []variant) {
 		r.Add(core.Result{Section: "hot", Name: name, Value: core.Median(ns), Unit: "ns/pkt", Ratio: core.Median(rx),
 			Base: "xdp-filter", Spread: core.Spread(rx)})
 		k := callsOf(h.class, h.events)
-		rp := core.Ratios(ns, f.need(k))
+		rp := core.Ratios(ns, f.need(floor, k))
 		note := fmt.Sprintf("%d hash + %d LPM + %d flow-key lookups + %d clock reads", k[0], k[1], k[3], k[2])
 		if h.pass > 0 {
-			note += " (the flow insert not counted)"
+			note += " (the flow insert and the quota's atomic add not counted)"
 		}
 		r.Add(core.Result{Section: "hot", Name: name, Value: core.Median(ns), Unit: "ns/pkt", Ratio: core.Median(rp),
 			Base: "floor + primitives", Spread: core.Spread(rp), Note: note})
@@ -118,14 +118,14 @@ func (f *figures) addZtgate(r *core.Report, res [][]float64, hv []variant) {
 	}
 }
 
-// need is, per round, the floor plus the primitives a path of k calls makes (clock reads that
-// came out below zero in the noise count as free).
-func (f *figures) need(k [4]int) []float64 {
-	hash, lpm, clock := f.primRounds[f.prims[0]], f.primRounds[f.prims[1]], f.primRounds[f.prims[2]]
-	flow := f.primRounds[f.prims[3]]
+// need is, per round, the floor (the XDP or the TC one) plus the primitives a path of k calls
+// makes (clock reads that came out below zero in the noise count as free).
+func (f *figures) need(floor []float64, k [4]int) []float64 {
+	hash, lpm, clock, flow := f.primRounds[primHash], f.primRounds[primLPM], f.primRounds[primClock],
+		f.primRounds[primFlowHit]
 	out := make([]float64, len(f.floorNs))
 	for j := range out {
-		out[j] = f.floorNs[j] + float64(k[0])*hash[j] + float64(k[1])*lpm[j] + float64(k[2])*max(0, clock[j]) +
+		out[j] = floor[j] + float64(k[0])*hash[j] + float64(k[1])*lpm[j] + float64(k[2])*max(0, clock[j]) +
 			float64(k[3])*flow[j]
 	}
 	return out
@@ -133,8 +133,8 @@ func (f *figures) need(k [4]int) []float64 {
 
 // primCost is the median cost of the primitives a path of k calls makes.
 func (f *figures) primCost(k [4]int) float64 {
-	return float64(k[0])*f.prim[f.prims[0]] + float64(k[1])*f.prim[f.prims[1]] +
-		float64(k[2])*max(0, f.prim[f.prims[2]]) + float64(k[3])*f.prim[f.prims[3]]
+	return float64(k[0])*f.prim[primHash] + float64(k[1])*f.prim[primLPM] +
+		float64(k[2])*max(0, f.prim[primClock]) + float64(k[3])*f.prim[primFlowHit]
 }
 
 // callsOf is the helper calls of class with events on or off.
@@ -174,15 +174,16 @@ func (f *figures) floorContext(classes ...string) string {
 func (f *figures) checkTargets(r *core.Report) {
 	vsXF := func(a agg) float64 { return a.vsXF }
 	vsPrim := func(a agg) float64 { return a.vsPrim }
-	hashNs, flowNs := f.prim[f.prims[0]], f.prim[f.prims[3]]
+	hashNs, flowNs := f.prim[primHash], f.prim[primFlowHit]
 	floorNs, xfNs := core.Median(f.floorNs), core.Median(f.xfNs)
 	first, est := calls["first-packet-v4"], calls["established-v4"]
 	w, at := f.worst(vsXF, firstClasses...)
 	r.Check("hot", fmt.Sprintf("first packet of a flow (IPv4, IPv6) <= %.1fx xdp-filter", firstVsFilterMax), w, "<=",
 		firstVsFilterMax, "x", f.quick+fmt.Sprintf("worst of every N: %s (a new flow every run: rewritten source "+
 			"port, the rewriter's cost taken out); xdp-filter %.0f ns in the same rounds; the path's %d hash + %d LPM "+
-			"+ %d flow-key lookups alone are ~%.0f ns by the primitives, plus the flow insert", at, xfNs, first[0],
-			first[1], first[3], f.primCost(first))+f.floorContext(firstClasses...))
+			"+ %d flow-key lookups alone are ~%.0f ns by the primitives, plus the flow insert and the quota's atomic "+
+			"add: %.0f ns by the insert + delete primitive (an upper bound), %.0f ns", at, xfNs, first[0], first[1],
+			first[3], f.primCost(first), f.prim[primInsDel], f.prim[primAtomic])+f.floorContext(firstClasses...))
 	w, at = f.worst(vsXF, establishedClasses...)
 	r.Check("hot", fmt.Sprintf("established flow (IPv4, IPv6) <= %.1fx xdp-filter", establishedVsFilterMax), w, "<=",
 		establishedVsFilterMax, "x", f.quick+fmt.Sprintf("worst of every N and event setting: %s; the device "+

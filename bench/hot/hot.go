@@ -50,9 +50,9 @@ const (
 
 // calls are the helper calls of each frame class with events on, as (hash lookups with an
 // 8-byte key, LPM lookups, clock reads, flow-table lookups), by bpf/ztgate.c and bpf/todevice.h
-// as of this suite; array lookups are left out, and so is the first packet's flow insert (no
-// primitive measures it). With events off a drop reads the clock once less (the event limiter's
-// timestamp).
+// as of this suite; array lookups are left out, and so are the first packet's flow insert and
+// quota add (their primitives are reported, the insert only with its delete). With events off
+// a drop reads the clock once less (the event limiter's timestamp).
 var calls = map[string][4]int{
 	"established-v4": {1, 0, 2, 1}, "established-v6": {1, 0, 2, 1},
 	"first-packet-v4": {3, 1, 2, 1}, "first-packet-v6": {3, 1, 2, 1},
@@ -76,6 +76,29 @@ type primitives struct {
 
 // primOps is the number of times each primitive program repeats its operation.
 const primOps = 10
+
+// The flow table's primitives: the sizes of zt_flows (struct zt_flow_key, struct zt_flow_val,
+// entries) and the flows its copies hold while measured.
+const (
+	flowKeySize = 40
+	flowValSize = 24
+	flowEntries = 65536
+	flowFill    = 4096
+	bpfNoExist  = 1 // BPF_NOEXIST
+)
+
+// Names of the primitives the figures refer to by name.
+const (
+	primHash     = "hash lookup (8-byte key, hit)"
+	primLPM      = "LPM trie lookup (24-byte key, 124 prefixes)"
+	primClock    = "clock read (bpf_jiffies64, inlined; zt_now adds a per-CPU array read)"
+	primFlow48   = "hash lookup (48-byte flow key, hit)"
+	primFlowHit  = "flow lookup (40-byte key, hit; 65,536-entry table)"
+	primFlowMiss = "flow lookup (40-byte key, miss; 65,536-entry table)"
+	primInsDel   = "flow insert (40-byte key, BPF_NOEXIST) + its delete"
+	primArray    = "array lookup (inlined)"
+	primAtomic   = "atomic add on an array element (quota counter)"
+)
 
 // lpmKeyV4 is a zt_prefix_key for ::ffff:a in rule set rs with prefix length plen (IPv4 part).
 func lpmKeyV4(rs uint32, a netip.Addr, plen int) []byte {
@@ -147,6 +170,41 @@ func openPrimitives() (_ *primitives, err error) {
 			return nil, err
 		}
 	}
+	// A table like zt_flows (preallocated hash, 65,536 entries, 40-byte keys, 24-byte values),
+	// holding flowFill flows, none of them the measured key (all zero) but the hit table's.
+	flowTab := func(name string, hit bool) (*ebpf.Map, error) {
+		m, err := newMap(&ebpf.MapSpec{Name: name, Type: ebpf.Hash, KeySize: flowKeySize, ValueSize: flowValSize,
+			MaxEntries: flowEntries})
+		if err != nil {
+			return nil, err
+		}
+		for i := range flowFill {
+			k := make([]byte, flowKeySize)
+			binary.LittleEndian.PutUint32(k[0:], uint32(i)+1)
+			binary.LittleEndian.PutUint32(k[16:], 0xc0a80000+uint32(i))
+			if err := m.Put(k, make([]byte, flowValSize)); err != nil {
+				return nil, err
+			}
+		}
+		if hit {
+			return m, m.Put(make([]byte, flowKeySize), make([]byte, flowValSize))
+		}
+		return m, nil
+	}
+	flowHit, err := flowTab("bench_flow40", true)
+	if err != nil {
+		return nil, err
+	}
+	flowNew, err := flowTab("bench_flow40n", false)
+	if err != nil {
+		return nil, err
+	}
+	// An array like zt_flow_count (4-byte values), one element per device of a small fleet.
+	count, err := newMap(&ebpf.MapSpec{Name: "bench_count", Type: ebpf.Array, KeySize: 4, ValueSize: 4,
+		MaxEntries: 1024})
+	if err != nil {
+		return nil, err
+	}
 	zero := func(size int16) asm.Instructions {
 		ins := asm.Instructions{asm.Mov.Imm(asm.R3, 0)}
 		for off := -size; off < 0; off += 4 {
@@ -164,17 +222,37 @@ func openPrimitives() (_ *primitives, err error) {
 		lpmKey = append(lpmKey, asm.Mov.Imm32(asm.R3, int32(binary.LittleEndian.Uint32(key[off:]))),
 			asm.StoreMem(asm.RFP, int16(off-24), asm.R3, asm.Word))
 	}
+	// The flow insert: the key at fp-40, the value at fp-64, both zero; BPF_NOEXIST, then the
+	// delete of the same key. A failed insert or delete ends the program with XDP_DROP, which the
+	// variant refuses: every operation measured is an insert of a new key and its delete.
+	insDel := asm.Instructions{
+		asm.LoadMapPtr(asm.R1, flowNew.FD()), asm.Mov.Reg(asm.R2, asm.RFP), asm.Add.Imm(asm.R2, -flowKeySize),
+		asm.Mov.Reg(asm.R3, asm.RFP), asm.Add.Imm(asm.R3, -flowKeySize-flowValSize), asm.Mov.Imm(asm.R4, bpfNoExist),
+		asm.FnMapUpdateElem.Call(), asm.JNE.Imm(asm.R0, 0, "fail"),
+		asm.LoadMapPtr(asm.R1, flowNew.FD()), asm.Mov.Reg(asm.R2, asm.RFP), asm.Add.Imm(asm.R2, -flowKeySize),
+		asm.FnMapDeleteElem.Call(), asm.JNE.Imm(asm.R0, 0, "fail"),
+	}
+	// The quota counter: the element's address looked up once (R6), then the atomic add
+	// (__sync_fetch_and_add with its result unused: BPF_ATOMIC BPF_ADD, a locked add on x86).
+	countPre := append(zero(4), lookup(count, 4)...)
+	countPre = append(countPre, asm.JEq.Imm(asm.R0, 0, "fail"), asm.Mov.Reg(asm.R6, asm.R0), asm.Mov.Imm(asm.R7, 1))
 	ops := []struct {
-		name string
-		pre  asm.Instructions
-		op   asm.Instructions
+		name  string
+		pre   asm.Instructions
+		op    asm.Instructions
+		fails bool // op may jump to "fail"
 	}{
-		{name: "hash lookup (8-byte key, hit)", pre: zero(8), op: lookup(hash, 8)},
-		{name: "LPM trie lookup (24-byte key, 124 prefixes)", pre: lpmKey, op: lookup(lpm, 24)},
-		{name: "clock read (bpf_jiffies64, inlined; zt_now adds a per-CPU array read)",
-			op: asm.Instructions{asm.FnJiffies64.Call()}},
-		{name: "hash lookup (48-byte flow key, hit)", pre: zero(48), op: lookup(flow, 48)},
+		{name: primHash, pre: zero(8), op: lookup(hash, 8)},
+		{name: primLPM, pre: lpmKey, op: lookup(lpm, 24)},
+		{name: primClock, op: asm.Instructions{asm.FnJiffies64.Call()}},
+		{name: primFlow48, pre: zero(48), op: lookup(flow, 48)},
 		{name: "LPM trie lookup (24-byte key, 3 prefixes)", pre: lpmKey, op: lookup(lpm3, 24)},
+		{name: primFlowHit, pre: zero(flowKeySize), op: lookup(flowHit, flowKeySize)},
+		{name: primFlowMiss, pre: zero(flowKeySize), op: lookup(flowNew, flowKeySize)},
+		{name: primInsDel, pre: zero(flowKeySize + flowValSize), op: insDel, fails: true},
+		{name: primArray, pre: zero(4), op: lookup(count, 4)},
+		{name: primAtomic, pre: countPre, op: asm.Instructions{asm.AddAtomic.Mem(asm.R6, asm.R7, asm.Word, 0)},
+			fails: true},
 	}
 	for _, o := range ops {
 		ins := slices.Clone(o.pre)
@@ -182,6 +260,9 @@ func openPrimitives() (_ *primitives, err error) {
 			ins = append(ins, o.op...)
 		}
 		ins = append(ins, asm.Mov.Imm(asm.R0, core.XDPPass), asm.Return())
+		if o.fails {
+			ins = append(ins, asm.Mov.Imm(asm.R0, core.XDPDrop).WithSymbol("fail"), asm.Return())
+		}
 		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "bench_prim", Type: ebpf.XDP, License: "GPL", Instructions: ins})
 		if err != nil {
 			return nil, fmt.Errorf("primitive %s: %w", o.name, err)

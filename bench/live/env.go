@@ -389,15 +389,6 @@ func (z *ztgateDP) attach(ns *testenv.Namespace, ifname string) error {
 	})
 }
 
-// counter reads one (verdict, reason) counter, summed over CPUs.
-func (z *ztgateDP) counter(v bpf.Verdict, r bpf.Reason) (uint64, error) {
-	c, err := z.maps.Counters()
-	if err != nil {
-		return 0, err
-	}
-	return c[v][r].Packets, nil
-}
-
 // Close releases the datapath and removes its pins.
 func (z *ztgateDP) Close() error {
 	if z.maps != nil {

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
@@ -68,6 +69,8 @@ type variantSpec struct {
 	reason  bpf.Reason
 	stack   bool // frames reach the stack's UDP layer (closed port)
 	drop    bool // ztgate's drop path for a source it must not accept (the targets' subject)
+	inbound bool // toward the device: sent out of the device's veth through its TC egress hook
+	reply   bool // inbound: the reply to the device's DNS query (the device asks first)
 	tools   []string
 	note    string
 }
@@ -106,10 +109,22 @@ var allSpecs = []variantSpec{
 		tools: []string{"iptables-nft-restore", "nsenter"},
 		note:  "raw PREROUTING, 1,000 -s + -m mac ACCEPT rules, then DROP"},
 	{key: "stack", name: "no filter (stack, closed UDP port)", kind: kindNoXDP, dport: closedPort, stack: true},
+	{key: inGen, name: "inbound: sender alone", kind: kindBaseline, inbound: true,
+		note: "AF_PACKET to the injection veth, whose TC ingress drops the frames: the inbound sender's own cost"},
+	{key: inNone, name: "inbound: no program", kind: kindNoXDP, inbound: true,
+		note: "unsolicited frames toward the device, nothing at the veth's egress"},
+	{key: inTCDrop, name: "inbound: TC_ACT_SHOT", kind: kindNoXDP, inbound: true,
+		note: "a tcx egress program that drops every frame"},
+	{key: inReply, name: "ztgate 1k inbound reply", kind: kindNoXDP, zt: 1000, inbound: true, reply: true,
+		verdict: bpf.VerdictPass, reason: bpf.ReasonAllow,
+		note: "DNS replies to the device's query: destination device and flow lookups at TC egress"},
+	{key: inFlood, name: "ztgate 1k inbound unsolicited drop", kind: kindNoXDP, zt: 1000, inbound: true,
+		verdict: bpf.VerdictDrop, reason: bpf.ReasonInboundDenied,
+		note: "a flood from an upstream host to a port no from: rule opens: inbound_denied"},
 }
 
 // quickKeys are the variants of a quick run.
-var quickKeys = []string{"gen", "xdpdrop", "zt1k-spoof", "nftset"}
+var quickKeys = []string{"gen", "xdpdrop", "zt1k-spoof", "nftset", inGen, inNone, inTCDrop, inReply, inFlood}
 
 // variant is a variant set up in the topology.
 type variant struct {
@@ -121,6 +136,10 @@ type variant struct {
 	repeat uint32
 	zt     *ztgateDP
 	lost   float64 // largest fraction of frames lost in transit (ring full) in a measurement
+
+	gw              *testenv.Namespace // inbound: the gateway's namespace, with the veth's other end
+	hotProg         *ebpf.Program      // inbound: the TC program measured with hot caches, if any
+	counted, frames uint64             // inbound ztgate: to-device counter moves and frames sent, measured
 }
 
 // trace records what the last run of the section created (for its test: all gone after).
@@ -223,9 +242,12 @@ func (v *variant) openSender(sender string, gw *testenv.Namespace, sinkIdx int) 
 
 // probe sends a few frames and checks that the receiver does what the variant says: nothing
 // received for the generator alone; otherwise every frame received, ztgate's counter for the
-// expected verdict and reason moved by as many, and the stack's UDP layer reached by every
-// frame or by none.
+// expected verdict and reason (from devices: the receiver's ICMP errors toward the device pass
+// the TC program) moved by as many, and the stack's UDP layer reached by every frame or by none.
 func (v *variant) probe() error {
+	if v.inbound {
+		return v.probeInbound()
+	}
 	stats := linkStats(v.dev.NS)
 	rx0, dr0, err := stats(v.dev.Ifname)
 	if err != nil {
@@ -237,7 +259,7 @@ func (v *variant) probe() error {
 	}
 	var zc0 uint64
 	if v.zt != nil {
-		if zc0, err = v.zt.counter(v.verdict, v.reason); err != nil {
+		if zc0, err = v.zt.counterDir(bpf.DirFromDevice, v.verdict, v.reason); err != nil {
 			return err
 		}
 	}
@@ -296,7 +318,7 @@ func (v *variant) probe() error {
 		}
 	}
 	if v.zt != nil {
-		zc1, err := v.zt.counter(v.verdict, v.reason)
+		zc1, err := v.zt.counterDir(bpf.DirFromDevice, v.verdict, v.reason)
 		if err != nil {
 			return err
 		}
@@ -339,6 +361,10 @@ func (v *variant) measure(clk *cpuClock, d time.Duration) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	zc0, err := v.countInbound()
+	if err != nil {
+		return 0, err
+	}
 	var sent uint64
 	c0 := clk.now()
 	for clk.now()-c0 < d {
@@ -353,8 +379,13 @@ func (v *variant) measure(clk *cpuClock, d time.Duration) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	zc1, err := v.countInbound()
+	if err != nil {
+		return 0, err
+	}
+	v.counted, v.frames = v.counted+zc1-zc0, v.frames+sent
 	frames := sent
-	if v.kind != kindBaseline {
+	if v.kind != kindBaseline && !v.inbound {
 		seen := (rx1 - rx0) + (dr1 - dr0)
 		frames = max(frames, seen)
 		v.lost = max(v.lost, float64(dr1-dr0)/float64(frames))

@@ -35,7 +35,7 @@ func writeReport(cfg *core.Config, r *core.Report, vs []*variant, m *measurement
 	defer r.TagSender(sec, sender)
 	p := &reporter{cfg: cfg, r: r, vs: vs, m: m, skipped: skipped, sender: sender, idx: map[string]int{}}
 	if cfg.Quick {
-		p.quick = "quick (1 round, 4 variants): figures not meant to be read; "
+		p.quick = fmt.Sprintf("quick (1 round, %d variants): figures not meant to be read; ", len(vs))
 	}
 	// Each round's receiver costs are taken against the mean of the generator's cost before and
 	// after it.
@@ -43,10 +43,19 @@ func writeReport(cfg *core.Config, r *core.Report, vs []*variant, m *measurement
 	p.cost = make([][]float64, len(vs))
 	for i, v := range vs {
 		p.idx[v.key] = i
-		if i == 0 {
+	}
+	for i, v := range vs {
+		if i == 0 || v.key == inGen {
 			continue
 		}
 		for k := range m.rounds {
+			if v.inbound {
+				// The inbound sender's own cost, measured in the same round.
+				if g, ok := p.idx[inGen]; ok {
+					p.cost[i] = append(p.cost[i], m.total[i][k]-m.total[g][k])
+				}
+				continue
+			}
 			p.cost[i] = append(p.cost[i], m.total[i][k]-(p.gen[k]+p.gen[k+1])/2)
 		}
 	}
@@ -54,6 +63,7 @@ func writeReport(cfg *core.Config, r *core.Report, vs []*variant, m *measurement
 	p.dropNs = core.Median(p.drop)
 	p.addCosts()
 	p.addDecisions()
+	p.addInbound()
 	subj := p.addPeerRatios()
 	if subj == "" || p.drop == nil {
 		return
@@ -97,7 +107,11 @@ func (p *reporter) addCosts() {
 		}
 		p.r.Add(core.Result{Section: sec, Name: v.name + ": rate", Value: core.Median(rate), Unit: "Mpps/CPU",
 			Spread: core.Spread(rate), Note: note})
-		if i == 0 {
+		if i == 0 || v.key == inGen {
+			continue
+		}
+		if v.inbound {
+			p.addInboundCost(i, v)
 			continue
 		}
 		res := core.Result{Section: sec, Name: v.name + ": receiver cost", Value: core.Median(p.cost[i]), Unit: "ns/pkt"}
@@ -117,7 +131,7 @@ func (p *reporter) addDecisions() {
 	hot := p.m.hot
 	for _, v := range p.vs {
 		h, ok := hot[v.key]
-		if v.zt == nil || v.stack || p.drop == nil || !ok {
+		if v.zt == nil || v.stack || v.inbound || p.drop == nil || !ok {
 			continue
 		}
 		live := core.Median(p.cost[p.idx[v.key]]) - p.dropNs

@@ -142,6 +142,9 @@ func (e *env) variants(ctx context.Context, specs []variantSpec) ([]*variant, er
 // and veth settings.
 func (e *env) variant(s variantSpec) (*variant, error) {
 	v := &variant{variantSpec: s, dev: e.tp.Device(s.key)}
+	if s.inbound {
+		return v, e.inboundVariant(v)
+	}
 	src := unknownHost()
 	switch s.src {
 	case srcSpoofed:
@@ -304,6 +307,10 @@ func (m *measurement) runHot(cfg *core.Config, vs []*variant, dropProg *ebpf.Pro
 	for _, v := range vs {
 		var p *ebpf.Program
 		switch {
+		case v.inbound:
+			if p = v.hotProg; p == nil {
+				continue
+			}
 		case v.key == "xdpdrop":
 			p = dropProg
 		case v.zt != nil:
