@@ -6,7 +6,6 @@
 #include "clock.h"
 #include "pkt.h"
 
-
 /* zt_account charges a frame to its (verdict, reason) counter and, once identified, to its device. */
 static __always_inline void zt_account(const struct zt_pkt *pkt, __u32 verdict, __u32 reason, __u32 len)
 {
