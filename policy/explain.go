@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
@@ -168,6 +169,14 @@ func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 	}
 
 	path, r, ok := findRule(p, di, dst, proto, port, false)
+	if !ok {
+		// To another device, its from: rules may allow what the sender's rules do not.
+		if owner := deviceOwning(p, dst); owner != nil {
+			if oi := slices.IndexFunc(p.Spec.Devices, func(d Device) bool { return d.Name == owner.Name }); oi >= 0 {
+				path, r, ok = findRule(p, oi, src, proto, port, true)
+			}
+		}
+	}
 	switch {
 	case ok:
 		e.Rule, e.RuleText = path, r.String()

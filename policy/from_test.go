@@ -316,3 +316,23 @@ func TestEditorFromRules(t *testing.T) {
 		t.Errorf("cam-2 flags %#x: want DevInPrefixRules", rec.Flags)
 	}
 }
+
+// TestExplainLateralFrom: from a device toward another whose from: rule (a segment's) lets it
+// open the connection, the answer is the receiver's rule.
+func TestExplainLateralFrom(t *testing.T) {
+	p := fromPolicy()
+	for i := range p.Spec.Devices {
+		if p.Spec.Devices[i].Name == "nvr" {
+			p.Spec.Devices[i].Allow = nil // no rule of its own
+		}
+	}
+	s := compileForExplain(t, p)
+	e, err := Explain(p, s, Query{From: "nvr", To: "cam-1", Proto: "tcp", Port: 554})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Verdict != "pass" || e.Rule != "spec.segments[0].allow[0]" ||
+		e.RuleText != "from device nvr proto tcp ports 554" || e.Replies != RepliesFollowFlow {
+		t.Errorf("Explain = %+v, want a pass by cam-1's segment's from: rule, replies following the flow", *e)
+	}
+}
