@@ -40,6 +40,10 @@ const absentPort = math.MaxUint32
 // retries failed attaches and catches a removed link pin, which no event reports.
 var resync = 10 * time.Second
 
+// tcCheck is how often the agent looks at the TC program of each attached interface: removing it
+// (a tcx link detached, a clsact filter deleted) raises no link event.
+var tcCheck = time.Second
+
 // linkSubscribe subscribes to link events (replaced in tests).
 var linkSubscribe = netlink.LinkSubscribeWithOptions
 
@@ -279,6 +283,8 @@ func (a *Agent) reconcile() error {
 func (a *Agent) watchLinks(ctx context.Context) {
 	tick := time.NewTicker(resync)
 	defer tick.Stop()
+	tcTick := time.NewTicker(tcCheck)
+	defer tcTick.Stop()
 	for ctx.Err() == nil {
 		ch := make(chan netlink.LinkUpdate, 256)
 		done := make(chan struct{})
@@ -308,6 +314,8 @@ func (a *Agent) watchLinks(ctx context.Context) {
 				if ch == nil {
 					break events // try to subscribe again
 				}
+			case <-tcTick.C:
+				a.checkTC()
 			case u, ok := <-ch:
 				if !ok {
 					break events
@@ -323,6 +331,23 @@ func (a *Agent) watchLinks(ctx context.Context) {
 			}()
 		}
 		a.linkResubs.Add(1)
+	}
+}
+
+// checkTC attaches again to every attached interface whose TC program is gone.
+func (a *Agent) checkTC() {
+	a.ifMu.Lock()
+	var lost []int
+	for name, st := range a.ifaces {
+		if (st.state == ifAttached || st.state == ifDegraded) && !a.dp.TCRunning(name, st.index) {
+			lost = append(lost, st.index)
+		}
+	}
+	a.ifMu.Unlock()
+	for _, idx := range lost {
+		if l, err := netlink.LinkByIndex(idx); err == nil {
+			a.ensure(l)
+		}
 	}
 }
 
