@@ -171,8 +171,7 @@ static __always_inline int zt_flow_allowed(const struct zt_config *cfg, __u32 sl
 		if (o && o->kind == ZT_ADDR_DEVICE && (o->flags & ZT_DEV_QUARANTINED))
 			return 0;
 		m.ruleset = a->in_ruleset;
-		m.flags = (a->flags & ZT_DEV_IN_PEER_RULES ? ZT_DEV_PEER_RULES : 0) |
-			  (a->flags & ZT_DEV_IN_PREFIX_RULES ? ZT_DEV_PREFIX_RULES : 0);
+		m.flags = zt_in_flags(a->flags);
 	} else if (a->flags & ZT_DEV_QUARANTINED) {
 		m.ruleset = cfg->quarantine_ruleset;
 		m.flags = ZT_DEV_QUARANTINED | (cfg->flags & ZT_CFG_Q_PEER_RULES ? ZT_DEV_PEER_RULES : 0) |
@@ -358,8 +357,7 @@ static __always_inline __u32 zt_peer_from_rules(const struct zt_pkt *pkt)
 	if (!a || a->kind != ZT_ADDR_DEVICE || (a->flags & ZT_DEV_QUARANTINED))
 		return 0;
 	m.ruleset = a->in_ruleset;
-	m.flags = (a->flags & ZT_DEV_IN_PEER_RULES ? ZT_DEV_PEER_RULES : 0) |
-		  (a->flags & ZT_DEV_IN_PREFIX_RULES ? ZT_DEV_PREFIX_RULES : 0);
+	m.flags = zt_in_flags(a->flags);
 	return zt_match_rules(&m) == ZT_R_ALLOW ? a->dev_id : 0;
 }
 

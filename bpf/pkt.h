@@ -47,4 +47,31 @@ struct zt_pkt {
 	__u32 ifindex; /* the port the frame arrived on (from a device) or leaves by (toward one) */
 };
 
+/* zt_vlan reads the ethertype after the Ethernet header eth of the packet [data, data_end) into
+ * *proto, over one 802.1Q tag at most (its VID into pkt->vid; VID 0 is a priority tag), and the
+ * offset of what follows into pkt->l3off. ZT_CONTINUE, or ZT_R_VLAN_DENIED (QinQ, 802.1ad, stacked
+ * tags) or ZT_R_TRUNCATED. */
+static __always_inline int zt_vlan(void *data, void *data_end, const struct ethhdr *eth, struct zt_pkt *pkt,
+				   __u16 *proto)
+{
+	__u16 p = bpf_ntohs(eth->h_proto);
+
+	pkt->l3off = sizeof(*eth);
+	if (p == ETH_P_8021AD || p == ETH_P_QINQ1)
+		return ZT_R_VLAN_DENIED;
+	if (p == ETH_P_8021Q) {
+		const struct vlan_hdr *vlan = zt_parse_vlan_hdr_in(data, data_end, pkt->l3off);
+
+		if (!vlan)
+			return ZT_R_TRUNCATED;
+		pkt->vid = bpf_ntohs(vlan->h_vlan_TCI) & VLAN_VID_MASK;
+		p = bpf_ntohs(vlan->h_vlan_encapsulated_proto);
+		pkt->l3off += sizeof(*vlan);
+		if (p == ETH_P_8021Q || p == ETH_P_8021AD || p == ETH_P_QINQ1)
+			return ZT_R_VLAN_DENIED;
+	}
+	*proto = p;
+	return ZT_CONTINUE;
+}
+
 #endif

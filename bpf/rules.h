@@ -41,6 +41,14 @@ static __always_inline int zt_ports_ok(const struct zt_rule_val *v, __u32 proto_
 	return 0;
 }
 
+/* zt_in_flags are the lookup flags of a device's from: rules: its ZT_DEV_IN_* flags as ZT_DEV_PEER_RULES
+ * and ZT_DEV_PREFIX_RULES. */
+static __always_inline __u32 zt_in_flags(__u16 flags)
+{
+	return (flags & ZT_DEV_IN_PEER_RULES ? ZT_DEV_PEER_RULES : 0) |
+	       (flags & ZT_DEV_IN_PREFIX_RULES ? ZT_DEV_PREFIX_RULES : 0);
+}
+
 /* zt_match is what the allow-list needs of a frame: no pointers, so that it can be a global function's
  * argument and the verifier checks the rule lookups once, not once per path. */
 struct zt_match {

@@ -187,8 +187,7 @@ static __always_inline int zt_from_rules(const struct zt_pkt *pkt)
 	    .daddr = pkt->saddr,
 	    .slot = pkt->slot,
 	    .ruleset = dev->in_ruleset,
-	    .flags = (dev->flags & ZT_DEV_IN_PEER_RULES ? ZT_DEV_PEER_RULES : 0) |
-		     (dev->flags & ZT_DEV_IN_PREFIX_RULES ? ZT_DEV_PREFIX_RULES : 0),
+	    .flags = zt_in_flags(dev->flags),
 	    .dport = pkt->dport,
 	    .l4proto = pkt->l4proto,
 	    .to_gateway = zt_cfg_gateway(pkt->cfg, pkt->family, &pkt->saddr),
@@ -223,20 +222,9 @@ static __always_inline int zt_to_device(void *data, void *data_end, __u32 len, s
 	/* T1: L2 and VLAN. One 802.1Q tag at most. */
 	if (!eth)
 		return ZT_R_TRUNCATED;
-	proto = bpf_ntohs(eth->h_proto);
-	pkt->l3off = sizeof(*eth);
-	if (proto == ETH_P_8021AD || proto == ETH_P_QINQ1)
-		return ZT_R_VLAN_DENIED;
-	if (proto == ETH_P_8021Q) {
-		const struct vlan_hdr *vlan = zt_parse_vlan_hdr_in(data, data_end, pkt->l3off);
-
-		if (!vlan)
-			return ZT_R_TRUNCATED;
-		proto = bpf_ntohs(vlan->h_vlan_encapsulated_proto);
-		pkt->l3off += sizeof(*vlan);
-		if (proto == ETH_P_8021Q || proto == ETH_P_8021AD || proto == ETH_P_QINQ1)
-			return ZT_R_VLAN_DENIED;
-	}
+	r = zt_vlan(data, data_end, eth, pkt, &proto);
+	if (zt_decided(r))
+		return r;
 	if (proto == ETH_P_ARP)
 		return ZT_R_ALLOW; /* decided where a device sends it; the gateway's own are plumbing */
 	if (proto == ETH_P_IP)

@@ -383,21 +383,9 @@ static __always_inline int zt_decide(struct xdp_md *ctx, struct zt_pkt *pkt)
 	    zt_mac_eq(eth->h_dest, src))
 		return ZT_R_BAD_L2_SRC;
 	/* Step 2: VLAN. One 802.1Q tag at most; VID 0 is a priority tag. */
-	proto = bpf_ntohs(eth->h_proto);
-	pkt->l3off = sizeof(*eth);
-	if (proto == ETH_P_8021AD || proto == ETH_P_QINQ1)
-		return ZT_R_VLAN_DENIED;
-	if (proto == ETH_P_8021Q) {
-		const struct vlan_hdr *vlan = zt_parse(vlan_hdr, ctx, pkt->l3off);
-
-		if (!vlan)
-			return ZT_R_TRUNCATED;
-		pkt->vid = bpf_ntohs(vlan->h_vlan_TCI) & VLAN_VID_MASK;
-		proto = bpf_ntohs(vlan->h_vlan_encapsulated_proto);
-		pkt->l3off += sizeof(*vlan);
-		if (proto == ETH_P_8021Q || proto == ETH_P_8021AD || proto == ETH_P_QINQ1)
-			return ZT_R_VLAN_DENIED;
-	}
+	r = zt_vlan((void *)(long)ctx->data, (void *)(long)ctx->data_end, eth, pkt, &proto);
+	if (zt_decided(r))
+		return r;
 	/* Step 3: identity. */
 	devices = bpf_map_lookup_elem(&zt_devices, &pkt->slot);
 	if (!devices)

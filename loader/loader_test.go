@@ -563,7 +563,7 @@ func TestVerifierBudget(t *testing.T) {
 		name   string
 		prog   *ebpf.Program
 		budget uint32
-	}{{"zt_xdp", dp.Program(), 200000}, {"zt_tc", dp.Objects().ZtTc, 160000}} {
+	}{{"zt_xdp", dp.Program(), 220000}, {"zt_tc", dp.Objects().ZtTc, 220000}} {
 		info, err := p.prog.Info()
 		if err != nil {
 			t.Fatal(err)

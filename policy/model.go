@@ -201,6 +201,29 @@ func (p *pkt) ptr(off, n int) []byte {
 
 func be16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
 
+// vlan mirrors zt_vlan: the ethertype after the Ethernet header eth, over one 802.1Q tag at most
+// (its VID into p.vid), and the offset of what follows into p.l3off; goOn or a reason.
+func (p *pkt) vlan(eth []byte) (uint16, int) {
+	proto := be16(eth[2*ethALen:])
+	p.l3off = ethHLen
+	if proto == unix.ETH_P_8021AD || proto == unix.ETH_P_QINQ1 {
+		return 0, int(bpf.ReasonVLANDenied)
+	}
+	if proto == unix.ETH_P_8021Q {
+		tag := p.ptr(ethHLen, vlanHLen)
+		if tag == nil {
+			return 0, int(bpf.ReasonTruncated)
+		}
+		p.vid = be16(tag) & vlanVIDMask
+		proto = be16(tag[2:])
+		p.l3off = ethHLen + vlanHLen
+		if proto == unix.ETH_P_8021Q || proto == unix.ETH_P_8021AD || proto == unix.ETH_P_QINQ1 {
+			return 0, int(bpf.ReasonVLANDenied)
+		}
+	}
+	return proto, goOn
+}
+
 // Decide returns the verdict for frame arriving from a device on gateway port ingress at time now.
 func (m *Model) Decide(frame []byte, ingress uint32, now time.Duration) Decision {
 	p := m.newPkt(frame, bpf.DirFromDevice, now)
@@ -266,22 +289,9 @@ func (m *Model) decide(p *pkt, ingress uint32) bpf.Reason {
 		return bpf.ReasonBadL2Src
 	}
 	// Step 2: VLAN.
-	proto := be16(eth[2*ethALen:])
-	p.l3off = ethHLen
-	if proto == unix.ETH_P_8021AD || proto == unix.ETH_P_QINQ1 {
-		return bpf.ReasonVLANDenied
-	}
-	if proto == unix.ETH_P_8021Q {
-		tag := p.ptr(ethHLen, vlanHLen)
-		if tag == nil {
-			return bpf.ReasonTruncated
-		}
-		p.vid = be16(tag) & vlanVIDMask
-		proto = be16(tag[2:])
-		p.l3off = ethHLen + vlanHLen
-		if proto == unix.ETH_P_8021Q || proto == unix.ETH_P_8021AD || proto == unix.ETH_P_QINQ1 {
-			return bpf.ReasonVLANDenied
-		}
+	proto, vr := p.vlan(eth)
+	if vr >= 0 {
+		return bpf.Reason(vr)
 	}
 	// Step 3: identity. No devices map in the slot: no policy installed yet.
 	if m.snap == nil {

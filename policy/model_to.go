@@ -197,21 +197,9 @@ func (m *Model) toDevice(p *pkt, n int, egress uint32) bpf.Reason {
 	if eth == nil {
 		return bpf.ReasonTruncated
 	}
-	proto := be16(eth[2*ethALen:])
-	p.l3off = ethHLen
-	if proto == unix.ETH_P_8021AD || proto == unix.ETH_P_QINQ1 {
-		return bpf.ReasonVLANDenied
-	}
-	if proto == unix.ETH_P_8021Q {
-		tag := p.ptr(ethHLen, vlanHLen)
-		if tag == nil {
-			return bpf.ReasonTruncated
-		}
-		proto = be16(tag[2:])
-		p.l3off += vlanHLen
-		if proto == unix.ETH_P_8021Q || proto == unix.ETH_P_8021AD || proto == unix.ETH_P_QINQ1 {
-			return bpf.ReasonVLANDenied
-		}
+	proto, vr := p.vlan(eth)
+	if vr >= 0 {
+		return bpf.Reason(vr)
 	}
 	switch proto {
 	case unix.ETH_P_ARP:
