@@ -101,34 +101,11 @@ func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 			"when to names a device", q.From)
 	}
 	dev := &p.Spec.Devices[di]
-	mac, err := net.ParseMAC(dev.MAC)
-	if err != nil {
-		return nil, fmt.Errorf("device %q: mac %q: %w", dev.Name, dev.MAC, err)
-	}
-
-	proto, err := queryProto(q)
+	rq, err := resolve(p, dev, q, q.To, "destination")
 	if err != nil {
 		return nil, err
 	}
-	src, dst, err := endpoints(p, dev, q.To, "destination", proto)
-	if err != nil {
-		return nil, err
-	}
-	if proto == ProtoAny {
-		proto = ProtoICMP
-		if dst.Is6() {
-			proto = ProtoICMPv6
-		}
-	}
-	// For icmp and icmpv6 the datapath matches type<<8|code where it matches ports.
-	port := q.Port
-	var msg ICMPMatch
-	if proto == ProtoICMP || proto == ProtoICMPv6 {
-		if msg, err = queryICMP(q.ICMP, proto); err != nil {
-			return nil, err
-		}
-		port = msg.Range().Lo
-	}
+	mac, src, dst, proto, port, msg := rq.mac, rq.self, rq.peer, rq.proto, rq.port, rq.msg
 
 	e := &Explanation{Direction: DirectionOutbound, From: dev.Name, Src: src.String(), Dst: dst.String(),
 		Proto: protoNumberName(proto), Port: q.Port, Mode: string(effectiveMode(p, dev))}
@@ -188,35 +165,54 @@ func Explain(p *Policy, s *Snapshot, q Query) (*Explanation, error) {
 	return e, nil
 }
 
+// resolved is what a query asks about device dev and a peer: the device's MAC, its address and the
+// peer's, the protocol (any: an echo of their family) and the port, or for icmp and icmpv6 the
+// message and its type<<8|code (the datapath matches that where it matches ports).
+type resolved struct {
+	mac        net.HardwareAddr
+	self, peer netip.Addr
+	proto      uint8
+	port       uint16
+	msg        ICMPMatch
+}
+
+// resolve reads q about device dev and peer (q.To, the destination, or q.From, the source: role).
+func resolve(p *Policy, dev *Device, q Query, peer, role string) (resolved, error) {
+	var r resolved
+	var err error
+	if r.mac, err = net.ParseMAC(dev.MAC); err != nil {
+		return r, fmt.Errorf("device %q: mac %q: %w", dev.Name, dev.MAC, err)
+	}
+	if r.proto, err = queryProto(q); err != nil {
+		return r, err
+	}
+	if r.self, r.peer, err = endpoints(p, dev, peer, role, r.proto); err != nil {
+		return r, err
+	}
+	if r.proto == ProtoAny {
+		r.proto = ProtoICMP
+		if r.self.Is6() {
+			r.proto = ProtoICMPv6
+		}
+	}
+	r.port = q.Port
+	if r.proto == ProtoICMP || r.proto == ProtoICMPv6 {
+		if r.msg, err = queryICMP(q.ICMP, r.proto); err != nil {
+			return r, err
+		}
+		r.port = r.msg.Range().Lo
+	}
+	return r, nil
+}
+
 // explainInbound answers q, an inbound query toward device ti.
 func explainInbound(p *Policy, s *Snapshot, q Query, ti int) (*Explanation, error) {
 	dev := &p.Spec.Devices[ti]
-	mac, err := net.ParseMAC(dev.MAC)
-	if err != nil {
-		return nil, fmt.Errorf("device %q: mac %q: %w", dev.Name, dev.MAC, err)
-	}
-	proto, err := queryProto(q)
+	rq, err := resolve(p, dev, q, q.From, "source")
 	if err != nil {
 		return nil, err
 	}
-	dst, src, err := endpoints(p, dev, q.From, "source", proto)
-	if err != nil {
-		return nil, err
-	}
-	if proto == ProtoAny {
-		proto = ProtoICMP
-		if dst.Is6() {
-			proto = ProtoICMPv6
-		}
-	}
-	port := q.Port
-	var msg ICMPMatch
-	if proto == ProtoICMP || proto == ProtoICMPv6 {
-		if msg, err = queryICMP(q.ICMP, proto); err != nil {
-			return nil, err
-		}
-		port = msg.Range().Lo
-	}
+	mac, dst, src, proto, port, msg := rq.mac, rq.self, rq.peer, rq.proto, rq.port, rq.msg
 	e := &Explanation{Direction: DirectionInbound, From: q.From, Src: src.String(), Dst: dst.String(),
 		DstDevice: dev.Name, Proto: protoNumberName(proto), Port: q.Port, Mode: string(effectiveMode(p, dev))}
 	if q.ICMP != "" {
