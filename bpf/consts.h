@@ -32,7 +32,7 @@ enum zt_reason {
 	ZT_R_ARP_SPOOF = 7,	   /* ARP sender MAC/IP not the device's own */
 	ZT_R_TRUNCATED = 8,	   /* frame ends inside a header the datapath must read */
 	ZT_R_MALFORMED = 9,	   /* header fields inconsistent (version, IHL, lengths, offsets) */
-	ZT_R_SPOOF_IP = 10,	   /* source not bound to the device; toward one, the gateway's from elsewhere */
+	ZT_R_SPOOF_IP = 10,	   /* source address not bound to the device */
 	ZT_R_IP_OPTIONS = 11,	   /* IPv4 source-route options (LSRR/SSRR) */
 	ZT_R_EXT_DENIED = 12,	   /* IPv6 routing header, misplaced HBH, chain longer than the parser limit */
 	ZT_R_FRAG_TINY = 13,	   /* first fragment does not carry the whole L4 header */

@@ -87,7 +87,6 @@ func TestDifferential(t *testing.T) {
 		}
 		st := g.Step()
 		f := st.Frame
-		h.Ingress = st.Ingress
 		want := h.ModelDecide(st.Dir, f)
 		ok, got, err := h.RunExpectDir(st.Dir, f, want)
 		if err != nil {

@@ -445,34 +445,3 @@ func TestFlowUnanswered(t *testing.T) {
 	checkDir(t, h, toDev, answer(40000), drop, bpf.ReasonInboundDenied)
 	checkDir(t, h, toDev, answer(40001), pass, bpf.ReasonAllow)
 }
-
-// TestFlowSpoofedSource: toward a device, a source address that is one of the gateway's own must
-// have come from the gateway itself: a host beyond the uplink forging it (a bridge would forward
-// it) is dropped as spoof_ip, plumbing, flows and from: rules notwithstanding.
-func TestFlowSpoofedSource(t *testing.T) {
-	h := fixtureHarness(t, loader.Config{})
-	const uplink = dptest.IfUplink
-	brokerIn, camIn := toward(dptest.Broker, false), toward(dptest.Cam, false)
-	gw := from("10.0.0.1")
-	for _, c := range []struct {
-		name    string
-		ingress uint32
-		frame   []byte
-		verdict bpf.Verdict
-		reason  bpf.Reason
-	}{
-		{"the gateway's address from the gateway", 0, frames.UDP(gw, camIn, 67, 68, nil), pass, bpf.ReasonAllow},
-		{"the gateway's address from the uplink", uplink, frames.UDP(gw, camIn, 67, 68, nil), drop,
-			bpf.ReasonSpoofIP},
-		{"the gateway's address from a device port", dptest.IfLoopback,
-			frames.ICMP(from("10.0.0.1"), camIn, 8, 0, nil), drop, bpf.ReasonSpoofIP},
-		{"an uplink address from the uplink", uplink, frames.TCP(from("203.0.113.7"), brokerIn, 5000, 22, true, nil),
-			pass, bpf.ReasonAllow},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			h.Ingress = c.ingress
-			defer func() { h.Ingress = 0 }()
-			checkDir(t, h, toDev, c.frame, c.verdict, c.reason)
-		})
-	}
-}

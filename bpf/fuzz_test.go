@@ -49,8 +49,7 @@ func FuzzDifferential(f *testing.F) {
 // that many frame bytes. Control bit 0x80: the frame goes toward a device (TC) rather than from
 // one (XDP); bit 0x40: the frame is the answer (dptest.Reply) to the previous one, and the record's
 // bytes are not read; otherwise, unless bit 0x20 is set, the low bits select a fixture MAC written
-// as the source (from a device) or the destination (toward one). Bit 0x10: a frame toward a device
-// entered the gateway from the uplink (else the gateway sent it).
+// as the source (from a device) or the destination (toward one).
 func FuzzSequence(f *testing.F) {
 	cam := dptest.Host(dptest.Cam, false)
 	cam6 := dptest.Host(dptest.Cam, true)
@@ -109,10 +108,6 @@ func FuzzSequence(f *testing.F) {
 			}
 			if len(frame) < 14 {
 				continue // BPF_PROG_TEST_RUN (like a NIC) takes no frame shorter than 14 bytes
-			}
-			h.Ingress = 0
-			if ctrl&0x10 != 0 {
-				h.Ingress = dptest.IfUplink
 			}
 			if dir == bpf.DirToDevice {
 				frame = dptest.TCRunnable(frame)

@@ -42,10 +42,9 @@ struct zt_pkt {
 	__u8 unspec;	 /* source is 0.0.0.0 or :: */
 	__u8 counted;	 /* passed identity and source checks: charge the device */
 	__u8 icmp_type;
-	__u8 dir;	  /* enum zt_dir */
-	__u16 icmp_id;	  /* an ICMP echo's identifier */
-	__u32 ifindex;	  /* the port the frame arrived on (from a device) or leaves by (toward one) */
-	__u32 in_ifindex; /* toward a device: the interface it entered the gateway by; 0 = the gateway's own */
+	__u8 dir;      /* enum zt_dir */
+	__u16 icmp_id; /* an ICMP echo's identifier */
+	__u32 ifindex; /* the port the frame arrived on (from a device) or leaves by (toward one) */
 };
 
 /* zt_vlan reads the ethertype after the Ethernet header eth of the packet [data, data_end) into

@@ -178,15 +178,6 @@ static __always_inline int zt_src_quarantined(const struct zt_pkt *pkt)
 	return a && a->kind == ZT_ADDR_DEVICE && (a->flags & ZT_DEV_QUARANTINED);
 }
 
-/* zt_src_spoofed is T4b: a source address that is one of the gateway's own must come from the
- * gateway itself (entered by no interface): nothing beyond the uplink speaks for the gateway,
- * which a bridge would otherwise forward. (A device's address entering by the uplink cannot be
- * told apart here: a routed gateway's strict reverse-path filter drops it, see docs/flows.md.) */
-static __always_inline int zt_src_spoofed(const struct zt_pkt *pkt)
-{
-	return pkt->in_ifindex != 0 && zt_cfg_gateway(pkt->cfg, pkt->family, &pkt->saddr);
-}
-
 /* zt_from_rules is T10: the from: rules of the destination device, matched on the frame's source.
  * A quarantined device has none, and a quarantined source opens nothing. */
 static __always_inline int zt_from_rules(const struct zt_pkt *pkt)
@@ -265,8 +256,6 @@ static __always_inline int zt_to_device(void *data, void *data_end, __u32 len, s
 	if (zt_decided(r))
 		return r == ZT_R_ALLOW ? ZT_R_L2_DST_DENIED : r;
 	pkt->counted = 1;
-	if (zt_src_spoofed(pkt))
-		return ZT_R_SPOOF_IP;
 	/* T5: later fragments follow their first fragment. */
 	if (pkt->foff)
 		return zt_frag_later(pkt);

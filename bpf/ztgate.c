@@ -504,7 +504,7 @@ int zt_xdp(struct xdp_md *ctx)
 SEC("tc")
 int zt_tc(struct __sk_buff *skb)
 {
-	struct zt_pkt pkt = {.dir = ZT_DIR_TO_DEVICE, .ifindex = skb->ifindex, .in_ifindex = skb->ingress_ifindex};
+	struct zt_pkt pkt = {.dir = ZT_DIR_TO_DEVICE, .ifindex = skb->ifindex};
 	__u32 len = skb->len, verdict;
 	struct zt_event *e;
 	int reason;

@@ -231,7 +231,7 @@ func explainInbound(p *Policy, s *Snapshot, q Query, ti int) (*Explanation, erro
 	if rec, ok := s.Devices[DevKey(mac)]; ok {
 		egress = rec.Ifindex
 	}
-	dec := NewModel(s, 16, time.Minute).DecideToDevice(frame, egress, 0) // as the gateway would route it
+	dec := NewModel(s, 16, time.Minute).DecideToDevice(frame, egress, 0)
 	e.Verdict, e.Reason = dec.Verdict.String(), dec.Reason.String()
 	if dec.Reason != bpf.ReasonAllow {
 		return e, nil

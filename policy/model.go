@@ -124,7 +124,6 @@ type pkt struct {
 	icmpType  uint8
 	icmpID    uint16 // an ICMP echo's identifier
 	dir       bpf.Dir
-	inIfindex uint32 // toward a device: the interface it entered the gateway by (0: the gateway's own)
 	now       time.Duration
 }
 

@@ -12,18 +12,9 @@ import (
 const tcPull = 512
 
 // DecideToDevice returns the verdict for frame leaving the gateway by port egress, toward a
-// device, at time now, sent by the gateway itself or through a port no device is bound to: see
-// DecideToDeviceFrom.
+// device, at time now: the TC program's decision (bpf/todevice.h).
 func (m *Model) DecideToDevice(frame []byte, egress uint32, now time.Duration) Decision {
-	return m.DecideToDeviceFrom(frame, egress, 0, now)
-}
-
-// DecideToDeviceFrom returns the verdict for frame leaving the gateway by port egress, toward a
-// device, at time now, having entered the gateway by interface ingress (0: sent by the gateway
-// itself): the TC program's decision (bpf/todevice.h).
-func (m *Model) DecideToDeviceFrom(frame []byte, egress, ingress uint32, now time.Duration) Decision {
 	p := m.newPkt(frame[:min(len(frame), tcPull)], bpf.DirToDevice, now)
-	p.inIfindex = ingress
 	r := m.toDevice(p, len(frame), egress)
 	if r == bpf.ReasonAllow && p.firstFrag && p.dev != nil {
 		r = m.fragRecord(p)
@@ -174,11 +165,6 @@ func (p *pkt) toL4() int {
 	return goOn
 }
 
-// srcSpoofed mirrors zt_src_spoofed (T4b): a gateway address must come from the gateway itself.
-func (m *Model) srcSpoofed(p *pkt) bool {
-	return p.inIfindex != 0 && cfgGateway(p.cfg, p.family, p.saddr)
-}
-
 // fromRules mirrors zt_from_rules (T10): the destination device's from: rules, on the source; a
 // quarantined source opens nothing.
 func (m *Model) fromRules(p *pkt) bpf.Reason {
@@ -263,9 +249,6 @@ func (m *Model) toDevice(p *pkt, n int, egress uint32) bpf.Reason {
 		return bpf.Reason(r)
 	}
 	p.counted = true
-	if m.srcSpoofed(p) {
-		return bpf.ReasonSpoofIP
-	}
 	// T5.
 	if p.foff != 0 {
 		return m.fragLater(p)

@@ -23,10 +23,6 @@ import (
 // Harness is the real datapath loaded into the kernel (in a pin directory of its own) next to
 // the reference model, both deciding from the same snapshot.
 type Harness struct {
-	// Ingress is the interface frames toward devices entered the gateway by (the TC context's
-	// ingress_ifindex; 0: sent by the gateway itself).
-	Ingress uint32
-
 	t      testing.TB
 	DP     *loader.Datapath
 	Maps   *maps.Maps
@@ -147,24 +143,9 @@ func (h *Harness) Now() time.Duration { return time.Since(h.start) }
 func (h *Harness) Run(frame []byte) (Result, error) { return Decide(h.Maps, h.DP.Program(), frame) }
 
 // RunTo runs frame through the TC program toward devices, as leaving by ifindex 1 (the loopback
-// BPF_PROG_TEST_RUN gives the skb) having entered by h.Ingress, and reports the action and the
-// counter that moved.
+// BPF_PROG_TEST_RUN gives the skb), and reports the action and the counter that moved.
 func (h *Harness) RunTo(frame []byte) (Result, error) {
-	return decide(h.Maps, h.DP.Objects().ZtTc, frame, h.tcContext())
-}
-
-// skbContext is the head of struct __sk_buff up to ifindex: what a TC test run may set.
-type skbContext struct {
-	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto, Priority uint32
-	IngressIfindex, Ifindex                                                               uint32
-}
-
-// tcContext is the TC test run's context: the ingress interface, or none (nil) for 0.
-func (h *Harness) tcContext() any {
-	if h.Ingress == 0 {
-		return nil
-	}
-	return &skbContext{IngressIfindex: h.Ingress}
+	return Decide(h.Maps, h.DP.Objects().ZtTc, frame)
 }
 
 // RunDir is Run for a frame from a device (bpf.DirFromDevice), RunTo for one toward a device.
@@ -178,7 +159,7 @@ func (h *Harness) RunDir(d bpf.Dir, frame []byte) (Result, error) {
 // ModelDecide is the model's decision for frame in direction d at the harness clock.
 func (h *Harness) ModelDecide(d bpf.Dir, frame []byte) policy.Decision {
 	if d == bpf.DirToDevice {
-		return h.Model.DecideToDeviceFrom(frame, IfLoopback, h.Ingress, h.Now())
+		return h.Model.DecideToDevice(frame, IfLoopback, h.Now())
 	}
 	return h.Model.Decide(frame, IfLoopback, h.Now())
 }
@@ -186,16 +167,11 @@ func (h *Harness) ModelDecide(d bpf.Dir, frame []byte) policy.Decision {
 // Decide runs frame once through p, a datapath program whose counters are m's, and returns its
 // action and the (verdict, reason) counter that moved; exactly one must.
 func Decide(m *maps.Maps, p *ebpf.Program, frame []byte) (Result, error) {
-	return decide(m, p, frame, nil)
-}
-
-// decide is Decide with a test run context (nil: none).
-func decide(m *maps.Maps, p *ebpf.Program, frame []byte, ctx any) (Result, error) {
 	before, err := m.Counters()
 	if err != nil {
 		return Result{}, err
 	}
-	ret, err := p.Run(&ebpf.RunOptions{Data: frame, Context: ctx})
+	ret, err := p.Run(&ebpf.RunOptions{Data: frame})
 	if err != nil {
 		return Result{}, fmt.Errorf("test run: %w", err)
 	}
@@ -290,11 +266,11 @@ func (h *Harness) RunExpectDir(d bpf.Dir, frame []byte, want policy.Decision) (b
 	if err != nil {
 		return false, Result{}, err
 	}
-	prog, pass, drop, ctx := h.DP.Program(), uint32(XDPPass), uint32(XDPDrop), any(nil)
+	prog, pass, drop := h.DP.Program(), uint32(XDPPass), uint32(XDPDrop)
 	if d == bpf.DirToDevice {
-		prog, pass, drop, ctx = h.DP.Objects().ZtTc, TCPass, TCDrop, h.tcContext()
+		prog, pass, drop = h.DP.Objects().ZtTc, TCPass, TCDrop
 	}
-	ret, err := prog.Run(&ebpf.RunOptions{Data: frame, Context: ctx})
+	ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
 	if err != nil {
 		return false, Result{}, fmt.Errorf("test run: %w", err)
 	}

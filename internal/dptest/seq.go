@@ -14,13 +14,7 @@ import (
 type Step struct {
 	Dir   bpf.Dir
 	Frame []byte
-	// Ingress is the interface a frame toward a device entered the gateway by (0: the gateway
-	// sent it): the uplink (IfUplink), a device port (IfLoopback, IfGhost) or none.
-	Ingress uint32
 }
-
-// IfUplink is the interface sequences say frames from beyond the gateway entered by.
-const IfUplink = 42
 
 // SeqGen generates sequences of frames in both directions against a Big policy: the frames of Gen
 // from devices, and toward devices the replies to them (and replies that merely look like ones),
@@ -78,16 +72,13 @@ func (g *SeqGen) Step() Step {
 	if f == nil {
 		f, dir = g.Frame(), bpf.DirFromDevice
 	}
-	st := Step{Dir: dir}
 	if dir == bpf.DirFromDevice {
 		g.out = remember(g.out, f)
 	} else {
 		f = TCRunnable(f)
 		g.in = remember(g.in, f)
-		st.Ingress = []uint32{0, IfUplink, IfUplink, IfLoopback, IfGhost}[g.pick(5)]
 	}
-	st.Frame = f
-	return st
+	return Step{Dir: dir, Frame: f}
 }
 
 // TCRunnable pads an untagged IPv4 or IPv6 frame shorter than its IP header with zeros to that
