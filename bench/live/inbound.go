@@ -268,8 +268,9 @@ func (v *variant) probeInbound() error {
 		if err != nil {
 			return err
 		}
-		if zc1-zc0 != probeFrameCount {
-			return fmt.Errorf("probe: ztgate counted %d frames toward the device as %s/%s, want %d", zc1-zc0,
+		// The odd frame of the namespace's own (neighbour discovery) may be counted too.
+		if n := zc1 - zc0; n < probeFrameCount || n > probeFrameCount+slack {
+			return fmt.Errorf("probe: ztgate counted %d frames toward the device as %s/%s, want %d", n,
 				v.verdict, v.reason, probeFrameCount)
 		}
 	}
