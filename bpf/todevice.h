@@ -35,7 +35,7 @@ static __always_inline int zt_group_ip(const struct zt_pkt *pkt)
 static __always_inline int zt_to_ip4(void *data, void *data_end, __u32 len, struct zt_pkt *pkt)
 {
 	const struct iphdr *iph = zt_parse_iphdr_in(data, data_end, pkt->l3off);
-	__u32 tot, frag;
+	__u32 tot;
 
 	if (!iph)
 		return ZT_R_TRUNCATED;
@@ -48,38 +48,20 @@ static __always_inline int zt_to_ip4(void *data, void *data_end, __u32 len, stru
 	zt_in6_from_v4(&pkt->daddr, iph->daddr);
 	if (iph->ihl != ZT_IPV4_MIN_IHL)
 		return zt_group_ip(pkt) ? ZT_R_ALLOW : ZT_R_IP_OPTIONS;
-	pkt->end = pkt->l3off + tot;
-	pkt->lim = pkt->end < ZT_TC_PULL ? pkt->end : ZT_TC_PULL;
-	pkt->l4off = pkt->l3off + sizeof(*iph);
-	pkt->fp_start = pkt->l4off;
-	pkt->l4proto = iph->protocol;
-	pkt->frag_id = bpf_ntohs(iph->id);
-	frag = bpf_ntohs(iph->frag_off);
-	pkt->mf = (frag & IP_MF) != 0;
-	pkt->foff = (frag & IP_OFFSET) * ZT_FRAG_UNIT;
-	pkt->first_frag = pkt->mf && pkt->foff == 0;
+	zt_ipv4_datagram(iph, sizeof(*iph), tot, ZT_TC_PULL, pkt);
 	return ZT_CONTINUE;
 }
 
 /* zt_to_ip6 is T4 for IPv6: header consistency and the extension-header walk of frames from devices. */
 static __always_inline int zt_to_ip6(void *data, void *data_end, __u32 len, struct zt_pkt *pkt)
 {
-	const struct ipv6hdr *ip6 = zt_parse_ipv6hdr_in(data, data_end, pkt->l3off);
-	__u32 off;
+	__u32 off = 0;
+	__u8 nh = 0;
+	int r = zt_ipv6_hdr(data, data_end, len, ZT_TC_PULL, pkt, &off, &nh);
 
-	if (!ip6)
-		return ZT_R_TRUNCATED;
-	if (ip6->version != ZT_IPV6_VERSION)
-		return ZT_R_MALFORMED;
-	off = pkt->l3off + sizeof(*ip6);
-	if (off + bpf_ntohs(ip6->payload_len) > len)
-		return ZT_R_MALFORMED;
-	pkt->end = off + bpf_ntohs(ip6->payload_len);
-	pkt->lim = pkt->end < ZT_TC_PULL ? pkt->end : ZT_TC_PULL;
-	__builtin_memcpy(pkt->saddr.b, &ip6->saddr, sizeof(pkt->saddr));
-	__builtin_memcpy(pkt->daddr.b, &ip6->daddr, sizeof(pkt->daddr));
-	pkt->hoplimit = ip6->hop_limit;
-	return zt_ipv6_ext(data, data_end, pkt, off, ip6->nexthdr);
+	if (zt_decided(r))
+		return r;
+	return zt_ipv6_ext(data, data_end, pkt, off, nh);
 }
 
 /* Who sent a frame toward a device, by its source MAC (zt_src_of). */

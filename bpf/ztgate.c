@@ -96,7 +96,7 @@ __noinline int zt_ipv4_options(struct xdp_md *ctx, __u32 start, __u32 len)
 static __always_inline int zt_ipv4(struct xdp_md *ctx, struct zt_pkt *pkt)
 {
 	const struct iphdr *iph = zt_parse(iphdr, ctx, pkt->l3off);
-	__u32 hl, tot, frag;
+	__u32 hl, tot;
 	__be32 src, dst;
 	int r;
 
@@ -110,16 +110,7 @@ static __always_inline int zt_ipv4(struct xdp_md *ctx, struct zt_pkt *pkt)
 	tot = bpf_ntohs(iph->tot_len);
 	if (tot < hl || pkt->l3off + tot > zt_frame_len(ctx))
 		return ZT_R_MALFORMED;
-	pkt->end = pkt->l3off + tot;
-	pkt->lim = pkt->end;
-	pkt->l4off = pkt->l3off + hl;
-	pkt->fp_start = pkt->l4off;
-	pkt->l4proto = iph->protocol;
-	pkt->frag_id = bpf_ntohs(iph->id);
-	frag = bpf_ntohs(iph->frag_off);
-	pkt->mf = (frag & IP_MF) != 0;
-	pkt->foff = (frag & IP_OFFSET) * ZT_FRAG_UNIT;
-	pkt->first_frag = pkt->mf && pkt->foff == 0;
+	zt_ipv4_datagram(iph, hl, tot, ZT_NO_CAP, pkt);
 	src = iph->saddr;
 	dst = iph->daddr;
 	zt_in6_from_v4(&pkt->saddr, src);
@@ -143,21 +134,13 @@ static __always_inline int zt_ipv4(struct xdp_md *ctx, struct zt_pkt *pkt)
 /* zt_ipv6 is steps 7-8 for IPv6: header consistency, source binding, extension-header walk. */
 static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 {
-	const struct ipv6hdr *ip6 = zt_parse(ipv6hdr, ctx, pkt->l3off);
-	__u32 off;
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	__u32 off = 0;
+	__u8 nh = 0;
+	int r = zt_ipv6_hdr(data, data_end, zt_frame_len(ctx), ZT_NO_CAP, pkt, &off, &nh);
 
-	if (!ip6)
-		return ZT_R_TRUNCATED;
-	if (ip6->version != ZT_IPV6_VERSION)
-		return ZT_R_MALFORMED;
-	off = pkt->l3off + sizeof(*ip6);
-	if (off + bpf_ntohs(ip6->payload_len) > zt_frame_len(ctx))
-		return ZT_R_MALFORMED;
-	pkt->end = off + bpf_ntohs(ip6->payload_len);
-	pkt->lim = pkt->end;
-	__builtin_memcpy(pkt->saddr.b, &ip6->saddr, sizeof(pkt->saddr));
-	__builtin_memcpy(pkt->daddr.b, &ip6->daddr, sizeof(pkt->daddr));
-	pkt->hoplimit = ip6->hop_limit;
+	if (zt_decided(r))
+		return r;
 
 	{
 		const __u64 *s = (const __u64 *)pkt->saddr.b;
@@ -169,7 +152,7 @@ static __always_inline int zt_ipv6(const struct xdp_md *ctx, struct zt_pkt *pkt)
 	}
 	if (!pkt->unspec)
 		pkt->counted = 1;
-	return zt_ipv6_ext((void *)(long)ctx->data, (void *)(long)ctx->data_end, pkt, off, ip6->nexthdr);
+	return zt_ipv6_ext(data, data_end, pkt, off, nh);
 }
 
 /* zt_nd_options checks the neighbour discovery options in [start, end): a source or target
@@ -339,7 +322,7 @@ static __always_inline int zt_flow_step(struct xdp_md *ctx, struct zt_pkt *pkt)
 	struct zt_flow_key k;
 	__u32 peer = 0;
 	__u16 fs, fd;
-	__u8 side, kind;
+	__u8 side = 0, kind;
 	int r;
 
 	if (zt_icmp_error(pkt->l4proto, pkt->icmp_type))
@@ -347,8 +330,8 @@ static __always_inline int zt_flow_step(struct xdp_md *ctx, struct zt_pkt *pkt)
 	if (pkt->l2 == ZT_L2_BCAST || pkt->l2 == ZT_L2_MCAST)
 		return zt_allow_list(pkt);
 	kind = zt_flow_ports(pkt->l4proto, pkt->icmp_type, pkt->icmp_id, pkt->sport, pkt->dport, &fs, &fd);
-	side = zt_flow_key_of(&k, &pkt->saddr, fs, &pkt->daddr, fd, pkt->l4proto, kind);
-	if (kind) {
+	if (kind) { /* an untracked protocol has no flow to look up or open */
+		side = zt_flow_key_of(&k, &pkt->saddr, fs, &pkt->daddr, fd, pkt->l4proto, kind);
 		r = zt_flow_hit(pkt, &k, side);
 		if (zt_decided(r))
 			return r;

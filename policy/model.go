@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"sort"
 	"time"
 
@@ -535,16 +536,7 @@ func (m *Model) ipv4(p *pkt) int {
 	if tot < hl || p.l3off+tot > len(p.f) {
 		return int(bpf.ReasonMalformed)
 	}
-	p.end = p.l3off + tot
-	p.lim = p.end
-	p.l4off = p.l3off + hl
-	p.fpStart = p.l4off
-	p.l4proto = ip[9]
-	p.fragID = uint32(be16(ip[4:]))
-	frag := be16(ip[6:])
-	p.mf = frag&unix.IP_MF != 0
-	p.foff = int(frag&ipOffset) * fragUnit
-	p.firstFrag = p.mf && p.foff == 0
+	p.ipv4Datagram(ip, hl, tot, noCap)
 	src, dst := ip[12:16], ip[16:20]
 	p.saddr = v4mapped(src)
 	p.daddr = v4mapped(dst)
@@ -608,24 +600,10 @@ func isExt(nh uint8) bool {
 
 // ipv6 mirrors zt_ipv6 (steps 7-8).
 func (m *Model) ipv6(p *pkt) int {
-	ip := p.ptr(p.l3off, ipv6HLen)
-	if ip == nil {
-		return int(bpf.ReasonTruncated)
+	off, nh, r := p.ipv6Hdr(len(p.f), noCap)
+	if r >= 0 {
+		return r
 	}
-	// struct ipv6hdr: version, payload_len at 4, nexthdr 6, hop_limit 7, saddr 8, daddr 24.
-	if ip[0]>>4 != ipv6Version {
-		return int(bpf.ReasonMalformed)
-	}
-	off := p.l3off + ipv6HLen
-	if off+int(be16(ip[4:])) > len(p.f) {
-		return int(bpf.ReasonMalformed)
-	}
-	p.end = off + int(be16(ip[4:]))
-	p.lim = p.end
-	copy(p.saddr[:], ip[8:24])
-	copy(p.daddr[:], ip[24:40])
-	nh := ip[6]
-	p.hoplimit = ip[7]
 	if p.saddr == [16]byte{} {
 		p.unspec = true
 	} else if !boundV6(p.dev, p.saddr[:]) {
@@ -635,6 +613,47 @@ func (m *Model) ipv6(p *pkt) int {
 		p.counted = true
 	}
 	return p.ipv6Ext(off, nh)
+}
+
+// noCap mirrors ZT_NO_CAP: frames from devices have their headers read up to the datagram's end.
+const noCap = math.MaxInt
+
+// ipv4Datagram mirrors zt_ipv4_datagram: what the IPv4 header ip (hl bytes, of a tot-byte datagram)
+// says of its datagram, headers read up to at most limit.
+func (p *pkt) ipv4Datagram(ip []byte, hl, tot, limit int) {
+	p.end = p.l3off + tot
+	p.lim = min(p.end, limit)
+	p.l4off = p.l3off + hl
+	p.fpStart = p.l4off
+	p.l4proto = ip[9]
+	p.fragID = uint32(be16(ip[4:]))
+	frag := be16(ip[6:])
+	p.mf = frag&unix.IP_MF != 0
+	p.foff = int(frag&ipOffset) * fragUnit
+	p.firstFrag = p.mf && p.foff == 0
+}
+
+// ipv6Hdr mirrors zt_ipv6_hdr for a frame of n bytes: the IPv6 header into p (headers read up to
+// at most limit), and the offset and type of the header after it; goOn or a reason.
+func (p *pkt) ipv6Hdr(n, limit int) (int, uint8, int) {
+	ip := p.ptr(p.l3off, ipv6HLen)
+	if ip == nil {
+		return 0, 0, int(bpf.ReasonTruncated)
+	}
+	// struct ipv6hdr: version, payload_len at 4, nexthdr 6, hop_limit 7, saddr 8, daddr 24.
+	if ip[0]>>4 != ipv6Version {
+		return 0, 0, int(bpf.ReasonMalformed)
+	}
+	off := p.l3off + ipv6HLen
+	if off+int(be16(ip[4:])) > n {
+		return 0, 0, int(bpf.ReasonMalformed)
+	}
+	p.end = off + int(be16(ip[4:]))
+	p.lim = min(p.end, limit)
+	copy(p.saddr[:], ip[8:24])
+	copy(p.daddr[:], ip[24:40])
+	p.hoplimit = ip[7]
+	return off, ip[6], goOn
 }
 
 // ipv6Ext mirrors zt_ipv6_ext (step 8): the extension-header walk from off, where header nh starts.

@@ -51,38 +51,17 @@ func (p *pkt) toIPv4(n int) int {
 		}
 		return int(bpf.ReasonIPOptions)
 	}
-	p.end = p.l3off + tot
-	p.lim = min(p.end, tcPull)
-	p.l4off = p.l3off + ipv4HLen
-	p.fpStart = p.l4off
-	p.l4proto = ip[9]
-	p.fragID = uint32(be16(ip[4:]))
-	frag := be16(ip[6:])
-	p.mf = frag&unix.IP_MF != 0
-	p.foff = int(frag&ipOffset) * fragUnit
-	p.firstFrag = p.mf && p.foff == 0
+	p.ipv4Datagram(ip, ipv4HLen, tot, tcPull)
 	return goOn
 }
 
 // toIPv6 mirrors zt_to_ip6 (T4 for IPv6).
 func (p *pkt) toIPv6(n int) int {
-	ip := p.ptr(p.l3off, ipv6HLen)
-	if ip == nil {
-		return int(bpf.ReasonTruncated)
+	off, nh, r := p.ipv6Hdr(n, tcPull)
+	if r >= 0 {
+		return r
 	}
-	if ip[0]>>4 != ipv6Version {
-		return int(bpf.ReasonMalformed)
-	}
-	off := p.l3off + ipv6HLen
-	if off+int(be16(ip[4:])) > n {
-		return int(bpf.ReasonMalformed)
-	}
-	p.end = off + int(be16(ip[4:]))
-	p.lim = min(p.end, tcPull)
-	copy(p.saddr[:], ip[8:24])
-	copy(p.daddr[:], ip[24:40])
-	p.hoplimit = ip[7]
-	return p.ipv6Ext(off, ip[6])
+	return p.ipv6Ext(off, nh)
 }
 
 // Who sent a frame toward a device, by its source MAC, as ZT_SRC_* in bpf/todevice.h.
