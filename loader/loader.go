@@ -53,6 +53,7 @@ type Datapath struct {
 	dir   string // LayoutDir(cfg.PinDir)
 	objs  bpf.ZtgateObjects
 	specs bpf.ZtgateMapSpecs // the specs the maps were created from (inner map templates)
+	tcID  ebpf.ProgramID     // the TC program's id, read once at load (0: read it when asked)
 
 	mu      sync.Mutex
 	links   map[string]link.Link // ifname -> XDP link this process holds (pinned)
@@ -110,6 +111,7 @@ func Open(cfg Config) (*Datapath, error) {
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
 		return nil, fmt.Errorf("load datapath: %w", describeLoadError(err, dir))
 	}
+	d.tcID, _ = d.TCProgramID() // the agent compares it with each interface's every second
 	return d, nil
 }
 

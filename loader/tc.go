@@ -455,6 +455,9 @@ func tcStatus(st *Interface, tcPin string, ourTC ebpf.ProgramID) {
 // TCProgramID is the kernel's id of this Datapath's TC program (zt_tc), the program the TC
 // attachment of an interface runs once adopted.
 func (d *Datapath) TCProgramID() (ebpf.ProgramID, error) {
+	if d.tcID != 0 {
+		return d.tcID, nil
+	}
 	info, err := d.objs.ZtTc.Info()
 	if err != nil {
 		return 0, fmt.Errorf("tc program info: %w", err)
