@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 
 	"github.com/ztgate/ztgate/api"
@@ -205,16 +206,26 @@ func (a *Agent) handleDevices(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, ds)
 }
 
+// queryLimit reads the limit parameter of q (0 when absent); on a bad one it answers 400 and
+// reports false.
+func queryLimit(w http.ResponseWriter, q url.Values) (int, bool) {
+	s := q.Get("limit")
+	if s == "" {
+		return 0, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		badRequest(w, "limit: not a non-negative number")
+		return 0, false
+	}
+	return n, true
+}
+
 func (a *Agent) handleFlows(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	limit := 0
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			badRequest(w, "limit: not a non-negative number")
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, q)
+	if !ok {
+		return
 	}
 	fs, err := a.flows(q.Get("device"), limit)
 	if errors.Is(err, errNoDevice) {
@@ -254,14 +265,9 @@ func (a *Agent) handleEvents(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, fmt.Sprintf("unknown direction %q (from_device or to_device)", dir))
 		return
 	}
-	limit := 0
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 {
-			badRequest(w, "limit: not a non-negative number")
-			return
-		}
-		limit = n
+	limit, ok := queryLimit(w, q)
+	if !ok {
+		return
 	}
 	match := func(ev *api.Event) bool {
 		return (device == "" || ev.Device == device) && (reason == "" || ev.Reason == reason) &&
